@@ -1,0 +1,54 @@
+"""A revisioned key-value store of bytes: the interface and its engines.
+
+Use :func:`open_storage` (or an engine class) to get a :class:`Storage`. Engines:
+
+* :class:`MemoryStorage` — in-process, for tests and ``--storage memory``.
+* :class:`SQLiteStorage` — the durable embedded default (WAL, group commit).
+* ``EtcdStorage`` — etcd v3, for several server replicas (``kcp_cache.storage.etcd``).
+"""
+
+from kcp_cache.storage._errors import (
+    AlreadyExists as AlreadyExists,
+)
+from kcp_cache.storage._errors import (
+    Conflict as Conflict,
+)
+from kcp_cache.storage._errors import (
+    Expired as Expired,
+)
+from kcp_cache.storage._errors import (
+    InvalidKey as InvalidKey,
+)
+from kcp_cache.storage._errors import (
+    NotFound as NotFound,
+)
+from kcp_cache.storage._errors import (
+    StorageError as StorageError,
+)
+from kcp_cache.storage._errors import (
+    Unavailable as Unavailable,
+)
+from kcp_cache.storage._interface import Storage as Storage
+from kcp_cache.storage._interface import WatchStream as WatchStream
+from kcp_cache.storage._types import DeleteResult as DeleteResult
+from kcp_cache.storage._types import Event as Event
+from kcp_cache.storage._types import EventType as EventType
+from kcp_cache.storage._types import KeyValue as KeyValue
+from kcp_cache.storage._types import RangeResult as RangeResult
+
+__all__ = [
+    "AlreadyExists",
+    "Conflict",
+    "DeleteResult",
+    "Event",
+    "EventType",
+    "Expired",
+    "InvalidKey",
+    "KeyValue",
+    "NotFound",
+    "RangeResult",
+    "Storage",
+    "StorageError",
+    "Unavailable",
+    "WatchStream",
+]

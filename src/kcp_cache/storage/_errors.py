@@ -1,0 +1,69 @@
+"""Typed storage errors.
+
+Every engine raises exactly these, so the layers above map them to HTTP once
+(``NotFound`` → 404, ``AlreadyExists``/``Conflict`` → 409, ``Expired`` → 410,
+``Unavailable`` → 503, ``InvalidKey`` → a bug in the caller, 500).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExists",
+    "Conflict",
+    "Expired",
+    "InvalidKey",
+    "NotFound",
+    "StorageError",
+    "Unavailable",
+]
+
+
+class StorageError(Exception):
+    """Base class of every error the storage layer raises on purpose."""
+
+
+class NotFound(StorageError):
+    """The key does not exist (at the revision asked for)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key not found: {key}")
+        self.key = key
+
+
+class AlreadyExists(StorageError):
+    """A create found the key already present."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key already exists: {key}")
+        self.key = key
+
+
+class Conflict(StorageError):
+    """A guarded write found a different mod revision than the one expected."""
+
+    def __init__(self, key: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"revision conflict on {key}: expected mod revision {expected}, found {actual}"
+        )
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class Expired(StorageError):
+    """The revision asked for has been compacted away (HTTP 410 upstream)."""
+
+    def __init__(self, requested: int, compacted: int) -> None:
+        super().__init__(
+            f"revision {requested} has been compacted (oldest available: {compacted + 1})"
+        )
+        self.requested = requested
+        self.compacted = compacted
+
+
+class Unavailable(StorageError):
+    """The backing store cannot serve the request now (disk failure, etcd down, lagging watch)."""
+
+
+class InvalidKey(StorageError, ValueError):
+    """A key or prefix is malformed: empty, has ``..``/empty segments, or is outside the prefix."""
