@@ -11,10 +11,16 @@ from kcp_cache.storage._errors import (
     AlreadyExists as AlreadyExists,
 )
 from kcp_cache.storage._errors import (
+    BadContinueToken as BadContinueToken,
+)
+from kcp_cache.storage._errors import (
     Conflict as Conflict,
 )
 from kcp_cache.storage._errors import (
     Expired as Expired,
+)
+from kcp_cache.storage._errors import (
+    FutureRevision as FutureRevision,
 )
 from kcp_cache.storage._errors import (
     InvalidKey as InvalidKey,
@@ -26,10 +32,17 @@ from kcp_cache.storage._errors import (
     StorageError as StorageError,
 )
 from kcp_cache.storage._errors import (
+    StorageOpenError as StorageOpenError,
+)
+from kcp_cache.storage._errors import (
     Unavailable as Unavailable,
 )
+from kcp_cache.storage._factory import SQLITE_FILE_NAME as SQLITE_FILE_NAME
+from kcp_cache.storage._factory import open_storage as open_storage
 from kcp_cache.storage._interface import Storage as Storage
 from kcp_cache.storage._interface import WatchStream as WatchStream
+from kcp_cache.storage._memory import MemoryStorage as MemoryStorage
+from kcp_cache.storage._sqlite import SQLiteStorage as SQLiteStorage
 from kcp_cache.storage._types import DeleteResult as DeleteResult
 from kcp_cache.storage._types import Event as Event
 from kcp_cache.storage._types import EventType as EventType
@@ -37,18 +50,25 @@ from kcp_cache.storage._types import KeyValue as KeyValue
 from kcp_cache.storage._types import RangeResult as RangeResult
 
 __all__ = [
+    "SQLITE_FILE_NAME",
     "AlreadyExists",
+    "BadContinueToken",
     "Conflict",
     "DeleteResult",
     "Event",
     "EventType",
     "Expired",
+    "FutureRevision",
     "InvalidKey",
     "KeyValue",
+    "MemoryStorage",
     "NotFound",
     "RangeResult",
+    "SQLiteStorage",
     "Storage",
     "StorageError",
+    "StorageOpenError",
     "Unavailable",
     "WatchStream",
+    "open_storage",
 ]

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyExists",
+    "BadContinueToken",
     "Conflict",
     "Expired",
+    "FutureRevision",
     "InvalidKey",
     "NotFound",
     "StorageError",
+    "StorageOpenError",
     "Unavailable",
 ]
 
@@ -67,3 +70,25 @@ class Unavailable(StorageError):
 
 class InvalidKey(StorageError, ValueError):
     """A key or prefix is malformed: empty, has ``..``/empty segments, or is outside the prefix."""
+
+
+class StorageOpenError(Unavailable):
+    """The store cannot be opened at start-up (locked, corrupt, unwritable).
+
+    The message is one line meant for an operator; no traceback is needed to act on it.
+    """
+
+
+class FutureRevision(Unavailable):
+    """A read asked for a revision newer than the store's current one (retry later)."""
+
+    def __init__(self, requested: int, current: int) -> None:
+        super().__init__(
+            f"revision {requested} is newer than the current revision {current}; retry later"
+        )
+        self.requested = requested
+        self.current = current
+
+
+class BadContinueToken(StorageError, ValueError):
+    """A continue token was not issued by this store or was altered (HTTP 400 upstream)."""

@@ -1,0 +1,226 @@
+"""Group commit with a pending overlay.
+
+Writes are validated on the event loop thread, in the order they are submitted, against
+"committed state + pending overlay" — the overlay holds every write that has been given a
+revision but is not persisted yet — so a compare-and-swap is exact even while earlier
+writes are still on their way to disk. A write that passes gets the next revision at once
+(failures consume none) and joins the *accumulating* batch.
+
+At most one batch is persisted at a time. While it is in flight, new writes accumulate
+into the next one, so the batch size follows the load by itself (natural group commit):
+one writer pays one transaction per write, 64 writers share one transaction.
+
+When a batch is persisted it is applied to the committed state, its events are published
+to watchers, and only then are the writers acknowledged — so an acknowledged write is
+both durable and visible to every later read. If persisting fails, that batch and the
+accumulating one fail with ``Unavailable`` and the overlay and the revision counter roll
+back to the committed state, which is exactly what is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kcp_cache.storage._errors import AlreadyExists, Conflict, NotFound, Unavailable
+from kcp_cache.storage._keys import prefix_end
+from kcp_cache.storage._mvcc import MVCCState
+from kcp_cache.storage._persist import Persister
+from kcp_cache.storage._types import DeleteResult, Event, EventType, KeyValue
+
+__all__ = ["GroupCommitter"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_Waiter = tuple["asyncio.Future[Any]", object]
+
+
+class GroupCommitter:
+    """Validates, numbers, batches and persists writes; see the module docstring."""
+
+    def __init__(
+        self,
+        state: MVCCState,
+        persister: Persister,
+        publish: Callable[[list[Event]], None],
+    ) -> None:
+        self._state = state
+        self._persister = persister
+        self._publish = publish
+        self._pending: dict[str, Event] = {}
+        self._last_assigned = state.revision
+        self._events: list[Event] = []
+        self._waiters: list[_Waiter] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+        #: Why the last batch failed to persist (``None`` once a later batch succeeds).
+        self.failure: str | None = None
+        #: Batches and writes persisted so far (for metrics and tests).
+        self.batches_committed = 0
+        self.writes_committed = 0
+
+    def reset(self) -> None:
+        """Re-read the revision counter after the committed state was (re)loaded."""
+        self._last_assigned = self._state.revision
+
+    # -- validation against committed state + overlay ---------------------------------
+
+    def lookup(self, key: str) -> KeyValue | None:
+        """The latest value of ``key`` including writes not yet persisted."""
+        event = self._pending.get(key)
+        if event is not None:
+            return event.kv if event.type is EventType.PUT else None
+        kv: KeyValue | None = self._state.current.get(key)
+        return kv
+
+    def create(self, key: str, value: bytes) -> asyncio.Future[KeyValue]:
+        self._check_open()
+        if self.lookup(key) is not None:
+            raise AlreadyExists(key)
+        revision = self._last_assigned + 1
+        kv = KeyValue(key, value, revision, revision)
+        return self._submit([Event(EventType.PUT, kv, None)], kv)
+
+    def update(
+        self, key: str, value: bytes, expected_mod_revision: int
+    ) -> asyncio.Future[KeyValue]:
+        self._check_open()
+        existing = self.lookup(key)
+        if existing is None:
+            raise NotFound(key)
+        if existing.mod_revision != expected_mod_revision:
+            raise Conflict(key, expected_mod_revision, existing.mod_revision)
+        kv = KeyValue(key, value, existing.create_revision, self._last_assigned + 1)
+        return self._submit([Event(EventType.PUT, kv, existing)], kv)
+
+    def delete(self, key: str, expected_mod_revision: int | None) -> asyncio.Future[DeleteResult]:
+        self._check_open()
+        existing = self.lookup(key)
+        if existing is None:
+            raise NotFound(key)
+        if expected_mod_revision is not None and existing.mod_revision != expected_mod_revision:
+            raise Conflict(key, expected_mod_revision, existing.mod_revision)
+        event = self._delete_event(existing, self._last_assigned + 1)
+        return self._submit([event], DeleteResult(existing, event.revision))
+
+    def delete_prefix(self, prefix: str) -> asyncio.Future[list[DeleteResult]]:
+        """Delete every key under ``prefix`` in one batch, one revision per key."""
+        self._check_open()
+        end = prefix_end(prefix)
+        keys = set(self._state.current.irange(prefix, end, inclusive=(True, False)))
+        keys.update(k for k in self._pending if k.startswith(prefix))
+        events: list[Event] = []
+        results: list[DeleteResult] = []
+        revision = self._last_assigned
+        for key in sorted(keys):
+            existing = self.lookup(key)
+            if existing is None:
+                continue
+            revision += 1
+            events.append(self._delete_event(existing, revision))
+            results.append(DeleteResult(existing, revision))
+        if not events:
+            done: asyncio.Future[list[DeleteResult]] = asyncio.get_running_loop().create_future()
+            done.set_result(results)
+            return done
+        return self._submit(events, results)
+
+    @staticmethod
+    def _delete_event(existing: KeyValue, revision: int) -> Event:
+        tombstone = KeyValue(existing.key, b"", existing.create_revision, revision)
+        return Event(EventType.DELETE, tombstone, existing)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable("storage is closed")
+
+    # -- batching ---------------------------------------------------------------------
+
+    def _submit(self, events: list[Event], result: T) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._last_assigned = events[-1].revision
+        for event in events:
+            self._pending[event.kv.key] = event
+        self._events.extend(events)
+        self._waiters.append((future, result))
+        if self._persister.synchronous:
+            self._persist_now()
+        elif self._flusher is None:
+            # Started as a task, so its first step runs after every writer already woken
+            # in this loop iteration has submitted: their writes share the next batch.
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush(), name="kcp-cache storage group commit"
+            )
+        return future
+
+    def _take_batch(self) -> tuple[list[Event], list[_Waiter]]:
+        events, waiters = self._events, self._waiters
+        self._events, self._waiters = [], []
+        return events, waiters
+
+    def _persist_now(self) -> None:
+        events, waiters = self._take_batch()
+        try:
+            self._persister.write_batch_now(events)
+        except Exception as exc:
+            self._fail(waiters, exc)  # the writer gets the error from its future
+            return
+        self._finish(events, waiters)
+
+    async def _flush(self) -> None:
+        try:
+            while self._events:
+                events, waiters = self._take_batch()
+                try:
+                    await self._persister.write_batch(events)
+                except BaseException as exc:
+                    self._fail(waiters, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    return
+                self._finish(events, waiters)
+        finally:
+            self._flusher = None
+
+    def _finish(self, events: list[Event], waiters: list[_Waiter]) -> None:
+        self._state.apply(events, time.time())
+        pending = self._pending
+        for event in events:
+            key = event.kv.key
+            if pending.get(key) is event:
+                del pending[key]
+        self.failure = None
+        self.batches_committed += 1
+        self.writes_committed += len(events)
+        self._publish(events)
+        for future, result in waiters:
+            if not future.done():  # the writer may have been cancelled; the write stands
+                future.set_result(result)
+
+    def _fail(self, waiters: list[_Waiter], exc: BaseException) -> None:
+        log.error("storage batch failed to persist; failing queued writes: %s", exc)
+        error = self._unavailable(exc)
+        _, queued = self._take_batch()
+        for future, _ in [*waiters, *queued]:
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        self._last_assigned = self._state.revision
+        self.failure = str(error)
+
+    @staticmethod
+    def _unavailable(exc: BaseException) -> Unavailable:
+        return Unavailable(f"storage write failed: {exc or type(exc).__name__}")
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Refuse new writes and wait until every accepted one is persisted (or failed)."""
+        self._closed = True
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)

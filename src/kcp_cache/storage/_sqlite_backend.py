@@ -1,0 +1,282 @@
+"""The SQLite file behind :class:`SQLiteStorage`: schema, open/load, batch writes.
+
+Everything here runs on one dedicated writer thread (a single-worker executor) that owns
+the only connection, so SQLite work never blocks the event loop and the connection is
+never shared. The layout is a revision log in the style of kine:
+
+* ``log`` — one row per write (revision, key, new value, previous value, create
+  revision, previous mod revision, op): the history watches resume from.
+* ``kv`` — the current value of every key, upserted in the same transaction, so start-up
+  does not replay the log. A rowid table: ``WITHOUT ROWID`` would push every ~1 KiB
+  value into its own overflow page (perf-anchors §4).
+* ``meta`` — schema version and compacted revision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from kcp_cache.storage._errors import StorageOpenError
+from kcp_cache.storage._types import Event, EventType, KeyValue
+
+__all__ = ["LoadedState", "SQLiteFile"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS log (
+    rev          INTEGER PRIMARY KEY,
+    key          TEXT NOT NULL,
+    value        BLOB,              -- NULL for a delete
+    prev_value   BLOB,              -- NULL when the write created the key
+    create_rev   INTEGER NOT NULL,
+    prev_mod_rev INTEGER NOT NULL,  -- 0 when the write created the key
+    op           TEXT NOT NULL      -- 'PUT' or 'DELETE'
+);
+CREATE TABLE IF NOT EXISTS kv (
+    key        TEXT PRIMARY KEY,
+    value      BLOB NOT NULL,
+    create_rev INTEGER NOT NULL,
+    mod_rev    INTEGER NOT NULL
+);
+"""
+
+_INSERT_LOG = (
+    "INSERT INTO log (rev, key, value, prev_value, create_rev, prev_mod_rev, op)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_KV = (
+    "INSERT INTO kv (key, value, create_rev, mod_rev) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET"
+    " value = excluded.value, create_rev = excluded.create_rev, mod_rev = excluded.mod_rev"
+)
+_DELETE_KV = "DELETE FROM kv WHERE key = ?"
+
+SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+
+
+@dataclass(slots=True)
+class LoadedState:
+    """What start-up reads back: current key-values and retained history."""
+
+    kvs: list[KeyValue]
+    history: list[Event]
+    revision: int
+    compacted: int
+
+
+class SQLiteFile:
+    """The database file, its lock and its writer thread."""
+
+    def __init__(self, path: Path, *, synchronous: str) -> None:
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        self.path = path
+        self.synchronous = synchronous
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcp-cache-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+
+    # -- open and load (writer thread) ----------------------------------------------
+
+    def open_and_load(self) -> LoadedState:
+        """Lock, open, migrate and read back the database; ``StorageOpenError`` on failure."""
+        try:
+            self._lock()
+            self._conn = self._connect()
+            return self._load(self._conn)
+        except StorageOpenError:
+            self.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StorageOpenError(self._describe_sqlite_error(exc)) from None
+        except OSError as exc:
+            self.close()
+            raise StorageOpenError(
+                f"cannot open SQLite storage at {self.path}: {exc.strerror or exc}"
+            ) from None
+
+    def _lock(self) -> None:
+        # An flock on a side file, so that two servers can never share one root directory
+        # (SQLite's own locks would let a second one read a stale copy of our state).
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StorageOpenError(
+                f"SQLite storage {self.path} is in use by another process (pid {holder}); "
+                "two servers cannot share one root directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=64
+        )
+        try:
+            # EXCLUSIVE before the first WAL access: no shared-memory index, and no other
+            # process (one that ignores our lock file) can open the file behind our back.
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StorageOpenError(f"cannot put SQLite storage {self.path} into WAL mode")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA cache_size = -16384")  # KiB; reads are served from memory
+            conn.executescript(_SCHEMA)  # idempotent: IF NOT EXISTS
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
+            )
+            conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('compacted', 0)")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _load(self, conn: sqlite3.Connection) -> LoadedState:
+        meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise StorageOpenError(
+                f"SQLite storage {self.path} has schema version {meta.get('schema_version')}, "
+                f"this server needs {SCHEMA_VERSION}"
+            )
+        compacted = int(meta.get("compacted", 0))
+        kvs = [
+            KeyValue(key, bytes(value), create_rev, mod_rev)
+            for key, value, create_rev, mod_rev in conn.execute(
+                "SELECT key, value, create_rev, mod_rev FROM kv ORDER BY key"
+            )
+        ]
+        current = {kv.key: kv for kv in kvs}
+        history: list[Event] = []
+        latest: dict[str, KeyValue] = {}  # share KeyValue objects between events
+        rows = conn.execute(
+            "SELECT rev, key, value, prev_value, create_rev, prev_mod_rev, op"
+            " FROM log WHERE rev > ? ORDER BY rev",
+            (compacted,),
+        )
+        for rev, key, value, prev_value, create_rev, prev_mod_rev, op in rows:
+            prev: KeyValue | None = None
+            if prev_value is not None:
+                prev = latest.get(key)
+                if prev is None or prev.mod_revision != prev_mod_rev:
+                    prev = KeyValue(key, bytes(prev_value), create_rev, prev_mod_rev)
+            if op == "PUT":
+                kv = current.get(key)
+                if kv is None or kv.mod_revision != rev:
+                    kv = KeyValue(key, bytes(value), create_rev, rev)
+                latest[key] = kv
+                history.append(Event(EventType.PUT, kv, prev))
+            else:
+                latest.pop(key, None)
+                history.append(Event(EventType.DELETE, KeyValue(key, b"", create_rev, rev), prev))
+        revision = history[-1].revision if history else compacted
+        newest_kv = max((kv.mod_revision for kv in kvs), default=0)
+        if newest_kv > revision:
+            raise StorageOpenError(
+                f"SQLite storage {self.path} is inconsistent: a key has mod revision "
+                f"{newest_kv} but the log ends at {revision}"
+            )
+        return LoadedState(kvs=kvs, history=history, revision=revision, compacted=compacted)
+
+    def _describe_sqlite_error(self, exc: sqlite3.DatabaseError) -> str:
+        text = str(exc)
+        if "not a database" in text or "malformed" in text:
+            return f"SQLite storage {self.path} is corrupt or not an SQLite database ({text})"
+        if "locked" in text or "busy" in text:
+            return f"SQLite storage {self.path} is locked by another process ({text})"
+        if "unable to open" in text or "readonly" in text:
+            return f"cannot open SQLite storage {self.path} for writing ({text})"
+        return f"cannot open SQLite storage {self.path}: {text}"
+
+    # -- writes (writer thread) -------------------------------------------------------
+
+    def write_batch(self, events: list[Event]) -> None:
+        """Persist a batch in one ``BEGIN IMMEDIATE … COMMIT`` transaction."""
+        conn = self._conn
+        if conn is None:
+            raise sqlite3.OperationalError("database is closed")
+        log_rows = []
+        final: dict[str, Event] = {}
+        for event in events:
+            kv = event.kv
+            prev = event.prev_kv
+            is_put = event.type is EventType.PUT
+            log_rows.append(
+                (
+                    kv.mod_revision,
+                    kv.key,
+                    kv.value if is_put else None,
+                    prev.value if prev is not None else None,
+                    kv.create_revision,
+                    prev.mod_revision if prev is not None else 0,
+                    "PUT" if is_put else "DELETE",
+                )
+            )
+            final[kv.key] = event
+        upserts = []
+        deletes = []
+        for key, event in final.items():
+            if event.type is EventType.PUT:
+                kv = event.kv
+                upserts.append((key, kv.value, kv.create_revision, kv.mod_revision))
+            else:
+                deletes.append((key,))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_INSERT_LOG, log_rows)
+            if upserts:
+                conn.executemany(_UPSERT_KV, upserts)
+            if deletes:
+                conn.executemany(_DELETE_KV, deletes)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def compact(self, revision: int) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM log WHERE rev <= ?", (revision,))
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE name = 'compacted' AND value < ?",
+                (revision, revision),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close the connection and release the lock (idempotent)."""
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
