@@ -1,0 +1,249 @@
+"""One etcd watch as a :class:`~kcp_cache.storage.WatchStream`.
+
+Each stream owns one gRPC ``Watch`` call on the member chosen at creation (gRPC
+multiplexes the calls of one channel over one HTTP/2 connection). A reader task turns
+etcd's responses into :class:`Event` values in a queue of at most ``buffer_size``
+events. A consumer that falls that far behind gets the buffered events and then
+``Unavailable`` (as with the embedded engines), and resumes after the last revision it
+saw; the stream does not hold etcd's memory for a consumer that has stopped reading.
+
+* ``prev_kv`` is requested so DELETE events carry the old create revision and every
+  event its previous value.
+* Progress: a response without events carries a revision up to which the watch is
+  complete; it becomes :attr:`progress_revision`. etcd sends those every
+  ``--experimental-watch-progress-notify-interval`` (default 10 minutes) on its own;
+  where it is safe (see ``EtcdStorage``), the stream also sends a
+  ``WatchProgressRequest`` when it has been quiet for ``progress_interval`` seconds
+  (0: never).
+* ``hasleader`` metadata makes a member that lost its leader (partitioned away) cancel
+  the watch instead of going silent, as etcd's Go client does.
+* A compacted start revision ends the stream with ``Expired``; a broken connection or a
+  member that stops answering ends it with ``Unavailable``. The consumer resumes with a
+  new watch after the last revision it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kcp_cache.storage._errors import Expired, StorageError, Unavailable
+from kcp_cache.storage._etcd_conn import EtcdEndpoint, describe_rpc_error
+from kcp_cache.storage._etcd_grpc import grpc, rpc
+from kcp_cache.storage._interface import WatchStream
+from kcp_cache.storage._types import Event, EventType, KeyValue
+
+__all__ = ["EtcdWatchStream", "FailedWatchStream", "event_from_proto", "kv_from_proto"]
+
+_LEADER_METADATA = (("hasleader", "true"),)
+
+
+def kv_from_proto(kv: Any) -> KeyValue:
+    """etcd's ``mvccpb.KeyValue`` → :class:`KeyValue`."""
+    return KeyValue(
+        key=kv.key.decode(),
+        value=kv.value,
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
+    )
+
+
+def event_from_proto(event: Any) -> Event:
+    """etcd's ``mvccpb.Event`` (with ``prev_kv`` requested) → :class:`Event`."""
+    prev = kv_from_proto(event.prev_kv) if event.HasField("prev_kv") else None
+    if event.type == rpc.Event.DELETE:
+        kv = KeyValue(
+            key=event.kv.key.decode(),
+            value=b"",
+            create_revision=prev.create_revision if prev is not None else 0,
+            mod_revision=event.kv.mod_revision,
+        )
+        return Event(EventType.DELETE, kv, prev)
+    return Event(EventType.PUT, kv_from_proto(event.kv), prev)
+
+
+class FailedWatchStream(WatchStream):
+    """A watch that could not start: iteration raises ``error`` at once."""
+
+    def __init__(self, error: StorageError, after_revision: int) -> None:
+        self._error: StorageError | None = error
+        self._progress = after_revision
+
+    @property
+    def progress_revision(self) -> int:
+        return self._progress
+
+    async def __anext__(self) -> Event:
+        error, self._error = self._error, None
+        if error is None:
+            raise StopAsyncIteration
+        raise error
+
+    async def close(self) -> None:
+        self._error = None
+
+
+class EtcdWatchStream(WatchStream):
+    """Events under ``[key, range_end)`` with revision > ``after_revision``."""
+
+    def __init__(
+        self,
+        endpoint: EtcdEndpoint,
+        key: bytes,
+        range_end: bytes,
+        *,
+        after_revision: int,
+        progress_interval: float,
+        buffer_size: int,
+        on_compacted: Callable[[int], None],
+    ) -> None:
+        self._endpoint = endpoint
+        self._buffer_size = buffer_size
+        self._after = after_revision
+        self._progress = after_revision
+        self._progress_interval = progress_interval
+        self._on_compacted = on_compacted
+        # Unbounded so the terminal item always fits; the reader enforces the bound.
+        self._queue: asyncio.Queue[Event | StorageError | None] = asyncio.Queue()
+        self._closed = False
+        self._ended = False  # the reader queued its terminal item
+        self._done = False
+        self._last_response = time.monotonic()
+        self._progress_requested = False
+        self._create = rpc.WatchRequest(
+            create_request=rpc.WatchCreateRequest(
+                key=key,
+                range_end=range_end,
+                start_revision=after_revision + 1,
+                prev_kv=True,
+                progress_notify=True,
+            )
+        )
+        self._call: Any = None
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    # -- WatchStream -------------------------------------------------------------------
+
+    @property
+    def progress_revision(self) -> int:
+        return self._progress
+
+    async def __anext__(self) -> Event:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, Event):
+            return item
+        self._done = True
+        if item is None:
+            raise StopAsyncIteration
+        raise item
+
+    async def close(self) -> None:
+        if await self._stop():
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    async def abort(self, error: StorageError) -> None:
+        """End the stream with ``error`` after the events already buffered (no gap)."""
+        if await self._stop():
+            self._queue.put_nowait(error)
+
+    async def _stop(self) -> bool:
+        if self._closed:
+            return False
+        self._closed = True
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if self._call is not None:
+            self._call.cancel()
+        # The reader may have queued its own terminal item already; it wins.
+        return not self._ended
+
+    # -- reader ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        ticker = None
+        if self._progress_interval > 0:
+            ticker = asyncio.get_running_loop().create_task(self._tick())
+        try:
+            error = await self._stream()
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as exc:
+            error = self._rpc_error(exc)
+        except Exception as exc:  # the watch must end with a typed error, never hang
+            error = Unavailable(f"etcd watch on {self._endpoint.url} failed: {exc!r}")
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            if self._call is not None:
+                self._call.cancel()
+        if not self._closed:
+            self._ended = True
+            self._queue.put_nowait(error)
+
+    async def _tick(self) -> None:
+        """Ask etcd for a progress notification whenever the stream has been quiet."""
+        while True:
+            await asyncio.sleep(self._progress_interval)
+            quiet = time.monotonic() - self._last_response >= self._progress_interval
+            if quiet and not self._progress_requested and self._call is not None:
+                # No answer comes while the watch is still replaying history; one
+                # outstanding request is enough (keepalive pings detect a dead link).
+                self._progress_requested = True
+                await self._call.write(
+                    rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
+                )
+
+    def _rpc_error(self, exc: grpc.aio.AioRpcError) -> StorageError:
+        details = exc.details() or ""
+        if "compacted" in details:
+            return Expired(self._after, self._after + 1)
+        return Unavailable(
+            f"etcd watch on {self._endpoint.url} ended: {describe_rpc_error(exc)}; "
+            f"resume after revision {self._progress}"
+        )
+
+    async def _stream(self) -> StorageError:
+        self._call = call = self._endpoint.watch.Watch(metadata=_LEADER_METADATA)
+        await call.write(self._create)
+        while True:
+            response = await call.read()
+            self._last_response = time.monotonic()
+            if response is grpc.aio.EOF:
+                return Unavailable(
+                    f"etcd closed the watch stream on {self._endpoint.url}; "
+                    f"resume after revision {self._progress}"
+                )
+            if response.compact_revision:
+                self._on_compacted(response.compact_revision)
+                return Expired(self._after, response.compact_revision)
+            if response.canceled:
+                reason = response.cancel_reason or "no reason given"
+                return Unavailable(
+                    f"etcd cancelled the watch on {self._endpoint.url}: {reason}; "
+                    f"resume after revision {self._progress}"
+                )
+            if response.created:
+                # The header of the creation reply is the store's revision, not a sign
+                # that history up to it was delivered: do not take it as progress.
+                continue
+            if not response.events:
+                self._progress_requested = False
+                self._progress = max(self._progress, response.header.revision)
+                continue
+            if self._queue.qsize() + len(response.events) > self._buffer_size:
+                return Unavailable(
+                    f"etcd watch consumer fell behind by more than {self._buffer_size} "
+                    f"events; resume after revision {self._progress}"
+                )
+            for proto in response.events:
+                event = event_from_proto(proto)
+                self._queue.put_nowait(event)
+                self._progress = event.revision

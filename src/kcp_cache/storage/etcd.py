@@ -1,0 +1,475 @@
+"""The etcd v3 engine: the store kcp itself uses, shared by several server replicas.
+
+Keys and values are stored exactly as the registry hands them over (spec §2 layout under
+``prefix``, JSON values), so a Go kcp pointed at the same etcd and prefix reads the same
+objects. The revision is etcd's revision; every write is one etcd transaction guarded on
+the key's create or mod revision, so optimistic concurrency holds across replicas.
+
+This module imports grpc; import it only when the etcd engine is wanted (the package
+``kcp_cache.storage`` does not import it). It needs the ``etcd`` extra (``aetcd``, which
+brings grpcio and etcd's protobufs). See ``docs/etcd.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+import weakref
+from typing import Any, NoReturn
+
+from kcp_cache.storage._errors import (
+    AlreadyExists,
+    Conflict,
+    Expired,
+    FutureRevision,
+    NotFound,
+    StorageError,
+    StorageOpenError,
+    Unavailable,
+)
+from kcp_cache.storage._etcd_conn import EtcdConnection, describe_rpc_error
+from kcp_cache.storage._etcd_grpc import grpc, rpc
+from kcp_cache.storage._etcd_watch import (
+    EtcdWatchStream,
+    FailedWatchStream,
+    kv_from_proto,
+)
+from kcp_cache.storage._interface import Storage, WatchStream
+from kcp_cache.storage._keys import validate_key, validate_prefix, validate_root_prefix
+from kcp_cache.storage._tokens import decode_continue_token, encode_continue_token
+from kcp_cache.storage._types import DeleteResult, KeyValue, RangeResult
+
+__all__ = ["EtcdStorage", "progress_requests_are_safe"]
+
+log = logging.getLogger(__name__)
+
+# A key nobody writes (outside any prefix), for reads that only want a header.
+_PROBE_KEY = b"compact_rev_key\0"
+
+_EQUAL = rpc.Compare.EQUAL
+_GREATER = rpc.Compare.GREATER
+
+
+class EtcdStorage(Storage):
+    """:class:`~kcp_cache.storage.Storage` on an etcd v3 cluster.
+
+    :param endpoints: client URLs of the members (``http://host:2379``,
+        ``https://host:2379``; a bare ``host:port`` uses TLS when a CA or client
+        certificate is given). Several members give failover.
+    :param prefix: root of every key (``--etcd-prefix``, default ``/cache``).
+    :param ca_file: PEM bundle to verify the members' certificates (default: system CAs).
+    :param cert_file: client certificate (PEM) for etcd's client-certificate auth.
+    :param key_file: its private key (PEM).
+    :param request_timeout: deadline in seconds of one request including its retries on
+        other members; when etcd is unreachable requests fail at once with
+        ``Unavailable`` rather than waiting for it.
+    :param health_timeout: deadline of :meth:`check_health` (and of the start-up probe).
+    :param watch_progress_interval: a quiet watch asks etcd for a progress notification
+        this often, which keeps :attr:`WatchStream.progress_revision` (bookmarks) fresh.
+        Only on etcd versions where that is safe (:func:`progress_requests_are_safe`);
+        older ones rely on etcd's ``--experimental-watch-progress-notify-interval``.
+    :param watch_buffer_size: events a watch buffers for a slow consumer; beyond that
+        the watch ends with ``Unavailable`` and the consumer resumes from its last
+        revision.
+    :param compaction_interval: seconds between automatic compactions (0 disables).
+    :param history_retention: keep at least this many seconds of history …
+    :param max_history_events: … but no more than this many revisions. Each turn
+        compacts etcd to the newer of the two bounds, as the embedded engines do.
+        Several replicas sharing one etcd may each run the policy: compaction is
+        idempotent and they compute nearly the same targets.
+    """
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        prefix: str = "/cache",
+        *,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        request_timeout: float = 5.0,
+        health_timeout: float = 2.0,
+        watch_progress_interval: float = 5.0,
+        watch_buffer_size: int = 10_000,
+        compaction_interval: float = 60.0,
+        history_retention: float = 300.0,
+        max_history_events: int = 100_000,
+    ) -> None:
+        self._root = validate_root_prefix(prefix)
+        self.prefix = self._root
+        self._conn = EtcdConnection(
+            list(endpoints),
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            request_timeout=request_timeout,
+        )
+        self._health_timeout = health_timeout
+        self._progress_interval = watch_progress_interval
+        self._watch_buffer_size = watch_buffer_size
+        self._compaction_interval = compaction_interval
+        self._history_retention = history_retention
+        self._max_history_events = max_history_events
+        self._compacted = 0
+        self._watches: weakref.WeakSet[EtcdWatchStream] = weakref.WeakSet()
+        self._compactor: asyncio.Task[None] | None = None
+        self._started = False
+        self._request_progress = False
+        #: The version the first member reported at start-up (for diagnostics).
+        self.etcd_version = ""
+
+    def __repr__(self) -> str:
+        return f"EtcdStorage({self._conn.urls}, prefix={self._root!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and check that etcd answers; raise ``StorageOpenError`` if not.
+
+        The error message names the endpoints and the reason (refused, timed out, not
+        an etcd); the engine is closed again, so ``start()`` may simply be retried.
+        """
+        if self._started:
+            return
+        self._conn.open()
+        try:
+            await self._probe("cannot reach etcd")
+            await self._learn_compacted_revision()
+            await self._learn_progress_support()
+        except BaseException:
+            await self._conn.close()
+            raise
+        self._started = True
+        if self._compaction_interval > 0:
+            self._compactor = asyncio.get_running_loop().create_task(self._compact_forever())
+
+    async def __aenter__(self) -> EtcdStorage:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._compactor is not None:
+            self._compactor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compactor
+            self._compactor = None
+        for stream in list(self._watches):
+            await stream.abort(Unavailable("the etcd storage was closed"))
+        await self._conn.close()
+        self._started = False
+
+    async def check_health(self) -> None:
+        """A linearizable read of one key: it needs a reachable member *and* a leader."""
+        await self._probe("etcd is not healthy")
+
+    async def _probe(self, what: str) -> None:
+        request = rpc.RangeRequest(key=self._root.encode(), count_only=True)
+        try:
+            await self._conn.unary(
+                "kv", "Range", request, idempotent=True, budget=self._health_timeout
+            )
+        except Unavailable as exc:
+            raise StorageOpenError(f"{what}: {exc}") from None
+        except grpc.aio.AioRpcError as exc:
+            raise StorageOpenError(
+                f"{what} ({self._conn.urls}): {describe_rpc_error(exc)}"
+            ) from None
+
+    async def _learn_compacted_revision(self) -> None:
+        """Find etcd's compaction revision by bisection.
+
+        etcd has no call that reports it; a read at revision ``r`` fails with
+        "compacted" exactly when ``r`` is below it. About 30 tiny reads at most.
+        """
+        low, high = 1, await self.current_revision()
+        probe_key = _PROBE_KEY
+        while low < high:
+            middle = (low + high) // 2
+            request = rpc.RangeRequest(key=probe_key, revision=middle, count_only=True)
+            try:
+                await self._conn.unary("kv", "Range", request, idempotent=True)
+            except grpc.aio.AioRpcError as exc:
+                if "compacted" not in (exc.details() or ""):
+                    raise StorageOpenError(
+                        f"cannot read etcd's compaction state: {describe_rpc_error(exc)}"
+                    ) from None
+                low = middle + 1
+            else:
+                high = middle
+        self._note_compacted(low if low > 1 else 0)
+
+    async def _learn_progress_support(self) -> None:
+        """Decide whether watches may ask etcd for progress notifications.
+
+        Before etcd 3.4.31 / 3.5.13 the answer to a progress request could overtake
+        events still queued for the watch (etcd-io/etcd#15220), so a bookmark built
+        on it could skip events. Those versions only get etcd's own periodic
+        notifications (``--experimental-watch-progress-notify-interval``), which are
+        ordered with the events. These are the versions kube-apiserver trusts too.
+        """
+        endpoint = self._conn.pick()
+        try:
+            status = await endpoint.maintenance.Status(
+                rpc.StatusRequest(), timeout=self._conn.request_timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise StorageOpenError(
+                f"cannot read etcd's version from {endpoint.url}: {describe_rpc_error(exc)}"
+            ) from None
+        self.etcd_version = status.version
+        self._request_progress = progress_requests_are_safe(status.version)
+
+    # -- reads -------------------------------------------------------------------------
+
+    @property
+    def compacted_revision(self) -> int:
+        return self._compacted
+
+    async def current_revision(self) -> int:
+        request = rpc.RangeRequest(key=self._root.encode(), count_only=True)
+        response = await self._call("Range", request, idempotent=True)
+        revision: int = response.header.revision
+        return revision
+
+    async def get(self, key: str) -> KeyValue:
+        validate_key(self._root, key)
+        response = await self._call("Range", rpc.RangeRequest(key=key.encode()), idempotent=True)
+        if not response.kvs:
+            raise NotFound(key)
+        return kv_from_proto(response.kvs[0])
+
+    async def range(
+        self,
+        prefix: str,
+        *,
+        limit: int = 0,
+        continue_token: str | None = None,
+        revision: int = 0,
+    ) -> RangeResult:
+        validate_prefix(self._root, prefix)
+        start = prefix.encode()
+        if continue_token is not None:
+            position = decode_continue_token(continue_token, prefix)
+            revision = position.revision
+            start = position.start_after.encode() + b"\0"
+        if revision and revision < self._compacted:
+            raise Expired(revision, self._compacted)
+        request = rpc.RangeRequest(
+            key=start, range_end=_prefix_end(prefix.encode()), revision=revision, limit=limit
+        )
+        response = await self._call("Range", request, idempotent=True, revision=revision)
+        kvs = [kv_from_proto(kv) for kv in response.kvs]
+        read_at = revision or response.header.revision
+        token = None
+        if response.more and kvs:
+            token = encode_continue_token(read_at, kvs[-1].key)
+        return RangeResult(
+            kvs=kvs,
+            revision=read_at,
+            continue_token=token,
+            remaining=max(0, response.count - len(kvs)),
+        )
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def create(self, key: str, value: bytes) -> KeyValue:
+        validate_key(self._root, key)
+        raw = key.encode()
+        request = rpc.TxnRequest(
+            compare=[rpc.Compare(key=raw, target=rpc.Compare.CREATE, result=_EQUAL)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=raw, value=value))],
+        )
+        response = await self._call("Txn", request, idempotent=False)
+        if not response.succeeded:
+            raise AlreadyExists(key)
+        revision: int = response.header.revision
+        return KeyValue(key, value, revision, revision)
+
+    async def update(self, key: str, value: bytes, *, expected_mod_revision: int) -> KeyValue:
+        validate_key(self._root, key)
+        raw = key.encode()
+        look = rpc.RequestOp(request_range=rpc.RangeRequest(key=raw, keys_only=True))
+        request = rpc.TxnRequest(
+            compare=_guard(raw, expected_mod_revision),
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=raw, value=value)), look],
+            failure=[look],
+        )
+        response = await self._call("Txn", request, idempotent=False)
+        if not response.succeeded:
+            self._raise_guard_failure(key, expected_mod_revision, response)
+        created: int = response.responses[1].response_range.kvs[0].create_revision
+        return KeyValue(key, value, created, response.header.revision)
+
+    async def delete(self, key: str, *, expected_mod_revision: int | None = None) -> DeleteResult:
+        validate_key(self._root, key)
+        raw = key.encode()
+        if expected_mod_revision is None:
+            return await self._delete_one(key)
+        request = rpc.TxnRequest(
+            compare=_guard(raw, expected_mod_revision),
+            success=[
+                rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=raw, prev_kv=True))
+            ],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=raw, keys_only=True))],
+        )
+        response = await self._call("Txn", request, idempotent=False)
+        if not response.succeeded:
+            self._raise_guard_failure(key, expected_mod_revision, response)
+        deleted = response.responses[0].response_delete_range
+        return DeleteResult(kv_from_proto(deleted.prev_kvs[0]), response.header.revision)
+
+    async def delete_prefix(self, prefix: str) -> list[DeleteResult]:
+        """Delete every key under ``prefix`` as it is now, one etcd revision per key.
+
+        One ranged etcd delete would give all keys the same revision, which the storage
+        interface rules out (each event needs its own revision to resume after). Keys
+        created under the prefix while this runs are not deleted.
+        """
+        validate_prefix(self._root, prefix)
+        raw = prefix.encode()
+        listing = await self._call(
+            "Range",
+            rpc.RangeRequest(key=raw, range_end=_prefix_end(raw), keys_only=True),
+            idempotent=True,
+        )
+        results = []
+        for kv in listing.kvs:
+            with contextlib.suppress(NotFound):
+                results.append(await self._delete_one(kv.key.decode()))
+        return results
+
+    async def _delete_one(self, key: str) -> DeleteResult:
+        request = rpc.DeleteRangeRequest(key=key.encode(), prev_kv=True)
+        response = await self._call("DeleteRange", request, idempotent=False)
+        if not response.deleted:
+            raise NotFound(key)
+        return DeleteResult(kv_from_proto(response.prev_kvs[0]), response.header.revision)
+
+    def _raise_guard_failure(self, key: str, expected: int, response: Any) -> NoReturn:
+        current = response.responses[0].response_range.kvs
+        if not current:
+            raise NotFound(key)
+        raise Conflict(key, expected, current[0].mod_revision)
+
+    # -- watch and history -------------------------------------------------------------
+
+    def watch(self, prefix: str, *, after_revision: int) -> WatchStream:
+        validate_prefix(self._root, prefix)
+        if after_revision < self._compacted:
+            return FailedWatchStream(Expired(after_revision, self._compacted), after_revision)
+        try:
+            endpoint = self._conn.pick()
+        except Unavailable as exc:
+            return FailedWatchStream(exc, after_revision)
+        raw = prefix.encode()
+        stream = EtcdWatchStream(
+            endpoint,
+            raw,
+            _prefix_end(raw),
+            after_revision=after_revision,
+            progress_interval=self._progress_interval if self._request_progress else 0.0,
+            buffer_size=self._watch_buffer_size,
+            on_compacted=self._note_compacted,
+        )
+        self._watches.add(stream)
+        return stream
+
+    async def compact(self, revision: int) -> None:
+        """Compact etcd at ``revision`` (clamped to the current revision).
+
+        etcd keeps the state *as of* the compaction revision readable and drops the
+        history before it, which is what :attr:`compacted_revision` means here too.
+        """
+        if revision <= self._compacted:
+            return
+        revision = min(revision, await self.current_revision())
+        request = rpc.CompactionRequest(revision=revision)
+        try:
+            await self._conn.unary("kv", "Compact", request, idempotent=True)
+        except grpc.aio.AioRpcError as exc:
+            # "required revision has been compacted": someone compacted further already.
+            if "compacted" not in (exc.details() or ""):
+                raise Unavailable(f"etcd compaction failed: {describe_rpc_error(exc)}") from None
+        self._note_compacted(revision)
+
+    def _note_compacted(self, revision: int) -> None:
+        self._compacted = max(self._compacted, revision)
+
+    async def _compact_forever(self) -> None:
+        """The automatic compaction policy (see the class docstring)."""
+        samples: collections.deque[tuple[float, int]] = collections.deque()
+        while True:
+            await asyncio.sleep(self._compaction_interval)
+            try:
+                await self._compact_turn(samples)
+            except StorageError as exc:
+                log.warning("etcd compaction skipped: %s", exc)
+
+    async def _compact_turn(self, samples: collections.deque[tuple[float, int]]) -> None:
+        now = time.monotonic()
+        current = await self.current_revision()
+        samples.append((now, current))
+        by_age = 0
+        while samples and samples[0][0] <= now - self._history_retention:
+            by_age = samples.popleft()[1]
+        if by_age:
+            samples.appendleft((now - self._history_retention, by_age))
+        target = max(by_age, current - self._max_history_events)
+        if target > self._compacted:
+            await self.compact(target)
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    async def _call(self, method: str, request: Any, *, idempotent: bool, revision: int = 0) -> Any:
+        """A KV call with etcd's errors translated into the storage layer's."""
+        try:
+            return await self._conn.unary("kv", method, request, idempotent=idempotent)
+        except grpc.aio.AioRpcError as exc:
+            details = exc.details() or ""
+            if "required revision has been compacted" in details:
+                # etcd does not say where it compacted; it is above the revision asked for.
+                self._note_compacted(revision + 1)
+                raise Expired(revision, self._compacted) from None
+            if "required revision is a future revision" in details:
+                current = 0
+                with contextlib.suppress(StorageError):
+                    current = await self.current_revision()
+                raise FutureRevision(revision, current) from None
+            raise Unavailable(f"etcd ({self._conn.urls}): {describe_rpc_error(exc)}") from None
+
+
+def progress_requests_are_safe(version: str) -> bool:
+    """Whether etcd ``version`` orders progress replies after pending events."""
+    try:
+        major, minor, patch = (int(part) for part in version.split("-")[0].split(".")[:3])
+    except ValueError:
+        return False
+    if (major, minor) == (3, 4):
+        return patch >= 31
+    if (major, minor) == (3, 5):
+        return patch >= 13
+    return (major, minor) > (3, 5)
+
+
+def _guard(key: bytes, expected_mod_revision: int) -> list[Any]:
+    """Compare: the key exists and was last written at ``expected_mod_revision``."""
+    return [
+        rpc.Compare(
+            key=key, target=rpc.Compare.MOD, result=_EQUAL, mod_revision=expected_mod_revision
+        ),
+        rpc.Compare(key=key, target=rpc.Compare.CREATE, result=_GREATER, create_revision=0),
+    ]
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """etcd's range end for "every key starting with ``prefix``"."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return b"\0"
+    return stripped[:-1] + bytes([stripped[-1] + 1])
