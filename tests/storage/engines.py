@@ -99,5 +99,7 @@ async def _etcd(tmp_path: Path, options: StorageOptions) -> AsyncIterator[Storag
         prefix=options.prefix,
         watch_buffer_size=options.watch_buffer_size,
         compaction_interval=options.compaction_interval,
+        history_retention=options.history_retention,
+        max_history_events=options.max_history_events,
     ) as storage:
         yield storage

@@ -37,5 +37,10 @@ def open_storage(
         if root_directory is None:
             raise ValueError("the sqlite storage needs a root directory")
         return SQLiteStorage(Path(root_directory) / SQLITE_FILE_NAME, prefix=prefix, **options)
-    # The etcd engine registers here as kind "etcd" (kcp_cache.storage.etcd).
-    raise ValueError(f"unknown storage kind {kind!r}; choose one of: memory, sqlite")
+    if kind == "etcd":
+        # Imported only when chosen: it needs the ``etcd`` extra and imports grpc.
+        # ``options`` must name ``endpoints`` (see kcp_cache.storage.etcd.EtcdStorage).
+        from kcp_cache.storage.etcd import EtcdStorage
+
+        return EtcdStorage(prefix=prefix, **options)
+    raise ValueError(f"unknown storage kind {kind!r}; choose one of: memory, sqlite, etcd")
