@@ -1,1 +1,75 @@
-"""registry layer (see DESIGN.md)."""
+"""Kubernetes semantics of the cache server: resources, keys, kcp strategies, watch fan-out.
+
+The registry knows Kubernetes objects, not HTTP. Entry points:
+
+* :class:`ResourceCatalog` — the served resources (the 21 bootstrapped CRDs of spec §4,
+  kept as data files, plus ``apiextensions.k8s.io/v1 customresourcedefinitions``).
+* :class:`Registry` — get/list/create/update/patch/delete/deletecollection/watch on a
+  :class:`~kcp_cache.storage.Storage`, returning encoded bytes and raising
+  :class:`ApiError` (a ``metav1.Status`` in waiting).
+* :class:`Bootstrapper` — writes the CRD objects at start-up and exposes ``ready``.
+"""
+
+from kcp_cache.registry._bootstrap import SYSTEM_CRDS_CLUSTER as SYSTEM_CRDS_CLUSTER
+from kcp_cache.registry._bootstrap import SYSTEM_SHARD as SYSTEM_SHARD
+from kcp_cache.registry._bootstrap import Bootstrapper as Bootstrapper
+from kcp_cache.registry._catalog import CRD_GROUP as CRD_GROUP
+from kcp_cache.registry._catalog import CRD_RESOURCE as CRD_RESOURCE
+from kcp_cache.registry._catalog import ResourceCatalog as ResourceCatalog
+from kcp_cache.registry._catalog import ResourceInfo as ResourceInfo
+from kcp_cache.registry._catalog import load_bootstrap_crds as load_bootstrap_crds
+from kcp_cache.registry._continue import decode_continue as decode_continue
+from kcp_cache.registry._continue import encode_continue as encode_continue
+from kcp_cache.registry._errors import ApiError as ApiError
+from kcp_cache.registry._keys import KeyParts as KeyParts
+from kcp_cache.registry._keys import KeyScheme as KeyScheme
+from kcp_cache.registry._keys import ListScope as ListScope
+from kcp_cache.registry._options import ListOptions as ListOptions
+from kcp_cache.registry._options import Target as Target
+from kcp_cache.registry._registry import JSON_PATCH as JSON_PATCH
+from kcp_cache.registry._registry import MERGE_PATCH as MERGE_PATCH
+from kcp_cache.registry._registry import ListResponse as ListResponse
+from kcp_cache.registry._registry import Registry as Registry
+from kcp_cache.registry._registry import WatchSession as WatchSession
+from kcp_cache.registry._render import CLUSTER_ANNOTATION as CLUSTER_ANNOTATION
+from kcp_cache.registry._render import SHARD_ANNOTATION as SHARD_ANNOTATION
+from kcp_cache.registry._selectors import FieldSelector as FieldSelector
+from kcp_cache.registry._selectors import LabelSelector as LabelSelector
+from kcp_cache.registry._selectors import SelectorError as SelectorError
+from kcp_cache.registry._selectors import parse_field_selector as parse_field_selector
+from kcp_cache.registry._selectors import parse_label_selector as parse_label_selector
+from kcp_cache.registry._watchcache import Watcher as Watcher
+from kcp_cache.registry._watchcache import WatchHub as WatchHub
+
+__all__ = [
+    "CLUSTER_ANNOTATION",
+    "CRD_GROUP",
+    "CRD_RESOURCE",
+    "JSON_PATCH",
+    "MERGE_PATCH",
+    "SHARD_ANNOTATION",
+    "SYSTEM_CRDS_CLUSTER",
+    "SYSTEM_SHARD",
+    "ApiError",
+    "Bootstrapper",
+    "FieldSelector",
+    "KeyParts",
+    "KeyScheme",
+    "LabelSelector",
+    "ListOptions",
+    "ListResponse",
+    "ListScope",
+    "Registry",
+    "ResourceCatalog",
+    "ResourceInfo",
+    "SelectorError",
+    "Target",
+    "WatchHub",
+    "WatchSession",
+    "Watcher",
+    "decode_continue",
+    "encode_continue",
+    "load_bootstrap_crds",
+    "parse_field_selector",
+    "parse_label_selector",
+]

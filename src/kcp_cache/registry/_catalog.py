@@ -1,0 +1,157 @@
+"""The resources the cache server serves, resolved from (group, version, resource).
+
+The bootstrapped types of spec §4 are kept as CustomResourceDefinition data files in
+``registry/crds/`` (one YAML per CRD, schema already replaced by preserve-unknown-fields).
+A :class:`ResourceInfo` is everything the handlers and the strategies need to know about
+one resource; it keeps the CRD object it came from so discovery documents (issue 5) can
+be generated from the catalog later without a second source of truth.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "CRD_GROUP",
+    "CRD_RESOURCE",
+    "ResourceCatalog",
+    "ResourceInfo",
+    "load_bootstrap_crds",
+]
+
+CRD_GROUP = "apiextensions.k8s.io"
+CRD_RESOURCE = "customresourcedefinitions"
+VALIDATE_NAME_ANNOTATION = "internal.kcp.io/validate-name"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    """One served resource.
+
+    ``builtin`` resources (only ``customresourcedefinitions``) have no origin segment in
+    their storage keys (spec §2). ``path_segment_names`` relaxes name validation from
+    DNS-1123 subdomain to path-segment rules (the four RBAC CRDs).
+    """
+
+    group: str
+    resource: str
+    kind: str
+    list_kind: str
+    singular: str
+    namespaced: bool
+    served_versions: tuple[str, ...]
+    storage_version: str
+    categories: tuple[str, ...] = ()
+    short_names: tuple[str, ...] = ()
+    path_segment_names: bool = False
+    builtin: bool = False
+    crd: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def group_resource(self) -> str:
+        """``resource.group`` as kube prints it in error messages (``apiexports.apis.kcp.io``)."""
+        return f"{self.resource}.{self.group}" if self.group else self.resource
+
+    @property
+    def group_kind(self) -> str:
+        """``Kind.group`` as kube prints it in ``Invalid`` messages."""
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+    def api_version(self, version: str) -> str:
+        return f"{self.group}/{version}" if self.group else version
+
+    @property
+    def storage_api_version(self) -> str:
+        return self.api_version(self.storage_version)
+
+    @classmethod
+    def from_crd(cls, crd: Mapping[str, Any]) -> ResourceInfo:
+        spec = crd["spec"]
+        names = spec["names"]
+        versions = spec["versions"]
+        served = tuple(v["name"] for v in versions if v.get("served", True))
+        storage = next(v["name"] for v in versions if v.get("storage"))
+        annotations = crd.get("metadata", {}).get("annotations") or {}
+        return cls(
+            group=spec["group"],
+            resource=names["plural"],
+            kind=names["kind"],
+            list_kind=names.get("listKind") or names["kind"] + "List",
+            singular=names.get("singular") or names["kind"].lower(),
+            namespaced=spec["scope"] == "Namespaced",
+            served_versions=served,
+            storage_version=storage,
+            categories=tuple(names.get("categories") or ()),
+            short_names=tuple(names.get("shortNames") or ()),
+            path_segment_names=annotations.get(VALIDATE_NAME_ANNOTATION) == "path-segment",
+            crd=crd,
+        )
+
+
+CRD_RESOURCE_INFO = ResourceInfo(
+    group=CRD_GROUP,
+    resource=CRD_RESOURCE,
+    kind="CustomResourceDefinition",
+    list_kind="CustomResourceDefinitionList",
+    singular="customresourcedefinition",
+    namespaced=False,
+    served_versions=("v1",),
+    storage_version="v1",
+    categories=("api-extensions",),
+    short_names=("crd", "crds"),
+    builtin=True,
+)
+
+
+def load_bootstrap_crds() -> list[dict[str, Any]]:
+    """The 21 bootstrapped CRD objects of spec §4, read from the packaged data files."""
+    crds: list[dict[str, Any]] = []
+    folder = importlib.resources.files(__package__).joinpath("crds")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            crds.append(yaml.safe_load(entry.read_text(encoding="utf-8")))
+    return crds
+
+
+class ResourceCatalog:
+    """Resolves ``(group, version, resource)`` to a :class:`ResourceInfo`.
+
+    The catalog is fixed at start-up: the bootstrapped CRDs plus the built-in
+    ``apiextensions.k8s.io/v1 customresourcedefinitions``.
+    """
+
+    def __init__(self, crds: list[dict[str, Any]] | None = None) -> None:
+        self.crds: list[dict[str, Any]] = load_bootstrap_crds() if crds is None else crds
+        self._by_gr: dict[tuple[str, str], ResourceInfo] = {}
+        for crd in self.crds:
+            info = ResourceInfo.from_crd(crd)
+            self._by_gr[(info.group, info.resource)] = info
+        self._by_gr[(CRD_GROUP, CRD_RESOURCE)] = CRD_RESOURCE_INFO
+
+    def resolve(self, group: str, version: str, resource: str) -> ResourceInfo | None:
+        """The resource served at ``group/version``, or ``None`` (→ 404)."""
+        info = self._by_gr.get((group, resource))
+        if info is None or version not in info.served_versions:
+            return None
+        return info
+
+    def __iter__(self) -> Iterator[ResourceInfo]:
+        return iter(self._by_gr.values())
+
+    def __len__(self) -> int:
+        return len(self._by_gr)
+
+    def group_versions(self) -> dict[str, list[str]]:
+        """Served versions per group (for discovery)."""
+        out: dict[str, list[str]] = {}
+        for info in self._by_gr.values():
+            versions = out.setdefault(info.group, [])
+            for v in info.served_versions:
+                if v not in versions:
+                    versions.append(v)
+        return out

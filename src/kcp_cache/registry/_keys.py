@@ -1,0 +1,109 @@
+"""Storage keys of spec §2 and the list prefixes + filters for wildcard requests.
+
+Layout: ``<prefix>/<group>/<resource>/<origin>/<shard>/<cluster>/[<ns>/]<name>`` where
+``origin`` is ``customresources`` (or the identity of the request), and the built-in CRD
+resource has no origin segment. Shard and cluster live only in the key; they are
+re-attached as annotations when an object is read (spec §3.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kcp_cache.registry._catalog import ResourceInfo
+
+__all__ = ["KeyParts", "KeyScheme", "ListScope"]
+
+WILDCARD = "*"
+CUSTOM_RESOURCES = "customresources"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyParts:
+    """What a key says about its object."""
+
+    shard: str
+    cluster: str
+    namespace: str | None
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListScope:
+    """A prefix to range/watch plus the filters the prefix alone cannot express.
+
+    ``shard=*, cluster=C`` ranges over every shard and keeps only cluster ``C`` (the
+    recommendation of spec §1.5, not kcp's quirk); a namespace with a wildcard is a
+    filter too (kcp's quirk there returns nothing).
+    """
+
+    prefix: str
+    resource_prefix: str
+    cluster: str | None = None
+    namespace: str | None = None
+
+    @property
+    def filtered(self) -> bool:
+        return self.cluster is not None or self.namespace is not None
+
+    def matches(self, parts: KeyParts) -> bool:
+        if self.cluster is not None and parts.cluster != self.cluster:
+            return False
+        return self.namespace is None or parts.namespace == self.namespace
+
+
+class KeyScheme:
+    """Builds and parses the keys of one storage prefix (``/cache`` by default)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.rstrip("/")
+
+    def resource_prefix(self, info: ResourceInfo, identity: str | None = None) -> str:
+        """``<prefix>/<g>/<r>/<origin>/`` — everything of one resource (what watches use)."""
+        if info.builtin:
+            return f"{self.prefix}/{info.group}/{info.resource}/"
+        origin = identity or CUSTOM_RESOURCES
+        return f"{self.prefix}/{info.group}/{info.resource}/{origin}/"
+
+    def object_key(
+        self,
+        info: ResourceInfo,
+        shard: str,
+        cluster: str,
+        namespace: str | None,
+        name: str,
+        identity: str | None = None,
+    ) -> str:
+        base = self.resource_prefix(info, identity)
+        if info.namespaced:
+            return f"{base}{shard}/{cluster}/{namespace}/{name}"
+        return f"{base}{shard}/{cluster}/{name}"
+
+    def list_scope(
+        self,
+        info: ResourceInfo,
+        shard: str,
+        cluster: str,
+        namespace: str | None,
+        identity: str | None = None,
+    ) -> ListScope:
+        base = self.resource_prefix(info, identity)
+        ns = namespace if info.namespaced else None
+        if shard == WILDCARD:
+            return ListScope(
+                base, base, cluster=None if cluster == WILDCARD else cluster, namespace=ns
+            )
+        if cluster == WILDCARD:
+            return ListScope(f"{base}{shard}/", base, namespace=ns)
+        if ns is not None:
+            return ListScope(f"{base}{shard}/{cluster}/{ns}/", base)
+        return ListScope(f"{base}{shard}/{cluster}/", base)
+
+    def parse(self, info: ResourceInfo, resource_prefix: str, key: str) -> KeyParts:
+        """Shard, cluster, namespace and name of a key under ``resource_prefix``."""
+        rest = key[len(resource_prefix) :].split("/")
+        if info.namespaced and len(rest) == 4:
+            return KeyParts(rest[0], rest[1], rest[2], rest[3])
+        if len(rest) == 3:
+            return KeyParts(rest[0], rest[1], None, rest[2])
+        raise ValueError(f"key {key!r} does not fit the layout of {info.group_resource}")

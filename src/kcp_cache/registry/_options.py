@@ -1,0 +1,167 @@
+"""Request targets and list/watch options, parsed and validated like kube's ListOptions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kcp_cache.registry._catalog import ResourceInfo
+from kcp_cache.registry._errors import ApiError
+from kcp_cache.registry._render import PARTIAL_API_VERSION
+from kcp_cache.registry._selectors import (
+    FieldSelector,
+    LabelSelector,
+    SelectorError,
+    parse_field_selector,
+    parse_label_selector,
+)
+
+__all__ = ["ListOptions", "Target"]
+
+NOT_OLDER_THAN = "NotOlderThan"
+EXACT = "Exact"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Which resource a request addresses, and how its objects are to be served.
+
+    ``shard``/``cluster`` may be ``"*"`` for list and watch. ``version`` is the served
+    version of the URL (objects are relabelled to it). ``partial`` asks for
+    ``PartialObjectMetadata`` renderings.
+    """
+
+    info: ResourceInfo
+    version: str
+    shard: str
+    cluster: str
+    namespace: str | None = None
+    identity: str | None = None
+    partial: bool = False
+
+    @property
+    def api_version(self) -> str:
+        return PARTIAL_API_VERSION if self.partial else self.info.api_version(self.version)
+
+    @property
+    def list_kind(self) -> str:
+        return "PartialObjectMetadataList" if self.partial else self.info.list_kind
+
+    @property
+    def kind(self) -> str:
+        return "PartialObjectMetadata" if self.partial else self.info.kind
+
+
+def _invalid_list_options(message: str) -> ApiError:
+    return ApiError(
+        422,
+        "Invalid",
+        f'ListOptions.meta.k8s.io "" is invalid: {message}',
+        {"group": "meta.k8s.io", "kind": "ListOptions"},
+    )
+
+
+@dataclass(slots=True)
+class ListOptions:
+    """Query parameters of LIST, WATCH and DELETECOLLECTION."""
+
+    label_selector: str = ""
+    field_selector: str = ""
+    resource_version: str = ""
+    resource_version_match: str = ""
+    limit: int = 0
+    continue_token: str = ""
+    allow_bookmarks: bool = False
+    send_initial_events: bool | None = None
+    labels: LabelSelector = field(default_factory=LabelSelector)
+    fields: FieldSelector = field(default_factory=FieldSelector)
+
+    @classmethod
+    def from_query(cls, query: dict[str, str], info: ResourceInfo, *, watch: bool) -> ListOptions:
+        """Parse and validate the query parameters kube accepts (400/422 as kube does)."""
+        opts = cls(
+            label_selector=query.get("labelSelector", ""),
+            field_selector=query.get("fieldSelector", ""),
+            resource_version=query.get("resourceVersion", ""),
+            resource_version_match=query.get("resourceVersionMatch", ""),
+            continue_token=query.get("continue", ""),
+            allow_bookmarks=_bool(query.get("allowWatchBookmarks")),
+        )
+        if "sendInitialEvents" in query:
+            opts.send_initial_events = _bool(query["sendInitialEvents"])
+        limit = query.get("limit", "")
+        if limit:
+            try:
+                opts.limit = max(0, int(limit))
+            except ValueError:
+                raise ApiError.bad_request(f'invalid limit "{limit}"') from None
+        try:
+            opts.labels = parse_label_selector(opts.label_selector)
+            opts.fields = parse_field_selector(opts.field_selector, namespaced=info.namespaced)
+        except SelectorError as exc:
+            raise ApiError.bad_request(str(exc)) from None
+        opts._validate(watch)
+        return opts
+
+    def _validate(self, watch: bool) -> None:
+        rv, match = self.resource_version, self.resource_version_match
+        if rv not in ("", "0"):
+            try:
+                if int(rv) < 0:
+                    raise ValueError
+            except ValueError:
+                raise ApiError.bad_request(f'invalid resource version: "{rv}"') from None
+        if match not in ("", NOT_OLDER_THAN, EXACT):
+            raise _invalid_list_options(
+                f'resourceVersionMatch: Unsupported value: "{match}": supported values: '
+                '"Exact", "NotOlderThan", ""'
+            )
+        if match and rv == "":
+            raise _invalid_list_options(
+                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless "
+                "resourceVersion is provided"
+            )
+        if match == EXACT and rv == "0":
+            raise _invalid_list_options(
+                'resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is forbidden '
+                'for resourceVersion "0"'
+            )
+        if self.continue_token:
+            if match:
+                raise _invalid_list_options(
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden when "
+                    "continue is provided"
+                )
+            if rv not in ("", "0"):
+                raise ApiError.bad_request(
+                    "specifying resource version is not allowed when using continue"
+                )
+        if watch and self.send_initial_events is not None:
+            if match != NOT_OLDER_THAN:
+                raise _invalid_list_options(
+                    "resourceVersionMatch: Forbidden: sendInitialEvents requires setting "
+                    "resourceVersionMatch to NotOlderThan"
+                )
+            if self.send_initial_events and not self.allow_bookmarks:
+                raise _invalid_list_options(
+                    "allowWatchBookmarks: Forbidden: sendInitialEvents requires "
+                    "allowWatchBookmarks=true"
+                )
+        elif watch and match:
+            raise _invalid_list_options(
+                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch "
+                "unless sendInitialEvents is provided"
+            )
+
+    @property
+    def revision(self) -> int:
+        """The numeric resourceVersion (0 for "" and "0")."""
+        rv = self.resource_version
+        return int(rv) if rv not in ("", "0") else 0
+
+    @property
+    def filtered(self) -> bool:
+        return not (self.labels.empty and self.fields.empty)
+
+
+def _bool(value: str | None) -> bool:
+    return value is not None and value.lower() in ("1", "true", "t", "yes", "y", "on")

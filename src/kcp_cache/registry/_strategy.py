@@ -1,0 +1,343 @@
+"""The kcp strategies of spec §3: what the server keeps, sets, strips and enforces.
+
+* ``kcp.io/shard`` is stripped before persisting; a body that carries it is a *replica*
+  (uid, creationTimestamp and generation kept as sent), otherwise the server assigns a
+  fresh uid, "now" and generation 1.
+* Generation is never bumped on update: the body's value is stored.
+* No schema validation, defaulting or pruning — only the standard ObjectMeta coercion.
+* Still enforced: apiVersion/kind, name (DNS-1123 subdomain or path-segment rules),
+  namespace scope, resourceVersion preconditions, uid/name immutability.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from kcp_cache.registry._catalog import ResourceInfo
+from kcp_cache.registry._errors import ApiError
+from kcp_cache.registry._render import SHARD_ANNOTATION
+
+__all__ = [
+    "check_type",
+    "generate_name",
+    "parse_resource_version",
+    "prepare_create",
+    "prepare_update",
+    "validate_name",
+    "validate_namespace",
+]
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
+    "or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex "
+    "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
+    "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+# Characters kube uses for generateName suffixes (no vowels, no look-alikes).
+_GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+# ObjectMeta fields; anything else under metadata is dropped (kube's ObjectMeta coercion).
+_OBJECT_META_FIELDS = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    }
+)
+
+
+def _quote(value: Any) -> str:
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def validate_name(info: ResourceInfo, name: str) -> list[tuple[str, str, str]]:
+    """Field errors for ``metadata.name`` (empty list if valid)."""
+    if info.path_segment_names:
+        for bad in (".", ".."):
+            if name == bad:
+                return [
+                    (
+                        "FieldValueInvalid",
+                        "metadata.name",
+                        f"Invalid value: {_quote(name)}: may not be '{bad}'",
+                    )
+                ]
+        for bad in ("/", "%"):
+            if bad in name:
+                return [
+                    (
+                        "FieldValueInvalid",
+                        "metadata.name",
+                        f"Invalid value: {_quote(name)}: may not contain '{bad}'",
+                    )
+                ]
+        return []
+    errors = []
+    if len(name) > 253:
+        errors.append(
+            (
+                "FieldValueInvalid",
+                "metadata.name",
+                f"Invalid value: {_quote(name)}: must be no more than 253 characters",
+            )
+        )
+    if not _DNS_SUBDOMAIN.match(name):
+        errors.append(
+            (
+                "FieldValueInvalid",
+                "metadata.name",
+                f"Invalid value: {_quote(name)}: {_SUBDOMAIN_MSG}",
+            )
+        )
+    return errors
+
+
+def validate_namespace(info: ResourceInfo, namespace: str) -> None:
+    if len(namespace) > 63 or not _DNS_LABEL.match(namespace):
+        raise ApiError.invalid(
+            info,
+            "",
+            [
+                (
+                    "FieldValueInvalid",
+                    "metadata.namespace",
+                    f"Invalid value: {_quote(namespace)}: {_LABEL_MSG}",
+                )
+            ],
+        )
+
+
+def generate_name(base: str) -> str:
+    base = base[: 63 - 5] if len(base) > 58 else base
+    return base + "".join(secrets.choice(_GENERATE_ALPHABET) for _ in range(5))
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_type(info: ResourceInfo, version: str, body: Any, raw: bytes) -> dict[str, Any]:
+    """kind/apiVersion checks kube's decoder and CR strategy make; returns the body."""
+    if not isinstance(body, dict):
+        raise ApiError.bad_request(
+            "the body of the request was in an unknown format - accepted media types include: "
+            "application/json, application/yaml, application/json-patch+json, "
+            "application/merge-patch+json"
+        )
+    text = raw.decode("utf-8", "replace")
+    if not body.get("kind"):
+        raise ApiError.bad_request(f"Object 'Kind' is missing in '{text}'")
+    api_version = body.get("apiVersion")
+    if not api_version:
+        raise ApiError.bad_request(f"Object 'apiVersion' is missing in '{text}'")
+    if not isinstance(api_version, str) or not isinstance(body["kind"], str):
+        raise ApiError.bad_request(f"couldn't get version/kind; json parse error in '{text}'")
+    group, _, version = api_version.rpartition("/")
+    if group != info.group or version not in info.served_versions:
+        raise ApiError.bad_request(
+            f"the API version in the data ({api_version}) does not match the expected API "
+            f"version ({info.api_version(version)})"
+        )
+    meta = body.get("metadata")
+    name = meta.get("name", "") if isinstance(meta, dict) else ""
+    if body["kind"] != info.kind:
+        raise ApiError.invalid(
+            info,
+            str(name),
+            [
+                (
+                    "FieldValueInvalid",
+                    "kind",
+                    f"Invalid value: {_quote(body['kind'])}: must be {info.kind}",
+                )
+            ],
+        )
+    if meta is not None and not isinstance(meta, dict):
+        raise ApiError.bad_request("metadata must be an object")
+    return body
+
+
+def _coerce_meta(body: dict[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    meta = {k: v for k, v in meta.items() if k in _OBJECT_META_FIELDS}
+    for key in ("labels", "annotations"):
+        value = meta.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise ApiError.bad_request(f"metadata.{key} must be a map of strings")
+    body["metadata"] = meta
+    return meta
+
+
+def _strip_for_storage(info: ResourceInfo, body: dict[str, Any], meta: dict[str, Any]) -> None:
+    annotations = meta.get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(SHARD_ANNOTATION, None)
+        if not annotations:
+            del meta["annotations"]
+    if meta.get("labels") == {}:
+        del meta["labels"]
+    meta.pop("resourceVersion", None)
+    meta.pop("selfLink", None)
+    # Stored in the storage version, relabelled on read (no-op conversion).
+    body["apiVersion"] = info.storage_api_version
+
+
+def prepare_create(
+    info: ResourceInfo, body: dict[str, Any], namespace: str | None
+) -> dict[str, Any]:
+    """Validate a create body and turn it into the object to persist (in place)."""
+    meta = _coerce_meta(body)
+    if meta.get("resourceVersion"):
+        raise ApiError.internal("resourceVersion should not be set on objects to be created")
+    if info.namespaced:
+        body_ns = meta.get("namespace")
+        if body_ns and body_ns != namespace:
+            raise ApiError.bad_request(
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request"
+            )
+        meta["namespace"] = namespace
+    else:
+        meta.pop("namespace", None)
+    name = meta.get("name")
+    if not name:
+        base = meta.get("generateName")
+        if not base or not isinstance(base, str):
+            raise ApiError.invalid(
+                info,
+                "",
+                [
+                    (
+                        "FieldValueRequired",
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    )
+                ],
+            )
+        name = meta["name"] = generate_name(base)
+    if not isinstance(name, str):
+        raise ApiError.bad_request("metadata.name must be a string")
+    errors = validate_name(info, name)
+    if errors:
+        raise ApiError.invalid(info, name, errors)
+    annotations = meta.get("annotations")
+    replica = isinstance(annotations, dict) and SHARD_ANNOTATION in annotations
+    if replica:
+        if not meta.get("uid") or not meta.get("creationTimestamp"):
+            raise ApiError.internal("system metadata was not initialized")
+    else:
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = _now()
+        meta["generation"] = 1
+    meta.pop("deletionTimestamp", None)
+    meta.pop("deletionGracePeriodSeconds", None)
+    _strip_for_storage(info, body, meta)
+    return body
+
+
+def parse_resource_version(info: ResourceInfo, name: str, value: Any) -> int:
+    """A body's ``metadata.resourceVersion`` as an int; 422 if missing or malformed."""
+    if value in (None, ""):
+        raise ApiError.invalid(
+            info,
+            name,
+            [
+                (
+                    "FieldValueInvalid",
+                    "metadata.resourceVersion",
+                    "Invalid value: 0x0: must be specified for an update",
+                )
+            ],
+        )
+    try:
+        rv = int(value)
+    except (TypeError, ValueError):
+        rv = -1
+    if rv <= 0:
+        raise ApiError.invalid(
+            info,
+            name,
+            [
+                (
+                    "FieldValueInvalid",
+                    "metadata.resourceVersion",
+                    f"Invalid value: {_quote(value)}: must be a positive integer",
+                )
+            ],
+        )
+    return rv
+
+
+def prepare_update(
+    info: ResourceInfo,
+    body: dict[str, Any],
+    old: dict[str, Any],
+    name: str,
+    namespace: str | None,
+) -> dict[str, Any]:
+    """Validate an update body against the stored object; returns the object to persist."""
+    meta = _coerce_meta(body)
+    if meta.get("name", "") != name:
+        raise ApiError.bad_request(
+            f"the name of the object ({meta.get('name', '')}) does not match the name on the "
+            f"URL ({name})"
+        )
+    if info.namespaced:
+        body_ns = meta.get("namespace")
+        if body_ns and body_ns != namespace:
+            raise ApiError.bad_request(
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request"
+            )
+        meta["namespace"] = namespace
+    else:
+        meta.pop("namespace", None)
+    old_meta = old.get("metadata") or {}
+    uid = meta.get("uid")
+    if not uid:
+        meta["uid"] = old_meta.get("uid")
+    elif uid != old_meta.get("uid"):
+        raise ApiError.invalid(
+            info,
+            name,
+            [
+                (
+                    "FieldValueInvalid",
+                    "metadata.uid",
+                    f"Invalid value: {_quote(uid)}: field is immutable",
+                )
+            ],
+        )
+    # creationTimestamp and deletion state are system fields: updates cannot change them.
+    for key in ("creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"):
+        if key in old_meta:
+            meta[key] = old_meta[key]
+        else:
+            meta.pop(key, None)
+    # The cache server never bumps generation; the body's value is stored (spec §3.1).
+    if "generation" not in meta and "generation" in old_meta:
+        meta["generation"] = old_meta["generation"]
+    _strip_for_storage(info, body, meta)
+    return body
