@@ -1,0 +1,13 @@
+"""The HTTP handlers of resource paths (get, list, watch, create, update, patch, delete).
+
+:func:`create_api_app` builds an ASGI app that runs behind the shell's filters, which
+record shard, cluster, identity and user in ``scope["kcp"]`` and cut the path down to
+``/apis/<g>/<v>/…``.
+"""
+
+from kcp_cache.server.api._app import ApiApp as ApiApp
+from kcp_cache.server.api._app import ApiMetrics as ApiMetrics
+from kcp_cache.server.api._app import create_api_app as create_api_app
+from kcp_cache.server.api._body import MAX_BODY_BYTES as MAX_BODY_BYTES
+
+__all__ = ["MAX_BODY_BYTES", "ApiApp", "ApiMetrics", "create_api_app"]

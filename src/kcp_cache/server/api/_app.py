@@ -1,0 +1,429 @@
+"""The ASGI application for resource paths: verbs → :class:`~kcp_cache.registry.Registry`.
+
+It runs *behind* the shell's filters (spec §1.2): ``scope["kcp"]`` carries shard,
+cluster, identity, user and the PartialObjectMetadata flag, and ``scope["path"]`` is the
+rest (``/apis/g/v/[namespaces/ns/]r[/name]``). Every error is a ``metav1.Status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+import orjson
+
+from kcp_cache.registry import (
+    JSON_PATCH,
+    MERGE_PATCH,
+    ApiError,
+    Bootstrapper,
+    ListOptions,
+    Registry,
+    Target,
+    WatchSession,
+)
+from kcp_cache.server._scope import KcpRequest
+from kcp_cache.server._status import Receive, Scope, Send, send_bytes
+from kcp_cache.server.api._body import (
+    MAX_BODY_BYTES,
+    ClientGone,
+    decode_body,
+    media_type,
+    read_body,
+)
+from kcp_cache.server.api._paths import ResourcePath, parse_resource_path
+from kcp_cache.server.api._watch import stream_watch
+
+__all__ = ["ApiApp", "ApiMetrics", "create_api_app"]
+
+log = logging.getLogger(__name__)
+
+_WRITE_TYPES = ("application/json", "application/yaml", "application/x-yaml", "text/yaml", "")
+_BAD_WRITE_TYPE = (
+    "the body of the request was in an unknown format - accepted media types include: "
+    "application/json, application/yaml"
+)
+_BAD_PATCH_TYPE = (
+    "the body of the request was in an unknown format - accepted media types include: "
+    "application/json-patch+json, application/merge-patch+json"
+)
+
+
+class ApiMetrics(Protocol):
+    """What the shell's metrics module implements to observe the API handlers."""
+
+    def request_done(self, verb: str, resource: str, code: int, seconds: float) -> None: ...
+
+    def watch_opened(self, resource: str) -> None: ...
+
+    def watch_closed(self, resource: str) -> None: ...
+
+
+class _Verb:
+    def __init__(self) -> None:
+        self.name = "unknown"
+        self.resource = ""
+
+
+class ApiApp:
+    """ASGI app serving the resource verbs; see :func:`create_api_app`."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        bootstrapper: Bootstrapper | None,
+        max_body_bytes: int,
+        min_request_timeout: float,
+        metrics: ApiMetrics | None,
+        rng: Callable[[float, float], float],
+    ) -> None:
+        self.registry = registry
+        self.bootstrapper = bootstrapper
+        self.max_body_bytes = max_body_bytes
+        self.min_request_timeout = min_request_timeout
+        self.metrics = metrics
+        self._rng = rng
+        self._sessions: set[WatchSession] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._shutting_down = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True once the bootstrapped CRDs are stored (what ``/readyz`` should report)."""
+        return self.bootstrapper is None or self.bootstrapper.ready
+
+    @property
+    def open_watches(self) -> int:
+        return len(self._sessions)
+
+    async def startup(self) -> None:
+        """Bootstrap the system CRDs (idempotent); :attr:`ready` turns true afterwards."""
+        if self.bootstrapper is not None:
+            await self.bootstrapper.run()
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """End every open watch stream cleanly and wait (bounded) for handlers to return."""
+        self._shutting_down = True
+        for session in list(self._sessions):
+            session.close()
+        self.registry.close()
+        pending = [t for t in self._handlers if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+
+    # -- ASGI ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        verb = _Verb()
+        started = time.monotonic()
+        code = 500
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        try:
+            code = await self._handle(scope, receive, send, verb)
+        except ApiError as exc:
+            code = exc.code
+            await send_bytes(send, exc.code, orjson.dumps(exc.to_status()))
+        except ClientGone:
+            code = 499
+        except Exception:
+            log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
+            err = ApiError.internal("an unexpected error occurred; see the server log")
+            code = 500
+            with contextlib.suppress(Exception):
+                await send_bytes(send, 500, orjson.dumps(err.to_status()))
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+            if self.metrics is not None:
+                self.metrics.request_done(
+                    verb.name, verb.resource, code, time.monotonic() - started
+                )
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, verb: _Verb) -> int:
+        kcp: KcpRequest | None = scope.get("kcp")
+        if kcp is None or not kcp.shard:
+            raise ApiError.bad_request("a shard name is required")
+        path = parse_resource_path(scope.get("path", "/"))
+        if path is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+        info = self.registry.catalog.resolve(path.group, path.version, path.resource)
+        if info is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+        verb.resource = info.group_resource
+        if path.namespace is not None and not info.namespaced:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+        if not kcp.cluster:
+            raise ApiError.bad_request("a cluster is required for resource requests")
+        method = scope.get("method", "GET")
+        query = dict(
+            parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        )
+        target = Target(
+            info=info,
+            version=path.version,
+            shard=kcp.shard,
+            cluster=kcp.cluster,
+            namespace=path.namespace,
+            identity=kcp.identity,
+            partial=kcp.partial_metadata,
+        )
+        verb.name = _verb_name(method, path, query)
+        wildcard = "*" in (kcp.shard, kcp.cluster)
+        if wildcard and verb.name not in ("list", "watch"):
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                f"{verb.name} is not supported with a wildcard shard or cluster; "
+                "only list and watch are",
+            )
+        if "dryRun" in query:
+            raise ApiError.bad_request("dryRun is not supported by the cache server")
+        handler = {
+            "get": self._get,
+            "list": self._list,
+            "watch": self._watch,
+            "create": self._create,
+            "update": self._update,
+            "patch": self._patch,
+            "delete": self._delete,
+            "deletecollection": self._deletecollection,
+        }.get(verb.name)
+        if handler is None:
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        return await handler(scope, receive, send, target, path, query)
+
+    # -- verbs --------------------------------------------------------------------------
+
+    async def _get(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        target: Target,
+        path: ResourcePath,
+        query: dict[str, str],
+    ) -> int:
+        assert path.name is not None
+        await send_bytes(send, 200, await self.registry.get(target, path.name))
+        return 200
+
+    async def _list(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        target: Target,
+        path: ResourcePath,
+        query: dict[str, str],
+    ) -> int:
+        opts = ListOptions.from_query(query, target.info, watch=False)
+        listing = await self.registry.list_objects(target, opts)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        async for chunk in listing.chunks():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return 200
+
+    async def _watch(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        target: Target,
+        path: ResourcePath,
+        query: dict[str, str],
+    ) -> int:
+        opts = ListOptions.from_query(query, target.info, watch=True)
+        timeout_param = query.get("timeoutSeconds", "")
+        if timeout_param:
+            try:
+                timeout = float(int(timeout_param))
+            except ValueError:
+                raise ApiError.bad_request(f'invalid timeoutSeconds "{timeout_param}"') from None
+        else:
+            timeout = self._rng(self.min_request_timeout, 2 * self.min_request_timeout)
+        if self._shutting_down:
+            raise ApiError.unavailable("the server is shutting down")
+        session = self.registry.watch(target, opts)
+        self._sessions.add(session)
+        if self.metrics is not None:
+            self.metrics.watch_opened(target.info.group_resource)
+        try:
+            return await stream_watch(session, receive, send, max(timeout, 0.0))
+        finally:
+            self._sessions.discard(session)
+            if self.metrics is not None:
+                self.metrics.watch_closed(target.info.group_resource)
+
+    async def _read_write_body(self, scope: Scope, receive: Receive) -> tuple[Any, bytes]:
+        media = media_type(scope)
+        if media not in _WRITE_TYPES:
+            raise ApiError(415, "UnsupportedMediaType", _BAD_WRITE_TYPE)
+        raw = await read_body(scope, receive, self.max_body_bytes)
+        return decode_body(raw, media), raw
+
+    async def _create(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        target: Target,
+        path: ResourcePath,
+        query: dict[str, str],
+    ) -> int:
+        body, raw = await self._read_write_body(scope, receive)
+        await send_bytes(send, 201, await self.registry.create(target, body, raw))
+        return 201
+
+    async def _update(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        target: Target,
+        path: ResourcePath,
+        query: dict[str, str],
+    ) -> int:
+        assert path.name is not None
+        body, raw = await self._read_write_body(scope, receive)
+        await send_bytes(send, 200, await self.registry.update(target, path.name, body, raw))
+        return 200
+
+    async def _patch(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        target: Target,
+        path: ResourcePath,
+        query: dict[str, str],
+    ) -> int:
+        assert path.name is not None
+        media = media_type(scope)
+        if media == "application/strategic-merge-patch+json":
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "strategic merge patch is not supported for custom resources (the cache server "
+                "serves every type as a CRD); use application/merge-patch+json or "
+                "application/json-patch+json",
+            )
+        if media == "application/apply-patch+yaml":
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "server-side apply (application/apply-patch+yaml) is not supported by the cache "
+                "server; use application/merge-patch+json or application/json-patch+json",
+            )
+        if media not in (JSON_PATCH, MERGE_PATCH):
+            raise ApiError(415, "UnsupportedMediaType", _BAD_PATCH_TYPE)
+        raw = await read_body(scope, receive, self.max_body_bytes)
+        try:
+            patch = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError.bad_request(f"error decoding patch: {exc}") from None
+        await send_bytes(send, 200, await self.registry.patch(target, path.name, media, patch))
+        return 200
+
+    async def _delete(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        target: Target,
+        path: ResourcePath,
+        query: dict[str, str],
+    ) -> int:
+        assert path.name is not None
+        raw = await read_body(scope, receive, self.max_body_bytes)
+        preconditions: dict[str, Any] | None = None
+        if raw.strip():
+            options = decode_body(raw, media_type(scope))
+            if not isinstance(options, dict):
+                raise ApiError.bad_request("the body of a DELETE must be a DeleteOptions object")
+            found = options.get("preconditions")
+            preconditions = found if isinstance(found, dict) else None
+        await send_bytes(send, 200, await self.registry.delete(target, path.name, preconditions))
+        return 200
+
+    async def _deletecollection(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        target: Target,
+        path: ResourcePath,
+        query: dict[str, str],
+    ) -> int:
+        opts = ListOptions.from_query(query, target.info, watch=False)
+        await read_body(scope, receive, self.max_body_bytes)  # DeleteOptions: nothing to honour
+        await send_bytes(send, 200, await self.registry.delete_collection(target, opts))
+        return 200
+
+
+def _verb_name(method: str, path: ResourcePath, query: dict[str, str]) -> str:
+    named = path.name is not None
+    if method in ("GET", "HEAD"):
+        if named:
+            return "get"
+        watch = query.get("watch", "").lower()
+        return "watch" if watch in ("1", "true", "t", "yes", "y", "on") else "list"
+    if method == "POST":
+        return "post_named" if named else "create"
+    if method == "PUT":
+        return "update" if named else "put_collection"
+    if method == "PATCH":
+        return "patch" if named else "patch_collection"
+    if method == "DELETE":
+        return "delete" if named else "deletecollection"
+    return method.lower()
+
+
+def create_api_app(
+    registry: Registry,
+    *,
+    bootstrapper: Bootstrapper | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    min_request_timeout: float = 1800.0,
+    metrics: ApiMetrics | None = None,
+    rng: Callable[[float, float], float] = random.uniform,
+) -> ApiApp:
+    """Build the ASGI app for resource requests.
+
+    ``registry`` owns storage access; ``bootstrapper`` (if given) is run by
+    :meth:`ApiApp.startup` and backs :attr:`ApiApp.ready`. Watches without
+    ``timeoutSeconds`` last a random time in ``[min_request_timeout, 2·min]`` (kube's rule,
+    so informers do not reconnect in lock-step). ``metrics`` observes every request and
+    watch. Call :meth:`ApiApp.shutdown` on SIGTERM to end open watch streams.
+    """
+    return ApiApp(
+        registry,
+        bootstrapper=bootstrapper,
+        max_body_bytes=max_body_bytes,
+        min_request_timeout=min_request_timeout,
+        metrics=metrics,
+        rng=rng,
+    )
