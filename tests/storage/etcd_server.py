@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["EtcdCluster", "EtcdMember", "etcd_binary", "running_etcd"]
 
@@ -170,6 +171,36 @@ async def _healthy(port: int) -> bool:
         return False
 
 
+async def _post_json(port: int, path: str, body: object) -> Any:
+    """POST ``body`` as JSON to etcd's gateway; ``None`` if the member does not answer."""
+    payload = json.dumps(body).encode()
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port), timeout=1.0
+        )
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(
+            f"POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), timeout=2.0)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    _, _, data = response.partition(b"\r\n\r\n")
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
 class EtcdCluster:
     """``size`` etcd members on loopback, each with its own ports and data directory."""
 
@@ -204,6 +235,20 @@ class EtcdCluster:
         except BaseException:
             self.stop()
             raise
+
+    async def leader_index(self) -> int:
+        """Index of the current leader (asked through etcd's JSON gateway)."""
+        for member in self.members:
+            if not member.running:
+                continue
+            status = await _post_json(member.client_port, "/v3/maintenance/status", {})
+            if status is None or "leader" not in status:
+                continue
+            for index, other in enumerate(self.members):
+                other_status = await _post_json(other.client_port, "/v3/maintenance/status", {})
+                if other_status and other_status["header"]["member_id"] == status["leader"]:
+                    return index
+        raise RuntimeError("no etcd member reports a leader")
 
     def kill(self, index: int) -> None:
         """SIGKILL member ``index``."""
