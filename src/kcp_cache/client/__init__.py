@@ -1,1 +1,197 @@
-"""client layer (see DESIGN.md)."""
+"""The shard-aware client of the kcp cache server (and of kcp shards and Kubernetes).
+
+It talks HTTP only (through ``httpx2``) and never imports the server side. The pieces:
+
+* **Shard context** — :func:`shard` / :func:`shard_from_context` on a context variable;
+  the ``kcp_shard`` request extension overrides it for one request.
+* **Transports** — kcp's round-trippers as composable ``httpx2`` transports, sync and
+  async: :class:`ShardTransport`, :class:`DefaultShardTransport`,
+  :class:`CacheServiceTransport`, :class:`ShardFromObjectTransport`; the standard stack via
+  :func:`cache_transport` or, from a kubeconfig, :func:`cache_client_from_kubeconfig`.
+* **REST** — :class:`AsyncRESTClient` / :class:`RESTClient` for any resource, with typed
+  errors (:class:`NotFound`, :class:`Conflict`, :class:`Expired`, …).
+* **Informers** — :class:`SharedInformer`, :class:`SharedInformerFactory`, :class:`Store`
+  with indexers, :class:`Lister`.
+* **Work queues** — :class:`WorkQueue` / :class:`RateLimitingQueue` with client-go's
+  guarantees, and the rate limiters.
+
+See ``docs/client.md`` for a guide.
+"""
+
+from ._context import (
+    SHARD_ANNOTATION,
+    SHARD_EXTENSION,
+    WILDCARD,
+    shard,
+    shard_from_context,
+    shard_of_request,
+    shard_path,
+    validate_shard_name,
+)
+from ._errors import (
+    AlreadyExists,
+    ApiError,
+    BadRequest,
+    Conflict,
+    Expired,
+    Forbidden,
+    Gone,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    ServerError,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
+from ._factory import SharedInformerFactory
+from ._informer import DEFAULT_INDEXERS, HandlerRegistration, SharedInformer
+from ._kubeconfig import (
+    KubeConfig,
+    async_cache_client_from_kubeconfig,
+    async_cache_transport,
+    async_client_from_kubeconfig,
+    cache_client_from_kubeconfig,
+    cache_transport,
+    client_from_kubeconfig,
+    load_kubeconfig,
+)
+from ._lister import ClusterLister, Lister
+from ._paths import CACHE_SERVICE_PREFIX, add_cache_service_prefix, generate_path
+from ._ratelimit import (
+    Backoff,
+    BucketRateLimiter,
+    ItemExponentialFailureRateLimiter,
+    MaxOfRateLimiter,
+    RateLimiter,
+    default_controller_rate_limiter,
+)
+from ._reflector import ListWatchOptions, Reflector, WatchInactive
+from ._resource import Resource, resource_path
+from ._rest import (
+    AsyncRESTClient,
+    AsyncWatchStream,
+    ObjectList,
+    PatchType,
+    RESTClient,
+    WatchEvent,
+    WatchStream,
+)
+from ._store import (
+    CLUSTER_ANNOTATION,
+    INDEX_CLUSTER,
+    INDEX_CLUSTER_NAME,
+    INDEX_NAMESPACE,
+    INDEX_SHARD_CLUSTER_NAME,
+    IndexFunc,
+    KeyFunc,
+    Store,
+    cluster_index,
+    cluster_name_index,
+    cluster_of,
+    namespace_index,
+    object_key,
+    shard_cluster_name_index,
+    shard_of,
+)
+from ._transports import (
+    AsyncCacheServiceTransport,
+    AsyncDefaultShardTransport,
+    AsyncShardFromObjectTransport,
+    AsyncShardTransport,
+    CacheServiceTransport,
+    DefaultShardTransport,
+    ResourceResolver,
+    ShardFromObjectTransport,
+    ShardTransport,
+    resolve_resource_and_verb,
+)
+from ._workqueue import RateLimitingQueue, ShutDown, WorkQueue
+
+__all__ = [
+    "CACHE_SERVICE_PREFIX",
+    "CLUSTER_ANNOTATION",
+    "DEFAULT_INDEXERS",
+    "INDEX_CLUSTER",
+    "INDEX_CLUSTER_NAME",
+    "INDEX_NAMESPACE",
+    "INDEX_SHARD_CLUSTER_NAME",
+    "SHARD_ANNOTATION",
+    "SHARD_EXTENSION",
+    "WILDCARD",
+    "AlreadyExists",
+    "ApiError",
+    "AsyncCacheServiceTransport",
+    "AsyncDefaultShardTransport",
+    "AsyncRESTClient",
+    "AsyncShardFromObjectTransport",
+    "AsyncShardTransport",
+    "AsyncWatchStream",
+    "Backoff",
+    "BadRequest",
+    "BucketRateLimiter",
+    "CacheServiceTransport",
+    "ClusterLister",
+    "Conflict",
+    "DefaultShardTransport",
+    "Expired",
+    "Forbidden",
+    "Gone",
+    "HandlerRegistration",
+    "IndexFunc",
+    "Invalid",
+    "ItemExponentialFailureRateLimiter",
+    "KeyFunc",
+    "KubeConfig",
+    "ListWatchOptions",
+    "Lister",
+    "MaxOfRateLimiter",
+    "MethodNotAllowed",
+    "NotFound",
+    "ObjectList",
+    "PatchType",
+    "RESTClient",
+    "RateLimiter",
+    "RateLimitingQueue",
+    "Reflector",
+    "Resource",
+    "ResourceResolver",
+    "ServerError",
+    "ServiceUnavailable",
+    "ShardFromObjectTransport",
+    "ShardTransport",
+    "SharedInformer",
+    "SharedInformerFactory",
+    "ShutDown",
+    "Store",
+    "TooManyRequests",
+    "Unauthorized",
+    "WatchEvent",
+    "WatchInactive",
+    "WatchStream",
+    "WorkQueue",
+    "add_cache_service_prefix",
+    "async_cache_client_from_kubeconfig",
+    "async_cache_transport",
+    "async_client_from_kubeconfig",
+    "cache_client_from_kubeconfig",
+    "cache_transport",
+    "client_from_kubeconfig",
+    "cluster_index",
+    "cluster_name_index",
+    "cluster_of",
+    "default_controller_rate_limiter",
+    "generate_path",
+    "load_kubeconfig",
+    "namespace_index",
+    "object_key",
+    "resolve_resource_and_verb",
+    "resource_path",
+    "shard",
+    "shard_cluster_name_index",
+    "shard_from_context",
+    "shard_of",
+    "shard_of_request",
+    "shard_path",
+    "validate_shard_name",
+]

@@ -1,0 +1,45 @@
+"""The one place that imports the HTTP library.
+
+Everything else in :mod:`kcp_cache.client` imports these names from here, so moving
+between ``httpx2`` and an API-compatible library (``httpx``) is a one-line change.
+"""
+
+from __future__ import annotations
+
+from httpx2 import (
+    URL,
+    AsyncBaseTransport,
+    AsyncClient,
+    AsyncHTTPTransport,
+    BaseTransport,
+    ByteStream,
+    Client,
+    HTTPTransport,
+    Limits,
+    MockTransport,
+    Request,
+    RequestError,
+    Response,
+    Timeout,
+    TimeoutException,
+    TransportError,
+)
+
+__all__ = [
+    "URL",
+    "AsyncBaseTransport",
+    "AsyncClient",
+    "AsyncHTTPTransport",
+    "BaseTransport",
+    "ByteStream",
+    "Client",
+    "HTTPTransport",
+    "Limits",
+    "MockTransport",
+    "Request",
+    "RequestError",
+    "Response",
+    "Timeout",
+    "TimeoutException",
+    "TransportError",
+]

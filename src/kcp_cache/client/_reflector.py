@@ -1,0 +1,205 @@
+"""The reflector: keeps a store equal to the server's state with LIST + WATCH.
+
+client-go's ``Reflector.ListAndWatch``, for asyncio:
+
+* a paginated LIST (consistent read), whose items *replace* the store — objects that
+  vanished since the last list are reported deleted, so a gap never hides a delete;
+* then a WATCH from the list's resourceVersion with ``allowWatchBookmarks=true`` and a
+  server-side ``timeoutSeconds`` drawn from ``[min_watch_timeout, 2×min_watch_timeout]``
+  (spread so a fleet of clients does not reconnect in waves);
+* after the server closes a watch normally, the next watch resumes from the last
+  resourceVersion seen (events *and* bookmarks), without a relist;
+* ``410 Gone/Expired`` — as an HTTP status or as an in-stream ``ERROR`` event — means the
+  resourceVersion was compacted: relist;
+* connection failures and 5xx/429 retry the watch from the last resourceVersion after an
+  exponential backoff with jitter; other API errors relist after the backoff;
+* an inactivity watchdog drops a stream that delivered nothing (not even a bookmark) for
+  ``inactivity_timeout`` seconds — a silently dead TCP connection would otherwise hang
+  forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ._errors import ApiError, Gone, ServerError, TooManyRequests
+from ._http import TransportError
+from ._ratelimit import Backoff
+from ._resource import Resource
+from ._rest import AsyncRESTClient, ObjectList, WatchEvent
+
+__all__ = ["ListWatchOptions", "Reflector", "ReflectorSink", "WatchInactive"]
+
+log = logging.getLogger("kcp_cache.client.reflector")
+
+Obj = dict[str, Any]
+
+
+class WatchInactive(Exception):
+    """The watch stream delivered nothing for longer than the inactivity timeout."""
+
+
+class ReflectorSink(Protocol):
+    """Where the reflector puts what it learns (the informer)."""
+
+    def replace(self, objects: list[Obj], resource_version: str) -> None: ...
+    def apply(self, event: WatchEvent) -> None: ...
+
+
+class ListWatchOptions:
+    """What to list and watch, and how (one value object, shared by factory and informer)."""
+
+    def __init__(
+        self,
+        resource: Resource,
+        *,
+        cluster: str | None = None,
+        shard: str | None = None,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int | None = 500,
+        min_watch_timeout: float = 300.0,
+        inactivity_timeout: float = 120.0,
+        backoff: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        self.resource = resource
+        self.cluster = cluster
+        self.shard = shard
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.field_selector = field_selector
+        self.page_size = page_size
+        self.min_watch_timeout = min_watch_timeout
+        self.inactivity_timeout = inactivity_timeout
+        self.backoff = backoff
+
+    def scope(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "shard": self.shard,
+            "namespace": self.namespace,
+            "label_selector": self.label_selector,
+            "field_selector": self.field_selector,
+        }
+
+
+class Reflector:
+    """Runs LIST+WATCH forever (until cancelled), feeding a :class:`ReflectorSink`."""
+
+    def __init__(
+        self,
+        rest: AsyncRESTClient,
+        options: ListWatchOptions,
+        sink: ReflectorSink,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.rest = rest
+        self.options = options
+        self.sink = sink
+        self._rng = rng or random.Random()
+        #: The newest resourceVersion applied to the sink ("" before the first list).
+        self.last_sync_resource_version = ""
+        #: Counters, for tests and metrics.
+        self.lists = 0
+        self.watches = 0
+
+    async def run(self) -> None:
+        """List and watch until cancelled. Never returns normally."""
+        backoff = self.options.backoff()
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self._list()
+                    need_list = False
+                    backoff.reset()
+                if await self._watch():
+                    backoff.reset()
+                    continue  # normal close after progress: resume at once
+                delay = backoff.next()  # closed without progress: do not spin
+            except Gone as err:
+                log.info("%s: resourceVersion too old (%s); relisting", self._name, err.message)
+                if not need_list:
+                    need_list = True
+                    continue  # first relist right away
+                delay = backoff.next()
+            except (TransportError, WatchInactive, ServerError, TooManyRequests) as err:
+                # Keep the resourceVersion: a restarted server usually still has it.
+                log.info("%s: %s; retrying", self._name, _describe(err))
+                delay = backoff.next()
+            except ApiError as err:
+                log.warning("%s: %s; relisting", self._name, err)
+                need_list = True
+                delay = backoff.next()
+            await asyncio.sleep(delay)
+
+    @property
+    def _name(self) -> str:
+        return f"reflector {self.options.resource}"
+
+    async def _list(self) -> None:
+        self.lists += 1
+        try:
+            result = await self._list_pages(self.options.page_size)
+        except Gone:
+            # A continue token expired between pages: one unpaginated consistent list.
+            if not self.options.page_size:
+                raise
+            result = await self._list_pages(None)
+        self.sink.replace(result.items, result.resource_version)
+        self.last_sync_resource_version = result.resource_version
+
+    async def _list_pages(self, limit: int | None) -> ObjectList:
+        return await self.rest.list(
+            self.options.resource,
+            limit=limit,
+            resource_version="",
+            **self.options.scope(),
+        )
+
+    def _watch_timeout(self) -> int:
+        low = self.options.min_watch_timeout
+        return max(1, int(self._rng.uniform(low, 2 * low)))
+
+    async def _watch(self) -> bool:
+        """One watch; returns whether it made progress (an event or a bookmark)."""
+        self.watches += 1
+        progressed = False
+        watchdog: asyncio.Timeout | None = None
+        loop = asyncio.get_running_loop()
+        inactivity = self.options.inactivity_timeout
+        stream = self.rest.watch(
+            self.options.resource,
+            resource_version=self.last_sync_resource_version,
+            timeout_seconds=self._watch_timeout(),
+            allow_bookmarks=True,
+            **self.options.scope(),
+        )
+        try:
+            async with asyncio.timeout_at(loop.time() + inactivity) as watchdog:
+                await stream.__aenter__()
+                async for event in stream:
+                    watchdog.reschedule(loop.time() + inactivity)
+                    rv = event.resource_version
+                    if event.type != "BOOKMARK":
+                        self.sink.apply(event)
+                    if rv:
+                        self.last_sync_resource_version = rv
+                    progressed = True
+        except TimeoutError as err:
+            if watchdog is None or not watchdog.expired():
+                raise
+            raise WatchInactive(f"no event for {inactivity:g}s") from err
+        finally:
+            await stream.aclose()
+        return progressed
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
