@@ -30,23 +30,26 @@ class KeyParts:
 
 @dataclass(frozen=True, slots=True)
 class ListScope:
-    """A prefix to range/watch plus the filters the prefix alone cannot express.
+    """A prefix to range plus the filters that pick this request's objects.
 
-    ``shard=*, cluster=C`` ranges over every shard and keeps only cluster ``C`` (the
-    recommendation of spec §1.5, not kcp's quirk); a namespace with a wildcard is a
-    filter too (kcp's quirk there returns nothing).
+    ``shard``/``cluster``/``namespace`` are ``None`` when unconstrained. A LIST ranges over
+    ``prefix`` and only needs to apply the filters when :attr:`filtered` (the prefix
+    cannot express them: ``shard=*, cluster=C`` — a real cross-shard filter, the
+    recommendation of spec §1.5 rather than kcp's quirk — or a namespace with a
+    wildcard). A WATCH shares one storage watch on ``resource_prefix`` with every other
+    watcher of the resource, so it always applies :meth:`matches`.
     """
 
     prefix: str
     resource_prefix: str
+    shard: str | None = None
     cluster: str | None = None
     namespace: str | None = None
-
-    @property
-    def filtered(self) -> bool:
-        return self.cluster is not None or self.namespace is not None
+    filtered: bool = False
 
     def matches(self, parts: KeyParts) -> bool:
+        if self.shard is not None and parts.shard != self.shard:
+            return False
         if self.cluster is not None and parts.cluster != self.cluster:
             return False
         return self.namespace is None or parts.namespace == self.namespace
@@ -89,15 +92,19 @@ class KeyScheme:
     ) -> ListScope:
         base = self.resource_prefix(info, identity)
         ns = namespace if info.namespaced else None
+        want_shard = None if shard == WILDCARD else shard
+        want_cluster = None if cluster == WILDCARD else cluster
         if shard == WILDCARD:
-            return ListScope(
-                base, base, cluster=None if cluster == WILDCARD else cluster, namespace=ns
-            )
-        if cluster == WILDCARD:
-            return ListScope(f"{base}{shard}/", base, namespace=ns)
-        if ns is not None:
-            return ListScope(f"{base}{shard}/{cluster}/{ns}/", base)
-        return ListScope(f"{base}{shard}/{cluster}/", base)
+            prefix = base
+            filtered = want_cluster is not None or ns is not None
+        elif cluster == WILDCARD:
+            prefix = f"{base}{shard}/"
+            filtered = ns is not None
+        elif ns is not None:
+            prefix, filtered = f"{base}{shard}/{cluster}/{ns}/", False
+        else:
+            prefix, filtered = f"{base}{shard}/{cluster}/", False
+        return ListScope(prefix, base, want_shard, want_cluster, ns, filtered)
 
     def parse(self, info: ResourceInfo, resource_prefix: str, key: str) -> KeyParts:
         """Shard, cluster, namespace and name of a key under ``resource_prefix``."""

@@ -103,6 +103,7 @@ class ListOptions:
         return opts
 
     def _validate(self, watch: bool) -> None:
+        """kube's ValidateListOptions / validateWatchOptions, same fields and wording."""
         rv, match = self.resource_version, self.resource_version_match
         if rv not in ("", "0"):
             try:
@@ -110,46 +111,62 @@ class ListOptions:
                     raise ValueError
             except ValueError:
                 raise ApiError.bad_request(f'invalid resource version: "{rv}"') from None
-        if match not in ("", NOT_OLDER_THAN, EXACT):
-            raise _invalid_list_options(
-                f'resourceVersionMatch: Unsupported value: "{match}": supported values: '
-                '"Exact", "NotOlderThan", ""'
-            )
-        if match and rv == "":
-            raise _invalid_list_options(
-                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless "
-                "resourceVersion is provided"
-            )
-        if match == EXACT and rv == "0":
-            raise _invalid_list_options(
-                'resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is forbidden '
-                'for resourceVersion "0"'
-            )
-        if self.continue_token:
+        errors: list[str] = []
+        if watch:
+            if self.send_initial_events is not None:
+                if match != NOT_OLDER_THAN:
+                    errors.append(
+                        "resourceVersionMatch: Forbidden: sendInitialEvents requires setting "
+                        "resourceVersionMatch to NotOlderThan"
+                    )
+                if self.send_initial_events and not self.allow_bookmarks:
+                    errors.append(
+                        "allowWatchBookmarks: Forbidden: sendInitialEvents requires "
+                        "allowWatchBookmarks=true"
+                    )
             if match:
-                raise _invalid_list_options(
-                    "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden when "
-                    "continue is provided"
+                if self.send_initial_events is None:
+                    errors.append(
+                        "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for "
+                        "watch unless sendInitialEvents is provided"
+                    )
+                if match != NOT_OLDER_THAN:
+                    errors.append(
+                        f'resourceVersionMatch: Unsupported value: "{match}": supported values: '
+                        '"NotOlderThan"'
+                    )
+        else:
+            if match:
+                if rv == "":
+                    errors.append(
+                        "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden "
+                        "unless resourceVersion is provided"
+                    )
+                if match not in (NOT_OLDER_THAN, EXACT):
+                    errors.append(
+                        f'resourceVersionMatch: Unsupported value: "{match}": supported values: '
+                        '"Exact", "NotOlderThan", ""'
+                    )
+                if match == EXACT and rv == "0":
+                    errors.append(
+                        'resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is '
+                        'forbidden for resourceVersion "0"'
+                    )
+            if self.send_initial_events is not None:
+                errors.append(
+                    "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list"
                 )
-            if rv not in ("", "0"):
-                raise ApiError.bad_request(
-                    "specifying resource version is not allowed when using continue"
-                )
-        if watch and self.send_initial_events is not None:
-            if match != NOT_OLDER_THAN:
-                raise _invalid_list_options(
-                    "resourceVersionMatch: Forbidden: sendInitialEvents requires setting "
-                    "resourceVersionMatch to NotOlderThan"
-                )
-            if self.send_initial_events and not self.allow_bookmarks:
-                raise _invalid_list_options(
-                    "allowWatchBookmarks: Forbidden: sendInitialEvents requires "
-                    "allowWatchBookmarks=true"
-                )
-        elif watch and match:
-            raise _invalid_list_options(
-                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch "
-                "unless sendInitialEvents is provided"
+        if match and self.continue_token:
+            errors.append(
+                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden when "
+                "continue is provided"
+            )
+        if errors:
+            joined = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
+            raise _invalid_list_options(joined)
+        if self.continue_token and rv not in ("", "0"):
+            raise ApiError.bad_request(
+                "specifying resource version is not allowed when using continue"
             )
 
     @property

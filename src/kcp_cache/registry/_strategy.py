@@ -1,6 +1,7 @@
 """The kcp strategies of spec §3: what the server keeps, sets, strips and enforces.
 
-* ``kcp.io/shard`` is stripped before persisting; a body that carries it is a *replica*
+* ``kcp.io/shard`` (and ``kcp.io/cluster``, which is derived from the key anyway) is
+  stripped before persisting; a body that carries it is a *replica*
   (uid, creationTimestamp and generation kept as sent), otherwise the server assigns a
   fresh uid, "now" and generation 1.
 * Generation is never bumped on update: the body's value is stored.
@@ -19,7 +20,7 @@ from typing import Any
 
 from kcp_cache.registry._catalog import ResourceInfo
 from kcp_cache.registry._errors import ApiError
-from kcp_cache.registry._render import SHARD_ANNOTATION
+from kcp_cache.registry._render import CLUSTER_ANNOTATION, SHARD_ANNOTATION
 
 __all__ = [
     "check_type",
@@ -193,7 +194,10 @@ def _coerce_meta(body: dict[str, Any]) -> dict[str, Any]:
 def _strip_for_storage(info: ResourceInfo, body: dict[str, Any], meta: dict[str, Any]) -> None:
     annotations = meta.get("annotations")
     if isinstance(annotations, dict):
+        # Both are derived from the key on every read; storing them would only let a
+        # no-op update (which echoes them back) look like a change.
         annotations.pop(SHARD_ANNOTATION, None)
+        annotations.pop(CLUSTER_ANNOTATION, None)
         if not annotations:
             del meta["annotations"]
     if meta.get("labels") == {}:

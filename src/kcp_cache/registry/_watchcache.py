@@ -389,8 +389,12 @@ class WatchHub:
         """Open storage watches (shared and private): what a metrics gauge would show."""
         return len(self._feeds) + len(self._private)
 
-    async def ensure_feed(self, info: ResourceInfo, prefix: str) -> Feed:
-        """The shared feed of ``prefix``, started at the current revision if new."""
+    async def ensure_feed(self, info: ResourceInfo, prefix: str, start: int | None = None) -> Feed:
+        """The shared feed of ``prefix``; a new one starts at ``start`` (default: now).
+
+        Starting a new feed at the first watcher's revision (rather than now) lets the
+        informers that reconnect after a restart, all with similar revisions, share it.
+        """
         feed = self._feeds.get(prefix)
         if feed is not None:
             return feed
@@ -401,6 +405,8 @@ class WatchHub:
         self._creating[prefix] = future
         try:
             revision = await self.storage.current_revision()
+            if start is not None and self.storage.compacted_revision <= start < revision:
+                revision = start
             feed = Feed(
                 self,
                 self.storage,
@@ -432,7 +438,7 @@ class WatchHub:
                 )
             )
             return
-        feed = await self.ensure_feed(info, prefix)
+        feed = await self.ensure_feed(info, prefix, watcher.after)
         if watcher.after >= feed.covered_from:
             feed.join(watcher)
             return

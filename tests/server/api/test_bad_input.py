@@ -1,0 +1,207 @@
+"""Bad input: each answer is a metav1.Status; afterwards the server serves, data intact."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from kcp_cache.server._scope import KcpRequest
+
+from ._asgi import EXPORTS, Client, Response
+
+GOOD = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport", "metadata": {"name": "keep"}}
+
+
+def _status(r: Response, code: int, reason: str) -> dict[str, Any]:
+    assert r.status == code, r.body
+    body = r.json()
+    assert body["kind"] == "Status"
+    assert body["apiVersion"] == "v1"
+    assert body["status"] == "Failure"
+    assert body["code"] == code
+    assert body["reason"] == reason
+    return body
+
+
+Case = Callable[[Client], Awaitable[Response]]
+
+CASES: list[tuple[str, Case, int, str]] = [
+    (
+        "malformed json",
+        lambda c: c.request("POST", EXPORTS, body=b'{"kind": "APIExport",'),
+        400,
+        "BadRequest",
+    ),
+    (
+        "body over 3 MiB",
+        lambda c: c.request("POST", EXPORTS, body=b'{"pad":"' + b"x" * (3 * 1024 * 1024) + b'"}'),
+        413,
+        "RequestEntityTooLarge",
+    ),
+    (
+        "missing kind",
+        lambda c: c.post(
+            EXPORTS, {"apiVersion": "apis.kcp.io/v1alpha1", "metadata": {"name": "a"}}
+        ),
+        400,
+        "BadRequest",
+    ),
+    (
+        "missing apiVersion",
+        lambda c: c.post(EXPORTS, {"kind": "APIExport", "metadata": {"name": "a"}}),
+        400,
+        "BadRequest",
+    ),
+    (
+        "wrong group",
+        lambda c: c.post(EXPORTS, {**GOOD, "apiVersion": "core.kcp.io/v1alpha1"}),
+        400,
+        "BadRequest",
+    ),
+    (
+        "wrong kind",
+        lambda c: c.post(EXPORTS, {**GOOD, "kind": "Shard"}),
+        422,
+        "Invalid",
+    ),
+    (
+        "body is not an object",
+        lambda c: c.post(EXPORTS, [1, 2, 3]),
+        400,
+        "BadRequest",
+    ),
+    (
+        "unknown resource",
+        lambda c: c.post("/apis/apis.kcp.io/v1alpha1/widgets", GOOD),
+        404,
+        "NotFound",
+    ),
+    (
+        "core api",
+        lambda c: c.get("/api/v1/namespaces/default/configmaps"),
+        404,
+        "NotFound",
+    ),
+    (
+        "subresource",
+        lambda c: c.get(f"{EXPORTS}/keep/status"),
+        404,
+        "NotFound",
+    ),
+    (
+        "unsupported media type",
+        lambda c: c.request(
+            "POST", EXPORTS, body=b"\x0a\x0b", content_type="application/vnd.kubernetes.protobuf"
+        ),
+        415,
+        "UnsupportedMediaType",
+    ),
+    (
+        "unsupported method",
+        lambda c: c.request("OPTIONS", EXPORTS),
+        405,
+        "MethodNotAllowed",
+    ),
+    (
+        "post to a name",
+        lambda c: c.post(f"{EXPORTS}/keep", GOOD),
+        405,
+        "MethodNotAllowed",
+    ),
+    (
+        "put to the collection",
+        lambda c: c.put(EXPORTS, GOOD),
+        405,
+        "MethodNotAllowed",
+    ),
+    (
+        "malformed merge patch",
+        lambda c: c.request(
+            "PATCH", f"{EXPORTS}/keep", body=b"{nope", content_type="application/merge-patch+json"
+        ),
+        400,
+        "BadRequest",
+    ),
+    (
+        "patch changing kind",
+        lambda c: c.request(
+            "PATCH",
+            f"{EXPORTS}/keep",
+            json={"kind": "Other"},
+            content_type="application/merge-patch+json",
+        ),
+        422,
+        "Invalid",
+    ),
+    (
+        "bad limit",
+        lambda c: c.get(EXPORTS, query={"limit": "many"}),
+        400,
+        "BadRequest",
+    ),
+    (
+        "bad resourceVersion",
+        lambda c: c.get(EXPORTS, query={"resourceVersion": "abc"}),
+        400,
+        "BadRequest",
+    ),
+    (
+        "dry run",
+        lambda c: c.post(EXPORTS, {**GOOD, "metadata": {"name": "dry"}}, query={"dryRun": "All"}),
+        400,
+        "BadRequest",
+    ),
+    (
+        "bad namespace",
+        lambda c: c.get("/apis/rbac.authorization.k8s.io/v1/namespaces/Bad_NS/roles"),
+        422,
+        "Invalid",
+    ),
+    (
+        "malformed delete options",
+        lambda c: c.request("DELETE", f"{EXPORTS}/keep", body=b"{{"),
+        400,
+        "BadRequest",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "case", "code", "reason"), CASES, ids=[c[0] for c in CASES])
+async def test_bad_input_leaves_server_and_data_intact(
+    client: Client, what: str, case: Case, code: int, reason: str
+) -> None:
+    before = await client.post(EXPORTS, GOOD)
+    assert before.status == 201
+    _status(await case(client), code, reason)
+    after = await client.get(f"{EXPORTS}/keep")
+    assert after.status == 200
+    assert after.json() == before.json()
+    listed = (await client.get(EXPORTS)).json()["items"]
+    assert [i["metadata"]["name"] for i in listed] == ["keep"]
+
+
+async def test_missing_shard_or_cluster(client: Client) -> None:
+    async def call(kcp: KcpRequest | None) -> Response:
+        out: list[Any] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            out.append(message)
+
+        scope: dict[str, Any] = {
+            "type": "http",
+            "method": "GET",
+            "path": EXPORTS,
+            "query_string": b"",
+        }
+        if kcp is not None:
+            scope["kcp"] = kcp
+        await client.app(scope, receive, send)
+        return Response(out[0]["status"], {}, out[1]["body"])
+
+    _status(await call(None), 400, "BadRequest")
+    _status(await call(KcpRequest(shard="amber")), 400, "BadRequest")
