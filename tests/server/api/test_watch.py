@@ -200,7 +200,7 @@ async def test_client_disconnect_frees_the_watcher(app: ApiApp, client: Client) 
 async def test_shutdown_ends_open_watches(storage: MemoryStorage) -> None:
     app = create_api_app(Registry(storage))
     client = Client(app)
-    stream = client.watch(EXPORTS, {"resourceVersion": "1"})
+    stream = client.watch(EXPORTS, {"resourceVersion": "0"})
     await client.post(EXPORTS, _export("seen"))
     assert (await stream.next())["type"] == "ADDED"  # the watch is live
     assert app.open_watches == 1
