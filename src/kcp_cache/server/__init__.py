@@ -1,1 +1,86 @@
-"""server layer (see DESIGN.md)."""
+"""The HTTP side of the cache server: TLS, kcp's URL grammar, authn/z, health, metrics.
+
+* :func:`create_app` — the ASGI app (filters of spec §1.2 in front of an API app).
+* :class:`HTTPSServer` / :func:`bind_socket` — serve it over TLS with client certificates.
+* :func:`build_server_context` — the pyOpenSSL context (``--tls-*``, ``--client-ca-file``).
+* :mod:`certificates <kcp_cache.server._certs>` helpers — dev CA, serving and client certs.
+* :class:`ServerMetrics`, :class:`ReadinessChecks` — shared with the API layer.
+
+The API handlers live in :mod:`kcp_cache.server.api`.
+"""
+
+from kcp_cache.server._app import REQUEST_INFO_KEY as REQUEST_INFO_KEY
+from kcp_cache.server._app import CacheServerApp as CacheServerApp
+from kcp_cache.server._app import ShutdownHook as ShutdownHook
+from kcp_cache.server._app import create_app as create_app
+from kcp_cache.server._app import request_info as request_info
+from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS as DEFAULT_ALWAYS_ALLOW_PATHS
+from kcp_cache.server._auth import SYSTEM_MASTERS as SYSTEM_MASTERS
+from kcp_cache.server._auth import TLS_PEER_USER_KEY as TLS_PEER_USER_KEY
+from kcp_cache.server._auth import Authenticator as Authenticator
+from kcp_cache.server._auth import Authorizer as Authorizer
+from kcp_cache.server._auth import union_authenticator as union_authenticator
+from kcp_cache.server._auth import x509_authenticator as x509_authenticator
+from kcp_cache.server._certs import CertificateFiles as CertificateFiles
+from kcp_cache.server._certs import DevCredentials as DevCredentials
+from kcp_cache.server._certs import ensure_dev_credentials as ensure_dev_credentials
+from kcp_cache.server._certs import ensure_serving_certificate as ensure_serving_certificate
+from kcp_cache.server._certs import issue_certificate as issue_certificate
+from kcp_cache.server._certs import new_ca as new_ca
+from kcp_cache.server._certs import write_kubeconfig as write_kubeconfig
+from kcp_cache.server._certs import write_pair as write_pair
+from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
+from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
+from kcp_cache.server._metrics import InstrumentedStorage as InstrumentedStorage
+from kcp_cache.server._metrics import ServerMetrics as ServerMetrics
+from kcp_cache.server._request_info import RequestInfo as RequestInfo
+from kcp_cache.server._request_info import parse_request_info as parse_request_info
+from kcp_cache.server._scope import ANONYMOUS as ANONYMOUS
+from kcp_cache.server._scope import WILDCARD as WILDCARD
+from kcp_cache.server._scope import KcpRequest as KcpRequest
+from kcp_cache.server._scope import User as User
+from kcp_cache.server._scope import kcp_request as kcp_request
+from kcp_cache.server._serve import HTTPSServer as HTTPSServer
+from kcp_cache.server._serve import bind_socket as bind_socket
+from kcp_cache.server._status import StatusError as StatusError
+from kcp_cache.server._tls import TLSConfigError as TLSConfigError
+from kcp_cache.server._tls import build_server_context as build_server_context
+
+__all__ = [
+    "ANONYMOUS",
+    "DEFAULT_ALWAYS_ALLOW_PATHS",
+    "REQUEST_INFO_KEY",
+    "SYSTEM_MASTERS",
+    "TLS_PEER_USER_KEY",
+    "WILDCARD",
+    "Authenticator",
+    "Authorizer",
+    "CacheServerApp",
+    "CertificateFiles",
+    "DevCredentials",
+    "HTTPSServer",
+    "InstrumentedStorage",
+    "KcpRequest",
+    "ReadinessChecks",
+    "ReadinessFlag",
+    "RequestInfo",
+    "ServerMetrics",
+    "ShutdownHook",
+    "StatusError",
+    "TLSConfigError",
+    "User",
+    "bind_socket",
+    "build_server_context",
+    "create_app",
+    "ensure_dev_credentials",
+    "ensure_serving_certificate",
+    "issue_certificate",
+    "kcp_request",
+    "new_ca",
+    "parse_request_info",
+    "request_info",
+    "union_authenticator",
+    "write_kubeconfig",
+    "write_pair",
+    "x509_authenticator",
+]

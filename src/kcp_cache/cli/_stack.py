@@ -1,0 +1,57 @@
+"""Assemble the standard API stack on a store: registry, CRD bootstrap, API and discovery.
+
+Shared by the CLI and by hosts that embed the cache server: build the API part here,
+then wrap it with :func:`kcp_cache.server.create_app`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog
+from kcp_cache.server import ReadinessChecks, ServerMetrics
+from kcp_cache.server._status import ASGIApp, Receive, Scope, Send
+from kcp_cache.server.api import ApiApp, create_api_app
+from kcp_cache.server.discovery import create_discovery_app, is_discovery_path
+from kcp_cache.storage import Storage
+
+__all__ = ["BOOTSTRAP_CHECK", "ApiStack", "build_api_stack"]
+
+#: The readiness check kcp's cache server reports for its CRD bootstrap.
+BOOTSTRAP_CHECK = "poststarthook/bootstrap-cache-server"
+
+
+@dataclass(slots=True)
+class ApiStack:
+    """``app`` routes discovery paths to discovery and the rest to ``api``."""
+
+    app: ASGIApp
+    api: ApiApp
+
+
+def build_api_stack(
+    storage: Storage, *, metrics: ServerMetrics, readiness: ReadinessChecks
+) -> ApiStack:
+    """The API handlers over ``storage``; registers the bootstrap readiness check.
+
+    Call ``await stack.api.startup()`` to bootstrap the CRDs and ``stack.api.shutdown``
+    at the end (the CLI adds it to ``CacheServerApp.on_shutdown``).
+    """
+    catalog = ResourceCatalog()
+    registry = Registry(storage, catalog)
+    api = create_api_app(registry, bootstrapper=Bootstrapper(storage, catalog), metrics=metrics)
+    discovery = create_discovery_app(lambda: catalog.crds)
+
+    def bootstrapped() -> None:
+        if not api.ready:
+            raise RuntimeError("the system CRDs are not bootstrapped yet")
+
+    readiness.register(BOOTSTRAP_CHECK, bootstrapped)
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        if is_discovery_path(scope["path"]):
+            await discovery(scope, receive, send)
+        else:
+            await api(scope, receive, send)
+
+    return ApiStack(route, api)

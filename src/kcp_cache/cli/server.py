@@ -1,0 +1,351 @@
+"""``kcp-cache-server``: run kcp's cache server (spec §1.1).
+
+With no flag but ``--root-directory`` it keeps its data in SQLite under the root
+directory, generates a serving certificate, a development client CA, an admin client
+certificate and ``admin.kubeconfig``, and serves HTTPS on 127.0.0.1:6443.
+
+Start-up problems (a busy port, an unreadable certificate, an unusable root directory, a
+store that cannot be opened) end the process with exit code 1 and one line on stderr —
+no traceback. SIGTERM and SIGINT shut down gracefully: stop accepting, fail ``/readyz``,
+end watch streams, finish in-flight requests, close the store; exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from OpenSSL import SSL
+
+from kcp_cache import __version__
+from kcp_cache.cli._durations import parse_duration
+from kcp_cache.cli._logging import setup_logging
+from kcp_cache.cli._stack import build_api_stack
+from kcp_cache.server import (
+    DEFAULT_ALWAYS_ALLOW_PATHS,
+    HTTPSServer,
+    ReadinessChecks,
+    ServerMetrics,
+    TLSConfigError,
+    bind_socket,
+    build_server_context,
+    create_app,
+    ensure_dev_credentials,
+    ensure_serving_certificate,
+)
+from kcp_cache.storage import Storage, StorageError, open_storage
+
+__all__ = ["PORT_FILE_NAME", "build_parser", "main"]
+
+log = logging.getLogger("kcp_cache.cli")
+
+#: File in the root directory holding the port actually listened on (for ``--secure-port 0``).
+PORT_FILE_NAME = "secure-port"
+
+
+class StartupError(Exception):
+    """A problem an operator must fix; reported as one line, exit code 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kcp-cache-server",
+        description=(
+            "kcp's cache server: a Kubernetes-style API server where kcp shards publish "
+            "their objects and read each other's, addressed as "
+            "/services/cache/shards/<shard>/clusters/<cluster>/apis/…"
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--root-directory",
+        default=".kcp-cache",
+        help="directory for the data (SQLite), generated certificates, admin.kubeconfig "
+        "and the secure-port file; created if missing",
+    )
+    serving = parser.add_argument_group("secure serving")
+    serving.add_argument(
+        "--secure-port",
+        type=int,
+        default=6443,
+        help="HTTPS port; 0 picks a free port (logged and written to <root>/secure-port)",
+    )
+    serving.add_argument(
+        "--bind-address", default="127.0.0.1", help="IP address to listen on (0.0.0.0: all)"
+    )
+    serving.add_argument(
+        "--tls-cert-file",
+        help="serving certificate (PEM, chain allowed); default: a self-signed certificate "
+        "for localhost, 127.0.0.1 and ::1 generated into <root>/apiserver.crt",
+    )
+    serving.add_argument("--tls-private-key-file", help="private key of --tls-cert-file (PEM)")
+    auth = parser.add_argument_group("authentication and authorization")
+    auth.add_argument(
+        "--client-ca-file",
+        help="CA bundle verifying client certificates (CN = user, O = groups); default: a "
+        "development CA generated into <root>/client-ca.crt with an admin certificate "
+        "(O=system:masters) and <root>/admin.kubeconfig",
+    )
+    auth.add_argument(
+        "--authorization-always-allow-paths",
+        default=",".join(DEFAULT_ALWAYS_ALLOW_PATHS),
+        help="comma-separated non-resource paths anyone may GET (a trailing * matches a "
+        "prefix); everything else needs group system:masters",
+    )
+    storage = parser.add_argument_group("storage")
+    storage.add_argument(
+        "--storage",
+        choices=("sqlite", "memory", "etcd"),
+        help="storage engine; default sqlite in <root>, or etcd when --etcd-servers is set. "
+        "memory keeps nothing across restarts",
+    )
+    storage.add_argument(
+        "--etcd-servers",
+        help="comma-separated etcd v3 endpoints (http(s)://host:port); selects the etcd engine",
+    )
+    storage.add_argument(
+        "--etcd-prefix", default="/cache", help="key prefix of every stored object"
+    )
+    storage.add_argument("--etcd-cafile", help="CA bundle verifying the etcd servers")
+    storage.add_argument("--etcd-certfile", help="client certificate for etcd")
+    storage.add_argument("--etcd-keyfile", help="client key for etcd")
+    storage.add_argument(
+        "--compaction-retention",
+        type=parse_duration,
+        help="how long watch history is kept before compaction (e.g. 5m); default: the "
+        "engine's (5m)",
+    )
+    storage.add_argument(
+        "--compaction-interval",
+        type=parse_duration,
+        help="how often compaction runs (e.g. 10s); default: the engine's",
+    )
+    misc = parser.add_argument_group("testing and logging")
+    misc.add_argument(
+        "--synthetic-delay",
+        type=parse_duration,
+        default=0.0,
+        help="sleep this long before serving every request (a testing aid, e.g. 100ms)",
+    )
+    misc.add_argument(
+        "-v",
+        "--verbosity",
+        type=int,
+        default=0,
+        help="log verbosity like kube's -v: 2 debug logs of the server, 4 of libraries too",
+    )
+    misc.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log line format"
+    )
+    return parser
+
+
+def _prepare_root(text: str) -> Path:
+    root = Path(text).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StartupError(f"root directory {root} exists and is not a directory") from None
+    except OSError as exc:
+        raise StartupError(f"cannot create root directory {root}: {exc.strerror}") from None
+    if not root.is_dir():
+        raise StartupError(f"root directory {root} is not a directory")
+    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+        raise StartupError(f"root directory {root} is not writable")
+    return root.resolve()
+
+
+def _url_host(bind_address: str) -> str:
+    host = bind_address
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _storage_from_args(args: argparse.Namespace, root: Path) -> Storage:
+    kind = args.storage or ("etcd" if args.etcd_servers else "sqlite")
+    if args.etcd_servers and kind != "etcd":
+        raise StartupError(f"--etcd-servers cannot be combined with --storage {kind}")
+    options: dict[str, object] = {}
+    if args.compaction_retention is not None:
+        options["history_retention"] = args.compaction_retention
+    if args.compaction_interval is not None:
+        if args.compaction_interval <= 0:
+            raise StartupError("--compaction-interval must be positive")
+        options["compaction_interval"] = args.compaction_interval
+    if kind == "etcd":
+        if not args.etcd_servers:
+            raise StartupError("--storage etcd needs --etcd-servers")
+        options["endpoints"] = [e.strip() for e in args.etcd_servers.split(",") if e.strip()]
+        options["ca_file"] = args.etcd_cafile
+        options["cert_file"] = args.etcd_certfile
+        options["key_file"] = args.etcd_keyfile
+    try:
+        return open_storage(kind, root_directory=root, prefix=args.etcd_prefix, **options)
+    except ImportError as exc:
+        raise StartupError(
+            f"the {kind} storage is not available ({exc}); install kcp-cache[etcd]"
+        ) from None
+    except (ValueError, TypeError, StorageError) as exc:
+        raise StartupError(f"cannot open {kind} storage: {exc}") from None
+
+
+def _write_port_file(root: Path, port: int) -> None:
+    tmp = root / f".{PORT_FILE_NAME}.tmp"
+    tmp.write_text(f"{port}\n")
+    tmp.replace(root / PORT_FILE_NAME)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    root = _prepare_root(args.root_directory)
+    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
+        raise StartupError("--tls-cert-file and --tls-private-key-file must be given together")
+
+    try:
+        sock = bind_socket(args.bind_address, args.secure_port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            reason = "address already in use"
+        else:
+            reason = exc.strerror or str(exc)
+        raise StartupError(
+            f"cannot listen on {args.bind_address}:{args.secure_port}: {reason}"
+        ) from None
+    try:
+        port: int = sock.getsockname()[1]
+        server_url = f"https://{_url_host(args.bind_address)}:{port}"
+
+        try:
+            if args.tls_cert_file:
+                cert_file, key_file = Path(args.tls_cert_file), Path(args.tls_private_key_file)
+            else:
+                hosts = ["localhost", "127.0.0.1", "::1"]
+                if args.bind_address not in ("", "0.0.0.0", "::", *hosts):
+                    hosts.append(args.bind_address)
+                serving, created = ensure_serving_certificate(root, hosts)
+                cert_file, key_file = serving.cert, serving.key
+                if created:
+                    log.info("generated a self-signed serving certificate %s", cert_file)
+            client_ca = args.client_ca_file
+            if client_ca is None:
+                creds = ensure_dev_credentials(root, server_url, cert_file)
+                client_ca = str(creds.client_ca.cert)
+                log.info(
+                    "no --client-ca-file: using the development client CA %s; admin "
+                    "credentials in %s (try: kubectl --kubeconfig %s get apiexports.apis.kcp.io)",
+                    client_ca,
+                    creds.kubeconfig,
+                    creds.kubeconfig,
+                )
+            ssl_context = build_server_context(cert_file, key_file, client_ca)
+        except TLSConfigError as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(f"cannot write certificates to {root}: {exc.strerror}") from None
+
+        storage = _storage_from_args(args, root)
+        metrics = ServerMetrics()
+        readiness = ReadinessChecks()
+        storage = metrics.instrument_storage(storage)
+        try:
+            await storage.start()
+        except (StorageError, OSError, ValueError) as exc:
+            raise StartupError(f"cannot open storage: {exc}") from None
+        try:
+            return await _serve(args, root, sock, port, storage, metrics, readiness, ssl_context)
+        finally:
+            await storage.close()
+    finally:
+        sock.close()
+
+
+async def _serve(
+    args: argparse.Namespace,
+    root: Path,
+    sock: socket.socket,
+    port: int,
+    storage: Storage,
+    metrics: ServerMetrics,
+    readiness: ReadinessChecks,
+    ssl_context: SSL.Context,
+) -> int:
+    stack = build_api_stack(storage, metrics=metrics, readiness=readiness)
+    app = create_app(
+        storage=storage,
+        api_app=stack.app,
+        always_allow_paths=[p for p in args.authorization_always_allow_paths.split(",") if p],
+        synthetic_delay=args.synthetic_delay,
+        metrics=metrics,
+        readiness=readiness,
+    )
+    app.on_shutdown.append(stack.api.shutdown)
+    server = HTTPSServer(app, sock=sock, ssl_context=ssl_context)
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, server, signum)
+
+    async def bootstrap() -> None:
+        try:
+            await stack.api.startup()
+        except Exception:
+            log.exception("bootstrapping the system CRDs failed; /readyz stays failing")
+        else:
+            log.info("bootstrapped the system CRDs")
+
+    bootstrap_task = loop.create_task(bootstrap())
+    _write_port_file(root, port)
+    log.info(
+        "serving kcp's cache server on https://%s:%d (root directory %s)",
+        _url_host(args.bind_address),
+        port,
+        root,
+    )
+    try:
+        await server.serve(before_shutdown=app.shutdown)
+    finally:
+        bootstrap_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await bootstrap_task
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("shut down cleanly")
+    return 0
+
+
+def _on_signal(server: HTTPSServer, signum: int) -> None:
+    log.info("received %s, shutting down", signal.Signals(signum).name)
+    server.request_exit()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbosity, args.log_format)
+    try:
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is not available on Windows
+            return asyncio.run(_run(args))
+        return uvloop.run(_run(args))
+    except StartupError as exc:
+        print(f"kcp-cache-server: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

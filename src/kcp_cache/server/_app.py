@@ -1,0 +1,296 @@
+"""The cache server's ASGI application: kcp's filter chain in front of the API handlers.
+
+:func:`create_app` builds it; a host can serve it standalone (``kcp-cache-server``) or
+mount it under ``/services/cache`` with its own authenticator (kcp's embedded mode).
+
+The filters of spec §1.2 run as straight-line code in :meth:`CacheServerApp._filter` —
+one pure function of :mod:`._grammar` per step, no nested middleware — because every
+request pays for them and the benchmarks compare a GET against a bare ASGI app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
+
+from kcp_cache.server._auth import (
+    DEFAULT_ALWAYS_ALLOW_PATHS,
+    Authenticator,
+    Authorizer,
+    forbidden_error,
+    x509_authenticator,
+)
+from kcp_cache.server._grammar import (
+    METRICS_PATH,
+    check_cluster_invariant,
+    is_partial_metadata_accept,
+    is_shard_level_rejected,
+    parse_cluster,
+    parse_shard,
+    split_identity,
+    strip_service_prefix,
+)
+from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
+from kcp_cache.server._metrics import ServerMetrics
+from kcp_cache.server._request_info import RequestInfo, parse_request_info
+from kcp_cache.server._scope import ANONYMOUS, WILDCARD, KcpRequest
+from kcp_cache.server._status import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    StatusError,
+    send_bytes,
+    send_status,
+)
+from kcp_cache.storage import Storage
+
+__all__ = ["REQUEST_INFO_KEY", "CacheServerApp", "ShutdownHook", "create_app", "request_info"]
+
+log = logging.getLogger("kcp_cache.server")
+
+#: Key in ``KcpRequest.extra`` of the request's :class:`RequestInfo` (identity removed).
+REQUEST_INFO_KEY: Final = "request_info"
+
+ShutdownHook = Callable[[], Awaitable[None]]
+
+_HEALTH_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz"})
+_LIST_VERBS: Final = frozenset({"list", "watch"})
+_SHARD_LEVEL_BODY: Final = b"shard-level endpoint not available at shard or workspace scope"
+_TEXT: Final = b"text/plain; charset=utf-8"
+
+
+def request_info(kcp: KcpRequest) -> RequestInfo | None:
+    """The :class:`RequestInfo` the filters stored for the API handlers."""
+    info = kcp.extra.get(REQUEST_INFO_KEY)
+    return info if isinstance(info, RequestInfo) else None
+
+
+class CacheServerApp:
+    """The ASGI app returned by :func:`create_app`.
+
+    Attributes the host uses: :attr:`metrics`, :attr:`readiness`, :attr:`on_shutdown`
+    (coroutines run by :meth:`shutdown`, e.g. the API layer ending its watch streams).
+    """
+
+    def __init__(
+        self,
+        *,
+        storage: Storage | None,
+        api_app: ASGIApp,
+        authenticator: Authenticator,
+        always_allow_paths: Iterable[str],
+        synthetic_delay: float,
+        metrics: ServerMetrics,
+        readiness: ReadinessChecks,
+    ) -> None:
+        self.storage = storage
+        self.api_app = api_app
+        self.authenticator = authenticator
+        self.authorizer = Authorizer(always_allow_paths)
+        self.synthetic_delay = synthetic_delay
+        self.metrics = metrics
+        self.readiness = readiness
+        self.health = HealthEndpoints(storage, readiness)
+        self.on_shutdown: list[ShutdownHook] = []
+        self._shut_down = False
+
+    # -- ASGI entry point -------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(dict(scope), receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # websockets are not part of the Kubernetes API we serve
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        code = 0
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = message["status"]
+            await send(message)
+
+        try:
+            await self._filter(scope, receive, send_and_record)
+        except StatusError as error:
+            if code:
+                log.warning("error after the response started: %s", error.message)
+            else:
+                await send_status(send_and_record, error)
+        except Exception as exc:
+            log.exception("internal error serving %s %s", scope["method"], scope["path"])
+            if not code:
+                await send_status(
+                    send_and_record, StatusError.internal(f"Internal error occurred: {exc}")
+                )
+        finally:
+            self._observe(scope, code, time.perf_counter() - start)
+
+    def _observe(self, scope: Scope, code: int, seconds: float) -> None:
+        kcp = scope.get("kcp")
+        info = request_info(kcp) if isinstance(kcp, KcpRequest) else None
+        method = scope["method"]
+        if info is None or not info.is_resource_request:
+            self.metrics.observe_request(method, "", "", "", code, seconds)
+            return
+        verb = method
+        if info.verb in ("list", "watch", "deletecollection"):
+            verb = info.verb.upper()
+        self.metrics.observe_request(
+            verb, info.api_group, info.api_version, info.resource, code, seconds
+        )
+
+    # -- the filter chain of spec §1.2 ------------------------------------------------
+
+    async def _filter(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kcp = scope.get("kcp")
+        if not isinstance(kcp, KcpRequest):
+            kcp = scope["kcp"] = KcpRequest()
+
+        # 1. Accept header (PartialObjectMetadata detection).
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                kcp.accept = value.decode("latin-1")
+                kcp.partial_metadata = is_partial_metadata_accept(kcp.accept)
+                break
+
+        # 2. Synthetic delay (a testing aid, like kcp's --synthetic-delay).
+        if self.synthetic_delay > 0:
+            await asyncio.sleep(self.synthetic_delay)
+
+        # 3.–5. /services/cache, /shards/{shard}, /clusters/{cluster}.
+        path = strip_service_prefix(scope["path"])
+        shard, path = parse_shard(path)
+        if shard is not None:
+            kcp.shard = shard
+        cluster, path = parse_cluster(path)
+        if cluster is not None:
+            if kcp.cluster is not None:
+                raise StatusError.bad_request(
+                    f'found cluster "{kcp.cluster}" in the request context, '
+                    "when trying to read cluster from URL"
+                )
+            kcp.cluster = cluster
+
+        # 6. Shard-level paths guard: plain text, not a Status (as in kcp).
+        if is_shard_level_rejected(path, kcp.shard, kcp.cluster):
+            await send_bytes(send, 501, _SHARD_LEVEL_BODY, content_type=_TEXT)
+            return
+
+        # 7. Cluster-name invariant (defence in depth against key poisoning).
+        check_cluster_invariant(kcp.cluster)
+
+        # 9. Authentication, then authorization.
+        user = await self.authenticator(scope)
+        kcp.user = user if user is not None else ANONYMOUS
+        info = parse_request_info(scope["method"], path, scope.get("query_string", b""))
+        kcp.extra[REQUEST_INFO_KEY] = info
+        if not self.authorizer.allows(kcp.user, info):
+            raise forbidden_error(kcp.user, info)
+
+        if info.is_resource_request:
+            # 10. resource:identity.
+            resource, identity = split_identity(info.resource)
+            if identity is not None:
+                path = path.replace(f"/{info.resource}", f"/{resource}", 1)
+                info.resource = resource
+                info.path = path
+                kcp.identity = identity
+            # Safe deviations of spec §1.5/§1.6.
+            if (kcp.shard == WILDCARD or kcp.cluster == WILDCARD) and info.verb not in _LIST_VERBS:
+                raise StatusError.method_not_allowed(
+                    f"{info.verb} is not supported on resources of kind "
+                    f'"{info.qualified_resource}" with a wildcard ("*") shard or logical '
+                    "cluster; only list and watch are"
+                )
+            if kcp.cluster is None:
+                raise StatusError.bad_request(
+                    "resource requests need a logical cluster: "
+                    "use /shards/<shard>/clusters/<cluster>/…"
+                )
+
+        scope["path"] = path
+        # raw_path no longer matches the consumed path; ASGI allows leaving it out.
+        scope.pop("raw_path", None)
+
+        # 11. Handlers.
+        if not info.is_resource_request:
+            if path in _HEALTH_PATHS:
+                await self.health.handle(path, scope.get("query_string", b""), send)
+                return
+            if path == METRICS_PATH:
+                body, content_type = self.metrics.exposition()
+                await send_bytes(send, 200, body, content_type=content_type.encode())
+                return
+        await self.api_app(scope, receive, send)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Fail ``/readyz`` and run the :attr:`on_shutdown` hooks (once)."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self.health.start_shutdown()
+        for hook in self.on_shutdown:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook %r failed", hook)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        # Only reached when a host forwards lifespan events to us; the CLI runs
+        # start-up and shutdown itself.
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(
+    *,
+    storage: Storage | None,
+    api_app: ASGIApp,
+    authenticator: Authenticator = x509_authenticator,
+    always_allow_paths: Iterable[str] = DEFAULT_ALWAYS_ALLOW_PATHS,
+    synthetic_delay: float = 0.0,
+    metrics: ServerMetrics | None = None,
+    readiness: ReadinessChecks | None = None,
+) -> CacheServerApp:
+    """Build the cache server's ASGI app around ``api_app`` (the ``/apis/…`` handlers).
+
+    * ``storage`` — its health feeds ``/healthz`` and ``/readyz`` (``None``: no check).
+    * ``authenticator`` — defaults to the x509 client certificate verified by
+      :mod:`kcp_cache.server` 's TLS layer; an embedding host passes its own (combine
+      several with :func:`union_authenticator`). No user ⇒ ``system:anonymous``.
+    * ``always_allow_paths`` — non-resource paths open to anyone.
+    * ``metrics`` / ``readiness`` — pass the instances the API layer was built with, so
+      its watch gauge and start-up checks show up here; new ones are created otherwise.
+
+    The handler sees ``scope["path"]`` with prefix, shard and cluster consumed and the
+    ``:identity`` removed, and the facts in ``scope["kcp"]`` (:class:`KcpRequest`, with the
+    :class:`RequestInfo` under ``extra["request_info"]``).
+    """
+    return CacheServerApp(
+        storage=storage,
+        api_app=api_app,
+        authenticator=authenticator,
+        always_allow_paths=always_allow_paths,
+        synthetic_delay=synthetic_delay,
+        metrics=metrics if metrics is not None else ServerMetrics(),
+        readiness=readiness if readiness is not None else ReadinessChecks(),
+    )

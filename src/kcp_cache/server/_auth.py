@@ -1,0 +1,117 @@
+"""Authentication (x509 or a host's authenticator, else anonymous) and authorization.
+
+Spec §7: authentication is a union whose last member is anonymous, so a missing or
+untrusted certificate never yields 401 — the request goes on as ``system:anonymous`` and
+is denied with 403 by the authorizer. Authorization admits the group ``system:masters``
+for everything and anyone for the always-allow (non-resource) paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
+
+from kcp_cache.server._request_info import RequestInfo
+from kcp_cache.server._scope import User
+from kcp_cache.server._status import Scope, StatusError
+
+__all__ = [
+    "DEFAULT_ALWAYS_ALLOW_PATHS",
+    "SYSTEM_MASTERS",
+    "TLS_PEER_USER_KEY",
+    "Authenticator",
+    "Authorizer",
+    "forbidden_error",
+    "union_authenticator",
+    "x509_authenticator",
+]
+
+SYSTEM_MASTERS: Final = "system:masters"
+DEFAULT_ALWAYS_ALLOW_PATHS: Final = ("/healthz", "/readyz", "/livez")
+
+#: Key, inside ``scope["extensions"]["tls"]``, of the :class:`User` of a client
+#: certificate whose chain OpenSSL verified against ``--client-ca-file`` (or ``None``).
+TLS_PEER_USER_KEY: Final = "kcp_peer_user"
+
+#: ``await authenticator(scope)`` → the user, or ``None`` to fall through to the next
+#: authenticator and finally to anonymous. Async so an embedding host can do I/O
+#: (token reviews); the x509 one finishes at once.
+Authenticator = Callable[[Scope], Awaitable[User | None]]
+
+
+async def x509_authenticator(scope: Scope) -> User | None:
+    """The user of the connection's verified client certificate, set by the TLS layer."""
+    extensions = scope.get("extensions")
+    if not extensions:
+        return None
+    tls = extensions.get("tls")
+    if not tls:
+        return None
+    user = tls.get(TLS_PEER_USER_KEY)
+    return user if isinstance(user, User) else None
+
+
+def union_authenticator(*authenticators: Authenticator) -> Authenticator:
+    """First authenticator that returns a user wins; errors are not swallowed."""
+
+    async def authenticate(scope: Scope) -> User | None:
+        for authenticator in authenticators:
+            user = await authenticator(scope)
+            if user is not None:
+                return user
+        return None
+
+    return authenticate
+
+
+class Authorizer:
+    """``system:masters`` may do anything; the always-allow paths are open to all.
+
+    Paths ending in ``*`` match by prefix, as in kube's ``--authorization-always-allow-paths``.
+    The always-allow paths apply to non-resource requests only.
+    """
+
+    def __init__(self, always_allow_paths: Iterable[str] = DEFAULT_ALWAYS_ALLOW_PATHS) -> None:
+        exact: set[str] = set()
+        prefixes: list[str] = []
+        for path in always_allow_paths:
+            path = path.strip()
+            if not path:
+                continue
+            if path.endswith("*"):
+                prefixes.append(path[:-1])
+            else:
+                exact.add(path)
+        self._exact = frozenset(exact)
+        self._prefixes = tuple(prefixes)
+
+    def allows(self, user: User, info: RequestInfo) -> bool:
+        if SYSTEM_MASTERS in user.groups:
+            return True
+        if info.is_resource_request:
+            return False
+        return info.path in self._exact or info.path.startswith(self._prefixes or ("\0",))
+
+
+def forbidden_error(user: User, info: RequestInfo) -> StatusError:
+    """The 403 Status kube-apiserver answers with (``responsewriters.Forbidden``)."""
+    if not info.is_resource_request:
+        reason = f'User "{user.name}" cannot {info.verb} path "{info.path}"'
+        return StatusError.forbidden(f"forbidden: {reason}")
+    resource = info.resource
+    if info.subresource:
+        resource = f"{resource}/{info.subresource}"
+    where = f'in the namespace "{info.namespace}"' if info.namespace else "at the cluster scope"
+    reason = (
+        f'User "{user.name}" cannot {info.verb} resource "{resource}" '
+        f'in API group "{info.api_group}" {where}'
+    )
+    qualified = info.qualified_resource
+    if info.name:
+        message = f'{qualified} "{info.name}" is forbidden: {reason}'
+    else:
+        message = f"{qualified} is forbidden: {reason}"
+    details: dict[str, object] = {"group": info.api_group, "kind": info.resource}
+    if info.name:
+        details["name"] = info.name
+    return StatusError(403, "Forbidden", message, details=details)

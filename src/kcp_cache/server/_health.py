@@ -1,0 +1,156 @@
+"""``/healthz``, ``/livez`` and ``/readyz`` in kube-apiserver's format.
+
+A check is a named callable that returns when healthy and raises with the reason when
+not. ``?verbose`` lists every check as ``[+]name ok`` / ``[-]name failed: reason``;
+without it a healthy server answers ``ok`` and a failing one lists the checks with the
+reasons withheld (they are logged instead), as kube does. ``?exclude=name`` skips checks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from kcp_cache.server._status import Send, send_bytes
+from kcp_cache.storage import Storage
+
+__all__ = ["HealthCheck", "HealthEndpoints", "ReadinessChecks", "ReadinessFlag"]
+
+log = logging.getLogger("kcp_cache.server.health")
+
+#: ``check()`` returns (or awaits) normally when healthy, raises when not.
+HealthCheck = Callable[[], Awaitable[None] | None]
+
+_TEXT = b"text/plain; charset=utf-8"
+
+
+class ReadinessFlag:
+    """A readiness check that some start-up task flips, e.g. ``bootstrap-cache-server``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._ready = False
+        self._reason = "not finished"
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def set_ready(self) -> None:
+        self._ready = True
+
+    def set_not_ready(self, reason: str) -> None:
+        self._ready = False
+        self._reason = reason
+
+    def __call__(self) -> None:
+        if not self._ready:
+            raise RuntimeError(self._reason)
+
+
+class ReadinessChecks:
+    """The registry of ``/readyz`` checks beyond ``ping`` and the storage check.
+
+    The API layer registers its start-up work here (``add_flag("poststarthook/…")``) so the
+    server only turns ready once, say, the bootstrap CRDs exist.
+    """
+
+    def __init__(self) -> None:
+        self._checks: dict[str, HealthCheck] = {}
+
+    def register(self, name: str, check: HealthCheck) -> None:
+        """Add a named check; names must be unique."""
+        if name in self._checks:
+            raise ValueError(f"readiness check {name!r} is already registered")
+        self._checks[name] = check
+
+    def add_flag(self, name: str) -> ReadinessFlag:
+        """Register and return a :class:`ReadinessFlag`, not ready until ``set_ready()``."""
+        flag = ReadinessFlag(name)
+        self.register(name, flag)
+        return flag
+
+    def items(self) -> list[tuple[str, HealthCheck]]:
+        return list(self._checks.items())
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    name: str
+    error: str | None
+
+
+async def _run(name: str, check: HealthCheck) -> _Result:
+    try:
+        outcome = check()
+        if inspect.isawaitable(outcome):
+            await outcome
+    except Exception as exc:
+        return _Result(name, str(exc) or type(exc).__name__)
+    return _Result(name, None)
+
+
+class HealthEndpoints:
+    """Answers the three health paths from the ping, storage and registered checks."""
+
+    def __init__(self, storage: Storage | None, readiness: ReadinessChecks) -> None:
+        self._storage = storage
+        self._readiness = readiness
+        self._shutting_down = False
+
+    def start_shutdown(self) -> None:
+        """Make ``/readyz`` fail so load balancers stop sending traffic."""
+        self._shutting_down = True
+
+    def _storage_check(self) -> HealthCheck:
+        storage = self._storage
+        assert storage is not None
+        return storage.check_health
+
+    def _shutdown_check(self) -> None:
+        if self._shutting_down:
+            raise RuntimeError("the server is shutting down")
+
+    def _checks(self, path: str) -> list[tuple[str, HealthCheck]]:
+        checks: list[tuple[str, HealthCheck]] = [("ping", lambda: None)]
+        if path == "/livez":
+            return checks
+        if self._storage is not None:
+            checks.append(("storage", self._storage_check()))
+        if path == "/readyz":
+            checks.append(("shutdown", self._shutdown_check))
+        checks.extend(self._readiness.items())
+        return checks
+
+    async def handle(self, path: str, query_string: bytes, send: Send) -> None:
+        query = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+        verbose = "verbose" in query
+        excluded = set(query.get("exclude", ()))
+        checks = [(n, c) for n, c in self._checks(path) if n not in excluded]
+        results = [await _run(name, check) for name, check in checks]
+        failed = [r for r in results if r.error is not None]
+        name = path.lstrip("/")
+        if not failed and not verbose:
+            await send_bytes(send, 200, b"ok", content_type=_TEXT)
+            return
+        lines: list[str] = []
+        for result in results:
+            if result.error is None:
+                lines.append(f"[+]{result.name} ok")
+            elif verbose:
+                lines.append(f"[-]{result.name} failed: {result.error}")
+            else:
+                lines.append(f"[-]{result.name} failed: reason withheld")
+        for excluded_name in sorted(excluded):
+            lines.append(f"[+]{excluded_name} excluded: ok")
+        if failed:
+            for result in failed:
+                log.info("%s check %s failed: %s", name, result.name, result.error)
+            lines.append(f"{name} check failed")
+        else:
+            lines.append(f"{name} check passed")
+        body = ("\n".join(lines) + "\n").encode()
+        await send_bytes(send, 500 if failed else 200, body, content_type=_TEXT)

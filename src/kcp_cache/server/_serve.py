@@ -1,0 +1,110 @@
+"""Serve an ASGI app over TLS on uvicorn's httptools protocol, with graceful shutdown.
+
+uvicorn's ``Server`` runs the connections; we bind the socket ourselves (so a busy port
+is a clean error before anything starts, and port 0 reports the port it got), skip its
+signal capture (the caller decides what SIGTERM means) and put TLS in front of every
+connection with :mod:`._tls`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+from OpenSSL import SSL
+from uvicorn.config import Config
+from uvicorn.server import Server
+
+from kcp_cache.server._status import ASGIApp
+from kcp_cache.server._tls import abort_pending_handshakes, tls_protocol_class
+
+__all__ = ["HTTPSServer", "bind_socket"]
+
+log = logging.getLogger("kcp_cache.server")
+
+
+def bind_socket(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port).
+
+    Raises ``OSError`` (``EADDRINUSE`` for a busy port) before anything else starts.
+    """
+    infos = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
+    )
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class HTTPSServer:
+    """One listening socket, TLS, HTTP/1.1, the ASGI app.
+
+    ``await serve()`` runs until :meth:`request_exit`; then it stops accepting, awaits
+    ``before_shutdown`` (the app ends its watch streams), lets in-flight requests finish
+    for up to ``graceful_shutdown_timeout`` seconds and returns.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        sock: socket.socket,
+        ssl_context: SSL.Context,
+        keep_alive_timeout: float = 30.0,
+        graceful_shutdown_timeout: float = 10.0,
+    ) -> None:
+        self.sock = sock
+        self.protocol_class = tls_protocol_class(ssl_context)
+        config = Config(
+            app,
+            http=self.protocol_class,
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            proxy_headers=False,
+            server_header=False,
+            date_header=True,
+            log_config=None,
+            access_log=False,
+            timeout_keep_alive=int(keep_alive_timeout),
+            timeout_graceful_shutdown=int(graceful_shutdown_timeout),
+        )
+        config.load()
+        self._server = Server(config)
+        self._server.lifespan = config.lifespan_class(config)
+
+    @property
+    def port(self) -> int:
+        port: int = self.sock.getsockname()[1]
+        return port
+
+    def request_exit(self) -> None:
+        """Ask :meth:`serve` to shut down (safe to call from a signal handler)."""
+        self._server.should_exit = True
+
+    async def serve(self, *, before_shutdown: Callable[[], Awaitable[None]] | None = None) -> None:
+        server = self._server
+        await server.startup(sockets=[self.sock])
+        try:
+            await server.main_loop()
+        finally:
+            for listener in server.servers:
+                listener.close()
+            abort_pending_handshakes(self.protocol_class)
+            if before_shutdown is not None:
+                await before_shutdown()
+            await server.shutdown(sockets=[self.sock])
+            # Connections that uvicorn closed may still be flushing close_notify.
+            await asyncio.sleep(0)

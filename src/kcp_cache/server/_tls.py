@@ -1,0 +1,543 @@
+"""In-process TLS with pyOpenSSL, so untrusted client certificates still complete the handshake.
+
+Why not the stdlib ``ssl`` module: it cannot *request* a client certificate without
+*enforcing* its verification — with ``CERT_OPTIONAL`` a certificate from an unknown CA
+aborts the handshake. kcp's rule is the opposite: the handshake always completes, and
+only a certificate whose chain verifies against ``--client-ca-file`` authenticates; any
+other request is anonymous (and then denied with 403 by authorization, not a TLS error).
+
+So TLS is terminated here: :class:`TLSServerProtocol` sits on the raw TCP transport,
+runs an ``OpenSSL.SSL.Connection`` over memory BIOs whose verify callback *records*
+OpenSSL's verdict at every depth and always returns ``True``, and feeds the plaintext to
+uvicorn's ``HttpToolsProtocol`` through :class:`_TLSTransport`, a transport with the
+surface uvicorn uses. The verified peer identity reaches the ASGI app as the TLS scope
+extension ``scope["extensions"]["tls"]`` (with our ``kcp_peer_user`` key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from pathlib import Path
+from typing import Any, ClassVar, Final, cast
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL, crypto
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from kcp_cache.server._auth import TLS_PEER_USER_KEY
+from kcp_cache.server._scope import User
+
+__all__ = [
+    "PeerCertificate",
+    "TLSConfigError",
+    "TLSServerProtocol",
+    "abort_pending_handshakes",
+    "build_server_context",
+    "tls_protocol_class",
+    "user_from_certificate",
+]
+
+log = logging.getLogger("kcp_cache.server.tls")
+
+_READ_SIZE: Final = 65536
+_BIO_READ_SIZE: Final = 262144
+_HANDSHAKE_TIMEOUT: Final = 10.0
+# OpenSSL's X509_V_ERR_* codes worth a readable name in logs.
+_VERIFY_ERRORS: Final = {
+    2: "unable to get issuer certificate",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in certificate chain",
+    20: "unable to get local issuer certificate",
+    21: "unable to verify the first certificate",
+    24: "invalid CA certificate",
+    26: "unsupported certificate purpose",
+}
+
+
+# Missing from the pyOpenSSL type stubs, present at runtime.
+_OP_NO_RENEGOTIATION: Final[int] = getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+
+
+class TLSConfigError(Exception):
+    """A serving certificate, key or client CA file that cannot be used."""
+
+
+def _read(path: str | Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise TLSConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _verify_callback(
+    connection: SSL.Connection, _cert: crypto.X509, errno: int, depth: int, ok: int
+) -> bool:
+    # Record OpenSSL's verdict for the certificate at this depth and let the handshake
+    # go on regardless: an unverified certificate makes the request anonymous.
+    if not ok:
+        protocol = connection.get_app_data()
+        if isinstance(protocol, TLSServerProtocol):
+            protocol.note_verify_failure(errno, depth)
+    return True
+
+
+def _select_alpn(_connection: SSL.Connection, offered: list[bytes]) -> bytes | Any:
+    return b"http/1.1" if b"http/1.1" in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def build_server_context(
+    cert_file: str | Path, key_file: str | Path, client_ca_file: str | Path | None
+) -> SSL.Context:
+    """An OpenSSL server context that requests (never requires) client certificates.
+
+    Raises :class:`TLSConfigError` with a one-line reason for unreadable or unusable files.
+    """
+    cert_pem = _read(cert_file, "serving certificate")
+    key_pem = _read(key_file, "serving private key")
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_options(SSL.OP_NO_COMPRESSION | _OP_NO_RENEGOTIATION | SSL.OP_NO_TICKET)
+    # Resumed sessions skip the verify callback; full handshakes keep the identity honest.
+    context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    try:
+        certs = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError as exc:
+        raise TLSConfigError(f"invalid serving certificate {cert_file}: {exc}") from None
+    try:
+        context.use_certificate(crypto.X509.from_cryptography(certs[0]))
+        for extra in certs[1:]:
+            context.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
+        context.use_privatekey(crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem))
+        context.check_privatekey()
+    except (SSL.Error, crypto.Error, ValueError, TypeError) as exc:
+        raise TLSConfigError(
+            f"invalid serving key pair {cert_file}, {key_file}: {_openssl_reason(exc)}"
+        ) from None
+    if client_ca_file is not None:
+        ca_pem = _read(client_ca_file, "client CA file")
+        try:
+            cas = x509.load_pem_x509_certificates(ca_pem)
+        except ValueError as exc:
+            raise TLSConfigError(f"invalid client CA file {client_ca_file}: {exc}") from None
+        store = context.get_cert_store()
+        assert store is not None
+        for ca in cas:
+            store.add_cert(crypto.X509.from_cryptography(ca))
+            context.add_client_ca(crypto.X509.from_cryptography(ca))
+        context.set_verify(SSL.VERIFY_PEER, _verify_callback)
+    context.set_session_id(b"kcp-cache-server")
+    context.set_alpn_select_callback(_select_alpn)
+    return context
+
+
+def _openssl_reason(exc: Exception) -> str:
+    if isinstance(exc, SSL.Error | crypto.Error) and exc.args and isinstance(exc.args[0], list):
+        reasons = [str(entry[-1]) for entry in exc.args[0] if entry]
+        if reasons:
+            return "; ".join(reasons)
+    return str(exc) or type(exc).__name__
+
+
+class PeerCertificate:
+    """What the handshake established about the client certificate.
+
+    ``user`` is set only when OpenSSL verified the whole chain against the client CA.
+    """
+
+    __slots__ = ("certificate", "error", "user")
+
+    def __init__(
+        self, user: User | None, certificate: x509.Certificate | None, error: str | None
+    ) -> None:
+        self.user = user
+        self.certificate = certificate
+        self.error = error
+
+
+def user_from_certificate(certificate: x509.Certificate) -> User:
+    """CN → user name, O → groups (kube's x509 authenticator)."""
+    subject = certificate.subject
+    names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    name = str(names[0].value) if names else ""
+    groups = tuple(str(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+    return User(name, groups)
+
+
+class _TLSTransport(asyncio.Transport):
+    """The plaintext side of a TLS connection, as uvicorn's protocol sees it."""
+
+    def __init__(self, owner: TLSServerProtocol, extra: dict[str, Any]) -> None:
+        super().__init__(extra)
+        self._owner = owner
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._owner.write_plaintext(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self._owner.write_plaintext(b"".join(list_of_data))
+
+    def close(self) -> None:
+        self._owner.close_tls()
+
+    def abort(self) -> None:
+        self._owner.abort()
+
+    def is_closing(self) -> bool:
+        return self._owner.is_closing()
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        value = super().get_extra_info(name, None)
+        if value is not None:
+            return value
+        return self._owner.raw_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._owner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._owner.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._owner.is_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._owner.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._owner.get_write_buffer_size()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._owner.app_protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._owner.app_protocol
+
+
+class _PeerAwareHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's protocol plus the ASGI TLS extension in every request scope."""
+
+    _tls_extension: dict[str, Any] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._tls_extension = transport.get_extra_info("tls_extension")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._tls_extension is not None:
+            cast(dict[str, Any], self.scope)["extensions"] = {"tls": self._tls_extension}
+
+
+class TLSServerProtocol(asyncio.Protocol):
+    """One accepted TCP connection: TLS over memory BIOs, HTTP over the plaintext.
+
+    Construct through :func:`tls_protocol_class`, which binds the ``SSL.Context``; uvicorn
+    then instantiates it like any HTTP protocol class.
+    """
+
+    ssl_context: ClassVar[SSL.Context]
+    handshake_timeout: ClassVar[float] = _HANDSHAKE_TIMEOUT
+    #: Connections whose handshake is still running; uvicorn does not know them yet,
+    #: so :func:`abort_pending_handshakes` ends them at shutdown.
+    pending: ClassVar[weakref.WeakSet[TLSServerProtocol]]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._loop = _loop or asyncio.get_event_loop()
+        self.app_protocol: asyncio.BaseProtocol = _PeerAwareHttpToolsProtocol(
+            config, server_state, app_state, _loop=self._loop
+        )
+        self._raw: asyncio.Transport | None = None
+        self._conn: SSL.Connection | None = None
+        self._handshake_done = False
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        self._verify_errors: list[tuple[int, int]] = []
+        self._closing = False
+        self._app_connected = False
+        self._reading = True
+        self._plain_transport: _TLSTransport | None = None
+
+    # -- raw side (asyncio calls these) -----------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._raw = cast(asyncio.Transport, transport)
+        conn = SSL.Connection(self.ssl_context, None)
+        conn.set_accept_state()
+        conn.set_app_data(self)
+        self._conn = conn
+        self._handshake_timer = self._loop.call_later(
+            self.handshake_timeout, self._on_handshake_timeout
+        )
+        self.pending.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self._conn
+        if conn is None or self._closing:
+            return
+        conn.bio_write(data)
+        if not self._handshake_done:
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                self._flush()
+                return
+            except SSL.Error as exc:
+                self._fail_handshake(exc)
+                return
+            self._on_handshake_complete()
+            if self._closing:
+                return
+        self._read_plaintext()
+
+    def eof_received(self) -> bool | None:
+        # TCP FIN without close_notify: end the HTTP side like a plain socket would.
+        if self._app_connected:
+            assert isinstance(self.app_protocol, asyncio.Protocol)
+            self.app_protocol.eof_received()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.pending.discard(self)
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        if self._app_connected:
+            self._app_connected = False
+            self.app_protocol.connection_lost(exc)
+        if self._conn is not None:
+            self._conn.set_app_data(None)
+            self._conn = None
+
+    def pause_writing(self) -> None:
+        if self._app_connected:
+            self.app_protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._app_connected:
+            self.app_protocol.resume_writing()
+
+    # -- handshake --------------------------------------------------------------------
+
+    def note_verify_failure(self, errno: int, depth: int) -> None:
+        self._verify_errors.append((errno, depth))
+
+    def _on_handshake_timeout(self) -> None:
+        self._handshake_timer = None
+        if not self._handshake_done:
+            log.debug("TLS handshake timed out with %s", self.raw_extra_info("peername"))
+            self.abort()
+
+    def _fail_handshake(self, exc: SSL.Error) -> None:
+        # Send the alert OpenSSL queued, then drop the connection: no traceback, one
+        # debug line (port scanners and plain-HTTP clients are not errors of ours).
+        log.debug(
+            "TLS handshake with %s failed: %s",
+            self.raw_extra_info("peername"),
+            _openssl_reason(exc),
+        )
+        self._flush()
+        self._closing = True
+        if self._raw is not None:
+            self._raw.close()
+
+    def _peer(self) -> PeerCertificate:
+        assert self._conn is not None
+        cert = self._conn.get_peer_certificate()
+        if cert is None:
+            return PeerCertificate(None, None, "no client certificate")
+        certificate = cert.to_cryptography()
+        if self._verify_errors:
+            errno, depth = self._verify_errors[0]
+            reason = _VERIFY_ERRORS.get(errno, f"verify error {errno}")
+            return PeerCertificate(None, certificate, f"{reason} (depth {depth})")
+        if self.ssl_context.get_verify_mode() == SSL.VERIFY_NONE:
+            return PeerCertificate(None, certificate, "no client CA configured")
+        return PeerCertificate(user_from_certificate(certificate), certificate, None)
+
+    def _on_handshake_complete(self) -> None:
+        self._handshake_done = True
+        self.pending.discard(self)
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self._flush()
+        conn = self._conn
+        assert conn is not None
+        peer = self._peer()
+        chain: list[str] = []
+        if peer.certificate is not None:
+            chain = [peer.certificate.public_bytes(Encoding.PEM).decode()]
+        tls_extension: dict[str, Any] = {
+            "server_cert": None,
+            "client_cert_chain": chain,
+            "client_cert_name": peer.certificate.subject.rfc4514_string()
+            if peer.certificate is not None
+            else None,
+            "client_cert_error": peer.error,
+            "tls_version": conn.get_protocol_version(),
+            "cipher_suite": None,
+            TLS_PEER_USER_KEY: peer.user,
+        }
+        self._plain_transport = _TLSTransport(
+            self,
+            {
+                "sslcontext": self.ssl_context,
+                "ssl_object": conn,
+                "peercert": peer.certificate,
+                "tls_extension": tls_extension,
+                "kcp_peer_user": peer.user,
+            },
+        )
+        self._app_connected = True
+        self.app_protocol.connection_made(self._plain_transport)
+
+    # -- plaintext in -----------------------------------------------------------------
+
+    def _read_plaintext(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        chunks: list[bytes] = []
+        peer_closed = False
+        try:
+            while True:
+                chunks.append(conn.recv(_READ_SIZE))
+        except SSL.WantReadError:
+            pass
+        except SSL.ZeroReturnError:
+            peer_closed = True
+        except SSL.Error as exc:
+            log.debug(
+                "TLS error from %s: %s", self.raw_extra_info("peername"), _openssl_reason(exc)
+            )
+            self.abort()
+            return
+        # Reading may have produced records to send (alerts, key updates).
+        self._flush()
+        if chunks and self._app_connected:
+            assert isinstance(self.app_protocol, asyncio.Protocol)
+            self.app_protocol.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if peer_closed and not self._closing:
+            # close_notify: the client is done. Like asyncio's SSL transport, tell the
+            # HTTP protocol and close our side unless it wants to keep writing.
+            keep_open = False
+            if self._app_connected:
+                assert isinstance(self.app_protocol, asyncio.Protocol)
+                keep_open = bool(self.app_protocol.eof_received())
+            if not keep_open:
+                self.close_tls()
+
+    # -- plaintext out (the app transport calls these) --------------------------------
+
+    def write_plaintext(self, data: bytes | bytearray | memoryview) -> None:
+        conn = self._conn
+        if conn is None or self._closing:
+            return
+        if not data:
+            return
+        try:
+            conn.sendall(data)
+        except SSL.Error as exc:
+            log.debug("TLS write to %s failed: %s", self.raw_extra_info("peername"), exc)
+            self.abort()
+            return
+        self._flush()
+
+    def _flush(self) -> None:
+        conn = self._conn
+        raw = self._raw
+        if conn is None or raw is None:
+            return
+        out: list[bytes] = []
+        try:
+            while True:
+                out.append(conn.bio_read(_BIO_READ_SIZE))
+        except SSL.WantReadError:
+            pass
+        if out and not raw.is_closing():
+            raw.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def close_tls(self) -> None:
+        """Send close_notify and close the TCP connection once the buffer drains."""
+        if self._closing:
+            return
+        self._closing = True
+        conn = self._conn
+        if conn is not None and self._handshake_done:
+            with contextlib.suppress(SSL.Error):
+                conn.shutdown()
+            self._flush()
+        if self._raw is not None:
+            self._raw.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        if self._raw is not None:
+            self._raw.abort()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._raw is None or self._raw.is_closing()
+
+    def raw_extra_info(self, name: str, default: Any = None) -> Any:
+        if self._raw is None:
+            return default
+        return self._raw.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        if self._reading and self._raw is not None and not self._raw.is_closing():
+            self._reading = False
+            self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._reading and self._raw is not None and not self._raw.is_closing():
+            self._reading = True
+            self._raw.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._reading
+
+    def set_write_buffer_limits(self, high: int | None, low: int | None) -> None:
+        if self._raw is not None:
+            self._raw.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._raw.get_write_buffer_size() if self._raw is not None else 0
+
+
+def tls_protocol_class(
+    context: SSL.Context, *, handshake_timeout: float = _HANDSHAKE_TIMEOUT
+) -> type[TLSServerProtocol]:
+    """A uvicorn ``http=`` protocol class terminating TLS with ``context``."""
+    return type(
+        "BoundTLSServerProtocol",
+        (TLSServerProtocol,),
+        {
+            "ssl_context": context,
+            "handshake_timeout": handshake_timeout,
+            "pending": weakref.WeakSet(),
+        },
+    )
+
+
+def abort_pending_handshakes(protocol_class: type[TLSServerProtocol]) -> None:
+    """Drop connections that have not finished their handshake (at shutdown)."""
+    for protocol in list(protocol_class.pending):
+        protocol.abort()
