@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -27,7 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EtcdCluster", "EtcdMember", "etcd_binary", "running_etcd"]
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["EtcdCluster", "EtcdMember", "EtcdTLS", "etcd_binary", "running_etcd"]
 
 # Fast elections keep "kill a member" tests short; loopback latency is far below these.
 _HEARTBEAT_MS = 50
@@ -52,6 +60,87 @@ def _free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class EtcdTLS:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate."""
+
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def generate(cls, directory: Path) -> EtcdTLS:
+        directory.mkdir(parents=True, exist_ok=True)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kcp-cache test etcd CA")])
+        ca = (
+            _certificate_builder(ca_name, ca_name, ca_key)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        paths = cls(*(directory / name for name in _TLS_FILES))
+        paths.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        for role, cert_path, key_path in (
+            ("server", paths.server_cert, paths.server_key),
+            ("client", paths.client_cert, paths.client_key),
+        ):
+            key = ec.generate_private_key(ec.SECP256R1())
+            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"etcd-{role}")])
+            usage = (
+                ExtendedKeyUsageOID.SERVER_AUTH
+                if role == "server"
+                else (ExtendedKeyUsageOID.CLIENT_AUTH)
+            )
+            cert = (
+                _certificate_builder(name, ca_name, key)
+                .add_extension(
+                    x509.SubjectAlternativeName(
+                        [
+                            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                            x509.DNSName("localhost"),
+                        ]
+                    ),
+                    critical=False,
+                )
+                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                .sign(ca_key, hashes.SHA256())
+            )
+            cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+            key_path.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        return paths
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(self.client_cert, self.client_key)
+        return context
+
+
+_TLS_FILES = ("ca.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem")
+
+
+def _certificate_builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
+) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
+
+
 @dataclass
 class EtcdMember:
     """One etcd process: its name, ports and data directory survive a restart."""
@@ -60,11 +149,13 @@ class EtcdMember:
     data_dir: Path
     client_port: int
     peer_port: int
+    tls: EtcdTLS | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -98,6 +189,13 @@ class EtcdMember:
             "--logger=zap",
             "--log-level=warn",
         ]
+        if self.tls is not None:
+            args += [
+                f"--cert-file={self.tls.server_cert}",
+                f"--key-file={self.tls.server_key}",
+                f"--trusted-ca-file={self.tls.ca_file}",
+                "--client-cert-auth",
+            ]
         log = self.log_path.open("ab")
         try:
             self.process = subprocess.Popen(
@@ -112,10 +210,21 @@ class EtcdMember:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP: the member hangs with its sockets open (a stuck machine, a partition)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM and wait; SIGKILL if it does not stop in time."""
         if self.process is None or self.process.poll() is not None:
             return
+        self.process.send_signal(signal.SIGCONT)  # in case it was paused
         self.process.terminate()
         try:
             self.process.wait(timeout)
@@ -131,7 +240,7 @@ class EtcdMember:
                     f"etcd member {self.name} exited with {self.process.returncode}:\n"
                     + self.log_tail()
                 )
-            if await _healthy(self.client_port):
+            if await _healthy(self):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(
@@ -147,12 +256,13 @@ class EtcdMember:
         return "\n".join(text.splitlines()[-lines:])
 
 
-async def _healthy(port: int) -> bool:
+async def _healthy(member: EtcdMember) -> bool:
+    context = member.tls.client_context() if member.tls is not None else None
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port), timeout=1.0
+            asyncio.open_connection("127.0.0.1", member.client_port, ssl=context), timeout=1.0
         )
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, ssl.SSLError):
         return False
     try:
         writer.write(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
@@ -171,12 +281,17 @@ async def _healthy(port: int) -> bool:
         return False
 
 
-async def _post_json(port: int, path: str, body: object) -> Any:
+async def _post_json(member: EtcdMember, path: str, body: object) -> Any:
     """POST ``body`` as JSON to etcd's gateway; ``None`` if the member does not answer."""
     payload = json.dumps(body).encode()
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port), timeout=1.0
+            asyncio.open_connection(
+                "127.0.0.1",
+                member.client_port,
+                ssl=member.tls.client_context() if member.tls else None,
+            ),
+            timeout=1.0,
         )
     except (OSError, TimeoutError):
         return None
@@ -204,15 +319,18 @@ async def _post_json(port: int, path: str, body: object) -> Any:
 class EtcdCluster:
     """``size`` etcd members on loopback, each with its own ports and data directory."""
 
-    def __init__(self, size: int = 1, base_dir: Path | None = None) -> None:
+    def __init__(self, size: int = 1, base_dir: Path | None = None, *, tls: bool = False) -> None:
         self._own_dir = base_dir is None
         self.base_dir = Path(tempfile.mkdtemp(prefix="kcp-etcd-")) if base_dir is None else base_dir
+        #: Certificates of a TLS cluster (client certificates required), else ``None``.
+        self.tls = EtcdTLS.generate(self.base_dir / "pki") if tls else None
         self.members = [
             EtcdMember(
                 name=f"m{i}",
                 data_dir=self.base_dir / f"m{i}",
                 client_port=_free_port(),
                 peer_port=_free_port(),
+                tls=self.tls,
             )
             for i in range(size)
         ]
@@ -241,11 +359,11 @@ class EtcdCluster:
         for member in self.members:
             if not member.running:
                 continue
-            status = await _post_json(member.client_port, "/v3/maintenance/status", {})
+            status = await _post_json(member, "/v3/maintenance/status", {})
             if status is None or "leader" not in status:
                 continue
             for index, other in enumerate(self.members):
-                other_status = await _post_json(other.client_port, "/v3/maintenance/status", {})
+                other_status = await _post_json(other, "/v3/maintenance/status", {})
                 if other_status and other_status["header"]["member_id"] == status["leader"]:
                     return index
         raise RuntimeError("no etcd member reports a leader")
@@ -269,9 +387,9 @@ class EtcdCluster:
 
 
 @contextlib.asynccontextmanager
-async def running_etcd(size: int = 1) -> AsyncIterator[EtcdCluster]:
+async def running_etcd(size: int = 1, *, tls: bool = False) -> AsyncIterator[EtcdCluster]:
     """An :class:`EtcdCluster` that is started on entry and stopped on exit."""
-    cluster = EtcdCluster(size)
+    cluster = EtcdCluster(size, tls=tls)
     await cluster.start()
     try:
         yield cluster

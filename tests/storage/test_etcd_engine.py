@@ -152,6 +152,24 @@ async def test_outage_fails_fast_ends_watches_and_recovers(cluster: EtcdCluster)
         await resumed.close()
 
 
+async def test_hung_etcd_times_out_quickly_and_recovers(cluster: EtcdCluster) -> None:
+    async with EtcdStorage(
+        cluster.endpoints, compaction_interval=0, request_timeout=0.5
+    ) as storage:
+        kv = await storage.create("/cache/h/x", b"x")
+        cluster.members[0].pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="DEADLINE_EXCEEDED"):
+                await storage.get("/cache/h/x")
+            with pytest.raises(Unavailable):
+                await storage.create("/cache/h/y", b"y")
+            assert time.monotonic() - started < 3.0  # two deadlines, not a hang
+        finally:
+            cluster.members[0].resume()
+        assert (await until_ok(lambda: storage.get("/cache/h/x")))[0] == kv
+
+
 @pytest.mark.parametrize("victim", ["connected", "leader"])
 async def test_one_member_of_three_down_keeps_reads_writes_and_watches(
     cluster3: EtcdCluster, victim: str
@@ -232,3 +250,32 @@ async def test_list_larger_than_grpc_default_message_limit(cluster: EtcdCluster)
         deleted = await storage.delete_prefix("/cache/big/000")  # 00000 … 00099
         assert [d.prev_kv.key for d in deleted] == [kv.key for kv in listed.kvs[:100]]
         assert len({d.revision for d in deleted}) == 100  # one revision per key
+
+
+# -- TLS ------------------------------------------------------------------------------
+
+
+async def test_tls_with_client_certificates() -> None:
+    async with running_etcd(1, tls=True) as cluster:
+        tls = cluster.tls
+        assert tls is not None
+        files = {
+            "ca_file": str(tls.ca_file),
+            "cert_file": str(tls.client_cert),
+            "key_file": str(tls.client_key),
+        }
+        async with EtcdStorage(cluster.endpoints, compaction_interval=0, **files) as storage:
+            kv = await storage.create("/cache/tls/x", b"secret")
+            assert await storage.get("/cache/tls/x") == kv
+            watch = storage.watch("/cache/tls/", after_revision=kv.mod_revision - 1)
+            assert (await next_event(watch)).kv == kv
+            await watch.close()
+
+        # Without a client certificate etcd refuses the connection: a clear error.
+        anonymous = EtcdStorage(cluster.endpoints, ca_file=str(tls.ca_file), request_timeout=2)
+        with pytest.raises(StorageOpenError, match="cannot reach etcd"):
+            await anonymous.start()
+        # An unreadable CA file is named in the error.
+        missing = EtcdStorage(cluster.endpoints, ca_file=str(tls.ca_file) + ".missing")
+        with pytest.raises(Unavailable, match=r"CA file .*\.missing"):
+            await missing.start()
