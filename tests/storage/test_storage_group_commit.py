@@ -184,7 +184,7 @@ async def test_sqlite_write_error_is_unavailable_and_rolled_back(
             # Fail inside the transaction, after some rows were written.
             assert file._conn is not None
             file._conn.execute("BEGIN IMMEDIATE")
-            file._conn.execute("DELETE FROM kv")
+            file._conn.execute("DELETE FROM log")
             file._conn.execute("ROLLBACK")
             raise sqlite3.OperationalError("disk I/O error")
 

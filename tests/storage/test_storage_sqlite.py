@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kcp_cache.storage import (
     SQLITE_FILE_NAME,
     Event,
+    KeyValue,
     MemoryStorage,
+    NotFound,
     SQLiteStorage,
     StorageOpenError,
     Unavailable,
@@ -141,3 +147,69 @@ async def test_use_before_start_and_after_close_is_unavailable(tmp_path: Path) -
     with pytest.raises(Unavailable, match="closed"):
         await storage.check_health()
     await storage.close()  # idempotent
+
+
+ops_st = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "delete", "compact"]),
+        st.sampled_from(["/cache/a", "/cache/b", "/cache/c/d"]),
+        st.integers(0, 3),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=ops_st)
+def test_reopen_after_random_writes_and_compactions_is_identical(ops: list[Any]) -> None:
+    """The log keeps exactly the current values below the compacted revision."""
+
+    async def example() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "cache.db"
+            async with SQLiteStorage(path) as storage:
+                for op, key, n in ops:
+                    revision = await storage.current_revision()
+                    if op == "compact":
+                        await storage.compact(revision - n)
+                        continue
+                    try:
+                        current = await storage.get(key)
+                    except NotFound:
+                        current = None
+                    if op == "delete" and current is not None:
+                        await storage.delete(key)
+                    elif op == "put" and current is None:
+                        await storage.create(key, f"{revision}".encode())
+                    elif op == "put" and current is not None:
+                        await storage.update(
+                            key, b"u" * n, expected_mod_revision=current.mod_revision
+                        )
+                before = await snapshot(storage)
+            rows = sqlite3.connect(path)
+            log_rows = rows.execute("SELECT COUNT(*) FROM log").fetchone()[0]
+            rows.close()
+            async with SQLiteStorage(path) as reopened:
+                after = await snapshot(reopened)
+                assert after == before
+                kvs, compacted, revision, events = after
+                current_below = sum(1 for kv in kvs if kv.mod_revision <= compacted)
+                # Rows a retained event superseded are deleted when that event is compacted.
+                superseded_later = sum(
+                    1 for e in events if e.prev_kv and e.prev_kv.mod_revision <= compacted
+                )
+                retained = (revision - compacted) + current_below
+                assert retained <= log_rows <= retained + superseded_later
+
+    asyncio.run(example())
+
+
+async def snapshot(storage: SQLiteStorage) -> tuple[list[KeyValue], int, int, list[Event]]:
+    revision = await storage.current_revision()
+    compacted = storage.compacted_revision
+    kvs = (await storage.range("/cache/")).kvs
+    watch = storage.watch("/cache/", after_revision=compacted)
+    events = [await anext(watch) for _ in range(revision - compacted)]
+    await watch.close()
+    return kvs, compacted, revision, events

@@ -205,10 +205,10 @@ class EmbeddedStorage(Storage):
     async def compact(self, revision: int) -> None:
         self._live()
         before = self._state.compacted
-        compacted = self._state.compact(revision)
-        if compacted > before:
+        dropped = self._state.compact(revision)
+        if dropped:
             assert self._persister is not None
-            await self._persister.compact(compacted)
+            await self._persister.compact(self._state.compacted, before, dropped)
 
     async def _compaction_loop(self) -> None:
         policy = self.compaction_policy

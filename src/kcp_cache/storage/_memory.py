@@ -17,7 +17,7 @@ class _NoPersistence(Persister):
     def write_batch_now(self, events: list[Event]) -> None:
         return None
 
-    async def compact(self, revision: int) -> None:
+    async def compact(self, revision: int, previous: int, dropped: list[Event]) -> None:
         return None
 
 

@@ -190,21 +190,22 @@ class MVCCState:
 
     # -- compaction ------------------------------------------------------------------
 
-    def compact(self, revision: int) -> int:
+    def compact(self, revision: int) -> list[Event]:
         """Drop history at or below ``revision`` (clamped to the current revision).
 
-        Returns the new compacted revision.
+        Returns the dropped events (none if already compacted that far).
         """
         revision = min(revision, self.revision)
         if revision <= self.compacted:
-            return self.compacted
+            return []
+        dropped = self.history[: revision - self.compacted]
         del self.history[: revision - self.compacted]
         self.compacted = revision
         while self.commit_times and self.commit_times[0][0] <= revision:
             self.commit_times.popleft()
         for cache_key in [k for k in self._changes if k[0] < revision]:
             del self._changes[cache_key]
-        return revision
+        return dropped
 
     def compaction_target(self, *, now: float, retention: float, max_events: int) -> int:
         """The revision the automatic policy would compact to (``compacted`` if none).

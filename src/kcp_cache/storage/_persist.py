@@ -28,5 +28,9 @@ class Persister(abc.ABC):
         raise NotImplementedError
 
     @abc.abstractmethod
-    async def compact(self, revision: int) -> None:
-        """Forget persisted history at or below ``revision``."""
+    async def compact(self, revision: int, previous: int, dropped: list[Event]) -> None:
+        """Forget persisted history at or below ``revision``.
+
+        ``dropped`` are the events the in-memory history just dropped (those in
+        ``(previous, revision]``); the committed state is the one after them.
+        """

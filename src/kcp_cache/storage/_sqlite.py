@@ -10,6 +10,7 @@ from typing import Literal
 
 from kcp_cache.storage._embedded import EmbeddedStorage
 from kcp_cache.storage._errors import StorageOpenError
+from kcp_cache.storage._mvcc import MVCCState
 from kcp_cache.storage._persist import Persister
 from kcp_cache.storage._sqlite_backend import SQLiteFile
 from kcp_cache.storage._types import Event
@@ -20,16 +21,29 @@ __all__ = ["SQLiteStorage"]
 class _SQLitePersister(Persister):
     """Runs batch writes and compactions on the file's single writer thread."""
 
-    def __init__(self, file: SQLiteFile) -> None:
+    def __init__(self, file: SQLiteFile, state: MVCCState) -> None:
         self._file = file
+        self._state = state
 
     async def write_batch(self, events: list[Event]) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._file.executor, self._file.write_batch, events)
 
-    async def compact(self, revision: int) -> None:
+    async def compact(self, revision: int, previous: int, dropped: list[Event]) -> None:
+        # Decided here, on the event loop, against the state the rows must reproduce:
+        # a dropped row goes unless it still holds its key's current value; a row at or
+        # below the previous compaction was kept as current, and goes once superseded.
+        current = self._state.current
+        superseded: list[int] = []
+        for event in dropped:
+            kv = current.get(event.kv.key)
+            if kv is None or kv.mod_revision != event.revision:
+                superseded.append(event.revision)
+            prev = event.prev_kv
+            if prev is not None and prev.mod_revision <= previous:
+                superseded.append(prev.mod_revision)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._file.executor, self._file.compact, revision)
+        await loop.run_in_executor(self._file.executor, self._file.compact, revision, superseded)
 
 
 class SQLiteStorage(EmbeddedStorage):
@@ -89,7 +103,7 @@ class SQLiteStorage(EmbeddedStorage):
         except ValueError as exc:
             await self._close_backend()
             raise StorageOpenError(f"SQLite storage {self.path} is inconsistent: {exc}") from None
-        return _SQLitePersister(self._file)
+        return _SQLitePersister(self._file, self._state)
 
     async def _close_backend(self) -> None:
         loop = asyncio.get_running_loop()
