@@ -1,0 +1,36 @@
+"""Bootstrapping the system CRDs is idempotent and flips the readiness flag."""
+
+from __future__ import annotations
+
+import orjson
+
+from kcp_cache.registry import Bootstrapper, ResourceCatalog
+from kcp_cache.storage import MemoryStorage
+
+
+async def test_bootstrap_is_idempotent_and_repairs_drift(storage: MemoryStorage) -> None:
+    catalog = ResourceCatalog()
+    boot = Bootstrapper(storage, catalog)
+    assert not boot.ready
+    await boot.run()
+    assert boot.ready
+    assert await storage.current_revision() == 21
+    listed = await storage.range("/cache/apiextensions.k8s.io/customresourcedefinitions/")
+    assert len(listed.kvs) == 21
+    assert all("/system:cache:server/system:system-crds/" in kv.key for kv in listed.kvs)
+
+    again = Bootstrapper(storage, catalog)
+    await again.run()
+    assert await storage.current_revision() == 21  # nothing rewritten
+
+    key = boot.key("shards.core.kcp.io")
+    kv = await storage.get(key)
+    obj = orjson.loads(kv.value)
+    uid = obj["metadata"]["uid"]
+    obj["spec"]["scope"] = "Namespaced"
+    await storage.update(key, orjson.dumps(obj), expected_mod_revision=kv.mod_revision)
+    await Bootstrapper(storage, catalog).run()
+    repaired = orjson.loads((await storage.get(key)).value)
+    assert repaired["spec"]["scope"] == "Cluster"
+    assert repaired["metadata"]["uid"] == uid
+    assert repaired["metadata"]["generation"] == 2

@@ -1,0 +1,122 @@
+"""The watch fan-out: one storage watch per resource, encode once, filtered watchers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from kcp_cache.registry import ListOptions, Registry, ResourceInfo, Target
+from kcp_cache.storage import MemoryStorage
+
+
+def _body(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if labels:
+        meta["labels"] = labels
+    return {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport", "metadata": meta}
+
+
+async def _create(registry: Registry, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    return dict(orjson.loads(await registry.create(target, body, orjson.dumps(body))))
+
+
+async def _next_events(session: Any) -> list[dict[str, Any]]:
+    chunk = await asyncio.wait_for(session.watcher.next_chunk(), 5)
+    assert chunk is not None
+    return [orjson.loads(line) for line in chunk.splitlines()]
+
+
+async def _start(registry: Registry, target: Target, **query: str) -> Any:
+    opts = ListOptions.from_query(query, target.info, watch=True)
+    session = registry.watch(target, opts)
+    async for _ in session.initial_chunks():
+        pass
+    await session.subscribe()
+    return session
+
+
+async def test_one_storage_watch_and_one_encoding_per_event(
+    registry: Registry, storage: MemoryStorage, exports: ResourceInfo
+) -> None:
+    rv = str(await storage.current_revision())
+    wild = Target(exports, "v1alpha1", "*", "*")
+    sessions = [await _start(registry, wild, resourceVersion=rv) for _ in range(50)]
+    v2 = await _start(registry, Target(exports, "v1alpha2", "*", "*"), resourceVersion=rv)
+    assert registry.hub.feed_count == 1
+    await _create(registry, Target(exports, "v1alpha1", "s", "c"), _body("a"))
+    chunks = [await asyncio.wait_for(s.watcher.next_chunk(), 5) for s in sessions]
+    # Every watcher got the very same bytes object: encoded once, spliced everywhere.
+    assert len({id(c) for c in chunks}) == 1 or len(set(chunks)) == 1
+    feed = next(iter(registry.hub._feeds.values()))
+    event = feed.history[-1]
+    assert len(event._encoded) == 2  # one per served version asked for, not per watcher
+    (v2_event,) = await _next_events(v2)
+    assert v2_event["object"]["apiVersion"] == "apis.kcp.io/v1alpha2"
+    for s in [*sessions, v2]:
+        s.close()
+    assert registry.hub.feed_count == 0  # linger 0: the storage watch ends with its last watcher
+
+
+async def test_watchers_filter_by_shard_cluster_and_labels(
+    registry: Registry, storage: MemoryStorage, exports: ResourceInfo
+) -> None:
+    rv = str(await storage.current_revision())
+    mine = await _start(registry, Target(exports, "v1alpha1", "s1", "c1"), resourceVersion=rv)
+    gold = await _start(
+        registry,
+        Target(exports, "v1alpha1", "*", "*"),
+        resourceVersion=rv,
+        labelSelector="tier=gold",
+    )
+    await _create(
+        registry, Target(exports, "v1alpha1", "s2", "c1"), _body("other-shard", {"tier": "gold"})
+    )
+    await _create(registry, Target(exports, "v1alpha1", "s1", "c1"), _body("mine"))
+    (event,) = await _next_events(mine)
+    assert event["object"]["metadata"]["name"] == "mine"
+    (event,) = await _next_events(gold)
+    assert event["object"]["metadata"]["name"] == "other-shard"
+    assert event["object"]["metadata"]["annotations"] == {
+        "kcp.io/shard": "s2",
+        "kcp.io/cluster": "c1",
+    }
+    mine.close()
+    gold.close()
+
+
+async def test_late_watcher_replays_feed_history(
+    registry: Registry, storage: MemoryStorage, exports: ResourceInfo
+) -> None:
+    rv = str(await storage.current_revision())
+    target = Target(exports, "v1alpha1", "s", "c")
+    early = await _start(registry, target, resourceVersion=rv)
+    await _create(registry, target, _body("one"))
+    await _create(registry, target, _body("two"))
+    assert len(await _next_events(early)) in (1, 2)
+    late = await _start(registry, target, resourceVersion=rv)
+    events = await _next_events(late)
+    assert [e["object"]["metadata"]["name"] for e in events] == ["one", "two"]
+    assert registry.hub.feed_count == 1  # it joined the shared feed, no private watch
+    early.close()
+    late.close()
+
+
+async def test_bookmarks_from_the_feed(storage: MemoryStorage, exports: ResourceInfo) -> None:
+    registry = Registry(storage, bookmark_interval=0.05, feed_linger=0)
+    await storage.create("/cache/unrelated", b"{}")
+    rv = str(await storage.current_revision())
+    session = await _start(
+        registry, Target(exports, "v1alpha1", "s", "c"), resourceVersion=rv, allowWatchBookmarks="1"
+    )
+    await _create(registry, Target(exports, "v1alpha1", "s", "other"), _body("elsewhere"))
+    (bookmark,) = await _next_events(session)
+    assert bookmark["type"] == "BOOKMARK"
+    assert bookmark["object"] == {
+        "kind": "APIExport",
+        "apiVersion": "apis.kcp.io/v1alpha1",
+        "metadata": {"resourceVersion": str(await storage.current_revision())},
+    }
+    session.close()
+    registry.close()
