@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -222,11 +223,9 @@ def check_perf(endpoint: str) -> str:
         timeout=120,
         check=False,
     )
-    # Keep the verdict lines, not the progress bar.
-    output = (done.stdout + done.stderr).replace("\r", "\n")
-    verdict = [
-        line.strip() for line in output.splitlines() if line.strip().startswith(("PASS", "FAIL"))
-    ]
+    # Keep the verdicts, not the progress bar (which is redrawn with carriage returns).
+    output = done.stdout + done.stderr
+    verdict = re.findall(r"(?:PASS|FAIL)[^\r\n]*", output)
     return "\n".join(verdict) or output.strip()
 
 

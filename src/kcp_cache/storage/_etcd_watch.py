@@ -43,12 +43,8 @@ _LEADER_METADATA = (("hasleader", "true"),)
 
 def kv_from_proto(kv: Any) -> KeyValue:
     """etcd's ``mvccpb.KeyValue`` → :class:`KeyValue`."""
-    return KeyValue(
-        key=kv.key.decode(),
-        value=kv.value,
-        create_revision=kv.create_revision,
-        mod_revision=kv.mod_revision,
-    )
+    # Positional: this runs once per listed key (10,000 for a large list).
+    return KeyValue(kv.key.decode(), kv.value, kv.create_revision, kv.mod_revision)
 
 
 def event_from_proto(event: Any) -> Event:
