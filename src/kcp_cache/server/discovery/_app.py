@@ -323,8 +323,8 @@ def create_discovery_app(
     ``catalog_provider()`` returns the current CRD objects (``apiextensions.k8s.io/v1``
     dicts); it is called per request, and documents are rebuilt only when its answer
     changes. ``version`` overrides the ``/version`` document, ``patch_types`` the patch
-    content types advertised in OpenAPI (drop ``application/apply-patch+yaml`` if the
-    API does not implement server-side apply). ``include_crd_resource`` adds the
+    content types advertised in OpenAPI (add ``application/apply-patch+yaml`` once the
+    API implements server-side apply). ``include_crd_resource`` adds the
     built-in ``apiextensions.k8s.io/v1 customresourcedefinitions`` resource.
     """
     return DiscoveryApp(
