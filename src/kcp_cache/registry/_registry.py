@@ -24,6 +24,7 @@ from kcp_cache.registry._render import (
     decorate,
     encode_object,
     list_head,
+    splicer,
 )
 from kcp_cache.registry._selectors import labels_of
 from kcp_cache.registry._strategy import (
@@ -68,6 +69,13 @@ _CONTINUE_TOO_OLD = (
 def _render(
     kv: KeyValue, parts: KeyParts, target: Target, obj: dict[str, Any] | None = None
 ) -> bytes:
+    if not target.partial:
+        info = target.info
+        spliced = splicer(info.storage_api_version, info.kind, target.api_version).render(
+            kv.value, parts.shard, parts.cluster, kv.mod_revision
+        )
+        if spliced is not None:
+            return spliced
     if obj is None:
         obj = orjson.loads(kv.value)
     decorate(obj, parts.shard, parts.cluster, kv.mod_revision)
@@ -325,22 +333,43 @@ class Registry:
     def _filter_render(
         self, kvs: list[KeyValue], target: Target, opts: ListOptions, scope: ListScope
     ) -> list[bytes]:
+        # The hot loop of LIST: keep per-item work to a key split and a byte splice.
         prefix = scope.resource_prefix
+        plen = len(prefix)
         info = target.info
+        segments = 4 if info.namespaced else 3
+        fast = (
+            None
+            if target.partial
+            else splicer(info.storage_api_version, info.kind, target.api_version)
+        )
+        check_scope = scope.filtered
+        fields = None if opts.fields.empty else opts.fields
+        labels = None if opts.labels.empty else opts.labels
         out: list[bytes] = []
+        append = out.append
         for kv in kvs:
-            try:
-                parts = self.keys.parse(info, prefix, kv.key)
-            except ValueError:
+            rest = kv.key[plen:].split("/")
+            if len(rest) != segments:
                 continue  # not an object key of this resource (defensive)
-            if scope.filtered and not scope.matches(parts):
-                continue
-            if not opts.fields.empty and not opts.fields.matches(parts.name, parts.namespace):
-                continue
-            obj = orjson.loads(kv.value)
-            if not opts.labels.empty and not opts.labels.matches(labels_of(obj)):
-                continue
-            out.append(_render(kv, parts, target, obj))
+            if check_scope or fields is not None:
+                parts = KeyParts(rest[0], rest[1], rest[2] if segments == 4 else None, rest[-1])
+                if check_scope and not scope.matches(parts):
+                    continue
+                if fields is not None and not fields.matches(parts.name, parts.namespace):
+                    continue
+            obj = None
+            if labels is not None:
+                obj = orjson.loads(kv.value)
+                if not labels.matches(labels_of(obj)):
+                    continue
+            if fast is not None:
+                data = fast.render(kv.value, rest[0], rest[1], kv.mod_revision)
+                if data is not None:
+                    append(data)
+                    continue
+            parts = KeyParts(rest[0], rest[1], rest[2] if segments == 4 else None, rest[-1])
+            append(_render(kv, parts, target, obj))
         return out
 
     async def _read_page(

@@ -9,6 +9,7 @@ re-encoding a whole response (perf-anchors: splicing costs 0.13 µs, encoding 0.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -18,11 +19,14 @@ __all__ = [
     "INITIAL_EVENTS_END_ANNOTATION",
     "PARTIAL_API_VERSION",
     "SHARD_ANNOTATION",
+    "Splicer",
     "bookmark_object",
     "decorate",
     "encode_object",
     "list_head",
     "partial_metadata",
+    "splicer",
+    "stored_prefix",
 ]
 
 SHARD_ANNOTATION = "kcp.io/shard"
@@ -43,6 +47,67 @@ def decorate(obj: dict[str, Any], shard: str, cluster: str, revision: int) -> di
     annotations[SHARD_ANNOTATION] = shard
     meta["resourceVersion"] = str(revision)
     return obj
+
+
+@functools.cache
+def stored_prefix(storage_api_version: str, kind: str) -> bytes:
+    """How every object written by this server begins (see ``_strategy._storage_layout``)."""
+    layout = {"apiVersion": storage_api_version, "kind": kind, "metadata": {"annotations": {}}}
+    return orjson.dumps(layout)[:-3]
+
+
+class Splicer:
+    """Renders stored objects of one resource, served at one version, by byte splicing.
+
+    The constant pieces are built once (and cached, see :func:`splicer`); per object the
+    work is a prefix check and one ``join`` — no JSON decoding or encoding.
+    """
+
+    __slots__ = ("_head", "_prefix", "_prefix_len", "_tails")
+
+    def __init__(self, storage_api_version: str, kind: str, api_version: str) -> None:
+        self._prefix = stored_prefix(storage_api_version, kind)
+        self._prefix_len = len(self._prefix)
+        self._head = b"".join(
+            (
+                b'{"apiVersion":',
+                orjson.dumps(api_version),
+                b',"kind":',
+                orjson.dumps(kind),
+                b',"metadata":{"resourceVersion":"',
+            )
+        )
+        self._tails: dict[tuple[str, str], bytes] = {}
+
+    def _tail(self, shard: str, cluster: str) -> bytes:
+        tail = self._tails.get((shard, cluster))
+        if tail is None:
+            if len(self._tails) > 4096:  # bounded: wildcard lists see many clusters
+                self._tails.clear()
+            tail = self._tails[(shard, cluster)] = b"".join(
+                (
+                    b'","annotations":{"kcp.io/cluster":',
+                    orjson.dumps(cluster),
+                    b',"kcp.io/shard":',
+                    orjson.dumps(shard),
+                )
+            )
+        return tail
+
+    def render(self, value: bytes, shard: str, cluster: str, revision: int) -> bytes | None:
+        """The served bytes, or ``None`` if ``value`` is not in our layout (data written by
+        other tools): then decode, :func:`decorate` and :func:`encode_object` instead."""
+        n = self._prefix_len
+        if not value.startswith(self._prefix):
+            return None
+        rest = memoryview(value)[n:]
+        sep = b"" if value[n : n + 1] == b"}" else b","
+        return b"".join((self._head, str(revision).encode(), self._tail(shard, cluster), sep, rest))
+
+
+@functools.cache
+def splicer(storage_api_version: str, kind: str, api_version: str) -> Splicer:
+    return Splicer(storage_api_version, kind, api_version)
 
 
 def partial_metadata(obj: dict[str, Any]) -> dict[str, Any]:

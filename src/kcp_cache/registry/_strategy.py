@@ -187,31 +187,49 @@ def _coerce_meta(body: dict[str, Any]) -> dict[str, Any]:
         value = meta.get(key)
         if value is not None and not isinstance(value, dict):
             raise ApiError.bad_request(f"metadata.{key} must be a map of strings")
+        if value is not None:
+            meta[key] = dict(value)  # copied: the caller's body is never modified
     body["metadata"] = meta
     return meta
 
 
-def _strip_for_storage(info: ResourceInfo, body: dict[str, Any], meta: dict[str, Any]) -> None:
-    annotations = meta.get("annotations")
-    if isinstance(annotations, dict):
-        # Both are derived from the key on every read; storing them would only let a
-        # no-op update (which echoes them back) look like a change.
-        annotations.pop(SHARD_ANNOTATION, None)
-        annotations.pop(CLUSTER_ANNOTATION, None)
-        if not annotations:
-            del meta["annotations"]
+def _storage_layout(
+    info: ResourceInfo, body: dict[str, Any], meta: dict[str, Any]
+) -> dict[str, Any]:
+    """The object as persisted, in the fixed layout reads splice into (see ``_render``).
+
+    ``{"apiVersion":<storage version>,"kind":K,"metadata":{"annotations":{…},…},…}``:
+    apiVersion, kind and an always-present annotations map come first, so a read can
+    relabel the version and add resourceVersion and the two kcp annotations by byte
+    splicing instead of decoding and re-encoding the object.
+    """
+    annotations = meta.pop("annotations", None)
+    annotations = dict(annotations) if isinstance(annotations, dict) else {}
+    # Both are derived from the key on every read; storing them would only let a no-op
+    # update (which echoes them back) look like a change.
+    annotations.pop(SHARD_ANNOTATION, None)
+    annotations.pop(CLUSTER_ANNOTATION, None)
     if meta.get("labels") == {}:
         del meta["labels"]
     meta.pop("resourceVersion", None)
     meta.pop("selfLink", None)
-    # Stored in the storage version, relabelled on read (no-op conversion).
-    body["apiVersion"] = info.storage_api_version
+    stored: dict[str, Any] = {
+        # Stored in the storage version, relabelled on read (no-op conversion).
+        "apiVersion": info.storage_api_version,
+        "kind": info.kind,
+        "metadata": {"annotations": annotations, **meta},
+    }
+    for key, value in body.items():
+        if key not in stored:
+            stored[key] = value
+    return stored
 
 
 def prepare_create(
     info: ResourceInfo, body: dict[str, Any], namespace: str | None
 ) -> dict[str, Any]:
-    """Validate a create body and turn it into the object to persist (in place)."""
+    """Validate a create body; returns the object to persist (a copy)."""
+    body = dict(body)
     meta = _coerce_meta(body)
     if meta.get("resourceVersion"):
         raise ApiError.internal("resourceVersion should not be set on objects to be created")
@@ -257,8 +275,7 @@ def prepare_create(
         meta["generation"] = 1
     meta.pop("deletionTimestamp", None)
     meta.pop("deletionGracePeriodSeconds", None)
-    _strip_for_storage(info, body, meta)
-    return body
+    return _storage_layout(info, body, meta)
 
 
 def parse_resource_version(info: ResourceInfo, name: str, value: Any) -> int:
@@ -302,6 +319,7 @@ def prepare_update(
     namespace: str | None,
 ) -> dict[str, Any]:
     """Validate an update body against the stored object; returns the object to persist."""
+    body = dict(body)
     meta = _coerce_meta(body)
     if meta.get("name", "") != name:
         raise ApiError.bad_request(
@@ -343,5 +361,4 @@ def prepare_update(
     # The cache server never bumps generation; the body's value is stored (spec §3.1).
     if "generation" not in meta and "generation" in old_meta:
         meta["generation"] = old_meta["generation"]
-    _strip_for_storage(info, body, meta)
-    return body
+    return _storage_layout(info, body, meta)

@@ -33,6 +33,7 @@ from kcp_cache.registry._render import (
     bookmark_object,
     decorate,
     encode_object,
+    splicer,
 )
 from kcp_cache.registry._selectors import FieldSelector, LabelSelector, labels_of
 from kcp_cache.storage import Event, EventType, Expired, Storage, StorageError
@@ -54,10 +55,11 @@ def error_line(error: ApiError) -> bytes:
 class PreparedEvent:
     """A storage event plus lazily decoded objects and a cache of encoded renderings."""
 
-    __slots__ = ("_encoded", "_new", "_old", "event", "parts", "revision")
+    __slots__ = ("_encoded", "_new", "_old", "event", "info", "parts", "revision")
 
-    def __init__(self, event: Event, parts: KeyParts) -> None:
+    def __init__(self, event: Event, parts: KeyParts, info: ResourceInfo) -> None:
         self.event = event
+        self.info = info
         self.parts = parts
         self.revision = event.revision
         self._new: dict[str, Any] | None = None
@@ -83,6 +85,15 @@ class PreparedEvent:
         """The object (new, or the previous one for deletions) as served; cached."""
         cache_key = (old, api_version, partial)
         data = self._encoded.get(cache_key)
+        if data is None and not partial:
+            prev = self.event.prev_kv
+            value = prev.value if old and prev is not None else self.event.kv.value
+            info = self.info
+            data = splicer(info.storage_api_version, info.kind, api_version).render(
+                value, self.parts.shard, self.parts.cluster, self.revision
+            )
+            if data is not None:
+                self._encoded[cache_key] = data
         if data is None:
             obj = self.old_object() if old else self.new_object()
             assert obj is not None
@@ -319,7 +330,7 @@ class Feed:
                 except ValueError:
                     log.warning("ignoring foreign key %s under %s", event.kv.key, self.prefix)
                     continue
-                ev = PreparedEvent(event, parts)
+                ev = PreparedEvent(event, parts, self.info)
                 self.last_revision = ev.revision
                 self.history.append(ev)
                 if len(self.history) > self.history_limit:
