@@ -212,3 +212,21 @@ def _pump(process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
     assert process.stdout is not None
     for line in process.stdout:
         lines.put(line)
+
+
+def test_without_field_validation_kubectl_reads_our_v2_protobuf(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The fallback path: a v3 document without ``fieldValidation`` sends kubectl to
+    ``/openapi/v2`` as protobuf for client-side validation; it must parse ours."""
+    from kcp_cache.server.discovery import _openapi
+
+    monkeypatch.setattr(_openapi, "_WRITE_PARAMS", ("dryRun", "fieldManager"))
+    app = StubServer(ALL)
+    with RunningStub(app) as running:
+        kubectl = Kubectl((app, running.url), tmp_path)
+        result = kubectl("create", "-f", "-", stdin=_manifest("validated-locally"))
+        assert "created" in result.stdout
+        requests = kubectl.requests()
+    assert "GET /openapi/v2?timeout=32s" in requests
+    assert requests[-1].startswith("POST /apis/apis.kcp.io/v1alpha2/apiexports?")

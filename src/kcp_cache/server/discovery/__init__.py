@@ -8,13 +8,20 @@ ask for. The builders are pure functions of plain ``apiextensions.k8s.io/v1``
 CustomResourceDefinition dicts; :func:`create_discovery_app` wraps them in an ASGI app.
 
 Routing: mount :func:`create_discovery_app` behind the shard/cluster filters and send
-it every path for which :func:`is_discovery_path` is true; resource paths
-(``/apis/{g}/{v}/{resource}…``) go to the API handlers, which use :func:`negotiate`,
-:func:`to_table` and :func:`partial_object_metadata_list` for their responses.
+it every path for which :func:`is_discovery_path` is true — :func:`route_discovery`
+does exactly that in front of the API app. Resource paths (``/apis/{g}/{v}/{resource}…``)
+go to the API handlers, which use :func:`negotiate` with :data:`LIST_TRANSFORMS` /
+:data:`OBJECT_TRANSFORMS` and :func:`transform` (Table, PartialObjectMetadata(List)).
 """
 
 from ._accept import MediaRange, Negotiated, negotiate, parse_accept
-from ._app import CatalogProvider, DiscoveryApp, create_discovery_app, is_discovery_path
+from ._app import (
+    CatalogProvider,
+    DiscoveryApp,
+    create_discovery_app,
+    is_discovery_path,
+    route_discovery,
+)
 from ._documents import (
     KUBE_VERSION,
     aggregated_discovery,
@@ -90,6 +97,7 @@ __all__ = [
     "parse_accept",
     "partial_object_metadata",
     "partial_object_metadata_list",
+    "route_discovery",
     "schema_name",
     "served_resources",
     "sort_versions",

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from .._status import Receive, Scope, Send, StatusError, send_bytes, send_status
+from .._status import ASGIApp, Receive, Scope, Send, StatusError, send_bytes, send_status
 from ._accept import DISCOVERY_GROUP, Negotiated, negotiate, parse_accept
 from ._documents import (
     aggregated_discovery,
@@ -37,7 +37,13 @@ from ._openapi import (
 from ._openapi_pb import OPENAPI_V2_PROTOBUF, OPENAPI_V2_PROTOBUF_TYPES, openapi_v2_protobuf
 from ._resources import ServedResource, served_resources
 
-__all__ = ["CatalogProvider", "DiscoveryApp", "create_discovery_app", "is_discovery_path"]
+__all__ = [
+    "CatalogProvider",
+    "DiscoveryApp",
+    "create_discovery_app",
+    "is_discovery_path",
+    "route_discovery",
+]
 
 CatalogProvider = Callable[[], Iterable[Mapping[str, Any]]]
 
@@ -333,3 +339,19 @@ def create_discovery_app(
         patch_types=patch_types,
         include_crd_resource=include_crd_resource,
     )
+
+
+def route_discovery(discovery: ASGIApp, api: ASGIApp) -> ASGIApp:
+    """One ASGI app: :func:`is_discovery_path` paths to ``discovery``, the rest to ``api``.
+
+    Pass the result as the shell's ``api_app``; it runs behind the filters, so
+    ``scope["path"]`` is already the rest after ``/shards/…/clusters/…``.
+    """
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_discovery_path(scope["path"]):
+            await discovery(scope, receive, send)
+        else:
+            await api(scope, receive, send)
+
+    return app

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 __all__ = ["OPENAPI_V2_PROTOBUF", "OPENAPI_V2_PROTOBUF_TYPES", "openapi_v2_protobuf"]
 
-OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
-#: Both spellings kube-apiserver accepts for the v2 protobuf document.
+#: The response ``Content-Type``. Clients *ask* with ``…spec.v2@v1.0+protobuf``, but
+#: ``@`` is not a token character: Go's ``mime.ParseMediaType`` rejects it, and
+#: client-go would fail the response ("unexpected content after media subtype"). Like
+#: kube-apiserver, answer with the dotted spelling.
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+#: Both spellings clients use in ``Accept`` for the v2 protobuf document.
 OPENAPI_V2_PROTOBUF_TYPES = (
+    "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
     OPENAPI_V2_PROTOBUF,
-    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
 )
 
 
