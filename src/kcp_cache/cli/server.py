@@ -208,6 +208,37 @@ def _write_port_file(root: Path, port: int) -> None:
     tmp.replace(root / PORT_FILE_NAME)
 
 
+def _tls_context(args: argparse.Namespace, root: Path, server_url: str) -> SSL.Context:
+    """The serving context; generates the certificates and kubeconfig that are missing."""
+    try:
+        if args.tls_cert_file:
+            cert_file, key_file = Path(args.tls_cert_file), Path(args.tls_private_key_file)
+        else:
+            hosts = ["localhost", "127.0.0.1", "::1"]
+            if args.bind_address not in ("", "0.0.0.0", "::", *hosts):
+                hosts.append(args.bind_address)
+            serving, created = ensure_serving_certificate(root, hosts)
+            cert_file, key_file = serving.cert, serving.key
+            if created:
+                log.info("generated a self-signed serving certificate %s", cert_file)
+        client_ca = args.client_ca_file
+        if client_ca is None:
+            creds = ensure_dev_credentials(root, server_url, cert_file)
+            client_ca = str(creds.client_ca.cert)
+            log.info(
+                "no --client-ca-file: using the development client CA %s; admin "
+                "credentials in %s (try: kubectl --kubeconfig %s get apiexports.apis.kcp.io)",
+                client_ca,
+                creds.kubeconfig,
+                creds.kubeconfig,
+            )
+        return build_server_context(cert_file, key_file, client_ca)
+    except TLSConfigError as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:
+        raise StartupError(f"cannot write certificates to {root}: {exc.strerror}") from None
+
+
 async def _run(args: argparse.Namespace) -> int:
     root = _prepare_root(args.root_directory)
     if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
@@ -225,45 +256,20 @@ async def _run(args: argparse.Namespace) -> int:
         ) from None
     try:
         port: int = sock.getsockname()[1]
-        server_url = f"https://{_url_host(args.bind_address)}:{port}"
-
-        try:
-            if args.tls_cert_file:
-                cert_file, key_file = Path(args.tls_cert_file), Path(args.tls_private_key_file)
-            else:
-                hosts = ["localhost", "127.0.0.1", "::1"]
-                if args.bind_address not in ("", "0.0.0.0", "::", *hosts):
-                    hosts.append(args.bind_address)
-                serving, created = ensure_serving_certificate(root, hosts)
-                cert_file, key_file = serving.cert, serving.key
-                if created:
-                    log.info("generated a self-signed serving certificate %s", cert_file)
-            client_ca = args.client_ca_file
-            if client_ca is None:
-                creds = ensure_dev_credentials(root, server_url, cert_file)
-                client_ca = str(creds.client_ca.cert)
-                log.info(
-                    "no --client-ca-file: using the development client CA %s; admin "
-                    "credentials in %s (try: kubectl --kubeconfig %s get apiexports.apis.kcp.io)",
-                    client_ca,
-                    creds.kubeconfig,
-                    creds.kubeconfig,
-                )
-            ssl_context = build_server_context(cert_file, key_file, client_ca)
-        except TLSConfigError as exc:
-            raise StartupError(str(exc)) from None
-        except OSError as exc:
-            raise StartupError(f"cannot write certificates to {root}: {exc.strerror}") from None
-
-        storage = _storage_from_args(args, root)
         metrics = ServerMetrics()
         readiness = ReadinessChecks()
-        storage = metrics.instrument_storage(storage)
+        # The store first: it takes the root directory's lock, so a second server on the
+        # same directory stops here before touching its certificates or kubeconfig.
+        storage = metrics.instrument_storage(_storage_from_args(args, root))
         try:
             await storage.start()
         except (StorageError, OSError, ValueError) as exc:
+            with contextlib.suppress(Exception):
+                await storage.close()
             raise StartupError(f"cannot open storage: {exc}") from None
         try:
+            server_url = f"https://{_url_host(args.bind_address)}:{port}"
+            ssl_context = _tls_context(args, root, server_url)
             return await _serve(args, root, sock, port, storage, metrics, readiness, ssl_context)
         finally:
             await storage.close()

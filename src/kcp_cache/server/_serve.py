@@ -64,9 +64,10 @@ class HTTPSServer:
         ssl_context: SSL.Context,
         keep_alive_timeout: float = 30.0,
         graceful_shutdown_timeout: float = 10.0,
+        handshake_timeout: float = 10.0,
     ) -> None:
         self.sock = sock
-        self.protocol_class = tls_protocol_class(ssl_context)
+        self.protocol_class = tls_protocol_class(ssl_context, handshake_timeout=handshake_timeout)
         config = Config(
             app,
             http=self.protocol_class,

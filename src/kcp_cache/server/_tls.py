@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, cast
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
@@ -113,12 +114,16 @@ def build_server_context(
     except ValueError as exc:
         raise TLSConfigError(f"invalid serving certificate {cert_file}: {exc}") from None
     try:
-        context.use_certificate(crypto.X509.from_cryptography(certs[0]))
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        # pyOpenSSL takes cryptography objects (its X509 wrappers are deprecated); the
+        # installed type stubs predate that, hence the Any.
+        untyped: Any = context
+        untyped.use_certificate(certs[0])
         for extra in certs[1:]:
-            context.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
-        context.use_privatekey(crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem))
+            untyped.add_extra_chain_cert(extra)
+        untyped.use_privatekey(key)
         context.check_privatekey()
-    except (SSL.Error, crypto.Error, ValueError, TypeError) as exc:
+    except (SSL.Error, ValueError, TypeError) as exc:
         raise TLSConfigError(
             f"invalid serving key pair {cert_file}, {key_file}: {_openssl_reason(exc)}"
         ) from None
@@ -128,11 +133,11 @@ def build_server_context(
             cas = x509.load_pem_x509_certificates(ca_pem)
         except ValueError as exc:
             raise TLSConfigError(f"invalid client CA file {client_ca_file}: {exc}") from None
-        store = context.get_cert_store()
-        assert store is not None
+        # The trust store verifies client chains; the CA list tells clients which
+        # certificate to pick.
+        context.load_verify_locations(str(client_ca_file))
         for ca in cas:
-            store.add_cert(crypto.X509.from_cryptography(ca))
-            context.add_client_ca(crypto.X509.from_cryptography(ca))
+            cast(Any, context).add_client_ca(ca)
         context.set_verify(SSL.VERIFY_PEER, _verify_callback)
     context.set_session_id(b"kcp-cache-server")
     context.set_alpn_select_callback(_select_alpn)
@@ -140,7 +145,7 @@ def build_server_context(
 
 
 def _openssl_reason(exc: Exception) -> str:
-    if isinstance(exc, SSL.Error | crypto.Error) and exc.args and isinstance(exc.args[0], list):
+    if isinstance(exc, SSL.Error) and exc.args and isinstance(exc.args[0], list):
         reasons = [str(entry[-1]) for entry in exc.args[0] if entry]
         if reasons:
             return "; ".join(reasons)
@@ -361,10 +366,11 @@ class TLSServerProtocol(asyncio.Protocol):
 
     def _peer(self) -> PeerCertificate:
         assert self._conn is not None
-        cert = self._conn.get_peer_certificate()
-        if cert is None:
+        certificate: x509.Certificate | None = cast(Any, self._conn).get_peer_certificate(
+            as_cryptography=True
+        )
+        if certificate is None:
             return PeerCertificate(None, None, "no client certificate")
-        certificate = cert.to_cryptography()
         if self._verify_errors:
             errno, depth = self._verify_errors[0]
             reason = _VERIFY_ERRORS.get(errno, f"verify error {errno}")

@@ -1,0 +1,30 @@
+"""Fixtures shared by every test directory (keep this file small)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import CacheServer, start_cache_server
+
+
+@pytest.fixture
+def cache_server(tmp_path: Path) -> Iterator[Callable[..., CacheServer]]:
+    """Factory: ``server = cache_server("--storage", "memory", client_ca=…)``.
+
+    Each call starts a real ``kcp-cache-server`` (own root directory under ``tmp_path``,
+    free port, real TLS) and waits until it is ready; all are stopped after the test.
+    """
+    started: list[CacheServer] = []
+
+    def start(*extra_args: str, **kwargs: Any) -> CacheServer:
+        server = start_cache_server(tmp_path / f"server-{len(started)}", *extra_args, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
