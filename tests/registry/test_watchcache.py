@@ -120,3 +120,27 @@ async def test_bookmarks_from_the_feed(storage: MemoryStorage, exports: Resource
     }
     session.close()
     registry.close()
+
+
+async def test_watcher_older_than_feed_history_gets_a_private_feed(
+    storage: MemoryStorage, exports: ResourceInfo
+) -> None:
+    registry = Registry(storage, watch_history=2, bookmark_interval=0, feed_linger=0)
+    await storage.create("/cache/unrelated", b"{}")
+    target = Target(exports, "v1alpha1", "s", "c")
+    start = str(await storage.current_revision())
+    live = await _start(registry, target, resourceVersion=start)
+    for i in range(5):
+        await _create(registry, target, _body(f"e{i}"))
+    seen = 0
+    while seen < 5:  # the shared feed has processed (and evicted) them all
+        seen += len(await _next_events(live))
+    old = await _start(registry, target, resourceVersion=start)
+    assert registry.hub.feed_count == 2  # the shared feed's history holds only 2 events
+    names: list[str] = []
+    while len(names) < 5:
+        names += [e["object"]["metadata"]["name"] for e in await _next_events(old)]
+    assert names == [f"e{i}" for i in range(5)]
+    live.close()
+    old.close()
+    assert registry.hub.feed_count == 0

@@ -182,15 +182,33 @@ def check_type(info: ResourceInfo, version: str, body: Any, raw: bytes) -> dict[
 
 def _coerce_meta(body: dict[str, Any]) -> dict[str, Any]:
     meta = body.get("metadata") or {}
-    meta = {k: v for k, v in meta.items() if k in _OBJECT_META_FIELDS}
+    # Unknown metadata fields are dropped and wrongly typed known ones rejected, as kube's
+    # decoding into ObjectMeta does (a 400, before any validation).
+    meta = {k: v for k, v in meta.items() if k in _OBJECT_META_FIELDS and v is not None}
     for key in ("labels", "annotations"):
         value = meta.get(key)
-        if value is not None and not isinstance(value, dict):
-            raise ApiError.bad_request(f"metadata.{key} must be a map of strings")
-        if value is not None:
-            meta[key] = dict(value)  # copied: the caller's body is never modified
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise _meta_type_error(key, "map[string]string")
+        meta[key] = dict(value)  # copied: the caller's body is never modified
+    for key in ("name", "generateName", "namespace", "uid", "creationTimestamp"):
+        if key in meta and not isinstance(meta[key], str):
+            raise _meta_type_error(key, "string")
+    generation = meta.get("generation")
+    if generation is not None and (isinstance(generation, bool) or not isinstance(generation, int)):
+        raise _meta_type_error("generation", "int64")
+    for key in ("finalizers", "ownerReferences", "managedFields"):
+        if key in meta and not isinstance(meta[key], list):
+            raise _meta_type_error(key, "array")
     body["metadata"] = meta
     return meta
+
+
+def _meta_type_error(field_name: str, type_name: str) -> ApiError:
+    return ApiError.bad_request(
+        f"metadata.{field_name}: must be of type {type_name} (cannot decode into ObjectMeta)"
+    )
 
 
 def _storage_layout(

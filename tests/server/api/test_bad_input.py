@@ -205,3 +205,19 @@ async def test_missing_shard_or_cluster(client: Client) -> None:
 
     _status(await call(None), 400, "BadRequest")
     _status(await call(KcpRequest(shard="amber")), 400, "BadRequest")
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"name": "t", "labels": {"a": 1}},
+        {"name": "t", "annotations": ["x"]},
+        {"name": 5},
+        {"name": "t", "generation": "one"},
+        {"name": "t", "finalizers": "x"},
+    ],
+)
+async def test_wrongly_typed_metadata_is_a_400(client: Client, meta: dict[str, Any]) -> None:
+    r = await client.post(EXPORTS, {**GOOD, "metadata": meta})
+    _status(r, 400, "BadRequest")
+    assert (await client.get(f"{EXPORTS}/t")).status == 404
