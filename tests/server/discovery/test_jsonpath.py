@@ -53,3 +53,13 @@ def test_unsupported(path: str) -> None:
 def test_first() -> None:
     assert compile_path(".spec.items[*].n").first(OBJ) == (True, 1)
     assert compile_path(".nope").first(OBJ) == (False, None)
+
+
+def test_plain_field_paths_take_the_direct_lookup() -> None:
+    assert compile_path(".metadata.labels['kcp.io/x']").fields == ("metadata", "labels", "kcp.io/x")
+    assert compile_path(".spec.items[0].n").fields is None
+    assert compile_path(".metadata.*").fields is None
+    assert compile_path(".status.conditions[?(@.type=='Ready')].status").fields is None
+    # Same answers as the general pipeline.
+    assert compile_path(".metadata.labels['region']").first(OBJ) == (True, "eu")
+    assert compile_path(".metadata.name.deeper").first(OBJ) == (False, None)

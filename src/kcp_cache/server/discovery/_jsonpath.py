@@ -18,7 +18,7 @@ path that finds nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ def _literal(text: str) -> Any:
     return float(text) if "." in text else int(text)
 
 
-def _lookup(value: Any, names: list[str]) -> tuple[bool, Any]:
+def _lookup(value: Any, names: Sequence[str]) -> tuple[bool, Any]:
     for name in names:
         if not isinstance(value, dict) or name not in value:
             return False, None
@@ -114,8 +114,14 @@ class JSONPath:
 
     source: str
     steps: tuple[Step, ...]
+    #: Set when the path is only field names (most printer columns): looked up directly,
+    #: several times faster than the general step pipeline on large tables.
+    fields: tuple[str, ...] | None = None
 
     def find(self, obj: Any) -> list[Any]:
+        if self.fields is not None:
+            found, value = _lookup(obj, self.fields)
+            return [value] if found else []
         values = [obj]
         for step in self.steps:
             values = [found for value in values for found in step(value)]
@@ -123,6 +129,8 @@ class JSONPath:
 
     def first(self, obj: Any) -> tuple[bool, Any]:
         """``(True, value)`` for the first match, ``(False, None)`` when nothing matches."""
+        if self.fields is not None:
+            return _lookup(obj, self.fields)
         found = self.find(obj)
         return (True, found[0]) if found else (False, None)
 
@@ -151,6 +159,7 @@ def compile_path(path: str) -> JSONPath:
     if text.startswith("$"):
         text = text[1:]
     steps: list[Step] = []
+    names: list[str] | None = []
     pos = 0
     while pos < len(text):
         if text.startswith("..", pos):
@@ -158,22 +167,31 @@ def compile_path(path: str) -> JSONPath:
         if text[pos] == ".":
             if text.startswith(".*", pos):
                 steps.append(_wildcard)
+                names = None
                 pos += 2
                 continue
             match = _NAME.match(text, pos + 1)
             if match is None:
                 raise ValueError(f"invalid field at {pos} in {path!r}")
             steps.append(_field(match.group()))
+            if names is not None:
+                names.append(match.group())
             pos = match.end()
         elif text[pos] == "[":
             end = _closing_bracket(text, pos)
-            steps.append(_bracket(text[pos + 1 : end]))
+            inner = text[pos + 1 : end].strip()
+            steps.append(_bracket(inner))
+            quoted = len(inner) >= 2 and inner[0] in "'\"" and inner[-1] == inner[0]
+            if names is not None and quoted:
+                names.append(inner[1:-1])
+            else:
+                names = None
             pos = end + 1
         else:
             raise ValueError(f"unexpected {text[pos]!r} at {pos} in {path!r}")
     if not steps:
         raise ValueError(f"empty JSONPath {path!r}")
-    return JSONPath(path, tuple(steps))
+    return JSONPath(path, tuple(steps), tuple(names) if names is not None else None)
 
 
 def _closing_bracket(text: str, start: int) -> int:

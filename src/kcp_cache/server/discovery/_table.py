@@ -92,8 +92,8 @@ class TableColumns:
             )
         return defs
 
-    def cells(self, obj: Mapping[str, Any]) -> list[Any]:
-        """One row's cells for ``obj``."""
+    def cells(self, obj: Mapping[str, Any], *, now: datetime | None = None) -> list[Any]:
+        """One row's cells for ``obj`` (ages relative to ``now``, default: the clock)."""
         metadata = obj.get("metadata") or {}
         annotations = metadata.get("annotations") or {}
         cells: list[Any] = [metadata.get("name", "")]
@@ -106,7 +106,7 @@ class TableColumns:
                 cells.append(None)
                 continue
             found, value = path.first(obj)
-            cells.append(_cell(column.type, value) if found else None)
+            cells.append(_cell(column.type, value, now) if found else None)
         return cells
 
 
@@ -129,7 +129,7 @@ def _definition(
     }
 
 
-def _cell(column_type: str, value: Any) -> Any:
+def _cell(column_type: str, value: Any, now: datetime | None) -> Any:
     """A cell value typed like kube's ``cellForJSONValue`` (``None`` when the type is off)."""
     if value is None:
         return None
@@ -151,7 +151,7 @@ def _cell(column_type: str, value: Any) -> Any:
         case "boolean":
             return value if isinstance(value, bool) else None
         case "date":
-            return format_age(value) if isinstance(value, str) else None
+            return format_age(value, now=now) if isinstance(value, str) else None
     return None
 
 
@@ -243,13 +243,17 @@ def to_table(
         objects = [obj]
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         metadata = {"resourceVersion": rv} if rv else {}
+    now = datetime.now(UTC)
     return {
         "kind": "Table",
         "apiVersion": f"{META_GROUP}/{version}",
         "metadata": metadata,
         "columnDefinitions": columns.definitions() if include_headers else None,
         "rows": [
-            {"cells": columns.cells(item), "object": _row_object(item, include_object, version)}
+            {
+                "cells": columns.cells(item, now=now),
+                "object": _row_object(item, include_object, version),
+            }
             for item in objects
         ],
     }
