@@ -279,3 +279,19 @@ async def test_partial_object_metadata(client: Client) -> None:
     assert item["kind"] == "PartialObjectMetadata"
     assert set(item) == {"kind", "apiVersion", "metadata"}
     assert item["metadata"]["annotations"]["kcp.io/cluster"] == "acme"
+
+
+async def test_namespaced_list_across_namespaces_and_clusters(client: Client) -> None:
+    role = _obj("Role", "rbac.authorization.k8s.io/v1", "r")
+    for cluster in ("acme", "zeta"):
+        for ns in ("a", "b"):
+            assert (await client.at("amber", cluster).post(ROLES.format(ns=ns), role)).status == 201
+    all_ns = (await client.get("/apis/rbac.authorization.k8s.io/v1/roles")).json()["items"]
+    assert sorted(i["metadata"]["namespace"] for i in all_ns) == ["a", "b"]
+    wild = client.at("*", "*")
+    one_ns = (await wild.get(ROLES.format(ns="b"))).json()["items"]
+    assert sorted(i["metadata"]["annotations"]["kcp.io/cluster"] for i in one_ns) == [
+        "acme",
+        "zeta",
+    ]
+    assert {i["metadata"]["namespace"] for i in one_ns} == {"b"}

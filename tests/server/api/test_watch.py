@@ -259,3 +259,16 @@ async def test_slow_watcher_is_ended_not_blocking_others(storage: MemoryStorage)
     assert app.open_watches == 1
     await fast.close()
     await app.shutdown()
+
+
+async def test_partial_metadata_watch(client: Client) -> None:
+    rv = (await client.get(EXPORTS)).json()["metadata"]["resourceVersion"]
+    stream = client.at("*", "*").watch(EXPORTS, {"resourceVersion": rv}, partial=True)
+    await client.post(EXPORTS, _export("pm", spec={"big": "x"}))
+    event = await stream.next()
+    assert event["type"] == "ADDED"
+    assert event["object"]["kind"] == "PartialObjectMetadata"
+    assert event["object"]["apiVersion"] == "meta.k8s.io/v1"
+    assert "spec" not in event["object"]
+    assert event["object"]["metadata"]["annotations"]["kcp.io/shard"] == "amber"
+    await stream.close()
