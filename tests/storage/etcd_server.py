@@ -18,6 +18,7 @@ import datetime
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -241,6 +242,8 @@ class EtcdMember:
                     + self.log_tail()
                 )
             if await _healthy(self):
+                if not await self._is_ours():
+                    raise _PortTaken(f"another etcd answers on port {self.client_port}")
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(
@@ -248,12 +251,29 @@ class EtcdMember:
                 )
             await asyncio.sleep(0.05)
 
+    async def _is_ours(self) -> bool:
+        if self.tls is not None:
+            # The TLS handshake of the health check verified a certificate of this
+            # cluster's own throw-away CA. (etcd 3.4's JSON gateway cannot serve the
+            # member list under client-certificate auth anyway.)
+            return True
+        listing = await _post_json(self, "/v3/cluster/member/list", {})
+        members = listing.get("members", []) if isinstance(listing, dict) else []
+        return any(
+            m.get("name") == self.name and self.client_url in m.get("clientURLs", [])
+            for m in members
+        )
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+class _PortTaken(RuntimeError):
+    """An etcd that is not this member answers on its port (a free-port race)."""
 
 
 async def _healthy(member: EtcdMember) -> bool:
@@ -326,7 +346,9 @@ class EtcdCluster:
         self.tls = EtcdTLS.generate(self.base_dir / "pki") if tls else None
         self.members = [
             EtcdMember(
-                name=f"m{i}",
+                # Unique, so that a member can tell an etcd of another test run that
+                # grabbed the same free port from itself (see _PortTaken).
+                name=f"m{i}-{secrets.token_hex(4)}",
                 data_dir=self.base_dir / f"m{i}",
                 client_port=_free_port(),
                 peer_port=_free_port(),
@@ -345,14 +367,29 @@ class EtcdCluster:
         return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
 
     async def start(self) -> None:
-        """Start every member (together: a new cluster needs a quorum to elect a leader)."""
-        for member in self.members:
-            member.spawn(self._initial_cluster, state="new")
-        try:
-            await asyncio.gather(*(m.wait_healthy() for m in self.members))
-        except BaseException:
-            self.stop()
-            raise
+        """Start every member (together: a new cluster needs a quorum to elect a leader).
+
+        Free ports are found by binding port 0 and closing it, so a concurrent test run
+        may take one before etcd binds it; then the cluster starts again on new ports.
+        """
+        for attempt in range(3):
+            for member in self.members:
+                member.spawn(self._initial_cluster, state="new")
+            try:
+                await asyncio.gather(*(m.wait_healthy() for m in self.members))
+                return
+            except BaseException as exc:
+                self._stop_members()
+                port_taken = isinstance(exc, _PortTaken) or any(
+                    "address already in use" in m.log_tail() for m in self.members
+                )
+                if not port_taken or attempt == 2:
+                    self.stop()
+                    raise
+            for member in self.members:
+                shutil.rmtree(member.data_dir, ignore_errors=True)
+                member.log_path.unlink(missing_ok=True)
+                member.client_port, member.peer_port = _free_port(), _free_port()
 
     async def leader_index(self) -> int:
         """Index of the current leader (asked through etcd's JSON gateway)."""
@@ -378,10 +415,13 @@ class EtcdCluster:
         member.spawn(self._initial_cluster, state="existing")
         await member.wait_healthy()
 
-    def stop(self) -> None:
-        """Stop every member and remove the data directories this object created."""
+    def _stop_members(self) -> None:
         for member in self.members:
             member.stop()
+
+    def stop(self) -> None:
+        """Stop every member and remove the data directories this object created."""
+        self._stop_members()
         if self._own_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
