@@ -98,6 +98,9 @@ def test_wildcard_columns_follow_the_name() -> None:
 def test_crd_resource_columns() -> None:
     columns = table_columns_for(None, "v1")
     assert [c["name"] for c in columns.definitions()] == ["Name", "Created At"]
+    crd = {"metadata": {"name": "shards.core.kcp.io", "creationTimestamp": "2026-01-02T03:04:05Z"}}
+    # As kube prints it: the timestamp, not an age.
+    assert columns.cells(crd) == ["shards.core.kcp.io", "2026-01-02T03:04:05Z"]
 
 
 def test_include_object_modes() -> None:

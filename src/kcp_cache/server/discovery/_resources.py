@@ -162,9 +162,11 @@ CRD_KIND_RESOURCE = ServedResource(
         ServedVersion(
             name="v1",
             columns=(
+                # kube's default table convertor prints this column as the RFC 3339
+                # timestamp itself, not as an age: a "string" cell does exactly that.
                 PrinterColumn(
                     name="Created At",
-                    type="date",
+                    type="string",
                     json_path=".metadata.creationTimestamp",
                     description=DEFAULT_COLUMNS[0].description,
                 ),
