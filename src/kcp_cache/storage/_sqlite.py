@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from pathlib import Path
@@ -26,8 +25,7 @@ class _SQLitePersister(Persister):
         self._state = state
 
     async def write_batch(self, events: list[Event]) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._file.executor, self._file.write_batch, events)
+        await self._file.thread.run(self._file.write_batch, events)
 
     async def compact(self, revision: int, previous: int, dropped: list[Event]) -> None:
         # Decided here, on the event loop, against the state the rows must reproduce:
@@ -42,8 +40,7 @@ class _SQLitePersister(Persister):
             prev = event.prev_kv
             if prev is not None and prev.mod_revision <= previous:
                 superseded.append(prev.mod_revision)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._file.executor, self._file.compact, revision, superseded)
+        await self._file.thread.run(self._file.compact, revision, superseded)
 
 
 class SQLiteStorage(EmbeddedStorage):
@@ -86,11 +83,10 @@ class SQLiteStorage(EmbeddedStorage):
         self._file = SQLiteFile(self.path, synchronous=synchronous.upper())
 
     async def _open(self) -> Persister:
-        loop = asyncio.get_running_loop()
         try:
-            loaded = await loop.run_in_executor(self._file.executor, self._file.open_and_load)
+            loaded = await self._file.thread.run(self._file.open_and_load)
         except BaseException:
-            self._file.executor.shutdown(wait=False)
+            self._file.thread.stop()
             raise
         try:
             self._state.load(
@@ -106,6 +102,5 @@ class SQLiteStorage(EmbeddedStorage):
         return _SQLitePersister(self._file, self._state)
 
     async def _close_backend(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._file.executor, self._file.close)
-        self._file.executor.shutdown(wait=False)
+        await self._file.thread.run(self._file.close)
+        self._file.thread.stop()

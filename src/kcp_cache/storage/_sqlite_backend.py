@@ -1,6 +1,6 @@
 """The SQLite file behind :class:`SQLiteStorage`: schema, open/load, batch writes.
 
-Everything here runs on one dedicated writer thread (a single-worker executor) that owns
+Everything here runs on one dedicated writer thread (:mod:`._writer_thread`) that owns
 the only connection, so SQLite work never blocks the event loop and the connection is
 never shared. The layout is a revision log in the style of kine:
 
@@ -26,12 +26,12 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from kcp_cache.storage._errors import StorageOpenError
 from kcp_cache.storage._types import Event, EventType, KeyValue
+from kcp_cache.storage._writer_thread import WriterThread
 
 __all__ = ["LoadedState", "SQLiteFile"]
 
@@ -79,7 +79,7 @@ class SQLiteFile:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         self.path = path
         self.synchronous = synchronous
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcp-cache-sqlite")
+        self.thread = WriterThread(name=f"kcp-cache-sqlite {path.name}")
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
 
