@@ -137,7 +137,7 @@ async def test_outage_fails_fast_ends_watches_and_recovers(cluster: EtcdCluster)
             await storage.get("/cache/o/0")
         with pytest.raises(Unavailable):
             await storage.create("/cache/o/new", b"x")
-        with pytest.raises(Unavailable):
+        with pytest.raises(Unavailable, match="etcd is not healthy"):
             await storage.check_health()
         assert time.monotonic() - started < 2.0  # fail fast, not after the deadline
 
@@ -277,5 +277,5 @@ async def test_tls_with_client_certificates() -> None:
             await anonymous.start()
         # An unreadable CA file is named in the error.
         missing = EtcdStorage(cluster.endpoints, ca_file=str(tls.ca_file) + ".missing")
-        with pytest.raises(Unavailable, match=r"CA file .*\.missing"):
+        with pytest.raises(StorageOpenError, match=r"CA file .*\.missing"):
             await missing.start()

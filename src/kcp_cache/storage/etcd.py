@@ -134,11 +134,17 @@ class EtcdStorage(Storage):
         """
         if self._started:
             return
-        self._conn.open()
         try:
-            await self._probe("cannot reach etcd")
+            self._conn.open()
+            await self._probe("cannot reach etcd", StorageOpenError)
             await self._learn_compacted_revision()
             await self._learn_progress_support()
+        except StorageOpenError:
+            await self._conn.close()
+            raise
+        except Unavailable as exc:
+            await self._conn.close()
+            raise StorageOpenError(f"cannot open the etcd storage: {exc}") from None
         except BaseException:
             await self._conn.close()
             raise
@@ -166,20 +172,18 @@ class EtcdStorage(Storage):
 
     async def check_health(self) -> None:
         """A linearizable read of one key: it needs a reachable member *and* a leader."""
-        await self._probe("etcd is not healthy")
+        await self._probe("etcd is not healthy", Unavailable)
 
-    async def _probe(self, what: str) -> None:
+    async def _probe(self, what: str, error: type[Unavailable]) -> None:
         request = rpc.RangeRequest(key=self._root.encode(), count_only=True)
         try:
             await self._conn.unary(
                 "kv", "Range", request, idempotent=True, budget=self._health_timeout
             )
         except Unavailable as exc:
-            raise StorageOpenError(f"{what}: {exc}") from None
+            raise error(f"{what}: {exc}") from None
         except grpc.aio.AioRpcError as exc:
-            raise StorageOpenError(
-                f"{what} ({self._conn.urls}): {describe_rpc_error(exc)}"
-            ) from None
+            raise error(f"{what} ({self._conn.urls}): {describe_rpc_error(exc)}") from None
 
     async def _learn_compacted_revision(self) -> None:
         """Find etcd's compaction revision by bisection.
