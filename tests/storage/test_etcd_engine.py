@@ -16,6 +16,7 @@ import pytest
 from etcd_server import EtcdCluster, running_etcd
 
 from kcp_cache.storage import (
+    Conflict,
     Event,
     Expired,
     StorageOpenError,
@@ -207,6 +208,33 @@ async def test_one_member_of_three_down_keeps_reads_writes_and_watches(
             except Unavailable:
                 watch = storage.watch("/cache/m/", after_revision=last)
         assert [e.kv for e in seen] == after
+        await watch.close()
+
+
+# -- several replicas on one etcd ----------------------------------------------------
+
+
+async def test_two_engines_on_one_etcd_share_writes_watches_and_cas(
+    cluster: EtcdCluster,
+) -> None:
+    async with engine(cluster.endpoints) as one, engine(cluster.endpoints) as two:
+        watch = two.watch("/cache/r/", after_revision=await two.current_revision())
+        kv = await one.create("/cache/r/x", b"0")
+        assert (await next_event(watch)).kv == kv
+        assert await two.get("/cache/r/x") == kv
+
+        # Both update from the same revision: exactly one wins, the other conflicts.
+        results = await asyncio.gather(
+            one.update("/cache/r/x", b"1", expected_mod_revision=kv.mod_revision),
+            two.update("/cache/r/x", b"2", expected_mod_revision=kv.mod_revision),
+            return_exceptions=True,
+        )
+        winners = [r for r in results if not isinstance(r, BaseException)]
+        losers = [r for r in results if isinstance(r, Conflict)]
+        assert len(winners) == 1
+        assert len(losers) == 1
+        assert losers[0].actual == winners[0].mod_revision
+        assert (await next_event(watch)).kv == winners[0]
         await watch.close()
 
 
