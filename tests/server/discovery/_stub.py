@@ -214,6 +214,7 @@ class StubServer:
             }
         )
         disconnect = asyncio.ensure_future(receive())
+        first = True
         try:
             while True:
                 event = asyncio.ensure_future(queue.get())
@@ -224,7 +225,15 @@ class StubServer:
                     event.cancel()
                     return
                 ev = event.result()
-                obj = transform(ev["object"], chosen, columns=columns, include_object=include)
+                # Like kube: column definitions in the first Table event only.
+                obj = transform(
+                    ev["object"],
+                    chosen,
+                    columns=columns,
+                    include_object=include,
+                    include_headers=first,
+                )
+                first = False
                 line = orjson.dumps({"type": ev["type"], "object": obj}) + b"\n"
                 await send({"type": "http.response.body", "body": line, "more_body": True})
         finally:

@@ -190,8 +190,9 @@ def test_get_watch_prints_table_rows_from_events(kubectl: Kubectl) -> None:
         watch = next(r for r in kubectl.app.log if "watch=true" in r.query)
         assert watch.accept.startswith(TABLE_ACCEPT)
         kubectl("create", "-f", "-", stdin=_manifest("watched"))
-        seen = []
-        while not any(line.split()[:1] == ["watched"] for line in seen):
+        kubectl("create", "-f", "-", stdin=_manifest("watched-2"))
+        seen: list[str] = []
+        while not {"watched", "watched-2"} <= {line.split()[0] for line in seen if line.strip()}:
             try:
                 seen.append(lines.get(timeout=max(deadline - time.monotonic(), 0)))
             except queue.Empty:
@@ -206,6 +207,8 @@ def test_get_watch_prints_table_rows_from_events(kubectl: Kubectl) -> None:
     assert watcher.stdout is not None
     watcher.stdout.close()
     assert not any(p in stderr.lower() for p in PROBLEMS), stderr
+    # Headers once: the list's Table, then events without column definitions.
+    assert [line.split()[0] for line in seen if line.strip()].count("NAME") == 1
 
 
 def _pump(process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
