@@ -199,3 +199,11 @@ def test_list_scopes_and_parsing(scheme: KeyScheme) -> None:
     assert scheme.parse(exports, base, base + "a/b/n") == KeyParts("a", "b", None, "n")
     with pytest.raises(ValueError, match="does not fit"):
         scheme.parse(exports, base, base + "a/n")
+
+
+def test_kube_version_priority() -> None:
+    from kcp_cache.registry._cached_resources import version_priority
+
+    versions = ["v1alpha1", "v2", "foo", "v1beta2", "v1", "v1beta10", "v10alpha1"]
+    ordered = sorted(versions, key=version_priority, reverse=True)
+    assert ordered == ["v2", "v1", "v1beta10", "v1beta2", "v10alpha1", "v1alpha1", "foo"]

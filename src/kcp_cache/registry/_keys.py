@@ -63,7 +63,9 @@ class KeyScheme:
 
     def resource_prefix(self, info: ResourceInfo, identity: str | None = None) -> str:
         """``<prefix>/<g>/<r>/<origin>/`` — everything of one resource (what watches use)."""
-        if info.builtin:
+        if info.builtin or identity == WILDCARD:
+            # "*": every origin (customresources and each identity), as kcp does for
+            # wildcard PartialObjectMetadata requests; keys then carry one more segment.
             return f"{self.prefix}/{info.group}/{info.resource}/"
         origin = identity or CUSTOM_RESOURCES
         return f"{self.prefix}/{info.group}/{info.resource}/{origin}/"
@@ -109,6 +111,8 @@ class KeyScheme:
     def parse(self, info: ResourceInfo, resource_prefix: str, key: str) -> KeyParts:
         """Shard, cluster, namespace and name of a key under ``resource_prefix``."""
         rest = key[len(resource_prefix) :].split("/")
+        if len(rest) == (5 if info.namespaced else 4) and not info.builtin:
+            rest = rest[1:]  # an all-origins prefix: skip the origin segment
         if info.namespaced and len(rest) == 4:
             return KeyParts(rest[0], rest[1], rest[2], rest[3])
         if len(rest) == 3:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from kcp_cache.registry._cached_resources import CachedResourceIndex
 from kcp_cache.registry._catalog import ResourceCatalog, ResourceInfo
 from kcp_cache.registry._continue import decode_continue, encode_continue
 from kcp_cache.registry._errors import ApiError
@@ -265,12 +266,54 @@ class Registry:
             bookmark_interval=bookmark_interval,
             linger=feed_linger,
         )
+        ccr = self.catalog.resolve("cache.kcp.io", "v1alpha1", "clustercachedresources")
+        self.cached_resources = (
+            CachedResourceIndex(storage, self.keys.resource_prefix(ccr)) if ccr else None
+        )
 
-    # -- helpers ------------------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the ClusterCachedResources that back identity resources (spec §9)."""
+        if self.cached_resources is not None:
+            await self.cached_resources.start()
 
     def close(self) -> None:
         """End every watch (their streams finish; handlers return)."""
         self.hub.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, and stop the ClusterCachedResource index."""
+        self.close()
+        if self.cached_resources is not None:
+            await self.cached_resources.close()
+
+    def resolve(
+        self,
+        group: str,
+        version: str,
+        resource: str,
+        *,
+        cluster: str,
+        identity: str | None = None,
+        partial: bool = False,
+    ) -> tuple[ResourceInfo, str | None] | None:
+        """The resource a request addresses and the identity (key origin) to use.
+
+        Bootstrapped resources win; otherwise a ClusterCachedResource replicated into the
+        cache may define the resource (spec §9). ``None`` means 404.
+        """
+        info = self.catalog.resolve(group, version, resource)
+        if info is not None:
+            return info, identity
+        if self.cached_resources is None:
+            return None
+        found = self.cached_resources.resolve(
+            group, version, resource, cluster=cluster, identity=identity, partial=partial
+        )
+        if found is None:
+            return None
+        return found[0], found[1]
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
         try:
@@ -351,7 +394,10 @@ class Registry:
         for kv in kvs:
             rest = kv.key[plen:].split("/")
             if len(rest) != segments:
-                continue  # not an object key of this resource (defensive)
+                if len(rest) == segments + 1 and not info.builtin:
+                    rest = rest[1:]  # all-origins prefix: skip the origin segment
+                else:
+                    continue  # not an object key of this resource (defensive)
             if check_scope or fields is not None:
                 parts = KeyParts(rest[0], rest[1], rest[2] if segments == 4 else None, rest[-1])
                 if check_scope and not scope.matches(parts):

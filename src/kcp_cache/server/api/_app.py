@@ -109,13 +109,14 @@ class ApiApp:
         """Bootstrap the system CRDs (idempotent); :attr:`ready` turns true afterwards."""
         if self.bootstrapper is not None:
             await self.bootstrapper.run()
+        await self.registry.start()
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """End every open watch stream cleanly and wait (bounded) for handlers to return."""
         self._shutting_down = True
         for session in list(self._sessions):
             session.close()
-        self.registry.close()
+        await self.registry.aclose()
         pending = [t for t in self._handlers if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=grace)
@@ -159,14 +160,22 @@ class ApiApp:
         path = parse_resource_path(scope.get("path", "/"))
         if path is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
-        info = self.registry.catalog.resolve(path.group, path.version, path.resource)
-        if info is None:
+        if not kcp.cluster:
+            raise ApiError.bad_request("a cluster is required for resource requests")
+        resolved = self.registry.resolve(
+            path.group,
+            path.version,
+            path.resource,
+            cluster=kcp.cluster,
+            identity=kcp.identity,
+            partial=kcp.partial_metadata,
+        )
+        if resolved is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+        info, identity = resolved
         verb.resource = info.group_resource
         if path.namespace is not None and not info.namespaced:
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
-        if not kcp.cluster:
-            raise ApiError.bad_request("a cluster is required for resource requests")
         method = scope.get("method", "GET")
         query = dict(
             parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
@@ -177,7 +186,7 @@ class ApiApp:
             shard=kcp.shard,
             cluster=kcp.cluster,
             namespace=path.namespace,
-            identity=kcp.identity,
+            identity=identity,
             partial=kcp.partial_metadata,
         )
         verb.name = _verb_name(method, path, query)

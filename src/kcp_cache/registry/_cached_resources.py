@@ -1,0 +1,207 @@
+"""Synthetic resources for ClusterCachedResources (spec §9).
+
+Shards replicate ``ClusterCachedResource`` objects (``cache.kcp.io/v1alpha1``) into the
+cache, then write the objects they select under ``…/<resource>:<identityHash>``. kcp's
+cache server resolves such requests with CRDs it synthesizes from the replicated
+ClusterCachedResources; this index does the same from a watch on them:
+
+1. a bootstrapped system resource of that group/resource always wins;
+2. wildcard cluster + identity in the URL ⇒ the resource of (identity, group/resource);
+3. wildcard cluster + PartialObjectMetadata ⇒ the group/resource across every identity;
+4. concrete cluster ⇒ a ClusterCachedResource *in that cluster* for the group/resource
+   (and the URL's identity, if given) supplies the identity; else 404.
+
+A ClusterCachedResource without ``status.identityHash`` or without the
+``cache.kcp.io/resource-kind`` / ``-scope`` annotations is ignored, as in kcp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from kcp_cache.registry._catalog import ResourceInfo
+from kcp_cache.storage import Expired, Storage, StorageError
+
+__all__ = ["ALL_ORIGINS", "CachedResourceIndex", "version_priority"]
+
+log = logging.getLogger(__name__)
+
+#: Pseudo identity for "every origin" (wildcard PartialObjectMetadata requests).
+ALL_ORIGINS = "*"
+KIND_ANNOTATION = "cache.kcp.io/resource-kind"
+SCOPE_ANNOTATION = "cache.kcp.io/resource-scope"
+_KUBE_VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
+
+
+def version_priority(version: str) -> tuple[int, int, int, str]:
+    """Sort key, highest first when reversed: GA > beta > alpha, then by number."""
+    match = _KUBE_VERSION.match(version)
+    if match is None:
+        return (0, 0, 0, version)
+    major, stage, minor = match.groups()
+    rank = {None: 3, "beta": 2, "alpha": 1}[stage]
+    return (rank, int(major), int(minor or 0), version)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    cluster: str
+    group: str
+    version: str
+    resource: str
+    identity: str
+    kind: str
+    namespaced: bool
+
+
+def _entry(cluster: str, obj: dict[str, Any]) -> _Entry | None:
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    identity = status.get("identityHash")
+    kind = annotations.get(KIND_ANNOTATION)
+    scope = annotations.get(SCOPE_ANNOTATION)
+    resource, version = spec.get("resource"), spec.get("version")
+    if not (identity and kind and scope and resource and version):
+        return None
+    if not all(isinstance(v, str) for v in (identity, kind, scope, resource, version)):
+        return None
+    group = spec.get("group") or "core"  # the core group is spelt "core" in cache URLs
+    return _Entry(cluster, str(group), version, resource, identity, kind, scope == "Namespaced")
+
+
+class CachedResourceIndex:
+    """The replicated ClusterCachedResources, kept current by a storage watch."""
+
+    def __init__(self, storage: Storage, prefix: str) -> None:
+        self._storage = storage
+        self._prefix = prefix  # …/cache.kcp.io/clustercachedresources/customresources/
+        self._entries: dict[str, _Entry] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.synced = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """List, then watch in the background; returns once the first list is loaded."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        await self.synced.wait()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                revision = await self._relist()
+                self.synced.set()
+                stream = self._storage.watch(self._prefix, after_revision=revision)
+                try:
+                    async for event in stream:
+                        self._apply(event.kv.key, event.kv.value if event.kv.value else None)
+                finally:
+                    await stream.close()
+            except asyncio.CancelledError:
+                raise
+            except (Expired, StorageError) as exc:
+                log.warning("ClusterCachedResource watch ended (%s); relisting", exc)
+                await asyncio.sleep(0.5)
+
+    async def _relist(self) -> int:
+        entries: dict[str, _Entry] = {}
+        token: str | None = None
+        revision = 0
+        while True:
+            page = await self._storage.range(
+                self._prefix, limit=1000, continue_token=token, revision=revision
+            )
+            revision = page.revision
+            for kv in page.kvs:
+                entry = self._decode(kv.key, kv.value)
+                if entry is not None:
+                    entries[kv.key] = entry
+            token = page.continue_token
+            if token is None:
+                break
+        self._entries = entries
+        return revision
+
+    def _decode(self, key: str, value: bytes) -> _Entry | None:
+        rest = key[len(self._prefix) :].split("/")
+        if len(rest) != 3:
+            return None
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+        return _entry(rest[1], obj) if isinstance(obj, dict) else None
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        entry = self._decode(key, value) if value is not None else None
+        if entry is None:
+            self._entries.pop(key, None)
+        else:
+            self._entries[key] = entry
+
+    # -- resolution -----------------------------------------------------------------
+
+    def resolve(
+        self,
+        group: str,
+        version: str,
+        resource: str,
+        *,
+        cluster: str,
+        identity: str | None,
+        partial: bool,
+    ) -> tuple[ResourceInfo, str] | None:
+        """The synthetic resource and the identity (origin) to use, or ``None`` (404)."""
+        candidates = [
+            e for e in self._entries.values() if e.group == group and e.resource == resource
+        ]
+        if cluster == "*":
+            if identity:
+                chosen = [e for e in candidates if e.identity == identity]
+                origin = identity
+            elif partial:
+                chosen, origin = candidates, ALL_ORIGINS
+            else:
+                return None
+        else:
+            in_cluster = [e for e in candidates if e.cluster == cluster]
+            if identity:
+                in_cluster = [e for e in in_cluster if e.identity == identity]
+            if not in_cluster:
+                return None
+            origin = in_cluster[0].identity
+            chosen = [e for e in candidates if e.identity == origin]
+        if not chosen:
+            return None
+        versions = sorted({e.version for e in chosen}, key=version_priority, reverse=True)
+        if version not in versions:
+            return None
+        first = chosen[0]
+        info = ResourceInfo(
+            group=group,
+            resource=resource,
+            kind=first.kind,
+            list_kind=first.kind + "List",
+            singular=first.kind.lower(),
+            namespaced=first.namespaced,
+            served_versions=tuple(versions),
+            storage_version=versions[0],
+        )
+        return info, origin
