@@ -153,13 +153,13 @@ class HandlerRegistration:
             await self._deliver(kind, obj, old)
 
     async def _deliver(self, kind: int, obj: Obj, old: Obj | None) -> None:
-        if kind == _ADD:
-            result = self.on_add(obj) if self.on_add else None
-        elif kind == _UPDATE:
-            result = self.on_update(old or obj, obj) if self.on_update else None
-        else:
-            result = self.on_delete(obj) if self.on_delete else None
         try:
+            if kind == _ADD:
+                result = self.on_add(obj) if self.on_add else None
+            elif kind == _UPDATE:
+                result = self.on_update(old or obj, obj) if self.on_update else None
+            else:
+                result = self.on_delete(obj) if self.on_delete else None
             if inspect.isawaitable(result):
                 await result
         except asyncio.CancelledError:
