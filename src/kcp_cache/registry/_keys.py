@@ -9,6 +9,7 @@ re-attached as annotations when an object is read (spec §3.1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from kcp_cache.registry._catalog import ResourceInfo
 
@@ -18,9 +19,8 @@ WILDCARD = "*"
 CUSTOM_RESOURCES = "customresources"
 
 
-@dataclass(frozen=True, slots=True)
-class KeyParts:
-    """What a key says about its object."""
+class KeyParts(NamedTuple):
+    """What a key says about its object (a tuple: built per listed item, cheaply)."""
 
     shard: str
     cluster: str

@@ -21,7 +21,7 @@ NOT_OLDER_THAN = "NotOlderThan"
 EXACT = "Exact"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per request, frozen init is slower
 class Target:
     """Which resource a request addresses, and how its objects are to be served.
 

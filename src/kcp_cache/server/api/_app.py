@@ -93,6 +93,16 @@ class ApiApp:
         self._sessions: set[WatchSession] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._shutting_down = False
+        self._verbs = {
+            "get": self._get,
+            "list": self._list,
+            "watch": self._watch,
+            "create": self._create,
+            "update": self._update,
+            "patch": self._patch,
+            "delete": self._delete,
+            "deletecollection": self._deletecollection,
+        }
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -177,8 +187,11 @@ class ApiApp:
         if path.namespace is not None and not info.namespaced:
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
         method = scope.get("method", "GET")
-        query = dict(
-            parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        raw_query = scope.get("query_string", b"")
+        query = (
+            dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
+            if raw_query
+            else {}
         )
         target = Target(
             info=info,
@@ -200,16 +213,7 @@ class ApiApp:
             )
         if "dryRun" in query:
             raise ApiError.bad_request("dryRun is not supported by the cache server")
-        handler = {
-            "get": self._get,
-            "list": self._list,
-            "watch": self._watch,
-            "create": self._create,
-            "update": self._update,
-            "patch": self._patch,
-            "delete": self._delete,
-            "deletecollection": self._deletecollection,
-        }.get(verb.name)
+        handler = self._verbs.get(verb.name)
         if handler is None:
             raise ApiError(
                 405,

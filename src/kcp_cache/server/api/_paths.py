@@ -12,7 +12,7 @@ from dataclasses import dataclass
 __all__ = ["ResourcePath", "parse_resource_path"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResourcePath:
     group: str
     version: str
