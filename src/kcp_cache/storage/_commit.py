@@ -197,7 +197,10 @@ class GroupCommitter:
         self.failure = None
         self.batches_committed += 1
         self.writes_committed += len(events)
-        self._publish(events)
+        try:
+            self._publish(events)
+        except Exception:  # a broken watcher must not leave writers waiting forever
+            log.exception("publishing committed events to watchers failed")
         for future, result in waiters:
             if not future.done():  # the writer may have been cancelled; the write stands
                 future.set_result(result)

@@ -111,7 +111,7 @@ class EmbeddedStorage(Storage):
                 await self._compactor
         assert self._committer is not None
         await self._committer.close()
-        self._hub.close_all(Unavailable("storage closed"))
+        self._hub.close_all("storage closed")
         await self._close_backend()
 
     async def __aenter__(self) -> EmbeddedStorage:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from kcp_cache.storage._errors import Expired, StorageError, Unavailable
+from kcp_cache.storage._errors import Expired, Unavailable
 from kcp_cache.storage._interface import WatchStream
 from kcp_cache.storage._mvcc import MVCCState
 from kcp_cache.storage._types import Event
@@ -57,11 +57,11 @@ class WatchHub:
                 for stream in list(streams):
                     stream.push(matching)
 
-    def close_all(self, error: StorageError) -> None:
-        """End every stream with ``error`` (the store is going away)."""
+    def close_all(self, reason: str) -> None:
+        """End every stream with ``Unavailable(reason)`` (the store is going away)."""
         for streams in list(self._by_prefix.values()):
             for stream in list(streams):
-                stream.fail(error)
+                stream.fail(Unavailable(reason))
         self._by_prefix.clear()
 
     def __len__(self) -> int:
