@@ -7,8 +7,7 @@ possible) so the HTTP layer only frames them. Every error is an :class:`ApiError
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import orjson
@@ -18,10 +17,10 @@ from kcp_cache.registry._catalog import ResourceCatalog, ResourceInfo
 from kcp_cache.registry._continue import decode_continue, encode_continue
 from kcp_cache.registry._errors import ApiError
 from kcp_cache.registry._keys import KeyParts, KeyScheme, ListScope
+from kcp_cache.registry._listing import PAGE, ListResponse, Page
 from kcp_cache.registry._options import EXACT, NOT_OLDER_THAN, ListOptions, Target
 from kcp_cache.registry._patch import PatchError, apply_json_patch, apply_merge_patch
 from kcp_cache.registry._render import (
-    bookmark_object,
     decorate,
     encode_object,
     list_head,
@@ -36,7 +35,8 @@ from kcp_cache.registry._strategy import (
     prepare_update,
     validate_namespace,
 )
-from kcp_cache.registry._watchcache import Watcher, WatchHub, error_line, event_line
+from kcp_cache.registry._watchcache import WatchHub
+from kcp_cache.registry._watching import WatchSession
 from kcp_cache.storage import (
     AlreadyExists,
     Conflict,
@@ -53,9 +53,6 @@ __all__ = ["JSON_PATCH", "MERGE_PATCH", "ListResponse", "Registry", "WatchSessio
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
-# Internal page size when a LIST or an initial watch snapshot is read without a limit.
-_PAGE = 1000
-_BATCH = 256
 _T = TypeVar("_T")
 _LIST_TOO_OLD = "The resourceVersion for the provided list is too old."
 _CONTINUE_TOO_OLD = (
@@ -81,160 +78,6 @@ def _render(
         obj = orjson.loads(kv.value)
     decorate(obj, parts.shard, parts.cluster, kv.mod_revision)
     return encode_object(obj, target.api_version, target.partial)
-
-
-@dataclass(slots=True)
-class _Page:
-    items: list[bytes]
-    revision: int
-    continue_token: str | None
-    remaining: int | None
-
-
-class ListResponse:
-    """A LIST whose first page is read; :meth:`chunks` streams the body.
-
-    Reading the first page before any byte is sent lets every error become a proper
-    status code; with no ``limit`` the rest is read page by page while streaming, at the
-    first page's revision, so a huge list never sits in memory twice.
-    """
-
-    def __init__(self, registry: Registry, target: Target, opts: ListOptions) -> None:
-        self._registry = registry
-        self._target = target
-        self._opts = opts
-        self._first: _Page | None = None
-        self._storage_token: str | None = None
-
-    async def _read_first(self) -> None:
-        self._first, self._storage_token = await self._registry._read_page(
-            self._target, self._opts, first=True
-        )
-
-    @property
-    def revision(self) -> int:
-        assert self._first is not None
-        return self._first.revision
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        page = self._first
-        assert page is not None
-        target, opts = self._target, self._opts
-        paged = opts.limit > 0
-        head = list_head(
-            target.list_kind,
-            target.api_version,
-            page.revision,
-            page.continue_token if paged else None,
-            page.remaining if paged else None,
-        )
-        yield head
-        first_item = True
-        while True:
-            for start in range(0, len(page.items), _BATCH):
-                batch = b",".join(page.items[start : start + _BATCH])
-                yield batch if first_item else b"," + batch
-                first_item = False
-            if paged or self._storage_token is None:
-                break
-            page, self._storage_token = await self._registry._read_page(
-                target, opts, first=False, storage_token=self._storage_token
-            )
-        yield b"]}"
-
-    async def body(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks()])
-
-
-class WatchSession:
-    """One WATCH: optional initial events, then live events from the shared feed.
-
-    The HTTP handler iterates :meth:`initial_chunks`, then ``await subscribe()``, then
-    calls ``await watcher.next_chunk()`` until it returns ``None``; it calls
-    :meth:`close` when the client goes away or the timeout fires.
-    """
-
-    def __init__(self, registry: Registry, target: Target, opts: ListOptions) -> None:
-        self.registry = registry
-        self.target = target
-        self.opts = opts
-        self.scope = registry._list_scope(target)
-        self.watcher = Watcher(
-            scope=self.scope,
-            after=opts.revision,
-            api_version=target.info.api_version(target.version),
-            kind=target.info.kind,
-            partial=target.partial,
-            labels=opts.labels,
-            fields=opts.fields,
-            bookmarks=opts.allow_bookmarks,
-            max_buffer=registry.watch_buffer_bytes,
-        )
-        rv = opts.resource_version
-        if opts.send_initial_events is None:
-            self.initial = rv in ("", "0")
-            self.initial_end_bookmark = False
-        else:
-            self.initial = opts.send_initial_events
-            self.initial_end_bookmark = opts.send_initial_events
-        self._snapshot = 0
-
-    async def initial_chunks(self) -> AsyncIterator[bytes]:
-        """Synthetic ``ADDED`` events for the current state (and the end bookmark)."""
-        registry, target, opts = self.registry, self.target, self.opts
-        info = target.info
-        if self.initial:
-            # Start the shared feed first so its history covers the snapshot we read next.
-            await registry.hub.ensure_feed(info, self.scope.resource_prefix)
-        if not self.initial:
-            if opts.resource_version in ("", "0"):
-                self.watcher.after = await registry._call(registry.storage.current_revision())
-            return
-        if opts.revision:
-            current = await registry._call(registry.storage.current_revision())
-            if opts.revision > current:
-                raise ApiError.too_large_resource_version(opts.revision, current)
-        token: str | None = None
-        revision = 0
-        while True:
-            try:
-                result = await registry.storage.range(
-                    self.scope.prefix, limit=_PAGE, continue_token=token, revision=revision
-                )
-            except Expired as exc:
-                yield error_line(
-                    ApiError.expired(
-                        f"too old resource version: {exc.requested} ({exc.compacted + 1})"
-                    )
-                )
-                self.watcher.close()
-                return
-            except StorageError as exc:
-                raise registry._storage_error(exc, info, "") from None
-            revision = result.revision
-            lines = [
-                event_line(b"ADDED", item)
-                for item in registry._filter_render(result.kvs, target, opts, self.scope)
-            ]
-            for start in range(0, len(lines), _BATCH):
-                yield b"".join(lines[start : start + _BATCH])
-            token = result.continue_token
-            if token is None:
-                break
-        self._snapshot = revision
-        self.watcher.after = revision
-        if self.initial_end_bookmark:
-            yield event_line(
-                b"BOOKMARK",
-                bookmark_object(target.kind, target.api_version, revision, initial_events_end=True),
-            )
-
-    async def subscribe(self) -> None:
-        if not self.watcher.closed:
-            await self.registry.hub.subscribe(self.target.info, self.watcher)
-
-    def close(self) -> None:
-        self.watcher.close()
 
 
 class Registry:
@@ -425,7 +268,7 @@ class Registry:
         *,
         first: bool,
         storage_token: str | None = None,
-    ) -> tuple[_Page, str | None]:
+    ) -> tuple[Page, str | None]:
         """One response page (``limit``) or one internal page of an unlimited LIST."""
         info = target.info
         self._check_namespace(target)
@@ -447,7 +290,7 @@ class Registry:
                 revision = opts.revision
             elif opts.resource_version_match not in ("", NOT_OLDER_THAN):  # pragma: no cover
                 raise ApiError.bad_request("unsupported resourceVersionMatch")
-        limit = opts.limit if opts.limit > 0 else _PAGE
+        limit = opts.limit if opts.limit > 0 else PAGE
         filtering = scope.filtered or opts.filtered
         items: list[bytes] = []
         remaining: int | None = None
@@ -473,7 +316,7 @@ class Registry:
         kube_token = (
             encode_continue(revision, storage_token) if storage_token and opts.limit > 0 else None
         )
-        return _Page(items, revision, kube_token, remaining), storage_token
+        return Page(items, revision, kube_token, remaining), storage_token
 
     # -- writes -------------------------------------------------------------------------
 
@@ -668,7 +511,7 @@ class Registry:
             while True:
                 try:
                     result = await self.storage.range(
-                        scope.prefix, limit=_PAGE, continue_token=token, revision=revision
+                        scope.prefix, limit=PAGE, continue_token=token, revision=revision
                     )
                 except StorageError as exc:
                     raise self._storage_error(exc, info, "") from None

@@ -1,0 +1,109 @@
+"""WATCH sessions: optional initial events from a snapshot, then the shared feed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from kcp_cache.registry._errors import ApiError
+from kcp_cache.registry._listing import BATCH, PAGE
+from kcp_cache.registry._options import ListOptions, Target
+from kcp_cache.registry._render import bookmark_object
+from kcp_cache.registry._watchcache import Watcher, error_line, event_line
+from kcp_cache.storage import Expired, StorageError
+
+if TYPE_CHECKING:
+    from kcp_cache.registry._registry import Registry
+
+__all__ = ["WatchSession"]
+
+
+class WatchSession:
+    """One WATCH: optional initial events, then live events from the shared feed.
+
+    The HTTP handler iterates :meth:`initial_chunks`, then ``await subscribe()``, then
+    calls ``await watcher.next_chunk()`` until it returns ``None``; it calls
+    :meth:`close` when the client goes away or the timeout fires.
+    """
+
+    def __init__(self, registry: Registry, target: Target, opts: ListOptions) -> None:
+        self.registry = registry
+        self.target = target
+        self.opts = opts
+        self.scope = registry._list_scope(target)
+        self.watcher = Watcher(
+            scope=self.scope,
+            after=opts.revision,
+            api_version=target.info.api_version(target.version),
+            kind=target.info.kind,
+            partial=target.partial,
+            labels=opts.labels,
+            fields=opts.fields,
+            bookmarks=opts.allow_bookmarks,
+            max_buffer=registry.watch_buffer_bytes,
+        )
+        rv = opts.resource_version
+        if opts.send_initial_events is None:
+            self.initial = rv in ("", "0")
+            self.initial_end_bookmark = False
+        else:
+            self.initial = opts.send_initial_events
+            self.initial_end_bookmark = opts.send_initial_events
+        self._snapshot = 0
+
+    async def initial_chunks(self) -> AsyncIterator[bytes]:
+        """Synthetic ``ADDED`` events for the current state (and the end bookmark)."""
+        registry, target, opts = self.registry, self.target, self.opts
+        info = target.info
+        if self.initial:
+            # Start the shared feed first so its history covers the snapshot we read next.
+            await registry.hub.ensure_feed(info, self.scope.resource_prefix)
+        if not self.initial:
+            if opts.resource_version in ("", "0"):
+                self.watcher.after = await registry._call(registry.storage.current_revision())
+            return
+        if opts.revision:
+            current = await registry._call(registry.storage.current_revision())
+            if opts.revision > current:
+                raise ApiError.too_large_resource_version(opts.revision, current)
+        token: str | None = None
+        revision = 0
+        while True:
+            try:
+                result = await registry.storage.range(
+                    self.scope.prefix, limit=PAGE, continue_token=token, revision=revision
+                )
+            except Expired as exc:
+                yield error_line(
+                    ApiError.expired(
+                        f"too old resource version: {exc.requested} ({exc.compacted + 1})"
+                    )
+                )
+                self.watcher.close()
+                return
+            except StorageError as exc:
+                raise registry._storage_error(exc, info, "") from None
+            revision = result.revision
+            lines = [
+                event_line(b"ADDED", item)
+                for item in registry._filter_render(result.kvs, target, opts, self.scope)
+            ]
+            for start in range(0, len(lines), BATCH):
+                yield b"".join(lines[start : start + BATCH])
+            token = result.continue_token
+            if token is None:
+                break
+        self._snapshot = revision
+        self.watcher.after = revision
+        if self.initial_end_bookmark:
+            yield event_line(
+                b"BOOKMARK",
+                bookmark_object(target.kind, target.api_version, revision, initial_events_end=True),
+            )
+
+    async def subscribe(self) -> None:
+        if not self.watcher.closed:
+            await self.registry.hub.subscribe(self.target.info, self.watcher)
+
+    def close(self) -> None:
+        self.watcher.close()
