@@ -272,3 +272,14 @@ async def test_partial_metadata_watch(client: Client) -> None:
     assert "spec" not in event["object"]
     assert event["object"]["metadata"]["annotations"]["kcp.io/shard"] == "amber"
     await stream.close()
+
+
+async def test_named_watch_sees_only_that_object(client: Client) -> None:
+    rv = (await client.get(EXPORTS)).json()["metadata"]["resourceVersion"]
+    stream = client.watch(f"{EXPORTS}/only", {"resourceVersion": rv})
+    await client.post(EXPORTS, _export("other"))
+    await client.post(EXPORTS, _export("only"))
+    event = await stream.next()
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "only")
+    await stream.close()
+    assert stream.events.empty()

@@ -269,6 +269,14 @@ class ApiApp:
         path: ResourcePath,
         query: dict[str, str],
     ) -> int:
+        if path.name is not None:
+            # kube: GET …/<name>?watch=1 watches that one object.
+            selector = query.get("fieldSelector", "")
+            query = {
+                **query,
+                "fieldSelector": f"metadata.name={path.name}"
+                + ("," + selector if selector else ""),
+            }
         opts = ListOptions.from_query(query, target.info, watch=True)
         timeout_param = query.get("timeoutSeconds", "")
         if timeout_param:
@@ -400,10 +408,10 @@ class ApiApp:
 def _verb_name(method: str, path: ResourcePath, query: dict[str, str]) -> str:
     named = path.name is not None
     if method in ("GET", "HEAD"):
-        if named:
-            return "get"
-        watch = query.get("watch", "").lower()
-        return "watch" if watch in ("1", "true", "t", "yes", "y", "on") else "list"
+        watch = query.get("watch", "").lower() in ("1", "true", "t", "yes", "y", "on")
+        if watch:
+            return "watch"  # a named watch is a watch with a metadata.name field selector
+        return "get" if named else "list"
     if method == "POST":
         return "post_named" if named else "create"
     if method == "PUT":
