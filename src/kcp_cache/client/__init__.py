@@ -48,6 +48,7 @@ from ._factory import SharedInformerFactory
 from ._informer import DEFAULT_INDEXERS, HandlerRegistration, SharedInformer
 from ._kubeconfig import (
     KubeConfig,
+    ServerAddress,
     async_cache_client_from_kubeconfig,
     async_cache_transport,
     async_client_from_kubeconfig,
@@ -156,6 +157,7 @@ __all__ = [
     "Reflector",
     "Resource",
     "ResourceResolver",
+    "ServerAddress",
     "ServerError",
     "ServiceUnavailable",
     "ShardFromObjectTransport",

@@ -31,7 +31,6 @@ from ._http import (
     Limits,
     Timeout,
 )
-from ._paths import CACHE_SERVICE_PREFIX
 from ._transports import (
     AsyncCacheServiceTransport,
     AsyncDefaultShardTransport,
@@ -43,6 +42,7 @@ from ._transports import (
 
 __all__ = [
     "KubeConfig",
+    "ServerAddress",
     "async_cache_client_from_kubeconfig",
     "async_cache_transport",
     "async_client_from_kubeconfig",
@@ -64,6 +64,11 @@ class KubeConfig:
     server: str
     ssl_context: ssl.SSLContext | bool
     token: str | None = None
+
+    @property
+    def address(self) -> ServerAddress:
+        """The server URL taken apart (base URL, kcp shard and cluster segments)."""
+        return ServerAddress.parse(self.server)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -142,13 +147,44 @@ def _load_chain_from_data(context: ssl.SSLContext, cert: bytes, key: bytes) -> N
         context.load_cert_chain(cert_path, key_path)
 
 
-def _split_server(server: str) -> tuple[str, str]:
-    """``(base_url, base_path)``; a trailing ``/services/cache`` is left to the transport."""
-    url = URL(server)
-    path = url.path.rstrip("/")
-    if path.endswith(CACHE_SERVICE_PREFIX):
-        path = path[: -len(CACHE_SERVICE_PREFIX)]
-    return str(url.copy_with(path=path or "/")).rstrip("/"), path
+@dataclass(frozen=True)
+class ServerAddress:
+    """A server URL taken apart into the HTTP base and kcp's routing segments.
+
+    kubeconfigs for kcp often point into the URL grammar —
+    ``https://cache:6443/services/cache/shards/*/clusters/*`` or a workspace URL
+    ``https://shard/clusters/root``. The transports and the REST helper build those
+    segments per request, so they are cut off the base URL and become defaults.
+
+    >>> a = ServerAddress.parse("https://gw/tenant/services/cache/shards/*/clusters/root")
+    >>> a.base_url, a.base_path, a.shard, a.cluster
+    ('https://gw/tenant', '/tenant', '*', 'root')
+    >>> ServerAddress.parse("https://127.0.0.1:6443/")
+    ServerAddress(base_url='https://127.0.0.1:6443', base_path='', shard=None, cluster=None)
+    """
+
+    base_url: str
+    base_path: str
+    shard: str | None
+    cluster: str | None
+
+    @classmethod
+    def parse(cls, server: str) -> ServerAddress:
+        url = URL(server)
+        parts = [p for p in url.path.split("/") if p]
+        shard: str | None = None
+        cluster: str | None = None
+        if len(parts) >= 2 and parts[-2] == "clusters":
+            cluster = parts[-1]
+            parts = parts[:-2]
+        if len(parts) >= 2 and parts[-2] == "shards":
+            shard = parts[-1]
+            parts = parts[:-2]
+        if parts[-2:] == ["services", "cache"]:
+            parts = parts[:-2]
+        path = "".join(f"/{p}" for p in parts)
+        base_url = str(url.copy_with(path=path or "/", query=None)).rstrip("/")
+        return cls(base_url, path, shard, cluster)
 
 
 def cache_transport(
@@ -177,25 +213,29 @@ def cache_client_from_kubeconfig(
     path: str | os.PathLike[str],
     *,
     context: str | None = None,
-    default_shard: str = WILDCARD,
+    default_shard: str | None = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
 ) -> Client:
     """A sync client for a cache server, with kcp's standard transport stack (spec §5.3).
 
     Requests use cluster-aware paths (``/clusters/<c>/apis/…``); the shard comes from
-    :func:`~kcp_cache.client.shard` (default *default_shard*) and ``/services/cache`` is
-    added. One line::
+    :func:`~kcp_cache.client.shard`, else *default_shard*, else the ``/shards/<s>`` of the
+    kubeconfig's server URL, else ``*``; ``/services/cache`` is added. One line::
 
         http = cache_client_from_kubeconfig("/data/cache/admin.kubeconfig")
     """
     config = load_kubeconfig(path, context=context)
-    base_url, base_path = _split_server(config.server)
+    address = ServerAddress.parse(config.server)
     inner = HTTPTransport(verify=config.ssl_context)
     return Client(
-        base_url=base_url,
+        base_url=address.base_url,
         headers=config.headers,
         timeout=timeout,
-        transport=cache_transport(inner, default_shard=default_shard, base_path=base_path),
+        transport=cache_transport(
+            inner,
+            default_shard=default_shard or address.shard or WILDCARD,
+            base_path=address.base_path,
+        ),
     )
 
 
@@ -203,21 +243,25 @@ def async_cache_client_from_kubeconfig(
     path: str | os.PathLike[str],
     *,
     context: str | None = None,
-    default_shard: str = WILDCARD,
+    default_shard: str | None = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
     max_connections: int = 100,
 ) -> AsyncClient:
     """Async twin of :func:`cache_client_from_kubeconfig`."""
     config = load_kubeconfig(path, context=context)
-    base_url, base_path = _split_server(config.server)
+    address = ServerAddress.parse(config.server)
     inner = AsyncHTTPTransport(
         verify=config.ssl_context, limits=Limits(max_connections=max_connections)
     )
     return AsyncClient(
-        base_url=base_url,
+        base_url=address.base_url,
         headers=config.headers,
         timeout=timeout,
-        transport=async_cache_transport(inner, default_shard=default_shard, base_path=base_path),
+        transport=async_cache_transport(
+            inner,
+            default_shard=default_shard or address.shard or WILDCARD,
+            base_path=address.base_path,
+        ),
     )
 
 
