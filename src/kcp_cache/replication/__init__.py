@@ -1,1 +1,77 @@
-"""replication layer (see DESIGN.md)."""
+"""Replication: push this shard's objects into the cache, read everyone's back (spec §6).
+
+Two halves, both built on :mod:`kcp_cache.client`:
+
+* **Write side** — :class:`WriteController`, kcp's ``kcp-replication-controller``: a local
+  and a global informer per replicated resource, one rate-limited work queue, two workers,
+  and :func:`reconcile`, the pure decision function (create / update / delete / nothing)
+  for one object. Also runs as a process: ``kcp-cache replicate``.
+* **Read side** — :class:`CacheReader`: wildcard informers over the cache, optionally next
+  to local ones, with :class:`FallbackLister` s that look locally first and then in the
+  cache. It becomes ready on local data even while the cache is unreachable.
+
+Each has Prometheus metrics in a private registry (:class:`ReplicationMetrics`,
+:class:`ReaderMetrics`) and :class:`HealthServer` serves them with health checks.
+See ``docs/replication.md``.
+"""
+
+from ._clients import cache_client, local_client
+from ._health import HealthServer
+from ._keys import QueueKey, parse_queue_key, queue_key
+from ._metrics import ReaderMetrics, ReplicationMetrics
+from ._read import CacheReader, FallbackLister, ReaderHealth
+from ._reconcile import (
+    ORIGINAL_RESOURCE_UID_ANNOTATION,
+    ORIGINAL_RESOURCE_VERSION_ANNOTATION,
+    REPLICATION_ANNOTATIONS,
+    Action,
+    CreateInCache,
+    DeleteFromCache,
+    NoAction,
+    RecreateInCache,
+    UpdateInCache,
+    comparable_metadata,
+    reconcile,
+)
+from ._resources import (
+    DEFAULT_RESOURCES,
+    MUTATING_ADMISSION_POLICY_RESOURCES,
+    REPLICATE_ANNOTATION,
+    ReplicatedResource,
+    has_replicate_annotation,
+    parse_resources,
+)
+from ._write import DEFAULT_RESYNC_PERIOD, WriteController
+
+__all__ = [
+    "DEFAULT_RESOURCES",
+    "DEFAULT_RESYNC_PERIOD",
+    "MUTATING_ADMISSION_POLICY_RESOURCES",
+    "ORIGINAL_RESOURCE_UID_ANNOTATION",
+    "ORIGINAL_RESOURCE_VERSION_ANNOTATION",
+    "REPLICATE_ANNOTATION",
+    "REPLICATION_ANNOTATIONS",
+    "Action",
+    "CacheReader",
+    "CreateInCache",
+    "DeleteFromCache",
+    "FallbackLister",
+    "HealthServer",
+    "NoAction",
+    "QueueKey",
+    "ReaderHealth",
+    "ReaderMetrics",
+    "RecreateInCache",
+    "ReplicatedResource",
+    "ReplicationMetrics",
+    "UpdateInCache",
+    "WriteController",
+    "cache_client",
+    "comparable_metadata",
+    "has_replicate_annotation",
+    "local_client",
+    "parse_queue_key",
+    "parse_resources",
+    "queue_key",
+    "reconcile",
+]

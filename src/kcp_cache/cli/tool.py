@@ -1,0 +1,167 @@
+"""``kcp-cache``: tools around the cache server; ``replicate`` runs a shard's write controller.
+
+``kcp-cache replicate --shard-name amber --local-kubeconfig shard.kubeconfig
+--cache-kubeconfig cache.kubeconfig`` runs kcp's replication controller for shard
+``amber`` as a process: it watches the shard's own API and the cache and keeps the cache's
+``amber`` space equal to the shard (spec §6.1). With ``--metrics-port`` it serves
+``/healthz``, ``/livez``, ``/readyz`` (ready once every informer has synced) and
+Prometheus ``/metrics``. SIGTERM/SIGINT stop it cleanly (exit code 0); bad flags or
+unreadable kubeconfigs end it with one line on stderr and exit code 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kcp_cache import __version__
+from kcp_cache.cli._logging import setup_logging
+from kcp_cache.replication import (
+    DEFAULT_RESOURCES,
+    HealthServer,
+    WriteController,
+    cache_client,
+    local_client,
+    parse_resources,
+)
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("kcp_cache.cli.replicate")
+
+#: File written with the metrics port actually bound (for ``--metrics-port 0``).
+METRICS_PORT_FILE_HELP = "write the bound metrics port to this file (useful with port 0)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kcp-cache",
+        description="Tools for kcp's cache server.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    replicate = commands.add_parser(
+        "replicate",
+        help="run a shard's write controller (replicate the shard's objects into the cache)",
+        description=(
+            "Replicate one shard's objects into the cache server (kcp's "
+            "kcp-replication-controller): a local and a cache informer per resource, two "
+            "workers, writes into /services/cache/shards/<shard-name>/…"
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    replicate.add_argument("--shard-name", required=True, help="this shard's name (e.g. root)")
+    local = replicate.add_argument_group("the shard's own API")
+    local.add_argument(
+        "--local-kubeconfig", required=True, type=Path, help="kubeconfig for the shard's API"
+    )
+    local.add_argument(
+        "--local-server-url",
+        help="override the kubeconfig's server: the base URL under which /clusters/{cluster}/… "
+        "is served (e.g. https://host:port/services/cache/shards/amber)",
+    )
+    local.add_argument("--local-context", help="kubeconfig context (default: current)")
+    cache = replicate.add_argument_group("the cache server")
+    cache.add_argument(
+        "--cache-kubeconfig", required=True, type=Path, help="kubeconfig for the cache server"
+    )
+    cache.add_argument(
+        "--cache-context",
+        help="kubeconfig context (default: current); its server is the cache's base URL, "
+        "with or without /services/cache",
+    )
+    replicate.add_argument(
+        "--resources",
+        default="all",
+        help="comma-separated resources to replicate (resource or resource.group); all = "
+        + ", ".join(r.name for r in DEFAULT_RESOURCES),
+    )
+    replicate.add_argument("--workers", type=int, default=2, help="concurrent reconciles")
+    serving = replicate.add_argument_group("health and metrics")
+    serving.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /healthz, /livez, /readyz and /metrics on this port (0: a free one); "
+        "default: not served",
+    )
+    serving.add_argument("--metrics-bind-address", default="127.0.0.1", help="listen address")
+    serving.add_argument("--metrics-port-file", type=Path, help=METRICS_PORT_FILE_HELP)
+    logging_group = replicate.add_argument_group("logging")
+    logging_group.add_argument("-v", "--verbosity", type=int, default=0, help="log verbosity")
+    logging_group.add_argument("--log-format", choices=["text", "json"], default="text")
+    return parser
+
+
+async def _replicate(args: argparse.Namespace) -> int:
+    resources = parse_resources(args.resources)
+    local_http = local_client(
+        args.local_kubeconfig, server_url=args.local_server_url, context=args.local_context
+    )
+    cache_http = cache_client(args.cache_kubeconfig, context=args.cache_context)
+    controller = WriteController(
+        args.shard_name, local_http, cache_http, resources=resources, workers=args.workers
+    )
+    health: HealthServer | None = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        if args.metrics_port is not None:
+            health = HealthServer(
+                readiness=controller.health,
+                metrics=controller.metrics.exposition,
+                host=args.metrics_bind_address,
+                port=args.metrics_port,
+            )
+            port = await health.start()
+            if args.metrics_port_file:
+                args.metrics_port_file.write_text(f"{port}\n")
+            log.info("health and metrics on http://%s:%d", args.metrics_bind_address, port)
+        log.info("replicating shard %s: %s", controller.shard, ", ".join(r.name for r in resources))
+        await controller.start()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await controller.stop()
+        if health is not None:
+            await health.stop()
+        await local_http.aclose()
+        await cache_http.aclose()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kcp-cache`` console script."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbosity, args.log_format)
+    # One INFO line per HTTP request from httpx2 drowns the controller's own logs.
+    logging.getLogger("httpx2").setLevel(logging.DEBUG if args.verbosity >= 4 else logging.WARNING)
+    if args.command == "replicate":
+        try:
+            parse_resources(args.resources)
+        except ValueError as err:
+            print(f"kcp-cache replicate: {err}", file=sys.stderr)
+            return 2
+        try:
+            return asyncio.run(_replicate(args))
+        except (OSError, ValueError) as err:
+            print(f"kcp-cache replicate: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+    return 2  # pragma: no cover - argparse enforces a command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

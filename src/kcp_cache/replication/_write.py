@@ -1,0 +1,358 @@
+"""The shard write controller: keep this shard's objects in the cache (spec §6.1).
+
+kcp's ``kcp-replication-controller``, for asyncio. Per replicated resource it runs a
+*local* informer (the shard's own API, every logical cluster) and a *global* informer (the
+cache, every shard and cluster). Both feed one de-duplicating, rate-limited work queue
+with kcp's key ``<version>.<resource>.<group>::<cluster>|[<ns>/]<name>``; two workers take
+keys only after every informer has synced, look both copies up in the informer stores
+(the global one through the ``shard|cluster|[ns/]name`` index, with this shard's name, so
+other shards' copies are invisible), ask :func:`~kcp_cache.replication.reconcile` what to
+do, and do it in this shard's space of the cache
+(``/services/cache/shards/<shard>/clusters/<cluster>/…``). Failed writes go back to the
+queue rate-limited; the level-triggered design means a lost event is repaired by the next
+event or relist for the same key.
+
+Events from the cache that concern other shards are not queued (kcp queues them and
+reconciles to a no-op): with many shards that would multiply the work by the number of
+shards for nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from httpx2 import TransportError
+
+from kcp_cache.client import (
+    INDEX_CLUSTER_NAME,
+    INDEX_SHARD_CLUSTER_NAME,
+    WILDCARD,
+    AlreadyExists,
+    ApiError,
+    AsyncRESTClient,
+    Backoff,
+    Conflict,
+    ListWatchOptions,
+    NotFound,
+    RateLimiter,
+    RateLimitingQueue,
+    SharedInformer,
+    ShutDown,
+    cluster_of,
+    shard_of,
+    validate_shard_name,
+)
+
+from ._keys import QueueKey, parse_queue_key, queue_key_for
+from ._metrics import ReplicationMetrics
+from ._reconcile import (
+    Action,
+    CreateInCache,
+    DeleteFromCache,
+    NoAction,
+    RecreateInCache,
+    UpdateInCache,
+    reconcile,
+)
+from ._resources import DEFAULT_RESOURCES, ReplicatedResource
+from ._rest import BackoffFactory, as_rest
+
+__all__ = ["DEFAULT_RESYNC_PERIOD", "WriteController"]
+
+log = logging.getLogger("kcp_cache.replication.write")
+
+Obj = dict[str, Any]
+
+#: kcp's informer resync period for the replication controller (10 hours).
+DEFAULT_RESYNC_PERIOD = 10 * 3600.0
+
+
+class WriteController:
+    """Replicates this shard's objects into the cache; see the module docstring.
+
+    *local* is the shard's own cluster-aware API (a base URL under which
+    ``/clusters/{cluster}/apis/…`` and ``/clusters/*/…`` serve the objects); *cache* is a
+    client with kcp's cache transport stack
+    (:func:`~kcp_cache.client.async_cache_client_from_kubeconfig`).
+    Both may be an :class:`~kcp_cache.client.AsyncRESTClient` or an ``httpx2.AsyncClient``;
+    the controller does not close them.
+
+    Use as ``async with WriteController(...) as controller:`` (returns once started; workers
+    start when the informers have synced, see :meth:`wait_synced`), or ``await run()``
+    until :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        shard_name: str,
+        local: Any,
+        cache: Any,
+        *,
+        resources: Iterable[ReplicatedResource] = DEFAULT_RESOURCES,
+        workers: int = 2,
+        rate_limiter: RateLimiter | None = None,
+        resync_period: float | None = DEFAULT_RESYNC_PERIOD,
+        backoff: BackoffFactory = Backoff,
+        metrics: ReplicationMetrics | None = None,
+    ) -> None:
+        if not shard_name or shard_name == WILDCARD:
+            raise ValueError("the write controller needs a concrete shard name")
+        self.shard = validate_shard_name(shard_name)
+        self.local = as_rest(local)
+        self.cache = as_rest(cache)
+        self.resources = tuple(resources)
+        if not self.resources:
+            raise ValueError("no resources to replicate")
+        self.workers = workers
+        self.metrics = metrics or ReplicationMetrics(self.shard)
+        self.queue: RateLimitingQueue[str] = RateLimitingQueue(rate_limiter)
+        self.metrics.track_queue(lambda: len(self.queue), lambda: self.queue.delayed)
+        self._by_gvr: dict[tuple[str, str, str], ReplicatedResource] = {}
+        self.local_informers: dict[str, SharedInformer] = {}
+        self.cache_informers: dict[str, SharedInformer] = {}
+        for replicated in self.resources:
+            r = replicated.resource
+            self._by_gvr[(r.group, r.version, r.resource)] = replicated
+            self.local_informers[replicated.name] = self._informer(
+                self.local, replicated, None, resync_period, backoff
+            )
+            self.cache_informers[replicated.name] = self._informer(
+                self.cache, replicated, WILDCARD, resync_period, backoff
+            )
+        #: When the oldest not-yet-replicated local change of a key was seen (loop time).
+        self._seen_at: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._synced = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._started = False
+
+    def _informer(
+        self,
+        rest: AsyncRESTClient,
+        replicated: ReplicatedResource,
+        shard: str | None,
+        resync_period: float | None,
+        backoff: BackoffFactory,
+    ) -> SharedInformer:
+        options = ListWatchOptions(
+            replicated.resource, cluster=WILDCARD, shard=shard, backoff=backoff
+        )
+        informer = SharedInformer(rest, replicated.resource, options=options)
+        local = shard is None
+        informer.add_event_handler(
+            on_add=lambda obj: self._enqueue(replicated, obj, local),
+            on_update=lambda old, new: self._enqueue(replicated, new, local),
+            on_delete=lambda obj: self._enqueue(replicated, obj, local),
+            resync_period=resync_period,
+        )
+        return informer
+
+    # -- events ------------------------------------------------------------------------
+
+    def _enqueue(self, replicated: ReplicatedResource, obj: Obj, local: bool) -> None:
+        cluster = cluster_of(obj)
+        if not cluster:
+            log.warning(
+                "%s %s has no kcp.io/cluster annotation; not replicated",
+                replicated.name,
+                (obj.get("metadata") or {}).get("name"),
+            )
+            return
+        if cluster.startswith("system:"):
+            return
+        if not local and shard_of(obj) != self.shard:
+            return  # another shard's copy: never ours to write
+        key = queue_key_for(replicated.resource, obj, cluster)
+        if local:
+            self._seen_at.setdefault(key, asyncio.get_running_loop().time())
+        self.queue.add(key)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def informers(self) -> list[SharedInformer]:
+        return [*self.local_informers.values(), *self.cache_informers.values()]
+
+    def has_synced(self) -> bool:
+        """True once every informer synced and the workers run."""
+        return self._synced.is_set()
+
+    async def wait_synced(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        try:
+            async with asyncio.timeout(timeout):
+                await self._synced.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def health(self) -> dict[str, bool]:
+        """Readiness checks: informers synced (local and cache) and workers running."""
+        return {
+            "local-informers-synced": all(i.has_synced() for i in self.local_informers.values()),
+            "cache-informers-synced": all(i.has_synced() for i in self.cache_informers.values()),
+            "workers-running": self.has_synced() and not self._stopped.is_set(),
+        }
+
+    async def start(self) -> None:
+        """Start the informers; the workers follow once everything has synced."""
+        if self._started:
+            return
+        self._started = True
+        for informer in self.informers:
+            await informer.start()
+        self._tasks.append(asyncio.create_task(self._start_workers(), name="replication-start"))
+
+    async def _start_workers(self) -> None:
+        for informer in self.informers:
+            await informer.wait_for_sync()
+        log.info(
+            "shard %s: %d resources synced; starting %d workers",
+            self.shard,
+            len(self.resources),
+            self.workers,
+        )
+        for n in range(self.workers):
+            self._tasks.append(asyncio.create_task(self._worker(), name=f"replication-worker-{n}"))
+        self.metrics.synced.labels(self.shard).set(1)
+        self._synced.set()
+
+    async def run(self) -> None:
+        """Start and replicate until :meth:`stop` is called (or the task is cancelled)."""
+        await self.start()
+        try:
+            await self._stopped.wait()
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Stop workers and informers. In-flight writes are cancelled; nothing is lost —
+        the next start re-lists both sides and repairs any difference."""
+        self._stopped.set()
+        self.queue.shut_down()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+        for informer in self.informers:
+            await informer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- work --------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except ShutDown:
+                return
+            try:
+                await self.process(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("replicating %s failed unexpectedly", key)
+                self.queue.add_rate_limited(key)
+            finally:
+                self.queue.done(key)
+
+    def lookup(
+        self, replicated: ReplicatedResource, key: QueueKey
+    ) -> tuple[Obj | None, Obj | None]:
+        """(local object, this shard's cache copy) for *key*, from the informer stores."""
+        name = replicated.name
+        local_objs = self.local_informers[name].store.by_index(
+            INDEX_CLUSTER_NAME, f"{key.cluster}|{key.namespaced_name}"
+        )
+        cached_objs = self.cache_informers[name].store.by_index(
+            INDEX_SHARD_CLUSTER_NAME, f"{self.shard}|{key.cluster}|{key.namespaced_name}"
+        )
+        if len(cached_objs) > 1:
+            raise LookupError(f"{len(cached_objs)} cache copies for {key}")
+        return (local_objs[0] if local_objs else None), (cached_objs[0] if cached_objs else None)
+
+    async def process(self, key: str) -> None:
+        """Reconcile one queue key (what a worker does with it)."""
+        try:
+            parsed = parse_queue_key(key)
+            replicated = self._by_gvr[parsed.gvr]
+        except (ValueError, KeyError):
+            log.error("dropping unparsable or unknown queue key %r", key)
+            self.metrics.reconciled("unknown", "none", "dropped")
+            return
+        try:
+            local, cached = self.lookup(replicated, parsed)
+        except LookupError as err:
+            log.error("dropping %s: %s", key, err)
+            self.metrics.reconciled(replicated.name, "none", "dropped")
+            return
+        action = reconcile(self.shard, replicated, local, cached)
+        try:
+            await self.perform(replicated, parsed, action)
+        except (ApiError, TransportError) as err:
+            retries = self.queue.num_requeues(key)
+            level = logging.INFO if isinstance(err, (Conflict, TransportError)) else logging.WARNING
+            log.log(level, "%s %s failed (retry %d): %s", action.verb, key, retries + 1, err)
+            result = "conflict" if isinstance(err, Conflict) else "error"
+            self.metrics.reconciled(replicated.name, action.verb, result)
+            self.queue.add_rate_limited(key)
+            return
+        self.queue.forget(key)
+        self.metrics.reconciled(replicated.name, action.verb, "success")
+        seen = self._seen_at.pop(key, None)
+        if seen is not None and not isinstance(action, NoAction):
+            self.metrics.observe_lag(replicated.name, asyncio.get_running_loop().time() - seen)
+        if not isinstance(action, NoAction):
+            log.debug("%s %s", action.verb, key)
+
+    async def perform(self, replicated: ReplicatedResource, key: QueueKey, action: Action) -> None:
+        """Carry out *action* against this shard's space in the cache."""
+        resource, cluster = replicated.resource, key.cluster
+        if isinstance(action, NoAction):
+            return
+        if isinstance(action, UpdateInCache):
+            await self.cache.update(resource, action.body, cluster=cluster, shard=self.shard)
+            return
+        if isinstance(action, (DeleteFromCache, RecreateInCache)):
+            delete = action.delete if isinstance(action, RecreateInCache) else action
+            await self._delete(replicated, cluster, delete)
+        if isinstance(action, (CreateInCache, RecreateInCache)):
+            create = action.create if isinstance(action, RecreateInCache) else action
+            # AlreadyExists: the global informer has not seen it yet; its event re-queues the key.
+            with contextlib.suppress(AlreadyExists):
+                await self.cache.create(resource, create.body, cluster=cluster, shard=self.shard)
+
+    async def _delete(
+        self, replicated: ReplicatedResource, cluster: str, action: DeleteFromCache
+    ) -> None:
+        preconditions: Mapping[str, str] | None = {"uid": action.uid} if action.uid else None
+        with contextlib.suppress(NotFound):
+            await self.cache.delete(
+                replicated.resource,
+                action.name,
+                namespace=action.namespace or None,
+                cluster=cluster,
+                shard=self.shard,
+                preconditions=preconditions,
+            )
