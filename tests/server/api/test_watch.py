@@ -174,7 +174,9 @@ async def test_default_timeout_is_random_between_min_and_twice_min(storage: Memo
     app = create_api_app(Registry(storage), min_request_timeout=42.0, rng=rng)
     stream = Client(app).watch(EXPORTS, {"resourceVersion": "1"})
     await asyncio.wait_for(stream.ended.wait(), 5)
-    assert seen == [(42.0, 84.0)]
+    zero = Client(app).watch(EXPORTS, {"resourceVersion": "1", "timeoutSeconds": "0"})
+    await asyncio.wait_for(zero.ended.wait(), 5)
+    assert seen == [(42.0, 84.0), (42.0, 84.0)]
     await app.shutdown()
 
 

@@ -279,12 +279,13 @@ class ApiApp:
             }
         opts = ListOptions.from_query(query, target.info, watch=True)
         timeout_param = query.get("timeoutSeconds", "")
+        timeout = 0.0
         if timeout_param:
             try:
                 timeout = float(int(timeout_param))
             except ValueError:
                 raise ApiError.bad_request(f'invalid timeoutSeconds "{timeout_param}"') from None
-        else:
+        if timeout <= 0:  # kube: absent or 0 ⇒ a random time in [min, 2·min]
             timeout = self._rng(self.min_request_timeout, 2 * self.min_request_timeout)
         if self._shutting_down:
             raise ApiError.unavailable("the server is shutting down")
