@@ -413,7 +413,12 @@ def main() -> None:
         f"loop {'uvloop' if uvloop else 'asyncio'}, cpus {os.cpu_count()}",
         flush=True,
     )
+    load_before = os.getloadavg()[0]
     results = run(args.quick, args.rounds or (1 if args.quick else 3))
+    print(
+        f"1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
+        "(other processes on these cores distort every figure)"
+    )
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
