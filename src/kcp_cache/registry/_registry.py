@@ -41,6 +41,7 @@ from kcp_cache.storage import (
     AlreadyExists,
     Conflict,
     Expired,
+    InvalidKey,
     KeyValue,
     NotFound,
     RangeResult,
@@ -175,6 +176,9 @@ class Registry:
             return ApiError.expired(_LIST_TOO_OLD)
         if isinstance(exc, Unavailable):
             return ApiError.unavailable(f"storage is unavailable: {exc}")
+        if isinstance(exc, InvalidKey) and name:
+            # A name no key can hold (e.g. ".." in a URL): no such object can exist.
+            return ApiError.not_found(info, name)
         return ApiError.internal(str(exc))
 
     def _key(self, target: Target, name: str) -> str:

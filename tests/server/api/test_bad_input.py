@@ -221,3 +221,25 @@ async def test_wrongly_typed_metadata_is_a_400(client: Client, meta: dict[str, A
     r = await client.post(EXPORTS, {**GOOD, "metadata": meta})
     _status(r, 400, "BadRequest")
     assert (await client.get(f"{EXPORTS}/t")).status == 404
+
+
+async def test_storage_unavailable_is_a_503_and_recovers(
+    client: Client, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kcp_cache.storage import Unavailable
+
+    assert (await client.post(EXPORTS, GOOD)).status == 201
+
+    async def broken(key: str) -> Any:
+        raise Unavailable("disk on fire")
+
+    monkeypatch.setattr(storage, "get", broken)
+    body = _status(await client.get(f"{EXPORTS}/keep"), 503, "ServiceUnavailable")
+    assert "disk on fire" in body["message"]
+    monkeypatch.undo()
+    assert (await client.get(f"{EXPORTS}/keep")).status == 200
+
+
+async def test_names_no_key_can_hold_are_not_found(client: Client) -> None:
+    _status(await client.get(f"{EXPORTS}/.."), 404, "NotFound")
+    _status(await client.delete(f"{EXPORTS}/."), 404, "NotFound")
