@@ -255,8 +255,15 @@ class ApiApp:
                 "headers": [(b"content-type", b"application/json")],
             }
         )
-        async for chunk in listing.chunks():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        try:
+            async for chunk in listing.chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except ApiError as exc:
+            # A later page failed (e.g. compacted meanwhile). The status line is gone, so
+            # leave the response unfinished: the server aborts it and the client sees a
+            # broken list rather than a truncated one that parses.
+            log.warning("LIST of %s failed mid-stream: %s", target.info.group_resource, exc)
+            return exc.code
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return 200
 
