@@ -185,7 +185,7 @@ def test_sigterm_shuts_down_cleanly_with_open_watches(
 def test_json_logs_and_restart_keeps_data_and_credentials(
     cache_server: Callable[..., CacheServer],
 ) -> None:
-    server = cache_server("--log-format", "json")
+    server = cache_server("--log-format", "json", "-v", "3")
     body = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport", "metadata": {"name": "x"}}
     with server.client() as client:
         assert client.post(EXPORTS, json=body).status_code == 201
@@ -202,9 +202,11 @@ def test_json_logs_and_restart_keeps_data_and_credentials(
     with server.client() as client:
         assert client.get(f"{EXPORTS}/x").json()["metadata"]["name"] == "x"
     server.stop()
-    for line in server.logs().splitlines():
-        entry = json.loads(line)
+    entries = [json.loads(line) for line in server.logs().splitlines()]
+    for entry in entries:
         assert {"ts", "level", "logger", "msg"} <= entry.keys()
+    access = [e["msg"] for e in entries if e["logger"] == "kcp_cache.server.access"]
+    assert any(m.startswith(f"POST {EXPORTS} 201 ") for m in access), access
 
 
 def test_generated_credentials_and_kubeconfig(cache_server: Callable[..., CacheServer]) -> None:

@@ -38,8 +38,8 @@ class JSONFormatter(logging.Formatter):
 def setup_logging(verbosity: int, log_format: str) -> None:
     """Configure the root logger on stderr.
 
-    Verbosity follows kube's ``-v``: 0–1 info, 2+ debug for our loggers, 4+ debug for the
-    libraries (uvicorn) too.
+    Verbosity follows kube's ``-v``: 0–1 info, 2+ debug for our loggers, 3+ one access
+    line per request, 4+ debug for the libraries (uvicorn) too.
     """
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
@@ -50,6 +50,9 @@ def setup_logging(verbosity: int, log_format: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbosity >= 4 else logging.INFO)
     logging.getLogger("kcp_cache").setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+    # One line per request from -v 3 on (kube logs requests at -v 3 too).
+    access_level = logging.DEBUG if verbosity >= 3 else logging.INFO
+    logging.getLogger("kcp_cache.server.access").setLevel(access_level)
     # uvicorn's own "Started/Finished server process" lines duplicate ours.
     uvicorn_level = logging.DEBUG if verbosity >= 4 else logging.WARNING
     logging.getLogger("uvicorn.error").setLevel(uvicorn_level)

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog
 from kcp_cache.server import ReadinessChecks, ServerMetrics
-from kcp_cache.server._status import ASGIApp, Receive, Scope, Send
+from kcp_cache.server._status import ASGIApp
 from kcp_cache.server.api import ApiApp, create_api_app
-from kcp_cache.server.discovery import create_discovery_app, is_discovery_path
+from kcp_cache.server.discovery import create_discovery_app, route_discovery
 from kcp_cache.storage import Storage
 
 __all__ = ["BOOTSTRAP_CHECK", "ApiStack", "build_api_stack"]
@@ -47,11 +47,4 @@ def build_api_stack(
             raise RuntimeError("the system CRDs are not bootstrapped yet")
 
     readiness.register(BOOTSTRAP_CHECK, bootstrapped)
-
-    async def route(scope: Scope, receive: Receive, send: Send) -> None:
-        if is_discovery_path(scope["path"]):
-            await discovery(scope, receive, send)
-        else:
-            await api(scope, receive, send)
-
-    return ApiStack(route, api)
+    return ApiStack(route_discovery(discovery, api), api)

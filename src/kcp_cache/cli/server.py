@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbosity",
         type=int,
         default=0,
-        help="log verbosity like kube's -v: 2 debug logs of the server, 4 of libraries too",
+        help="log verbosity like kube's -v: 2 debug logs of the server, 3 also one line per "
+        "request, 4 debug logs of the libraries too",
     )
     misc.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="log line format"

@@ -52,6 +52,8 @@ from kcp_cache.storage import Storage
 __all__ = ["REQUEST_INFO_KEY", "CacheServerApp", "ShutdownHook", "create_app", "request_info"]
 
 log = logging.getLogger("kcp_cache.server")
+#: One line per request at DEBUG (``kcp-cache-server -v 3``), like kube's httplog.
+access_log = logging.getLogger("kcp_cache.server.access")
 
 #: Key in ``KcpRequest.extra`` of the request's :class:`RequestInfo` (identity removed).
 REQUEST_INFO_KEY: Final = "request_info"
@@ -134,7 +136,25 @@ class CacheServerApp:
                     send_and_record, StatusError.internal(f"Internal error occurred: {exc}")
                 )
         finally:
-            self._observe(scope, code, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self._observe(scope, code, seconds)
+            if access_log.isEnabledFor(logging.DEBUG):
+                self._log_access(scope, code, seconds)
+
+    def _log_access(self, scope: Scope, code: int, seconds: float) -> None:
+        kcp = scope.get("kcp")
+        user = kcp.user.name if isinstance(kcp, KcpRequest) else ANONYMOUS.name
+        query = scope.get("query_string", b"")
+        access_log.debug(
+            "%s %s%s %d %.1fms user=%s client=%s",
+            scope["method"],
+            scope.get("kcp_original_path", scope["path"]),
+            f"?{query.decode('latin-1')}" if query else "",
+            code,
+            seconds * 1000,
+            user,
+            scope.get("client"),
+        )
 
     def _observe(self, scope: Scope, code: int, seconds: float) -> None:
         kcp = scope.get("kcp")
@@ -169,6 +189,7 @@ class CacheServerApp:
             await asyncio.sleep(self.synthetic_delay)
 
         # 3.–5. /services/cache, /shards/{shard}, /clusters/{cluster}.
+        scope["kcp_original_path"] = scope["path"]
         path = strip_service_prefix(scope["path"])
         shard, path = parse_shard(path)
         if shard is not None:

@@ -8,6 +8,7 @@ reasons withheld (they are logged instead), as kube does. ``?exclude=name`` skip
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -83,11 +84,17 @@ class _Result:
     error: str | None
 
 
+#: A check that does not answer within this many seconds fails (kube's etcd check: 2 s).
+CHECK_TIMEOUT = 5.0
+
+
 async def _run(name: str, check: HealthCheck) -> _Result:
     try:
         outcome = check()
         if inspect.isawaitable(outcome):
-            await outcome
+            await asyncio.wait_for(outcome, CHECK_TIMEOUT)
+    except TimeoutError:
+        return _Result(name, f"no answer within {CHECK_TIMEOUT:g}s")
     except Exception as exc:
         return _Result(name, str(exc) or type(exc).__name__)
     return _Result(name, None)
@@ -126,7 +133,9 @@ class HealthEndpoints:
         return checks
 
     async def handle(self, path: str, query_string: bytes, send: Send) -> None:
-        query = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+        query = (
+            parse_qs(query_string.decode("latin-1"), keep_blank_values=True) if query_string else {}
+        )
         verbose = "verbose" in query
         excluded = set(query.get("exclude", ()))
         checks = [(n, c) for n, c in self._checks(path) if n not in excluded]

@@ -62,41 +62,38 @@ def _is_watch(query_string: bytes) -> bool:
 def parse_request_info(method: str, path: str, query_string: bytes = b"") -> RequestInfo:
     """Classify ``method path?query`` the way kube's RequestInfoFactory does.
 
-    ``path`` is the path after the shard and cluster segments were consumed.
+    ``path`` is the path after the shard and cluster segments were consumed. Written with
+    indexes instead of list slicing: it runs on every request.
     """
-    non_resource = RequestInfo(False, path, method.lower())
-    stripped = path.strip("/")
-    parts = stripped.split("/") if stripped else []
-    if len(parts) < 2 or parts[0] not in ("api", "apis"):
-        return non_resource
-    prefix, parts = parts[0], parts[1:]
-    group = ""
-    if prefix == "apis":
-        if len(parts) < 2:  # /apis/<group> is discovery
-            return non_resource
-        group, parts = parts[0], parts[1:]
-    version, parts = parts[0], parts[1:]
-    if not parts:  # /api/v1, /apis/<group>/<version>: discovery
-        return non_resource
+    parts = path.strip("/").split("/")
+    count = len(parts)
+    head = parts[0]
+    if head == "apis" and count >= 4:
+        group, version, i = parts[1], parts[2], 3
+    elif head == "api" and count >= 3:
+        group, version, i = "", parts[1], 2
+    else:  # discovery (/apis, /apis/g, /apis/g/v, /api/v1) and everything else
+        return RequestInfo(False, path, method.lower())
 
-    verb = _METHOD_VERBS.get(method.upper(), method.lower())
-    info = RequestInfo(True, path, verb, prefix, group, version)
+    verb = _METHOD_VERBS.get(method, "") or method.lower()
     # The deprecated /watch/ path segment.
-    if parts[0] == "watch":
-        parts = parts[1:]
+    if parts[i] == "watch" and count > i + 1:
+        i += 1
         if verb == "get":
-            info.verb = "watch"
-    if parts[0] == "namespaces" and len(parts) > 1:
-        info.namespace = parts[1]
-        if len(parts) > 2 and parts[2] not in _NAMESPACE_SUBRESOURCES:
-            parts = parts[2:]
-    info.resource = parts[0]
-    if len(parts) >= 2:
-        info.name = parts[1]
-    if len(parts) >= 3:
-        info.subresource = parts[2]
-    if not info.name and info.verb == "get":
-        info.verb = "watch" if _is_watch(query_string) else "list"
-    if not info.name and info.verb == "delete":
-        info.verb = "deletecollection"
-    return info
+            verb = "watch"
+    namespace = ""
+    if parts[i] == "namespaces" and count > i + 1:
+        namespace = parts[i + 1]
+        if count > i + 2 and parts[i + 2] not in _NAMESPACE_SUBRESOURCES:
+            i += 2
+    resource = parts[i]
+    name = parts[i + 1] if count > i + 1 else ""
+    subresource = parts[i + 2] if count > i + 2 else ""
+    if not name:
+        if verb == "get":
+            verb = "watch" if _is_watch(query_string) else "list"
+        elif verb == "delete":
+            verb = "deletecollection"
+    return RequestInfo(
+        True, path, verb, head, group, version, namespace, resource, subresource, name
+    )

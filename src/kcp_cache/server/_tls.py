@@ -34,6 +34,7 @@ from uvicorn.server import ServerState
 
 from kcp_cache.server._auth import TLS_PEER_USER_KEY
 from kcp_cache.server._scope import User
+from kcp_cache.server._tls_io import TLSIO, make_tls_io
 
 __all__ = [
     "PeerCertificate",
@@ -47,9 +48,9 @@ __all__ = [
 
 log = logging.getLogger("kcp_cache.server.tls")
 
-_READ_SIZE: Final = 65536
-_BIO_READ_SIZE: Final = 262144
 _HANDSHAKE_TIMEOUT: Final = 10.0
+#: Plaintext buffered within one loop step before it is encrypted and sent at once.
+_COALESCE_LIMIT: Final = 65536
 # OpenSSL's X509_V_ERR_* codes worth a readable name in logs.
 _VERIFY_ERRORS: Final = {
     2: "unable to get issuer certificate",
@@ -109,6 +110,8 @@ def build_server_context(
     context.set_options(SSL.OP_NO_COMPRESSION | _OP_NO_RENEGOTIATION | SSL.OP_NO_TICKET)
     # Resumed sessions skip the verify callback; full handshakes keep the identity honest.
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    # Idle connections (watch streams) give their read/write buffers back.
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)
     try:
         certs = x509.load_pem_x509_certificates(cert_pem)
     except ValueError as exc:
@@ -271,6 +274,10 @@ class TLSServerProtocol(asyncio.Protocol):
         )
         self._raw: asyncio.Transport | None = None
         self._conn: SSL.Connection | None = None
+        self._io: TLSIO
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._out_scheduled = False
         self._handshake_done = False
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._verify_errors: list[tuple[int, int]] = []
@@ -288,6 +295,7 @@ class TLSServerProtocol(asyncio.Protocol):
         conn.set_accept_state()
         conn.set_app_data(self)
         self._conn = conn
+        self._io = make_tls_io(conn)
         self._handshake_timer = self._loop.call_later(
             self.handshake_timeout, self._on_handshake_timeout
         )
@@ -297,7 +305,12 @@ class TLSServerProtocol(asyncio.Protocol):
         conn = self._conn
         if conn is None or self._closing:
             return
-        conn.bio_write(data)
+        try:
+            self._io.feed(data)
+        except SSL.Error as exc:
+            log.debug("TLS input from %s failed: %s", self.raw_extra_info("peername"), exc)
+            self.abort()
+            return
         if not self._handshake_done:
             try:
                 conn.do_handshake()
@@ -419,17 +432,8 @@ class TLSServerProtocol(asyncio.Protocol):
     # -- plaintext in -----------------------------------------------------------------
 
     def _read_plaintext(self) -> None:
-        conn = self._conn
-        assert conn is not None
-        chunks: list[bytes] = []
-        peer_closed = False
         try:
-            while True:
-                chunks.append(conn.recv(_READ_SIZE))
-        except SSL.WantReadError:
-            pass
-        except SSL.ZeroReturnError:
-            peer_closed = True
+            chunks, peer_closed = self._io.read()
         except SSL.Error as exc:
             log.debug(
                 "TLS error from %s: %s", self.raw_extra_info("peername"), _openssl_reason(exc)
@@ -454,13 +458,29 @@ class TLSServerProtocol(asyncio.Protocol):
     # -- plaintext out (the app transport calls these) --------------------------------
 
     def write_plaintext(self, data: bytes | bytearray | memoryview) -> None:
-        conn = self._conn
-        if conn is None or self._closing:
+        # Writes made in one event-loop step (uvicorn writes the head and the body
+        # separately) are coalesced into one TLS record and one socket write.
+        if self._conn is None or self._closing or not data:
             return
-        if not data:
+        self._out.append(bytes(data))
+        self._out_size += len(data)
+        if self._out_size >= _COALESCE_LIMIT:
+            self._write_out()
+        elif not self._out_scheduled:
+            self._out_scheduled = True
+            self._loop.call_soon(self._write_out)
+
+    def _write_out(self) -> None:
+        self._out_scheduled = False
+        if not self._out:
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
+        self._out_size = 0
+        if self._conn is None or self._closing:
             return
         try:
-            conn.sendall(data)
+            self._io.write(data)
         except SSL.Error as exc:
             log.debug("TLS write to %s failed: %s", self.raw_extra_info("peername"), exc)
             self.abort()
@@ -472,19 +492,15 @@ class TLSServerProtocol(asyncio.Protocol):
         raw = self._raw
         if conn is None or raw is None:
             return
-        out: list[bytes] = []
-        try:
-            while True:
-                out.append(conn.bio_read(_BIO_READ_SIZE))
-        except SSL.WantReadError:
-            pass
+        out = self._io.drain()
         if out and not raw.is_closing():
-            raw.write(out[0] if len(out) == 1 else b"".join(out))
+            raw.write(out)
 
     def close_tls(self) -> None:
         """Send close_notify and close the TCP connection once the buffer drains."""
         if self._closing:
             return
+        self._write_out()
         self._closing = True
         conn = self._conn
         if conn is not None and self._handshake_done:
@@ -525,7 +541,8 @@ class TLSServerProtocol(asyncio.Protocol):
             self._raw.set_write_buffer_limits(high, low)
 
     def get_write_buffer_size(self) -> int:
-        return self._raw.get_write_buffer_size() if self._raw is not None else 0
+        raw = self._raw.get_write_buffer_size() if self._raw is not None else 0
+        return raw + self._out_size
 
 
 def tls_protocol_class(
