@@ -3,6 +3,7 @@ the health and metrics endpoints."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +124,26 @@ def test_metrics_for_admins_only(server: CacheServer) -> None:
             assert "apiserver_request_total{" in response.text
             assert 'resource="apiexports",verb="LIST"' in response.text
             assert "kcp_cache_storage_operation_duration_seconds_bucket" in response.text
+
+
+def open_watches(server: CacheServer) -> float:
+    with server.client() as admin:
+        text = admin.get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith('kcp_cache_open_watches{resource="apiexports.apis.kcp.io"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_client_that_goes_away_ends_its_watch(server: CacheServer) -> None:
+    # The TLS layer must pass the disconnect on, or idle watch streams would leak.
+    with (
+        server.client() as client,
+        client.stream("GET", EXPORTS, params={"watch": "true"}) as response,
+    ):
+        assert response.status_code == 200
+        assert open_watches(server) == 1.0
+    deadline = time.monotonic() + 10
+    while open_watches(server) != 0.0:
+        assert time.monotonic() < deadline, "the watch stream was not ended"
+        time.sleep(0.05)

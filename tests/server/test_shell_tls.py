@@ -239,3 +239,12 @@ def test_unreadable_and_mismatched_files_are_one_line_errors(tmp_path: Path) -> 
         build_server_context(tmp_path / "garbage.crt", serving.key, None)
     with pytest.raises(TLSConfigError, match="invalid client CA file"):
         build_server_context(serving.cert, serving.key, tmp_path / "garbage.crt")
+
+
+async def test_tls_1_2_clients_get_their_identity_too(running: Running) -> None:
+    cert = running.ca.issue("old-client", ["system:masters"])
+    context = running.ssl_context(cert)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    async with httpx2.AsyncClient(base_url=running.url, verify=context) as client:
+        document = (await client.get("/")).json()
+    assert document["user"] == ["old-client", ["system:masters"]]

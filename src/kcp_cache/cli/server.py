@@ -334,7 +334,7 @@ async def _serve(
 
 def _on_signal(server: HTTPSServer, signum: int) -> None:
     log.info("received %s, shutting down", signal.Signals(signum).name)
-    server.request_exit()
+    server.request_exit()  # a second signal skips the wait for in-flight requests
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -92,7 +92,12 @@ class HTTPSServer:
         return port
 
     def request_exit(self) -> None:
-        """Ask :meth:`serve` to shut down (safe to call from a signal handler)."""
+        """Ask :meth:`serve` to shut down (safe to call from a signal handler).
+
+        A second call stops waiting for in-flight requests (like a second Ctrl-C).
+        """
+        if self._server.should_exit:
+            self._server.force_exit = True
         self._server.should_exit = True
 
     async def serve(self, *, before_shutdown: Callable[[], Awaitable[None]] | None = None) -> None:
