@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated etcd v3 endpoints (http(s)://host:port); selects the etcd engine",
     )
     storage.add_argument(
-        "--etcd-prefix", default="/cache", help="key prefix of every stored object"
+        "--etcd-prefix",
+        default="/cache",
+        help="key prefix of every stored object (/registry is rewritten to /cache, as kcp does)",
     )
     storage.add_argument("--etcd-cafile", help="CA bundle verifying the etcd servers")
     storage.add_argument("--etcd-certfile", help="client certificate for etcd")
@@ -193,8 +195,14 @@ def _storage_from_args(args: argparse.Namespace, root: Path) -> Storage:
         options["ca_file"] = args.etcd_cafile
         options["cert_file"] = args.etcd_certfile
         options["key_file"] = args.etcd_keyfile
+    prefix = args.etcd_prefix.rstrip("/") or "/"
+    if prefix == "/registry":
+        # kcp rewrites the generic apiserver default to /cache (kcp#4292); do the same so
+        # a flag copied from a kube-apiserver command line still finds the cache's keys.
+        log.info("--etcd-prefix /registry is the generic default; using /cache as kcp does")
+        prefix = "/cache"
     try:
-        return open_storage(kind, root_directory=root, prefix=args.etcd_prefix, **options)
+        return open_storage(kind, root_directory=root, prefix=prefix, **options)
     except ImportError as exc:
         raise StartupError(
             f"the {kind} storage is not available ({exc}); install kcp-cache[etcd]"
