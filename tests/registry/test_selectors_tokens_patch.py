@@ -82,8 +82,10 @@ def test_field_selectors() -> None:
 def test_continue_tokens_round_trip_and_reject_garbage() -> None:
     token = encode_continue(42, "opaque-engine-token")
     decoded = decode_continue(token)
-    assert (decoded.revision, decoded.start) == (42, "opaque-engine-token")
-    for bad in ("!!!", "e30", encode_continue(0, "x"), "eyJ2IjoieCJ9"):
+    assert (decoded.revision, decoded.start, decoded.skip) == (42, "opaque-engine-token", 0)
+    mid_first_page = decode_continue(encode_continue(7, None, 3))
+    assert (mid_first_page.revision, mid_first_page.start, mid_first_page.skip) == (7, "", 3)
+    for bad in ("!!!", "e30", encode_continue(0, "x"), "eyJ2IjoieCJ9", encode_continue(5, None)):
         with pytest.raises(ApiError) as info:
             decode_continue(bad)
         assert info.value.code == 400

@@ -23,12 +23,19 @@ _VERSION = "meta.k8s.io/v1"
 
 @dataclass(frozen=True, slots=True)
 class ContinueToken:
+    """Resume at storage page ``start`` (``""``: the first page) of the snapshot at
+    ``revision``, skipping its first ``skip`` keys (a filtered page may end mid-page)."""
+
     revision: int
     start: str
+    skip: int = 0
 
 
-def encode_continue(revision: int, storage_token: str) -> str:
-    raw = orjson.dumps({"v": _VERSION, "rv": revision, "start": storage_token})
+def encode_continue(revision: int, storage_token: str | None, skip: int = 0) -> str:
+    payload: dict[str, object] = {"v": _VERSION, "rv": revision, "start": storage_token or ""}
+    if skip:
+        payload["skip"] = skip
+    raw = orjson.dumps(payload)
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -45,10 +52,16 @@ def decode_continue(token: str) -> ContinueToken:
         raise ApiError.bad_request(
             "continue key is not valid: server does not recognize this encoding"
         )
-    rv, start = data.get("rv"), data.get("start")
-    if not isinstance(rv, int) or rv <= 0 or not isinstance(start, str) or not start:
-        raise ApiError.bad_request(
-            "continue key is not valid: incorrect encoded start resourceVersion "
-            "(version meta.k8s.io/v1)"
-        )
-    return ContinueToken(rv, start)
+    rv, start, skip = data.get("rv"), data.get("start"), data.get("skip", 0)
+    if not (isinstance(rv, int) and isinstance(start, str) and isinstance(skip, int)):
+        raise _bad_start()
+    if rv <= 0 or skip < 0 or not (start or skip):
+        raise _bad_start()
+    return ContinueToken(rv, start, skip)
+
+
+def _bad_start() -> ApiError:
+    return ApiError.bad_request(
+        "continue key is not valid: incorrect encoded start resourceVersion "
+        "(version meta.k8s.io/v1)"
+    )

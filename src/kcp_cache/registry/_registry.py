@@ -18,7 +18,7 @@ from kcp_cache.registry._continue import decode_continue, encode_continue
 from kcp_cache.registry._errors import ApiError
 from kcp_cache.registry._keys import KeyParts, KeyScheme, ListScope
 from kcp_cache.registry._listing import PAGE, ListResponse, Page
-from kcp_cache.registry._options import EXACT, NOT_OLDER_THAN, ListOptions, Target
+from kcp_cache.registry._options import EXACT, ListOptions, Target
 from kcp_cache.registry._patch import PatchError, apply_json_patch, apply_merge_patch
 from kcp_cache.registry._render import (
     decorate,
@@ -44,7 +44,6 @@ from kcp_cache.storage import (
     InvalidKey,
     KeyValue,
     NotFound,
-    RangeResult,
     Storage,
     StorageError,
     Unavailable,
@@ -221,8 +220,15 @@ class Registry:
         return response
 
     def _filter_render(
-        self, kvs: list[KeyValue], target: Target, opts: ListOptions, scope: ListScope
-    ) -> list[bytes]:
+        self,
+        kvs: list[KeyValue],
+        target: Target,
+        opts: ListOptions,
+        scope: ListScope,
+        max_items: int = 0,
+    ) -> tuple[list[bytes], int]:
+        """Matching objects rendered, and how many of ``kvs`` were looked at (all, unless
+        ``max_items`` matches were found first)."""
         # The hot loop of LIST: keep per-item work to a key split and a byte splice.
         prefix = scope.resource_prefix
         plen = len(prefix)
@@ -238,7 +244,9 @@ class Registry:
         labels = None if opts.labels.empty else opts.labels
         out: list[bytes] = []
         append = out.append
-        for kv in kvs:
+        for index, kv in enumerate(kvs):
+            if max_items and len(out) >= max_items:
+                return out, index
             rest = kv.key[plen:].split("/")
             if len(rest) != segments:
                 if len(rest) == segments + 1 and not info.builtin:
@@ -263,7 +271,7 @@ class Registry:
                     continue
             parts = KeyParts(rest[0], rest[1], rest[2] if segments == 4 else None, rest[-1])
             append(_render(kv, parts, target, obj))
-        return out
+        return out, len(kvs)
 
     async def _read_page(
         self,
@@ -273,15 +281,23 @@ class Registry:
         first: bool,
         storage_token: str | None = None,
     ) -> tuple[Page, str | None]:
-        """One response page (``limit``) or one internal page of an unlimited LIST."""
+        """One response page (``limit``) or one internal page of an unlimited LIST.
+
+        A filtered page stops at the ``limit``-th match, possibly in the middle of a
+        storage page; its continue token then names that storage page and how many of
+        its keys were consumed, so the next page resumes exactly after the last item
+        returned (kube's token names the last key; the storage token is opaque).
+        """
         info = target.info
         self._check_namespace(target)
         scope = self._list_scope(target)
         revision = 0
+        skip = 0
         continuing = storage_token is not None
         if first and opts.continue_token:
             token = decode_continue(opts.continue_token)
-            storage_token = token.start
+            storage_token = token.start or None
+            revision, skip = token.revision, token.skip
             continuing = True
         elif first and opts.revision:
             current = await self._call(self.storage.current_revision())
@@ -292,18 +308,21 @@ class Registry:
             )
             if exact:
                 revision = opts.revision
-            elif opts.resource_version_match not in ("", NOT_OLDER_THAN):  # pragma: no cover
-                raise ApiError.bad_request("unsupported resourceVersionMatch")
-        limit = opts.limit if opts.limit > 0 else PAGE
+        paged = opts.limit > 0
         filtering = scope.filtered or opts.filtered
         items: list[bytes] = []
         remaining: int | None = None
-        result: RangeResult | None = None
+        next_token: str | None = None  # the kube token for the page after this one
+        chunk = opts.limit
         while True:
-            want = limit - len(items) if opts.limit > 0 else limit
+            want = opts.limit - len(items) if paged else PAGE
+            # Unfiltered pages end exactly where the storage page ends. Filtered ones read
+            # ahead, doubling while matches are sparse (as kube does), and may stop early.
+            fetch = skip + (max(want, chunk) if paged and filtering else want)
+            chunk = min(chunk * 2, max(opts.limit, PAGE))
             try:
                 result = await self.storage.range(
-                    scope.prefix, limit=want, continue_token=storage_token, revision=revision
+                    scope.prefix, limit=fetch, continue_token=storage_token, revision=revision
                 )
             except Expired:
                 raise ApiError.expired(_CONTINUE_TOO_OLD if continuing else _LIST_TOO_OLD) from None
@@ -311,16 +330,25 @@ class Registry:
                 raise self._storage_error(exc, info, "") from None
             revision = result.revision
             continuing = True
+            found, consumed = self._filter_render(
+                result.kvs[skip:], target, opts, scope, want if paged else 0
+            )
+            items.extend(found)
+            consumed += skip
+            skip = 0
+            if paged and len(items) >= opts.limit and consumed < len(result.kvs):
+                # Stopped mid-page: resume this same storage page past what we consumed.
+                next_token = encode_continue(revision, storage_token, consumed)
+                if not filtering and result.remaining is not None:
+                    remaining = result.remaining + len(result.kvs) - consumed
+                return Page(items, revision, next_token, remaining), None
             storage_token = result.continue_token
-            items.extend(self._filter_render(result.kvs, target, opts, scope))
             remaining = None if filtering else result.remaining
-            if opts.limit <= 0 or storage_token is None or len(items) >= opts.limit:
+            if not paged or storage_token is None or len(items) >= opts.limit:
                 break
-        assert result is not None
-        kube_token = (
-            encode_continue(revision, storage_token) if storage_token and opts.limit > 0 else None
-        )
-        return Page(items, revision, kube_token, remaining), storage_token
+        if paged and storage_token is not None:
+            next_token = encode_continue(revision, storage_token)
+        return Page(items, revision, next_token, remaining), storage_token
 
     # -- writes -------------------------------------------------------------------------
 

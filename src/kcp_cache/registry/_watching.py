@@ -86,7 +86,7 @@ class WatchSession:
             revision = result.revision
             lines = [
                 event_line(b"ADDED", item)
-                for item in registry._filter_render(result.kvs, target, opts, self.scope)
+                for item in registry._filter_render(result.kvs, target, opts, self.scope)[0]
             ]
             for start in range(0, len(lines), BATCH):
                 yield b"".join(lines[start : start + BATCH])

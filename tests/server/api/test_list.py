@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from kcp_cache.storage import MemoryStorage
 
 from ._asgi import EXPORTS, Client
@@ -188,3 +190,39 @@ async def test_big_list_streams_in_pages(client: Client) -> None:
     assert len(items) == 2500
     assert [i["metadata"]["name"] for i in items] == [f"big{i:04d}" for i in range(2500)]
     assert "continue" not in r.json()["metadata"]
+
+
+async def test_sparse_selector_pagination_reads_ahead(
+    client: Client, storage: MemoryStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = client.at("amber", "acme")
+    for i in range(300):
+        labels = {"rare": "yes"} if i % 25 == 0 else None
+        await c.post(EXPORTS, _export(f"r{i:03d}", labels))
+    calls = 0
+    real_range = storage.range
+
+    async def counting_range(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real_range(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "range", counting_range)
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        query = {
+            "limit": "5",
+            "labelSelector": "rare=yes",
+            **({"continue": token} if token else {}),
+        }
+        page = (await c.get(EXPORTS, query=query)).json()
+        pages += 1
+        seen += [i["metadata"]["name"] for i in page["items"]]
+        token = page["metadata"].get("continue", "")
+        if not token:
+            break
+    assert seen == [f"r{i:03d}" for i in range(0, 300, 25)]
+    assert pages == 3
+    assert calls <= 16  # read-ahead doubles; fetching 5 keys a time would take 60+ calls
