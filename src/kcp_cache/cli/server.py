@@ -56,6 +56,15 @@ class StartupError(Exception):
     """A problem an operator must fix; reported as one line, exit code 1."""
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: …)`` only for flags that have a default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kcp-cache-server",
@@ -64,11 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
             "their objects and read each other's, addressed as "
             "/services/cache/shards/<shard>/clusters/<cluster>/apis/…"
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--root-directory",
+        metavar="DIR",
         default=".kcp-cache",
         help="directory for the data (SQLite), generated certificates, admin.kubeconfig "
         "and the secure-port file; created if missing",
@@ -76,28 +86,37 @@ def build_parser() -> argparse.ArgumentParser:
     serving = parser.add_argument_group("secure serving")
     serving.add_argument(
         "--secure-port",
+        metavar="PORT",
         type=int,
         default=6443,
         help="HTTPS port; 0 picks a free port (logged and written to <root>/secure-port)",
     )
     serving.add_argument(
-        "--bind-address", default="127.0.0.1", help="IP address to listen on (0.0.0.0: all)"
+        "--bind-address",
+        metavar="IP",
+        default="127.0.0.1",
+        help="IP address to listen on (0.0.0.0: all)",
     )
     serving.add_argument(
         "--tls-cert-file",
+        metavar="FILE",
         help="serving certificate (PEM, chain allowed); default: a self-signed certificate "
         "for localhost, 127.0.0.1 and ::1 generated into <root>/apiserver.crt",
     )
-    serving.add_argument("--tls-private-key-file", help="private key of --tls-cert-file (PEM)")
+    serving.add_argument(
+        "--tls-private-key-file", metavar="FILE", help="private key of --tls-cert-file (PEM)"
+    )
     auth = parser.add_argument_group("authentication and authorization")
     auth.add_argument(
         "--client-ca-file",
+        metavar="FILE",
         help="CA bundle verifying client certificates (CN = user, O = groups); default: a "
         "development CA generated into <root>/client-ca.crt with an admin certificate "
         "(O=system:masters) and <root>/admin.kubeconfig",
     )
     auth.add_argument(
         "--authorization-always-allow-paths",
+        metavar="PATHS",
         default=",".join(DEFAULT_ALWAYS_ALLOW_PATHS),
         help="comma-separated non-resource paths anyone may GET (a trailing * matches a "
         "prefix); everything else needs group system:masters",
@@ -111,30 +130,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     storage.add_argument(
         "--etcd-servers",
+        metavar="URLS",
         help="comma-separated etcd v3 endpoints (http(s)://host:port); selects the etcd engine",
     )
     storage.add_argument(
         "--etcd-prefix",
+        metavar="PREFIX",
         default="/cache",
         help="key prefix of every stored object (/registry is rewritten to /cache, as kcp does)",
     )
-    storage.add_argument("--etcd-cafile", help="CA bundle verifying the etcd servers")
-    storage.add_argument("--etcd-certfile", help="client certificate for etcd")
-    storage.add_argument("--etcd-keyfile", help="client key for etcd")
+    storage.add_argument(
+        "--etcd-cafile", metavar="FILE", help="CA bundle verifying the etcd servers"
+    )
+    storage.add_argument("--etcd-certfile", metavar="FILE", help="client certificate for etcd")
+    storage.add_argument("--etcd-keyfile", metavar="FILE", help="client key for etcd")
     storage.add_argument(
         "--compaction-retention",
+        metavar="DURATION",
         type=parse_duration,
         help="how long watch history is kept before compaction (e.g. 5m); default: the "
         "engine's (5m)",
     )
     storage.add_argument(
         "--compaction-interval",
+        metavar="DURATION",
         type=parse_duration,
         help="how often compaction runs (e.g. 10s); default: the engine's",
     )
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
         "--synthetic-delay",
+        metavar="DURATION",
         type=parse_duration,
         default=0.0,
         help="sleep this long before serving every request (a testing aid, e.g. 100ms)",
@@ -142,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     misc.add_argument(
         "-v",
         "--verbosity",
+        metavar="N",
         type=int,
         default=0,
         help="log verbosity like kube's -v: 2 debug logs of the server, 3 also one line per "
