@@ -55,7 +55,7 @@ def error_line(error: ApiError) -> bytes:
 class PreparedEvent:
     """A storage event plus lazily decoded objects and a cache of encoded renderings."""
 
-    __slots__ = ("_encoded", "_new", "_old", "event", "info", "parts", "revision")
+    __slots__ = ("_encoded", "_lines", "_new", "_old", "event", "info", "parts", "revision")
 
     def __init__(self, event: Event, parts: KeyParts, info: ResourceInfo) -> None:
         self.event = event
@@ -65,6 +65,7 @@ class PreparedEvent:
         self._new: dict[str, Any] | None = None
         self._old: dict[str, Any] | None = None
         self._encoded: dict[tuple[bool, str, bool], bytes] = {}
+        self._lines: dict[tuple[bytes, bool, str, bool], bytes] = {}
 
     def new_object(self) -> dict[str, Any] | None:
         if self.event.type is EventType.DELETE:
@@ -80,6 +81,16 @@ class PreparedEvent:
         if self._old is None:
             self._old = orjson.loads(prev.value)
         return self._old
+
+    def line(self, event_type: bytes, old: bool, api_version: str, partial: bool) -> bytes:
+        """The whole watch line, built once and shared by every watcher that sends it."""
+        cache_key = (event_type, old, api_version, partial)
+        data = self._lines.get(cache_key)
+        if data is None:
+            data = self._lines[cache_key] = event_line(
+                event_type, self.encoded(old, api_version, partial)
+            )
+        return data
 
     def encoded(self, old: bool, api_version: str, partial: bool) -> bytes:
         """The object (new, or the previous one for deletions) as served; cached."""
@@ -171,20 +182,18 @@ class Watcher:
         if ev.event.type is EventType.DELETE:
             if not self.labels.empty and not self.labels.matches(labels_of(ev.old_object() or {})):
                 return None
-            return event_line(b"DELETED", ev.encoded(True, av, self.partial))
+            return ev.line(b"DELETED", True, av, self.partial)
         has_old = ev.event.prev_kv is not None
         if self.labels.empty:
             kind = b"MODIFIED" if has_old else b"ADDED"
-            return event_line(kind, ev.encoded(False, av, self.partial))
+            return ev.line(kind, False, av, self.partial)
         new_ok = self.labels.matches(labels_of(ev.new_object() or {}))
         old_ok = has_old and self.labels.matches(labels_of(ev.old_object() or {}))
         if new_ok:
-            return event_line(
-                b"MODIFIED" if old_ok else b"ADDED", ev.encoded(False, av, self.partial)
-            )
+            return ev.line(b"MODIFIED" if old_ok else b"ADDED", False, av, self.partial)
         if old_ok:
             # Left the selection: kube reports it as deleted, with the event's revision.
-            return event_line(b"DELETED", ev.encoded(True, av, self.partial))
+            return ev.line(b"DELETED", True, av, self.partial)
         return None
 
     def bookmark(self, revision: int) -> None:
