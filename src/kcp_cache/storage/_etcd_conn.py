@@ -227,8 +227,9 @@ class EtcdConnection:
                     await asyncio.sleep(min(_RETRY_PAUSE, max(0.0, remaining)))
 
     def _give_up(self, failures: list[str], budget: float) -> str:
-        detail = "; ".join(dict.fromkeys(failures)) or f"no answer within {budget:g}s"
-        return f"etcd is unavailable ({self.urls}): {detail}"
+        if failures:  # each names its endpoint
+            return "etcd is unavailable: " + "; ".join(dict.fromkeys(failures))
+        return f"etcd is unavailable ({self.urls}): no answer within {budget:g}s"
 
 
 def _is_connectivity_error(exc: grpc.aio.AioRpcError) -> bool:
