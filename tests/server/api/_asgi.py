@@ -37,6 +37,7 @@ def _scope(
     headers: dict[str, str],
     identity: str | None,
     partial: bool,
+    accept: str = "",
 ) -> dict[str, Any]:
     return {
         "type": "http",
@@ -45,7 +46,12 @@ def _scope(
         "query_string": urlencode(query or {}).encode(),
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
         "kcp": KcpRequest(
-            shard=shard, cluster=cluster, user=ADMIN, identity=identity, partial_metadata=partial
+            shard=shard,
+            cluster=cluster,
+            user=ADMIN,
+            identity=identity,
+            partial_metadata=partial,
+            accept=accept,
         ),
     }
 
@@ -72,6 +78,7 @@ class Client:
         query: dict[str, Any] | None = None,
         identity: str | None = None,
         partial: bool = False,
+        accept: str = "",
         chunk_size: int = 65536,
     ) -> Response:
         if json is not None:
@@ -87,6 +94,7 @@ class Client:
             headers=headers,
             identity=identity,
             partial=partial,
+            accept=accept,
         )
         chunks = [body[i : i + chunk_size] for i in range(0, len(body), chunk_size)] or [b""]
         messages = [
@@ -140,6 +148,7 @@ class Client:
             headers={},
             identity=kw.get("identity"),
             partial=kw.get("partial", False),
+            accept=kw.get("accept", ""),
         )
         return WatchStream(self.app, scope)
 

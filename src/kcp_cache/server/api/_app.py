@@ -12,7 +12,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -39,8 +39,20 @@ from kcp_cache.server.api._body import (
 )
 from kcp_cache.server.api._paths import ResourcePath, parse_resource_path
 from kcp_cache.server.api._watch import stream_watch
+from kcp_cache.server.discovery import (
+    LIST_TRANSFORMS,
+    OBJECT_TRANSFORMS,
+    IncludeObject,
+    Negotiated,
+    TableColumns,
+    negotiate,
+    table_columns_for,
+    transform,
+)
 
 __all__ = ["ApiApp", "ApiMetrics", "create_api_app"]
+
+_PLAIN = Negotiated()
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +246,11 @@ class ApiApp:
         query: dict[str, str],
     ) -> int:
         assert path.name is not None
-        await send_bytes(send, 200, await self.registry.get(target, path.name))
+        shape = _negotiate(scope, OBJECT_TRANSFORMS)
+        body = await self.registry.get(target, path.name)
+        if shape.as_kind == "Table":
+            body = _as_table(body, shape, scope, target, query)
+        await send_bytes(send, 200, body, content_type=shape.content_type)
         return 200
 
     async def _list(
@@ -246,8 +262,14 @@ class ApiApp:
         path: ResourcePath,
         query: dict[str, str],
     ) -> int:
+        shape = _negotiate(scope, LIST_TRANSFORMS)
         opts = ListOptions.from_query(query, target.info, watch=False)
         listing = await self.registry.list_objects(target, opts)
+        if shape.as_kind == "Table":
+            # kubectl's printing path: small, so decoding the list once is fine.
+            table = _as_table(await listing.body(), shape, scope, target, query)
+            await send_bytes(send, 200, table, content_type=shape.content_type)
+            return 200
         await send(
             {
                 "type": "http.response.start",
@@ -284,6 +306,8 @@ class ApiApp:
                 "fieldSelector": f"metadata.name={path.name}"
                 + ("," + selector if selector else ""),
             }
+        shape = _negotiate(scope, OBJECT_TRANSFORMS)
+        reshape = _TableWatch(shape, target, query) if shape.as_kind == "Table" else None
         opts = ListOptions.from_query(query, target.info, watch=True)
         timeout_param = query.get("timeoutSeconds", "")
         timeout = 0.0
@@ -301,7 +325,14 @@ class ApiApp:
         if self.metrics is not None:
             self.metrics.watch_opened(target.info.group_resource)
         try:
-            return await stream_watch(session, receive, send, max(timeout, 0.0))
+            return await stream_watch(
+                session,
+                receive,
+                send,
+                max(timeout, 0.0),
+                content_type=shape.content_type,
+                reshape=reshape,
+            )
         finally:
             self._sessions.discard(session)
             if self.metrics is not None:
@@ -411,6 +442,96 @@ class ApiApp:
         await read_body(scope, receive, self.max_body_bytes)  # DeleteOptions: nothing to honour
         await send_bytes(send, 200, await self.registry.delete_collection(target, opts))
         return 200
+
+
+def _negotiate(scope: Scope, offers: Mapping[tuple[str, str], tuple[str, ...]]) -> Negotiated:
+    """The response shape the Accept header asks for (Table or plain; 406 if neither).
+
+    PartialObjectMetadata is already decided by the shell's Accept filter
+    (``KcpRequest.partial_metadata``) and rendered by the registry, so here it counts
+    as the plain shape.
+    """
+    kcp = scope.get("kcp")
+    accept = kcp.accept if isinstance(kcp, KcpRequest) else ""
+    if not accept:
+        return _PLAIN
+    shape = negotiate(accept, offers)
+    if shape is None:
+        raise ApiError(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, "
+            "application/json;as=Table;v=v1;g=meta.k8s.io, "
+            "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io",
+        )
+    return _PLAIN if shape.as_kind != "Table" else shape
+
+
+def _include_object(query: dict[str, str]) -> IncludeObject:
+    try:
+        return IncludeObject.parse(query.get("includeObject"))
+    except ValueError as exc:
+        raise ApiError.bad_request(str(exc)) from None
+
+
+def _table_columns(target: Target) -> TableColumns:
+    info = target.info
+    wild_shard, wild_cluster = target.shard == "*", target.cluster == "*"
+    if info.builtin or info.crd:
+        columns = table_columns_for(
+            info.crd or None, target.version, shard=wild_shard, cluster=wild_cluster
+        )
+    else:  # a synthetic ClusterCachedResource type: no printer columns
+        columns = TableColumns((), shard=wild_shard, cluster=wild_cluster)
+    return columns
+
+
+def _as_table(
+    body: bytes, shape: Negotiated, scope: Scope, target: Target, query: dict[str, str]
+) -> bytes:
+    include = _include_object(query)
+    columns = _table_columns(target)
+    return orjson.dumps(
+        transform(orjson.loads(body), shape, columns=columns, include_object=include)
+    )
+
+
+class _TableWatch:
+    """Rewrites watch lines for a Table watch (``kubectl get -w``): each object becomes
+    a one-row Table, with column definitions only in the first, as kube sends them."""
+
+    def __init__(self, shape: Negotiated, target: Target, query: dict[str, str]) -> None:
+        self.shape = shape
+        self.columns = _table_columns(target)
+        self.include = _include_object(query)
+        self.headers_sent = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        out: list[bytes] = []
+        for line in chunk.splitlines():
+            if not line:
+                continue
+            event = orjson.loads(line)
+            obj = event.get("object") or {}
+            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                event["object"] = transform(
+                    obj,
+                    self.shape,
+                    columns=self.columns,
+                    include_object=self.include,
+                    include_headers=not self.headers_sent,
+                )
+                self.headers_sent = True
+            elif event.get("type") == "BOOKMARK":
+                event["object"] = {
+                    "kind": "Table",
+                    "apiVersion": f"meta.k8s.io/{self.shape.version}",
+                    "metadata": obj.get("metadata") or {},
+                    "columnDefinitions": None,
+                    "rows": [],
+                }
+            out.append(orjson.dumps(event) + b"\n")
+        return b"".join(out)
 
 
 def _verb_name(method: str, path: ResourcePath, query: dict[str, str]) -> str:

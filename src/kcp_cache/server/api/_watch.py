@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from kcp_cache.registry import ApiError, WatchSession
 from kcp_cache.registry._watchcache import error_line
@@ -18,14 +19,22 @@ from kcp_cache.server._status import Receive, Send
 
 __all__ = ["stream_watch"]
 
-_HEADERS = [
-    (b"content-type", b"application/json"),
-    (b"cache-control", b"no-cache, private"),
-]
 
+async def stream_watch(
+    session: WatchSession,
+    receive: Receive,
+    send: Send,
+    lifetime: float,
+    *,
+    content_type: bytes = b"application/json",
+    reshape: Callable[[bytes], bytes] | None = None,
+) -> int:
+    """Run one watch to its end; returns the HTTP status sent (for metrics).
 
-async def stream_watch(session: WatchSession, receive: Receive, send: Send, lifetime: float) -> int:
-    """Run one watch to its end; returns the HTTP status sent (for metrics)."""
+    ``reshape`` rewrites each chunk of event lines (kubectl's Table watches); every
+    other watcher sends the shared bytes untouched.
+    """
+    headers = [(b"content-type", content_type), (b"cache-control", b"no-cache, private")]
     disconnected = False
 
     async def wait_for_disconnect() -> None:
@@ -46,7 +55,9 @@ async def stream_watch(session: WatchSession, receive: Receive, send: Send, life
         nonlocal started
         if not started:
             started = True
-            await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if reshape is not None and chunk:
+            chunk = reshape(chunk)
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     try:
@@ -67,6 +78,8 @@ async def stream_watch(session: WatchSession, receive: Receive, send: Send, life
             live = await session.watcher.next_chunk()
             if live is None or disconnected:
                 break
+            if reshape is not None:
+                live = reshape(live)
             await send({"type": "http.response.body", "body": live, "more_body": True})
         return 200
     finally:
