@@ -243,3 +243,14 @@ async def test_storage_unavailable_is_a_503_and_recovers(
 async def test_names_no_key_can_hold_are_not_found(client: Client) -> None:
     _status(await client.get(f"{EXPORTS}/.."), 404, "NotFound")
     _status(await client.delete(f"{EXPORTS}/."), 404, "NotFound")
+
+
+async def test_yaml_bodies(client: Client) -> None:
+    yaml_body = b"apiVersion: apis.kcp.io/v1alpha1\nkind: APIExport\nmetadata:\n  name: from-yaml\n"
+    r = await client.request("POST", EXPORTS, body=yaml_body, content_type="application/yaml")
+    assert r.status == 201
+    laughs = b"a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\nkind: APIExport\n"
+    r = await client.request("POST", EXPORTS, body=laughs, content_type="application/yaml")
+    _status(r, 400, "BadRequest")
+    r = await client.request("POST", EXPORTS, body=b"a: [", content_type="application/yaml")
+    _status(r, 400, "BadRequest")

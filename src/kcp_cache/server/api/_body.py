@@ -60,8 +60,16 @@ async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY_BYTES)
 def decode_body(raw: bytes, media: str) -> Any:
     """JSON (or YAML) → Python; 400 with kube's wording when it does not parse."""
     if media in ("application/yaml", "application/x-yaml", "text/yaml"):
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         try:
-            return yaml.safe_load(raw)
+            # Aliases are refused: a few bytes of "billion laughs" YAML would expand into
+            # gigabytes once the object is encoded as JSON.
+            for event in yaml.parse(raw, Loader=loader):
+                if isinstance(event, yaml.AliasEvent):
+                    raise ApiError.bad_request(
+                        "error converting YAML to JSON: YAML aliases are not supported"
+                    )
+            return yaml.load(raw, Loader=loader)  # a safe loader (CSafeLoader/SafeLoader)
         except yaml.YAMLError as exc:
             raise ApiError.bad_request(f"error converting YAML to JSON: {exc}") from None
     try:
