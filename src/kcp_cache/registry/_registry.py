@@ -398,10 +398,11 @@ class Registry:
         info = target.info
         old = orjson.loads(kv.value)
         obj = prepare_update(info, body, old, name, target.namespace)
+        if obj == old:
+            # Nothing changed (key order aside): no write, no event, same resourceVersion,
+            # as kube does — replicators re-sending an identical object cost nothing.
+            return _render(kv, self._parts(target, key), target, old)
         value = orjson.dumps(obj)
-        if value == kv.value:
-            # Nothing changed: no write, no event, same resourceVersion (as kube does).
-            return _render(kv, self._parts(target, key), target, obj)
         try:
             new_kv = await self.storage.update(key, value, expected_mod_revision=kv.mod_revision)
         except StorageError as exc:

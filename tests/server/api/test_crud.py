@@ -295,3 +295,15 @@ async def test_namespaced_list_across_namespaces_and_clusters(client: Client) ->
         "zeta",
     ]
     assert {i["metadata"]["namespace"] for i in one_ns} == {"b"}
+
+
+async def test_unchanged_update_in_another_key_order_does_not_write(client: Client) -> None:
+    obj = (await client.post(EXPORTS, _export("order", spec={"a": 1, "b": 2}))).json()
+    shuffled = {
+        "spec": {"b": 2, "a": 1},
+        "metadata": dict(reversed(list(obj["metadata"].items()))),
+        "kind": obj["kind"],
+        "apiVersion": obj["apiVersion"],
+    }
+    again = (await client.put(f"{EXPORTS}/order", shuffled)).json()
+    assert again["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
