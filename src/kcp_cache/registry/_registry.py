@@ -309,6 +309,7 @@ class Registry:
             if exact:
                 revision = opts.revision
         paged = opts.limit > 0
+        prefix = _narrowed_prefix(target, scope, opts)
         filtering = scope.filtered or opts.filtered
         items: list[bytes] = []
         remaining: int | None = None
@@ -322,7 +323,7 @@ class Registry:
             chunk = min(chunk * 2, max(opts.limit, PAGE))
             try:
                 result = await self.storage.range(
-                    scope.prefix, limit=fetch, continue_token=storage_token, revision=revision
+                    prefix, limit=fetch, continue_token=storage_token, revision=revision
                 )
             except Expired:
                 raise ApiError.expired(_CONTINUE_TOO_OLD if continuing else _LIST_TOO_OLD) from None
@@ -591,3 +592,20 @@ def _patch_sets_rv(patch: Any) -> bool:
             for op in patch
         )
     return False
+
+
+def _narrowed_prefix(target: Target, scope: ListScope, opts: ListOptions) -> str:
+    """The range prefix, narrowed to one name when a field selector pins it.
+
+    ``metadata.name=x`` on a concrete shard/cluster (and namespace, if namespaced) is how
+    informers watch a single object; ranging over ``…/x`` instead of the whole cluster
+    makes it a point read (the field selector still drops ``…/x2`` and the like).
+    """
+    name = opts.fields.exact("metadata.name")
+    if not name or scope.filtered or "*" in (target.shard, target.cluster):
+        return scope.prefix
+    if target.info.namespaced and not target.namespace:
+        return scope.prefix
+    if "/" in name or name in (".", "..") or "\x00" in name:
+        return scope.prefix
+    return scope.prefix + name

@@ -226,3 +226,24 @@ async def test_sparse_selector_pagination_reads_ahead(
     assert seen == [f"r{i:03d}" for i in range(0, 300, 25)]
     assert pages == 3
     assert calls <= 16  # read-ahead doubles; fetching 5 keys a time would take 60+ calls
+
+
+async def test_name_field_selector_is_a_point_read(
+    client: Client, storage: MemoryStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = client.at("amber", "acme")
+    for name in ("o1", "o10", "o2"):
+        await c.post(EXPORTS, _export(name))
+    prefixes: list[str] = []
+    real_range = storage.range
+
+    async def recording_range(prefix: str, **kwargs: Any) -> Any:
+        prefixes.append(prefix)
+        return await real_range(prefix, **kwargs)
+
+    monkeypatch.setattr(storage, "range", recording_range)
+    items = (await c.get(EXPORTS, query={"fieldSelector": "metadata.name=o1"})).json()["items"]
+    assert [i["metadata"]["name"] for i in items] == ["o1"]
+    assert prefixes == ["/cache/apis.kcp.io/apiexports/customresources/amber/acme/o1"]
+    wild = await client.at("*", "*").get(EXPORTS, query={"fieldSelector": "metadata.name=o1"})
+    assert [i["metadata"]["name"] for i in wild.json()["items"]] == ["o1"]
