@@ -7,6 +7,7 @@ possible) so the HTTP layer only frames them. Every error is an :class:`ApiError
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -54,6 +55,7 @@ __all__ = ["JSON_PATCH", "MERGE_PATCH", "ListResponse", "Registry", "WatchSessio
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 _T = TypeVar("_T")
+_DELETE_CONCURRENCY = 64
 _LIST_TOO_OLD = "The resourceVersion for the provided list is too old."
 _CONTINUE_TOO_OLD = (
     "The provided continue parameter is too old to display a consistent list result. You can "
@@ -550,6 +552,7 @@ class Registry:
                 except StorageError as exc:
                     raise self._storage_error(exc, info, "") from None
                 revision = result.revision
+                matching: list[tuple[KeyValue, KeyParts, dict[str, Any]]] = []
                 for kv in result.kvs:
                     parts = self.keys.parse(info, scope.resource_prefix, kv.key)
                     if not scope.matches(parts) or not opts.fields.matches(
@@ -557,17 +560,26 @@ class Registry:
                     ):
                         continue
                     obj = orjson.loads(kv.value)
-                    if not opts.labels.matches(labels_of(obj)):
-                        continue
-                    try:
-                        res = await self.storage.delete(
-                            kv.key, expected_mod_revision=kv.mod_revision
-                        )
-                    except (NotFound, Conflict):
-                        continue  # changed or gone meanwhile: kube skips it too
-                    except StorageError as exc:
-                        raise self._storage_error(exc, info, parts.name) from None
-                    deleted.append(_render(res.prev_kv, parts, target, obj))
+                    if opts.labels.matches(labels_of(obj)):
+                        matching.append((kv, parts, obj))
+                # Concurrent deletes let the store group-commit them; results keep key order.
+                for start in range(0, len(matching), _DELETE_CONCURRENCY):
+                    batch = matching[start : start + _DELETE_CONCURRENCY]
+                    outcomes = await asyncio.gather(
+                        *(
+                            self.storage.delete(kv.key, expected_mod_revision=kv.mod_revision)
+                            for kv, _, _ in batch
+                        ),
+                        return_exceptions=True,
+                    )
+                    for (_kv, parts, obj), outcome in zip(batch, outcomes, strict=True):
+                        if isinstance(outcome, (NotFound, Conflict)):
+                            continue  # changed or gone meanwhile: kube skips it too
+                        if isinstance(outcome, StorageError):
+                            raise self._storage_error(outcome, info, parts.name)
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+                        deleted.append(_render(outcome.prev_kv, parts, target, obj))
                 token = result.continue_token
                 if token is None:
                     break
