@@ -183,6 +183,8 @@ def user_from_certificate(certificate: x509.Certificate) -> User:
 class _TLSTransport(asyncio.Transport):
     """The plaintext side of a TLS connection, as uvicorn's protocol sees it."""
 
+    __slots__ = ("_owner",)
+
     def __init__(self, owner: TLSServerProtocol, extra: dict[str, Any]) -> None:
         super().__init__(extra)
         self._owner = owner
@@ -255,6 +257,26 @@ class TLSServerProtocol(asyncio.Protocol):
     then instantiates it like any HTTP protocol class.
     """
 
+    # Slots: thousands of idle watch connections each hold one of these.
+    __slots__ = (
+        "__weakref__",
+        "_app_connected",
+        "_closing",
+        "_conn",
+        "_handshake_done",
+        "_handshake_timer",
+        "_io",
+        "_loop",
+        "_out",
+        "_out_scheduled",
+        "_out_size",
+        "_plain_transport",
+        "_raw",
+        "_reading",
+        "_verify_errors",
+        "app_protocol",
+    )
+
     ssl_context: ClassVar[SSL.Context]
     handshake_timeout: ClassVar[float] = _HANDSHAKE_TIMEOUT
     #: Connections whose handshake is still running; uvicorn does not know them yet,
@@ -280,7 +302,7 @@ class TLSServerProtocol(asyncio.Protocol):
         self._out_scheduled = False
         self._handshake_done = False
         self._handshake_timer: asyncio.TimerHandle | None = None
-        self._verify_errors: list[tuple[int, int]] = []
+        self._verify_errors: list[tuple[int, int]] | None = None
         self._closing = False
         self._app_connected = False
         self._reading = True
@@ -356,6 +378,8 @@ class TLSServerProtocol(asyncio.Protocol):
     # -- handshake --------------------------------------------------------------------
 
     def note_verify_failure(self, errno: int, depth: int) -> None:
+        if self._verify_errors is None:
+            self._verify_errors = []
         self._verify_errors.append((errno, depth))
 
     def _on_handshake_timeout(self) -> None:
@@ -421,7 +445,6 @@ class TLSServerProtocol(asyncio.Protocol):
             {
                 "sslcontext": self.ssl_context,
                 "ssl_object": conn,
-                "peercert": peer.certificate,
                 "tls_extension": tls_extension,
                 "kcp_peer_user": peer.user,
             },
@@ -553,6 +576,7 @@ def tls_protocol_class(
         "BoundTLSServerProtocol",
         (TLSServerProtocol,),
         {
+            "__slots__": (),
             "ssl_context": context,
             "handshake_timeout": handshake_timeout,
             "pending": weakref.WeakSet(),
