@@ -306,9 +306,14 @@ async def _run(args: argparse.Namespace) -> int:
         try:
             server_url = f"https://{_url_host(args.bind_address)}:{port}"
             ssl_context = _tls_context(args, root, server_url)
-            return await _serve(args, root, sock, port, storage, metrics, readiness, ssl_context)
+            code = await _serve(args, root, sock, port, storage, metrics, readiness, ssl_context)
         finally:
-            await storage.close()
+            try:
+                await storage.close()
+            except Exception as exc:  # reported, but the process still ends
+                log.error("closing the store failed: %s", exc)
+                code = 1
+        return code
     finally:
         sock.close()
 
