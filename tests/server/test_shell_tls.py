@@ -248,3 +248,20 @@ async def test_tls_1_2_clients_get_their_identity_too(running: Running) -> None:
     async with httpx2.AsyncClient(base_url=running.url, verify=context) as client:
         document = (await client.get("/")).json()
     assert document["user"] == ["old-client", ["system:masters"]]
+
+
+async def test_pipelined_requests_are_answered_in_order(running: Running) -> None:
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", running.server.port, ssl=running.ssl_context(None), server_hostname="localhost"
+    )
+    request = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n"
+    writer.write(
+        request * 3 + b"POST / HTTP/1.1\r\nhost: localhost\r\ncontent-length: 3\r\n\r\nabc"
+    )
+    bodies = []
+    for _ in range(4):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        bodies.append(orjson.loads(await reader.readexactly(length)))
+    assert [b["received"] for b in bodies] == [0, 0, 0, 3]
+    writer.close()
