@@ -313,6 +313,8 @@ async def _run(args: argparse.Namespace) -> int:
             except Exception as exc:  # reported, but the process still ends
                 log.error("closing the store failed: %s", exc)
                 code = 1
+            else:
+                log.info("shut down cleanly")
         return code
     finally:
         sock.close()
@@ -368,7 +370,7 @@ async def _serve(
             await bootstrap_task
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-    log.info("shut down cleanly")
+    log.info("stopped serving; closing the store")
     return 0
 
 
