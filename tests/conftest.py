@@ -8,7 +8,11 @@ from typing import Any
 
 import pytest
 
+# Storage-backend fixtures (``storage_flags`` …) that any black-box test may ask for.
+from etcd_backend import module_storage_flags, shared_etcd, storage_flags
 from harness import CacheServer, start_cache_server
+
+__all__ = ["module_storage_flags", "shared_etcd", "storage_flags"]
 
 
 @pytest.fixture

@@ -20,9 +20,14 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, ca: TestCA) -> Iterator[CacheServer]:
-    """One standalone server trusting the test's own client CA, as in kcp's test."""
-    with start_cache_server(tmp_path_factory.mktemp("authz"), client_ca=ca) as server:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, ca: TestCA, module_storage_flags: tuple[str, ...]
+) -> Iterator[CacheServer]:
+    """One standalone server trusting the test's own client CA, as in kcp's test (on
+    SQLite, then on etcd)."""
+    with start_cache_server(
+        tmp_path_factory.mktemp("authz"), *module_storage_flags, client_ca=ca
+    ) as server:
         yield server
 
 

@@ -1,6 +1,6 @@
 """Black-box: the real kcp-cache-server binary, real TLS, the API verbs end to end.
 
-One server (the embedded SQLite default) serves all checks of a test, as kcp's own e2e
+One server serves all checks of a test (each test runs on SQLite and on etcd), as kcp's own e2e
 suite runs its scenarios in parallel on one server.
 """
 
@@ -34,8 +34,9 @@ def _strip(obj: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def server(cache_server: Callable[..., CacheServer]) -> CacheServer:
-    return cache_server()
+def server(cache_server: Callable[..., CacheServer], storage_flags: tuple[str, ...]) -> CacheServer:
+    """The embedded default, and (``[etcd]``) the same checks on an etcd-backed server."""
+    return cache_server(*storage_flags)
 
 
 @pytest.fixture
