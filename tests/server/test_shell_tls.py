@@ -265,3 +265,17 @@ async def test_pipelined_requests_are_answered_in_order(running: Running) -> Non
         bodies.append(orjson.loads(await reader.readexactly(length)))
     assert [b["received"] for b in bodies] == [0, 0, 0, 3]
     writer.close()
+
+
+async def test_client_alert_for_an_untrusted_server_is_handled_quietly(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    strict = ssl.create_default_context()  # does not trust the generated serving CA
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await asyncio.open_connection(
+            "127.0.0.1", running.server.port, ssl=strict, server_hostname="localhost"
+        )
+    async with running.client() as client:
+        assert (await client.get("/")).status_code == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
