@@ -57,7 +57,7 @@ class WatchSession:
         info = target.info
         if self.initial:
             # Start the shared feed first so its history covers the snapshot we read next.
-            await registry.hub.ensure_feed(info, self.scope.resource_prefix)
+            await registry._call(registry.hub.ensure_feed(info, self.scope.resource_prefix))
         if not self.initial:
             if opts.resource_version in ("", "0"):
                 self.watcher.after = await registry._call(registry.storage.current_revision())
@@ -103,7 +103,9 @@ class WatchSession:
 
     async def subscribe(self) -> None:
         if not self.watcher.closed:
-            await self.registry.hub.subscribe(self.target.info, self.watcher)
+            # A feed may have to be started (it reads the current revision): with the
+            # store down that is a 503 the client retries, not an internal error.
+            await self.registry._call(self.registry.hub.subscribe(self.target.info, self.watcher))
 
     def close(self) -> None:
         self.watcher.close()
