@@ -1,0 +1,116 @@
+"""The real kubectl 1.37 against the real binary, with the server's own admin.kubeconfig.
+
+Validation stays on (kubectl's default ``--validate=strict``): it must be satisfied by the
+server's OpenAPI v3 documents, not switched off.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import CacheServer
+
+from ._kubectl import Kubectl, LineReader
+
+
+@pytest.fixture
+def kubectl(server: CacheServer, tmp_path: Path) -> Kubectl:
+    return Kubectl(server, tmp_path)
+
+
+def manifest(name: str, value: str = "one") -> str:
+    return (
+        "apiVersion: apis.kcp.io/v1alpha2\nkind: APIExport\n"
+        f"metadata:\n  name: {name}\n  labels:\n    team: e2e\nspec:\n  note: {value}\n"
+    )
+
+
+def test_create_get_yaml_apply_delete(kubectl: Kubectl, tmp_path: Path) -> None:
+    path = tmp_path / "export.yaml"
+    path.write_text(manifest("life"))
+    assert kubectl("create", "-f", str(path)).strip() == "apiexport.apis.kcp.io/life created"
+
+    table = kubectl("get", "apiexports").splitlines()
+    assert table[0].split() == ["NAME", "AGE"]
+    assert [line.split()[0] for line in table[1:]] == ["life"]
+    assert table[1].split()[1].endswith("s")  # an age rendered by the server's Table
+
+    shown = kubectl("get", "apiexport", "life", "-o", "yaml")
+    assert "note: one" in shown
+    assert "kcp.io/cluster: acme" in shown
+    assert "kcp.io/shard: amber" in shown  # added on read (spec §3)
+
+    # apply: first a new object (create), then a changed one (merge patch).
+    path.write_text(manifest("applied"))
+    assert "apiexport.apis.kcp.io/applied created" in kubectl("apply", "-f", str(path))
+    path.write_text(manifest("applied", "two"))
+    assert "apiexport.apis.kcp.io/applied configured" in kubectl("apply", "-f", str(path))
+    assert "note: two" in kubectl("get", "apiexport", "applied", "-o", "yaml")
+    # Applying the same file again changes nothing.
+    assert "apiexport.apis.kcp.io/applied unchanged" in kubectl("apply", "-f", str(path))
+
+    assert 'apiexport.apis.kcp.io "life" deleted' in kubectl("delete", "apiexport", "life")
+    gone = kubectl.run("get", "apiexport", "life", ok=False)
+    assert gone.returncode == 1
+    assert 'apiexports.apis.kcp.io "life" not found' in gone.stderr
+    names = [line.split()[0] for line in kubectl("get", "apiexports").splitlines()[1:]]
+    assert names == ["applied"]
+
+
+def test_wildcard_context_shows_shard_and_cluster(kubectl: Kubectl) -> None:
+    kubectl("create", "-f", "-", stdin=manifest("twin"), shard="amber", cluster="wild-a")
+    kubectl("create", "-f", "-", stdin=manifest("twin"), shard="beech", cluster="wild-b")
+    # The admin kubeconfig's default context is all-shards (/shards/*/clusters/*).
+    lines = kubectl("get", "apiexports", "-l", "team=e2e", shard=None, cluster=None)
+    rows = [line.split()[:3] for line in lines.splitlines()]
+    assert rows[0] == ["NAME", "SHARD", "CLUSTER"]
+    assert ["twin", "amber", "wild-a"] in rows[1:]
+    assert ["twin", "beech", "wild-b"] in rows[1:]
+    # One shard, every cluster: the CLUSTER column only.
+    beech = kubectl("get", "apiexports", shard="beech", cluster="*").splitlines()
+    assert beech[0].split() == ["NAME", "CLUSTER", "AGE"]
+    assert beech[1].split()[:2] == ["twin", "wild-b"]
+
+
+def test_get_watch_prints_new_rows(kubectl: Kubectl) -> None:
+    kubectl("create", "-f", "-", stdin=manifest("before"), cluster="watched")
+    process = subprocess.Popen(
+        kubectl.argv("get", "apiexports", "--watch", cluster="watched"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=kubectl.env(),
+    )
+    reader = LineReader(process)
+    try:
+        # The initial list (with the header), then kubectl is watching.
+        lines = reader.until(lambda seen: any(s.startswith("before") for s in seen))
+        assert lines[0].split() == ["NAME", "AGE"]
+        kubectl("create", "-f", "-", stdin=manifest("during"), cluster="watched")
+        kubectl("delete", "apiexport", "before", cluster="watched")
+        lines = reader.until(lambda seen: any(s.startswith("during") for s in seen))
+        rows = [line.split()[0] for line in lines[1:]]
+        assert rows[:2] == ["before", "during"]
+        assert lines.count(lines[0]) == 1  # column headers once, as kube sends them
+    finally:
+        reader.stop()
+
+
+def test_server_side_apply_is_refused_clearly(kubectl: Kubectl) -> None:
+    refused = kubectl.run(
+        "apply", "--server-side", "-f", "-", stdin=manifest("ssa"), cluster="ssa", ok=False
+    )
+    assert refused.returncode == 1
+    assert "server-side apply (application/apply-patch+yaml) is not supported" in refused.stderr
+    assert kubectl.run("get", "apiexport", "ssa", cluster="ssa", ok=False).returncode == 1
+
+
+def test_discovery_through_the_binary(kubectl: Kubectl) -> None:
+    resources = kubectl("api-resources")
+    assert "apiexports" in resources
+    assert "customresourcedefinitions" in resources
+    assert "apis.kcp.io/v1alpha2" in kubectl("api-versions").split()
+    assert "KIND:       APIExport" in kubectl("explain", "apiexports")
