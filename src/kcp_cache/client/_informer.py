@@ -48,6 +48,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
+from ._gc import gc_paused
 from ._lister import Lister
 from ._reflector import ListWatchOptions, Reflector
 from ._rest import AsyncRESTClient, WatchEvent
@@ -264,15 +265,16 @@ class SharedInformer:
     # -- ReflectorSink ---------------------------------------------------------------------
 
     def replace(self, objects: list[Obj], resource_version: str) -> None:
-        added, updated, deleted = self.store.replace(objects)
-        for registration in self._handlers:
-            for obj in deleted:
-                registration._notify(_DELETE, obj)
-            for obj in added:
-                registration._notify(_ADD, obj)
-            for old, new in updated:
-                registration._notify(_UPDATE, new, old)
-            registration._synced = True
+        with gc_paused():  # bulk index and queue building: nothing cyclic to collect
+            added, updated, deleted = self.store.replace(objects)
+            for registration in self._handlers:
+                for obj in deleted:
+                    registration._notify(_DELETE, obj)
+                for obj in added:
+                    registration._notify(_ADD, obj)
+                for old, new in updated:
+                    registration._notify(_UPDATE, new, old)
+                registration._synced = True
         self._synced.set()
 
     def apply(self, event: WatchEvent) -> None:

@@ -20,6 +20,8 @@ server (cluster-aware paths, shard through the transports), to a kcp shard, and 
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -29,6 +31,7 @@ import orjson
 
 from ._context import SHARD_EXTENSION
 from ._errors import ApiError
+from ._gc import gc_paused
 from ._http import AsyncClient, Client, Request, Response
 from ._resource import Resource, resource_path
 
@@ -93,10 +96,39 @@ def raise_for_status(response: Response) -> None:
     raise ApiError.from_status({"message": text}, code=response.status_code)
 
 
+_BULK = 1 << 16  # bodies larger than this are decoded with the GC paused
+
+
 def _decode(response: Response) -> Obj:
     raise_for_status(response)
-    body: Obj = orjson.loads(response.content) if response.content else {}
+    content = response.content
+    if not content:
+        return {}
+    if len(content) < _BULK:
+        small: Obj = orjson.loads(content)
+        return small
+    with gc_paused():
+        body: Obj = orjson.loads(content)
     return body
+
+
+_CONTINUE = re.compile(rb'"continue"\s*:\s*"([^"\\]*)"')
+_ITEMS = re.compile(rb'"items"\s*:')
+
+
+def _peek_continue(content: bytes) -> str | None:
+    """The list's continue token, if the list metadata precedes ``items`` (as kube sends it).
+
+    Only a guess for pipelining: the caller compares it with the decoded token.
+    """
+    head = content[:4096]
+    match = _CONTINUE.search(head)
+    if match is None:
+        return None
+    items = _ITEMS.search(head)
+    if items is not None and items.start() < match.start():
+        return None  # the match is inside an item, not the list metadata
+    return match.group(1).decode()
 
 
 def _extensions(shard: str | None) -> dict[str, Any]:
@@ -278,18 +310,43 @@ class AsyncRESTClient:
         limit: int | None = 500,
         resource_version: str | None = None,
     ) -> AsyncIterator[ObjectList]:
-        """Yield the pages of a LIST, following ``continue`` tokens."""
+        """Yield the pages of a LIST, following ``continue`` tokens.
+
+        The next page is requested *before* the current one is decoded (its continue
+        token is read from the head of the raw body, and checked after decoding), so the
+        server produces page N+1 while this process decodes page N.
+        """
         path = resource_path(resource, cluster=self._req.cluster(cluster), namespace=namespace)
-        token: str | None = None
-        while True:
+
+        def fetch(token: str | None) -> asyncio.Task[Response]:
             params = self._req.list_params(
                 label_selector, field_selector, limit, resource_version, token
             )
-            page = self._req.page(await self._send("GET", path, shard=shard, params=params))
-            yield page
-            if not page.continue_token:
-                return
-            token = page.continue_token
+            return asyncio.ensure_future(
+                self.http.request(
+                    "GET", path, params=params, headers=_JSON, extensions=_extensions(shard)
+                )
+            )
+
+        pending: asyncio.Task[Response] | None = fetch(None)
+        try:
+            while pending is not None:
+                response = await pending
+                pending = None
+                guess = _peek_continue(response.content) if response.is_success else None
+                if guess:
+                    pending = fetch(guess)
+                page = self._req.page(_decode(response))
+                if page.continue_token != (guess or ""):
+                    # The peek was wrong (unusual field order): fall back to the decoded token.
+                    if pending is not None:
+                        pending.cancel()
+                    pending = fetch(page.continue_token) if page.continue_token else None
+                yield page
+        finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
 
     async def list(
         self,

@@ -82,13 +82,15 @@ def _namespaced_name(obj: Obj) -> str:
 
 def object_key(obj: Obj) -> str:
     """``[shard|][cluster|][namespace/]name``, each part present when the object has it."""
-    key = _namespaced_name(obj)
-    cluster = cluster_of(obj)
-    if cluster:
-        key = f"{cluster}|{key}"
-        shard = shard_of(obj)
-        if shard:
-            key = f"{shard}|{key}"
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace")
+    key = f"{namespace}/{meta.get('name', '')}" if namespace else str(meta.get("name", ""))
+    annotations = meta.get("annotations")
+    if annotations:
+        cluster = annotations.get(CLUSTER_ANNOTATION)
+        if cluster:
+            shard = annotations.get(_SHARD_ANNOTATION)
+            key = f"{shard}|{cluster}|{key}" if shard else f"{cluster}|{key}"
     return key
 
 
@@ -97,25 +99,35 @@ def namespace_index(obj: Obj) -> list[str]:
     return [str((obj.get("metadata") or {}).get("namespace") or "")]
 
 
+# The kcp index functions run for every object of every list and event, so they read the
+# metadata inline rather than through the helpers above (a third of the sync time, else).
+
+
 def cluster_index(obj: Obj) -> list[str]:
     """Index by logical cluster (``kcp.io/cluster``)."""
-    cluster = cluster_of(obj)
+    cluster = ((obj.get("metadata") or {}).get("annotations") or {}).get(CLUSTER_ANNOTATION)
     return [cluster] if cluster else []
 
 
 def cluster_name_index(obj: Obj) -> list[str]:
     """kcp's cluster-aware key ``cluster|[namespace/]name`` (what kcp listers look up)."""
-    cluster = cluster_of(obj)
-    name = _namespaced_name(obj)
+    meta = obj.get("metadata") or {}
+    cluster = (meta.get("annotations") or {}).get(CLUSTER_ANNOTATION)
+    namespace = meta.get("namespace")
+    name = f"{namespace}/{meta.get('name', '')}" if namespace else str(meta.get("name", ""))
     return [f"{cluster}|{name}" if cluster else name]
 
 
 def shard_cluster_name_index(obj: Obj) -> list[str]:
     """kcp's global replication index ``shard|cluster|[namespace/]name`` (spec §6.1)."""
-    shard, cluster = shard_of(obj), cluster_of(obj)
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    shard, cluster = annotations.get(_SHARD_ANNOTATION), annotations.get(CLUSTER_ANNOTATION)
     if not shard or not cluster:
         return []
-    return [f"{shard}|{cluster}|{_namespaced_name(obj)}"]
+    namespace = meta.get("namespace")
+    name = f"{namespace}/{meta.get('name', '')}" if namespace else meta.get("name", "")
+    return [f"{shard}|{cluster}|{name}"]
 
 
 class Store:
