@@ -256,3 +256,35 @@ def test_sync_watch() -> None:
     backend = Backend(httpx2.Response(200, content=body))
     with backend.sync_rest().watch(EXPORTS, cluster="root") as stream:
         assert [e.type for e in stream] == ["DELETED"]
+
+
+async def test_list_pages_prefetch_is_exact_and_cancelled_on_early_exit() -> None:
+    from fake_kube_api import FakeKubeApi
+
+    api = FakeKubeApi()
+    for name in "abcde":
+        api.put(name)
+    rest = AsyncRESTClient(api.client())
+    result = await rest.list(EXPORTS, cluster="*", limit=2)
+    assert [o["metadata"]["name"] for o in result.items] == list("abcde")
+    assert len(api.list_requests) == 3  # the prefetch never asks for a page twice or too many
+
+    api.list_requests.clear()
+    pages = rest.list_pages(EXPORTS, cluster="*", limit=2)
+    async for page in pages:
+        assert len(page.items) == 2
+        break
+    await pages.aclose()  # the prefetched request is cancelled or finished, never leaked
+    assert len(api.list_requests) <= 2
+
+
+async def test_list_pages_without_peekable_token_falls_back() -> None:
+    # Items before metadata: the token cannot be peeked; pages still follow the token.
+    bodies = [
+        b'{"items":[{"metadata":{"name":"a","continue":"x"}}],"metadata":{"continue":"t1","resourceVersion":"3"}}',
+        b'{"items":[{"metadata":{"name":"b"}}],"metadata":{"resourceVersion":"3"}}',
+    ]
+    backend = Backend(*(httpx2.Response(200, content=b) for b in bodies))
+    result = await backend.rest().list(EXPORTS, limit=1)
+    assert [o["metadata"]["name"] for o in result.items] == ["a", "b"]
+    assert [r.url.params.get("continue") for r in backend.requests] == [None, "t1"]

@@ -71,6 +71,7 @@ class SharedInformerFactory:
         self.informer_options = informer_options
         self._informers: dict[tuple[Any, ...], SharedInformer] = {}
         self._started = False
+        self._starting: set[asyncio.Task[None]] = set()
 
     def informer_for(
         self,
@@ -103,8 +104,11 @@ class SharedInformerFactory:
             )
             self._informers[key] = informer
             if self._started:
-                # Started from a sync call: schedule it on the running loop.
-                asyncio.get_running_loop().create_task(informer.start())
+                # Created from a sync call after start(): start it on the running loop
+                # (start() only creates tasks, so this completes within one loop turn).
+                task = asyncio.get_running_loop().create_task(informer.start())
+                self._starting.add(task)
+                task.add_done_callback(self._starting.discard)
         if indexers:
             informer.add_indexers(indexers)
         return informer
