@@ -290,3 +290,22 @@ def test_replicate_cli_errors(tmp_path: Path) -> None:
     assert absent.returncode == 1
     assert "missing.kubeconfig" in absent.stderr
     assert "Traceback" not in absent.stderr
+
+    # A context that already points into /shards/… (kubectl's view) is refused with a hint.
+    kubeconfig = tmp_path / "all-shards.kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: all\n"
+        "clusters: [{name: all, cluster: {server: 'https://127.0.0.1:1/shards/*/clusters/*',"
+        " insecure-skip-tls-verify: true}}]\n"
+        "contexts: [{name: all, context: {cluster: all}}]\n"
+    )
+    local_url = "https://127.0.0.1:1/services/cache/shards/amber"
+    flags = ["--local-kubeconfig", str(kubeconfig), "--local-server-url", local_url]
+    wrong = subprocess.run(
+        [*run, "--shard-name", "amber", *flags, "--cache-kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert wrong.returncode == 1
+    assert "use a context whose server is the cache's root URL" in wrong.stderr
