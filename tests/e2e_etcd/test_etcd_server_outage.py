@@ -214,6 +214,7 @@ def _run_server(tmp_path: Path, *flags: str) -> tuple[subprocess.CompletedProces
         ("bad-scheme", "etcd endpoint 'ftp://127.0.0.1:2379': scheme must be http or https"),
         ("no-endpoint", "at least one etcd endpoint is needed"),
         ("missing-ca", "cannot read the etcd CA file /nonexistent/ca.pem"),
+        ("relative-prefix", "storage prefix must be an absolute path such as /cache, got 'cache'"),
     ],
     ids=lambda value: value if " " not in value else "",
 )
@@ -239,8 +240,10 @@ async def test_unusable_etcd_servers_at_start_up_is_one_clear_line(
         flags = ("--etcd-servers", "ftp://127.0.0.1:2379")
     elif case == "no-endpoint":
         flags = ("--etcd-servers", " , ")
-    else:
+    elif case == "missing-ca":
         flags = ("--etcd-servers", "https://127.0.0.1:2379", "--etcd-cafile", "/nonexistent/ca.pem")
+    else:
+        flags = ("--etcd-servers", "http://127.0.0.1:2379", "--etcd-prefix", "cache")
     done, elapsed = _run_server(tmp_path, *flags)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
