@@ -51,12 +51,14 @@ def test_keys_follow_the_annotations() -> None:
     assert object_key(obj("a", cluster="root", shard="amber", ns="n")) == "amber|root|n/a"
 
 
-def test_store_indexes_follow_updates_and_replace() -> None:
+@pytest.mark.parametrize("compact", [False, True], ids=["dicts", "compact"])
+def test_store_indexes_follow_updates_and_replace(compact: bool) -> None:
     store = Store(
+        compact=compact,
         indexers={
             INDEX_CLUSTER: lambda o: [o["metadata"]["annotations"].get("kcp.io/cluster", "")],
             "color": lambda o: [o["metadata"]["labels"].get("color", "")],
-        }
+        },
     )
     store.upsert(obj("a", cluster="c1", color="red"))
     store.upsert(obj("b", cluster="c1", color="red"))
@@ -82,12 +84,13 @@ def informer_on(api: FakeKubeApi, **kwargs: Any) -> SharedInformer:
     return SharedInformer(AsyncRESTClient(api.client()), EXPORTS, cluster="*", **kwargs)
 
 
-async def test_kcp_indexes_and_listers() -> None:
+@pytest.mark.parametrize("compact", [False, True], ids=["dicts", "compact"])
+async def test_kcp_indexes_and_listers(compact: bool) -> None:
     api = FakeKubeApi(shard="amber")
     api.put("x", cluster="root")
     api.put("y", cluster="team")
     api.put("x", cluster="team")
-    informer = informer_on(api)
+    informer = informer_on(api, compact=compact)
     async with informer:
         await informer.wait_for_sync(timeout=5)
         lister = informer.lister
@@ -198,3 +201,32 @@ async def test_factory_shares_one_list_and_watch() -> None:
         by_name = factory.informer_for(EXPORTS, indexers={"n": lambda o: [o["metadata"]["name"]]})
         assert by_name.store.index_keys("n", "b") == ["amber|root|b"]
     assert not any(i.running for i in factory.informers)
+
+
+def test_compact_store_returns_copies_and_keeps_bytes() -> None:
+    store = Store(compact=True)
+    store.upsert(obj("a", cluster="c1"))
+    first = store.get("c1|a")
+    assert first is not None
+    first["metadata"]["name"] = "mutated"
+    assert store.get("c1|a")["metadata"]["name"] == "a"  # type: ignore[index]
+    assert all(isinstance(v, bytes) for v in store.raw_values())
+    old = store.upsert(obj("a", cluster="c1", rv="2"))
+    assert old is not None
+    assert old["metadata"]["resourceVersion"] == "1"
+    _, updated, _ = store.replace([obj("a", cluster="c1", rv="3")])
+    assert [
+        (o["metadata"]["resourceVersion"], n["metadata"]["resourceVersion"]) for o, n in updated
+    ] == [("2", "3")]
+
+
+async def test_compact_informer_resync_and_late_handlers() -> None:
+    api = FakeKubeApi()
+    api.put("a")
+    informer = informer_on(api, compact=True)
+    async with informer:
+        await informer.wait_for_sync(timeout=5)
+        recorder = Recorder()
+        informer.add_event_handler(**recorder.handlers(), resync_period=0.05)
+        await eventually(lambda: ("update", "a") in recorder.kinds(), what="resync")
+        assert recorder.kinds()[0] == ("add", "a")

@@ -88,10 +88,11 @@ async def test_initial_paginated_list_then_watch_from_list_rv() -> None:
         assert 300 <= int(watch["timeoutSeconds"]) <= 600
 
 
-async def test_watch_events_reach_store_and_handlers() -> None:
+@pytest.mark.parametrize("compact", [False, True], ids=["dicts", "compact"])
+async def test_watch_events_reach_store_and_handlers(compact: bool) -> None:
     api = FakeKubeApi()
     api.put("a")
-    informer, recorder, _ = make_informer(api)
+    informer, recorder, _ = make_informer(api, compact=compact)
     async with informer:
         await informer.wait_for_sync(timeout=5)
         await eventually(lambda: api.open_watches == 1)
@@ -138,13 +139,14 @@ async def test_bookmarks_advance_the_resource_version() -> None:
         assert recorder.kinds() == [("add", "a")]  # bookmarks are not events
 
 
+@pytest.mark.parametrize("compact", [False, True], ids=["dicts", "compact"])
 @pytest.mark.parametrize("in_stream", [True, False], ids=["error-event", "http-410"])
-async def test_gone_relists_and_reports_vanished_objects(in_stream: bool) -> None:
+async def test_gone_relists_and_reports_vanished_objects(in_stream: bool, compact: bool) -> None:
     api = FakeKubeApi()
     api.gone_in_stream = in_stream
     for name in "abc":
         api.put(name)
-    informer, recorder, _ = make_informer(api)
+    informer, recorder, _ = make_informer(api, compact=compact)
     async with informer:
         await informer.wait_for_sync(timeout=5)
         await eventually(lambda: api.open_watches == 1)

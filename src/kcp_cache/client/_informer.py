@@ -48,6 +48,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
+import orjson
+
 from ._gc import gc_paused
 from ._lister import Lister
 from ._reflector import ListWatchOptions, Reflector
@@ -59,6 +61,7 @@ from ._store import (
     INDEX_SHARD_CLUSTER_NAME,
     IndexFunc,
     KeyFunc,
+    Prepared,
     Store,
     cluster_index,
     cluster_name_index,
@@ -115,7 +118,8 @@ class HandlerRegistration:
         self.on_update = on_update
         self.on_delete = on_delete
         self.resync_period = resync_period
-        self._pending: deque[tuple[int, Obj, Obj | None]] = deque()
+        # Objects, or their JSON bytes when they come from a compact store.
+        self._pending: deque[tuple[int, Any, Any]] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -126,7 +130,7 @@ class HandlerRegistration:
         """True once this handler has been handed every object of the initial list."""
         return self._synced
 
-    def _notify(self, kind: int, obj: Obj, old: Obj | None = None) -> None:
+    def _notify(self, kind: int, obj: Any, old: Any = None) -> None:
         self._pending.append((kind, obj, old))
         self._idle.clear()
         self._wakeup.set()
@@ -153,8 +157,12 @@ class HandlerRegistration:
             kind, obj, old = self._pending.popleft()
             await self._deliver(kind, obj, old)
 
-    async def _deliver(self, kind: int, obj: Obj, old: Obj | None) -> None:
+    async def _deliver(self, kind: int, obj: Any, old: Any) -> None:
         try:
+            if isinstance(obj, bytes):  # from a compact store: decoded per delivery
+                obj = orjson.loads(obj)
+            if isinstance(old, bytes):
+                old = orjson.loads(old)
             if kind == _ADD:
                 result = self.on_add(obj) if self.on_add else None
             elif kind == _UPDATE:
@@ -172,8 +180,8 @@ class HandlerRegistration:
         while True:
             await asyncio.sleep(period)
             if self._informer.has_synced():
-                for obj in self._informer.store.list():
-                    self._notify(_UPDATE, obj, obj)
+                for value in self._informer.store.raw_values():
+                    self._notify(_UPDATE, value, value)
 
     async def wait_idle(self) -> None:
         """Wait until every event queued so far has been handled."""
@@ -210,6 +218,7 @@ class SharedInformer:
         inactivity_timeout: float = 120.0,
         options: ListWatchOptions | None = None,
         rng: random.Random | None = None,
+        compact: bool = False,
     ) -> None:
         self.options = options or ListWatchOptions(
             resource,
@@ -222,7 +231,7 @@ class SharedInformer:
             min_watch_timeout=min_watch_timeout,
             inactivity_timeout=inactivity_timeout,
         )
-        self.store = Store(key_func, {**DEFAULT_INDEXERS, **(indexers or {})})
+        self.store = Store(key_func, {**DEFAULT_INDEXERS, **(indexers or {})}, compact=compact)
         self.lister = Lister(self.store, self.options.resource)
         self.reflector = Reflector(rest, self.options, self, rng=rng)
         self.default_resync_period = resync_period
@@ -246,8 +255,8 @@ class SharedInformer:
         )
         self._handlers.append(registration)
         if self._synced.is_set():
-            for obj in self.store.list():
-                registration._notify(_ADD, obj)
+            for value in self.store.raw_values():
+                registration._notify(_ADD, value)
             registration._synced = True
         if self._task is not None:
             registration._start()
@@ -264,14 +273,18 @@ class SharedInformer:
 
     # -- ReflectorSink ---------------------------------------------------------------------
 
-    def replace(self, objects: list[Obj], resource_version: str) -> None:
+    def prepare(self, objects: list[Obj]) -> list[Prepared]:
+        with gc_paused():  # bulk: nothing cyclic to collect
+            return [self.store.prepare(obj) for obj in objects]
+
+    def replace(self, entries: list[Prepared], resource_version: str) -> None:
         with gc_paused():  # bulk index and queue building: nothing cyclic to collect
-            added, updated, deleted = self.store.replace(objects)
+            added, updated, deleted = self.store.replace_prepared(entries)
             for registration in self._handlers:
-                for obj in deleted:
-                    registration._notify(_DELETE, obj)
-                for obj in added:
-                    registration._notify(_ADD, obj)
+                for value in deleted:
+                    registration._notify(_DELETE, value)
+                for value in added:
+                    registration._notify(_ADD, value)
                 for old, new in updated:
                     registration._notify(_UPDATE, new, old)
                 registration._synced = True

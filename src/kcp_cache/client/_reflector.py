@@ -30,7 +30,7 @@ from ._errors import ApiError, Gone, ServerError, TooManyRequests
 from ._http import TransportError
 from ._ratelimit import Backoff
 from ._resource import Resource
-from ._rest import AsyncRESTClient, ObjectList, WatchEvent
+from ._rest import AsyncRESTClient, WatchEvent
 
 __all__ = ["ListWatchOptions", "Reflector", "ReflectorSink", "WatchInactive"]
 
@@ -46,7 +46,8 @@ class WatchInactive(Exception):
 class ReflectorSink(Protocol):
     """Where the reflector puts what it learns (the informer)."""
 
-    def replace(self, objects: list[Obj], resource_version: str) -> None: ...
+    def prepare(self, objects: list[Obj]) -> list[Any]: ...
+    def replace(self, entries: list[Any], resource_version: str) -> None: ...
     def apply(self, event: WatchEvent) -> None: ...
 
 
@@ -146,22 +147,26 @@ class Reflector:
     async def _list(self) -> None:
         self.lists += 1
         try:
-            result = await self._list_pages(self.options.page_size)
+            entries, resource_version = await self._list_pages(self.options.page_size)
         except Gone:
             # A continue token expired between pages: one unpaginated consistent list.
             if not self.options.page_size:
                 raise
-            result = await self._list_pages(None)
-        self.sink.replace(result.items, result.resource_version)
-        self.last_sync_resource_version = result.resource_version
+            entries, resource_version = await self._list_pages(None)
+        self.sink.replace(entries, resource_version)
+        self.last_sync_resource_version = resource_version
 
-    async def _list_pages(self, limit: int | None) -> ObjectList:
-        return await self.rest.list(
-            self.options.resource,
-            limit=limit,
-            resource_version="",
-            **self.options.scope(),
-        )
+    async def _list_pages(self, limit: int | None) -> tuple[list[Any], str]:
+        # Each page is handed to the sink as it arrives, so a compact store never holds
+        # the whole list decoded; the store itself is replaced once, atomically, at the end.
+        entries: list[Any] = []
+        resource_version = ""
+        async for page in self.rest.list_pages(
+            self.options.resource, limit=limit, resource_version="", **self.options.scope()
+        ):
+            resource_version = resource_version or page.resource_version
+            entries.extend(self.sink.prepare(page.items))
+        return entries, resource_version
 
     def _watch_timeout(self) -> int:
         low = self.options.min_watch_timeout

@@ -23,7 +23,10 @@ from __future__ import annotations
 import builtins
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 __all__ = [
     "CLUSTER_ANNOTATION",
@@ -33,6 +36,7 @@ __all__ = [
     "INDEX_SHARD_CLUSTER_NAME",
     "IndexFunc",
     "KeyFunc",
+    "Prepared",
     "Store",
     "cluster_index",
     "cluster_name_index",
@@ -46,6 +50,8 @@ __all__ = [
 Obj = dict[str, Any]
 #: What a relist changed: ``(added, updated as (old, new), deleted)``.
 Changes = tuple[list[Obj], list[tuple[Obj, Obj]], list[Obj]]
+#: The same with stored values (JSON bytes in a compact store).
+RawChanges = tuple[list[Any], list[tuple[Any, Any]], list[Any]]
 KeyFunc = Callable[[Obj], str]
 IndexFunc = Callable[[Obj], list[str]]
 
@@ -130,21 +136,59 @@ def shard_cluster_name_index(obj: Obj) -> list[str]:
     return [f"{shard}|{cluster}|{name}"]
 
 
+@dataclass(slots=True)
+class Prepared:
+    """An object made ready for :meth:`Store.replace_prepared` (key, index values computed).
+
+    Preparing page by page while a list is still arriving lets a compact store drop each
+    page's decoded dicts at once instead of holding the whole list decoded.
+    """
+
+    key: str
+    resource_version: str
+    value: Any  # the object, or its JSON bytes in a compact store
+    index: builtins.list[builtins.list[str]]
+    generation: int
+
+
 class Store:
-    """A lock-protected ``dict`` of objects with secondary indexes."""
+    """A lock-protected ``dict`` of objects with secondary indexes.
+
+    With ``compact=True`` each object is kept as its JSON encoding (orjson) and decoded on
+    every read: a 1 KiB object then costs about 1 KiB instead of the 6–7 KiB of its
+    decoded dicts, for ~5 µs per read. Reads return fresh copies, so callers cannot
+    corrupt the cache by mutating what they got (client-go only asks them not to).
+    """
 
     def __init__(
         self,
         key_func: KeyFunc = object_key,
         indexers: Mapping[str, IndexFunc] | None = None,
+        *,
+        compact: bool = False,
     ) -> None:
         self.key_func = key_func
+        self.compact = compact
         self._lock = threading.RLock()
-        self._items: dict[str, Obj] = {}
+        self._items: dict[str, Any] = {}
+        self._rvs: dict[str, str] = {}  # compact only: resourceVersions without decoding
         self._indexers: dict[str, IndexFunc] = {}
         self._indices: dict[str, dict[str, set[str]]] = {}
+        self._generation = 0  # bumped when indexers change; invalidates Prepared.index
         if indexers:
             self.add_indexers(indexers)
+
+    # -- encoding --------------------------------------------------------------------------
+
+    def _load(self, value: Any) -> Obj:
+        if self.compact:
+            obj: Obj = orjson.loads(value)
+            return obj
+        return value  # type: ignore[no-any-return]
+
+    def decode(self, value: Any) -> Obj:
+        """A stored value (as handed to handlers by a compact store) as an object."""
+        return orjson.loads(value) if isinstance(value, bytes) else value  # type: ignore[no-any-return]
 
     # -- indexes ---------------------------------------------------------------------------
 
@@ -162,10 +206,11 @@ class Store:
                 if existing is not None:
                     raise ValueError(f"indexer {name!r} already exists with another function")
                 self._indexers[name] = func
+                self._generation += 1
                 index: dict[str, set[str]] = {}
-                for key, obj in self._items.items():
-                    for value in func(obj):
-                        index.setdefault(value, set()).add(key)
+                for key, value in self._items.items():
+                    for index_value in func(self._load(value)):
+                        index.setdefault(index_value, set()).add(key)
                 self._indices[name] = index
 
     @property
@@ -192,7 +237,7 @@ class Store:
         """Objects whose index function returned *value*."""
         with self._lock:
             keys = self._indices[index_name].get(value, ())
-            return [self._items[key] for key in keys]
+            return [self._load(self._items[key]) for key in keys]
 
     def index_keys(self, index_name: str, value: str) -> builtins.list[str]:
         """Keys of the objects whose index function returned *value*."""
@@ -208,15 +253,21 @@ class Store:
 
     def get(self, key: str) -> Obj | None:
         with self._lock:
-            return self._items.get(key)
+            value = self._items.get(key)
+            return None if value is None else self._load(value)
 
-    def list(self) -> list[Obj]:
+    def list(self) -> builtins.list[Obj]:
         with self._lock:
-            return list(self._items.values())
+            return [self._load(value) for value in self._items.values()]
+
+    def raw_values(self) -> builtins.list[Any]:
+        """The stored values as they are (bytes in a compact store), for bulk re-delivery."""
+        with self._lock:
+            return builtins.list(self._items.values())
 
     def keys(self) -> builtins.list[str]:
         with self._lock:
-            return list(self._items)
+            return builtins.list(self._items)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -230,8 +281,13 @@ class Store:
         """Add or replace *obj*; returns the previous version (``None`` for an add)."""
         key = self.key_func(obj)
         with self._lock:
-            old = self._items.get(key)
-            self._items[key] = obj
+            old_value = self._items.get(key)
+            if self.compact:
+                self._items[key] = _encode(obj)
+                self._rvs[key] = _rv(obj)
+            else:
+                self._items[key] = obj
+            old = None if old_value is None else self._load(old_value)
             if self._indexers:
                 self._index(key, old, obj)
             return old
@@ -242,10 +298,24 @@ class Store:
 
     def delete_key(self, key: str) -> Obj | None:
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None and self._indexers:
+            value = self._items.pop(key, None)
+            self._rvs.pop(key, None)
+            if value is None:
+                return None
+            old = self._load(value)
+            if self._indexers:
                 self._index(key, old, None)
             return old
+
+    def prepare(self, obj: Obj) -> Prepared:
+        """Compute what :meth:`replace_prepared` needs from *obj* (call without the lock)."""
+        return Prepared(
+            self.key_func(obj),
+            _rv(obj),
+            _encode(obj) if self.compact else obj,
+            [func(obj) for func in self._indexers.values()],
+            self._generation,
+        )
 
     def replace(self, objects: Iterable[Obj]) -> Changes:
         """Make the store hold exactly *objects* (a relist); return what changed.
@@ -254,26 +324,59 @@ class Store:
         when its resourceVersion changed; deleted are those that vanished from the list —
         the deletes a watch gap would otherwise hide.
         """
-        added: builtins.list[Obj] = []
-        updated: builtins.list[tuple[Obj, Obj]] = []
+        added, updated, deleted = self.replace_prepared([self.prepare(o) for o in objects])
+        return (
+            [self.decode(v) for v in added],
+            [(self.decode(o), self.decode(n)) for o, n in updated],
+            [self.decode(v) for v in deleted],
+        )
+
+    def replace_prepared(self, entries: Iterable[Prepared]) -> RawChanges:
+        """:meth:`replace` for prepared objects; the changes hold stored values (bytes if
+        compact). The indexes are rebuilt from the prepared index values."""
+        added: builtins.list[Any] = []
+        updated: builtins.list[tuple[Any, Any]] = []
         with self._lock:
-            fresh: dict[str, Obj] = {}
-            for obj in objects:
-                fresh[self.key_func(obj)] = obj
-            deleted = [obj for key, obj in self._items.items() if key not in fresh]
-            for key, obj in fresh.items():
-                old = self._items.get(key)
+            fresh: dict[str, Prepared] = {}
+            for entry in entries:
+                fresh[entry.key] = entry
+            items = self._items
+            deleted = [value for key, value in items.items() if key not in fresh]
+            for key, entry in fresh.items():
+                old = items.get(key)
                 if old is None:
-                    added.append(obj)
-                elif _rv(old) != _rv(obj):
-                    updated.append((old, obj))
-            if self._indexers:
-                for obj in deleted:
-                    self._index(self.key_func(obj), obj, None)
-                for key, obj in fresh.items():
-                    self._index(key, self._items.get(key), obj)
-            self._items = fresh
+                    added.append(entry.value)
+                else:
+                    old_rv = self._rvs.get(key, "") if self.compact else _rv(old)
+                    if old_rv != entry.resource_version:
+                        updated.append((old, entry.value))
+            names = builtins.list(self._indexers)
+            funcs = builtins.list(self._indexers.values())
+            indices: dict[str, dict[str, set[str]]] = {name: {} for name in names}
+            for key, entry in fresh.items():
+                values = entry.index
+                if entry.generation != self._generation:
+                    obj = self._load(entry.value)
+                    values = [func(obj) for func in funcs]
+                for name, index_values in zip(names, values, strict=True):
+                    index = indices[name]
+                    for index_value in index_values:
+                        keys = index.get(index_value)
+                        if keys is None:
+                            index[index_value] = {key}
+                        else:
+                            keys.add(key)
+            self._items = {key: entry.value for key, entry in fresh.items()}
+            if self.compact:
+                self._rvs = {key: entry.resource_version for key, entry in fresh.items()}
+            self._indices = indices
         return added, updated, deleted
+
+
+def _encode(obj: Obj) -> bytes:
+    # orjson writes into a 4 KiB buffer and shrinks it in place, so a 1 KiB object would
+    # keep 4 KiB allocated; one copy to an exact-size bytes object gives that back.
+    return memoryview(orjson.dumps(obj)).tobytes()
 
 
 def _rv(obj: Obj) -> str:
