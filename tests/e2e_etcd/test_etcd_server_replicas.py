@@ -253,7 +253,7 @@ async def test_sigkilling_a_replica_loses_no_acknowledged_write(
         third.async_client() as c3,
     ):
         rv = (await c2.get(path)).json()["metadata"]["resourceVersion"]
-        async with Watch(second, path, rv) as watch:
+        async with Watch(second, path, rv) as watch, Watch(first, path, rv) as on_killed:
             enough = asyncio.Event()
 
             async def writer(index: int) -> None:
@@ -282,6 +282,12 @@ async def test_sigkilling_a_replica_loses_no_acknowledged_write(
             await watch.wait_for(lambda: "after-the-kill" in watch.names())
             assert watch.ends == 0
             assert len(watch.names()) == len(set(watch.names()))
+            # ... and a watcher of the killed replica resumes on another one from the last
+            # resourceVersion it saw (revisions are etcd's, the same on every replica).
+            await on_killed.wait_for(lambda: on_killed.ends == 1)
+            async with Watch(third, path, on_killed.resource_version) as moved:
+                await moved.wait_for(lambda: "after-the-kill" in moved.names())
+            assert on_killed.names() + moved.names() == watch.names()
 
     first.start()  # same root directory and port
     async with first.async_client() as client:
