@@ -299,7 +299,7 @@ def run_round(d: Path, quick: bool) -> dict[str, Any]:
 def run(quick: bool, rounds: int) -> list[dict[str, Any]]:
     results = []
     for i in range(rounds):
-        with tempfile.TemporaryDirectory(prefix="kcp-storage-bench-", dir=os.getcwd()) as tmp:
+        with tempfile.TemporaryDirectory(prefix="kcp-storage-bench-") as tmp:
             results.append(run_round(Path(tmp), quick))
         print(f"round {i + 1}/{rounds} done", file=sys.stderr, flush=True)
     return results
