@@ -1,0 +1,1 @@
+"""Stand-alone apps the server benchmark runs as its ceilings."""
