@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from replication_helpers import (
@@ -17,7 +18,7 @@ from replication_helpers import (
     unique,
 )
 
-from harness import CacheServer
+from harness import CacheServer, start_cache_server
 from kcp_cache.client import NotFound, shard_of
 from kcp_cache.replication import CacheReader, WriteController
 
@@ -151,4 +152,42 @@ async def test_reader_starts_while_cache_is_down(
             await asyncio.to_thread(cache.start)
         await amber_local.http.aclose()
         await sapphire_local.http.aclose()
+        await cached.http.aclose()
+
+
+async def test_cache_that_lost_its_data_is_refilled(
+    tmp_path: Path, shards_api: CacheServer
+) -> None:
+    """A cache without durable storage restarts empty (resourceVersions start over): the
+    controller relists and publishes the shard's objects again."""
+    wiped = start_cache_server(tmp_path, "--storage", "memory")
+    local, cached = local_rest(shards_api, "amber"), cache_rest(wiped)
+    cluster = unique("wiped")
+    names = [f"obj-{i}" for i in range(20)]
+    try:
+        for name in names:
+            await local.create(EXPORTS, new_object(APIEXPORTS, name, spec={}), cluster=cluster)
+
+        async def all_published() -> bool:
+            copies = (await cached.list(EXPORTS, cluster=cluster, shard="amber")).items
+            return sorted(o["metadata"]["name"] for o in copies) == sorted(names)
+
+        async with WriteController(
+            "amber",
+            local,
+            cached,
+            resources=(APIEXPORTS,),
+            backoff=FAST_BACKOFF,
+            reset_check_period=0.2,
+        ) as controller:
+            assert await controller.wait_synced(timeout=20)
+            await eventually(all_published, what="the shard's objects in the cache")
+            await asyncio.to_thread(wiped.restart)
+            await eventually(all_published, timeout=30, what="the objects published again")
+            # The data loss was noticed (the cache's resourceVersion fell), not just waited out.
+            assert controller.reset_detector is not None
+            assert controller.reset_detector.restarts >= 1
+    finally:
+        wiped.stop()
+        await local.http.aclose()
         await cached.http.aclose()

@@ -33,6 +33,7 @@ from ._reconcile import (
     comparable_metadata,
     reconcile,
 )
+from ._reset import DEFAULT_RESET_CHECK_PERIOD, ResetDetector
 from ._resources import (
     DEFAULT_RESOURCES,
     MUTATING_ADMISSION_POLICY_RESOURCES,
@@ -44,6 +45,7 @@ from ._resources import (
 from ._write import DEFAULT_RESYNC_PERIOD, WriteController
 
 __all__ = [
+    "DEFAULT_RESET_CHECK_PERIOD",
     "DEFAULT_RESOURCES",
     "DEFAULT_RESYNC_PERIOD",
     "MUTATING_ADMISSION_POLICY_RESOURCES",
@@ -64,6 +66,7 @@ __all__ = [
     "RecreateInCache",
     "ReplicatedResource",
     "ReplicationMetrics",
+    "ResetDetector",
     "UpdateInCache",
     "WriteController",
     "cache_client",

@@ -35,8 +35,9 @@ from kcp_cache.client import (
 )
 
 from ._metrics import ReaderMetrics
+from ._reset import DEFAULT_RESET_CHECK_PERIOD, ResetDetector
 from ._resources import DEFAULT_RESOURCES, ReplicatedResource
-from ._rest import BackoffFactory, as_rest
+from ._rest import BackoffFactory, as_rest, cancel_and_wait
 
 __all__ = ["CacheReader", "FallbackLister", "ReaderHealth"]
 
@@ -126,6 +127,7 @@ class CacheReader:
         cache_backoff: BackoffFactory = Backoff,
         local_backoff: BackoffFactory = Backoff,
         metrics: ReaderMetrics | None = None,
+        reset_check_period: float | None = DEFAULT_RESET_CHECK_PERIOD,
     ) -> None:
         self.resources = tuple(resources)
         self.metrics = metrics or ReaderMetrics()
@@ -155,6 +157,12 @@ class CacheReader:
                 self.cache_informers[replicated.name].lister,
             )
         self._started = False
+        informers = [*self.local_informers.values(), *self.cache_informers.values()]
+        #: Relists an informer whose server lost its data (see ``_reset``); None: off.
+        self.reset_detector = (
+            ResetDetector(informers, reset_check_period) if reset_check_period else None
+        )
+        self._reset_task: asyncio.Task[None] | None = None
 
     def lister(self, resource: str | Resource | ReplicatedResource) -> FallbackLister:
         """The fallback lister of a resource: ``"apiexports"``, ``"apiexports.apis.kcp.io"``,
@@ -186,6 +194,10 @@ class CacheReader:
         self._started = True
         for informer in (*self.local_informers.values(), *self.cache_informers.values()):
             await informer.start()
+        if self.reset_detector is not None:
+            self._reset_task = asyncio.create_task(
+                self.reset_detector.run(), name="reader-reset-check"
+            )
 
     async def wait_ready(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until the local informers synced — never for the cache. False on timeout."""
@@ -206,6 +218,9 @@ class CacheReader:
         return True
 
     async def stop(self) -> None:
+        task, self._reset_task = self._reset_task, None
+        if task is not None:
+            await cancel_and_wait(task)
         for informer in (*self.local_informers.values(), *self.cache_informers.values()):
             await informer.stop()
         self._started = False

@@ -59,8 +59,9 @@ from ._reconcile import (
     UpdateInCache,
     reconcile,
 )
+from ._reset import DEFAULT_RESET_CHECK_PERIOD, ResetDetector
 from ._resources import DEFAULT_RESOURCES, ReplicatedResource
-from ._rest import BackoffFactory, as_rest
+from ._rest import BackoffFactory, as_rest, cancel_and_wait
 
 __all__ = ["DEFAULT_RESYNC_PERIOD", "WriteController"]
 
@@ -99,6 +100,7 @@ class WriteController:
         resync_period: float | None = DEFAULT_RESYNC_PERIOD,
         backoff: BackoffFactory = Backoff,
         metrics: ReplicationMetrics | None = None,
+        reset_check_period: float | None = DEFAULT_RESET_CHECK_PERIOD,
     ) -> None:
         if not shard_name or shard_name == WILDCARD:
             raise ValueError("the write controller needs a concrete shard name")
@@ -127,6 +129,10 @@ class WriteController:
         #: When the oldest not-yet-replicated local change of a key was seen (loop time).
         self._seen_at: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        #: Relists an informer whose server lost its data (see ``_reset``); None: off.
+        self.reset_detector = (
+            ResetDetector(self.informers, reset_check_period) if reset_check_period else None
+        )
         self._synced = asyncio.Event()
         self._stopped = asyncio.Event()
         self._started = False
@@ -206,6 +212,10 @@ class WriteController:
         for informer in self.informers:
             await informer.start()
         self._tasks.append(asyncio.create_task(self._start_workers(), name="replication-start"))
+        if self.reset_detector is not None:
+            self._tasks.append(
+                asyncio.create_task(self.reset_detector.run(), name="replication-reset-check")
+            )
 
     async def _start_workers(self) -> None:
         for informer in self.informers:
@@ -236,14 +246,7 @@ class WriteController:
         self.queue.shut_down()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+            await cancel_and_wait(task)
         for informer in self.informers:
             await informer.stop()
 
