@@ -198,6 +198,11 @@ class SharedInformer:
     *cluster* ``"*"`` (with the shard transports and ``shard="*"`` or no shard in the
     context) gives kcp's wildcard informer across every shard and cluster. Use as
     ``async with informer:`` or call :meth:`start` / :meth:`stop`.
+
+    ``compact=True`` keeps each cached object as its JSON bytes (about a quarter to a
+    sixth of the memory of the decoded dicts, measured); lister reads and handler
+    deliveries then decode (~5 µs per 1 KiB object) and hand out copies. Use it for
+    large caches, such as wildcard informers over a whole cache server.
     """
 
     def __init__(
