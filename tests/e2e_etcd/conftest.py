@@ -26,6 +26,12 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     yield from _etcd(1, tmp_path_factory)
 
 
+@pytest.fixture
+def fresh_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """A single-member etcd of this test alone (for checks of everything in etcd)."""
+    yield from _etcd(1, tmp_path_factory)
+
+
 @pytest.fixture(scope="module")
 def etcd3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     """A three-member etcd cluster of this module; a test that kills a member restarts it."""

@@ -45,8 +45,9 @@ def _etcdctl(etcd: EtcdCluster, *args: str) -> str:
 
 
 def test_keys_and_values_follow_the_kcp_layout(
-    etcd: EtcdCluster, cache_server: Callable[..., CacheServer], ca: TestCA
+    fresh_etcd: EtcdCluster, cache_server: Callable[..., CacheServer], ca: TestCA
 ) -> None:
+    etcd = fresh_etcd
     server = cache_server(*_flags(etcd, None), client_ca=ca)  # default prefix /cache
     with server.client() as client:
         plain = client.post(exports_path("amber", "acme"), json=export("comicdb"))
