@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from kcp_cache.registry import Bootstrapper, ResourceCatalog
-from kcp_cache.storage import MemoryStorage
+from kcp_cache.storage import Conflict, MemoryStorage
 
 
 async def test_bootstrap_is_idempotent_and_repairs_drift(storage: MemoryStorage) -> None:
@@ -34,3 +35,28 @@ async def test_bootstrap_is_idempotent_and_repairs_drift(storage: MemoryStorage)
     assert repaired["spec"]["scope"] == "Cluster"
     assert repaired["metadata"]["uid"] == uid
     assert repaired["metadata"]["generation"] == 2
+
+
+class _AlwaysOvertaken(MemoryStorage):
+    """Every guarded update loses to another writer (a replica of another release)."""
+
+    async def update(self, key: str, value: bytes, *, expected_mod_revision: int) -> object:
+        raise Conflict(key, expected_mod_revision, expected_mod_revision + 1)
+
+
+async def test_bootstrap_does_not_report_ready_when_it_never_wins() -> None:
+    storage = _AlwaysOvertaken()
+    await storage.start()
+    try:
+        catalog = ResourceCatalog()
+        await Bootstrapper(storage, catalog).run()  # creates succeed
+        changed = [
+            {**crd, "spec": {**crd["spec"], "names": {**crd["spec"]["names"], "categories": ["x"]}}}
+            for crd in catalog.crds
+        ]
+        boot = Bootstrapper(storage, ResourceCatalog(changed))
+        with pytest.raises(RuntimeError, match="kept changing"):
+            await boot.run(attempts=2, backoff=0)
+        assert not boot.ready
+    finally:
+        await storage.close()

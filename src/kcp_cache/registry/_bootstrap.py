@@ -20,7 +20,14 @@ import orjson
 
 from kcp_cache.registry._catalog import CRD_GROUP, CRD_RESOURCE, ResourceCatalog
 from kcp_cache.registry._keys import KeyScheme
-from kcp_cache.storage import AlreadyExists, Conflict, NotFound, Storage, StorageError
+from kcp_cache.storage import (
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    Storage,
+    StorageError,
+    Unavailable,
+)
 
 __all__ = ["SYSTEM_CRDS_CLUSTER", "SYSTEM_SHARD", "Bootstrapper"]
 
@@ -136,3 +143,6 @@ class Bootstrapper:
                 return
             except (Conflict, NotFound):
                 continue
+        # Other writers (replicas of another release?) changed it every time: let run()
+        # back off and retry rather than report a CRD as bootstrapped that is not.
+        raise Unavailable(f"{key} kept changing while it was being bootstrapped")
