@@ -14,7 +14,7 @@ from typing import Any
 import httpx2
 import pytest
 from client_helpers import Recorder, eventually
-from partition import PartitionTransport
+from client_partition import PartitionTransport
 
 from harness import CacheServer
 from kcp_cache.client import (
