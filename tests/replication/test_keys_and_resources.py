@@ -92,5 +92,7 @@ def test_parse_resources() -> None:
     assert [r.name for r in chosen] == ["apiexports.apis.kcp.io", "shards.core.kcp.io"]
     gated = parse_resources("mutatingadmissionpolicies")
     assert gated == MUTATING_ADMISSION_POLICY_RESOURCES[:1]
+    everything = parse_resources("all,mutatingadmissionpolicies,mutatingadmissionpolicybindings")
+    assert everything == DEFAULT_RESOURCES + MUTATING_ADMISSION_POLICY_RESOURCES
     with pytest.raises(ValueError, match="unknown replicated resource 'roles'"):
         parse_resources("roles")

@@ -140,7 +140,8 @@ _KNOWN: Final = {r.name: r for r in (*DEFAULT_RESOURCES, *MUTATING_ADMISSION_POL
 def parse_resources(names: str | Iterable[str] | None) -> tuple[ReplicatedResource, ...]:
     """Resources by name: ``apiexports.apis.kcp.io`` or ``apiexports``; ``all`` ⇒ the default.
 
-    Names may be comma-separated. Unknown or ambiguous names raise ``ValueError``.
+    Names may be comma-separated; ``all`` may be combined with opt-in resources
+    (``all,mutatingadmissionpolicies``). Unknown or ambiguous names raise ``ValueError``.
 
     >>> [r.name for r in parse_resources("apiexports,shards.core.kcp.io")]
     ['apiexports.apis.kcp.io', 'shards.core.kcp.io']
@@ -151,10 +152,13 @@ def parse_resources(names: str | Iterable[str] | None) -> tuple[ReplicatedResour
         return DEFAULT_RESOURCES
     items = [names] if isinstance(names, str) else list(names)
     wanted = [part.strip() for item in items for part in item.split(",") if part.strip()]
-    if not wanted or wanted == ["all"]:
+    if not wanted:
         return DEFAULT_RESOURCES
     chosen: list[ReplicatedResource] = []
     for name in wanted:
+        if name == "all":
+            chosen.extend(r for r in DEFAULT_RESOURCES if r not in chosen)
+            continue
         match = _KNOWN.get(name)
         if match is None:
             candidates = [r for r in _KNOWN.values() if r.resource.resource == name]
