@@ -172,6 +172,12 @@ async def test_already_exists_and_not_found_count_as_done() -> None:
     await controller.process(key_of())
     assert controller.queue.num_requeues(key_of()) == 0
     assert [m for m, _, _ in cache.requests] == ["POST", "DELETE"]
+    for action in ("create", "delete"):
+        labels = {"shard": SHARD, "resource": EXPORTS.name, "action": action}
+        registry = controller.metrics.registry
+        name = "kcp_replication_reconcile_total"
+        assert registry.get_sample_value(name, {**labels, "result": "already-done"}) == 1.0
+        assert registry.get_sample_value(name, {**labels, "result": "success"}) is None
 
 
 async def test_unparsable_and_ambiguous_keys_are_dropped() -> None:

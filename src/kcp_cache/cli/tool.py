@@ -21,8 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kcp_cache import __version__
+from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.replication import (
+    DEFAULT_RESET_CHECK_PERIOD,
     DEFAULT_RESOURCES,
     HealthServer,
     WriteController,
@@ -83,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(r.name for r in DEFAULT_RESOURCES),
     )
     replicate.add_argument("--workers", type=int, default=2, help="concurrent reconciles")
+    replicate.add_argument(
+        "--reset-check-period",
+        type=parse_duration,
+        default=DEFAULT_RESET_CHECK_PERIOD,
+        help="how often to check whether the cache or the shard lost its data (resourceVersion "
+        "went back) and relist; 0 turns the check off (e.g. 30s, 1m)",
+    )
     serving = replicate.add_argument_group("health and metrics")
     serving.add_argument(
         "--metrics-port",
@@ -106,7 +115,12 @@ async def _replicate(args: argparse.Namespace) -> int:
     )
     cache_http = cache_client(args.cache_kubeconfig, context=args.cache_context)
     controller = WriteController(
-        args.shard_name, local_http, cache_http, resources=resources, workers=args.workers
+        args.shard_name,
+        local_http,
+        cache_http,
+        resources=resources,
+        workers=args.workers,
+        reset_check_period=args.reset_check_period or None,
     )
     health: HealthServer | None = None
     stop = asyncio.Event()

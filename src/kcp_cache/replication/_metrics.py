@@ -37,7 +37,8 @@ class ReplicationMetrics:
         )
         self.reconciles = Counter(
             "kcp_replication_reconcile",
-            "Reconciles by resource, action (none/create/update/delete/recreate) and result.",
+            "Reconciles by resource, action (none/create/update/delete/recreate) and result "
+            "(success/already-done/conflict/error/dropped).",
             ["shard", "resource", "action", "result"],
             registry=self.registry,
         )

@@ -20,7 +20,6 @@ shards for nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -312,50 +311,61 @@ class WriteController:
             return
         action = reconcile(self.shard, replicated, local, cached)
         try:
-            await self.perform(replicated, parsed, action)
+            result = await self.perform(replicated, parsed, action)
         except (ApiError, TransportError) as err:
             retries = self.queue.num_requeues(key)
             level = logging.INFO if isinstance(err, (Conflict, TransportError)) else logging.WARNING
             log.log(level, "%s %s failed (retry %d): %s", action.verb, key, retries + 1, err)
-            result = "conflict" if isinstance(err, Conflict) else "error"
-            self.metrics.reconciled(replicated.name, action.verb, result)
+            failure = "conflict" if isinstance(err, Conflict) else "error"
+            self.metrics.reconciled(replicated.name, action.verb, failure)
             self.queue.add_rate_limited(key)
             return
         self.queue.forget(key)
-        self.metrics.reconciled(replicated.name, action.verb, "success")
+        self.metrics.reconciled(replicated.name, action.verb, result)
         seen = self._seen_at.pop(key, None)
         if seen is not None and not isinstance(action, NoAction):
             self.metrics.observe_lag(replicated.name, asyncio.get_running_loop().time() - seen)
         if not isinstance(action, NoAction):
             log.debug("%s %s", action.verb, key)
 
-    async def perform(self, replicated: ReplicatedResource, key: QueueKey, action: Action) -> None:
-        """Carry out *action* against this shard's space in the cache."""
+    async def perform(self, replicated: ReplicatedResource, key: QueueKey, action: Action) -> str:
+        """Carry out *action* against this shard's space in the cache.
+
+        Returns the result for the metrics: ``success``, or ``already-done`` when the cache
+        was there first (a create that found the copy, a delete that found none) — the
+        informer had not seen it yet; its event queues the key again.
+        """
         resource, cluster = replicated.resource, key.cluster
         if isinstance(action, NoAction):
-            return
+            return "success"
         if isinstance(action, UpdateInCache):
             await self.cache.update(resource, action.body, cluster=cluster, shard=self.shard)
-            return
+            return "success"
+        result = "success"
         if isinstance(action, (DeleteFromCache, RecreateInCache)):
             delete = action.delete if isinstance(action, RecreateInCache) else action
-            await self._delete(replicated, cluster, delete)
+            try:
+                await self._delete(replicated, cluster, delete)
+            except NotFound:
+                result = "already-done"
         if isinstance(action, (CreateInCache, RecreateInCache)):
             create = action.create if isinstance(action, RecreateInCache) else action
-            # AlreadyExists: the global informer has not seen it yet; its event re-queues the key.
-            with contextlib.suppress(AlreadyExists):
+            try:
                 await self.cache.create(resource, create.body, cluster=cluster, shard=self.shard)
+                result = "success"
+            except AlreadyExists:
+                result = "already-done"
+        return result
 
     async def _delete(
         self, replicated: ReplicatedResource, cluster: str, action: DeleteFromCache
     ) -> None:
         preconditions: Mapping[str, str] | None = {"uid": action.uid} if action.uid else None
-        with contextlib.suppress(NotFound):
-            await self.cache.delete(
-                replicated.resource,
-                action.name,
-                namespace=action.namespace or None,
-                cluster=cluster,
-                shard=self.shard,
-                preconditions=preconditions,
-            )
+        await self.cache.delete(
+            replicated.resource,
+            action.name,
+            namespace=action.namespace or None,
+            cluster=cluster,
+            shard=self.shard,
+            preconditions=preconditions,
+        )
