@@ -122,6 +122,25 @@ async def test_bookmarks_from_the_feed(storage: MemoryStorage, exports: Resource
     registry.close()
 
 
+async def test_quiet_resource_still_gets_periodic_bookmarks(
+    storage: MemoryStorage, exports: ResourceInfo
+) -> None:
+    # Nothing at all is written after the watch starts: bookmarks keep coming with the
+    # unchanged revision, so a client's inactivity watchdog sees a live stream.
+    registry = Registry(storage, bookmark_interval=0.05, feed_linger=0)
+    await storage.create("/cache/unrelated", b"{}")
+    rv = str(await storage.current_revision())
+    session = await _start(
+        registry, Target(exports, "v1alpha1", "s", "c"), resourceVersion=rv, allowWatchBookmarks="1"
+    )
+    for _ in range(2):
+        (bookmark,) = await _next_events(session)
+        assert bookmark["type"] == "BOOKMARK"
+        assert bookmark["object"]["metadata"] == {"resourceVersion": rv}
+    session.close()
+    registry.close()
+
+
 async def test_watcher_older_than_feed_history_gets_a_private_feed(
     storage: MemoryStorage, exports: ResourceInfo
 ) -> None:

@@ -197,7 +197,9 @@ class Watcher:
         return None
 
     def bookmark(self, revision: int) -> None:
-        if self.closed or not self._bookmarks or revision <= self.after:
+        # A quiet resource still gets periodic bookmarks (with an unchanged revision): they
+        # tell clients' inactivity watchdogs the stream is alive, so no needless re-watch.
+        if self.closed or not self._bookmarks or revision < self.after:
             return
         self.after = revision
         av = PARTIAL_API_VERSION if self.partial else self.api_version
