@@ -131,6 +131,7 @@ async def test_reader_starts_while_cache_is_down(
             local=amber_local,
             resources=(APIEXPORTS,),
             cache_backoff=FAST_BACKOFF,
+            reset_check_period=0.2,
         ) as reader:
             assert await reader.wait_ready(timeout=10), "readiness must not wait for the cache"
             health = reader.health()
@@ -146,6 +147,22 @@ async def test_reader_starts_while_cache_is_down(
             assert not reader.health().cache_degraded
             remote = lister.get_with_fallback("remote", cluster=cluster_s)
             assert shard_of(remote) == "sapphire"
+
+            # An outage after start-up shows in the health too, and clears afterwards.
+            await asyncio.to_thread(cache.stop)
+
+            async def degraded() -> bool:
+                return reader.health().cache_degraded
+
+            await eventually(degraded, what="the reader reporting the cache degraded")
+            assert reader.health().ready
+            assert lister.get_with_fallback("remote", cluster=cluster_s)  # last known state
+            await asyncio.to_thread(cache.start)
+
+            async def healthy() -> bool:
+                return not reader.health().cache_degraded
+
+            await eventually(healthy, what="the reader reporting the cache healthy again")
         await reader_cache.http.aclose()
     finally:
         if cache.process is None or cache.process.poll() is not None:

@@ -81,6 +81,11 @@ class ReaderMetrics:
             ["side"],
             registry=self.registry,
         )
+        self.reachable = Gauge(
+            "kcp_cache_reader_cache_reachable",
+            "1 if the cache answered the reader's last periodic check.",
+            registry=self.registry,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -99,10 +99,13 @@ class ReaderHealth:
     ready: bool
     #: Cache informers synced: other shards' data is available.
     cache_synced: bool
+    #: The cache answered the last periodic check (see ``reset_check_period``).
+    cache_reachable: bool = True
 
     @property
     def cache_degraded(self) -> bool:
-        return not self.cache_synced
+        """Other shards' data is missing (never synced) or may be stale (cache unreachable)."""
+        return not self.cache_synced or not self.cache_reachable
 
     def checks(self) -> dict[str, bool]:
         """Readiness checks for a health endpoint (the cache is informational only)."""
@@ -185,7 +188,12 @@ class CacheReader:
         cache_synced = all(i.has_synced() for i in self.cache_informers.values())
         self.metrics.synced.labels("local").set(int(ready))
         self.metrics.synced.labels("cache").set(int(cache_synced))
-        return ReaderHealth(ready=ready, cache_synced=cache_synced)
+        detector = self.reset_detector
+        reachable = detector is None or not any(
+            informer in detector.unreachable for informer in self.cache_informers.values()
+        )
+        self.metrics.reachable.set(int(reachable))
+        return ReaderHealth(ready=ready, cache_synced=cache_synced, cache_reachable=reachable)
 
     async def start(self) -> None:
         """Start every informer; returns at once (the cache may well be unreachable)."""

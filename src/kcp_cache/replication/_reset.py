@@ -48,6 +48,9 @@ class ResetDetector:
         self.period = period
         #: How many informers were restarted (for tests and logs).
         self.restarts = 0
+        #: Informers whose server did not answer the last check (a health signal: the
+        #: reflector retries quietly, so this is how an outage after start-up shows).
+        self.unreachable: set[SharedInformer] = set()
 
     async def current_resource_version(self, informer: SharedInformer) -> str:
         """The server's current resourceVersion for the informer's scope (a 1-item LIST)."""
@@ -71,13 +74,13 @@ class ResetDetector:
             if not informer.running or not informer.has_synced():
                 continue
             seen = _as_int(informer.last_sync_resource_version)
-            if seen is None:
-                continue
             try:
                 current = _as_int(await self.current_resource_version(informer))
             except (ApiError, TransportError):
-                continue  # unreachable: the reflector is already retrying
-            if current is None or current >= seen:
+                self.unreachable.add(informer)  # the reflector is already retrying
+                continue
+            self.unreachable.discard(informer)
+            if seen is None or current is None or current >= seen:
                 continue
             log.warning(
                 "%s: the server is at resourceVersion %d but we saw %d — it lost its data; "
