@@ -13,7 +13,7 @@ from harness import CacheServer, start_cache_server
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheServer]:
+def cache_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheServer]:
     """The cache server (SQLite, so it keeps its data across a restart)."""
     server = start_cache_server(tmp_path_factory.mktemp("cache"))
     yield server

@@ -26,11 +26,11 @@ EXPORTS = APIEXPORTS.resource
 
 
 async def test_cache_restart_during_replication_loses_nothing(
-    cache: CacheServer, shards_api: CacheServer
+    cache_api: CacheServer, shards_api: CacheServer
 ) -> None:
     """Creates, updates and deletes keep coming while the cache restarts; afterwards the
     cache holds exactly the shard's objects, each equal to its source."""
-    local, cached = local_rest(shards_api, "amber"), cache_rest(cache)
+    local, cached = local_rest(shards_api, "amber"), cache_rest(cache_api)
     cluster = unique("restart")
     controller = WriteController(
         "amber", local, cached, resources=(APIEXPORTS,), backoff=FAST_BACKOFF
@@ -53,7 +53,7 @@ async def test_cache_restart_during_replication_loses_nothing(
             if i == 30:
                 # Restart in a thread: the harness blocks until the server is ready again,
                 # and replication (and this writer) must go on meanwhile.
-                restart = asyncio.create_task(asyncio.to_thread(cache.restart))
+                restart = asyncio.create_task(asyncio.to_thread(cache_api.restart))
                 restart.add_done_callback(lambda _: restarted.set())
             if restarted.is_set():
                 after_restart += 1
@@ -93,14 +93,14 @@ async def test_cache_restart_during_replication_loses_nothing(
 
 
 async def test_reader_starts_while_cache_is_down(
-    cache: CacheServer, shards_api: CacheServer
+    cache_api: CacheServer, shards_api: CacheServer
 ) -> None:
     """Ready on local data at once, cache reported degraded; caught up once the cache is up."""
     amber_local, sapphire_local = (
         local_rest(shards_api, "amber"),
         local_rest(shards_api, "sapphire"),
     )
-    cached = cache_rest(cache)
+    cached = cache_rest(cache_api)
     cluster_a, cluster_s = unique("mine"), unique("theirs")
     try:
         # sapphire publishes an APIExport, then the cache goes away.
@@ -123,9 +123,9 @@ async def test_reader_starts_while_cache_is_down(
                 return True
 
             await eventually(published, what="sapphire's APIExport in the cache")
-        await asyncio.to_thread(cache.stop)
+        await asyncio.to_thread(cache_api.stop)
 
-        reader_cache = cache_rest(cache)
+        reader_cache = cache_rest(cache_api)
         async with CacheReader(
             reader_cache,
             local=amber_local,
@@ -142,14 +142,14 @@ async def test_reader_starts_while_cache_is_down(
             with pytest.raises(NotFound):  # the cache is down: sapphire's object is unknown
                 lister.get_with_fallback("remote", cluster=cluster_s)
 
-            await asyncio.to_thread(cache.start)
+            await asyncio.to_thread(cache_api.start)
             assert await reader.wait_cache_synced(timeout=30)
             assert not reader.health().cache_degraded
             remote = lister.get_with_fallback("remote", cluster=cluster_s)
             assert shard_of(remote) == "sapphire"
 
             # An outage after start-up shows in the health too, and clears afterwards.
-            await asyncio.to_thread(cache.stop)
+            await asyncio.to_thread(cache_api.stop)
 
             async def degraded() -> bool:
                 return reader.health().cache_degraded
@@ -157,7 +157,7 @@ async def test_reader_starts_while_cache_is_down(
             await eventually(degraded, what="the reader reporting the cache degraded")
             assert reader.health().ready
             assert lister.get_with_fallback("remote", cluster=cluster_s)  # last known state
-            await asyncio.to_thread(cache.start)
+            await asyncio.to_thread(cache_api.start)
 
             async def healthy() -> bool:
                 return not reader.health().cache_degraded
@@ -165,8 +165,8 @@ async def test_reader_starts_while_cache_is_down(
             await eventually(healthy, what="the reader reporting the cache healthy again")
         await reader_cache.http.aclose()
     finally:
-        if cache.process is None or cache.process.poll() is not None:
-            await asyncio.to_thread(cache.start)
+        if cache_api.process is None or cache_api.process.poll() is not None:
+            await asyncio.to_thread(cache_api.start)
         await amber_local.http.aclose()
         await sapphire_local.http.aclose()
         await cached.http.aclose()

@@ -43,7 +43,7 @@ RESOURCES = "apiexports,apiresourceschemas"
 class ReplicatorProcess:
     """``kcp-cache replicate`` for one shard, with health and metrics on a free port."""
 
-    def __init__(self, tmp: Path, shard: str, cache: CacheServer, shards_api: CacheServer):
+    def __init__(self, tmp: Path, shard: str, cache_api: CacheServer, shards_api: CacheServer):
         self.shard = shard
         self.port_file = tmp / f"{shard}.metrics-port"
         self.log_path = tmp / f"{shard}.replicate.log"
@@ -61,7 +61,7 @@ class ReplicatorProcess:
             "--local-server-url",
             shard_url(shards_api, shard),
             "--cache-kubeconfig",
-            str(cache.kubeconfig),
+            str(cache_api.kubeconfig),
             "--cache-context",
             "base",
             "--resources",
@@ -111,10 +111,10 @@ class ReplicatorProcess:
 
 @pytest.fixture(scope="module")
 def replicators(
-    tmp_path_factory: pytest.TempPathFactory, cache: CacheServer, shards_api: CacheServer
+    tmp_path_factory: pytest.TempPathFactory, cache_api: CacheServer, shards_api: CacheServer
 ) -> Iterator[dict[str, ReplicatorProcess]]:
     tmp = tmp_path_factory.mktemp("replicators")
-    procs = {s: ReplicatorProcess(tmp, s, cache, shards_api) for s in ("amber", "sapphire")}
+    procs = {s: ReplicatorProcess(tmp, s, cache_api, shards_api) for s in ("amber", "sapphire")}
     for proc in procs.values():
         proc.start()
     try:
@@ -127,8 +127,8 @@ def replicators(
 
 
 @pytest.fixture
-async def reader(cache: CacheServer, shards_api: CacheServer) -> AsyncIterator[CacheReader]:
-    local, cached = local_rest(shards_api, "amber"), cache_rest(cache)
+async def reader(cache_api: CacheServer, shards_api: CacheServer) -> AsyncIterator[CacheReader]:
+    local, cached = local_rest(shards_api, "amber"), cache_rest(cache_api)
     try:
         async with CacheReader(
             cached, local=local, resources=(APIEXPORTS, SCHEMAS), cache_backoff=FAST_BACKOFF

@@ -60,8 +60,8 @@ class Env:
 
 
 @pytest.fixture
-async def env(cache: CacheServer, shards_api: CacheServer) -> AsyncIterator[Env]:
-    local, cached = local_rest(shards_api, SHARD), cache_rest(cache)
+async def env(cache_api: CacheServer, shards_api: CacheServer) -> AsyncIterator[Env]:
+    local, cached = local_rest(shards_api, SHARD), cache_rest(cache_api)
     controller = WriteController(
         SHARD, local, cached, resources=(*TEST_RESOURCES, CLUSTER_ROLES), backoff=FAST_BACKOFF
     )
