@@ -114,3 +114,28 @@ def test_discovery_through_the_binary(kubectl: Kubectl) -> None:
     assert "customresourcedefinitions" in resources
     assert "apis.kcp.io/v1alpha2" in kubectl("api-versions").split()
     assert "KIND:       APIExport" in kubectl("explain", "apiexports")
+
+
+def test_wildcard_watch_rows_carry_shard_and_cluster(kubectl: Kubectl) -> None:
+    def labelled(name: str) -> str:
+        return manifest(name).replace("team: e2e", "team: wildwatch")
+
+    kubectl("create", "-f", "-", stdin=labelled("settler"), shard="amber", cluster="near")
+    argv = kubectl.argv(
+        "get", "apiexports", "-l", "team=wildwatch", "--watch", shard=None, cluster=None
+    )
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=kubectl.env()
+    )
+    reader = LineReader(process)
+    try:
+        # The listed row first: from then on kubectl watches from the list's revision.
+        lines = reader.until(lambda seen: any(s.startswith("settler") for s in seen))
+        assert lines[0].split()[:3] == ["NAME", "SHARD", "CLUSTER"]
+        assert lines[1].split()[:3] == ["settler", "amber", "near"]
+        kubectl("create", "-f", "-", stdin=labelled("roamer"), shard="beech", cluster="far")
+        lines = reader.until(lambda seen: any(s.startswith("roamer") for s in seen))
+        row = next(line for line in lines if line.startswith("roamer"))
+        assert row.split()[:3] == ["roamer", "beech", "far"]  # a watch event's Table row
+    finally:
+        reader.stop()
