@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -353,6 +354,7 @@ async def _serve(
             log.exception("bootstrapping the system CRDs failed; /readyz stays failing")
         else:
             log.info("bootstrapped the system CRDs")
+            _tune_garbage_collector()
 
     bootstrap_task = loop.create_task(bootstrap())
     _write_port_file(root, port)
@@ -372,6 +374,20 @@ async def _serve(
             loop.remove_signal_handler(signum)
     log.info("stopped serving; closing the store")
     return 0
+
+
+def _tune_garbage_collector() -> None:
+    """Keep full garbage collections rare and cheap in a long-running server.
+
+    With thousands of open watch connections a full collection walks every connection's
+    objects and stalls every request for a third of a second (measured with 5,000 watches:
+    every third fan-out took 0.45 s instead of 0.17 s). Objects alive after start-up
+    (modules, the CRD catalog) are frozen out of collection, and the young generation is
+    collected after 100,000 allocations instead of 700; reference counting still frees
+    almost everything at once, the collector is only for cycles.
+    """
+    gc.freeze()
+    gc.set_threshold(100_000, 10, 10)
 
 
 def _on_signal(server: HTTPSServer, signum: int) -> None:
