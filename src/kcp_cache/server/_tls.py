@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final, cast
+from typing import Any, ClassVar, Final, cast, overload
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -178,6 +179,43 @@ def user_from_certificate(certificate: x509.Certificate) -> User:
     name = str(names[0].value) if names else ""
     groups = tuple(str(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
     return User(name, groups)
+
+
+class _PeerChainPEM(Sequence[str]):
+    """The ASGI ``client_cert_chain`` (the peer's certificate as PEM), made on demand.
+
+    The SSL object keeps the certificate anyway; a PEM string per held connection
+    (thousands of idle watches) would cost ~1 KiB each for a value nothing reads by default.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: SSL.Connection) -> None:
+        self._conn = conn
+
+    def _pems(self) -> list[str]:
+        certificate = cast(Any, self._conn).get_peer_certificate(as_cryptography=True)
+        return [] if certificate is None else [certificate.public_bytes(Encoding.PEM).decode()]
+
+    def __len__(self) -> int:
+        return len(self._pems())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        return self._pems()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return self._pems() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like a list
+
+    def __repr__(self) -> str:
+        return repr(self._pems())
 
 
 class _TLSTransport(asyncio.Transport):
@@ -426,12 +464,9 @@ class TLSServerProtocol(asyncio.Protocol):
         conn = self._conn
         assert conn is not None
         peer = self._peer()
-        chain: list[str] = []
-        if peer.certificate is not None:
-            chain = [peer.certificate.public_bytes(Encoding.PEM).decode()]
         tls_extension: dict[str, Any] = {
             "server_cert": None,
-            "client_cert_chain": chain,
+            "client_cert_chain": _PeerChainPEM(conn) if peer.certificate is not None else [],
             "client_cert_name": peer.certificate.subject.rfc4514_string()
             if peer.certificate is not None
             else None,

@@ -7,6 +7,16 @@ OpenSSL functions through pyOpenSSL's cffi bindings (``OpenSSL._util``) with a r
 buffer and checks return codes instead, and hands real errors back to pyOpenSSL so they
 become the usual ``SSL.Error`` subclasses. :class:`PublicTLSIO` does the same with the
 public API only; it is used if pyOpenSSL's internals ever change shape.
+
+Memory: a memory BIO's buffer keeps the largest size it ever held (``BUF_MEM`` never
+shrinks) — the handshake flights (~3–5 KiB per connection), or a whole LIST response
+(megabytes) on a keep-alive connection that then holds a watch. :class:`FastTLSIO`
+therefore swaps a BIO for a fresh one when it is empty again after it held more than
+:data:`_SHRINK_AT` bytes — except during bulk transfers (:data:`_BULK` bytes and more at
+once), where regrowing a fresh buffer every time would cost ~20 % of the encryption
+time; the next small transfer on that connection (a watch event, a response head) then
+renews it. (OpenSSL's own record buffers are released by ``SSL_MODE_RELEASE_BUFFERS``,
+which works with memory BIOs.)
 """
 
 from __future__ import annotations
@@ -19,6 +29,11 @@ from OpenSSL import SSL
 __all__ = ["TLSIO", "make_tls_io"]
 
 _CHUNK: Final = 65536
+#: A BIO that held more than this is replaced by a fresh one once drained (a handshake
+#: flight with certificates is 0.5–5 KiB, a GET request less).
+_SHRINK_AT: Final = 512
+#: Transfers at least this big keep their BIO: they would only regrow a fresh one.
+_BULK: Final = 16384
 
 try:  # pragma: no branch - depends on the installed pyOpenSSL
     from OpenSSL._util import ffi as _ffi
@@ -43,6 +58,8 @@ def _buffer() -> Any:
 
 class TLSIO:
     """Feed ciphertext in, read plaintext out, write plaintext, drain ciphertext."""
+
+    __slots__ = ("conn",)
 
     def __init__(self, conn: SSL.Connection) -> None:
         self.conn = conn
@@ -81,6 +98,8 @@ PublicTLSIO = TLSIO
 class FastTLSIO(TLSIO):
     """:class:`TLSIO` on the cffi bindings (see the module docstring)."""
 
+    __slots__ = ("_from", "_from_peak", "_into", "_into_last", "_into_peak", "_raise", "_ssl")
+
     def __init__(self, conn: SSL.Connection) -> None:
         super().__init__(conn)
         raw: Any = conn
@@ -88,11 +107,38 @@ class FastTLSIO(TLSIO):
         self._into = raw._into_ssl
         self._from = raw._from_ssl
         self._raise = raw._raise_ssl_error
+        # The largest transfer through each BIO since it was created (~ its capacity),
+        # and the latest one fed in.
+        self._into_peak = self._into_last = self._from_peak = 0
 
     def feed(self, data: bytes) -> None:
         written = _lib.BIO_write(self._into, data, len(data))
         if written != len(data):  # memory BIOs grow; this is not expected to happen
             raise SSL.Error(f"BIO_write wrote {written} of {len(data)} bytes")
+        self._into_last = written
+        if written > self._into_peak:
+            self._into_peak = written
+
+    def _renew_bios(self, into: bool, out: bool) -> None:
+        """Swap empty, grown BIOs for fresh ones (``SSL_set_bio`` frees the old ones)."""
+        if into and _lib.BIO_get_mem_data(self._into, _ffi.NULL) != 0:
+            return  # not drained after all: keep it (and its data)
+        new_into = _lib.BIO_new(_lib.BIO_s_mem()) if into else self._into
+        new_from = _lib.BIO_new(_lib.BIO_s_mem()) if out else self._from
+        if new_into == _ffi.NULL or new_from == _ffi.NULL:  # pragma: no cover - no memory
+            for bio, old in ((new_into, self._into), (new_from, self._from)):
+                if bio != _ffi.NULL and bio != old:
+                    _lib.BIO_free(bio)
+            return
+        _lib.SSL_set_bio(self._ssl, new_into, new_from)
+        # pyOpenSSL's own methods (bio_write, bio_read) must see the same BIOs.
+        raw: Any = self.conn
+        raw._into_ssl = self._into = new_into
+        raw._from_ssl = self._from = new_from
+        if into:
+            self._into_peak = 0
+        if out:
+            self._from_peak = 0
 
     def read(self) -> tuple[list[bytes], bool]:
         chunks: list[bytes] = []
@@ -105,6 +151,8 @@ class FastTLSIO(TLSIO):
                 continue
             error = _lib.SSL_get_error(ssl, count)
             if error == _WANT_READ:
+                if self._into_peak > _SHRINK_AT and self._into_last < _BULK:
+                    self._renew_bios(into=True, out=False)
                 return chunks, False
             if error == _ZERO_RETURN:
                 return chunks, True
@@ -134,7 +182,13 @@ class FastTLSIO(TLSIO):
             out.append(_ffi.buffer(buffer, count)[:])
         if not out:
             return b""
-        return out[0] if len(out) == 1 else b"".join(out)
+        data = out[0] if len(out) == 1 else b"".join(out)
+        size = len(data)
+        if size > self._from_peak:
+            self._from_peak = size
+        if self._from_peak > _SHRINK_AT and size < _BULK:
+            self._renew_bios(into=False, out=True)
+        return data
 
 
 def make_tls_io(conn: SSL.Connection) -> TLSIO:
