@@ -18,6 +18,7 @@ It talks HTTP only (through ``httpx2``) and never imports the server side. The p
 See ``docs/client.md`` for a guide.
 """
 
+from ._aio import cancel_and_wait, wait_all_synced, wait_or_timeout
 from ._context import (
     SHARD_ANNOTATION,
     SHARD_EXTENSION,
@@ -178,6 +179,7 @@ __all__ = [
     "async_client_from_kubeconfig",
     "cache_client_from_kubeconfig",
     "cache_transport",
+    "cancel_and_wait",
     "client_from_kubeconfig",
     "cluster_index",
     "cluster_name_index",
@@ -196,4 +198,6 @@ __all__ = [
     "shard_of_request",
     "shard_path",
     "validate_shard_name",
+    "wait_all_synced",
+    "wait_or_timeout",
 ]

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
+from ._aio import wait_all_synced
 from ._informer import SharedInformer
 from ._lister import Lister
 from ._resource import Resource
@@ -129,13 +130,7 @@ class SharedInformerFactory:
 
     async def wait_for_cache_sync(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until every informer has synced; False if *timeout* passed first."""
-        try:
-            async with asyncio.timeout(timeout):
-                for informer in list(self._informers.values()):
-                    await informer.wait_for_sync()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_all_synced(self._informers.values(), timeout)
 
     async def shutdown(self) -> None:
         """Stop every informer."""

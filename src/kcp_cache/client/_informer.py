@@ -50,6 +50,7 @@ from typing import Any, Self
 
 import orjson
 
+from ._aio import cancel_and_wait, wait_or_timeout
 from ._gc import gc_paused
 from ._lister import Lister
 from ._reflector import ListWatchOptions, Reflector
@@ -70,7 +71,7 @@ from ._store import (
     shard_cluster_name_index,
 )
 
-__all__ = ["DEFAULT_INDEXERS", "HandlerRegistration", "SharedInformer", "cancel_and_wait"]
+__all__ = ["DEFAULT_INDEXERS", "HandlerRegistration", "SharedInformer"]
 
 log = logging.getLogger("kcp_cache.client.informer")
 
@@ -89,17 +90,6 @@ DEFAULT_INDEXERS: Mapping[str, IndexFunc] = {
 }
 
 _ADD, _UPDATE, _DELETE = 0, 1, 2
-
-
-async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel *task* and wait for it, without swallowing a cancellation of the caller."""
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
 
 
 class HandlerRegistration:
@@ -319,12 +309,7 @@ class SharedInformer:
 
     async def wait_for_sync(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait for :meth:`has_synced`; returns False if *timeout* passed first."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._synced.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_or_timeout(self._synced.wait(), timeout)
 
     async def wait_for_handlers(self) -> None:
         """Wait until every handler has processed every event queued so far."""

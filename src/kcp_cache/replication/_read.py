@@ -32,12 +32,14 @@ from kcp_cache.client import (
     Resource,
     SharedInformer,
     Store,
+    cancel_and_wait,
+    wait_all_synced,
 )
 
 from ._metrics import ReaderMetrics
 from ._reset import DEFAULT_RESET_CHECK_PERIOD, ResetDetector
 from ._resources import DEFAULT_RESOURCES, ReplicatedResource
-from ._rest import BackoffFactory, as_rest, cancel_and_wait
+from ._rest import BackoffFactory, as_rest
 
 __all__ = ["CacheReader", "FallbackLister", "ReaderHealth"]
 
@@ -209,21 +211,11 @@ class CacheReader:
 
     async def wait_ready(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until the local informers synced — never for the cache. False on timeout."""
-        return await self._wait(self.local_informers.values(), timeout)
+        return await wait_all_synced(self.local_informers.values(), timeout)
 
     async def wait_cache_synced(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until the cache informers synced (other shards' data is in). False on timeout."""
-        return await self._wait(self.cache_informers.values(), timeout)
-
-    @staticmethod
-    async def _wait(informers: Iterable[SharedInformer], timeout: float | None) -> bool:  # noqa: ASYNC109
-        try:
-            async with asyncio.timeout(timeout):
-                for informer in list(informers):
-                    await informer.wait_for_sync()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_all_synced(self.cache_informers.values(), timeout)
 
     async def stop(self) -> None:
         task, self._reset_task = self._reset_task, None

@@ -42,9 +42,11 @@ from kcp_cache.client import (
     RateLimitingQueue,
     SharedInformer,
     ShutDown,
+    cancel_and_wait,
     cluster_of,
     shard_of,
     validate_shard_name,
+    wait_or_timeout,
 )
 
 from ._keys import QueueKey, parse_queue_key, queue_key_for
@@ -60,7 +62,7 @@ from ._reconcile import (
 )
 from ._reset import DEFAULT_RESET_CHECK_PERIOD, ResetDetector
 from ._resources import DEFAULT_RESOURCES, ReplicatedResource
-from ._rest import BackoffFactory, as_rest, cancel_and_wait
+from ._rest import BackoffFactory, as_rest
 
 __all__ = ["DEFAULT_RESYNC_PERIOD", "WriteController"]
 
@@ -188,12 +190,8 @@ class WriteController:
         return self._synced.is_set()
 
     async def wait_synced(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
-        try:
-            async with asyncio.timeout(timeout):
-                await self._synced.wait()
-        except TimeoutError:
-            return False
-        return True
+        """Wait until every informer synced and the workers run; False on timeout."""
+        return await wait_or_timeout(self._synced.wait(), timeout)
 
     def health(self) -> dict[str, bool]:
         """Readiness checks: informers synced (local and cache) and workers running."""
