@@ -114,16 +114,19 @@ class ApiError(Exception):
 
     @classmethod
     def too_large_resource_version(cls, requested: int, current: int) -> ApiError:
+        """504 ``Timeout``: a read asked for a revision the store has not reached yet.
+
+        kube-apiserver's ``storage.NewTooLargeResourceVersionError``: a timeout error
+        (message prefixed ``Timeout:``) whose one cause of type ``ResourceVersionTooLarge``
+        lets client-go's reflector tell it from other timeouts and relist.
+        """
         return cls(
             504,
             "Timeout",
-            f"Too large resource version: {requested}, current: {current}",
+            f"Timeout: Too large resource version: {requested}, current: {current}",
             {
                 "causes": [
-                    {
-                        "reason": "ResourceVersionTooLarge",
-                        "message": f"Too large resource version: {requested}, current: {current}",
-                    }
+                    {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
                 ],
                 "retryAfterSeconds": 1,
             },

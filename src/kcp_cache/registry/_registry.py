@@ -42,6 +42,7 @@ from kcp_cache.storage import (
     AlreadyExists,
     Conflict,
     Expired,
+    FutureRevision,
     InvalidKey,
     KeyValue,
     NotFound,
@@ -87,7 +88,10 @@ class Registry:
 
     ``storage_timeout`` bounds each storage call so a hung engine becomes a 503/504
     rather than a hung request. ``watch_buffer_bytes`` is the per-watcher backlog after
-    which a slow watcher is ended.
+    which a slow watcher is ended. ``too_large_rv_wait`` is how long a LIST or WATCH from a
+    resourceVersion the store has not reached yet waits for it before the 504 "Too large
+    resource version" (kube's watch cache waits 3 s: with several servers on one etcd a
+    client that just wrote through another replica may legitimately be a little ahead).
     """
 
     def __init__(
@@ -99,8 +103,10 @@ class Registry:
         bookmark_interval: float = 60.0,
         watch_history: int = 2048,
         feed_linger: float = 5.0,
+        too_large_rv_wait: float = 3.0,
     ) -> None:
         self.storage = storage
+        self.too_large_rv_wait = too_large_rv_wait
         self.catalog = catalog or ResourceCatalog()
         self.keys = KeyScheme(storage.prefix)
         self.watch_buffer_bytes = watch_buffer_bytes
@@ -163,8 +169,32 @@ class Registry:
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
         try:
             return await awaitable
+        except FutureRevision as exc:
+            raise ApiError.too_large_resource_version(exc.requested, exc.current) from None
         except Unavailable as exc:
             raise ApiError.unavailable(f"storage is unavailable: {exc}") from None
+
+    async def wait_for_revision(self, revision: int) -> int:
+        """Wait until the store reached *revision*; returns the current revision.
+
+        Raises the 504 "Too large resource version" after ``too_large_rv_wait`` seconds.
+        The store has no "revision reached" notification that works for every engine
+        (etcd's revision moves with writes through other servers), so this polls, with a
+        short first interval because the common case is a revision only milliseconds away.
+        """
+        current = await self._call(self.storage.current_revision())
+        if current >= revision:
+            return current
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.too_large_rv_wait
+        interval = 0.005
+        while (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(interval, left))
+            interval = min(interval * 2, 0.1)
+            current = await self._call(self.storage.current_revision())
+            if current >= revision:
+                return current
+        raise ApiError.too_large_resource_version(revision, current)
 
     def _storage_error(self, exc: StorageError, info: ResourceInfo, name: str) -> ApiError:
         if isinstance(exc, NotFound):
@@ -175,6 +205,8 @@ class Registry:
             return ApiError.conflict(info, name)
         if isinstance(exc, Expired):
             return ApiError.expired(_LIST_TOO_OLD)
+        if isinstance(exc, FutureRevision):
+            return ApiError.too_large_resource_version(exc.requested, exc.current)
         if isinstance(exc, Unavailable):
             return ApiError.unavailable(f"storage is unavailable: {exc}")
         if isinstance(exc, InvalidKey) and name:
@@ -302,9 +334,7 @@ class Registry:
             revision, skip = token.revision, token.skip
             continuing = True
         elif first and opts.revision:
-            current = await self._call(self.storage.current_revision())
-            if opts.revision > current:
-                raise ApiError.too_large_resource_version(opts.revision, current)
+            await self.wait_for_revision(opts.revision)
             exact = opts.resource_version_match == EXACT or (
                 opts.resource_version_match == "" and opts.limit > 0
             )

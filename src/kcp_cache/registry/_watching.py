@@ -58,14 +58,14 @@ class WatchSession:
         if self.initial:
             # Start the shared feed first so its history covers the snapshot we read next.
             await registry._call(registry.hub.ensure_feed(info, self.scope.resource_prefix))
+        if opts.revision:
+            # A revision the store has not reached: wait a little, then 504 (as kube does)
+            # rather than a watch that silently waits for writes that may never come.
+            await registry.wait_for_revision(opts.revision)
         if not self.initial:
             if opts.resource_version in ("", "0"):
                 self.watcher.after = await registry._call(registry.storage.current_revision())
             return
-        if opts.revision:
-            current = await registry._call(registry.storage.current_revision())
-            if opts.revision > current:
-                raise ApiError.too_large_resource_version(opts.revision, current)
         token: str | None = None
         revision = 0
         while True:

@@ -26,7 +26,9 @@ def catalog() -> ResourceCatalog:
 
 @pytest.fixture
 async def app(storage: MemoryStorage, catalog: ResourceCatalog) -> AsyncIterator[ApiApp]:
-    registry = Registry(storage, catalog, bookmark_interval=0.2, feed_linger=0.05)
+    registry = Registry(
+        storage, catalog, bookmark_interval=0.2, feed_linger=0.05, too_large_rv_wait=0.2
+    )
     api = create_api_app(registry, bootstrapper=Bootstrapper(storage, catalog))
     await api.startup()
     yield api

@@ -172,7 +172,7 @@ async def test_resource_version_semantics(client: Client, storage: MemoryStorage
         EXPORTS, query={"resourceVersion": "999999", "resourceVersionMatch": "NotOlderThan"}
     )
     assert future.status == 504
-    assert future.json()["message"].startswith("Too large resource version")
+    assert future.json()["message"].startswith("Timeout: Too large resource version")
     r = await c.get(EXPORTS, query={"resourceVersionMatch": "Exact"})
     assert r.status == 422
     await c.post(EXPORTS, _export("c"))
