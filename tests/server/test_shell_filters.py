@@ -249,7 +249,7 @@ async def test_synthetic_delay_runs_before_the_handler() -> None:
 async def test_status_errors_and_crashes_of_the_api_app_become_status_bodies() -> None:
     async def failing(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"].endswith("/conflict"):
-            raise StatusError.conflict("the object has been modified")
+            raise StatusError(409, "Conflict", "the object has been modified")
         raise RuntimeError("boom")
 
     app = create_app(storage=None, api_app=failing, authenticator=header_authenticator)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
+from kcp_cache.registry import ApiError
 from kcp_cache.server._auth import (
     DEFAULT_ALWAYS_ALLOW_PATHS,
     Authenticator,
@@ -124,7 +125,7 @@ class CacheServerApp:
 
         try:
             await self._filter(scope, receive, send_and_record)
-        except StatusError as error:
+        except ApiError as error:
             if code:
                 log.warning("error after the response started: %s", error.message)
             else:

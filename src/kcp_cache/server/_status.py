@@ -1,8 +1,9 @@
 """Kubernetes ``metav1.Status`` errors and the ASGI helpers that send them.
 
-Raise :class:`StatusError` anywhere below the ASGI app; the outermost error filter turns
-it into a JSON ``Status`` body with the right code. The constructors name the reasons
-kube-apiserver uses, so messages and codes match what Kubernetes clients expect.
+Raise :class:`StatusError` (or the registry's ``ApiError``, which it extends) anywhere
+below the ASGI app; the outermost error filter turns it into a JSON ``Status`` body with
+the right code. The constructors name the reasons kube-apiserver uses, so messages and
+codes match what Kubernetes clients expect.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
+
+from kcp_cache.registry import ApiError
 
 __all__ = [
     "ASGIApp",
@@ -33,61 +36,22 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 JSON = b"application/json"
 
 
-class StatusError(Exception):
-    """An API error that becomes a ``metav1.Status`` response."""
+class StatusError(ApiError):
+    """An API error raised by the HTTP layer; it becomes a ``metav1.Status`` response.
 
-    def __init__(
-        self,
-        code: int,
-        reason: str,
-        message: str,
-        *,
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.details = details
-
-    def to_status(self) -> dict[str, Any]:
-        status: dict[str, Any] = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        }
-        if self.details:
-            status["details"] = self.details
-        return status
-
-    # Named constructors for the reasons kube-apiserver uses.
-    @classmethod
-    def bad_request(cls, message: str) -> StatusError:
-        return cls(400, "BadRequest", message)
+    It *is* the registry's :class:`~kcp_cache.registry.ApiError` (same fields, same Status
+    body), so one error filter answers both; this subclass only adds the constructors for
+    reasons that only the HTTP layer produces. Resource-specific errors (``NotFound`` of an
+    object, ``Conflict``, ``Invalid``) come from the registry's constructors.
+    """
 
     @classmethod
     def forbidden(cls, message: str) -> StatusError:
         return cls(403, "Forbidden", message)
 
     @classmethod
-    def not_found(cls, message: str, *, details: dict[str, Any] | None = None) -> StatusError:
-        return cls(404, "NotFound", message, details=details)
-
-    @classmethod
     def method_not_allowed(cls, message: str) -> StatusError:
         return cls(405, "MethodNotAllowed", message)
-
-    @classmethod
-    def already_exists(cls, message: str, *, details: dict[str, Any] | None = None) -> StatusError:
-        return cls(409, "AlreadyExists", message, details=details)
-
-    @classmethod
-    def conflict(cls, message: str, *, details: dict[str, Any] | None = None) -> StatusError:
-        return cls(409, "Conflict", message, details=details)
 
     @classmethod
     def gone(cls, message: str) -> StatusError:
@@ -102,11 +66,8 @@ class StatusError(Exception):
         return cls(415, "UnsupportedMediaType", message)
 
     @classmethod
-    def invalid(cls, message: str, *, details: dict[str, Any] | None = None) -> StatusError:
-        return cls(422, "Invalid", message, details=details)
-
-    @classmethod
     def internal(cls, message: str) -> StatusError:
+        """A 500 ``InternalError`` with exactly ``message`` (kcp's filters word them so)."""
         return cls(500, "InternalError", message)
 
     @classmethod
@@ -114,15 +75,11 @@ class StatusError(Exception):
         return cls(501, "NotImplemented", message)
 
     @classmethod
-    def unavailable(cls, message: str) -> StatusError:
-        return cls(503, "ServiceUnavailable", message)
-
-    @classmethod
     def timeout(cls, message: str) -> StatusError:
         return cls(504, "Timeout", message)
 
 
-def status_body(error: StatusError) -> bytes:
+def status_body(error: ApiError) -> bytes:
     return orjson.dumps(error.to_status())
 
 
@@ -149,5 +106,5 @@ async def send_json(send: Send, status: int, obj: Any) -> None:
     await send_bytes(send, status, orjson.dumps(obj))
 
 
-async def send_status(send: Send, error: StatusError) -> None:
+async def send_status(send: Send, error: ApiError) -> None:
     await send_bytes(send, error.code, status_body(error))

@@ -103,7 +103,7 @@ class StubServer:
     ) -> None:
         parts = [p for p in scope["path"].split("/") if p]
         if len(parts) < 4 or parts[0] != "apis":
-            raise StatusError.not_found("the server could not find the requested resource")
+            raise StatusError(404, "NotFound", "the server could not find the requested resource")
         group, version = parts[1], parts[2]
         rest = parts[3:]
         namespace = ""
@@ -119,7 +119,7 @@ class StubServer:
             None,
         )
         if crd is None:
-            raise StatusError.not_found("the server could not find the requested resource")
+            raise StatusError(404, "NotFound", "the server could not find the requested resource")
         resource = served_resources([crd], include_crd_resource=False)[0]
         query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
         body = b""
@@ -159,20 +159,20 @@ class StubServer:
         if method == "GET":
             obj = self.objects.get(key)
             if obj is None:
-                raise StatusError.not_found(f'{plural}.{group} "{name}" not found')
+                raise StatusError(404, "NotFound", f'{plural}.{group} "{name}" not found')
         elif method == "POST":
             obj = orjson.loads(body)
             name = obj["metadata"]["name"]
             key = (*key_base, name)
             if key in self.objects:
-                raise StatusError.already_exists(f'{plural}.{group} "{name}" already exists')
+                raise StatusError(409, "AlreadyExists", f'{plural}.{group} "{name}" already exists')
             obj["metadata"]["uid"] = str(uuid.uuid4())
             obj["metadata"]["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             await self.store(key, obj, "ADDED")
         elif method == "PATCH":
             current = self.objects.get(key)
             if current is None:
-                raise StatusError.not_found(f'{plural}.{group} "{name}" not found')
+                raise StatusError(404, "NotFound", f'{plural}.{group} "{name}" not found')
             if headers.get("content-type") != "application/merge-patch+json":
                 raise StatusError.unsupported_media_type(
                     f"unknown body format: {headers.get('content-type')}"
@@ -182,7 +182,7 @@ class StubServer:
         elif method == "DELETE":
             obj = self.objects.pop(key, None)
             if obj is None:
-                raise StatusError.not_found(f'{plural}.{group} "{name}" not found')
+                raise StatusError(404, "NotFound", f'{plural}.{group} "{name}" not found')
             self.rv += 1
             for queue in self.watchers:
                 queue.put_nowait({"type": "DELETED", "object": obj})

@@ -260,7 +260,7 @@ class DiscoveryApp:
             case _:
                 encoded = None
         if encoded is None:
-            raise StatusError.not_found("the server could not find the requested resource")
+            raise StatusError(404, "NotFound", "the server could not find the requested resource")
         extra.append(cache_control)
         extra.append((b"etag", encoded.etag))
         if _etag_matches(headers.get("if-none-match", ""), encoded.etag):
