@@ -23,6 +23,7 @@ from kcp_cache.client import (
     Resource,
     RESTClient,
     ServerError,
+    ServerTimeout,
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
@@ -81,7 +82,7 @@ class Backend:
         (429, "TooManyRequests", TooManyRequests),
         (500, "InternalError", ServerError),
         (503, "ServiceUnavailable", ServiceUnavailable),
-        (504, "Timeout", ServerError),
+        (504, "Timeout", ServerTimeout),
         (418, "Teapot", ApiError),
     ],
 )

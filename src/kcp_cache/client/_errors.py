@@ -27,7 +27,9 @@ __all__ = [
     "Invalid",
     "MethodNotAllowed",
     "NotFound",
+    "ResourceVersionTooLarge",
     "ServerError",
+    "ServerTimeout",
     "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
@@ -61,7 +63,9 @@ class ApiError(Exception):
         reason = str(status.get("reason") or "")
         message = str(status.get("message") or reason or f"HTTP {code}")
         kind = _BY_REASON.get(reason) or _BY_CODE.get(code)
-        if kind is None:
+        if _is_too_large_resource_version(status, reason, message):
+            kind = ResourceVersionTooLarge
+        elif kind is None:
             kind = ServerError if code >= 500 else ApiError
         return kind(message, code=code, reason=reason, status=status)
 
@@ -140,6 +144,39 @@ class ServiceUnavailable(ServerError):
     default_code = 503
 
 
+class ServerTimeout(ServerError):
+    """504 ``Timeout``: the server gave up waiting (the operation may still complete)."""
+
+    default_code = 504
+
+
+class ResourceVersionTooLarge(ServerTimeout):
+    """504 "Too large resource version": the server has not reached the revision asked for.
+
+    Raised for a LIST or WATCH from a resourceVersion newer than the server's (it waited a
+    few seconds first). A client a little ahead of one server replica may retry; an informer
+    whose resourceVersion came from a server that since lost its data (a restarted
+    in-memory cache) never will be served, so the reflector relists with a consistent read,
+    as client-go does.
+    """
+
+
+_TOO_LARGE = "Too large resource version"
+
+
+def _is_too_large_resource_version(status: dict[str, Any], reason: str, message: str) -> bool:
+    # client-go's isTooLargeResourceVersionError: the cause type (servers ≥ 1.18.6), or for
+    # older servers a Timeout whose cause or message carries the text.
+    details = status.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    causes = [c for c in causes if isinstance(c, dict)] if isinstance(causes, list) else []
+    if any(c.get("reason") == "ResourceVersionTooLarge" for c in causes):
+        return True
+    if reason != "Timeout":
+        return False
+    return any(c.get("message") == _TOO_LARGE for c in causes) or _TOO_LARGE in message
+
+
 _BY_REASON: dict[str, type[ApiError]] = {
     "BadRequest": BadRequest,
     "Unauthorized": Unauthorized,
@@ -155,7 +192,7 @@ _BY_REASON: dict[str, type[ApiError]] = {
     "TooManyRequests": TooManyRequests,
     "ServiceUnavailable": ServiceUnavailable,
     "InternalError": ServerError,
-    "Timeout": ServerError,
+    "Timeout": ServerTimeout,
 }
 _BY_CODE: dict[int, type[ApiError]] = {
     400: BadRequest,
@@ -168,4 +205,5 @@ _BY_CODE: dict[int, type[ApiError]] = {
     422: Invalid,
     429: TooManyRequests,
     503: ServiceUnavailable,
+    504: ServerTimeout,
 }

@@ -11,6 +11,11 @@ client-go's ``Reflector.ListAndWatch``, for asyncio:
   resourceVersion seen (events *and* bookmarks), without a relist;
 * ``410 Gone/Expired`` — as an HTTP status or as an in-stream ``ERROR`` event — means the
   resourceVersion was compacted: relist;
+* ``504 Too large resource version`` (cause ``ResourceVersionTooLarge``; HTTP or in-stream)
+  means the server has not reached our resourceVersion even after waiting — typically it
+  lost its data and its revisions started over: relist with a consistent read rather than
+  retry a resourceVersion that may never come (client-go's
+  ``isTooLargeResourceVersionError``);
 * connection failures and 5xx/429 retry the watch from the last resourceVersion after an
   exponential backoff with jitter; other API errors relist after the backoff;
 * an inactivity watchdog drops a stream that delivered nothing (not even a bookmark) for
@@ -26,7 +31,7 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ._errors import ApiError, Gone, ServerError, TooManyRequests
+from ._errors import ApiError, Gone, ResourceVersionTooLarge, ServerError, TooManyRequests
 from ._http import TransportError
 from ._ratelimit import Backoff
 from ._resource import Resource
@@ -124,8 +129,10 @@ class Reflector:
                     backoff.reset()
                     continue  # normal close after progress: resume at once
                 delay = backoff.next()  # closed without progress: do not spin
-            except Gone as err:
-                log.info("%s: resourceVersion too old (%s); relisting", self._name, err.message)
+            except (Gone, ResourceVersionTooLarge) as err:
+                # Before ServerError: a too-large resourceVersion is a 504, but retrying it
+                # would wait forever for a server whose revisions went back.
+                log.info("%s: %s; relisting", self._name, err.message)
                 if not need_list:
                     need_list = True
                     continue  # first relist right away
