@@ -1,8 +1,10 @@
 """The TLS byte mover (``_tls_io``): memory BIOs renewed after they grew, data intact;
-the lazily made ``client_cert_chain``."""
+the lazily made ``client_cert_chain``; the lighter containers of held connections."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import ssl
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from OpenSSL import SSL
 
 from harness import TestCA
 from kcp_cache.server import build_server_context, ensure_serving_certificate
-from kcp_cache.server._tls import _PeerChainPEM
+from kcp_cache.server._tls import _lighten, _PeerChainPEM, _Pipeline
 from kcp_cache.server._tls_io import _BULK, _SHRINK_AT, FastTLSIO, make_tls_io
 
 
@@ -167,3 +169,41 @@ def test_client_cert_chain_is_the_peer_certificate_as_pem(pair: Pair, tmp_path: 
     assert chain == [pem]
     assert chain[0] == pem
     assert chain[:1] == [pem]
+
+
+def test_pipeline_queue_is_first_in_first_out_like_uvicorns_deque() -> None:
+    queue = _Pipeline()
+    assert not queue
+    for item in ("a", "b", "c"):
+        queue.appendleft(item)
+    assert [queue.pop() for _ in range(len(queue))] == ["a", "b", "c"]
+    assert not queue
+
+
+async def test_lightened_event_still_wakes_every_waiter() -> None:
+    event = asyncio.Event()
+    _lighten(event)
+    assert isinstance(event._waiters, list)  # type: ignore[attr-defined]
+    waiters = [asyncio.create_task(event.wait()) for _ in range(3)]
+    await asyncio.sleep(0)  # let them wait
+    assert len(event._waiters) == 3  # type: ignore[attr-defined]
+    event.set()
+    assert await asyncio.gather(*waiters) == [True, True, True]
+    assert event._waiters == []  # type: ignore[attr-defined]
+    event.clear()
+    cancelled = asyncio.create_task(event.wait())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert event._waiters == []  # type: ignore[attr-defined]
+
+
+async def test_an_event_with_waiters_keeps_its_deque() -> None:
+    event = asyncio.Event()
+    waiter = asyncio.create_task(event.wait())
+    await asyncio.sleep(0)
+    _lighten(event)
+    assert isinstance(event._waiters, collections.deque)  # type: ignore[attr-defined]
+    event.set()
+    assert await waiter is True
