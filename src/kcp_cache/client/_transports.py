@@ -29,13 +29,15 @@ their logic and are named like ``httpx2``'s own (``ShardTransport`` /
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
 
 from ._context import SHARD_ANNOTATION, SHARD_EXTENSION, WILDCARD, shard_of_request
-from ._http import AsyncBaseTransport, BaseTransport, Request, Response
+from ._http import URL, AsyncBaseTransport, BaseTransport, Request, Response
 from ._paths import add_cache_service_prefix, generate_path, split_base
 
 __all__ = [
@@ -57,13 +59,48 @@ ResourceResolver = Callable[[Request], tuple[str, str]]
 _WRITE_VERBS = frozenset({"create", "update", "patch"})
 
 
-def _rewrite_path(request: Request, rewrite: Callable[[str], str], base_path: str) -> None:
-    # Work on the raw (still percent-encoded) path so nothing gets re-encoded on the way.
-    raw_path, sep, query = request.url.raw_path.partition(b"?")
-    base, rest = split_base(raw_path.decode("ascii"), base_path)
+# Characters httpx2 leaves as they are in a URL path (RFC 3986 unreserved, sub-delims, ":"
+# and "@"); a segment made of them needs no percent-encoding and no dot-segment removal.
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@]+")
+# httpx2 keeps a parsed URL as a named tuple in ``URL._uri_reference``; replacing its path
+# there skips re-parsing the whole URL (a per-character validation that cost more than the
+# request's own construction). Checked once: another httpx2 may not have it.
+_FAST_URL = isinstance(getattr(URL("https://h/"), "_uri_reference", None), tuple)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_segment(name: str) -> bool:
+    """Whether *name* can be put into an already-encoded path as it is."""
+    return name not in (".", "..") and _PLAIN_SEGMENT.fullmatch(name) is not None
+
+
+def _rewrite_path(
+    request: Request, rewrite: Callable[[str], str], base_path: str, *, plain: bool
+) -> None:
+    """Replace the path of *request* (after *base_path*) by ``rewrite(path)``.
+
+    Works on the raw (still percent-encoded) path so nothing gets re-encoded on the way.
+    *plain* says that whatever *rewrite* adds is made of :func:`_plain_segment`
+    characters; then the new path is put into the parsed URL as it is (one parse per
+    request, by ``httpx2`` itself), otherwise the URL is rebuilt through ``httpx2``.
+    """
+    url = request.url
+    if plain and _FAST_URL:
+        ref = url._uri_reference
+        raw_path = ref.path or "/"
+        base, rest = split_base(raw_path, base_path)
+        new_path = base + rewrite(rest)
+        if new_path != raw_path:
+            fast = URL.__new__(URL)
+            fast._uri_reference = ref._replace(path=new_path)
+            request.url = fast
+        return
+    raw, sep, query = url.raw_path.partition(b"?")
+    raw_path = raw.decode("ascii")
+    base, rest = split_base(raw_path, base_path)
     new_path = base + rewrite(rest)
-    if new_path.encode("ascii") != raw_path:
-        request.url = request.url.copy_with(raw_path=new_path.encode("ascii") + sep + query)
+    if new_path != raw_path:
+        request.url = url.copy_with(raw_path=new_path.encode("ascii") + sep + query)
 
 
 class _ShardPath:
@@ -73,7 +110,12 @@ class _ShardPath:
     def _prepare(self, request: Request) -> None:
         name = shard_of_request(request.extensions)
         if name:
-            _rewrite_path(request, lambda path: generate_path(path, name), self.base_path)
+            _rewrite_path(
+                request,
+                functools.partial(generate_path, shard=name),
+                self.base_path,
+                plain=_plain_segment(name),
+            )
 
 
 class ShardTransport(_ShardPath, BaseTransport):
@@ -158,7 +200,7 @@ class _CacheService:
         self.base_path = base_path
 
     def _prepare(self, request: Request) -> None:
-        _rewrite_path(request, add_cache_service_prefix, self.base_path)
+        _rewrite_path(request, add_cache_service_prefix, self.base_path, plain=True)
 
 
 class CacheServiceTransport(_CacheService, BaseTransport):
