@@ -2,10 +2,12 @@
 
 An informer resumes its watch from the last resourceVersion it saw. If the server was
 replaced by one with an empty store — a cache without durable storage restarted, or
-restored from an old backup — its resourceVersions start over below that value, and a
-watch from a "future" resourceVersion just waits: no event, no error, and the informer
-keeps serving objects that no longer exist (kube-apiserver answers such a watch with
-"Too large resource version" and client-go relists; our server and reflector do not).
+restored from an old backup — its resourceVersions start over below that value.
+kube-apiserver and our server answer a watch from such a "future" resourceVersion with
+504 "Too large resource version" after a short wait, and the client's reflector then
+relists. A server that just waits instead gives no event and no error, and the informer
+keeps serving objects that no longer exist; this check is the second line of defence
+for those.
 
 Resource versions of one store never decrease, so the check is simple: every *period*
 seconds, a one-item LIST per informer learns the server's current resourceVersion; if it
