@@ -243,14 +243,9 @@ def _storage_layout(
     return stored
 
 
-def prepare_create(
-    info: ResourceInfo, body: dict[str, Any], namespace: str | None
-) -> dict[str, Any]:
-    """Validate a create body; returns the object to persist (a copy)."""
-    body = dict(body)
-    meta = _coerce_meta(body)
-    if meta.get("resourceVersion"):
-        raise ApiError.internal("resourceVersion should not be set on objects to be created")
+def _set_namespace(info: ResourceInfo, meta: dict[str, Any], namespace: str | None) -> None:
+    """The URL decides the namespace: a body naming another one is refused, as kube does;
+    cluster-scoped objects carry none."""
     if info.namespaced:
         body_ns = meta.get("namespace")
         if body_ns and body_ns != namespace:
@@ -261,6 +256,17 @@ def prepare_create(
         meta["namespace"] = namespace
     else:
         meta.pop("namespace", None)
+
+
+def prepare_create(
+    info: ResourceInfo, body: dict[str, Any], namespace: str | None
+) -> dict[str, Any]:
+    """Validate a create body; returns the object to persist (a copy)."""
+    body = dict(body)
+    meta = _coerce_meta(body)
+    if meta.get("resourceVersion"):
+        raise ApiError.internal("resourceVersion should not be set on objects to be created")
+    _set_namespace(info, meta, namespace)
     name = meta.get("name")
     if not name:
         base = meta.get("generateName")
@@ -344,16 +350,7 @@ def prepare_update(
             f"the name of the object ({meta.get('name', '')}) does not match the name on the "
             f"URL ({name})"
         )
-    if info.namespaced:
-        body_ns = meta.get("namespace")
-        if body_ns and body_ns != namespace:
-            raise ApiError.bad_request(
-                "the namespace of the provided object does not match the namespace sent on "
-                "the request"
-            )
-        meta["namespace"] = namespace
-    else:
-        meta.pop("namespace", None)
+    _set_namespace(info, meta, namespace)
     old_meta = old.get("metadata") or {}
     uid = meta.get("uid")
     if not uid:
