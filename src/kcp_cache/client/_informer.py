@@ -45,6 +45,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from itertools import repeat
 from types import TracebackType
 from typing import Any, Self
 
@@ -124,6 +125,13 @@ class HandlerRegistration:
         self._pending.append((kind, obj, old))
         self._idle.clear()
         self._wakeup.set()
+
+    def _notify_many(self, kind: int, values: list[Any]) -> None:
+        """:meth:`_notify` for each of *values* (a relist's adds): one extend, one wakeup."""
+        if values:
+            self._pending.extend(zip(repeat(kind), values, repeat(None)))
+            self._idle.clear()
+            self._wakeup.set()
 
     def _start(self) -> None:
         if self._tasks:
@@ -250,8 +258,7 @@ class SharedInformer:
         )
         self._handlers.append(registration)
         if self._synced.is_set():
-            for value in self.store.raw_values():
-                registration._notify(_ADD, value)
+            registration._notify_many(_ADD, self.store.raw_values())
             registration._synced = True
         if self._task is not None:
             registration._start()
@@ -276,10 +283,8 @@ class SharedInformer:
         with gc_paused():  # bulk index and queue building: nothing cyclic to collect
             added, updated, deleted = self.store.replace_prepared(entries)
             for registration in self._handlers:
-                for value in deleted:
-                    registration._notify(_DELETE, value)
-                for value in added:
-                    registration._notify(_ADD, value)
+                registration._notify_many(_DELETE, deleted)
+                registration._notify_many(_ADD, added)
                 for old, new in updated:
                     registration._notify(_UPDATE, new, old)
                 registration._synced = True

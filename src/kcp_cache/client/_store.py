@@ -136,6 +136,37 @@ def shard_cluster_name_index(obj: Obj) -> list[str]:
     return [f"{shard}|{cluster}|{name}"]
 
 
+# The default key and index functions, computed together in one pass over the metadata by
+# :func:`_key_and_defaults` when a store uses them (five calls per object otherwise).
+_DEFAULT_SLOTS: dict[Callable[[Obj], Any], int] = {
+    namespace_index: 0,
+    cluster_index: 1,
+    cluster_name_index: 2,
+    shard_cluster_name_index: 3,
+}
+_Defaults = tuple[list[str], list[str], list[str], list[str]]
+
+
+def _key_and_defaults(obj: Obj) -> tuple[str, _Defaults]:
+    """``object_key`` and the four default index functions' values (in the order of
+    ``_DEFAULT_SLOTS``), from one read of the metadata."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace")
+    name = f"{namespace}/{meta.get('name', '')}" if namespace else str(meta.get("name", ""))
+    annotations = meta.get("annotations")
+    cluster = shard = None
+    if annotations:
+        cluster = annotations.get(CLUSTER_ANNOTATION)
+        shard = annotations.get(_SHARD_ANNOTATION)
+    if cluster:
+        cluster_name = f"{cluster}|{name}"
+        if shard:
+            key = f"{shard}|{cluster_name}"
+            return key, ([str(namespace or "")], [cluster], [cluster_name], [key])
+        return cluster_name, ([str(namespace or "")], [cluster], [cluster_name], [])
+    return name, ([str(namespace or "")], [], [name], [])
+
+
 @dataclass(slots=True)
 class Prepared:
     """An object made ready for :meth:`Store.replace_prepared` (key, index values computed).
@@ -175,8 +206,18 @@ class Store:
         self._indexers: dict[str, IndexFunc] = {}
         self._indices: dict[str, dict[str, set[str]]] = {}
         self._generation = 0  # bumped when indexers change; invalidates Prepared.index
+        # How prepare() gets each index's values: a slot of _key_and_defaults' result, or
+        # the index function itself; None when neither the key nor any index is a default.
+        self._plan: builtins.list[int | IndexFunc] | None = None
+        self._plan_key = key_func is object_key
+        self._update_plan()
         if indexers:
             self.add_indexers(indexers)
+
+    def _update_plan(self) -> None:
+        plan = [_DEFAULT_SLOTS.get(func, func) for func in self._indexers.values()]
+        fused = self._plan_key or any(isinstance(slot, int) for slot in plan)
+        self._plan = plan if fused else None
 
     # -- encoding --------------------------------------------------------------------------
 
@@ -212,6 +253,7 @@ class Store:
                     for index_value in func(self._load(value)):
                         index.setdefault(index_value, set()).add(key)
                 self._indices[name] = index
+            self._update_plan()
 
     @property
     def indexers(self) -> dict[str, IndexFunc]:
@@ -309,11 +351,20 @@ class Store:
 
     def prepare(self, obj: Obj) -> Prepared:
         """Compute what :meth:`replace_prepared` needs from *obj* (call without the lock)."""
+        plan = self._plan
+        if plan is None:
+            key = self.key_func(obj)
+            index = [func(obj) for func in self._indexers.values()]
+        else:
+            key, defaults = _key_and_defaults(obj)
+            if not self._plan_key:
+                key = self.key_func(obj)
+            index = [defaults[slot] if isinstance(slot, int) else slot(obj) for slot in plan]
         return Prepared(
-            self.key_func(obj),
+            key,
             _rv(obj),
             _encode(obj) if self.compact else obj,
-            [func(obj) for func in self._indexers.values()],
+            index,
             self._generation,
         )
 
