@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
-import uuid
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 from kcp_cache.registry._catalog import ResourceInfo
@@ -135,8 +135,34 @@ def generate_name(base: str) -> str:
     return base + "".join(secrets.choice(_GENERATE_ALPHABET) for _ in range(5))
 
 
+# (whole second, its RFC 3339 text): creates in the same second reuse the formatted
+# timestamp instead of building and formatting a datetime each time (~3 µs a create).
+_now_cache: tuple[int, str] = (-1, "")
+
+
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current UTC time in whole seconds, as kube's metav1.Time serializes it."""
+    global _now_cache
+    second = int(time.time())
+    cached = _now_cache
+    if cached[0] == second:
+        return cached[1]
+    text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+    _now_cache = (second, text)
+    return text
+
+
+def new_uid() -> str:
+    """A random (version 4, RFC 4122 variant) UUID in its canonical text form.
+
+    The same values as ``str(uuid.uuid4())``, without building a ``UUID`` object
+    (~1 µs instead of ~3 µs a create).
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def check_type(info: ResourceInfo, version: str, body: Any, raw: bytes) -> dict[str, Any]:
@@ -147,14 +173,13 @@ def check_type(info: ResourceInfo, version: str, body: Any, raw: bytes) -> dict[
             "application/json, application/yaml, application/json-patch+json, "
             "application/merge-patch+json"
         )
-    text = raw.decode("utf-8", "replace")
     if not body.get("kind"):
-        raise ApiError.bad_request(f"Object 'Kind' is missing in '{text}'")
+        raise ApiError.bad_request(f"Object 'Kind' is missing in '{_text(raw)}'")
     api_version = body.get("apiVersion")
     if not api_version:
-        raise ApiError.bad_request(f"Object 'apiVersion' is missing in '{text}'")
+        raise ApiError.bad_request(f"Object 'apiVersion' is missing in '{_text(raw)}'")
     if not isinstance(api_version, str) or not isinstance(body["kind"], str):
-        raise ApiError.bad_request(f"couldn't get version/kind; json parse error in '{text}'")
+        raise ApiError.bad_request(f"couldn't get version/kind; json parse error in '{_text(raw)}'")
     group, _, version = api_version.rpartition("/")
     if group != info.group or version not in info.served_versions:
         raise ApiError.bad_request(
@@ -178,6 +203,11 @@ def check_type(info: ResourceInfo, version: str, body: Any, raw: bytes) -> dict[
     if meta is not None and not isinstance(meta, dict):
         raise ApiError.bad_request("metadata must be an object")
     return body
+
+
+def _text(raw: bytes) -> str:
+    """The body as kube quotes it in a decoding error (decoded only on that path)."""
+    return raw.decode("utf-8", "replace")
 
 
 def _coerce_meta(body: dict[str, Any]) -> dict[str, Any]:
@@ -294,7 +324,7 @@ def prepare_create(
         if not meta.get("uid") or not meta.get("creationTimestamp"):
             raise ApiError.internal("system metadata was not initialized")
     else:
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = new_uid()
         meta["creationTimestamp"] = _now()
         meta["generation"] = 1
     meta.pop("deletionTimestamp", None)
