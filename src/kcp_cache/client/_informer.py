@@ -167,7 +167,7 @@ class HandlerRegistration:
                 result = self.on_update(old or obj, obj) if self.on_update else None
             else:
                 result = self.on_delete(obj) if self.on_delete else None
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 await result
         except asyncio.CancelledError:
             raise

@@ -218,6 +218,7 @@ class Store:
         plan = [_DEFAULT_SLOTS.get(func, func) for func in self._indexers.values()]
         fused = self._plan_key or any(isinstance(slot, int) for slot in plan)
         self._plan = plan if fused else None
+        self._plan_is_defaults = plan == [0, 1, 2, 3]  # the informer's usual indexes
 
     # -- encoding --------------------------------------------------------------------------
 
@@ -359,7 +360,10 @@ class Store:
             key, defaults = _key_and_defaults(obj)
             if not self._plan_key:
                 key = self.key_func(obj)
-            index = [defaults[slot] if isinstance(slot, int) else slot(obj) for slot in plan]
+            if self._plan_is_defaults:
+                index = list(defaults)
+            else:
+                index = [defaults[slot] if isinstance(slot, int) else slot(obj) for slot in plan]
         return Prepared(
             key,
             _rv(obj),
