@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import time
+import uuid
 from typing import Any
 
 from kcp_cache.registry._catalog import ResourceInfo
@@ -153,16 +153,8 @@ def _now() -> str:
 
 
 def new_uid() -> str:
-    """A random (version 4, RFC 4122 variant) UUID in its canonical text form.
-
-    The same values as ``str(uuid.uuid4())``, without building a ``UUID`` object
-    (~1 µs instead of ~3 µs a create).
-    """
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A random (version 4) UUID in its canonical text form, as kube assigns uids."""
+    return str(uuid.uuid4())
 
 
 def check_type(info: ResourceInfo, version: str, body: Any, raw: bytes) -> dict[str, Any]:
