@@ -150,13 +150,21 @@ async def lists(
         "direct_paged": direct_paged,
         "ours_paged": ours_paged,
     }
+    return await time_list_variants(variants, expected=n, rounds=rounds, repeat=repeat)
+
+
+async def time_list_variants(
+    variants: dict[str, Callable[[], Awaitable[int]]], *, expected: int, rounds: int, repeat: int
+) -> dict[str, Any]:
+    """Run every variant ``repeat`` times per round, interleaved; each must count ``expected``
+    items. Returns the median over rounds of each round's median, in ms, and the raw runs."""
     medians: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, variant in variants.items():
             times = []
             for _ in range(repeat):
                 started = time.perf_counter()
-                assert await variant() == n
+                assert await variant() == expected
                 times.append((time.perf_counter() - started) * 1000)
             medians[name].append(statistics.median(times))
     return {f"{name}_ms": statistics.median(runs) for name, runs in medians.items()} | {

@@ -44,7 +44,14 @@ import orjson  # noqa: E402
 from aetcd import rpc  # noqa: E402
 from etcd_server import EtcdCluster  # noqa: E402
 
-from etcd_bench import BIG, WRITERS, closed_loop, pct, value  # noqa: E402
+from etcd_bench import (  # noqa: E402
+    BIG,
+    WRITERS,
+    closed_loop,
+    pct,
+    time_list_variants,
+    value,
+)
 from harness import CacheServer, TestCA, start_cache_server  # noqa: E402
 
 try:
@@ -191,18 +198,7 @@ async def lists(
         "direct_paged": direct_paged,
         "ours_paged": ours_paged,
     }
-    medians: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, variant in variants.items():
-            times = []
-            for _ in range(repeat):
-                started = time.perf_counter()
-                assert await variant() == n
-                times.append((time.perf_counter() - started) * 1000)
-            medians[name].append(statistics.median(times))
-    return {f"{name}_ms": statistics.median(runs) for name, runs in medians.items()} | {
-        "runs_ms": medians
-    }
+    return await time_list_variants(variants, expected=n, rounds=rounds, repeat=repeat)
 
 
 async def watch_latency(
