@@ -31,6 +31,7 @@ from kcp_cache.registry._selectors import labels_of
 from kcp_cache.registry._strategy import (
     check_type,
     generate_name,
+    missing_resource_version,
     parse_resource_version,
     prepare_create,
     prepare_update,
@@ -473,17 +474,7 @@ class Registry:
             if rv != str(kv.mod_revision):
                 # The patch itself set a resourceVersion: it is a precondition.
                 if rv in (None, ""):
-                    raise ApiError.invalid(
-                        info,
-                        name,
-                        [
-                            (
-                                "FieldValueInvalid",
-                                "metadata.resourceVersion",
-                                "Invalid value: 0x0: must be specified for an update",
-                            )
-                        ],
-                    )
+                    raise missing_resource_version(info, name)
                 raise ApiError.conflict(info, name)
             # The kcp.io/shard added on read must not turn an ordinary object into a
             # replica; it is stripped before persisting anyway.

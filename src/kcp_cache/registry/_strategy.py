@@ -25,6 +25,7 @@ from kcp_cache.registry._render import CLUSTER_ANNOTATION, SHARD_ANNOTATION
 __all__ = [
     "check_type",
     "generate_name",
+    "missing_resource_version",
     "parse_resource_version",
     "prepare_create",
     "prepare_update",
@@ -324,20 +325,25 @@ def prepare_create(
     return _storage_layout(info, body, meta)
 
 
+def missing_resource_version(info: ResourceInfo, name: str) -> ApiError:
+    """kube's 422 for an update (or a patch result) without ``metadata.resourceVersion``."""
+    return ApiError.invalid(
+        info,
+        name,
+        [
+            (
+                "FieldValueInvalid",
+                "metadata.resourceVersion",
+                "Invalid value: 0x0: must be specified for an update",
+            )
+        ],
+    )
+
+
 def parse_resource_version(info: ResourceInfo, name: str, value: Any) -> int:
     """A body's ``metadata.resourceVersion`` as an int; 422 if missing or malformed."""
     if value in (None, ""):
-        raise ApiError.invalid(
-            info,
-            name,
-            [
-                (
-                    "FieldValueInvalid",
-                    "metadata.resourceVersion",
-                    "Invalid value: 0x0: must be specified for an update",
-                )
-            ],
-        )
+        raise missing_resource_version(info, name)
     try:
         rv = int(value)
     except (TypeError, ValueError):
