@@ -16,12 +16,14 @@ from kcp_cache.client import Resource
 from kcp_cache.replication import (
     ORIGINAL_RESOURCE_UID_ANNOTATION,
     ORIGINAL_RESOURCE_VERSION_ANNOTATION,
+    UNSCHEDULABLE_ANNOTATION,
     CreateInCache,
     DeleteFromCache,
     NoAction,
     RecreateInCache,
     ReplicatedResource,
     UpdateInCache,
+    UpdateLocal,
     parse_resources,
     reconcile,
 )
@@ -258,3 +260,81 @@ def test_removing_the_filter_annotation_deletes_the_copy() -> None:
     action = reconcile(SHARD, CLUSTER_ROLES, cluster_role(), cached)
     assert isinstance(action, DeleteFromCache)
     assert action.name == "system:kcp:apiexport:bind"
+
+
+# -- cache-owned annotations (kcp#4371): the cache's values win and flow back ------------
+
+CORDON = "experimental.core.kcp.io/unschedulable"
+CORDONED_ELEPHANTS = ReplicatedResource(
+    Resource("example.com", "v1", "elephants", namespaced=True),
+    "Elephant",
+    cache_owned_annotations=(CORDON,),
+)
+
+
+def test_shards_own_the_cordon_annotation_in_the_cache() -> None:
+    shards = parse_resources("shards")[0]
+    assert shards.cache_owned_annotations == (UNSCHEDULABLE_ANNOTATION,) == (CORDON,)
+
+
+def test_an_annotation_set_in_the_cache_is_patched_into_the_local_object() -> None:
+    local = local_elephant()
+    cached = cached_copy_of(local)
+    cached["metadata"]["annotations"][CORDON] = "true"
+    action = reconcile(SHARD, CORDONED_ELEPHANTS, local, cached)
+    assert action == UpdateLocal(
+        name="dumbo",
+        namespace="zoo",
+        patch={"metadata": {"annotations": {CORDON: "true"}, "resourceVersion": "42"}},
+    )
+    # Once the local object carries it, both sides agree.
+    local["metadata"]["annotations"][CORDON] = "true"
+    assert reconcile(SHARD, CORDONED_ELEPHANTS, local, cached) == NoAction("up to date")
+
+
+def test_an_annotation_removed_in_the_cache_is_removed_locally() -> None:
+    local = local_elephant()
+    local["metadata"]["annotations"][CORDON] = "true"
+    cached = cached_copy_of(local)
+    del cached["metadata"]["annotations"][CORDON]
+    action = reconcile(SHARD, CORDONED_ELEPHANTS, local, cached)
+    assert isinstance(action, UpdateLocal)
+    assert action.patch["metadata"]["annotations"] == {CORDON: None}  # merge patch: remove
+
+
+def test_a_cache_update_keeps_the_caches_cache_owned_values() -> None:
+    local = local_elephant()
+    cached = cached_copy_of(local)
+    cached["metadata"]["annotations"][CORDON] = "true"
+    local["spec"]["color"] = "grey"
+    local["metadata"]["labels"] = {"size": "xl"}
+    action = reconcile(SHARD, CORDONED_ELEPHANTS, local, cached)
+    assert isinstance(action, UpdateInCache)
+    assert action.changed == ("metadata", "content")
+    assert action.body["metadata"]["annotations"][CORDON] == "true"  # not reverted
+    assert action.body["spec"] == {"color": "grey"}
+    # ... and a local value the cache does not have is not pushed either.
+    local2 = local_elephant()
+    local2["metadata"]["annotations"][CORDON] = "true"
+    cached2 = cached_copy_of(local_elephant())
+    local2["spec"]["color"] = "grey"
+    body = reconcile(SHARD, CORDONED_ELEPHANTS, local2, cached2)
+    assert isinstance(body, UpdateInCache)
+    assert CORDON not in body.body["metadata"]["annotations"]
+
+
+def test_without_cache_ownership_the_annotation_is_ordinary_metadata() -> None:
+    local = local_elephant()
+    cached = cached_copy_of(local)
+    cached["metadata"]["annotations"][CORDON] = "true"
+    action = reconcile(SHARD, ELEPHANTS, local, cached)
+    assert isinstance(action, UpdateInCache)  # the shard's value wins, as before
+    assert CORDON not in action.body["metadata"]["annotations"]
+
+
+def test_a_new_copy_takes_the_local_value() -> None:
+    local = local_elephant()
+    local["metadata"]["annotations"][CORDON] = "true"
+    action = reconcile(SHARD, CORDONED_ELEPHANTS, local, None)
+    assert isinstance(action, CreateInCache)
+    assert action.body["metadata"]["annotations"][CORDON] == "true"

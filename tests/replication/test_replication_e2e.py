@@ -275,3 +275,66 @@ async def test_filters_and_system_clusters(env: Env) -> None:
         return not await marked_replicated()
 
     await eventually(removed, what="the copy removed after the annotation was")
+
+
+async def test_a_shard_in_system_shard_is_replicated_and_a_cordon_in_the_cache_flows_back(
+    env: Env,
+) -> None:
+    """kcp#4374 and #4371: a shard's own Shard object lives in ``system:shard`` and reaches
+    the cache; an operator's cordon on the cache copy is copied to the local object and
+    not reverted, and lifting it in the cache lifts it locally."""
+    cordon = "experimental.core.kcp.io/unschedulable"
+    shards, cluster = SHARDS.resource, "system:shard"
+    name = unique("amber")
+    await env.local.create(
+        shards, new_object(SHARDS, name, spec={"baseURL": "https://amber"}), cluster=cluster
+    )
+
+    async def cache_copy() -> Obj | None:
+        try:
+            return await env.cache.get(shards, name, cluster=cluster, shard=SHARD)
+        except NotFound:
+            return None
+
+    async def replicated() -> bool:
+        return await cache_copy() is not None
+
+    await eventually(replicated, what="the system:shard Shard in the cache")
+
+    async def local_cordon() -> str | None:
+        local = await env.local.get(shards, name, cluster=cluster)
+        value: str | None = (local["metadata"].get("annotations") or {}).get(cordon)
+        return value
+
+    # The admin view writes the cordon into the cache copy (merge patch of one annotation).
+    patch = {"metadata": {"annotations": {cordon: "true"}}}
+    await env.cache.patch(shards, name, patch, cluster=cluster, shard=SHARD)
+
+    async def cordoned_locally() -> bool:
+        return await local_cordon() == "true"
+
+    await eventually(cordoned_locally, what="the cordon copied to the local Shard")
+    # A later local change still replicates, and the cordon in the cache stays.
+    local = await env.local.get(shards, name, cluster=cluster)
+    local["spec"]["baseURL"] = "https://amber-2"
+    await env.local.update(shards, local, cluster=cluster)
+
+    async def spec_replicated() -> bool:
+        copy_ = await cache_copy()
+        return copy_ is not None and copy_["spec"]["baseURL"] == "https://amber-2"
+
+    await eventually(spec_replicated, what="the local spec change in the cache")
+    copy_ = await cache_copy()
+    assert copy_ is not None
+    assert copy_["metadata"]["annotations"][cordon] == "true"
+
+    # Lifting the cordon in the cache lifts it locally.
+    await env.cache.patch(
+        shards, name, {"metadata": {"annotations": {cordon: None}}}, cluster=cluster, shard=SHARD
+    )
+
+    async def uncordoned_locally() -> bool:
+        return await local_cordon() is None
+
+    await eventually(uncordoned_locally, what="the cordon removed from the local Shard")
+    assert env.count(SHARDS, "update-local") >= 2

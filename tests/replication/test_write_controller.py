@@ -203,6 +203,18 @@ async def test_events_are_filtered_before_queueing() -> None:
     controller.queue.shut_down()
 
 
+async def test_the_system_shard_cluster_is_replicated_unlike_other_system_clusters() -> None:
+    # kcp#4374: a shard registers its own Shard object in ``system:shard``.
+    controller = controller_with(FakeCache())
+    for cluster in ("system:admin", "system:shards", "system:shard:extra"):
+        controller._enqueue(EXPORTS, local_export(cluster=cluster), True)
+    assert len(controller.queue) == 0
+    controller._enqueue(EXPORTS, local_export(cluster="system:shard"), True)
+    assert len(controller.queue) == 1
+    assert "::system:shard|" in await controller.queue.get()
+    controller.queue.shut_down()
+
+
 def test_controller_needs_a_concrete_shard() -> None:
     for bad in ("", "*"):
         with pytest.raises(ValueError, match="concrete shard"):

@@ -73,6 +73,17 @@ def test_valid_cert_with_system_masters_is_allowed(server: CacheServer) -> None:
     assert response.json()["kind"] == "APIExportList"
 
 
+def test_requests_relayed_by_a_workspace_mount_are_refused(server: CacheServer) -> None:
+    for cert in (None, "admin"):
+        with server.client() if cert else server.client(cert=None) as client:
+            response = client.get(EXPORTS, headers={"X-Kcp-Mount-Hops": "1"})
+            assert response.status_code == 400, cert
+            assert response.json()["reason"] == "BadRequest"
+            assert "X-Kcp-Mount-Hops" in response.json()["message"]
+            # The same client without the header is served as before.
+            assert client.get(EXPORTS).status_code == (200 if cert else 403)
+
+
 @pytest.mark.parametrize(
     "path",
     [

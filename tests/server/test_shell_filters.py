@@ -386,3 +386,26 @@ async def test_lifespan_runs_shutdown_hooks(app: CacheServerApp) -> None:
     await app({"type": "lifespan"}, receive, send)
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert calls == ["hook"]
+
+
+@pytest.mark.parametrize("value", [b"1", b"", b"3", b"not-a-number"])
+@pytest.mark.parametrize("user", [ADMIN, None])
+async def test_requests_through_a_workspace_mount_are_a_400_before_authentication(
+    app: CacheServerApp, value: bytes, user: User | None
+) -> None:
+    # kcp's cache server refuses anything relayed by the mount proxy, whatever the value
+    # and whoever asks: the anonymous caller gets the same 400, not the 403 of authz.
+    response = await call(app, "GET", EXPORTS, user=user, headers=[(b"x-kcp-mount-hops", value)])
+    assert response.status == 400
+    assert response.json() == status(
+        400,
+        "BadRequest",
+        "the cache server does not serve requests relayed through a workspace mount "
+        "(X-Kcp-Mount-Hops header present)",
+    )
+
+
+async def test_the_first_accept_header_wins_when_several_are_sent(app: CacheServerApp) -> None:
+    headers = [(b"accept", b"application/json"), (b"accept", b"application/yaml")]
+    response = await call(app, "GET", EXPORTS, headers=headers)
+    assert response.json()["accept"] == "application/json"

@@ -2,8 +2,8 @@
 
 The registry knows Kubernetes objects, not HTTP. Entry points:
 
-* :class:`ResourceCatalog` — the served resources (the 21 bootstrapped CRDs of spec §4,
-  kept as data files, plus ``apiextensions.k8s.io/v1 customresourcedefinitions``).
+* :class:`ResourceCatalog` — the served resources (the bootstrapped CRDs of spec §4 and the two
+  kcp added since, kept as data files, plus ``apiextensions.k8s.io/v1 customresourcedefinitions``).
 * :class:`Registry` — get/list/create/update/patch/delete/deletecollection/watch on a
   :class:`~kcp_cache.storage.Storage`, returning encoded bytes and raising
   :class:`ApiError` (a ``metav1.Status`` in waiting).

@@ -123,7 +123,10 @@ def _bootstrap_crds_json() -> bytes:
 
 
 def load_bootstrap_crds() -> list[dict[str, Any]]:
-    """The 21 bootstrapped CRD objects of spec §4, read from the packaged data files.
+    """The 23 bootstrapped CRD objects, read from the packaged data files.
+
+    Spec §4's 21, plus ``caches.core.kcp.io`` and ``permissionclaimpolicies.admin.kcp.io``,
+    which kcp has kept in the cache since (beyond-kcp §1.5).
 
     Each call returns fresh objects the caller may modify.
     """

@@ -30,6 +30,7 @@ from ._reconcile import (
     NoAction,
     RecreateInCache,
     UpdateInCache,
+    UpdateLocal,
     comparable_metadata,
     reconcile,
 )
@@ -38,9 +39,12 @@ from ._resources import (
     DEFAULT_RESOURCES,
     MUTATING_ADMISSION_POLICY_RESOURCES,
     REPLICATE_ANNOTATION,
+    REPLICATED_SYSTEM_CLUSTERS,
+    UNSCHEDULABLE_ANNOTATION,
     ReplicatedResource,
     has_replicate_annotation,
     parse_resources,
+    replicates_cluster,
 )
 from ._write import DEFAULT_RESYNC_PERIOD, WriteController
 
@@ -51,8 +55,10 @@ __all__ = [
     "MUTATING_ADMISSION_POLICY_RESOURCES",
     "ORIGINAL_RESOURCE_UID_ANNOTATION",
     "ORIGINAL_RESOURCE_VERSION_ANNOTATION",
+    "REPLICATED_SYSTEM_CLUSTERS",
     "REPLICATE_ANNOTATION",
     "REPLICATION_ANNOTATIONS",
+    "UNSCHEDULABLE_ANNOTATION",
     "Action",
     "CacheReader",
     "CreateInCache",
@@ -68,6 +74,7 @@ __all__ = [
     "ReplicationMetrics",
     "ResetDetector",
     "UpdateInCache",
+    "UpdateLocal",
     "WriteController",
     "cache_client",
     "comparable_metadata",
@@ -77,4 +84,5 @@ __all__ = [
     "parse_resources",
     "queue_key",
     "reconcile",
+    "replicates_cluster",
 ]

@@ -26,11 +26,18 @@ Where this deviates from kcp, on purpose:
 * **Missing replication annotations are restored.** kcp puts back the cache copy's old
   annotation values, so a copy whose ``original-resource-*`` annotations were removed
   stays without them; here they are re-created from the local object.
+
+Cache-owned annotations (kcp#4371, :attr:`ReplicatedResource.cache_owned_annotations`)
+flow the other way: they are left out of the comparison, an update of the cache copy
+keeps the cache's values, and when only they differ the answer is :class:`UpdateLocal`,
+a merge patch that gives the local object the cache's values (an absent one is removed).
+The patch carries the local resourceVersion, so it fails with a conflict instead of
+overwriting a change the controller has not seen yet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -50,6 +57,7 @@ __all__ = [
     "NoAction",
     "RecreateInCache",
     "UpdateInCache",
+    "UpdateLocal",
     "comparable_metadata",
     "reconcile",
 ]
@@ -111,7 +119,17 @@ class RecreateInCache:
     verb: Literal["recreate"] = field(default="recreate", init=False)
 
 
-Action = NoAction | CreateInCache | UpdateInCache | DeleteFromCache | RecreateInCache
+@dataclass(frozen=True)
+class UpdateLocal:
+    """Merge-*patch* the shard's own object: cache-owned annotations changed in the cache."""
+
+    name: str
+    namespace: str
+    patch: Obj
+    verb: Literal["update-local"] = field(default="update-local", init=False)
+
+
+Action = NoAction | CreateInCache | UpdateInCache | DeleteFromCache | RecreateInCache | UpdateLocal
 
 
 def _clone(obj: Any) -> Any:
@@ -127,15 +145,17 @@ def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
     return dict(_meta(obj).get("annotations") or {})
 
 
-def comparable_metadata(obj: Mapping[str, Any]) -> dict[str, Any]:
+def comparable_metadata(obj: Mapping[str, Any], ignore: Iterable[str] = ()) -> dict[str, Any]:
     """``metadata`` without what legitimately differs between a shard and the cache.
 
-    Drops ``resourceVersion`` and the three replication annotations; an annotation map
-    left empty counts as absent (both sides may or may not spell it ``{}``).
+    Drops ``resourceVersion``, the three replication annotations and the annotations
+    named in *ignore* (the resource's cache-owned ones); an annotation map left empty
+    counts as absent (both sides may or may not spell it ``{}``).
     """
     meta = _meta(obj)
     meta.pop("resourceVersion", None)
-    annotations = {k: v for k, v in _annotations(obj).items() if k not in REPLICATION_ANNOTATIONS}
+    skipped = {*REPLICATION_ANNOTATIONS, *ignore}
+    annotations = {k: v for k, v in _annotations(obj).items() if k not in skipped}
     if annotations:
         meta["annotations"] = annotations
     else:
@@ -225,13 +245,18 @@ def reconcile(
     changed: list[str] = []
     body: Obj = _clone(cached)
     cached_annotations = _annotations(cached)
+    cache_owned = resource.cache_owned_annotations
+    wanted_owned = {k: cached_annotations.get(k) for k in cache_owned}
     own = {k: cached_annotations[k] for k in REPLICATION_ANNOTATIONS if k in cached_annotations}
     annotations_intact = (
         own.get(SHARD_ANNOTATION) == shard
         and ORIGINAL_RESOURCE_VERSION_ANNOTATION in own
         and ORIGINAL_RESOURCE_UID_ANNOTATION in own
     )
-    if comparable_metadata(source) != comparable_metadata(cached) or not annotations_intact:
+    if (
+        comparable_metadata(source, cache_owned) != comparable_metadata(cached, cache_owned)
+        or not annotations_intact
+    ):
         changed.append("metadata")
         meta = _clone(source["metadata"])
         meta["resourceVersion"] = cached_meta.get("resourceVersion")
@@ -242,14 +267,30 @@ def reconcile(
         restored = _create_body(shard, source)["metadata"]["annotations"]
         restored.update(own)
         restored[SHARD_ANNOTATION] = shard
-        meta["annotations"] = {
-            **{k: v for k, v in (meta.get("annotations") or {}).items()},
+        annotations = {
+            **{k: v for k, v in (meta.get("annotations") or {}).items() if k not in cache_owned},
             **{k: restored[k] for k in REPLICATION_ANNOTATIONS},
+            **{k: v for k, v in wanted_owned.items() if v is not None},
         }
+        meta["annotations"] = annotations
         body["metadata"] = meta
     if _content(source) != _content(cached):
         changed.append("content")
         body = {"metadata": body["metadata"], **_clone(_content(source))}
-    if not changed:
-        return NoAction("up to date")
-    return UpdateInCache(body, tuple(changed))
+    if changed:
+        return UpdateInCache(body, tuple(changed))
+    local_annotations = _annotations(source)
+    patch = {k: v for k, v in wanted_owned.items() if local_annotations.get(k) != v}
+    if patch:
+        local_meta = source["metadata"]
+        return UpdateLocal(
+            name=str(local_meta.get("name", "")),
+            namespace=str(local_meta.get("namespace") or ""),
+            patch={
+                "metadata": {
+                    "annotations": patch,
+                    "resourceVersion": local_meta.get("resourceVersion"),
+                }
+            },
+        )
+    return NoAction("up to date")

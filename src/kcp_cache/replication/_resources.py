@@ -17,16 +17,29 @@ from kcp_cache.client import Resource
 __all__ = [
     "DEFAULT_RESOURCES",
     "MUTATING_ADMISSION_POLICY_RESOURCES",
+    "REPLICATED_SYSTEM_CLUSTERS",
     "REPLICATE_ANNOTATION",
+    "UNSCHEDULABLE_ANNOTATION",
     "ReplicatedResource",
     "has_replicate_annotation",
     "parse_resources",
+    "replicates_cluster",
 ]
 
 Obj = dict[str, Any]
 
 #: The annotation that selects LogicalClusters and RBAC objects for replication.
 REPLICATE_ANNOTATION: Final = "internal.kcp.io/replicate"
+#: The cordon annotation an operator sets on a shard's cache copy (kcp#4361/#4371).
+UNSCHEDULABLE_ANNOTATION: Final = "experimental.core.kcp.io/unschedulable"
+#: The ``system:`` logical clusters that are replicated all the same (kcp#4374).
+REPLICATED_SYSTEM_CLUSTERS: Final = frozenset({"system:shard"})
+
+
+def replicates_cluster(cluster: str) -> bool:
+    """Whether objects of logical *cluster* go to the cache: not ``system:…`` ones, except
+    :data:`REPLICATED_SYSTEM_CLUSTERS`."""
+    return not cluster.startswith("system:") or cluster in REPLICATED_SYSTEM_CLUSTERS
 
 
 def has_replicate_annotation(obj: Mapping[str, Any]) -> bool:
@@ -40,12 +53,15 @@ class ReplicatedResource:
     """One replicated resource: what to list/watch, its kind, and an optional object filter.
 
     Objects failing *filter* are treated as absent locally, so removing the annotation
-    removes the copy from the cache (spec §6.1 case 4).
+    removes the copy from the cache (spec §6.1 case 4). *cache_owned_annotations* are
+    authoritative in the cache: the cache copy keeps them, and the local object is
+    patched to match.
     """
 
     resource: Resource
     kind: str
     filter: Callable[[Mapping[str, Any]], bool] | None = None
+    cache_owned_annotations: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -58,12 +74,19 @@ class ReplicatedResource:
 
 
 def _r(
-    group: str, version: str, resource: str, kind: str, *, filtered: bool = False
+    group: str,
+    version: str,
+    resource: str,
+    kind: str,
+    *,
+    filtered: bool = False,
+    cache_owned: tuple[str, ...] = (),
 ) -> ReplicatedResource:
     return ReplicatedResource(
         Resource(group, version, resource),
         kind,
         has_replicate_annotation if filtered else None,
+        cache_owned,
     )
 
 
@@ -104,7 +127,7 @@ DEFAULT_RESOURCES: Final[tuple[ReplicatedResource, ...]] = (
         "clustercachedresourceendpointslices",
         "ClusterCachedResourceEndpointSlice",
     ),
-    _r("core.kcp.io", "v1alpha1", "shards", "Shard"),
+    _r("core.kcp.io", "v1alpha1", "shards", "Shard", cache_owned=(UNSCHEDULABLE_ANNOTATION,)),
     _r("core.kcp.io", "v1alpha1", "logicalclusters", "LogicalCluster", filtered=True),
     _r("migration.kcp.io", "v1alpha1", "logicalclustermigrations", "LogicalClusterMigration"),
     _r("tenancy.kcp.io", "v1alpha1", "workspacetypes", "WorkspaceType"),

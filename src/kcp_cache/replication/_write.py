@@ -58,10 +58,11 @@ from ._reconcile import (
     NoAction,
     RecreateInCache,
     UpdateInCache,
+    UpdateLocal,
     reconcile,
 )
 from ._reset import DEFAULT_RESET_CHECK_PERIOD, ResetDetector
-from ._resources import DEFAULT_RESOURCES, ReplicatedResource
+from ._resources import DEFAULT_RESOURCES, ReplicatedResource, replicates_cluster
 from ._rest import BackoffFactory, as_rest
 
 __all__ = ["DEFAULT_RESYNC_PERIOD", "WriteController"]
@@ -170,7 +171,7 @@ class WriteController:
                 (obj.get("metadata") or {}).get("name"),
             )
             return
-        if cluster.startswith("system:"):
+        if not replicates_cluster(cluster):
             return
         if not local and shard_of(obj) != self.shard:
             return  # another shard's copy: never ours to write
@@ -327,7 +328,8 @@ class WriteController:
             log.debug("%s %s", action.verb, key)
 
     async def perform(self, replicated: ReplicatedResource, key: QueueKey, action: Action) -> str:
-        """Carry out *action* against this shard's space in the cache.
+        """Carry out *action* against this shard's space in the cache (or, for
+        :class:`UpdateLocal`, against the shard's own object).
 
         Returns the result for the metrics: ``success``, or ``already-done`` when the cache
         was there first (a create that found the copy, a delete that found none) — the
@@ -338,6 +340,15 @@ class WriteController:
             return "success"
         if isinstance(action, UpdateInCache):
             await self.cache.update(resource, action.body, cluster=cluster, shard=self.shard)
+            return "success"
+        if isinstance(action, UpdateLocal):
+            await self.local.patch(
+                resource,
+                action.name,
+                action.patch,
+                namespace=action.namespace or None,
+                cluster=cluster,
+            )
             return "success"
         result = "success"
         if isinstance(action, (DeleteFromCache, RecreateInCache)):

@@ -50,7 +50,14 @@ from kcp_cache.server._status import (
 )
 from kcp_cache.storage import Storage
 
-__all__ = ["REQUEST_INFO_KEY", "CacheServerApp", "ShutdownHook", "create_app", "request_info"]
+__all__ = [
+    "MOUNT_HOPS_HEADER",
+    "REQUEST_INFO_KEY",
+    "CacheServerApp",
+    "ShutdownHook",
+    "create_app",
+    "request_info",
+]
 
 log = logging.getLogger("kcp_cache.server")
 #: One line per request at DEBUG (``kcp-cache-server -v 3``), like kube's httplog.
@@ -65,6 +72,13 @@ _HEALTH_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz"})
 _LIST_VERBS: Final = frozenset({"list", "watch"})
 _SHARD_LEVEL_BODY: Final = b"shard-level endpoint not available at shard or workspace scope"
 _TEXT: Final = b"text/plain; charset=utf-8"
+#: Set by kcp's workspace mount proxy on every hop (``pkg/mounts/hops.go``); the cache
+#: server is never a mount target, so a request carrying it is refused.
+MOUNT_HOPS_HEADER: Final = b"x-kcp-mount-hops"
+_MOUNT_HOPS_MESSAGE: Final = (
+    "the cache server does not serve requests relayed through a workspace mount "
+    "(X-Kcp-Mount-Hops header present)"
+)
 
 
 def request_info(kcp: KcpRequest) -> RequestInfo | None:
@@ -178,12 +192,17 @@ class CacheServerApp:
         if not isinstance(kcp, KcpRequest):
             kcp = scope["kcp"] = KcpRequest()
 
+        # 0. Requests relayed by a workspace mount proxy are refused, before
+        #    authentication (kcp's mount-hops reject filter: any value, even empty).
         # 1. Accept header (PartialObjectMetadata detection).
+        accept_seen = False
         for name, value in scope["headers"]:
-            if name == b"accept":
+            if name == b"accept" and not accept_seen:
+                accept_seen = True
                 kcp.accept = value.decode("latin-1")
                 kcp.partial_metadata = is_partial_metadata_accept(kcp.accept)
-                break
+            elif name == MOUNT_HOPS_HEADER:
+                raise StatusError.bad_request(_MOUNT_HOPS_MESSAGE)
 
         # 2. Synthetic delay (a testing aid, like kcp's --synthetic-delay).
         if self.synthetic_delay > 0:
