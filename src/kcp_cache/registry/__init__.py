@@ -20,6 +20,9 @@ from kcp_cache.registry._catalog import ResourceInfo as ResourceInfo
 from kcp_cache.registry._catalog import load_bootstrap_crds as load_bootstrap_crds
 from kcp_cache.registry._continue import decode_continue as decode_continue
 from kcp_cache.registry._continue import encode_continue as encode_continue
+from kcp_cache.registry._dryrun import DRY_RUN_ALL as DRY_RUN_ALL
+from kcp_cache.registry._dryrun import DryRunWrites as DryRunWrites
+from kcp_cache.registry._dryrun import parse_dry_run as parse_dry_run
 from kcp_cache.registry._errors import ApiError as ApiError
 from kcp_cache.registry._keys import KeyParts as KeyParts
 from kcp_cache.registry._keys import KeyScheme as KeyScheme
@@ -45,6 +48,7 @@ __all__ = [
     "CLUSTER_ANNOTATION",
     "CRD_GROUP",
     "CRD_RESOURCE",
+    "DRY_RUN_ALL",
     "JSON_PATCH",
     "MERGE_PATCH",
     "SHARD_ANNOTATION",
@@ -52,6 +56,7 @@ __all__ = [
     "SYSTEM_SHARD",
     "ApiError",
     "Bootstrapper",
+    "DryRunWrites",
     "FieldSelector",
     "KeyParts",
     "KeyScheme",
@@ -70,6 +75,7 @@ __all__ = [
     "decode_continue",
     "encode_continue",
     "load_bootstrap_crds",
+    "parse_dry_run",
     "parse_field_selector",
     "parse_label_selector",
 ]

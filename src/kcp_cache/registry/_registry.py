@@ -16,6 +16,7 @@ import orjson
 from kcp_cache.registry._cached_resources import CachedResourceIndex
 from kcp_cache.registry._catalog import ResourceCatalog, ResourceInfo
 from kcp_cache.registry._continue import decode_continue, encode_continue
+from kcp_cache.registry._dryrun import DryRunWrites, WriteStore
 from kcp_cache.registry._errors import ApiError
 from kcp_cache.registry._keys import KeyParts, KeyScheme, ListScope
 from kcp_cache.registry._listing import PAGE, ListResponse, Page
@@ -68,6 +69,13 @@ _CONTINUE_TOO_OLD = (
 )
 
 
+def _render_unstored(parts: KeyParts, target: Target, obj: dict[str, Any]) -> bytes:
+    """An object as served that was never stored (a dry-run create): no resourceVersion."""
+    decorate(obj, parts.shard, parts.cluster, 0)
+    del obj["metadata"]["resourceVersion"]
+    return encode_object(obj, target.api_version, target.partial)
+
+
 def _render(
     kv: KeyValue, parts: KeyParts, target: Target, obj: dict[str, Any] | None = None
 ) -> bytes:
@@ -107,6 +115,7 @@ class Registry:
         too_large_rv_wait: float = 3.0,
     ) -> None:
         self.storage = storage
+        self._dry_run_writes = DryRunWrites(storage)
         self.too_large_rv_wait = too_large_rv_wait
         self.catalog = catalog or ResourceCatalog()
         self.keys = KeyScheme(storage.prefix)
@@ -386,8 +395,16 @@ class Registry:
 
     # -- writes -------------------------------------------------------------------------
 
-    async def create(self, target: Target, body: Any, raw: bytes) -> bytes:
+    def _writes(self, dry_run: bool) -> WriteStore:
+        """Where a write goes: the storage, or for a dry run a store that only checks."""
+        return self._dry_run_writes if dry_run else self.storage
+
+    async def create(
+        self, target: Target, body: Any, raw: bytes, *, dry_run: bool = False
+    ) -> bytes:
+        """Create *body*; with *dry_run* every check runs and nothing is written."""
         info = target.info
+        store = self._writes(dry_run)
         if info.namespaced and not target.namespace:
             raise ApiError.not_found(info, "")
         self._check_namespace(target)
@@ -398,7 +415,7 @@ class Registry:
             name = obj["metadata"]["name"]
             key = self._key(target, name)
             try:
-                kv = await self.storage.create(key, orjson.dumps(obj))
+                kv = await store.create(key, orjson.dumps(obj))
             except AlreadyExists:
                 if generated:  # kube retries a generateName collision with a new suffix
                     obj["metadata"]["name"] = generate_name(obj["metadata"]["generateName"])
@@ -406,10 +423,15 @@ class Registry:
                 raise ApiError.already_exists(info, name) from None
             except StorageError as exc:
                 raise self._storage_error(exc, info, name) from None
+            if dry_run:  # nothing was stored, so there is no resourceVersion yet
+                return _render_unstored(self._parts(target, key), target, obj)
             return _render(kv, self._parts(target, key), target, obj)
         raise ApiError.already_exists(info, obj["metadata"]["name"])
 
-    async def update(self, target: Target, name: str, body: Any, raw: bytes) -> bytes:
+    async def update(
+        self, target: Target, name: str, body: Any, raw: bytes, *, dry_run: bool = False
+    ) -> bytes:
+        """Replace the object; with *dry_run* the answer is what would be stored."""
         info = target.info
         self._check_namespace(target)
         check_type(info, target.version, body, raw)
@@ -424,10 +446,16 @@ class Registry:
             raise self._storage_error(exc, info, name) from None
         if kv.mod_revision != expected:
             raise ApiError.conflict(info, name)
-        return await self._write_update(target, key, name, kv, body)
+        return await self._write_update(target, key, name, kv, body, self._writes(dry_run))
 
     async def _write_update(
-        self, target: Target, key: str, name: str, kv: KeyValue, body: dict[str, Any]
+        self,
+        target: Target,
+        key: str,
+        name: str,
+        kv: KeyValue,
+        body: dict[str, Any],
+        store: WriteStore,
     ) -> bytes:
         info = target.info
         old = orjson.loads(kv.value)
@@ -438,14 +466,19 @@ class Registry:
             return _render(kv, self._parts(target, key), target, old)
         value = orjson.dumps(obj)
         try:
-            new_kv = await self.storage.update(key, value, expected_mod_revision=kv.mod_revision)
+            new_kv = await store.update(key, value, expected_mod_revision=kv.mod_revision)
         except StorageError as exc:
             raise self._storage_error(exc, info, name) from None
         return _render(new_kv, self._parts(target, key), target, obj)
 
-    async def patch(self, target: Target, name: str, patch_type: str, patch: Any) -> bytes:
-        """JSON patch or merge patch against the object as served; retried on races."""
+    async def patch(
+        self, target: Target, name: str, patch_type: str, patch: Any, *, dry_run: bool = False
+    ) -> bytes:
+        """JSON patch or merge patch against the object as served; retried on races.
+
+        With *dry_run* the patched object is checked and returned, not stored."""
         info = target.info
+        store = self._writes(dry_run)
         self._check_namespace(target)
         key = self._key(target, name)
         for _attempt in range(16):
@@ -484,7 +517,7 @@ class Registry:
                     f"name on the URL ({name})"
                 )
             try:
-                return await self._write_update(target, key, name, kv, patched)
+                return await self._write_update(target, key, name, kv, patched, store)
             except ApiError as exc:
                 if exc.reason == "Conflict" and not _patch_sets_rv(patch):
                     continue
@@ -492,9 +525,16 @@ class Registry:
         raise ApiError.conflict(info, name)
 
     async def delete(
-        self, target: Target, name: str, preconditions: dict[str, Any] | None = None
+        self,
+        target: Target,
+        name: str,
+        preconditions: dict[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
     ) -> bytes:
-        """Delete at once, finalizers or not (spec §3.1); returns kube's Success Status."""
+        """Delete at once, finalizers or not (spec §3.1); returns kube's Success Status.
+
+        With *dry_run* every precondition is checked and nothing is deleted."""
         info = target.info
         self._check_namespace(target)
         key = self._key(target, name)
@@ -526,7 +566,7 @@ class Registry:
                     {"name": name, "group": info.group, "kind": info.resource},
                 )
         try:
-            await self.storage.delete(key, expected_mod_revision=kv.mod_revision)
+            await self._writes(dry_run).delete(key, expected_mod_revision=kv.mod_revision)
         except Conflict:
             raise ApiError.conflict(info, name) from None
         except StorageError as exc:
@@ -542,15 +582,19 @@ class Registry:
             }
         )
 
-    async def delete_collection(self, target: Target, opts: ListOptions) -> bytes:
-        """Delete every matching object; returns the list of what was deleted."""
+    async def delete_collection(
+        self, target: Target, opts: ListOptions, *, dry_run: bool = False
+    ) -> bytes:
+        """Delete every matching object; returns the list of what was (or, with
+        *dry_run*, would be) deleted."""
         info = target.info
+        store = self._writes(dry_run)
         self._check_namespace(target)
         scope = self._list_scope(target)
         deleted: list[bytes] = []
         if not scope.filtered and not opts.filtered:
             try:
-                results = await self.storage.delete_prefix(scope.prefix)
+                results = await store.delete_prefix(scope.prefix)
             except StorageError as exc:
                 raise self._storage_error(exc, info, "") from None
             prefix = scope.resource_prefix
@@ -588,7 +632,7 @@ class Registry:
                     batch = matching[start : start + _DELETE_CONCURRENCY]
                     outcomes = await asyncio.gather(
                         *(
-                            self.storage.delete(kv.key, expected_mod_revision=kv.mod_revision)
+                            store.delete(kv.key, expected_mod_revision=kv.mod_revision)
                             for kv, _, _ in batch
                         ),
                         return_exceptions=True,

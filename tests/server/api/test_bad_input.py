@@ -148,10 +148,10 @@ CASES: list[tuple[str, Case, int, str]] = [
         "BadRequest",
     ),
     (
-        "dry run",
-        lambda c: c.post(EXPORTS, {**GOOD, "metadata": {"name": "dry"}}, query={"dryRun": "All"}),
-        400,
-        "BadRequest",
+        "unknown dry run value",
+        lambda c: c.post(EXPORTS, {**GOOD, "metadata": {"name": "dry"}}, query={"dryRun": "Yes"}),
+        422,
+        "Invalid",
     ),
     (
         "bad namespace",

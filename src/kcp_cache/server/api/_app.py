@@ -27,6 +27,7 @@ from kcp_cache.registry import (
     Registry,
     Target,
     WatchSession,
+    parse_dry_run,
 )
 from kcp_cache.server._scope import KcpRequest
 from kcp_cache.server._status import Receive, Scope, Send, send_bytes
@@ -226,8 +227,6 @@ class ApiApp:
                 f"{verb.name} is not supported with a wildcard shard or cluster; "
                 "only list and watch are",
             )
-        if "dryRun" in query:
-            raise ApiError.bad_request("dryRun is not supported by the cache server")
         handler = self._verbs.get(verb.name)
         if handler is None:
             raise ApiError(
@@ -357,8 +356,10 @@ class ApiApp:
         path: ResourcePath,
         query: dict[str, str],
     ) -> int:
+        dry_run = _dry_run(scope, "CreateOptions")
         body, raw = await self._read_write_body(scope, receive)
-        await send_bytes(send, 201, await self.registry.create(target, body, raw))
+        created = await self.registry.create(target, body, raw, dry_run=dry_run)
+        await send_bytes(send, 201, created)
         return 201
 
     async def _update(
@@ -371,8 +372,10 @@ class ApiApp:
         query: dict[str, str],
     ) -> int:
         assert path.name is not None
+        dry_run = _dry_run(scope, "UpdateOptions")
         body, raw = await self._read_write_body(scope, receive)
-        await send_bytes(send, 200, await self.registry.update(target, path.name, body, raw))
+        updated = await self.registry.update(target, path.name, body, raw, dry_run=dry_run)
+        await send_bytes(send, 200, updated)
         return 200
 
     async def _patch(
@@ -385,6 +388,7 @@ class ApiApp:
         query: dict[str, str],
     ) -> int:
         assert path.name is not None
+        dry_run = _dry_run(scope, "PatchOptions")
         media = media_type(scope)
         if media == "application/strategic-merge-patch+json":
             raise ApiError(
@@ -408,7 +412,8 @@ class ApiApp:
             patch = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ApiError.bad_request(f"error decoding patch: {exc}") from None
-        await send_bytes(send, 200, await self.registry.patch(target, path.name, media, patch))
+        patched = await self.registry.patch(target, path.name, media, patch, dry_run=dry_run)
+        await send_bytes(send, 200, patched)
         return 200
 
     async def _delete(
@@ -421,16 +426,23 @@ class ApiApp:
         query: dict[str, str],
     ) -> int:
         assert path.name is not None
-        raw = await read_body(scope, receive, self.max_body_bytes)
-        preconditions: dict[str, Any] | None = None
-        if raw.strip():
-            options = decode_body(raw, media_type(scope))
-            if not isinstance(options, dict):
-                raise ApiError.bad_request("the body of a DELETE must be a DeleteOptions object")
-            found = options.get("preconditions")
-            preconditions = found if isinstance(found, dict) else None
-        await send_bytes(send, 200, await self.registry.delete(target, path.name, preconditions))
+        options = await self._delete_options(scope, receive)
+        found = options.get("preconditions")
+        preconditions = found if isinstance(found, dict) else None
+        dry_run = _delete_dry_run(scope, options)
+        deleted = await self.registry.delete(target, path.name, preconditions, dry_run=dry_run)
+        await send_bytes(send, 200, deleted)
         return 200
+
+    async def _delete_options(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        """The DeleteOptions body of a DELETE (client-go sends one), ``{}`` if empty."""
+        raw = await read_body(scope, receive, self.max_body_bytes)
+        if not raw.strip():
+            return {}
+        options = decode_body(raw, media_type(scope))
+        if not isinstance(options, dict):
+            raise ApiError.bad_request("the body of a DELETE must be a DeleteOptions object")
+        return options
 
     async def _deletecollection(
         self,
@@ -442,9 +454,32 @@ class ApiApp:
         query: dict[str, str],
     ) -> int:
         opts = ListOptions.from_query(query, target.info, watch=False)
-        await read_body(scope, receive, self.max_body_bytes)  # DeleteOptions: nothing to honour
-        await send_bytes(send, 200, await self.registry.delete_collection(target, opts))
+        # Of DeleteOptions only dryRun applies: deletes are immediate (spec §3.1).
+        dry_run = _delete_dry_run(scope, await self._delete_options(scope, receive))
+        deleted = await self.registry.delete_collection(target, opts, dry_run=dry_run)
+        await send_bytes(send, 200, deleted)
         return 200
+
+
+def _dry_run(scope: Scope, options_kind: str) -> bool:
+    """``?dryRun=`` of the request (every value, as kube reads a repeated parameter)."""
+    query = scope.get("query_string", b"")
+    if b"dryRun" not in query:
+        return False
+    values = [
+        v for (k, v) in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k == "dryRun"
+    ]
+    return parse_dry_run(values, options_kind)
+
+
+def _delete_dry_run(scope: Scope, options: Mapping[str, Any]) -> bool:
+    """A DELETE's dry run: ``?dryRun=`` or ``dryRun`` in the DeleteOptions body."""
+    in_body = options.get("dryRun")
+    if in_body is None:
+        return _dry_run(scope, "DeleteOptions")
+    if not isinstance(in_body, list) or not all(isinstance(v, str) for v in in_body):
+        raise ApiError.bad_request("DeleteOptions.dryRun must be a list of strings")
+    return parse_dry_run(in_body, "DeleteOptions") or _dry_run(scope, "DeleteOptions")
 
 
 def _negotiate(scope: Scope, offers: Mapping[tuple[str, str], tuple[str, ...]]) -> Negotiated:
