@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog
 from kcp_cache.server import ReadinessChecks, ServerMetrics
 from kcp_cache.server._status import ASGIApp
-from kcp_cache.server.api import ApiApp, create_api_app
+from kcp_cache.server.api import ApiApp, Compression, create_api_app
 from kcp_cache.server.discovery import create_discovery_app, route_discovery
 from kcp_cache.storage import Storage
 
@@ -30,16 +30,28 @@ class ApiStack:
 
 
 def build_api_stack(
-    storage: Storage, *, metrics: ServerMetrics, readiness: ReadinessChecks
+    storage: Storage,
+    *,
+    metrics: ServerMetrics,
+    readiness: ReadinessChecks,
+    compression: Compression | None = None,
 ) -> ApiStack:
     """The API handlers over ``storage``; registers the bootstrap readiness check.
+
+    ``compression`` — when GET and LIST responses are gzipped (default: kube's, from
+    128 KiB for clients that accept gzip).
 
     Call ``await stack.api.startup()`` to bootstrap the CRDs and ``stack.api.shutdown``
     at the end (the CLI adds it to ``CacheServerApp.on_shutdown``).
     """
     catalog = ResourceCatalog()
     registry = Registry(storage, catalog)
-    api = create_api_app(registry, bootstrapper=Bootstrapper(storage, catalog), metrics=metrics)
+    api = create_api_app(
+        registry,
+        bootstrapper=Bootstrapper(storage, catalog),
+        metrics=metrics,
+        compression=compression,
+    )
     discovery = create_discovery_app(lambda: catalog.crds)
 
     def bootstrapped() -> None:

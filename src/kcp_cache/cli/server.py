@@ -43,6 +43,7 @@ from kcp_cache.server import (
     ensure_dev_credentials,
     ensure_serving_certificate,
 )
+from kcp_cache.server.api import DEFAULT_COMPRESSION_THRESHOLD, Compression
 from kcp_cache.storage import Storage, StorageError, open_storage
 
 __all__ = ["PORT_FILE_NAME", "build_parser", "main"]
@@ -157,6 +158,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         type=parse_duration,
         help="how often compaction runs (e.g. 10s); default: the engine's",
+    )
+    responses = parser.add_argument_group("responses")
+    responses.add_argument(
+        "--response-compression",
+        choices=("on", "off"),
+        default="on",
+        help="gzip large GET and LIST responses for clients that accept it, as kube's "
+        "APIResponseCompression (default: on)",
+    )
+    responses.add_argument(
+        "--response-compression-threshold",
+        metavar="BYTES",
+        type=int,
+        default=DEFAULT_COMPRESSION_THRESHOLD,
+        help=f"smallest response body that is gzipped (default: {DEFAULT_COMPRESSION_THRESHOLD},"
+        " kube's 128 KiB)",
     )
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
@@ -280,6 +297,8 @@ async def _run(args: argparse.Namespace) -> int:
     root = _prepare_root(args.root_directory)
     if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
         raise StartupError("--tls-cert-file and --tls-private-key-file must be given together")
+    if args.response_compression_threshold < 0:
+        raise StartupError("--response-compression-threshold must not be negative")
 
     try:
         sock = bind_socket(args.bind_address, args.secure_port)
@@ -331,7 +350,15 @@ async def _serve(
     readiness: ReadinessChecks,
     ssl_context: SSL.Context,
 ) -> int:
-    stack = build_api_stack(storage, metrics=metrics, readiness=readiness)
+    stack = build_api_stack(
+        storage,
+        metrics=metrics,
+        readiness=readiness,
+        compression=Compression(
+            enabled=args.response_compression == "on",
+            threshold=args.response_compression_threshold,
+        ),
+    )
     app = create_app(
         storage=storage,
         api_app=stack.app,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
@@ -113,6 +113,7 @@ class ServerMetrics:
       :meth:`watch_opened` (``resource`` is ``resource.group``)
     * ``kcp_cache_storage_operation_duration_seconds{operation}`` — see
       :meth:`instrument_storage`
+    * ``kcp_cache_compressed_responses_total{resource}`` — GET/LIST responses sent gzipped
 
     Add more collectors to :attr:`registry`; they appear on ``/metrics`` too.
     """
@@ -126,6 +127,12 @@ class ServerMetrics:
         self.open_watches = Gauge(
             "kcp_cache_open_watches",
             "Watch streams currently open, by resource (resource.group).",
+            ("resource",),
+            registry=self.registry,
+        )
+        self.compressed_responses = Counter(
+            "kcp_cache_compressed_responses",
+            "GET and LIST responses sent gzipped, by resource (resource.group).",
             ("resource",),
             registry=self.registry,
         )
@@ -166,6 +173,9 @@ class ServerMetrics:
 
     def watch_closed(self, resource: str) -> None:
         self.open_watches.labels(resource).dec()
+
+    def response_compressed(self, resource: str) -> None:
+        self.compressed_responses.labels(resource).inc()
 
     def request_done(self, verb: str, resource: str, code: int, seconds: float) -> None:
         """Part of the API layer's metrics protocol; a no-op because the shell around it

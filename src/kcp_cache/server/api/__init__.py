@@ -9,5 +9,16 @@ from kcp_cache.server.api._app import ApiApp as ApiApp
 from kcp_cache.server.api._app import ApiMetrics as ApiMetrics
 from kcp_cache.server.api._app import create_api_app as create_api_app
 from kcp_cache.server.api._body import MAX_BODY_BYTES as MAX_BODY_BYTES
+from kcp_cache.server.api._encoding import (
+    DEFAULT_COMPRESSION_THRESHOLD as DEFAULT_COMPRESSION_THRESHOLD,
+)
+from kcp_cache.server.api._encoding import Compression as Compression
 
-__all__ = ["MAX_BODY_BYTES", "ApiApp", "ApiMetrics", "create_api_app"]
+__all__ = [
+    "DEFAULT_COMPRESSION_THRESHOLD",
+    "MAX_BODY_BYTES",
+    "ApiApp",
+    "ApiMetrics",
+    "Compression",
+    "create_api_app",
+]

@@ -38,6 +38,14 @@ from kcp_cache.server.api._body import (
     media_type,
     read_body,
 )
+from kcp_cache.server.api._encoding import (
+    BrokenStream,
+    Compression,
+    accepts_gzip,
+    json_to_yaml,
+    send_body,
+    send_chunks,
+)
 from kcp_cache.server.api._paths import ResourcePath, parse_resource_path
 from kcp_cache.server.api._watch import stream_watch
 from kcp_cache.server.discovery import (
@@ -54,8 +62,8 @@ from kcp_cache.server.discovery import (
 __all__ = ["ApiApp", "ApiMetrics", "create_api_app"]
 
 _PLAIN = Negotiated()
-#: (Accept header, id of the offers) -> the shape to answer, None for 406.
-_SHAPES: dict[tuple[str, int], Negotiated | None] = {}
+#: (Accept header, id of the offers, YAML allowed) -> the shape to answer, None for 406.
+_SHAPES: dict[tuple[str, int, bool], Negotiated | None] = {}
 _SHAPES_MAX = 256
 
 log = logging.getLogger(__name__)
@@ -80,6 +88,8 @@ class ApiMetrics(Protocol):
 
     def watch_closed(self, resource: str) -> None: ...
 
+    def response_compressed(self, resource: str) -> None: ...
+
 
 class _Verb:
     def __init__(self) -> None:
@@ -99,8 +109,10 @@ class ApiApp:
         min_request_timeout: float,
         metrics: ApiMetrics | None,
         rng: Callable[[float, float], float],
+        compression: Compression,
     ) -> None:
         self.registry = registry
+        self.compression = compression
         self.bootstrapper = bootstrapper
         self.max_body_bytes = max_body_bytes
         self.min_request_timeout = min_request_timeout
@@ -248,12 +260,28 @@ class ApiApp:
         query: dict[str, str],
     ) -> int:
         assert path.name is not None
-        shape = _negotiate(scope, OBJECT_TRANSFORMS)
+        shape = _negotiate(scope, OBJECT_TRANSFORMS, yaml=True)
         body = await self.registry.get(target, path.name)
         if shape.as_kind == "Table":
             body = _as_table(body, shape, scope, target, query)
-        await send_bytes(send, 200, body, content_type=shape.content_type)
+        elif shape.yaml:
+            body = json_to_yaml(body)
+        await self._send_body(scope, send, body, shape, target)
         return 200
+
+    async def _send_body(
+        self, scope: Scope, send: Send, body: bytes, shape: Negotiated, target: Target
+    ) -> None:
+        gzipped = await send_body(
+            send,
+            200,
+            body,
+            content_type=shape.content_type,
+            gzip_ok=accepts_gzip(scope),
+            compression=self.compression,
+        )
+        if gzipped and self.metrics is not None:
+            self.metrics.response_compressed(target.info.group_resource)
 
     async def _list(
         self,
@@ -264,31 +292,38 @@ class ApiApp:
         path: ResourcePath,
         query: dict[str, str],
     ) -> int:
-        shape = _negotiate(scope, LIST_TRANSFORMS)
+        shape = _negotiate(scope, LIST_TRANSFORMS, yaml=True)
         opts = ListOptions.from_query(query, target.info, watch=False)
         listing = await self.registry.list_objects(target, opts)
         if shape.as_kind == "Table":
             # kubectl's printing path: small, so decoding the list once is fine.
             table = _as_table(await listing.body(), shape, scope, target, query)
-            await send_bytes(send, 200, table, content_type=shape.content_type)
+            await self._send_body(scope, send, table, shape, target)
             return 200
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
+        if shape.yaml:
+            body = json_to_yaml(await listing.body())
+            await self._send_body(scope, send, body, shape, target)
+            return 200
         try:
-            async for chunk in listing.chunks():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except ApiError as exc:
+            gzipped = await send_chunks(
+                send,
+                200,
+                listing.chunks(),
+                content_type=b"application/json",
+                gzip_ok=accepts_gzip(scope),
+                compression=self.compression,
+            )
+        except BrokenStream as broken:
             # A later page failed (e.g. compacted meanwhile). The status line is gone, so
             # leave the response unfinished: the server aborts it and the client sees a
             # broken list rather than a truncated one that parses.
+            exc = broken.__cause__
             log.warning("LIST of %s failed mid-stream: %s", target.info.group_resource, exc)
-            return exc.code
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if isinstance(exc, ApiError):
+                return exc.code
+            raise
+        if gzipped and self.metrics is not None:
+            self.metrics.response_compressed(target.info.group_resource)
         return 200
 
     async def _watch(
@@ -482,8 +517,11 @@ def _delete_dry_run(scope: Scope, options: Mapping[str, Any]) -> bool:
     return parse_dry_run(in_body, "DeleteOptions") or _dry_run(scope, "DeleteOptions")
 
 
-def _negotiate(scope: Scope, offers: Mapping[tuple[str, str], tuple[str, ...]]) -> Negotiated:
-    """The response shape the Accept header asks for (Table or plain; 406 if neither).
+def _negotiate(
+    scope: Scope, offers: Mapping[tuple[str, str], tuple[str, ...]], *, yaml: bool = False
+) -> Negotiated:
+    """The response shape the Accept header asks for (Table, plain JSON or — where *yaml*
+    allows, GET and LIST — plain YAML; 406 if none).
 
     PartialObjectMetadata is already decided by the shell's Accept filter
     (``KcpRequest.partial_metadata``) and rendered by the registry, so here it counts
@@ -493,14 +531,14 @@ def _negotiate(scope: Scope, offers: Mapping[tuple[str, str], tuple[str, ...]]) 
     accept = kcp.accept if isinstance(kcp, KcpRequest) else ""
     if not accept:
         return _PLAIN
-    key = (accept, id(offers))
+    key = (accept, id(offers), yaml)
     try:
         shape = _SHAPES[key]
     except KeyError:
         # Parsing an Accept header costs 5-15 us, a tenth of a GET; clients send a
         # handful of distinct headers, so remember the answers (bounded).
-        shape = negotiate(accept, offers)
-        if shape is not None and shape.as_kind != "Table":
+        shape = negotiate(accept, offers, yaml=yaml)
+        if shape is not None and shape.as_kind != "Table" and not shape.yaml:
             shape = _PLAIN
         if len(_SHAPES) >= _SHAPES_MAX:
             _SHAPES.clear()
@@ -510,7 +548,8 @@ def _negotiate(scope: Scope, offers: Mapping[tuple[str, str], tuple[str, ...]]) 
             406,
             "NotAcceptable",
             "only the following media types are accepted: application/json, "
-            "application/json;as=Table;v=v1;g=meta.k8s.io, "
+            + ("application/yaml, " if yaml else "")
+            + "application/json;as=Table;v=v1;g=meta.k8s.io, "
             "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io",
         )
     return shape
@@ -609,6 +648,7 @@ def create_api_app(
     min_request_timeout: float = 1800.0,
     metrics: ApiMetrics | None = None,
     rng: Callable[[float, float], float] = random.uniform,
+    compression: Compression | None = None,
 ) -> ApiApp:
     """Build the ASGI app for resource requests.
 
@@ -616,7 +656,8 @@ def create_api_app(
     :meth:`ApiApp.startup` and backs :attr:`ApiApp.ready`. Watches without
     ``timeoutSeconds`` last a random time in ``[min_request_timeout, 2·min]`` (kube's rule,
     so informers do not reconnect in lock-step). ``metrics`` observes every request and
-    watch. Call :meth:`ApiApp.shutdown` on SIGTERM to end open watch streams.
+    watch. ``compression`` says when GET and LIST responses are gzipped (default: from
+    128 KiB, as kube). Call :meth:`ApiApp.shutdown` on SIGTERM to end open watch streams.
     """
     return ApiApp(
         registry,
@@ -625,4 +666,5 @@ def create_api_app(
         min_request_timeout=min_request_timeout,
         metrics=metrics,
         rng=rng,
+        compression=compression if compression is not None else Compression(),
     )

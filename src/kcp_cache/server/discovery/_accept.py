@@ -7,8 +7,10 @@ several alternatives and the server picks the first it can produce, so a client 
 asks for aggregated discovery *or* plain JSON gets one of them and can tell which from
 the response ``Content-Type`` (which therefore carries the same parameters).
 
-We produce JSON only. Protobuf and CBOR clauses are skipped, so a client listing JSON as
-a fallback gets JSON; one listing nothing we can produce gets ``None`` (→ 406).
+We produce JSON, and YAML where the caller allows it (GET and LIST of resources, as kube's
+YAML serializer: plain objects only, no ``as=``). Protobuf and CBOR clauses are skipped,
+so a client listing JSON as a fallback gets JSON; one listing nothing we can produce gets
+``None`` (→ 406).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
 
 DISCOVERY_GROUP = "apidiscovery.k8s.io"
 _JSON_TYPES = {"application/json", "application/*", "*/*"}
+_YAML_TYPE = "application/yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,23 +86,31 @@ class Negotiated:
     as_kind: str = ""
     group: str = ""
     version: str = ""
+    yaml: bool = False
 
     @property
     def content_type(self) -> bytes:
         """The response ``Content-Type``, echoing the chosen parameters."""
+        if self.yaml:
+            return b"application/yaml"
         if not self.as_kind:
             return b"application/json"
         return f"application/json;g={self.group};v={self.version};as={self.as_kind}".encode()
 
 
-def negotiate(header: str, offers: Mapping[tuple[str, str], tuple[str, ...]]) -> Negotiated | None:
+def negotiate(
+    header: str, offers: Mapping[tuple[str, str], tuple[str, ...]], *, yaml: bool = False
+) -> Negotiated | None:
     """Pick the first JSON clause of ``header`` that ``offers`` allows.
 
     ``offers`` maps ``(group, kind)`` to the versions the caller can produce for that
     transform, e.g. ``{("meta.k8s.io", "Table"): ("v1", "v1beta1")}``; a clause without
-    ``as=`` always matches the plain format.
+    ``as=`` always matches the plain format. With *yaml*, a plain ``application/yaml``
+    clause matches too.
     """
     for media in parse_accept(header or "*/*"):
+        if yaml and media.media_type == _YAML_TYPE and media.as_kind is None:
+            return Negotiated(yaml=True)
         if media.media_type not in _JSON_TYPES:
             continue
         if media.as_kind is None:
