@@ -100,8 +100,7 @@ class SQLiteFile:
         except OSError as exc:
             self.close()
             raise StorageOpenError(
-                f"cannot open SQLite storage at {exc.filename or self.path}: "
-                f"{exc.strerror or exc}"
+                f"cannot open SQLite storage at {exc.filename or self.path}: {exc.strerror or exc}"
             ) from None
 
     def _lock(self) -> None:
