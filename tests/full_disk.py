@@ -37,17 +37,19 @@ class SmallDisk:
         stat = os.statvfs(self.path)
         return stat.f_bavail * stat.f_frsize
 
-    def fill(self) -> None:
-        """Write a file until the disk has not one byte left."""
+    def fill(self, leave: int = 0) -> None:
+        """Write a file until the disk has not one byte left, then give ``leave`` back."""
         fd = os.open(self._filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             for size in (_CHUNK, 1):  # big chunks first, then the last partial page
                 with contextlib.suppress(OSError):
                     while True:
                         os.write(fd, b"\0" * size)
+            assert self.free_bytes() == 0
+            if leave:
+                os.ftruncate(fd, os.fstat(fd).st_size - leave)
         finally:
             os.close(fd)
-        assert self.free_bytes() == 0
 
     def free(self) -> None:
         """Delete the filler file."""

@@ -11,6 +11,7 @@ acknowledged writes.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
@@ -21,6 +22,7 @@ from test_shell_cli import assert_one_line_error, run_cli
 
 from full_disk import SmallDisk
 from harness import CacheServer
+from kcp_cache.storage import SQLiteStorage
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
 
@@ -134,3 +136,40 @@ def test_a_full_disk_fails_readyz_which_recovers_by_itself_and_loses_nothing(
     logs = server.logs()
     assert "Traceback" not in logs
     assert "storage is writable again" in logs
+
+
+def test_bootstrap_on_an_almost_full_disk_is_retried_until_readyz_recovers(
+    small_disk: SmallDisk, tmp_path: Path
+) -> None:
+    root = small_disk.path / "cache"
+    # Credentials and an empty database exist; the system CRDs do not fit on the disk.
+    setup = CacheServer(root, ("--storage", "memory"), None)
+    setup.log_path = tmp_path / "setup.log"
+    assert setup.start().stop() == 0
+    asyncio.run(_create_empty_store(root / "cache.db"))
+    small_disk.fill(leave=16 * 1024)  # the kubeconfig and the port file still fit
+
+    server = _server_on(small_disk, tmp_path)
+    server.start(wait=False)
+    try:
+        # Past the bootstrapper's own retries (about 11 s) the server keeps retrying.
+        deadline = time.monotonic() + 30
+        assert server.process is not None
+        while "bootstrapping the system CRDs failed (retrying" not in server.logs():
+            assert server.process.poll() is None, server.logs()
+            assert time.monotonic() < deadline, server.logs()
+            time.sleep(0.1)
+        small_disk.free()
+        freed = time.monotonic()
+        server.wait_ready(timeout=RECOVERY_DEADLINE)
+        assert time.monotonic() - freed < RECOVERY_DEADLINE
+        with server.client() as client:
+            assert _create(client, "after") == 201
+    finally:
+        server.stop()
+    assert "Traceback" not in server.logs()
+
+
+async def _create_empty_store(path: Path) -> None:
+    async with SQLiteStorage(path):
+        pass
