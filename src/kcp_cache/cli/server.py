@@ -5,8 +5,9 @@ directory, generates a serving certificate, a development client CA, an admin cl
 certificate and ``admin.kubeconfig``, and serves HTTPS on 127.0.0.1:6443.
 
 Start-up problems (a busy port, an unreadable certificate, an unusable root directory, a
-store that cannot be opened) end the process with exit code 1 and one line on stderr —
-no traceback. SIGTERM and SIGINT shut down gracefully: stop accepting, fail ``/readyz``,
+store that cannot be opened, a file that cannot be written because the disk is full) end
+the process with exit code 1 and one line on stderr naming the path and the cause — no
+traceback. SIGTERM and SIGINT shut down gracefully: stop accepting, fail ``/readyz``,
 end watch streams, finish in-flight requests, close the store; exit code 0.
 """
 
@@ -52,6 +53,10 @@ log = logging.getLogger("kcp_cache.cli")
 
 #: File in the root directory holding the port actually listened on (for ``--secure-port 0``).
 PORT_FILE_NAME = "secure-port"
+
+#: Seconds between two attempts to bootstrap the system CRDs (each of which already
+#: retries for a while): a store that failed at start-up (a full disk) may recover.
+BOOTSTRAP_RETRY_INTERVAL = 1.0
 
 
 class StartupError(Exception):
@@ -209,7 +214,9 @@ def _prepare_root(text: str) -> Path:
     if not root.is_dir():
         raise StartupError(f"root directory {root} is not a directory")
     if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
-        raise StartupError(f"root directory {root} is not writable")
+        read_only = os.statvfs(root).f_flag & os.ST_RDONLY
+        reason = "read-only file system" if read_only else "permission denied"
+        raise StartupError(f"root directory {root} is not writable: {reason}")
     return root.resolve()
 
 
@@ -257,9 +264,15 @@ def _storage_from_args(args: argparse.Namespace, root: Path) -> Storage:
 
 
 def _write_port_file(root: Path, port: int) -> None:
+    path = root / PORT_FILE_NAME
     tmp = root / f".{PORT_FILE_NAME}.tmp"
-    tmp.write_text(f"{port}\n")
-    tmp.replace(root / PORT_FILE_NAME)
+    try:
+        tmp.write_text(f"{port}\n")
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StartupError(f"cannot write the port file {path}: {exc.strerror}") from None
 
 
 def _tls_context(args: argparse.Namespace, root: Path, server_url: str) -> SSL.Context:
@@ -290,7 +303,7 @@ def _tls_context(args: argparse.Namespace, root: Path, server_url: str) -> SSL.C
     except TLSConfigError as exc:
         raise StartupError(str(exc)) from None
     except OSError as exc:
-        raise StartupError(f"cannot write certificates to {root}: {exc.strerror}") from None
+        raise StartupError(f"cannot write {exc.filename or root}: {exc.strerror}") from None
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -326,6 +339,7 @@ async def _run(args: argparse.Namespace) -> int:
         try:
             server_url = f"https://{_url_host(args.bind_address)}:{port}"
             ssl_context = _tls_context(args, root, server_url)
+            _write_port_file(root, port)
             code = await _serve(args, root, sock, port, storage, metrics, readiness, ssl_context)
         finally:
             try:
@@ -375,16 +389,25 @@ async def _serve(
         loop.add_signal_handler(signum, _on_signal, server, signum)
 
     async def bootstrap() -> None:
-        try:
-            await stack.api.startup()
-        except Exception:
-            log.exception("bootstrapping the system CRDs failed; /readyz stays failing")
-        else:
+        # Retried until it succeeds: /readyz fails meanwhile, and must recover by itself
+        # once the store does (nobody can send the server a request that would help).
+        while True:
+            try:
+                await stack.api.startup()
+            except Exception as exc:
+                log.error(
+                    "bootstrapping the system CRDs failed (retrying in %gs; /readyz fails "
+                    "until it succeeds): %s",
+                    BOOTSTRAP_RETRY_INTERVAL,
+                    exc,
+                )
+                await asyncio.sleep(BOOTSTRAP_RETRY_INTERVAL)
+                continue
             log.info("bootstrapped the system CRDs")
             _tune_garbage_collector()
+            return
 
     bootstrap_task = loop.create_task(bootstrap())
-    _write_port_file(root, port)
     log.info(
         "serving kcp's cache server on https://%s:%d (root directory %s)",
         _url_host(args.bind_address),

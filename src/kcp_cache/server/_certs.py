@@ -11,6 +11,7 @@ ECDSA P-256 (fast handshakes) and written with mode 0600.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -179,15 +180,26 @@ def issue_certificate(
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    # Write to a temporary file and rename, so a crash never leaves half a key behind.
+    """Write ``data`` to ``path`` through a temporary file; ``OSError`` names ``path``.
+
+    Renamed into place, so a crash never leaves half a key behind; on failure (a full
+    disk) the temporary file is removed and ``path`` keeps its old content.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked when the disk fills up
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def write_pair(

@@ -101,6 +101,15 @@ class _FastCollector(Collector):
         for operation, histogram in m.storage_durations.items():
             storage.add_metric((operation,), histogram.buckets(), histogram.total)
         yield storage
+        # Read from the engine at scrape time; only engines that count them have it.
+        failures = getattr(m.storage, "compaction_failures", None)
+        if isinstance(failures, int):
+            yield CounterMetricFamily(
+                "kcp_cache_storage_compaction_failures",
+                "Compactions of the embedded store that failed to persist (retried with "
+                "the next one).",
+                value=failures,
+            )
 
 
 class ServerMetrics:
@@ -114,6 +123,8 @@ class ServerMetrics:
     * ``kcp_cache_storage_operation_duration_seconds{operation}`` — see
       :meth:`instrument_storage`
     * ``kcp_cache_compressed_responses_total{resource}`` — GET/LIST responses sent gzipped
+    * ``kcp_cache_storage_compaction_failures_total`` — the instrumented engine's
+      ``compaction_failures`` counter (embedded engines)
 
     Add more collectors to :attr:`registry`; they appear on ``/metrics`` too.
     """
@@ -123,6 +134,8 @@ class ServerMetrics:
         self.request_counts: dict[tuple[str, str, str, str, str], int] = {}
         self.request_durations: dict[tuple[str, str, str, str], _Histogram] = {}
         self.storage_durations: dict[str, _Histogram] = {}
+        #: The engine given to :meth:`instrument_storage`, whose counters are exposed.
+        self.storage: Storage | None = None
         self.registry.register(_FastCollector(self))
         self.open_watches = Gauge(
             "kcp_cache_open_watches",
@@ -188,7 +201,11 @@ class ServerMetrics:
         histogram.observe(seconds)
 
     def instrument_storage(self, storage: Storage) -> Storage:
-        """Wrap ``storage`` so every operation's latency lands in this registry."""
+        """Wrap ``storage`` so every operation's latency lands in this registry.
+
+        The engine's own counters (``compaction_failures``) are exposed as well.
+        """
+        self.storage = storage
         return InstrumentedStorage(storage, self)
 
     def exposition(self) -> tuple[bytes, str]:

@@ -15,11 +15,19 @@ to watchers, and only then are the writers acknowledged — so an acknowledged w
 both durable and visible to every later read. If persisting fails, that batch and the
 accumulating one fail with ``Unavailable`` and the overlay and the revision counter roll
 back to the committed state, which is exactly what is on disk.
+
+A failed batch marks the store unhealthy (:attr:`GroupCommitter.failure`, which fails
+``/readyz``). It must not stay so until some later write succeeds — a server taken out of
+a load balancer receives no writes — so while it is failed a recovery task asks the
+persister every :attr:`~GroupCommitter.recovery_interval` seconds to
+:meth:`~Persister.probe` whether a write would go through now, and clears the failure
+when one does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +51,10 @@ _Waiter = tuple["asyncio.Future[Any]", object]
 class GroupCommitter:
     """Validates, numbers, batches and persists writes; see the module docstring."""
 
+    #: Seconds between two write probes while the store is failed (readiness comes back
+    #: at most this long, plus one probe, after the disk is writable again).
+    recovery_interval: float = 1.0
+
     def __init__(
         self,
         state: MVCCState,
@@ -57,8 +69,10 @@ class GroupCommitter:
         self._events: list[Event] = []
         self._waiters: list[_Waiter] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
         self._closed = False
         #: Why the last batch failed to persist (``None`` once a later batch succeeds).
+        #: Cleared by the recovery task too, once a probe write succeeds.
         self.failure: str | None = None
         #: Batches and writes persisted so far (for metrics and tests).
         self.batches_committed = 0
@@ -215,10 +229,39 @@ class GroupCommitter:
         self._pending.clear()
         self._last_assigned = self._state.revision
         self.failure = str(error)
+        if self._recovery is None and not self._closed:
+            self._recovery = asyncio.get_running_loop().create_task(
+                self._recover(), name="kcp-cache storage recovery"
+            )
 
     @staticmethod
     def _unavailable(exc: BaseException) -> Unavailable:
         return Unavailable(f"storage write failed: {exc or type(exc).__name__}")
+
+    # -- recovery ---------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Probe the persister until it takes a write again, then clear :attr:`failure`.
+
+        Probes and batches run one at a time on the persister and their results arrive
+        in that order, so whichever finished last decides: a batch failing after a
+        successful probe sets the failure again (and restarts this task).
+        """
+        try:
+            while self.failure is not None:
+                await asyncio.sleep(self.recovery_interval)
+                if self.failure is None:  # a batch went through meanwhile
+                    return
+                try:
+                    await self._persister.probe()
+                except Exception as exc:
+                    log.debug("storage write probe failed: %s", exc)
+                    continue
+                if self.failure is not None:
+                    log.info("storage is writable again (it failed with: %s)", self.failure)
+                    self.failure = None
+        finally:
+            self._recovery = None
 
     # -- shutdown ---------------------------------------------------------------------
 
@@ -227,3 +270,8 @@ class GroupCommitter:
         self._closed = True
         while self._flusher is not None:
             await asyncio.shield(self._flusher)
+        recovery = self._recovery
+        if recovery is not None:
+            recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recovery

@@ -20,7 +20,7 @@ from kcp_cache.storage._keys import validate_key, validate_prefix, validate_root
 from kcp_cache.storage._mvcc import MVCCState
 from kcp_cache.storage._persist import Persister
 from kcp_cache.storage._tokens import decode_continue_token, encode_continue_token
-from kcp_cache.storage._types import DeleteResult, KeyValue, RangeResult
+from kcp_cache.storage._types import DeleteResult, Event, KeyValue, RangeResult
 from kcp_cache.storage._watch import WatchHub
 
 __all__ = ["CompactionPolicy", "EmbeddedStorage"]
@@ -75,6 +75,12 @@ class EmbeddedStorage(Storage):
         self._committer: GroupCommitter | None = None
         self._persister: Persister | None = None
         self._compactor: asyncio.Task[None] | None = None
+        self._compaction_lock = asyncio.Lock()
+        #: ``(previous compacted revision, dropped events)`` of a compaction that was
+        #: applied in memory but failed to persist; the next compaction persists it too.
+        self._unpersisted_compaction: tuple[int, list[Event]] | None = None
+        #: Compactions whose persisting failed (the ``compaction_failures`` metric).
+        self.compaction_failures = 0
         self._started = False
         self._closed = False
 
@@ -204,11 +210,29 @@ class EmbeddedStorage(Storage):
 
     async def compact(self, revision: int) -> None:
         self._live()
-        before = self._state.compacted
-        dropped = self._state.compact(revision)
-        if dropped:
+        async with self._compaction_lock:
+            before = self._state.compacted
+            dropped = self._state.compact(revision)
+            unpersisted, self._unpersisted_compaction = self._unpersisted_compaction, None
+            if unpersisted is not None:
+                # An earlier compaction was applied in memory but not on disk: persist it
+                # together with this one, as one compaction from where the disk stands.
+                # Persisting only the new part would record the new compacted revision
+                # while the rows the earlier one should have deleted stay — and a row
+                # kept below the compacted revision reads as a current value at start-up.
+                before, dropped = unpersisted[0], unpersisted[1] + dropped
+            if not dropped:
+                return
             assert self._persister is not None
-            await self._persister.compact(self._state.compacted, before, dropped)
+            try:
+                await self._persister.compact(self._state.compacted, before, dropped)
+            except BaseException as exc:
+                # Also when cancelled: the writer thread may or may not have run it, and
+                # persisting a compaction twice is harmless.
+                self._unpersisted_compaction = (before, dropped)
+                if isinstance(exc, Exception):
+                    self.compaction_failures += 1
+                raise
 
     async def _compaction_loop(self) -> None:
         policy = self.compaction_policy
@@ -217,11 +241,14 @@ class EmbeddedStorage(Storage):
             target = self._state.compaction_target(
                 now=time.time(), retention=policy.retention, max_events=policy.max_events
             )
-            if target > self._state.compacted:
+            if target > self._state.compacted or self._unpersisted_compaction is not None:
                 try:
                     await self.compact(target)
-                except Exception:
-                    log.exception("automatic compaction to revision %d failed", target)
+                except Exception as exc:
+                    # One line: the cause is all an operator can act on (a full disk, say);
+                    # the next round retries, and kcp_cache_storage_compaction_failures_total
+                    # counts the failures.
+                    log.error("automatic compaction to revision %d failed: %s", target, exc)
 
     # -- introspection (tests, metrics) ----------------------------------------------
 

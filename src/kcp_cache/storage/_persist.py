@@ -27,6 +27,14 @@ class Persister(abc.ABC):
         """Persist ``events`` (in revision order) atomically; raise on failure."""
         raise NotImplementedError
 
+    async def probe(self) -> None:
+        """Raise unless a write could be persisted now; after a failed batch, the group
+        committer calls this until it returns, to know the store is writable again.
+
+        The default is for a persister that cannot fail (the memory engine's).
+        """
+        return None
+
     @abc.abstractmethod
     async def compact(self, revision: int, previous: int, dropped: list[Event]) -> None:
         """Forget persisted history at or below ``revision``.

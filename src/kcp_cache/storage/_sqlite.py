@@ -27,6 +27,9 @@ class _SQLitePersister(Persister):
     async def write_batch(self, events: list[Event]) -> None:
         await self._file.thread.run(self._file.write_batch, events)
 
+    async def probe(self) -> None:
+        await self._file.thread.run(self._file.probe_write)
+
     async def compact(self, revision: int, previous: int, dropped: list[Event]) -> None:
         # Decided here, on the event loop, against the state the rows must reproduce:
         # a dropped row goes unless it still holds its key's current value; a row at or

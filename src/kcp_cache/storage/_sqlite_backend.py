@@ -100,7 +100,7 @@ class SQLiteFile:
         except OSError as exc:
             self.close()
             raise StorageOpenError(
-                f"cannot open SQLite storage at {self.path}: {exc.strerror or exc}"
+                f"cannot open SQLite storage at {exc.filename or self.path}: {exc.strerror or exc}"
             ) from None
 
     def _lock(self) -> None:
@@ -118,8 +118,12 @@ class SQLiteFile:
                 f"SQLite storage {self.path} is in use by another process (pid {holder}); "
                 "two servers cannot share one root directory"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as exc:  # a full disk: name the lock file, not the database
+            os.close(fd)
+            raise OSError(exc.errno, exc.strerror, str(lock_path)) from None
         self._lock_fd = fd
 
     def _connect(self) -> sqlite3.Connection:
@@ -232,6 +236,27 @@ class SQLiteFile:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(_INSERT_LOG, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def probe_write(self) -> None:
+        """Commit a transaction that writes pages but leaves no trace; raise if it fails.
+
+        How the engine learns that a full disk has room again. A row is inserted and
+        deleted again because SQLite writes nothing for an update that changes nothing.
+        """
+        conn = self._conn
+        if conn is None:
+            raise sqlite3.OperationalError("database is closed")
+        if conn.in_transaction:  # left open by a failed batch whose rollback failed too
+            conn.execute("ROLLBACK")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("INSERT INTO meta (name, value) VALUES ('write_probe', 0)")
+            conn.execute("DELETE FROM meta WHERE name = 'write_probe'")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
