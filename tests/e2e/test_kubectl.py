@@ -99,15 +99,6 @@ def test_get_watch_prints_new_rows(kubectl: Kubectl) -> None:
         reader.stop()
 
 
-def test_server_side_apply_is_refused_clearly(kubectl: Kubectl) -> None:
-    refused = kubectl.run(
-        "apply", "--server-side", "-f", "-", stdin=manifest("ssa"), cluster="ssa", ok=False
-    )
-    assert refused.returncode == 1
-    assert "server-side apply (application/apply-patch+yaml) is not supported" in refused.stderr
-    assert kubectl.run("get", "apiexport", "ssa", cluster="ssa", ok=False).returncode == 1
-
-
 def test_discovery_through_the_binary(kubectl: Kubectl) -> None:
     resources = kubectl("api-resources")
     assert "apiexports" in resources

@@ -6,7 +6,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from kcp_cache.registry._strategy import _now, new_uid
+from kcp_cache.registry._strategy import new_uid, now_timestamp
 
 
 def test_new_uid_is_a_canonical_version_4_uuid() -> None:
@@ -23,9 +23,9 @@ def test_new_uid_is_a_canonical_version_4_uuid() -> None:
 
 def test_now_is_the_current_utc_second_in_rfc3339() -> None:
     before = int(time.time())
-    text = _now()
+    text = now_timestamp()
     after = int(time.time())
     parsed = int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
     assert before <= parsed <= after
     assert text == datetime.fromtimestamp(parsed, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert _now() >= text  # the cache never goes back in time
+    assert now_timestamp() >= text  # the cache never goes back in time

@@ -29,6 +29,7 @@ from kcp_cache.registry._keys import KeyScheme as KeyScheme
 from kcp_cache.registry._keys import ListScope as ListScope
 from kcp_cache.registry._options import ListOptions as ListOptions
 from kcp_cache.registry._options import Target as Target
+from kcp_cache.registry._registry import APPLY_PATCH as APPLY_PATCH
 from kcp_cache.registry._registry import JSON_PATCH as JSON_PATCH
 from kcp_cache.registry._registry import MERGE_PATCH as MERGE_PATCH
 from kcp_cache.registry._registry import ListResponse as ListResponse
@@ -45,6 +46,7 @@ from kcp_cache.registry._watchcache import Watcher as Watcher
 from kcp_cache.registry._watchcache import WatchHub as WatchHub
 
 __all__ = [
+    "APPLY_PATCH",
     "CLUSTER_ANNOTATION",
     "CRD_GROUP",
     "CRD_RESOURCE",

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from kcp_cache.registry._apply import apply_configuration
 from kcp_cache.registry._cached_resources import CachedResourceIndex
 from kcp_cache.registry._catalog import ResourceCatalog, ResourceInfo
 from kcp_cache.registry._continue import decode_continue, encode_continue
@@ -33,6 +34,7 @@ from kcp_cache.registry._strategy import (
     check_type,
     generate_name,
     missing_resource_version,
+    now_timestamp,
     parse_resource_version,
     prepare_create,
     prepare_update,
@@ -53,10 +55,18 @@ from kcp_cache.storage import (
     Unavailable,
 )
 
-__all__ = ["JSON_PATCH", "MERGE_PATCH", "ListResponse", "Registry", "WatchSession"]
+__all__ = [
+    "APPLY_PATCH",
+    "JSON_PATCH",
+    "MERGE_PATCH",
+    "ListResponse",
+    "Registry",
+    "WatchSession",
+]
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 _T = TypeVar("_T")
 _DELETE_CONCURRENCY = 64
 _LIST_TOO_OLD = "The resourceVersion for the provided list is too old."
@@ -521,6 +531,81 @@ class Registry:
             except ApiError as exc:
                 if exc.reason == "Conflict" and not _patch_sets_rv(patch):
                     continue
+                raise
+        raise ApiError.conflict(info, name)
+
+    async def apply(
+        self,
+        target: Target,
+        name: str,
+        body: Any,
+        raw: bytes,
+        *,
+        field_manager: str,
+        force: bool = False,
+        dry_run: bool = False,
+    ) -> tuple[bytes, bool]:
+        """Server-side apply of configuration *body* as *field_manager* (see
+        :mod:`._apply`); creates the object if it does not exist. Returns the object and
+        whether it was created."""
+        info = target.info
+        self._check_namespace(target)
+        check_type(info, target.version, body, raw)
+        meta = body.get("metadata")
+        if not isinstance(meta, dict):
+            raise ApiError.bad_request("metadata must be an object")
+        if meta.get("name", "") != name:
+            raise ApiError.bad_request(
+                f"the name of the object ({meta.get('name', '')}) does not match the name on "
+                f"the URL ({name})"
+            )
+        if meta.get("managedFields") is not None:
+            raise ApiError.bad_request("metadata.managedFields must be nil")
+        precondition = meta.get("resourceVersion")
+        key = self._key(target, name)
+        store = self._writes(dry_run)
+        api_version = info.api_version(target.version)
+        for _attempt in range(16):
+            try:
+                kv: KeyValue | None = await self.storage.get(key)
+            except NotFound:
+                kv = None
+            except StorageError as exc:
+                raise self._storage_error(exc, info, name) from None
+            if precondition not in (None, "") and (
+                kv is None or str(kv.mod_revision) != str(precondition)
+            ):
+                if kv is None:
+                    raise ApiError.not_found(info, name)
+                raise ApiError.conflict(info, name)
+            live = orjson.loads(kv.value) if kv is not None else None
+            merged = apply_configuration(
+                live,
+                body,
+                manager=field_manager,
+                force=force,
+                api_version=api_version,
+                now=now_timestamp(),
+            )
+            merged["apiVersion"] = api_version
+            merged["metadata"].pop("resourceVersion", None)
+            if kv is None:
+                obj = prepare_create(info, merged, target.namespace)
+                try:
+                    created = await store.create(key, orjson.dumps(obj))
+                except AlreadyExists:
+                    continue  # created meanwhile: apply to it
+                except StorageError as exc:
+                    raise self._storage_error(exc, info, name) from None
+                parts = self._parts(target, key)
+                if dry_run:
+                    return _render_unstored(parts, target, obj), True
+                return _render(created, parts, target, obj), True
+            try:
+                return await self._write_update(target, key, name, kv, merged, store), False
+            except ApiError as exc:
+                if exc.reason == "Conflict" and precondition in (None, ""):
+                    continue  # the object changed meanwhile: apply again to the new one
                 raise
         raise ApiError.conflict(info, name)
 

@@ -141,7 +141,7 @@ def generate_name(base: str) -> str:
 _now_cache: tuple[int, str] = (-1, "")
 
 
-def _now() -> str:
+def now_timestamp() -> str:
     """The current UTC time in whole seconds, as kube's metav1.Time serializes it."""
     global _now_cache
     second = int(time.time())
@@ -318,7 +318,7 @@ def prepare_create(
             raise ApiError.internal("system metadata was not initialized")
     else:
         meta["uid"] = new_uid()
-        meta["creationTimestamp"] = _now()
+        meta["creationTimestamp"] = now_timestamp()
         meta["generation"] = 1
     meta.pop("deletionTimestamp", None)
     meta.pop("deletionGracePeriodSeconds", None)

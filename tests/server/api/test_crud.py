@@ -201,10 +201,11 @@ async def test_patches(client: Client) -> None:
         content_type="application/merge-patch+json",
     )
     assert r.status == 409
-    for media in ("application/strategic-merge-patch+json", "application/apply-patch+yaml"):
-        r = await client.request("PATCH", f"{EXPORTS}/p", json={}, content_type=media)
-        assert r.status == 415
-        assert "merge-patch+json" in r.json()["message"]
+    r = await client.request(
+        "PATCH", f"{EXPORTS}/p", json={}, content_type="application/strategic-merge-patch+json"
+    )
+    assert r.status == 415
+    assert "merge-patch+json" in r.json()["message"]
     r = await client.request(
         "PATCH", f"{EXPORTS}/missing", json={}, content_type="application/merge-patch+json"
     )

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from kcp_cache.registry import (
+    APPLY_PATCH,
     JSON_PATCH,
     MERGE_PATCH,
     ApiError,
@@ -75,7 +76,7 @@ _BAD_WRITE_TYPE = (
 )
 _BAD_PATCH_TYPE = (
     "the body of the request was in an unknown format - accepted media types include: "
-    "application/json-patch+json, application/merge-patch+json"
+    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
 )
 
 
@@ -433,12 +434,11 @@ class ApiApp:
                 "serves every type as a CRD); use application/merge-patch+json or "
                 "application/json-patch+json",
             )
-        if media == "application/apply-patch+yaml":
-            raise ApiError(
-                415,
-                "UnsupportedMediaType",
-                "server-side apply (application/apply-patch+yaml) is not supported by the cache "
-                "server; use application/merge-patch+json or application/json-patch+json",
+        if media == APPLY_PATCH:
+            return await self._apply(scope, receive, send, target, path.name, query, dry_run)
+        if "force" in query:
+            raise _patch_options_invalid(
+                "force", "Forbidden", "may not be specified for non-apply patch"
             )
         if media not in (JSON_PATCH, MERGE_PATCH):
             raise ApiError(415, "UnsupportedMediaType", _BAD_PATCH_TYPE)
@@ -450,6 +450,32 @@ class ApiApp:
         patched = await self.registry.patch(target, path.name, media, patch, dry_run=dry_run)
         await send_bytes(send, 200, patched)
         return 200
+
+    async def _apply(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        target: Target,
+        name: str,
+        query: dict[str, str],
+        dry_run: bool,
+    ) -> int:
+        """Server-side apply: a PATCH with ``application/apply-patch+yaml``."""
+        manager = query.get("fieldManager", "")
+        if not manager:
+            raise _patch_options_invalid(
+                "fieldManager", "Required", "is required for apply patch", value=None
+            )
+        force = _parse_bool(query.get("force", "false"), "force")
+        raw = await read_body(scope, receive, self.max_body_bytes)
+        body = decode_body(raw, "application/yaml")  # YAML is a superset of JSON
+        answer, created = await self.registry.apply(
+            target, name, body, raw, field_manager=manager, force=force, dry_run=dry_run
+        )
+        code = 201 if created else 200
+        await send_bytes(send, code, answer)
+        return code
 
     async def _delete(
         self,
@@ -494,6 +520,33 @@ class ApiApp:
         deleted = await self.registry.delete_collection(target, opts, dry_run=dry_run)
         await send_bytes(send, 200, deleted)
         return 200
+
+
+def _patch_options_invalid(
+    field: str, kind: str, detail: str, *, value: str | None = None
+) -> ApiError:
+    """kube's 422 for PatchOptions that fail validation (``fieldManager``, ``force``)."""
+    reasons = {"Required": "FieldValueRequired", "Forbidden": "FieldValueForbidden"}
+    text = f"{kind} value: {detail}" if kind == "Required" else f"{kind}: {detail}"
+    return ApiError(
+        422,
+        "Invalid",
+        f'PatchOptions.meta.k8s.io "" is invalid: {field}: {text}',
+        {
+            "group": "meta.k8s.io",
+            "kind": "PatchOptions",
+            "causes": [{"reason": reasons[kind], "message": text, "field": field}],
+        },
+    )
+
+
+def _parse_bool(text: str, name: str) -> bool:
+    """A query boolean as Go's ``strconv.ParseBool`` reads it; 400 otherwise."""
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise ApiError.bad_request(f'invalid value for {name}: "{text}" is not a boolean')
 
 
 def _dry_run(scope: Scope, options_kind: str) -> bool:
