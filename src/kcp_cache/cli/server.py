@@ -33,7 +33,9 @@ from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.cli._stack import build_api_stack
 from kcp_cache.server import (
+    AUTHORIZATION_MODES,
     DEFAULT_ALWAYS_ALLOW_PATHS,
+    DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
     HTTPSServer,
     ReadinessChecks,
     ServerMetrics,
@@ -125,8 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--authorization-always-allow-paths",
         metavar="PATHS",
         default=",".join(DEFAULT_ALWAYS_ALLOW_PATHS),
-        help="comma-separated non-resource paths anyone may GET (a trailing * matches a "
-        "prefix); everything else needs group system:masters",
+        help="comma-separated non-resource paths anyone may GET (a trailing * matches a prefix)",
+    )
+    auth.add_argument(
+        "--authorization-mode",
+        choices=AUTHORIZATION_MODES,
+        default="scoped",
+        help="scoped: shard S (CN system:kcp:shard:S, O system:kcp:shards) writes only "
+        "/shards/S/…, readers (O system:kcp:cache-readers) and caches read, system:masters "
+        "does anything; kcp: only system:masters, exactly as kcp's cache server "
+        "(default: scoped)",
+    )
+    auth.add_argument(
+        "--shard-annotation-allowlist",
+        metavar="ANNOTATIONS",
+        default=",".join(DEFAULT_SHARD_ANNOTATION_ALLOWLIST),
+        help="comma-separated annotations a shard may change on another shard's "
+        "shards.core.kcp.io copy in scoped mode (kcp's cordon); empty: none",
     )
     storage = parser.add_argument_group("storage")
     storage.add_argument(
@@ -380,6 +397,10 @@ async def _serve(
         synthetic_delay=args.synthetic_delay,
         metrics=metrics,
         readiness=readiness,
+        authorization_mode=args.authorization_mode,
+        shard_annotation_allowlist=[
+            a.strip() for a in args.shard_annotation_allowlist.split(",") if a.strip()
+        ],
     )
     app.on_shutdown.append(stack.api.shutdown)
     server = HTTPSServer(app, sock=sock, ssl_context=ssl_context)

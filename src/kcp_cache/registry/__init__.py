@@ -10,6 +10,10 @@ The registry knows Kubernetes objects, not HTTP. Entry points:
 * :class:`Bootstrapper` — writes the CRD objects at start-up and exposes ``ready``.
 """
 
+from kcp_cache.registry._admission import AnnotationOnlyChange as AnnotationOnlyChange
+from kcp_cache.registry._admission import OriginCheck as OriginCheck
+from kcp_cache.registry._admission import WriteAdmission as WriteAdmission
+from kcp_cache.registry._admission import admission_chain as admission_chain
 from kcp_cache.registry._bootstrap import SYSTEM_CRDS_CLUSTER as SYSTEM_CRDS_CLUSTER
 from kcp_cache.registry._bootstrap import SYSTEM_SHARD as SYSTEM_SHARD
 from kcp_cache.registry._bootstrap import Bootstrapper as Bootstrapper
@@ -56,6 +60,7 @@ __all__ = [
     "SHARD_ANNOTATION",
     "SYSTEM_CRDS_CLUSTER",
     "SYSTEM_SHARD",
+    "AnnotationOnlyChange",
     "ApiError",
     "Bootstrapper",
     "DryRunWrites",
@@ -66,6 +71,7 @@ __all__ = [
     "ListOptions",
     "ListResponse",
     "ListScope",
+    "OriginCheck",
     "Registry",
     "ResourceCatalog",
     "ResourceInfo",
@@ -74,6 +80,8 @@ __all__ = [
     "WatchHub",
     "WatchSession",
     "Watcher",
+    "WriteAdmission",
+    "admission_chain",
     "decode_continue",
     "encode_continue",
     "load_bootstrap_crds",

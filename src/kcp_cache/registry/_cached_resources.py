@@ -52,6 +52,7 @@ def version_priority(version: str) -> tuple[int, int, int, str]:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
+    shard: str
     cluster: str
     group: str
     version: str
@@ -61,7 +62,7 @@ class _Entry:
     namespaced: bool
 
 
-def _entry(cluster: str, obj: dict[str, Any]) -> _Entry | None:
+def _entry(shard: str, cluster: str, obj: dict[str, Any]) -> _Entry | None:
     meta = obj.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     spec = obj.get("spec") or {}
@@ -75,7 +76,9 @@ def _entry(cluster: str, obj: dict[str, Any]) -> _Entry | None:
     if not all(isinstance(v, str) for v in (identity, kind, scope, resource, version)):
         return None
     group = spec.get("group") or "core"  # the core group is spelt "core" in cache URLs
-    return _Entry(cluster, str(group), version, resource, identity, kind, scope == "Namespaced")
+    return _Entry(
+        shard, cluster, str(group), version, resource, identity, kind, scope == "Namespaced"
+    )
 
 
 class CachedResourceIndex:
@@ -147,7 +150,7 @@ class CachedResourceIndex:
             obj = orjson.loads(value)
         except orjson.JSONDecodeError:
             return None
-        return _entry(rest[1], obj) if isinstance(obj, dict) else None
+        return _entry(rest[0], rest[1], obj) if isinstance(obj, dict) else None
 
     def _apply(self, key: str, value: bytes | None) -> None:
         entry = self._decode(key, value) if value is not None else None
@@ -157,6 +160,14 @@ class CachedResourceIndex:
             self._entries[key] = entry
 
     # -- resolution -----------------------------------------------------------------
+
+    def has_identity(self, shard: str, cluster: str, identity: str) -> bool:
+        """Whether shard *shard* replicated a ClusterCachedResource with *identity* into
+        *cluster* (what a write under ``resource:<identity>`` there needs)."""
+        return any(
+            e.identity == identity and e.shard == shard and e.cluster == cluster
+            for e in self._entries.values()
+        )
 
     def resolve(
         self,

@@ -47,6 +47,10 @@ class ApiError(Exception):
         return cls(400, "BadRequest", message)
 
     @classmethod
+    def forbidden(cls, message: str) -> ApiError:
+        return cls(403, "Forbidden", message)
+
+    @classmethod
     def not_found(cls, info: ResourceInfo, name: str) -> ApiError:
         return cls(
             404,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kcp_cache.registry._admission import WriteAdmission
 from kcp_cache.registry._catalog import ResourceInfo
 from kcp_cache.registry._errors import ApiError
 from kcp_cache.registry._render import PARTIAL_API_VERSION
@@ -27,7 +28,8 @@ class Target:
 
     ``shard``/``cluster`` may be ``"*"`` for list and watch. ``version`` is the served
     version of the URL (objects are relabelled to it). ``partial`` asks for
-    ``PartialObjectMetadata`` renderings.
+    ``PartialObjectMetadata`` renderings. ``admission`` (set by the server's
+    authorizer) checks each write's object before it is stored.
     """
 
     info: ResourceInfo
@@ -37,6 +39,8 @@ class Target:
     namespace: str | None = None
     identity: str | None = None
     partial: bool = False
+    #: Checks the object of a write before it is stored (see :mod:`._admission`).
+    admission: WriteAdmission | None = None
 
     @property
     def api_version(self) -> str:

@@ -159,6 +159,11 @@ class Registry:
         if self.cached_resources is not None:
             await self.cached_resources.close()
 
+    def has_cached_resource(self, shard: str, cluster: str, identity: str) -> bool:
+        """Whether a ClusterCachedResource with *identity* is replicated in (shard, cluster)."""
+        index = self.cached_resources
+        return index is not None and index.has_identity(shard, cluster, identity)
+
     def resolve(
         self,
         group: str,
@@ -419,6 +424,8 @@ class Registry:
             raise ApiError.not_found(info, "")
         self._check_namespace(target)
         check_type(info, target.version, body, raw)
+        if target.admission is not None:
+            target.admission.check_body(info, body)
         generated = not (body.get("metadata") or {}).get("name")
         obj = prepare_create(info, body, target.namespace)
         for _attempt in range(8):
@@ -469,7 +476,12 @@ class Registry:
     ) -> bytes:
         info = target.info
         old = orjson.loads(kv.value)
+        admission = target.admission
+        if admission is not None:
+            admission.check_body(info, body)
         obj = prepare_update(info, body, old, name, target.namespace)
+        if admission is not None:
+            admission.check_update(info, old, obj)
         if obj == old:
             # Nothing changed (key order aside): no write, no event, same resourceVersion,
             # as kube does — replicators re-sending an identical object cost nothing.
@@ -590,6 +602,8 @@ class Registry:
             merged["apiVersion"] = api_version
             merged["metadata"].pop("resourceVersion", None)
             if kv is None:
+                if target.admission is not None:
+                    target.admission.check_body(info, merged)
                 obj = prepare_create(info, merged, target.namespace)
                 try:
                     created = await store.create(key, orjson.dumps(obj))

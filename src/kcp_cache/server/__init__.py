@@ -18,9 +18,18 @@ from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS as DEFAULT_ALWAYS_
 from kcp_cache.server._auth import SYSTEM_MASTERS as SYSTEM_MASTERS
 from kcp_cache.server._auth import TLS_PEER_USER_KEY as TLS_PEER_USER_KEY
 from kcp_cache.server._auth import Authenticator as Authenticator
-from kcp_cache.server._auth import Authorizer as Authorizer
 from kcp_cache.server._auth import union_authenticator as union_authenticator
 from kcp_cache.server._auth import x509_authenticator as x509_authenticator
+from kcp_cache.server._authz import AUTHORIZATION_MODES as AUTHORIZATION_MODES
+from kcp_cache.server._authz import (
+    DEFAULT_SHARD_ANNOTATION_ALLOWLIST as DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+)
+from kcp_cache.server._authz import Decision as Decision
+from kcp_cache.server._authz import KcpAuthorizer as Authorizer
+from kcp_cache.server._authz import KcpAuthorizer as KcpAuthorizer
+from kcp_cache.server._authz import RequestAuthorizer as RequestAuthorizer
+from kcp_cache.server._authz import ScopedAuthorizer as ScopedAuthorizer
+from kcp_cache.server._authz import authorizer_for_mode as authorizer_for_mode
 from kcp_cache.server._certs import CertificateFiles as CertificateFiles
 from kcp_cache.server._certs import DevCredentials as DevCredentials
 from kcp_cache.server._certs import ensure_dev_credentials as ensure_dev_credentials
@@ -33,6 +42,11 @@ from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
 from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
 from kcp_cache.server._metrics import InstrumentedStorage as InstrumentedStorage
 from kcp_cache.server._metrics import ServerMetrics as ServerMetrics
+from kcp_cache.server._principals import Principal as Principal
+from kcp_cache.server._principals import Role as Role
+from kcp_cache.server._principals import cache_user as cache_user
+from kcp_cache.server._principals import principal_of as principal_of
+from kcp_cache.server._principals import shard_user as shard_user
 from kcp_cache.server._request_info import RequestInfo as RequestInfo
 from kcp_cache.server._request_info import parse_request_info as parse_request_info
 from kcp_cache.server._scope import ANONYMOUS as ANONYMOUS
@@ -48,7 +62,9 @@ from kcp_cache.server._tls import build_server_context as build_server_context
 
 __all__ = [
     "ANONYMOUS",
+    "AUTHORIZATION_MODES",
     "DEFAULT_ALWAYS_ALLOW_PATHS",
+    "DEFAULT_SHARD_ANNOTATION_ALLOWLIST",
     "REQUEST_INFO_KEY",
     "SYSTEM_MASTERS",
     "TLS_PEER_USER_KEY",
@@ -57,20 +73,28 @@ __all__ = [
     "Authorizer",
     "CacheServerApp",
     "CertificateFiles",
+    "Decision",
     "DevCredentials",
     "HTTPSServer",
     "InstrumentedStorage",
+    "KcpAuthorizer",
     "KcpRequest",
+    "Principal",
     "ReadinessChecks",
     "ReadinessFlag",
+    "RequestAuthorizer",
     "RequestInfo",
+    "Role",
+    "ScopedAuthorizer",
     "ServerMetrics",
     "ShutdownHook",
     "StatusError",
     "TLSConfigError",
     "User",
+    "authorizer_for_mode",
     "bind_socket",
     "build_server_context",
+    "cache_user",
     "create_app",
     "ensure_dev_credentials",
     "ensure_serving_certificate",
@@ -78,7 +102,9 @@ __all__ = [
     "kcp_request",
     "new_ca",
     "parse_request_info",
+    "principal_of",
     "request_info",
+    "shard_user",
     "union_authenticator",
     "write_kubeconfig",
     "write_pair",

@@ -20,9 +20,13 @@ from kcp_cache.registry import ApiError
 from kcp_cache.server._auth import (
     DEFAULT_ALWAYS_ALLOW_PATHS,
     Authenticator,
-    Authorizer,
-    forbidden_error,
     x509_authenticator,
+)
+from kcp_cache.server._authz import (
+    DECISION_KEY,
+    DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+    Decision,
+    authorizer_for_mode,
 )
 from kcp_cache.server._grammar import (
     METRICS_PATH,
@@ -51,6 +55,7 @@ from kcp_cache.server._status import (
 from kcp_cache.storage import Storage
 
 __all__ = [
+    "DECISION_KEY",
     "MOUNT_HOPS_HEADER",
     "REQUEST_INFO_KEY",
     "CacheServerApp",
@@ -65,6 +70,7 @@ access_log = logging.getLogger("kcp_cache.server.access")
 
 #: Key in ``KcpRequest.extra`` of the request's :class:`RequestInfo` (identity removed).
 REQUEST_INFO_KEY: Final = "request_info"
+
 
 ShutdownHook = Callable[[], Awaitable[None]]
 
@@ -104,11 +110,18 @@ class CacheServerApp:
         synthetic_delay: float,
         metrics: ServerMetrics,
         readiness: ReadinessChecks,
+        authorization_mode: str = "scoped",
+        shard_annotation_allowlist: Iterable[str] = DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
     ) -> None:
         self.storage = storage
         self.api_app = api_app
         self.authenticator = authenticator
-        self.authorizer = Authorizer(always_allow_paths)
+        self.authorization_mode = authorization_mode
+        self.authorizer = authorizer_for_mode(
+            authorization_mode,
+            always_allow_paths,
+            shard_annotation_allowlist=shard_annotation_allowlist,
+        )
         self.synthetic_delay = synthetic_delay
         self.metrics = metrics
         self.readiness = readiness
@@ -135,6 +148,13 @@ class CacheServerApp:
             nonlocal code
             if message["type"] == "http.response.start":
                 code = message["status"]
+                kcp = scope.get("kcp")
+                decision = kcp.extra.get(DECISION_KEY) if isinstance(kcp, KcpRequest) else None
+                if isinstance(decision, Decision) and decision.warning and code < 400:
+                    # kube's warning header: code 299, agent "-", quoted text.
+                    text = decision.warning.replace('"', "'")
+                    warning = (b"warning", f'299 - "{text}"'.encode())
+                    message = {**message, "headers": [*message.get("headers", ()), warning]}
             await send(message)
 
         try:
@@ -236,8 +256,11 @@ class CacheServerApp:
         kcp.user = user if user is not None else ANONYMOUS
         info = parse_request_info(scope["method"], path, scope.get("query_string", b""))
         kcp.extra[REQUEST_INFO_KEY] = info
-        if not self.authorizer.allows(kcp.user, info):
-            raise forbidden_error(kcp.user, info)
+        decision = self.authorizer.decide(kcp.user, info, kcp)
+        kcp.extra[DECISION_KEY] = decision
+        if not decision.allowed:
+            assert decision.error is not None
+            raise decision.error
 
         if info.is_resource_request:
             # 10. resource:identity.
@@ -311,6 +334,8 @@ def create_app(
     synthetic_delay: float = 0.0,
     metrics: ServerMetrics | None = None,
     readiness: ReadinessChecks | None = None,
+    authorization_mode: str = "scoped",
+    shard_annotation_allowlist: Iterable[str] = DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
 ) -> CacheServerApp:
     """Build the cache server's ASGI app around ``api_app`` (the ``/apis/…`` handlers).
 
@@ -319,6 +344,9 @@ def create_app(
       :mod:`kcp_cache.server` 's TLS layer; an embedding host passes its own (combine
       several with :func:`union_authenticator`). No user ⇒ ``system:anonymous``.
     * ``always_allow_paths`` — non-resource paths open to anyone.
+    * ``authorization_mode`` — ``"scoped"`` (default: each shard writes only its own space,
+      see :mod:`kcp_cache.server._authz`) or ``"kcp"`` (only ``system:masters``, spec §7);
+      ``shard_annotation_allowlist`` — what a shard may change on another's Shard copy.
     * ``metrics`` / ``readiness`` — pass the instances the API layer was built with, so
       its watch gauge and start-up checks show up here; new ones are created otherwise.
 
@@ -334,4 +362,6 @@ def create_app(
         synthetic_delay=synthetic_delay,
         metrics=metrics if metrics is not None else ServerMetrics(),
         readiness=readiness if readiness is not None else ReadinessChecks(),
+        authorization_mode=authorization_mode,
+        shard_annotation_allowlist=shard_annotation_allowlist,
     )

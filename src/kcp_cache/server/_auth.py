@@ -2,13 +2,13 @@
 
 Spec §7: authentication is a union whose last member is anonymous, so a missing or
 untrusted certificate never yields 401 — the request goes on as ``system:anonymous`` and
-is denied with 403 by the authorizer. Authorization admits the group ``system:masters``
-for everything and anyone for the always-allow (non-resource) paths.
+is denied with 403 by the authorizer (:mod:`._authz`), whose 403 body is
+:func:`forbidden_error`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from kcp_cache.server._request_info import RequestInfo
@@ -20,7 +20,6 @@ __all__ = [
     "SYSTEM_MASTERS",
     "TLS_PEER_USER_KEY",
     "Authenticator",
-    "Authorizer",
     "forbidden_error",
     "union_authenticator",
     "x509_authenticator",
@@ -64,40 +63,11 @@ def union_authenticator(*authenticators: Authenticator) -> Authenticator:
     return authenticate
 
 
-class Authorizer:
-    """``system:masters`` may do anything; the always-allow paths are open to all.
-
-    Paths ending in ``*`` match by prefix, as in kube's ``--authorization-always-allow-paths``.
-    The always-allow paths apply to non-resource requests only.
-    """
-
-    def __init__(self, always_allow_paths: Iterable[str] = DEFAULT_ALWAYS_ALLOW_PATHS) -> None:
-        exact: set[str] = set()
-        prefixes: list[str] = []
-        for path in always_allow_paths:
-            path = path.strip()
-            if not path:
-                continue
-            if path.endswith("*"):
-                prefixes.append(path[:-1])
-            else:
-                exact.add(path)
-        self._exact = frozenset(exact)
-        self._prefixes = tuple(prefixes)
-
-    def allows(self, user: User, info: RequestInfo) -> bool:
-        if SYSTEM_MASTERS in user.groups:
-            return True
-        if info.is_resource_request:
-            return False
-        return info.path in self._exact or info.path.startswith(self._prefixes or ("\0",))
-
-
 def forbidden_error(user: User, info: RequestInfo) -> StatusError:
     """The 403 Status kube-apiserver answers with (``responsewriters.Forbidden``)."""
     if not info.is_resource_request:
         reason = f'User "{user.name}" cannot {info.verb} path "{info.path}"'
-        return StatusError.forbidden(f"forbidden: {reason}")
+        return StatusError(403, "Forbidden", f"forbidden: {reason}")
     resource = info.resource
     if info.subresource:
         resource = f"{resource}/{info.subresource}"

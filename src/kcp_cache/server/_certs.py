@@ -5,8 +5,10 @@ kube-apiserver's self-signed fallback: a one-off CA plus a serving certificate f
 ``localhost``, ``127.0.0.1`` and ``::1`` signed by it, written as a chain to
 ``apiserver.crt`` — so clients can use that file as their CA bundle. Without
 ``--client-ca-file`` a development client CA and an admin certificate
-(``O=system:masters``) are generated too, with an ``admin.kubeconfig``. All keys are
-ECDSA P-256 (fast handshakes) and written with mode 0600.
+(``O=system:masters``) are generated too, with an ``admin.kubeconfig``, and a certificate
+for shard ``root`` (``CN=system:kcp:shard:root, O=system:kcp:shards``) with a
+``shard.kubeconfig``. All keys are ECDSA P-256 (fast handshakes) and written with mode
+0600.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kcp_cache.server._principals import SHARD_PREFIX, SHARDS_GROUP
+
 __all__ = [
     "DEFAULT_SERVING_HOSTS",
     "CertificateFiles",
@@ -41,8 +45,11 @@ __all__ = [
 ]
 
 DEFAULT_SERVING_HOSTS = ("localhost", "127.0.0.1", "::1")
+
 ADMIN_USER = "kcp-cache-admin"
 ADMIN_GROUP = "system:masters"
+#: The shard the development set-up issues a certificate for (kcp's first shard).
+DEV_SHARD = "root"
 
 PrivateKey = ec.EllipticCurvePrivateKey
 
@@ -66,6 +73,8 @@ class DevCredentials:
     client_ca: CertificateFiles
     admin: CertificateFiles
     kubeconfig: Path
+    #: ``shard.kubeconfig``: shard :data:`DEV_SHARD`'s certificate (scoped to its space).
+    shard_kubeconfig: Path | None = None
 
 
 def _now() -> datetime.datetime:
@@ -304,7 +313,21 @@ def ensure_dev_credentials(root: Path, server_url: str, serving_ca: Path) -> Dev
         cert_file=admin_files.cert,
         key_file=admin_files.key,
     )
-    return DevCredentials(ca_files, admin_files, kubeconfig)
+    shard_files = CertificateFiles(root / "shard.crt", root / "shard.key")
+    if not _usable(shard_files) or not _signed_by(shard_files.cert, ca_cert):
+        cert, key = issue_certificate(
+            ca_cert, ca_key, SHARD_PREFIX + DEV_SHARD, organizations=[SHARDS_GROUP]
+        )
+        write_pair(shard_files, [cert], key)
+    shard_kubeconfig = write_kubeconfig(
+        root / "shard.kubeconfig",
+        server_url=server_url,
+        ca_file=serving_ca,
+        cert_file=shard_files.cert,
+        key_file=shard_files.key,
+        user_name=f"shard-{DEV_SHARD}",
+    )
+    return DevCredentials(ca_files, admin_files, kubeconfig, shard_kubeconfig)
 
 
 def _signed_by(cert_path: Path, ca: x509.Certificate) -> bool:
@@ -316,7 +339,13 @@ def _signed_by(cert_path: Path, ca: x509.Certificate) -> bool:
 
 
 def write_kubeconfig(
-    path: Path, *, server_url: str, ca_file: Path, cert_file: Path, key_file: Path
+    path: Path,
+    *,
+    server_url: str,
+    ca_file: Path,
+    cert_file: Path,
+    key_file: Path,
+    user_name: str = "admin",
 ) -> Path:
     """A kubeconfig with absolute file paths and two contexts.
 
@@ -339,10 +368,10 @@ def write_kubeconfig(
                 },
             },
         ],
-        "users": [{"name": "admin", "user": user}],
+        "users": [{"name": user_name, "user": user}],
         "contexts": [
-            {"name": "all-shards", "context": {"cluster": "all-shards", "user": "admin"}},
-            {"name": "base", "context": {"cluster": "base", "user": "admin"}},
+            {"name": "all-shards", "context": {"cluster": "all-shards", "user": user_name}},
+            {"name": "base", "context": {"cluster": "base", "user": user_name}},
         ],
         "current-context": "all-shards",
     }

@@ -46,10 +46,6 @@ class StatusError(ApiError):
     """
 
     @classmethod
-    def forbidden(cls, message: str) -> StatusError:
-        return cls(403, "Forbidden", message)
-
-    @classmethod
     def method_not_allowed(cls, message: str) -> StatusError:
         return cls(405, "MethodNotAllowed", message)
 

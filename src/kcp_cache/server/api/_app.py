@@ -30,6 +30,7 @@ from kcp_cache.registry import (
     WatchSession,
     parse_dry_run,
 )
+from kcp_cache.server._authz import DECISION_KEY, Decision
 from kcp_cache.server._scope import KcpRequest
 from kcp_cache.server._status import Receive, Scope, Send, send_bytes
 from kcp_cache.server.api._body import (
@@ -69,6 +70,7 @@ _SHAPES_MAX = 256
 
 log = logging.getLogger(__name__)
 
+_WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 _WRITE_TYPES = ("application/json", "application/yaml", "application/x-yaml", "text/yaml", "")
 _BAD_WRITE_TYPE = (
     "the body of the request was in an unknown format - accepted media types include: "
@@ -247,7 +249,21 @@ class ApiApp:
                 "MethodNotAllowed",
                 "the server does not allow this method on the requested resource",
             )
+        decision = kcp.extra.get(DECISION_KEY)
+        if isinstance(decision, Decision):
+            target.admission = decision.admission
+            if decision.check_identity and kcp.identity and verb.name in _WRITE_VERBS:
+                self._require_cached_resource(kcp.shard, kcp.cluster, kcp.identity)
         return await handler(scope, receive, send, target, path, query)
+
+    def _require_cached_resource(self, shard: str, cluster: str, identity: str) -> None:
+        """A write under ``resource:<identity>`` needs that identity's ClusterCachedResource
+        replicated in the same shard and cluster (beyond-kcp §3.2)."""
+        if not self.registry.has_cached_resource(shard, cluster, identity):
+            raise ApiError.forbidden(
+                f"no ClusterCachedResource with identity {identity} in shard {shard} "
+                f"cluster {cluster}"
+            )
 
     # -- verbs --------------------------------------------------------------------------
 
