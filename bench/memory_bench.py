@@ -164,7 +164,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "creates_per_s": run["rps"],
     }
 
-    server = start_server(root)
+    server = start_server(root, timeout=1800.0)
     try:
         loaded = settled_rss(server)
         log(f"restarted: {loaded / 1024:.1f} MiB")
