@@ -95,8 +95,11 @@ def _status_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def start_server(root: Path, *extra: str) -> Proc:
-    """``kcp-cache-server`` (embedded SQLite) on a free port, pinned to the server core."""
+def start_server(root: Path, *extra: str, timeout: float = 60.0) -> Proc:
+    """``kcp-cache-server`` (embedded SQLite) on a free port, pinned to the server core.
+
+    ``timeout`` bounds the start-up (a store of a million objects takes minutes to load).
+    """
     root.mkdir(parents=True, exist_ok=True)
     port_file = root / "secure-port"
     port_file.unlink(missing_ok=True)
@@ -106,9 +109,9 @@ def start_server(root: Path, *extra: str) -> Proc:
     with log.open("ab") as out:
         process = subprocess.Popen(_pinned(args), stdout=out, stderr=subprocess.STDOUT)
     proc = Proc(process, port_file, log)
-    proc.wait_port()
+    proc.wait_port(timeout)
     with client(root, proc.port) as http:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 if http.get("/readyz").status_code == 200:

@@ -110,7 +110,10 @@ class PreparedEvent:
             assert obj is not None
             # Every rendering shares the key-derived annotations and the event revision.
             decorate(obj, self.parts.shard, self.parts.cluster, self.revision)
-            data = self._encoded[cache_key] = encode_object(obj, api_version, partial)
+            # Kept with the event in the feed's history: a right-sized copy, not orjson's
+            # output buffer, which is several times larger than its content.
+            data = bytes(memoryview(encode_object(obj, api_version, partial)))
+            self._encoded[cache_key] = data
         return data
 
 
