@@ -1,0 +1,309 @@
+"""Connection limits against the real binary, with raw sockets speaking badly on purpose.
+
+Each attack runs against a server with small limits (fractions of a second, kilobytes),
+and a legitimate admin client must still be served while it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import resource
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from harness import CacheServer, ClientCert, running_cache_server
+
+TIMEOUT = 0.6  # handshake, header and idle timeouts of the limited server
+LIMIT_FLAGS = (
+    "--storage",
+    "memory",
+    "--tls-handshake-timeout",
+    f"{TIMEOUT}s",
+    "--request-header-timeout",
+    f"{TIMEOUT}s",
+    "--idle-connection-timeout",
+    f"{TIMEOUT}s",
+    "--max-request-header-bytes",
+    "8192",
+    "--max-request-headers",
+    "20",
+    "--max-request-line-bytes",
+    "1024",
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheServer]:
+    with running_cache_server(tmp_path_factory.mktemp("limits"), *LIMIT_FLAGS) as running:
+        yield running
+
+
+def _tcp(server: CacheServer) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
+
+
+def _tls(server: CacheServer, cert: ClientCert | None = None) -> ssl.SSLSocket:
+    """A TLS connection; anonymous unless ``cert`` is given."""
+    context = server.ssl_context(cert)
+    return context.wrap_socket(_tcp(server), server_hostname="127.0.0.1")
+
+
+def _read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything the server sends until it closes the connection (fails on timeout)."""
+    sock.settimeout(timeout)
+    data = b""
+    with contextlib.suppress(ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def _response(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    code = int(lines[0].split()[1])
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return code, headers, body
+
+
+def _assert_status(data: bytes, code: int, reason: str) -> None:
+    status, headers, body = _response(data)
+    assert status == code, data[:300]
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    document = orjson.loads(body)
+    assert document["kind"] == "Status"
+    assert document["code"] == code
+    assert document["reason"] == reason
+
+
+def _admin_is_served(server: CacheServer) -> None:
+    with server.client() as client:
+        assert client.get("/readyz").status_code == 200
+        path = server.resource_path("s", "c", "apis.kcp.io", "v1alpha1", "apiexports")
+        assert client.get(path).status_code == 200
+
+
+def _limit_hits(server: CacheServer) -> dict[str, float]:
+    with server.client() as client:
+        text = client.get("/metrics").text
+    pattern = r'^kcp_cache_connection_limit_hits_total\{limit="([^"]+)"\} (\S+)$'
+    return {m[1]: float(m[2]) for m in re.finditer(pattern, text, re.MULTILINE)}
+
+
+# -- deadlines -------------------------------------------------------------------------
+
+
+def test_slowloris_headers_are_cut_off_at_the_header_deadline(server: CacheServer) -> None:
+    before = _limit_hits(server).get("request-header-timeout", 0)
+    sock = _tls(server)
+    started = time.monotonic()
+    sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+    closed = False
+    for byte in b"X-Slow: " + b"a" * 100:  # one byte every 50 ms, never the end of headers
+        try:
+            sock.sendall(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            closed = True
+            break
+        sock.settimeout(0.05)
+        try:
+            if sock.recv(1) == b"":
+                closed = True
+                break
+        except TimeoutError:
+            pass
+        except (ConnectionResetError, ssl.SSLError):
+            closed = True
+            break
+    elapsed = time.monotonic() - started
+    assert closed, "the slow client was never cut off"
+    assert TIMEOUT <= elapsed < TIMEOUT + 1.5
+    _admin_is_served(server)
+    assert _limit_hits(server)["request-header-timeout"] > before
+    sock.close()
+
+
+def test_a_silent_client_after_the_handshake_is_closed(server: CacheServer) -> None:
+    sock = _tls(server)
+    started = time.monotonic()
+    assert _read_until_closed(sock) == b""
+    assert TIMEOUT <= time.monotonic() - started < TIMEOUT + 1.5
+    sock.close()
+
+
+def test_a_client_that_never_starts_the_handshake_is_closed(server: CacheServer) -> None:
+    before = _limit_hits(server).get("handshake-timeout", 0)
+    sock = _tcp(server)
+    started = time.monotonic()
+    assert _read_until_closed(sock) == b""
+    assert TIMEOUT <= time.monotonic() - started < TIMEOUT + 1.5
+    assert _limit_hits(server)["handshake-timeout"] > before
+    sock.close()
+
+
+def test_keep_alive_serves_requests_then_closes_when_idle(server: CacheServer) -> None:
+    sock = _tls(server, server.admin_cert)
+    for _ in range(3):  # requests inside the idle timeout keep the connection
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        time.sleep(TIMEOUT / 3)
+    started = time.monotonic()
+    assert _read_until_closed(sock) == b""
+    assert TIMEOUT / 2 <= time.monotonic() - started < TIMEOUT + 1.5
+    assert _limit_hits(server)["idle-timeout"] >= 1
+    sock.close()
+
+
+# -- sizes -----------------------------------------------------------------------------
+
+
+def test_headers_beyond_the_byte_limit_get_431_and_a_close(server: CacheServer) -> None:
+    sock = _tls(server)
+    sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+    _assert_status(_read_until_closed(sock), 431, "RequestHeaderFieldsTooLarge")
+    sock.close()
+
+
+def test_an_endless_header_is_cut_off_at_the_limit(server: CacheServer) -> None:
+    """A header streamed without end: the server answers once the limit is crossed
+    instead of buffering (the client stops at the first sign of a closed connection)."""
+    sock = _tls(server)
+    sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    sent = 0
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, ssl.SSLError):
+        while sent < 64 * 1024 * 1024:
+            sock.sendall(b"a" * 4096)
+            sent += 4096
+    assert sent < 64 * 1024 * 1024, "the server kept reading the endless header"
+    sock.close()
+    _admin_is_served(server)
+
+
+def test_too_many_headers_get_431(server: CacheServer) -> None:
+    sock = _tls(server)
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(21))
+    sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    _assert_status(_read_until_closed(sock), 431, "RequestHeaderFieldsTooLarge")
+    sock.close()
+
+
+def test_a_long_request_target_gets_414(server: CacheServer) -> None:
+    sock = _tls(server)
+    sock.sendall(b"GET /readyz?" + b"a" * 1100 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    _assert_status(_read_until_closed(sock), 414, "RequestURITooLong")
+    sock.close()
+
+
+def test_headers_and_bodies_inside_the_limits_are_served(server: CacheServer) -> None:
+    """Headers just under the limit pass, and a body far larger than the header limit
+    (arriving with the headers in one read) is not counted as header bytes."""
+    with server.client() as client:
+        assert client.get("/readyz", headers={"x-pad": "a" * 7000}).status_code == 200
+        path = server.resource_path("s", "c", "apis.kcp.io", "v1alpha1", "apiexports")
+        body = {
+            "apiVersion": "apis.kcp.io/v1alpha1",
+            "kind": "APIExport",
+            "metadata": {"name": "big", "annotations": {"pad": "b" * 200_000}},
+        }
+        response = client.post(path, json=body)
+        assert response.status_code == 201, response.text
+        # Requests on the same keep-alive connection are counted afresh.
+        for _ in range(5):
+            assert client.get("/readyz", headers={"x-pad": "a" * 7000}).status_code == 200
+
+
+# -- malformed input -------------------------------------------------------------------
+
+
+def test_garbage_gets_400_and_a_close_at_once(server: CacheServer) -> None:
+    sock = _tls(server)
+    started = time.monotonic()
+    sock.sendall(b"\x16\x03\x01\x00\xff\x00garbage\r\n\r\n")
+    _assert_status(_read_until_closed(sock), 400, "BadRequest")
+    assert time.monotonic() - started < TIMEOUT / 2  # not the header deadline
+    sock.close()
+
+
+def test_http_0_9_is_closed_at_once(server: CacheServer) -> None:
+    sock = _tls(server)
+    started = time.monotonic()
+    sock.sendall(b"GET /readyz\r\n")
+    _assert_status(_read_until_closed(sock), 400, "BadRequest")
+    assert time.monotonic() - started < TIMEOUT / 2
+    sock.close()
+
+
+def test_an_unknown_method_is_a_405_status(server: CacheServer) -> None:
+    sock = _tls(server, server.admin_cert)
+    sock.sendall(b"FROBNICATE /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = _read_until_closed(sock)
+    _assert_status(data, 405, "MethodNotAllowed")
+    assert orjson.loads(_response(data)[2])["status"] == "Failure"
+    sock.close()
+
+
+def test_limit_hits_are_logged_once_per_interval(server: CacheServer) -> None:
+    for _ in range(5):
+        sock = _tls(server)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 25 + b"\r\n")
+        _read_until_closed(sock)
+        sock.close()
+    lines = [line for line in server.logs().splitlines() if "connection limit header-count" in line]
+    assert 1 <= len(lines) < 5  # rate-limited, not one line per hit
+    assert _limit_hits(server)["header-count"] >= 5
+
+
+# -- connection caps -------------------------------------------------------------------
+
+
+def test_unauthenticated_flood_cannot_lock_out_the_admin(tmp_path: Path) -> None:
+    flags = ("--storage", "memory", "--max-connections", "30")
+    with running_cache_server(tmp_path, *flags, "--max-unauthenticated-connections", "10") as server:
+        # Authenticated keep-alive connections are never closed to make room.
+        admins = [_tls(server, server.admin_cert) for _ in range(15)]
+        for sock in admins:
+            sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        flood = [_tcp(server) for _ in range(60)]  # never start the handshake
+        _admin_is_served(server)
+        for sock in admins:
+            sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        hits = _limit_hits(server)
+        assert hits["max-unauthenticated-connections"] >= 50
+        with server.client() as client:
+            metrics = client.get("/metrics").text
+        open_unauthenticated = re.search(
+            r'^kcp_cache_open_connections\{authenticated="false"\} (\S+)$', metrics, re.M
+        )
+        assert open_unauthenticated is not None
+        assert float(open_unauthenticated[1]) <= 10
+        for sock in flood + admins:
+            sock.close()
+
+
+def test_running_out_of_descriptors_does_not_stop_the_listener(tmp_path: Path) -> None:
+    """Descriptors taken away under the server (its caps sized for more): accepts fail
+    with EMFILE, which is logged, and the server serves again once they are free."""
+    with running_cache_server(tmp_path, "--storage", "memory") as server:
+        assert server.process is not None
+        resource.prlimit(server.process.pid, resource.RLIMIT_NOFILE, (128, 128))
+        flood: list[socket.socket] = []
+        with contextlib.suppress(OSError):
+            for _ in range(300):
+                flood.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        time.sleep(0.5)
+        for sock in flood:
+            sock.close()
+        time.sleep(0.5)
+        _admin_is_served(server)
+        assert "connection limit accept-error" in server.logs()
+        assert _limit_hits(server)["accept-error"] >= 1
