@@ -11,6 +11,8 @@ import re
 import resource
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import orjson
 import pytest
 
 from harness import CacheServer, ClientCert, running_cache_server
+from kcp_cache.server import ConnectionLimits, ConnectionTracker
 
 TIMEOUT = 0.6  # handshake, header and idle timeouts of the limited server
 LIMIT_FLAGS = (
@@ -266,7 +269,8 @@ def test_limit_hits_are_logged_once_per_interval(server: CacheServer) -> None:
 
 def test_unauthenticated_flood_cannot_lock_out_the_admin(tmp_path: Path) -> None:
     flags = ("--storage", "memory", "--max-connections", "30")
-    with running_cache_server(tmp_path, *flags, "--max-unauthenticated-connections", "10") as server:
+    caps = (*flags, "--max-unauthenticated-connections", "10")
+    with running_cache_server(tmp_path, *caps) as server:
         # Authenticated keep-alive connections are never closed to make room.
         admins = [_tls(server, server.admin_cert) for _ in range(15)]
         for sock in admins:
@@ -307,3 +311,135 @@ def test_running_out_of_descriptors_does_not_stop_the_listener(tmp_path: Path) -
         _admin_is_served(server)
         assert "connection limit accept-error" in server.logs()
         assert _limit_hits(server)["accept-error"] >= 1
+
+
+# -- flags and the tracker's bookkeeping -----------------------------------------------
+
+
+def test_help_documents_every_limit_flag() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kcp_cache", "--help"], capture_output=True, text=True, timeout=60
+    )
+    text = " ".join(result.stdout.split())
+    for flag, default in (
+        ("--tls-handshake-timeout", "10.0"),
+        ("--request-header-timeout", "32.0"),
+        ("--idle-connection-timeout", "90.0"),
+        ("--max-request-header-bytes", "1048576"),
+        ("--max-request-headers", "500"),
+        ("--max-request-line-bytes", "65536"),
+        ("--max-connections", "0"),
+        ("--max-unauthenticated-connections", "0"),
+        ("--reserved-file-descriptors", "128"),
+    ):
+        assert re.search(re.escape(flag) + r" \S+ .*?\(default: " + re.escape(default), text), flag
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (("--request-header-timeout", "0"), "--request-header-timeout must be positive"),
+        (("--max-request-header-bytes", "0"), "--max-request-header-bytes must be positive"),
+        (("--reserved-file-descriptors", "100000000"), "leaves no room for connections"),
+    ],
+)
+def test_bad_limit_flags_are_one_line_errors(
+    tmp_path: Path, flags: tuple[str, ...], fragment: str
+) -> None:
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "kcp_cache", "--root-directory", str(tmp_path / "root")),
+            *("--secure-port", "0", "--storage", "memory", *flags),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert fragment in errors[0]
+
+
+class _Conn:
+    """A stand-in connection for the tracker's bookkeeping (no I/O)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.limit_phase = -1
+        self.authenticated = False
+        self.closed = False
+
+    def peer(self) -> str:
+        return self.name
+
+    def close_for_limit(self) -> None:
+        self.closed = True
+
+
+def test_tracker_evicts_the_longest_waiting_unauthenticated_connection() -> None:
+    now = [0.0]
+
+    def at(t: float) -> None:
+        now[0] = t
+
+    tracker = ConnectionTracker(
+        ConnectionLimits(max_connections=3, max_unauthenticated_connections=3),
+        clock=lambda: now[0],
+    )
+    admin, anonymous_idle, anonymous_slow = _Conn("admin"), _Conn("idle"), _Conn("slow")
+    for conn in (admin, anonymous_idle, anonymous_slow):
+        assert tracker.admit(conn)
+    at(1)
+    tracker.handshake_done(admin, authenticated=True)  # reading headers since 1
+    at(2)
+    tracker.handshake_done(anonymous_idle, authenticated=False)
+    tracker.headers_done(anonymous_idle)
+    at(3)
+    tracker.became_idle(anonymous_idle)  # idle since 3
+    at(4)
+    tracker.handshake_done(anonymous_slow, authenticated=False)  # reading headers since 4
+    at(5)
+    newcomer = _Conn("new")
+    assert tracker.admit(newcomer)
+    # The admin waits longest, but is authenticated; the idle anonymous one goes.
+    assert anonymous_idle.closed
+    assert not anonymous_slow.closed
+    assert not admin.closed
+    assert (tracker.total, tracker.unauthenticated) == (3, 2)
+    assert tracker.events.counts == {"max-connections": 1}
+    # Only authenticated or running connections are left: the next newcomer is refused.
+    tracker.headers_done(anonymous_slow)
+    tracker.handshake_done(newcomer, authenticated=False)
+    tracker.headers_done(newcomer)
+    refused = _Conn("refused")
+    assert not tracker.admit(refused)
+    assert not refused.closed  # the caller closes it
+    assert tracker.events.counts == {"max-connections": 2}
+    for conn in (admin, anonymous_slow, newcomer, anonymous_idle):
+        tracker.forget(conn)  # anonymous_idle was forgotten already: idempotent
+    assert (tracker.total, tracker.unauthenticated) == (0, 0)
+
+
+def test_tracker_sweep_closes_only_expired_connections() -> None:
+    now = [0.0]
+    limits = ConnectionLimits(handshake_timeout=1.0, request_header_timeout=2.0)
+    tracker = ConnectionTracker(limits, clock=lambda: now[0])
+    early, late, reading = _Conn("early"), _Conn("late"), _Conn("reading")
+    tracker.admit(early)
+    tracker.admit(reading)
+    tracker.handshake_done(reading, authenticated=True)
+    now[0] = 0.5
+    tracker.admit(late)
+    now[0] = 1.2
+    tracker.sweep()
+    assert early.closed
+    assert not late.closed
+    assert not reading.closed
+    now[0] = 2.1
+    tracker.sweep()
+    assert late.closed
+    assert reading.closed
+    assert tracker.events.counts == {"handshake-timeout": 2, "request-header-timeout": 1}
+    assert tracker.total == 0
