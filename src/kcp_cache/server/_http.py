@@ -4,10 +4,11 @@
 256 MiB header was parsed, and answered, after 91 s). So the bytes of a request's head
 are counted *before* they are fed to the parser, and a chunk that would cross
 ``max_header_bytes`` is fed only up to the limit: if the headers end within it, the rest
-is body; if not, the answer is 431. The header count and the URL length are checked in
-the parser's callbacks. Unparseable input gets a Kubernetes ``Status`` (400, or 405 for
-an unknown method, as kube-apiserver answers) and the connection is closed at once;
-HTTP/0.9 (a request line without a version, which llhttp would otherwise wait on) too.
+is body; if not, the answer is 431. The header count and the URL length are checked
+once the headers are complete (the byte limit bounds them until then). Unparseable input
+gets a Kubernetes ``Status`` (400, or 405 for an unknown method, as kube-apiserver
+answers) and the connection is closed at once; HTTP/0.9 (a request line without a
+version, which llhttp would otherwise wait on) too.
 
 The phases the :class:`~kcp_cache.server._limits.ConnectionTracker` enforces deadlines on
 are reported from here: a request begins, its headers are complete, the connection is
@@ -28,7 +29,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from kcp_cache.registry import ApiError
-from kcp_cache.server._limits import ConnectionLimits, ConnectionTracker, TrackedConnection
+from kcp_cache.server._limits import ConnectionTracker, TrackedConnection
 
 __all__ = ["LimitedHttpToolsProtocol"]
 
@@ -76,6 +77,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     the ASGI TLS extension in every request scope, and lighter empty containers
     (thousands of these are held by idle watch streams)."""
 
+    # Slots, not instance attributes: uvicorn's protocol already has ~29, and past 30
+    # CPython stops sharing the keys of instance dicts (~1.5 KiB more per connection).
+    __slots__ = ("_connection", "_head_bytes", "_tracker")
+
     _tls_extension: dict[str, Any] | None = None
 
     def __init__(
@@ -93,10 +98,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.url = b""
         self._connection = connection
         self._tracker = tracker
-        self._limits: ConnectionLimits = tracker.limits
         #: Bytes of the current request's head fed so far; -1 while in a body.
         self._head_bytes = 0
-        self._header_count = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -107,7 +110,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
-        limit = self._limits.max_header_bytes
+        limit = self._tracker.limits.max_header_bytes
         while data:
             counted = self._head_bytes
             if counted < 0:  # in a body: the parser takes all of it
@@ -195,33 +198,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_count = 0
         if self._tls_extension is not None:
             cast(dict[str, Any], self.scope)["extensions"] = {"tls": self._tls_extension}
         self._tracker.request_begun(self._connection)
 
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        if len(self.url) > self._limits.max_request_line:
-            raise _Rejected(
-                414,
-                "RequestURITooLong",
-                "request-line",
-                f"the request target exceeds {self._limits.max_request_line} bytes",
-            )
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self._limits.max_header_count:
+    def on_headers_complete(self) -> None:
+        # Counted here, once per request, not per callback: the byte limit already bounds
+        # both while they accumulate.
+        limits = self._tracker.limits
+        if len(self.headers) > limits.max_header_count:
             raise _Rejected(
                 431,
                 "RequestHeaderFieldsTooLarge",
                 "header-count",
-                f"more than {self._limits.max_header_count} request headers",
+                f"more than {limits.max_header_count} request headers",
             )
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
+        if len(self.url) > limits.max_request_line:
+            raise _Rejected(
+                414,
+                "RequestURITooLong",
+                "request-line",
+                f"the request target exceeds {limits.max_request_line} bytes",
+            )
         version = self.parser.get_http_version()
         if not version.startswith("1."):
             if version.startswith("0."):
