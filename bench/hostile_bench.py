@@ -3,20 +3,23 @@
 Run: ``.venv/bin/python bench/hostile_bench.py [--gets N] [--slowloris N] [--idle N]
 [--json F]``
 
-One run, one real ``kcp-cache-server`` (embedded SQLite, default limits) pinned to CPU 0,
-the bench and its attacker process on CPU 1 (as in ``perf-anchors.md``):
+One run, two real ``kcp-cache-server`` processes (embedded SQLite, default limits) pinned
+to CPU 0: the *attacked* one and an idle *reference*. The bench and its attacker process
+run on CPU 1 (as in ``perf-anchors.md``). Admin latency is always measured on both at
+once, one GET of a 1 KiB object on each in turn over keep-alive connections, so that the
+VM's drift hits both alike and the ratio attacked/reference is the figure:
 
-1. **Baseline**: N admin GETs of one 1 KiB object on a keep-alive connection, idle server.
+1. **No attack**: N GETs on each (the ratio should be ~1).
 2. **Held connections**: an attacker process opens ``--idle`` anonymous TLS connections
    that complete a ``/livez`` request and stay open (keep-alive), then ``--slowloris``
    anonymous TLS connections that send request headers one byte per second and never
-   finish them. While all are held, the same N admin GETs. Target: p99 within 2× of the
-   baseline's. Then, past the header deadline (32 s after the slowloris connections
-   started), how many of them the server has closed.
+   finish them. While all are held: the attacked server's CPU share over 5 s, then N GETs
+   on each. Target: p99 within 2× of the reference's. Then, past the header deadline
+   (32 s after the slowloris connections started), how many of them the server closed.
 3. **A 100 MiB header**: one anonymous client streams a request whose single header
    would be 100 MiB. Reported: how far it got before the server answered 431 and closed,
    the server's RSS before, at peak (``VmHWM`` reset before the attempt) and after, and
-   admin GET latency during the attempt.
+   admin GET latency on both servers during the attempt.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import client, pin_self_to_load_cpu, raise_open_files, start_server
+from _procs import Proc, client, pin_self_to_load_cpu, raise_open_files, start_server
 
 PATH = "/services/cache/shards/bench/clusters/root/apis/apis.kcp.io/v1alpha1/apiexports/one"
 HEADER_DEADLINE = 32.0  # the server's default --request-header-timeout
@@ -61,17 +64,33 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def _admin_gets(root: Path, port: int, count: int) -> list[float]:
-    times = []
-    with client(root, port) as http:
-        for _ in range(50):  # connect and warm up outside the timing
-            http.get(PATH).raise_for_status()
+def _alternating_gets(
+    attacked: tuple[Path, int], reference: tuple[Path, int], count: int
+) -> tuple[list[float], list[float]]:
+    """``count`` admin GETs on each server, one after the other: both see the same noise."""
+    times: tuple[list[float], list[float]] = ([], [])
+    with client(*attacked) as first, client(*reference) as second:
+        clients = (first, second)
+        for http in clients:
+            for _ in range(50):  # connect and warm up outside the timing
+                http.get(PATH).raise_for_status()
         for _ in range(count):
-            start = time.perf_counter()
-            response = http.get(PATH)
-            times.append(time.perf_counter() - start)
-            response.raise_for_status()
+            for http, samples in zip(clients, times, strict=True):
+                start = time.perf_counter()
+                response = http.get(PATH)
+                samples.append(time.perf_counter() - start)
+                response.raise_for_status()
     return times
+
+
+def _compare(attacked: list[float], reference: list[float]) -> dict[str, Any]:
+    ours, theirs = _percentiles(attacked), _percentiles(reference)
+    return {
+        "attacked": ours,
+        "reference": theirs,
+        "p50_ratio": round(ours["p50_ms"] / theirs["p50_ms"], 2),
+        "p99_ratio": round(ours["p99_ms"] / theirs["p99_ms"], 2),
+    }
 
 
 # -- the attacker (a child process) ----------------------------------------------------
@@ -173,6 +192,68 @@ def _huge_header(root: Path, port: int, size: int) -> dict[str, Any]:
     }
 
 
+def _held_connections(
+    args: argparse.Namespace, server: Proc, root: Path, pair: tuple[tuple[Path, int], ...]
+) -> dict[str, Any]:
+    rss_before = server.rss_kib()
+    attacker = subprocess.Popen(
+        [
+            *(sys.executable, __file__, "--attacker", str(server.port), str(root)),
+            *("--idle", str(args.idle), "--slowloris", str(args.slowloris)),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert attacker.stdout is not None
+    assert attacker.stdin is not None
+    if not attacker.stdout.readline().strip():
+        raise RuntimeError("the attacker failed to set up its connections")
+    slow_started = time.monotonic()
+    cpu_before = server.cpu_seconds()
+    time.sleep(5)
+    held = {"server_cpu_share_while_held": round((server.cpu_seconds() - cpu_before) / 5, 3)}
+    held.update(_compare(*_alternating_gets(*pair, args.gets)))
+    held["rss_growth_mib"] = round((server.rss_kib() - rss_before) / 1024, 1)
+    time.sleep(max(0.0, HEADER_DEADLINE + 3 - (time.monotonic() - slow_started)))
+    attacker.stdin.write("report\n")
+    attacker.stdin.flush()
+    held.update(json.loads(attacker.stdout.readline()))
+    attacker.wait(30)
+    return held
+
+
+def _huge_header_attempt(
+    args: argparse.Namespace, server: Proc, root: Path, pair: tuple[tuple[Path, int], ...]
+) -> dict[str, Any]:
+    time.sleep(1)
+    before = server.rss_kib()
+    server.reset_peak()
+    during: tuple[list[float], list[float]] = ([], [])
+    done = threading.Event()
+
+    def measure() -> None:
+        while not done.is_set():
+            attacked, reference = _alternating_gets(*pair, 10)
+            during[0].extend(attacked)
+            during[1].extend(reference)
+
+    thread = threading.Thread(target=measure)
+    thread.start()
+    huge = _huge_header(root, server.port, args.header_mib << 20)
+    time.sleep(0.5)
+    done.set()
+    thread.join()
+    time.sleep(1)
+    huge.update(
+        rss_before_mib=round(before / 1024, 1),
+        rss_peak_mib=round(server.peak_kib() / 1024, 1),
+        rss_after_mib=round(server.rss_kib() / 1024, 1),
+        admin_get_during=_compare(*during),
+    )
+    return huge
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--gets", type=int, default=500)
@@ -193,67 +274,16 @@ def main() -> None:
     pin_self_to_load_cpu()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="hostile-bench-") as tmp:
-        root = Path(tmp) / "cache"
-        server = start_server(root)
+        root, reference_root = Path(tmp) / "cache", Path(tmp) / "reference"
+        server, reference = start_server(root), start_server(reference_root)
         try:
-            with client(root, server.port) as http:
-                http.post(PATH.rsplit("/", 1)[0], json=_object()).raise_for_status()
-            results["idle_server"] = _percentiles(_admin_gets(root, server.port, args.gets))
-            rss_before_attack = server.rss_kib()
-
-            attacker = subprocess.Popen(
-                [
-                    *(sys.executable, __file__, "--attacker", str(server.port), str(root)),
-                    *("--idle", str(args.idle), "--slowloris", str(args.slowloris)),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert attacker.stdout is not None
-            assert attacker.stdin is not None
-            ready = attacker.stdout.readline()
-            if not ready.strip():
-                raise RuntimeError("the attacker failed to set up its connections")
-            slow_started = time.monotonic()
-            held = _percentiles(_admin_gets(root, server.port, args.gets))
-            held["rss_growth_mib"] = round((server.rss_kib() - rss_before_attack) / 1024, 1)
-            results["held"] = held
-            results["held"]["p99_ratio"] = round(
-                held["p99_ms"] / results["idle_server"]["p99_ms"], 2
-            )
-            results["held"]["p50_ratio"] = round(
-                held["p50_ms"] / results["idle_server"]["p50_ms"], 2
-            )
-            time.sleep(max(0.0, HEADER_DEADLINE + 3 - (time.monotonic() - slow_started)))
-            attacker.stdin.write("report\n")
-            attacker.stdin.flush()
-            results["held"].update(json.loads(attacker.stdout.readline()))
-            attacker.wait(30)
-
-            time.sleep(1)
-            before = server.rss_kib()
-            server.reset_peak()
-            during: list[float] = []
-            done = threading.Event()
-
-            def measure() -> None:
-                while not done.is_set():
-                    during.extend(_admin_gets(root, server.port, 20))
-
-            thread = threading.Thread(target=measure)
-            thread.start()
-            huge = _huge_header(root, server.port, args.header_mib << 20)
-            done.set()
-            thread.join()
-            time.sleep(1)
-            huge.update(
-                rss_before_mib=round(before / 1024, 1),
-                rss_peak_mib=round(server.peak_kib() / 1024, 1),
-                rss_after_mib=round(server.rss_kib() / 1024, 1),
-                admin_get_during=_percentiles(during),
-            )
-            results["huge_header"] = huge
+            for where, proc in ((root, server), (reference_root, reference)):
+                with client(where, proc.port) as http:
+                    http.post(PATH.rsplit("/", 1)[0], json=_object()).raise_for_status()
+            pair = ((root, server.port), (reference_root, reference.port))
+            results["no_attack"] = _compare(*_alternating_gets(*pair, args.gets))
+            results["held"] = _held_connections(args, server, root, pair)
+            results["huge_header"] = _huge_header_attempt(args, server, root, pair)
             with client(root, server.port) as http:
                 metrics = http.get("/metrics").text
             results["limit_hits"] = {
@@ -263,6 +293,7 @@ def main() -> None:
             }
         finally:
             server.stop()
+            reference.stop()
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
