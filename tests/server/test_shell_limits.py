@@ -46,6 +46,10 @@ LIMIT_FLAGS = (
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheServer]:
     with running_cache_server(tmp_path_factory.mktemp("limits"), *LIMIT_FLAGS) as running:
         yield running
+        # No attack of this module may leave a traceback or an error in the log.
+        logs = running.logs()
+        assert "Traceback" not in logs
+        assert " ERROR " not in logs
 
 
 def _tcp(server: CacheServer) -> socket.socket:
@@ -251,6 +255,26 @@ def test_an_unknown_method_is_a_405_status(server: CacheServer) -> None:
     _assert_status(data, 405, "MethodNotAllowed")
     assert orjson.loads(_response(data)[2])["status"] == "Failure"
     sock.close()
+
+
+def test_a_target_uvicorn_cannot_parse_is_a_400_status(server: CacheServer) -> None:
+    sock = _tls(server)
+    sock.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    _assert_status(_read_until_closed(sock), 400, "BadRequest")
+    sock.close()
+    assert "Traceback" not in server.logs()
+
+
+def test_an_upgrade_header_is_served_as_plain_http_without_a_warning(
+    server: CacheServer,
+) -> None:
+    sock = _tls(server)
+    sock.sendall(
+        b"GET /livez HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+    )
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    sock.close()
+    assert "Unsupported upgrade request" not in server.logs()
 
 
 def test_limit_hits_are_logged_once_per_interval(server: CacheServer) -> None:

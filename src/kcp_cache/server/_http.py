@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import re
 from typing import Any, Final, cast
 
@@ -32,6 +33,8 @@ from kcp_cache.registry import ApiError
 from kcp_cache.server._limits import ConnectionTracker, TrackedConnection
 
 __all__ = ["LimitedHttpToolsProtocol"]
+
+log = logging.getLogger("kcp_cache.server.http")
 
 #: A request line that starts like one (a token, then a space and a target): an unknown
 #: method, not garbage. RFC 9110 token characters.
@@ -144,8 +147,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             cause = exc.__context__
             if isinstance(cause, _Rejected):
                 self._reject(cause.code, cause.reason, cause.limit, cause.message)
-            else:
-                raise
+            else:  # e.g. uvicorn's parse_url on a target like "host:port" (CONNECT)
+                reason = str(cause) if cause is not None else str(exc)
+                self._reject(400, "BadRequest", "malformed-request", f"malformed request: {reason}")
             return False
         except httptools.HttpParserInvalidMethodError:
             if _METHOD_LIKE.search(data):
@@ -193,6 +197,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         ]
         self.transport.write(b"".join(head))
         self.transport.close()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn warns on every request with an Upgrade header; any client could fill the
+        # log with them. The request is served as plain HTTP, which is nothing to warn of.
+        log.debug("ignoring an Upgrade header from %s", self._connection.peer())
 
     # -- parser callbacks -------------------------------------------------------------
 
