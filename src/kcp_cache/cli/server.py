@@ -209,7 +209,7 @@ def _add_connection_limit_flags(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         type=parse_duration,
         default=defaults.handshake_timeout,
-        help="close a connection whose TLS handshake has not completed by then (seconds)",
+        help="close a connection whose TLS handshake is not complete within this time",
     )
     group.add_argument(
         "--request-header-timeout",
@@ -217,15 +217,14 @@ def _add_connection_limit_flags(parser: argparse.ArgumentParser) -> None:
         type=parse_duration,
         default=defaults.request_header_timeout,
         help="close a connection whose request headers are not complete this long after "
-        "the handshake or the request's first byte (seconds; kube: 32s)",
+        "the handshake or the request's first byte (kube: 32s)",
     )
     group.add_argument(
         "--idle-connection-timeout",
         metavar="DURATION",
         type=parse_duration,
         default=defaults.idle_timeout,
-        help="close a keep-alive connection that sends no next request for this long "
-        "(seconds; kube: 90s)",
+        help="close a keep-alive connection that sends no next request for this long (kube: 90s)",
     )
     group.add_argument(
         "--max-request-header-bytes",
