@@ -7,6 +7,7 @@ and a legitimate admin client must still be served while it runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import resource
 import socket
@@ -315,6 +316,33 @@ def test_unauthenticated_flood_cannot_lock_out_the_admin(tmp_path: Path) -> None
         assert open_unauthenticated is not None
         assert float(open_unauthenticated[1]) <= 10
         for sock in flood + admins:
+            sock.close()
+
+
+def test_the_cap_stays_below_a_low_descriptor_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reported case: a 512-descriptor server reset connects and lost /readyz under a
+    flood. With a limit of 256, the cap is sized below it and the flood is shed."""
+
+    def low_descriptor_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    # The harness starts the server with subprocess.Popen; give it the lower limit.
+    monkeypatch.setattr(
+        subprocess, "Popen", functools.partial(subprocess.Popen, preexec_fn=low_descriptor_limit)
+    )
+    with running_cache_server(tmp_path, "--storage", "memory") as server:
+        monkeypatch.undo()
+        assert "connection caps: 128 connections, 64 unauthenticated" in server.logs()
+        flood = [_tcp(server) for _ in range(400)]  # more than the server has descriptors
+        deadline = time.monotonic() + 20
+        while _limit_hits(server).get("max-unauthenticated-connections", 0) < 400 - 64:
+            assert time.monotonic() < deadline, _limit_hits(server)
+            time.sleep(0.1)
+        _admin_is_served(server)
+        assert "accept-error" not in _limit_hits(server)
+        for sock in flood:
             sock.close()
 
 

@@ -24,8 +24,10 @@ __all__ = ["Acceptor"]
 
 log = logging.getLogger("kcp_cache.server")
 
-#: Connections accepted per readiness callback (asyncio's default backlog batch).
-_BATCH: Final = 100
+#: Connections accepted per readiness callback. Small: a connection closed to make room
+#: at a cap gives its descriptor back only on the next loop iteration, so a batch can
+#: hold this many descriptors beyond the cap (well inside the default reserve of 128).
+_BATCH: Final = 16
 #: Pause after an out-of-resources error: the descriptors held by connections must be
 #: released first, and retrying at once would spin.
 _RETRY_DELAY: Final = 0.1
