@@ -36,6 +36,7 @@ from kcp_cache.server import (
     AUTHORIZATION_MODES,
     DEFAULT_ALWAYS_ALLOW_PATHS,
     DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+    ConnectionLimits,
     HTTPSServer,
     ReadinessChecks,
     ServerMetrics,
@@ -45,6 +46,7 @@ from kcp_cache.server import (
     create_app,
     ensure_dev_credentials,
     ensure_serving_certificate,
+    raise_descriptor_limit,
 )
 from kcp_cache.server.api import DEFAULT_COMPRESSION_THRESHOLD, Compression
 from kcp_cache.storage import Storage, StorageError, open_storage
@@ -197,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"smallest response body that is gzipped (default: {DEFAULT_COMPRESSION_THRESHOLD},"
         " kube's 128 KiB)",
     )
+    _add_connection_limit_flags(parser)
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
         "--synthetic-delay",
@@ -218,6 +221,142 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=("text", "json"), default="text", help="log line format"
     )
     return parser
+
+
+# -- connection limits (one group, so that it merges alone) ---------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _add_connection_limit_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = ConnectionLimits()
+    group = parser.add_argument_group(
+        "connection limits",
+        "what one client may hold: every hit is counted in /metrics "
+        "(kcp_cache_connection_limit_hits_total{limit}) and logged, rate-limited",
+    )
+    group.add_argument(
+        "--tls-handshake-timeout",
+        metavar="DURATION",
+        type=parse_duration,
+        default=defaults.handshake_timeout,
+        help="close a connection whose TLS handshake is not complete within this time",
+    )
+    group.add_argument(
+        "--request-header-timeout",
+        metavar="DURATION",
+        type=parse_duration,
+        default=defaults.request_header_timeout,
+        help="close a connection whose request headers are not complete this long after "
+        "the handshake or the request's first byte (kube: 32s)",
+    )
+    group.add_argument(
+        "--idle-connection-timeout",
+        metavar="DURATION",
+        type=parse_duration,
+        default=defaults.idle_timeout,
+        help="close a keep-alive connection that sends no next request for this long (kube: 90s)",
+    )
+    group.add_argument(
+        "--max-request-header-bytes",
+        metavar="BYTES",
+        type=_positive_int,
+        default=defaults.max_header_bytes,
+        help="request line plus headers beyond this are answered 431 and the connection "
+        "closed (kube: 1 MiB)",
+    )
+    group.add_argument(
+        "--max-request-headers",
+        metavar="N",
+        type=_positive_int,
+        default=defaults.max_header_count,
+        help="more header lines than this are answered 431",
+    )
+    group.add_argument(
+        "--max-request-line-bytes",
+        metavar="BYTES",
+        type=_positive_int,
+        default=defaults.max_request_line,
+        help="a longer request target (URL) is answered 414",
+    )
+    group.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=_positive_int,
+        default=0,
+        help="cap on open connections; 0: the open-file limit (its soft limit is raised "
+        "to the hard limit at start) minus --reserved-file-descriptors. At the cap the "
+        "longest-waiting unauthenticated connection is closed to make room",
+    )
+    group.add_argument(
+        "--max-unauthenticated-connections",
+        metavar="N",
+        type=_positive_int,
+        default=0,
+        help="cap on connections without a verified client certificate (including those "
+        "still in the TLS handshake); 0: half of --max-connections",
+    )
+    group.add_argument(
+        "--reserved-file-descriptors",
+        metavar="N",
+        type=_positive_int,
+        default=128,
+        help="descriptors kept out of the connection cap for the store, logs and "
+        "certificates, so the server itself never runs out",
+    )
+
+
+def _connection_limits(args: argparse.Namespace) -> ConnectionLimits:
+    """The limits the flags ask for, with the caps sized below the open-file limit."""
+    for flag in ("tls_handshake_timeout", "request_header_timeout", "idle_connection_timeout"):
+        if getattr(args, flag) <= 0:
+            raise StartupError(f"--{flag.replace('_', '-')} must be positive")
+    for flag in ("max_request_header_bytes", "max_request_headers", "max_request_line_bytes"):
+        if getattr(args, flag) <= 0:
+            raise StartupError(f"--{flag.replace('_', '-')} must be positive")
+    descriptors, _hard = raise_descriptor_limit()
+    available = descriptors - args.reserved_file_descriptors
+    if available < 2:
+        raise StartupError(
+            f"the open-file limit ({descriptors}) leaves no room for connections after "
+            f"--reserved-file-descriptors {args.reserved_file_descriptors}"
+        )
+    max_connections = args.max_connections or available
+    if max_connections > available:
+        log.warning(
+            "--max-connections %d is above the open-file limit %d minus %d reserved; using %d",
+            max_connections,
+            descriptors,
+            args.reserved_file_descriptors,
+            available,
+        )
+        max_connections = available
+    max_unauthenticated = args.max_unauthenticated_connections or max(1, max_connections // 2)
+    limits = ConnectionLimits(
+        handshake_timeout=args.tls_handshake_timeout,
+        request_header_timeout=args.request_header_timeout,
+        idle_timeout=args.idle_connection_timeout,
+        max_header_bytes=args.max_request_header_bytes,
+        max_header_count=args.max_request_headers,
+        max_request_line=args.max_request_line_bytes,
+        max_connections=max_connections,
+        max_unauthenticated_connections=min(max_unauthenticated, max_connections),
+    )
+    log.info(
+        "connection caps: %d connections, %d unauthenticated (open-file limit %d)",
+        limits.max_connections,
+        limits.max_unauthenticated_connections,
+        descriptors,
+    )
+    return limits
 
 
 def _prepare_root(text: str) -> Path:
@@ -403,7 +542,8 @@ async def _serve(
         ],
     )
     app.on_shutdown.append(stack.api.shutdown)
-    server = HTTPSServer(app, sock=sock, ssl_context=ssl_context)
+    server = HTTPSServer(app, sock=sock, ssl_context=ssl_context, limits=_connection_limits(args))
+    metrics.registry.register(server.tracker.collector())
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

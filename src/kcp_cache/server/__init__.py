@@ -1,7 +1,8 @@
 """The HTTP side of the cache server: TLS, kcp's URL grammar, authn/z, health, metrics.
 
 * :func:`create_app` — the ASGI app (filters of spec §1.2 in front of an API app).
-* :class:`HTTPSServer` / :func:`bind_socket` — serve it over TLS with client certificates.
+* :class:`HTTPSServer` / :func:`bind_socket` — serve it over TLS with client certificates,
+  under :class:`ConnectionLimits` (timeouts, header sizes, connection caps).
 * :func:`build_server_context` — the pyOpenSSL context (``--tls-*``, ``--client-ca-file``).
 * :mod:`certificates <kcp_cache.server._certs>` helpers — dev CA, serving and client certs.
 * :class:`ServerMetrics`, :class:`ReadinessChecks` — shared with the API layer.
@@ -40,6 +41,9 @@ from kcp_cache.server._certs import write_kubeconfig as write_kubeconfig
 from kcp_cache.server._certs import write_pair as write_pair
 from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
 from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
+from kcp_cache.server._limits import ConnectionLimits as ConnectionLimits
+from kcp_cache.server._limits import ConnectionTracker as ConnectionTracker
+from kcp_cache.server._limits import raise_descriptor_limit as raise_descriptor_limit
 from kcp_cache.server._metrics import InstrumentedStorage as InstrumentedStorage
 from kcp_cache.server._metrics import ServerMetrics as ServerMetrics
 from kcp_cache.server._principals import Principal as Principal
@@ -73,6 +77,8 @@ __all__ = [
     "Authorizer",
     "CacheServerApp",
     "CertificateFiles",
+    "ConnectionLimits",
+    "ConnectionTracker",
     "Decision",
     "DevCredentials",
     "HTTPSServer",
@@ -103,6 +109,7 @@ __all__ = [
     "new_ca",
     "parse_request_info",
     "principal_of",
+    "raise_descriptor_limit",
     "request_info",
     "shard_user",
     "union_authenticator",

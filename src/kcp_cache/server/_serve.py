@@ -1,15 +1,18 @@
 """Serve an ASGI app over TLS on uvicorn's httptools protocol, with graceful shutdown.
 
 uvicorn's ``Server`` runs the connections; we bind the socket ourselves (so a busy port
-is a clean error before anything starts, and port 0 reports the port it got), skip its
+is a clean error before anything starts, and port 0 reports the port it got), accept on
+it ourselves (:mod:`._accept`: an accept error must not close the listener), skip its
 signal capture (the caller decides what SIGTERM means) and put TLS in front of every
-connection with :mod:`._tls`.
+connection with :mod:`._tls`, under the connection limits of :mod:`._limits`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -17,6 +20,8 @@ from OpenSSL import SSL
 from uvicorn.config import Config
 from uvicorn.server import Server
 
+from kcp_cache.server._accept import Acceptor
+from kcp_cache.server._limits import ConnectionLimits, ConnectionTracker
 from kcp_cache.server._status import ASGIApp
 from kcp_cache.server._tls import abort_pending_handshakes, tls_protocol_class
 
@@ -54,6 +59,10 @@ class HTTPSServer:
     ``await serve()`` runs until :meth:`request_exit`; then it stops accepting, awaits
     ``before_shutdown`` (the app ends its watch streams), lets in-flight requests finish
     for up to ``graceful_shutdown_timeout`` seconds and returns.
+
+    ``limits`` are the connection limits (timeouts, header sizes, connection caps);
+    ``handshake_timeout``, if given, overrides its handshake timeout. Their hits and the
+    open connections are on :attr:`tracker` (``tracker.collector()`` for ``/metrics``).
     """
 
     def __init__(
@@ -62,12 +71,16 @@ class HTTPSServer:
         *,
         sock: socket.socket,
         ssl_context: SSL.Context,
-        keep_alive_timeout: float = 30.0,
+        limits: ConnectionLimits | None = None,
         graceful_shutdown_timeout: float = 10.0,
-        handshake_timeout: float = 10.0,
+        handshake_timeout: float | None = None,
     ) -> None:
         self.sock = sock
-        self.protocol_class = tls_protocol_class(ssl_context, handshake_timeout=handshake_timeout)
+        limits = limits or ConnectionLimits()
+        if handshake_timeout is not None:
+            limits = dataclasses.replace(limits, handshake_timeout=handshake_timeout)
+        self.limits = limits
+        self.protocol_class = tls_protocol_class(ssl_context, limits)
         config = Config(
             app,
             http=self.protocol_class,
@@ -79,12 +92,19 @@ class HTTPSServer:
             date_header=True,
             log_config=None,
             access_log=False,
-            timeout_keep_alive=int(keep_alive_timeout),
-            timeout_graceful_shutdown=int(graceful_shutdown_timeout),
+            # uvicorn's keep-alive timer is the idle timeout (it takes fractions too).
+            timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]
+            timeout_graceful_shutdown=math.ceil(graceful_shutdown_timeout),
         )
         config.load()
+        self._config = config
         self._server = Server(config)
         self._server.lifespan = config.lifespan_class(config)
+
+    @property
+    def tracker(self) -> ConnectionTracker:
+        """The open connections and the limit hits."""
+        return self.protocol_class.tracker
 
     @property
     def port(self) -> int:
@@ -102,12 +122,26 @@ class HTTPSServer:
 
     async def serve(self, *, before_shutdown: Callable[[], Awaitable[None]] | None = None) -> None:
         server = self._server
-        await server.startup(sockets=[self.sock])
+        await server.startup(sockets=[])  # no uvicorn listener: the Acceptor's instead
+        loop = asyncio.get_running_loop()
+        config = self._config
+
+        def protocol_factory() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=server.server_state,
+                app_state=server.lifespan.state,
+                _loop=loop,
+            )
+
+        acceptor = Acceptor(self.sock, protocol_factory, self.tracker.events, loop)
+        acceptor.start()
+        self.tracker.start(loop)
         try:
             await server.main_loop()
         finally:
-            for listener in server.servers:
-                listener.close()
+            acceptor.stop()
+            self.tracker.stop()
             abort_pending_handshakes(self.protocol_class)
             if before_shutdown is not None:
                 await before_shutdown()

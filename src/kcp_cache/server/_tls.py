@@ -17,10 +17,8 @@ extension ``scope["extensions"]["tls"]`` (with our ``kcp_peer_user`` key).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final, cast, overload
@@ -31,10 +29,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from kcp_cache.server._auth import TLS_PEER_USER_KEY
+from kcp_cache.server._http import LimitedHttpToolsProtocol
+from kcp_cache.server._limits import GONE, ConnectionLimits, ConnectionTracker
 from kcp_cache.server._scope import User
 from kcp_cache.server._tls_io import TLSIO, make_tls_io
 
@@ -50,7 +49,6 @@ __all__ = [
 
 log = logging.getLogger("kcp_cache.server.tls")
 
-_HANDSHAKE_TIMEOUT: Final = 10.0
 #: Plaintext buffered within one loop step before it is encrypted and sent at once.
 _COALESCE_LIMIT: Final = 65536
 # OpenSSL's X509_V_ERR_* codes worth a readable name in logs.
@@ -274,55 +272,6 @@ class _TLSTransport(asyncio.Transport):
         return self._owner.app_protocol
 
 
-class _Pipeline(list[Any]):
-    """uvicorn's queue of pipelined requests, as a list: an empty deque costs ~600 bytes
-    (its first block), an empty list 56, and almost no client pipelines."""
-
-    __slots__ = ()
-
-    def appendleft(self, item: Any) -> None:
-        self.insert(0, item)  # uvicorn pops from the right: first in, first out
-
-
-def _lighten(event: asyncio.Event) -> None:
-    """Give an ``asyncio.Event`` without waiters a list for them instead of a deque.
-
-    Held connections keep two events each (uvicorn's flow control and the request
-    cycle's), and an empty deque costs ~600 bytes. ``Event`` only appends, removes and
-    iterates its waiters, which a list does alike. Left alone if the attribute is not the
-    expected empty deque (another Python version).
-    """
-    waiters = getattr(event, "_waiters", None)
-    if type(waiters) is collections.deque and not waiters:
-        cast(Any, event)._waiters = []
-
-
-class _PeerAwareHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's protocol plus the ASGI TLS extension in every request scope (and
-    lighter empty containers: thousands of these are held by idle watch streams)."""
-
-    _tls_extension: dict[str, Any] | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.pipeline = _Pipeline()  # type: ignore[assignment]
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._tls_extension = transport.get_extra_info("tls_extension")
-        _lighten(self.flow._is_writable_event)
-
-    def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        if self.cycle is not None:
-            _lighten(self.cycle.message_event)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._tls_extension is not None:
-            cast(dict[str, Any], self.scope)["extensions"] = {"tls": self._tls_extension}
-
-
 class TLSServerProtocol(asyncio.Protocol):
     """One accepted TCP connection: TLS over memory BIOs, HTTP over the plaintext.
 
@@ -332,12 +281,10 @@ class TLSServerProtocol(asyncio.Protocol):
 
     # Slots: thousands of idle watch connections each hold one of these.
     __slots__ = (
-        "__weakref__",
         "_app_connected",
         "_closing",
         "_conn",
         "_handshake_done",
-        "_handshake_timer",
         "_io",
         "_loop",
         "_out",
@@ -348,13 +295,15 @@ class TLSServerProtocol(asyncio.Protocol):
         "_reading",
         "_verify_errors",
         "app_protocol",
+        "authenticated",
+        "limit_phase",
     )
 
     ssl_context: ClassVar[SSL.Context]
-    handshake_timeout: ClassVar[float] = _HANDSHAKE_TIMEOUT
-    #: Connections whose handshake is still running; uvicorn does not know them yet,
-    #: so :func:`abort_pending_handshakes` ends them at shutdown.
-    pending: ClassVar[weakref.WeakSet[TLSServerProtocol]]
+    #: Every connection of the listener, by phase; enforces the connection limits.
+    #: Connections still in the handshake are unknown to uvicorn, so
+    #: :func:`abort_pending_handshakes` ends them at shutdown.
+    tracker: ClassVar[ConnectionTracker]
 
     def __init__(
         self,
@@ -364,8 +313,10 @@ class TLSServerProtocol(asyncio.Protocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._loop = _loop or asyncio.get_event_loop()
-        self.app_protocol: asyncio.BaseProtocol = _PeerAwareHttpToolsProtocol(
-            config, server_state, app_state, _loop=self._loop
+        self.limit_phase = GONE
+        self.authenticated = False
+        self.app_protocol: asyncio.BaseProtocol = LimitedHttpToolsProtocol(
+            config, server_state, app_state, connection=self, tracker=self.tracker, _loop=self._loop
         )
         self._raw: asyncio.Transport | None = None
         self._conn: SSL.Connection | None = None
@@ -374,7 +325,6 @@ class TLSServerProtocol(asyncio.Protocol):
         self._out_size = 0
         self._out_scheduled = False
         self._handshake_done = False
-        self._handshake_timer: asyncio.TimerHandle | None = None
         self._verify_errors: list[tuple[int, int]] | None = None
         self._closing = False
         self._app_connected = False
@@ -386,15 +336,14 @@ class TLSServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._raw = cast(asyncio.Transport, transport)
+        if not self.tracker.admit(self):  # at a connection cap (counted and logged)
+            self.abort()
+            return
         conn = SSL.Connection(self.ssl_context, None)
         conn.set_accept_state()
         conn.set_app_data(self)
         self._conn = conn
         self._io = make_tls_io(conn)
-        self._handshake_timer = self._loop.call_later(
-            self.handshake_timeout, self._on_handshake_timeout
-        )
-        self.pending.add(self)
 
     def data_received(self, data: bytes) -> None:
         conn = self._conn
@@ -429,10 +378,7 @@ class TLSServerProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        self.pending.discard(self)
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
+        self.tracker.forget(self)
         if self._app_connected:
             self._app_connected = False
             self.app_protocol.connection_lost(exc)
@@ -455,10 +401,15 @@ class TLSServerProtocol(asyncio.Protocol):
             self._verify_errors = []
         self._verify_errors.append((errno, depth))
 
-    def _on_handshake_timeout(self) -> None:
-        self._handshake_timer = None
-        if not self._handshake_done:
-            log.debug("TLS handshake timed out with %s", self.raw_extra_info("peername"))
+    # -- the connection tracker's view (TrackedConnection) ------------------------------
+
+    def peer(self) -> Any:
+        return self.raw_extra_info("peername")
+
+    def close_for_limit(self) -> None:
+        if self._handshake_done:
+            self.close_tls()
+        else:
             self.abort()
 
     def _fail_handshake(self, exc: SSL.Error) -> None:
@@ -491,14 +442,11 @@ class TLSServerProtocol(asyncio.Protocol):
 
     def _on_handshake_complete(self) -> None:
         self._handshake_done = True
-        self.pending.discard(self)
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
         self._flush()
         conn = self._conn
         assert conn is not None
         peer = self._peer()
+        self.tracker.handshake_done(self, authenticated=peer.user is not None)
         tls_extension: dict[str, Any] = {
             "server_cert": None,
             "client_cert_chain": _PeerChainPEM(conn) if peer.certificate is not None else [],
@@ -639,22 +587,27 @@ class TLSServerProtocol(asyncio.Protocol):
 
 
 def tls_protocol_class(
-    context: SSL.Context, *, handshake_timeout: float = _HANDSHAKE_TIMEOUT
+    context: SSL.Context, limits: ConnectionLimits | None = None
 ) -> type[TLSServerProtocol]:
-    """A uvicorn ``http=`` protocol class terminating TLS with ``context``."""
+    """A uvicorn ``http=`` protocol class terminating TLS with ``context``.
+
+    Its connections share one :class:`ConnectionTracker` enforcing ``limits``
+    (``protocol_class.tracker``; start its sweep with ``tracker.start(loop)``).
+    """
     return type(
         "BoundTLSServerProtocol",
         (TLSServerProtocol,),
         {
             "__slots__": (),
             "ssl_context": context,
-            "handshake_timeout": handshake_timeout,
-            "pending": weakref.WeakSet(),
+            "tracker": ConnectionTracker(limits or ConnectionLimits()),
         },
     )
 
 
 def abort_pending_handshakes(protocol_class: type[TLSServerProtocol]) -> None:
     """Drop connections that have not finished their handshake (at shutdown)."""
-    for protocol in list(protocol_class.pending):
-        protocol.abort()
+    tracker = protocol_class.tracker
+    for protocol in list(tracker.handshaking):
+        tracker.forget(protocol)
+        protocol.close_for_limit()
