@@ -21,11 +21,18 @@ from kcp_cache.registry._catalog import load_bootstrap_crds as load_bootstrap_cr
 from kcp_cache.registry._continue import decode_continue as decode_continue
 from kcp_cache.registry._continue import encode_continue as encode_continue
 from kcp_cache.registry._errors import ApiError as ApiError
+from kcp_cache.registry._goparse import GoNumberError as GoNumberError
+from kcp_cache.registry._goparse import go_quote as go_quote
+from kcp_cache.registry._goparse import parse_int64 as parse_int64
+from kcp_cache.registry._goparse import parse_query_bool as parse_query_bool
 from kcp_cache.registry._keys import KeyParts as KeyParts
 from kcp_cache.registry._keys import KeyScheme as KeyScheme
 from kcp_cache.registry._keys import ListScope as ListScope
+from kcp_cache.registry._nesting import MAX_NESTING as MAX_NESTING
+from kcp_cache.registry._nesting import check_nesting as check_nesting
 from kcp_cache.registry._options import ListOptions as ListOptions
 from kcp_cache.registry._options import Target as Target
+from kcp_cache.registry._options import check_resource_version as check_resource_version
 from kcp_cache.registry._registry import JSON_PATCH as JSON_PATCH
 from kcp_cache.registry._registry import MERGE_PATCH as MERGE_PATCH
 from kcp_cache.registry._registry import ListResponse as ListResponse
@@ -46,6 +53,7 @@ __all__ = [
     "CRD_GROUP",
     "CRD_RESOURCE",
     "JSON_PATCH",
+    "MAX_NESTING",
     "MERGE_PATCH",
     "SHARD_ANNOTATION",
     "SYSTEM_CRDS_CLUSTER",
@@ -53,6 +61,7 @@ __all__ = [
     "ApiError",
     "Bootstrapper",
     "FieldSelector",
+    "GoNumberError",
     "KeyParts",
     "KeyScheme",
     "LabelSelector",
@@ -67,9 +76,14 @@ __all__ = [
     "WatchHub",
     "WatchSession",
     "Watcher",
+    "check_nesting",
+    "check_resource_version",
     "decode_continue",
     "encode_continue",
+    "go_quote",
     "load_bootstrap_crds",
     "parse_field_selector",
+    "parse_int64",
     "parse_label_selector",
+    "parse_query_bool",
 ]

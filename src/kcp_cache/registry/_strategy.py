@@ -7,7 +7,8 @@
 * Generation is never bumped on update: the body's value is stored.
 * No schema validation, defaulting or pruning — only the standard ObjectMeta coercion.
 * Still enforced: apiVersion/kind, name (DNS-1123 subdomain or path-segment rules),
-  namespace scope, resourceVersion preconditions, uid/name immutability.
+  namespace scope, label and annotation syntax, resourceVersion preconditions, uid/name
+  immutability.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 from kcp_cache.registry._catalog import ResourceInfo
 from kcp_cache.registry._errors import ApiError
+from kcp_cache.registry._goparse import GoNumberError, parse_uint64
+from kcp_cache.registry._labels import validate_labels_and_annotations
 from kcp_cache.registry._render import CLUSTER_ANNOTATION, SHARD_ANNOTATION
 
 __all__ = [
@@ -308,7 +311,7 @@ def prepare_create(
         name = meta["name"] = generate_name(base)
     if not isinstance(name, str):
         raise ApiError.bad_request("metadata.name must be a string")
-    errors = validate_name(info, name)
+    errors = validate_name(info, name) + validate_labels_and_annotations(meta)
     if errors:
         raise ApiError.invalid(info, name, errors)
     annotations = meta.get("annotations")
@@ -344,9 +347,11 @@ def parse_resource_version(info: ResourceInfo, name: str, value: Any) -> int:
     """A body's ``metadata.resourceVersion`` as an int; 422 if missing or malformed."""
     if value in (None, ""):
         raise missing_resource_version(info, name)
+    if not isinstance(value, str):
+        raise _meta_type_error("resourceVersion", "string")
     try:
-        rv = int(value)
-    except (TypeError, ValueError):
+        rv = parse_uint64(value)  # Go's ParseUint: no spaces, signs, "_" or non-ASCII digits
+    except GoNumberError:
         rv = -1
     if rv <= 0:
         raise ApiError.invalid(
@@ -379,6 +384,9 @@ def prepare_update(
             f"URL ({name})"
         )
     _set_namespace(info, meta, namespace)
+    errors = validate_labels_and_annotations(meta)
+    if errors:
+        raise ApiError.invalid(info, name, errors)
     old_meta = old.get("metadata") or {}
     uid = meta.get("uid")
     if not uid:

@@ -14,7 +14,6 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
 
 import orjson
 
@@ -27,6 +26,8 @@ from kcp_cache.registry import (
     Registry,
     Target,
     WatchSession,
+    check_resource_version,
+    parse_query_bool,
 )
 from kcp_cache.server._scope import KcpRequest
 from kcp_cache.server._status import Receive, Scope, Send, send_bytes
@@ -34,8 +35,15 @@ from kcp_cache.server.api._body import (
     MAX_BODY_BYTES,
     ClientGone,
     decode_body,
+    decode_json,
     media_type,
     read_body,
+)
+from kcp_cache.server.api._options import (
+    check_delete_options,
+    check_delete_query,
+    check_write_query,
+    first_values,
 )
 from kcp_cache.server.api._paths import ResourcePath, parse_resource_path
 from kcp_cache.server.api._watch import stream_watch
@@ -64,6 +72,9 @@ _BAD_WRITE_TYPE = (
     "the body of the request was in an unknown format - accepted media types include: "
     "application/json, application/yaml"
 )
+#: A watch lasts at most this long whatever its ``timeoutSeconds`` (a year; kube's
+#: ``time.Duration`` arithmetic overflows on larger values anyway).
+_MAX_WATCH_SECONDS = 365 * 24 * 3600
 _BAD_PATCH_TYPE = (
     "the body of the request was in an unknown format - accepted media types include: "
     "application/json-patch+json, application/merge-patch+json"
@@ -203,11 +214,7 @@ class ApiApp:
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
         method = scope.get("method", "GET")
         raw_query = scope.get("query_string", b"")
-        query = (
-            dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
-            if raw_query
-            else {}
-        )
+        query = first_values(raw_query)
         target = Target(
             info=info,
             version=path.version,
@@ -250,6 +257,7 @@ class ApiApp:
     ) -> int:
         assert path.name is not None
         shape = _negotiate(scope, OBJECT_TRANSFORMS)
+        check_resource_version(query.get("resourceVersion", ""))
         body = await self.registry.get(target, path.name)
         if shape.as_kind == "Table":
             body = _as_table(body, shape, scope, target, query)
@@ -312,15 +320,10 @@ class ApiApp:
         shape = _negotiate(scope, OBJECT_TRANSFORMS)
         reshape = _TableWatch(shape, target, query) if shape.as_kind == "Table" else None
         opts = ListOptions.from_query(query, target.info, watch=True)
-        timeout_param = query.get("timeoutSeconds", "")
-        timeout = 0.0
-        if timeout_param:
-            try:
-                timeout = float(int(timeout_param))
-            except ValueError:
-                raise ApiError.bad_request(f'invalid timeoutSeconds "{timeout_param}"') from None
-        if timeout <= 0:  # kube: absent or 0 ⇒ a random time in [min, 2·min]
+        if not opts.timeout_seconds:  # kube: absent or 0 ⇒ a random time in [min, 2·min]
             timeout = self._rng(self.min_request_timeout, 2 * self.min_request_timeout)
+        else:  # negative: kube's deadline has passed already, the stream ends at once
+            timeout = float(min(max(opts.timeout_seconds, 0), _MAX_WATCH_SECONDS))
         if self._shutting_down:
             raise ApiError.unavailable("the server is shutting down")
         session = self.registry.watch(target, opts)
@@ -341,7 +344,10 @@ class ApiApp:
             if self.metrics is not None:
                 self.metrics.watch_closed(target.info.group_resource)
 
-    async def _read_write_body(self, scope: Scope, receive: Receive) -> tuple[Any, bytes]:
+    async def _read_write_body(
+        self, scope: Scope, receive: Receive, query: dict[str, str], kind: str
+    ) -> tuple[Any, bytes]:
+        check_write_query(query, kind)
         media = media_type(scope)
         if media not in _WRITE_TYPES:
             raise ApiError(415, "UnsupportedMediaType", _BAD_WRITE_TYPE)
@@ -357,7 +363,7 @@ class ApiApp:
         path: ResourcePath,
         query: dict[str, str],
     ) -> int:
-        body, raw = await self._read_write_body(scope, receive)
+        body, raw = await self._read_write_body(scope, receive, query, "CreateOptions")
         await send_bytes(send, 201, await self.registry.create(target, body, raw))
         return 201
 
@@ -371,7 +377,7 @@ class ApiApp:
         query: dict[str, str],
     ) -> int:
         assert path.name is not None
-        body, raw = await self._read_write_body(scope, receive)
+        body, raw = await self._read_write_body(scope, receive, query, "UpdateOptions")
         await send_bytes(send, 200, await self.registry.update(target, path.name, body, raw))
         return 200
 
@@ -403,11 +409,18 @@ class ApiApp:
             )
         if media not in (JSON_PATCH, MERGE_PATCH):
             raise ApiError(415, "UnsupportedMediaType", _BAD_PATCH_TYPE)
+        check_write_query(query, "PatchOptions")
         raw = await read_body(scope, receive, self.max_body_bytes)
-        try:
-            patch = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError.bad_request(f"error decoding patch: {exc}") from None
+        patch = decode_json(raw, "error decoding patch")
+        if media == JSON_PATCH:
+            if patch is None:  # Go decodes null into an empty operation list
+                patch = []
+            elif not isinstance(patch, list):
+                # kube: jsonpatch.DecodePatch fails on anything but an array ⇒ 400, not 422.
+                raise ApiError.bad_request(
+                    f"json: cannot unmarshal {_json_type(patch)} into Go value of type "
+                    "jsonpatch.Patch"
+                )
         await send_bytes(send, 200, await self.registry.patch(target, path.name, media, patch))
         return 200
 
@@ -423,12 +436,11 @@ class ApiApp:
         assert path.name is not None
         raw = await read_body(scope, receive, self.max_body_bytes)
         preconditions: dict[str, Any] | None = None
-        if raw.strip():
-            options = decode_body(raw, media_type(scope))
-            if not isinstance(options, dict):
-                raise ApiError.bad_request("the body of a DELETE must be a DeleteOptions object")
-            found = options.get("preconditions")
-            preconditions = found if isinstance(found, dict) else None
+        if raw.strip():  # kube reads DeleteOptions from the body, else from the query
+            options = check_delete_options(decode_body(raw, media_type(scope)))
+            preconditions = options.get("preconditions")
+        else:
+            check_delete_query(query)
         await send_bytes(send, 200, await self.registry.delete(target, path.name, preconditions))
         return 200
 
@@ -442,7 +454,12 @@ class ApiApp:
         query: dict[str, str],
     ) -> int:
         opts = ListOptions.from_query(query, target.info, watch=False)
-        await read_body(scope, receive, self.max_body_bytes)  # DeleteOptions: nothing to honour
+        # DeleteOptions: nothing to honour, but a malformed one must not delete anything.
+        raw = await read_body(scope, receive, self.max_body_bytes)
+        if raw.strip():
+            check_delete_options(decode_body(raw, media_type(scope)))
+        else:
+            check_delete_query(query)
         await send_bytes(send, 200, await self.registry.delete_collection(target, opts))
         return 200
 
@@ -548,11 +565,23 @@ class _TableWatch:
         return b"".join(out)
 
 
+def _json_type(value: Any) -> str:
+    """The name Go's ``encoding/json`` gives a JSON value's type in unmarshal errors."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return "null" if value is None else "array"
+
+
 def _verb_name(method: str, path: ResourcePath, query: dict[str, str]) -> str:
     named = path.name is not None
     if method in ("GET", "HEAD"):
-        watch = query.get("watch", "").lower() in ("1", "true", "t", "yes", "y", "on")
-        if watch:
+        if parse_query_bool(query.get("watch")):
             return "watch"  # a named watch is a watch with a metadata.name field selector
         return "get" if named else "list"
     if method == "POST":
