@@ -121,12 +121,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests per kind")
     parser.add_argument("--baseline", default="", help="git revision (default: merge-base main)")
     args = parser.parse_args()
-    rev = args.baseline or subprocess.run(
-        ["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    rev = (
+        args.baseline
+        or subprocess.run(
+            ["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"baseline": _baseline_tree(rev, Path(tmp)), "this tree": ROOT / "src"}
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
