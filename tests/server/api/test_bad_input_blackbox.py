@@ -686,6 +686,15 @@ ROWS: list[Row] = [
         "UnsupportedMediaType",
         "…server-side apply",
     ),
+    (
+        "delete options as text/plain",
+        "DELETE",
+        KEEP,
+        {"content": b"{}", "headers": {"content-type": "text/plain"}},
+        415,
+        "UnsupportedMediaType",
+        "…unknown format",
+    ),
     # -- patch bodies of each type ---------------------------------------------------------
     (
         "json patch object",

@@ -437,7 +437,7 @@ class ApiApp:
         raw = await read_body(scope, receive, self.max_body_bytes)
         preconditions: dict[str, Any] | None = None
         if raw.strip():  # kube reads DeleteOptions from the body, else from the query
-            options = check_delete_options(decode_body(raw, media_type(scope)))
+            options = check_delete_options(_decode_delete_options(scope, raw))
             preconditions = options.get("preconditions")
         else:
             check_delete_query(query)
@@ -457,11 +457,19 @@ class ApiApp:
         # DeleteOptions: nothing to honour, but a malformed one must not delete anything.
         raw = await read_body(scope, receive, self.max_body_bytes)
         if raw.strip():
-            check_delete_options(decode_body(raw, media_type(scope)))
+            check_delete_options(_decode_delete_options(scope, raw))
         else:
             check_delete_query(query)
         await send_bytes(send, 200, await self.registry.delete_collection(target, opts))
         return 200
+
+
+def _decode_delete_options(scope: Scope, raw: bytes) -> Any:
+    """A DELETE body in a write media type (JSON or YAML), else kube's 415."""
+    media = media_type(scope)
+    if media not in _WRITE_TYPES:
+        raise ApiError(415, "UnsupportedMediaType", _BAD_WRITE_TYPE)
+    return decode_body(raw, media)
 
 
 def _negotiate(scope: Scope, offers: Mapping[tuple[str, str], tuple[str, ...]]) -> Negotiated:
