@@ -127,12 +127,15 @@ objects = st.fixed_dictionaries(
     },
     optional={"spec": json_values},
 )
+PATCH_PATHS = [
+    *("", "/", "/spec", "/spec/a/0", "/metadata/labels/x", "/-", "/metadata/~2"),
+    *("/spec/a/\u0663", "/spec/a/01", "/spec/a/" + "9" * 5000),  # not indexes RFC 6901 knows
+]
 json_patches = st.lists(
     st.fixed_dictionaries(
         {
             "op": st.sampled_from(["add", "remove", "replace", "move", "copy", "test", "x"]),
-            "path": st.sampled_from(["", "/", "/spec", "/spec/a/0", "/metadata/labels/x", "/-"])
-            | st.text(max_size=10),
+            "path": st.sampled_from(PATCH_PATHS) | st.text(max_size=10),
         },
         optional={"value": json_values, "from": st.sampled_from(["/spec", "/kind", "x"])},
     ),
@@ -236,8 +239,12 @@ writes = st.one_of(
     ),
 )
 
-names = st.sampled_from(["keep", "missing", "..", "%2F", ""]) | st.text(max_size=16).map(
-    lambda s: quote(s, safe="")
+# ASGI paths arrive percent-decoded: raw text is what a name can be; quoted text is what a
+# client that double-encodes sends.
+names = (
+    st.sampled_from(["keep", "missing", "..", "%2F", "", "\x00", "a\ud7ffb"])
+    | st.text(max_size=16)
+    | st.text(max_size=16).map(lambda s: quote(s, safe=""))
 )
 paths = st.one_of(
     st.sampled_from([EXPORTS, f"{EXPORTS}/keep", f"{EXPORTS}/fuzz", f"{EXPORTS}/y"]),

@@ -751,6 +751,32 @@ ROWS: list[Row] = [
         "testing value /kind failed",
     ),
     (
+        "json patch index of 5000 digits",
+        "PATCH",
+        KEEP,
+        {
+            "content": b'[{"op":"add","path":"/spec","value":[1]},'
+            b'{"op":"add","path":"/spec/' + b"9" * 5000 + b'","value":1}]',
+            "headers": JSON_PATCH,
+        },
+        422,
+        "Invalid",
+        "…out of bounds",
+    ),
+    (
+        "json patch index in non-ascii digits",
+        "PATCH",
+        KEEP,
+        {
+            "content": '[{"op":"add","path":"/spec","value":[1,2,3,4]},'
+            '{"op":"remove","path":"/spec/\u0663"}]'.encode(),
+            "headers": JSON_PATCH,
+        },
+        422,
+        "Invalid",
+        "invalid array index '\u0663'",
+    ),
+    (
         "merge patch array",
         "PATCH",
         KEEP,
