@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 import secrets
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from kcp_cache.registry._catalog import ResourceInfo
 from kcp_cache.registry._errors import ApiError
-from kcp_cache.registry._goparse import GoNumberError, parse_uint64
+from kcp_cache.registry._goparse import GoNumberError, go_quote, parse_uint64
 from kcp_cache.registry._labels import validate_labels_and_annotations
 from kcp_cache.registry._render import CLUSTER_ANNOTATION, SHARD_ANNOTATION
 
@@ -224,11 +225,52 @@ def _coerce_meta(body: dict[str, Any]) -> dict[str, Any]:
     generation = meta.get("generation")
     if generation is not None and (isinstance(generation, bool) or not isinstance(generation, int)):
         raise _meta_type_error("generation", "int64")
-    for key in ("finalizers", "ownerReferences", "managedFields"):
-        if key in meta and not isinstance(meta[key], list):
-            raise _meta_type_error(key, "array")
+    for key, element, type_name in _META_LISTS:
+        value = meta.get(key)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, element) for v in value)
+        ):
+            raise _meta_type_error(key, type_name)
+    grace = meta.get("deletionGracePeriodSeconds")
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int)):
+        raise _meta_type_error("deletionGracePeriodSeconds", "int64")
+    for key in ("creationTimestamp", "deletionTimestamp"):
+        # Stored as sent for replicas: a time Go cannot parse would break every Go client
+        # that lists the object (metav1.Time decodes RFC 3339 only).
+        value = meta.get(key)
+        if value is not None and not isinstance(value, str):
+            raise _meta_type_error(key, "string")
+        if value is not None and not _is_rfc3339(value):
+            raise ApiError.bad_request(
+                f"metadata.{key}: {go_quote(value)} is not an RFC 3339 time "
+                "(cannot decode into ObjectMeta)"
+            )
     body["metadata"] = meta
     return meta
+
+
+#: ObjectMeta's list fields and the type of their elements (kube decodes them typed).
+_META_LISTS: tuple[tuple[str, type, str], ...] = (
+    ("finalizers", str, "[]string"),
+    ("ownerReferences", dict, "[]OwnerReference"),
+    ("managedFields", dict, "[]ManagedFieldsEntry"),
+)
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def _is_rfc3339(value: str) -> bool:
+    """Go's ``time.Parse(time.RFC3339, …)`` would accept ``value``."""
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        return False
+    year, month, day, hour, minute, second = (int(g) for g in match.groups())
+    try:
+        datetime.datetime(year, month, day, hour, minute, second)
+    except ValueError:  # month 13, hour 24, second 60 …: Go's ranges are the same
+        return False
+    return True
 
 
 def _meta_type_error(field_name: str, type_name: str) -> ApiError:

@@ -277,6 +277,19 @@ async def test_missing_shard_or_cluster(client: Client) -> None:
         {"name": 5},
         {"name": "t", "generation": "one"},
         {"name": "t", "finalizers": "x"},
+        {"name": "t", "finalizers": [1]},
+        {"name": "t", "ownerReferences": ["x"]},
+        {"name": "t", "managedFields": [None]},
+        {"name": "t", "deletionGracePeriodSeconds": "30"},
+        {"name": "t", "creationTimestamp": "yesterday"},
+        {"name": "t", "creationTimestamp": "2026-12-01"},
+        # a replica keeps its timestamp as sent: one Go cannot parse breaks Go clients
+        {
+            "name": "t",
+            "annotations": {"kcp.io/shard": "other"},
+            "uid": "u",
+            "creationTimestamp": "2026-12-01 10:00:00",
+        },
     ],
 )
 async def test_wrongly_typed_metadata_is_a_400(client: Client, meta: dict[str, Any]) -> None:

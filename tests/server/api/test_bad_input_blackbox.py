@@ -943,6 +943,32 @@ ROWS: list[Row] = [
         ),
     ),
     (
+        "replica with a time Go cannot parse",
+        "POST",
+        EXPORTS,
+        {
+            "content": export("r1").replace(
+                b'"r1"}',
+                b'"r1","uid":"u1","creationTimestamp":"yesterday",'
+                b'"annotations":{"kcp.io/shard":"other"}}',
+            ),
+            "headers": JSON,
+        },
+        400,
+        "BadRequest",
+        'metadata.creationTimestamp: "yesterday" is not an RFC 3339 time '
+        "(cannot decode into ObjectMeta)",
+    ),
+    (
+        "finalizer that is not a string",
+        "POST",
+        EXPORTS,
+        {"content": export("f1").replace(b'"f1"}', b'"f1","finalizers":[1]}'), "headers": JSON},
+        400,
+        "BadRequest",
+        "metadata.finalizers: must be of type []string (cannot decode into ObjectMeta)",
+    ),
+    (
         "name",
         "POST",
         EXPORTS,
