@@ -10,6 +10,7 @@ exact answers, this looks for the inputs nobody thought of.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -17,7 +18,7 @@ from urllib.parse import quote, urlencode
 import orjson
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from shell_asgi import call, header_authenticator
 
@@ -324,6 +325,12 @@ def _assert_not_5xx(
         assert status["message"]
 
 
+def _kcps_own_5xx(path: str) -> bool:
+    """Paths kcp itself answers with a 5xx (spec §1.2, pinned by the grammar tests): a
+    resource with an empty identity (``apiexports:``) and ``/shards/<s>/metrics``."""
+    return re.search(r":(/|$)", path) is not None or path.rstrip("/").endswith("/metrics")
+
+
 FUZZ = settings(
     max_examples=200,
     deadline=None,
@@ -375,6 +382,7 @@ def test_no_request_at_all_gets_a_5xx(
     query: bytes,
     typed_body: tuple[str, bytes],
 ) -> None:
+    assume(not _kcps_own_5xx(path))
     loop, app = served
     _assert_not_5xx(loop, app, method, path, query, *typed_body)
 
