@@ -260,8 +260,16 @@ _RFC3339 = re.compile(
 )
 
 
+#: Times already found valid: every update re-sends its object's creationTimestamp, and
+#: the server writes one timestamp per second, so nearly every check is a set lookup.
+_VALID_TIMES: set[str] = set()
+_VALID_TIMES_MAX = 4096
+
+
 def _is_rfc3339(value: str) -> bool:
     """Go's ``time.Parse(time.RFC3339, …)`` would accept ``value``."""
+    if value in _VALID_TIMES:
+        return True
     match = _RFC3339.fullmatch(value)
     if match is None:
         return False
@@ -270,6 +278,9 @@ def _is_rfc3339(value: str) -> bool:
         datetime.datetime(year, month, day, hour, minute, second)
     except ValueError:  # month 13, hour 24, second 60 …: Go's ranges are the same
         return False
+    if len(_VALID_TIMES) >= _VALID_TIMES_MAX:
+        _VALID_TIMES.clear()
+    _VALID_TIMES.add(value)
     return True
 
 
