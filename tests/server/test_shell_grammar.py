@@ -220,6 +220,21 @@ def test_partial_metadata_accept(accept: str, partial: bool) -> None:
             "",
             True,
         ),
+        # kube's boolean: anything but 0/false (any case) is true, the first value counts
+        *(
+            ("GET", "/apis/g/v/r", query, verb, "r", "", "", True)
+            for query, verb in [
+                (b"watch=maybe", "watch"),
+                (b"watch=", "watch"),
+                (b"watch=yes", "watch"),
+                (b"watch=false", "list"),
+                (b"watch=FALSE", "list"),
+                (b"watch=0", "list"),
+                (b"watch=1&watch=0", "watch"),
+                (b"watch=0&watch=1", "list"),
+                (b"watchers=1", "list"),
+            ]
+        ),
         ("GET", "/apis/apis.kcp.io/v1alpha1/apiexports/x", b"", "get", "apiexports", "x", "", True),
         (
             "POST",

@@ -28,11 +28,18 @@ from kcp_cache.registry._dryrun import DRY_RUN_ALL as DRY_RUN_ALL
 from kcp_cache.registry._dryrun import DryRunWrites as DryRunWrites
 from kcp_cache.registry._dryrun import parse_dry_run as parse_dry_run
 from kcp_cache.registry._errors import ApiError as ApiError
+from kcp_cache.registry._goparse import GoNumberError as GoNumberError
+from kcp_cache.registry._goparse import go_quote as go_quote
+from kcp_cache.registry._goparse import parse_int64 as parse_int64
+from kcp_cache.registry._goparse import parse_query_bool as parse_query_bool
 from kcp_cache.registry._keys import KeyParts as KeyParts
 from kcp_cache.registry._keys import KeyScheme as KeyScheme
 from kcp_cache.registry._keys import ListScope as ListScope
+from kcp_cache.registry._nesting import MAX_NESTING as MAX_NESTING
+from kcp_cache.registry._nesting import check_nesting as check_nesting
 from kcp_cache.registry._options import ListOptions as ListOptions
 from kcp_cache.registry._options import Target as Target
+from kcp_cache.registry._options import check_resource_version as check_resource_version
 from kcp_cache.registry._registry import APPLY_PATCH as APPLY_PATCH
 from kcp_cache.registry._registry import JSON_PATCH as JSON_PATCH
 from kcp_cache.registry._registry import MERGE_PATCH as MERGE_PATCH
@@ -56,6 +63,7 @@ __all__ = [
     "CRD_RESOURCE",
     "DRY_RUN_ALL",
     "JSON_PATCH",
+    "MAX_NESTING",
     "MERGE_PATCH",
     "SHARD_ANNOTATION",
     "SYSTEM_CRDS_CLUSTER",
@@ -65,6 +73,7 @@ __all__ = [
     "Bootstrapper",
     "DryRunWrites",
     "FieldSelector",
+    "GoNumberError",
     "KeyParts",
     "KeyScheme",
     "LabelSelector",
@@ -82,10 +91,15 @@ __all__ = [
     "Watcher",
     "WriteAdmission",
     "admission_chain",
+    "check_nesting",
+    "check_resource_version",
     "decode_continue",
     "encode_continue",
+    "go_quote",
     "load_bootstrap_crds",
     "parse_dry_run",
     "parse_field_selector",
+    "parse_int64",
     "parse_label_selector",
+    "parse_query_bool",
 ]

@@ -16,7 +16,7 @@ import orjson
 
 from kcp_cache.registry._errors import ApiError
 
-__all__ = ["ContinueToken", "decode_continue", "encode_continue"]
+__all__ = ["ContinueToken", "bad_continue_start", "decode_continue", "encode_continue"]
 
 _VERSION = "meta.k8s.io/v1"
 
@@ -54,13 +54,16 @@ def decode_continue(token: str) -> ContinueToken:
         )
     rv, start, skip = data.get("rv"), data.get("start"), data.get("skip", 0)
     if not (isinstance(rv, int) and isinstance(start, str) and isinstance(skip, int)):
-        raise _bad_start()
+        raise bad_continue_start()
+    if isinstance(rv, bool) or isinstance(skip, bool):
+        raise bad_continue_start()
     if rv <= 0 or skip < 0 or not (start or skip):
-        raise _bad_start()
+        raise bad_continue_start()
     return ContinueToken(rv, start, skip)
 
 
-def _bad_start() -> ApiError:
+def bad_continue_start() -> ApiError:
+    """kube's 400 for a token whose start position cannot be used."""
     return ApiError.bad_request(
         "continue key is not valid: incorrect encoded start resourceVersion "
         "(version meta.k8s.io/v1)"

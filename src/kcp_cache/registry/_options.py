@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 from kcp_cache.registry._admission import WriteAdmission
 from kcp_cache.registry._catalog import ResourceInfo
 from kcp_cache.registry._errors import ApiError
+from kcp_cache.registry._goparse import (
+    GoNumberError,
+    go_quote,
+    parse_int64,
+    parse_query_bool,
+    parse_uint64,
+)
 from kcp_cache.registry._render import PARTIAL_API_VERSION
 from kcp_cache.registry._selectors import (
     FieldSelector,
@@ -16,7 +23,7 @@ from kcp_cache.registry._selectors import (
     parse_label_selector,
 )
 
-__all__ = ["ListOptions", "Target"]
+__all__ = ["ListOptions", "Target", "check_resource_version"]
 
 NOT_OLDER_THAN = "NotOlderThan"
 EXACT = "Exact"
@@ -76,28 +83,36 @@ class ListOptions:
     continue_token: str = ""
     allow_bookmarks: bool = False
     send_initial_events: bool | None = None
+    #: ``timeoutSeconds``; ``None`` when absent (0 and negatives are kube's to interpret).
+    timeout_seconds: int | None = None
     labels: LabelSelector = field(default_factory=LabelSelector)
     fields: FieldSelector = field(default_factory=FieldSelector)
 
     @classmethod
     def from_query(cls, query: dict[str, str], info: ResourceInfo, *, watch: bool) -> ListOptions:
-        """Parse and validate the query parameters kube accepts (400/422 as kube does)."""
+        """Parse and validate the query parameters kube accepts (400/422 as kube does).
+
+        ``query`` holds the *first* value of each parameter, as kube's query decoding
+        uses. Numbers follow Go's ``strconv`` (a malformed one is a 400 with Go's text),
+        booleans kube's conversion (anything but ``0``/``false`` is true).
+        """
         opts = cls(
             label_selector=query.get("labelSelector", ""),
             field_selector=query.get("fieldSelector", ""),
             resource_version=query.get("resourceVersion", ""),
             resource_version_match=query.get("resourceVersionMatch", ""),
             continue_token=query.get("continue", ""),
-            allow_bookmarks=_bool(query.get("allowWatchBookmarks")),
+            allow_bookmarks=parse_query_bool(query.get("allowWatchBookmarks")),
         )
         if "sendInitialEvents" in query:
-            opts.send_initial_events = _bool(query["sendInitialEvents"])
-        limit = query.get("limit", "")
-        if limit:
-            try:
-                opts.limit = max(0, int(limit))
-            except ValueError:
-                raise ApiError.bad_request(f'invalid limit "{limit}"') from None
+            opts.send_initial_events = parse_query_bool(query["sendInitialEvents"])
+        try:
+            if "timeoutSeconds" in query:
+                opts.timeout_seconds = parse_int64(query["timeoutSeconds"])
+            if "limit" in query:
+                opts.limit = max(0, parse_int64(query["limit"]))
+        except GoNumberError as exc:
+            raise ApiError.bad_request(str(exc)) from None
         try:
             opts.labels = parse_label_selector(opts.label_selector)
             opts.fields = parse_field_selector(opts.field_selector, namespaced=info.namespaced)
@@ -109,12 +124,7 @@ class ListOptions:
     def _validate(self, watch: bool) -> None:
         """kube's ValidateListOptions / validateWatchOptions, same fields and wording."""
         rv, match = self.resource_version, self.resource_version_match
-        if rv not in ("", "0"):
-            try:
-                if int(rv) < 0:
-                    raise ValueError
-            except ValueError:
-                raise ApiError.bad_request(f'invalid resource version: "{rv}"') from None
+        check_resource_version(rv)
         errors: list[str] = []
         if watch:
             if self.send_initial_events is not None:
@@ -184,5 +194,17 @@ class ListOptions:
         return not (self.labels.empty and self.fields.empty)
 
 
-def _bool(value: str | None) -> bool:
-    return value is not None and value.lower() in ("1", "true", "t", "yes", "y", "on")
+def check_resource_version(rv: str) -> int:
+    """A ``resourceVersion`` query value as a revision (0 for ``""`` and ``"0"``).
+
+    kube's ``APIObjectVersioner.ParseResourceVersion`` (Go's ``strconv.ParseUint``) and
+    the 400 its list path answers, word for word.
+    """
+    if rv in ("", "0"):
+        return 0
+    try:
+        return parse_uint64(rv)
+    except GoNumberError as exc:
+        raise ApiError.bad_request(
+            f"invalid resource version: resourceVersion: Invalid value: {go_quote(rv)}: {exc}"
+        ) from None

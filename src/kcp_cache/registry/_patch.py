@@ -7,9 +7,13 @@ Errors raise :class:`PatchError`; the registry maps them to kube's responses
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 __all__ = ["PatchError", "apply_json_patch", "apply_merge_patch"]
+
+
+_INDEX = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 
 
 class PatchError(ValueError):
@@ -46,8 +50,13 @@ def _split(pointer: Any) -> list[str]:
 def _index(container: list[Any], token: str, *, allow_end: bool) -> int:
     if token == "-" and allow_end:
         return len(container)
-    if not token.isdigit() or (len(token) > 1 and token[0] == "0"):
-        raise PatchError(f"invalid array index {token!r}")
+    # RFC 6901: ASCII digits without leading zeros (str.isdigit() also takes "٣"); more
+    # digits than any list can index are out of bounds before int() (whose cost, and
+    # whose refusal past 4300 digits, grow with the length).
+    if _INDEX.fullmatch(token) is None:
+        raise PatchError(f"invalid array index {token[:40]!r}")
+    if len(token) > 18:
+        raise PatchError(f"array index {token[:40]} out of bounds")
     idx = int(token)
     if idx > len(container) or (idx == len(container) and not allow_end):
         raise PatchError(f"array index {idx} out of bounds")

@@ -16,11 +16,12 @@ import orjson
 from kcp_cache.registry._apply import apply_configuration
 from kcp_cache.registry._cached_resources import CachedResourceIndex
 from kcp_cache.registry._catalog import ResourceCatalog, ResourceInfo
-from kcp_cache.registry._continue import decode_continue, encode_continue
+from kcp_cache.registry._continue import bad_continue_start, decode_continue, encode_continue
 from kcp_cache.registry._dryrun import DryRunWrites, WriteStore
 from kcp_cache.registry._errors import ApiError
 from kcp_cache.registry._keys import KeyParts, KeyScheme, ListScope
 from kcp_cache.registry._listing import PAGE, ListResponse, Page
+from kcp_cache.registry._nesting import MAX_NESTING, check_nesting
 from kcp_cache.registry._options import EXACT, ListOptions, Target
 from kcp_cache.registry._patch import PatchError, apply_json_patch, apply_merge_patch
 from kcp_cache.registry._render import (
@@ -44,6 +45,7 @@ from kcp_cache.registry._watchcache import WatchHub
 from kcp_cache.registry._watching import WatchSession
 from kcp_cache.storage import (
     AlreadyExists,
+    BadContinueToken,
     Conflict,
     Expired,
     FutureRevision,
@@ -234,6 +236,10 @@ class Registry:
             return ApiError.too_large_resource_version(exc.requested, exc.current)
         if isinstance(exc, Unavailable):
             return ApiError.unavailable(f"storage is unavailable: {exc}")
+        if isinstance(exc, BadContinueToken):
+            # The kube token's envelope decoded, but the storage position inside it is
+            # forged or damaged: the client's error, worded as kube's bad tokens are.
+            return bad_continue_start()
         if isinstance(exc, InvalidKey) and name:
             # A name no key can hold (e.g. ".." in a URL): no such object can exist.
             return ApiError.not_found(info, name)
@@ -353,7 +359,8 @@ class Registry:
         revision = 0
         skip = 0
         continuing = storage_token is not None
-        if first and opts.continue_token:
+        client_token = first and bool(opts.continue_token)
+        if client_token:
             token = decode_continue(opts.continue_token)
             storage_token = token.start or None
             revision, skip = token.revision, token.skip
@@ -384,6 +391,10 @@ class Registry:
                 )
             except Expired:
                 raise ApiError.expired(_CONTINUE_TOO_OLD if continuing else _LIST_TOO_OLD) from None
+            except FutureRevision:
+                if client_token:  # no token this server issued names a future revision
+                    raise bad_continue_start() from None
+                raise
             except StorageError as exc:
                 raise self._storage_error(exc, info, "") from None
             revision = result.revision
@@ -520,7 +531,11 @@ class Registry:
                 raise ApiError(422, "Invalid", str(exc)) from None
             if not isinstance(patched, dict):
                 raise ApiError.bad_request("the patched object is not a JSON object")
-            raw = orjson.dumps(patched)
+            try:
+                raw = orjson.dumps(patched)
+            except orjson.JSONEncodeError:  # nested deeper than the encoder goes
+                raw = b"[" * (MAX_NESTING + 1)
+            check_nesting(patched, raw, "the patched object")
             check_type(info, target.version, patched, raw)
             meta = patched.get("metadata")
             if not isinstance(meta, dict):

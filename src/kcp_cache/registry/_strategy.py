@@ -7,11 +7,13 @@
 * Generation is never bumped on update: the body's value is stored.
 * No schema validation, defaulting or pruning — only the standard ObjectMeta coercion.
 * Still enforced: apiVersion/kind, name (DNS-1123 subdomain or path-segment rules),
-  namespace scope, resourceVersion preconditions, uid/name immutability.
+  namespace scope, label and annotation syntax, resourceVersion preconditions, uid/name
+  immutability.
 """
 
 from __future__ import annotations
 
+import datetime
 import re
 import secrets
 import time
@@ -20,6 +22,8 @@ from typing import Any
 
 from kcp_cache.registry._catalog import ResourceInfo
 from kcp_cache.registry._errors import ApiError
+from kcp_cache.registry._goparse import GoNumberError, go_quote, parse_uint64
+from kcp_cache.registry._labels import validate_labels_and_annotations
 from kcp_cache.registry._render import CLUSTER_ANNOTATION, SHARD_ANNOTATION
 
 __all__ = [
@@ -221,11 +225,63 @@ def _coerce_meta(body: dict[str, Any]) -> dict[str, Any]:
     generation = meta.get("generation")
     if generation is not None and (isinstance(generation, bool) or not isinstance(generation, int)):
         raise _meta_type_error("generation", "int64")
-    for key in ("finalizers", "ownerReferences", "managedFields"):
-        if key in meta and not isinstance(meta[key], list):
-            raise _meta_type_error(key, "array")
+    for key, element, type_name in _META_LISTS:
+        value = meta.get(key)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, element) for v in value)
+        ):
+            raise _meta_type_error(key, type_name)
+    grace = meta.get("deletionGracePeriodSeconds")
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int)):
+        raise _meta_type_error("deletionGracePeriodSeconds", "int64")
+    for key in ("creationTimestamp", "deletionTimestamp"):
+        # Stored as sent for replicas: a time Go cannot parse would break every Go client
+        # that lists the object (metav1.Time decodes RFC 3339 only).
+        value = meta.get(key)
+        if value is not None and not isinstance(value, str):
+            raise _meta_type_error(key, "string")
+        if value is not None and not _is_rfc3339(value):
+            raise ApiError.bad_request(
+                f"metadata.{key}: {go_quote(value)} is not an RFC 3339 time "
+                "(cannot decode into ObjectMeta)"
+            )
     body["metadata"] = meta
     return meta
+
+
+#: ObjectMeta's list fields and the type of their elements (kube decodes them typed).
+_META_LISTS: tuple[tuple[str, type, str], ...] = (
+    ("finalizers", str, "[]string"),
+    ("ownerReferences", dict, "[]OwnerReference"),
+    ("managedFields", dict, "[]ManagedFieldsEntry"),
+)
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+#: Times already found valid: every update re-sends its object's creationTimestamp, and
+#: the server writes one timestamp per second, so nearly every check is a set lookup.
+_VALID_TIMES: set[str] = set()
+_VALID_TIMES_MAX = 4096
+
+
+def _is_rfc3339(value: str) -> bool:
+    """Go's ``time.Parse(time.RFC3339, …)`` would accept ``value``."""
+    if value in _VALID_TIMES:
+        return True
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        return False
+    year, month, day, hour, minute, second = (int(g) for g in match.groups())
+    try:
+        datetime.datetime(year, month, day, hour, minute, second)
+    except ValueError:  # month 13, hour 24, second 60 …: Go's ranges are the same
+        return False
+    if len(_VALID_TIMES) >= _VALID_TIMES_MAX:
+        _VALID_TIMES.clear()
+    _VALID_TIMES.add(value)
+    return True
 
 
 def _meta_type_error(field_name: str, type_name: str) -> ApiError:
@@ -308,7 +364,7 @@ def prepare_create(
         name = meta["name"] = generate_name(base)
     if not isinstance(name, str):
         raise ApiError.bad_request("metadata.name must be a string")
-    errors = validate_name(info, name)
+    errors = validate_name(info, name) + validate_labels_and_annotations(meta)
     if errors:
         raise ApiError.invalid(info, name, errors)
     annotations = meta.get("annotations")
@@ -344,9 +400,11 @@ def parse_resource_version(info: ResourceInfo, name: str, value: Any) -> int:
     """A body's ``metadata.resourceVersion`` as an int; 422 if missing or malformed."""
     if value in (None, ""):
         raise missing_resource_version(info, name)
+    if not isinstance(value, str):
+        raise _meta_type_error("resourceVersion", "string")
     try:
-        rv = int(value)
-    except (TypeError, ValueError):
+        rv = parse_uint64(value)  # Go's ParseUint: no spaces, signs, "_" or non-ASCII digits
+    except GoNumberError:
         rv = -1
     if rv <= 0:
         raise ApiError.invalid(
@@ -379,6 +437,9 @@ def prepare_update(
             f"URL ({name})"
         )
     _set_namespace(info, meta, namespace)
+    errors = validate_labels_and_annotations(meta)
+    if errors:
+        raise ApiError.invalid(info, name, errors)
     old_meta = old.get("metadata") or {}
     uid = meta.get("uid")
     if not uid:

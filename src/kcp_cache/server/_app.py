@@ -290,7 +290,9 @@ class CacheServerApp:
         # 11. Handlers.
         if not info.is_resource_request:
             if path in _HEALTH_PATHS:
-                await self.health.handle(path, scope.get("query_string", b""), send)
+                await self.health.handle(
+                    path, scope.get("query_string", b""), send, scope["method"]
+                )
                 return
             if path == METRICS_PATH:
                 body, content_type = self.metrics.exposition()

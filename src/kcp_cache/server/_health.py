@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from kcp_cache.server._status import Send, send_bytes
+from kcp_cache.server._status import Send, StatusError, send_bytes, status_body
 from kcp_cache.storage import Storage
 
 __all__ = ["HealthCheck", "HealthEndpoints", "ReadinessChecks", "ReadinessFlag"]
@@ -26,6 +26,9 @@ log = logging.getLogger("kcp_cache.server.health")
 HealthCheck = Callable[[], Awaitable[None] | None]
 
 _TEXT = b"text/plain; charset=utf-8"
+#: A probe reads; any other method on a health path is a client's mistake. (kube itself
+#: answers every method here; refusing the others is deliberate, see docs/bad-input.md.)
+_PROBE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class ReadinessFlag:
@@ -132,7 +135,14 @@ class HealthEndpoints:
         checks.extend(self._readiness.items())
         return checks
 
-    async def handle(self, path: str, query_string: bytes, send: Send) -> None:
+    async def handle(self, path: str, query_string: bytes, send: Send, method: str = "GET") -> None:
+        """Answer one health request; only GET and HEAD are health probes (405 otherwise)."""
+        if method not in _PROBE_METHODS:
+            error = StatusError.method_not_allowed(
+                f"{method} is not allowed on {path}: health endpoints answer GET and HEAD only"
+            )
+            await send_bytes(send, 405, status_body(error), headers=[(b"allow", b"GET, HEAD")])
+            return
         query = (
             parse_qs(query_string.decode("latin-1"), keep_blank_values=True) if query_string else {}
         )

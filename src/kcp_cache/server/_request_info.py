@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qs
 
+from kcp_cache.registry import parse_query_bool
+
 __all__ = ["RequestInfo", "parse_request_info"]
 
 _METHOD_VERBS: Final = {
@@ -23,7 +25,6 @@ _METHOD_VERBS: Final = {
     "DELETE": "delete",
 }
 _NAMESPACE_SUBRESOURCES: Final = frozenset({"status", "finalize"})
-_TRUE: Final = frozenset({"true", "1"})
 
 
 @dataclass(slots=True)
@@ -53,10 +54,10 @@ class RequestInfo:
 def _is_watch(query_string: bytes) -> bool:
     if b"watch" not in query_string:
         return False
-    values = parse_qs(query_string.decode("latin-1")).get("watch")
-    if not values:
-        return False
-    return values[0].lower() in _TRUE
+    # kube's rule (the verb authorized must be the verb served): the first ``watch``
+    # value, true unless it is 0 or false; ``?watch=`` counts, blank as it is.
+    values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("watch")
+    return parse_query_bool(values[0]) if values else False
 
 
 def parse_request_info(method: str, path: str, query_string: bytes = b"") -> RequestInfo:

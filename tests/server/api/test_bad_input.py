@@ -165,6 +165,68 @@ CASES: list[tuple[str, Case, int, str]] = [
         400,
         "BadRequest",
     ),
+    (
+        # Before, the body was read and ignored: a malformed one deleted everything.
+        "malformed deletecollection options",
+        lambda c: c.request("DELETE", EXPORTS, body=b"{{"),
+        400,
+        "BadRequest",
+    ),
+    (
+        "json patch that is not an array",
+        lambda c: c.request(
+            "PATCH",
+            f"{EXPORTS}/keep",
+            body=b'{"op":"remove","path":"/metadata"}',
+            content_type="application/json-patch+json",
+        ),
+        400,
+        "BadRequest",
+    ),
+    (
+        "body nested deeper than the server stores",
+        lambda c: c.request(
+            "POST",
+            EXPORTS,
+            body=b'{"apiVersion":"apis.kcp.io/v1alpha1","kind":"APIExport","metadata":'
+            b'{"name":"deep"},"spec":' + b"[" * 300 + b"]" * 300 + b"}",
+        ),
+        400,
+        "BadRequest",
+    ),
+    (
+        "yaml integer of thousands of digits",
+        lambda c: c.request(
+            "POST",
+            EXPORTS,
+            body=b"apiVersion: apis.kcp.io/v1alpha1\nkind: APIExport\nmetadata: {name: big}\n"
+            b"spec: " + b"7" * 5000,
+            content_type="application/yaml",
+        ),
+        400,
+        "BadRequest",
+    ),
+    (
+        "forged continue token",
+        lambda c: c.get(
+            EXPORTS,
+            query={"continue": "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6MSwic3RhcnQiOiJ4In0"},
+        ),
+        400,
+        "BadRequest",
+    ),
+    (
+        "resourceVersion python would parse",
+        lambda c: c.get(EXPORTS, query={"resourceVersion": "1_0"}),
+        400,
+        "BadRequest",
+    ),
+    (
+        "invalid label",
+        lambda c: c.post(EXPORTS, {**GOOD, "metadata": {"name": "l", "labels": {"a b": "c"}}}),
+        422,
+        "Invalid",
+    ),
 ]
 
 
@@ -215,6 +277,19 @@ async def test_missing_shard_or_cluster(client: Client) -> None:
         {"name": 5},
         {"name": "t", "generation": "one"},
         {"name": "t", "finalizers": "x"},
+        {"name": "t", "finalizers": [1]},
+        {"name": "t", "ownerReferences": ["x"]},
+        {"name": "t", "managedFields": [None]},
+        {"name": "t", "deletionGracePeriodSeconds": "30"},
+        {"name": "t", "creationTimestamp": "yesterday"},
+        {"name": "t", "creationTimestamp": "2026-12-01"},
+        # a replica keeps its timestamp as sent: one Go cannot parse breaks Go clients
+        {
+            "name": "t",
+            "annotations": {"kcp.io/shard": "other"},
+            "uid": "u",
+            "creationTimestamp": "2026-12-01 10:00:00",
+        },
     ],
 )
 async def test_wrongly_typed_metadata_is_a_400(client: Client, meta: dict[str, Any]) -> None:

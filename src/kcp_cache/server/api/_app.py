@@ -28,7 +28,9 @@ from kcp_cache.registry import (
     Registry,
     Target,
     WatchSession,
+    check_resource_version,
     parse_dry_run,
+    parse_query_bool,
 )
 from kcp_cache.server._authz import DECISION_KEY, Decision
 from kcp_cache.server._scope import KcpRequest
@@ -37,6 +39,7 @@ from kcp_cache.server.api._body import (
     MAX_BODY_BYTES,
     ClientGone,
     decode_body,
+    decode_json,
     media_type,
     read_body,
 )
@@ -47,6 +50,12 @@ from kcp_cache.server.api._encoding import (
     json_to_yaml,
     send_body,
     send_chunks,
+)
+from kcp_cache.server.api._options import (
+    check_delete_options,
+    check_delete_query,
+    check_write_query,
+    first_values,
 )
 from kcp_cache.server.api._paths import ResourcePath, parse_resource_path
 from kcp_cache.server.api._watch import stream_watch
@@ -76,6 +85,9 @@ _BAD_WRITE_TYPE = (
     "the body of the request was in an unknown format - accepted media types include: "
     "application/json, application/yaml"
 )
+#: A watch lasts at most this long whatever its ``timeoutSeconds`` (a year; kube's
+#: ``time.Duration`` arithmetic overflows on larger values anyway).
+_MAX_WATCH_SECONDS = 365 * 24 * 3600
 _BAD_PATCH_TYPE = (
     "the body of the request was in an unknown format - accepted media types include: "
     "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
@@ -219,11 +231,7 @@ class ApiApp:
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
         method = scope.get("method", "GET")
         raw_query = scope.get("query_string", b"")
-        query = (
-            dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
-            if raw_query
-            else {}
-        )
+        query = first_values(raw_query)
         target = Target(
             info=info,
             version=path.version,
@@ -278,6 +286,7 @@ class ApiApp:
     ) -> int:
         assert path.name is not None
         shape = _negotiate(scope, OBJECT_TRANSFORMS, yaml=True)
+        check_resource_version(query.get("resourceVersion", ""))
         body = await self.registry.get(target, path.name)
         if shape.as_kind == "Table":
             body = _as_table(body, shape, scope, target, query)
@@ -363,15 +372,10 @@ class ApiApp:
         shape = _negotiate(scope, OBJECT_TRANSFORMS)
         reshape = _TableWatch(shape, target, query) if shape.as_kind == "Table" else None
         opts = ListOptions.from_query(query, target.info, watch=True)
-        timeout_param = query.get("timeoutSeconds", "")
-        timeout = 0.0
-        if timeout_param:
-            try:
-                timeout = float(int(timeout_param))
-            except ValueError:
-                raise ApiError.bad_request(f'invalid timeoutSeconds "{timeout_param}"') from None
-        if timeout <= 0:  # kube: absent or 0 ⇒ a random time in [min, 2·min]
+        if not opts.timeout_seconds:  # kube: absent or 0 ⇒ a random time in [min, 2·min]
             timeout = self._rng(self.min_request_timeout, 2 * self.min_request_timeout)
+        else:  # negative: kube's deadline has passed already, the stream ends at once
+            timeout = float(min(max(opts.timeout_seconds, 0), _MAX_WATCH_SECONDS))
         if self._shutting_down:
             raise ApiError.unavailable("the server is shutting down")
         session = self.registry.watch(target, opts)
@@ -392,7 +396,10 @@ class ApiApp:
             if self.metrics is not None:
                 self.metrics.watch_closed(target.info.group_resource)
 
-    async def _read_write_body(self, scope: Scope, receive: Receive) -> tuple[Any, bytes]:
+    async def _read_write_body(
+        self, scope: Scope, receive: Receive, query: dict[str, str], kind: str
+    ) -> tuple[Any, bytes]:
+        check_write_query(query, kind)
         media = media_type(scope)
         if media not in _WRITE_TYPES:
             raise ApiError(415, "UnsupportedMediaType", _BAD_WRITE_TYPE)
@@ -409,7 +416,7 @@ class ApiApp:
         query: dict[str, str],
     ) -> int:
         dry_run = _dry_run(scope, "CreateOptions")
-        body, raw = await self._read_write_body(scope, receive)
+        body, raw = await self._read_write_body(scope, receive, query, "CreateOptions")
         created = await self.registry.create(target, body, raw, dry_run=dry_run)
         await send_bytes(send, 201, created)
         return 201
@@ -425,7 +432,7 @@ class ApiApp:
     ) -> int:
         assert path.name is not None
         dry_run = _dry_run(scope, "UpdateOptions")
-        body, raw = await self._read_write_body(scope, receive)
+        body, raw = await self._read_write_body(scope, receive, query, "UpdateOptions")
         updated = await self.registry.update(target, path.name, body, raw, dry_run=dry_run)
         await send_bytes(send, 200, updated)
         return 200
@@ -458,11 +465,18 @@ class ApiApp:
             )
         if media not in (JSON_PATCH, MERGE_PATCH):
             raise ApiError(415, "UnsupportedMediaType", _BAD_PATCH_TYPE)
+        check_write_query(query, "PatchOptions")
         raw = await read_body(scope, receive, self.max_body_bytes)
-        try:
-            patch = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError.bad_request(f"error decoding patch: {exc}") from None
+        patch = decode_json(raw, "error decoding patch")
+        if media == JSON_PATCH:
+            if patch is None:  # Go decodes null into an empty operation list
+                patch = []
+            elif not isinstance(patch, list):
+                # kube: jsonpatch.DecodePatch fails on anything but an array ⇒ 400, not 422.
+                raise ApiError.bad_request(
+                    f"json: cannot unmarshal {_json_type(patch)} into Go value of type "
+                    "jsonpatch.Patch"
+                )
         patched = await self.registry.patch(target, path.name, media, patch, dry_run=dry_run)
         await send_bytes(send, 200, patched)
         return 200
@@ -483,7 +497,7 @@ class ApiApp:
             raise _patch_options_invalid(
                 "fieldManager", "Required", "is required for apply patch", value=None
             )
-        force = _parse_bool(query.get("force", "false"), "force")
+        force = parse_query_bool(query.get("force"))
         raw = await read_body(scope, receive, self.max_body_bytes)
         body = decode_body(raw, "application/yaml")  # YAML is a superset of JSON
         answer, created = await self.registry.apply(
@@ -503,23 +517,23 @@ class ApiApp:
         query: dict[str, str],
     ) -> int:
         assert path.name is not None
-        options = await self._delete_options(scope, receive)
-        found = options.get("preconditions")
-        preconditions = found if isinstance(found, dict) else None
+        options = await self._delete_options(scope, receive, query)
+        preconditions = options.get("preconditions")
         dry_run = _delete_dry_run(scope, options)
         deleted = await self.registry.delete(target, path.name, preconditions, dry_run=dry_run)
         await send_bytes(send, 200, deleted)
         return 200
 
-    async def _delete_options(self, scope: Scope, receive: Receive) -> dict[str, Any]:
-        """The DeleteOptions body of a DELETE (client-go sends one), ``{}`` if empty."""
+    async def _delete_options(
+        self, scope: Scope, receive: Receive, query: dict[str, str]
+    ) -> dict[str, Any]:
+        """The DeleteOptions of a DELETE, checked as kube decodes them: from the body
+        (client-go sends one), else from the query; ``{}`` when there are none."""
         raw = await read_body(scope, receive, self.max_body_bytes)
         if not raw.strip():
+            check_delete_query(query)
             return {}
-        options = decode_body(raw, media_type(scope))
-        if not isinstance(options, dict):
-            raise ApiError.bad_request("the body of a DELETE must be a DeleteOptions object")
-        return options
+        return check_delete_options(_decode_delete_options(scope, raw))
 
     async def _deletecollection(
         self,
@@ -531,8 +545,9 @@ class ApiApp:
         query: dict[str, str],
     ) -> int:
         opts = ListOptions.from_query(query, target.info, watch=False)
-        # Of DeleteOptions only dryRun applies: deletes are immediate (spec §3.1).
-        dry_run = _delete_dry_run(scope, await self._delete_options(scope, receive))
+        # Of DeleteOptions only dryRun applies: deletes are immediate (spec §3.1); a
+        # malformed one must not delete anything.
+        dry_run = _delete_dry_run(scope, await self._delete_options(scope, receive, query))
         deleted = await self.registry.delete_collection(target, opts, dry_run=dry_run)
         await send_bytes(send, 200, deleted)
         return 200
@@ -556,15 +571,6 @@ def _patch_options_invalid(
     )
 
 
-def _parse_bool(text: str, name: str) -> bool:
-    """A query boolean as Go's ``strconv.ParseBool`` reads it; 400 otherwise."""
-    if text in ("1", "t", "T", "TRUE", "true", "True"):
-        return True
-    if text in ("0", "f", "F", "FALSE", "false", "False"):
-        return False
-    raise ApiError.bad_request(f'invalid value for {name}: "{text}" is not a boolean')
-
-
 def _dry_run(scope: Scope, options_kind: str) -> bool:
     """``?dryRun=`` of the request (every value, as kube reads a repeated parameter)."""
     query = scope.get("query_string", b"")
@@ -584,6 +590,14 @@ def _delete_dry_run(scope: Scope, options: Mapping[str, Any]) -> bool:
     if not isinstance(in_body, list) or not all(isinstance(v, str) for v in in_body):
         raise ApiError.bad_request("DeleteOptions.dryRun must be a list of strings")
     return parse_dry_run(in_body, "DeleteOptions") or _dry_run(scope, "DeleteOptions")
+
+
+def _decode_delete_options(scope: Scope, raw: bytes) -> Any:
+    """A DELETE body in a write media type (JSON or YAML), else kube's 415."""
+    media = media_type(scope)
+    if media not in _WRITE_TYPES:
+        raise ApiError(415, "UnsupportedMediaType", _BAD_WRITE_TYPE)
+    return decode_body(raw, media)
 
 
 def _negotiate(
@@ -691,11 +705,23 @@ class _TableWatch:
         return b"".join(out)
 
 
+def _json_type(value: Any) -> str:
+    """The name Go's ``encoding/json`` gives a JSON value's type in unmarshal errors."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return "null" if value is None else "array"
+
+
 def _verb_name(method: str, path: ResourcePath, query: dict[str, str]) -> str:
     named = path.name is not None
     if method in ("GET", "HEAD"):
-        watch = query.get("watch", "").lower() in ("1", "true", "t", "yes", "y", "on")
-        if watch:
+        if parse_query_bool(query.get("watch")):
             return "watch"  # a named watch is a watch with a metadata.name field selector
         return "get" if named else "list"
     if method == "POST":

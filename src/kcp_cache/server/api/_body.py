@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import yaml
 
-from kcp_cache.registry import ApiError
+from kcp_cache.registry import ApiError, check_nesting
 from kcp_cache.server._status import Receive, Scope
+from kcp_cache.server.api._yaml import load_yaml_as_json
 
-__all__ = ["ClientGone", "decode_body", "media_type", "read_body"]
+__all__ = ["YAML_TYPES", "ClientGone", "decode_body", "decode_json", "media_type", "read_body"]
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # kube-apiserver's limit for a write request
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 
 
 class ClientGone(Exception):
@@ -27,9 +28,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def media_type(scope: Scope) -> str:
-    """The Content-Type without parameters, lower-cased ("" if absent)."""
+    """The Content-Type without parameters, lower-cased ("" if absent).
+
+    A header that names no type at all (``;;;``) is returned as sent, so it matches no
+    accepted type: kube answers 415 when ``mime.ParseMediaType`` fails.
+    """
     value = _header(scope, b"content-type") or ""
-    return value.split(";", 1)[0].strip().lower()
+    media = value.split(";", 1)[0].strip().lower()
+    return media if media or not value.strip() else value
 
 
 def _too_large(limit: int) -> ApiError:
@@ -58,21 +64,18 @@ async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY_BYTES)
 
 
 def decode_body(raw: bytes, media: str) -> Any:
-    """JSON (or YAML) → Python; 400 with kube's wording when it does not parse."""
-    if media in ("application/yaml", "application/x-yaml", "text/yaml"):
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        try:
-            # Aliases are refused: a few bytes of "billion laughs" YAML would expand into
-            # gigabytes once the object is encoded as JSON.
-            for event in yaml.parse(raw, Loader=loader):
-                if isinstance(event, yaml.AliasEvent):
-                    raise ApiError.bad_request(
-                        "error converting YAML to JSON: YAML aliases are not supported"
-                    )
-            return yaml.load(raw, Loader=loader)  # a safe loader (CSafeLoader/SafeLoader)
-        except yaml.YAMLError as exc:
-            raise ApiError.bad_request(f"error converting YAML to JSON: {exc}") from None
+    """JSON (or YAML) → Python; 400 with kube's wording when it does not parse, or when it
+    nests deeper than the server stores (``MAX_NESTING``)."""
+    if media in YAML_TYPES:
+        return load_yaml_as_json(raw)
+    return decode_json(raw, "couldn't get version/kind; json parse error")
+
+
+def decode_json(raw: bytes, what: str) -> Any:
+    """A JSON document, or a 400 whose message starts with ``what``."""
     try:
-        return orjson.loads(raw)
+        obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ApiError.bad_request(f"couldn't get version/kind; json parse error: {exc}") from None
+        raise ApiError.bad_request(f"{what}: {exc}") from None
+    check_nesting(obj, raw, what)
+    return obj
