@@ -134,16 +134,30 @@ def test_apply_needs_a_field_manager_and_force_only_applies_to_apply(
     )
     assert merge.status_code == 422
     assert "force: Forbidden: may not be specified for non-apply patch" in merge.json()["message"]
-    # force is read as kube decodes query booleans: anything but 0/false is true.
-    forced = admin.patch(
-        url, params={"fieldManager": "m", "force": "maybe"}, headers=APPLY, content=config("x", a=1)
-    )
-    assert forced.status_code == 400  # the name still has to match the URL
     wrong_name = admin.patch(
         url, params={"fieldManager": "m"}, headers=APPLY, content=config("other", a=1)
     )
     assert wrong_name.status_code == 400
     assert admin.get(url).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("value", "code"), [("false", 409), ("0", 409), ("true", 200), ("maybe", 200), ("", 200)]
+)
+def test_force_is_read_as_kube_reads_query_booleans(
+    admin: httpx2.Client, value: str, code: int
+) -> None:
+    url = API.format(cluster="ssa-force") + f"/obj-{code}-{value or 'empty'}"
+    name = url.rsplit("/", 1)[1]
+    alice = admin.patch(
+        url, params={"fieldManager": "alice"}, headers=APPLY, content=config(name, a=1)
+    )
+    assert alice.status_code == 201
+    bob = admin.patch(
+        url, params={"fieldManager": "bob", "force": value}, headers=APPLY,
+        content=config(name, a=2),
+    )  # fmt: skip
+    assert bob.status_code == code
 
 
 def test_dry_run_apply_writes_nothing(admin: httpx2.Client) -> None:
