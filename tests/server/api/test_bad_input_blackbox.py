@@ -256,10 +256,11 @@ ROWS: list[Row] = [
         "dryRun",
         "DELETE",
         KEEP,
-        {"params": {"dryRun": "All"}},
-        400,
-        "BadRequest",
-        "dryRun is not supported by the cache server",
+        {"params": {"dryRun": "Bogus"}},
+        422,
+        "Invalid",
+        'DeleteOptions.meta.k8s.io "" is invalid: dryRun: Unsupported value: "Bogus": '
+        'supported values: "All"',
     ),
     # -- selectors --------------------------------------------------------------------------
     (
