@@ -679,13 +679,14 @@ ROWS: list[Row] = [
         "…strategic merge patch is not supported",
     ),
     (
-        "apply patch",
+        "apply patch without a field manager",
         "PATCH",
         KEEP,
         {"content": b"{}", "headers": {"content-type": "application/apply-patch+yaml"}},
-        415,
-        "UnsupportedMediaType",
-        "…server-side apply",
+        422,
+        "Invalid",
+        'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required '
+        "for apply patch",
     ),
     (
         "delete options as text/plain",
@@ -951,7 +952,7 @@ ROWS: list[Row] = [
             "content": export("r1").replace(
                 b'"r1"}',
                 b'"r1","uid":"u1","creationTimestamp":"yesterday",'
-                b'"annotations":{"kcp.io/shard":"other"}}',
+                b'"annotations":{"kcp.io/shard":"amber"}}',
             ),
             "headers": JSON,
         },
