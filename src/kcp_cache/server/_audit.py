@@ -8,10 +8,11 @@ the event's id as the ``Audit-ID`` header. Watches get a ``ResponseStarted`` eve
 the stream opens and ``ResponseComplete`` when it ends.
 
 **The request path never waits for the disk.** Events go into a bounded buffer
-(``--audit-log-buffer-size`` events, default 10,000) that one writer thread drains in
-batches. When the buffer is full the event is *dropped*: counted
-(``kcp_cache_audit_events_dropped_total``) and logged (at most once a second) — the same
-choice as kube's batching backend, which also drops rather than block requests. A failed
+(``--audit-log-buffer-size`` events, default 10,000) that one writer thread drains every
+50 ms (waking it per event would cost a thread switch per request). When the buffer is
+full the event is *dropped*: counted (``kcp_cache_audit_events_dropped_total``) and logged
+(at most once a second) — the same choice as kube's batching backend, which also drops
+rather than block requests. A failed
 write (a full disk) is counted (``kcp_cache_audit_write_failures_total``, and the lost
 events as dropped) and logged; the writer keeps trying with the next batch, so the log
 resumes by itself once the disk has room.
@@ -24,11 +25,12 @@ then the file is renamed ``<name>-<UTC time>.<ext>`` and a new one started;
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
+import itertools
 import logging
 import os
-import queue
 import sys
 import threading
 import time
@@ -44,20 +46,34 @@ __all__ = ["AuditLog", "AuditOptions", "audit_event", "new_audit_id", "timestamp
 
 log = logging.getLogger("kcp_cache.server.audit")
 
-_STOP: Final = object()
-_BATCH: Final = 512
+_INTERVAL: Final = 0.05
+_BATCH: Final = 1024
 _MIB: Final = 1024 * 1024
 
 
+# Audit ids are UUID-shaped: a random version-4 prefix per process and a counter, unique
+# without a random draw per request (a uuid4 costs ~2 µs; this ~0.3 µs).
+_ID_PREFIX: Final = str(uuid.uuid4())[:24]
+_ids = itertools.count(1)
+
+
 def new_audit_id() -> str:
-    """A request's audit id (a random UUID, as kube assigns them)."""
-    return str(uuid.uuid4())
+    """A request's audit id: UUID-shaped and unique (random per process, then counted)."""
+    return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFFFFFF:012x}"
+
+
+_second_cache: tuple[int, str] = (-1, "")
 
 
 def timestamp(seconds: float) -> str:
     """kube's ``metav1.MicroTime`` text: RFC 3339 in UTC with microseconds."""
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    global _second_cache
+    whole = int(seconds)
+    cached = _second_cache
+    if cached[0] != whole:
+        moment = datetime.datetime.fromtimestamp(whole, datetime.UTC)
+        cached = _second_cache = (whole, moment.strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{int((seconds - whole) * 1_000_000):06d}Z"
 
 
 def audit_event(
@@ -143,7 +159,9 @@ class AuditLog:
     def __init__(self, options: AuditOptions, *, clock: Callable[[], float] = time.time) -> None:
         self.options = options
         self._clock = clock
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=options.buffer_events)
+        # A deque: append and popleft are atomic, so the request path takes no lock.
+        self._buffer: collections.deque[dict[str, Any]] = collections.deque()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._file: IO[bytes] | None = None
         self._size = 0
@@ -170,15 +188,8 @@ class AuditLog:
         """Write what is buffered (waiting at most *timeout* seconds) and close the file."""
         if self._thread is None:
             return
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._queue.put(_STOP, timeout=0.1)
-                break
-            except queue.Full:
-                if time.monotonic() > deadline:
-                    break
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._stop.set()
+        self._thread.join(timeout)
         self._thread = None
         if self._file is not None:
             with contextlib.suppress(OSError):
@@ -189,9 +200,9 @@ class AuditLog:
 
     def record(self, event: dict[str, Any]) -> None:
         """Queue one event; never blocks (a full buffer drops it, counted and logged)."""
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
+        if len(self._buffer) < self.options.buffer_events:
+            self._buffer.append(event)
+        else:
             with self._counting:
                 self.events_dropped += 1
             self._warn(
@@ -204,19 +215,17 @@ class AuditLog:
     # -- the writer thread --------------------------------------------------------------
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch = [self._queue.get()]
-            while len(batch) < _BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if _STOP in batch:
-                stopping = True
-                batch = [e for e in batch if e is not _STOP]
-            if batch:
+        while True:
+            stopping = self._stop.wait(_INTERVAL)
+            buffer = self._buffer
+            while buffer:
+                batch: list[dict[str, Any]] = []
+                with contextlib.suppress(IndexError):
+                    while len(batch) < _BATCH:
+                        batch.append(buffer.popleft())
                 self._write(b"".join(orjson.dumps(e) + b"\n" for e in batch), len(batch))
+            if stopping:
+                return
 
     def _write(self, data: bytes, count: int) -> None:
         try:
