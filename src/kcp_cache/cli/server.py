@@ -36,6 +36,8 @@ from kcp_cache.server import (
     AUTHORIZATION_MODES,
     DEFAULT_ALWAYS_ALLOW_PATHS,
     DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+    AuditLog,
+    AuditOptions,
     ConnectionLimits,
     HTTPSServer,
     ReadinessChecks,
@@ -182,6 +184,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         type=parse_duration,
         help="how often compaction runs (e.g. 10s); default: the engine's",
+    )
+    audit = parser.add_argument_group("audit log")
+    audit.add_argument(
+        "--audit-log-path",
+        metavar="FILE",
+        help="write one audit.k8s.io/v1 Event JSON line per request (Metadata level) to "
+        "FILE; - for standard output (default: no audit log)",
+    )
+    audit.add_argument(
+        "--audit-log-maxsize",
+        metavar="MiB",
+        type=int,
+        default=0,
+        help="rotate the audit log when it would grow past this size (0: never)",
+    )
+    audit.add_argument(
+        "--audit-log-maxbackup",
+        metavar="N",
+        type=int,
+        default=0,
+        help="keep at most N rotated audit log files (0: all)",
+    )
+    audit.add_argument(
+        "--audit-log-maxage",
+        metavar="DAYS",
+        type=int,
+        default=0,
+        help="delete rotated audit log files older than DAYS (0: never)",
+    )
+    audit.add_argument(
+        "--audit-log-buffer-size",
+        metavar="EVENTS",
+        type=int,
+        default=10_000,
+        help="events buffered for the writer; when full, events are dropped (counted in "
+        "/metrics and logged) rather than slowing requests down",
     )
     responses = parser.add_argument_group("responses")
     responses.add_argument(
@@ -529,7 +567,11 @@ async def _serve(
             threshold=args.response_compression_threshold,
         ),
     )
+    audit = _open_audit_log(args)
+    if audit is not None:
+        metrics.track_audit(audit)
     app = create_app(
+        audit=audit,
         storage=storage,
         api_app=stack.app,
         always_allow_paths=[p for p in args.authorization_always_allow_paths.split(",") if p],
@@ -583,8 +625,34 @@ async def _serve(
             await bootstrap_task
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if audit is not None:
+            await asyncio.to_thread(audit.close)
     log.info("stopped serving; closing the store")
     return 0
+
+
+def _open_audit_log(args: argparse.Namespace) -> AuditLog | None:
+    if not args.audit_log_path:
+        return None
+    try:
+        options = AuditOptions(
+            args.audit_log_path,
+            max_size_mib=args.audit_log_maxsize,
+            max_backups=args.audit_log_maxbackup,
+            max_age_days=args.audit_log_maxage,
+            buffer_events=args.audit_log_buffer_size,
+        )
+    except ValueError as exc:
+        raise StartupError(f"audit log: {exc}") from None
+    audit = AuditLog(options)
+    try:
+        audit.open()
+    except OSError as exc:
+        raise StartupError(
+            f"cannot open the audit log {args.audit_log_path}: {exc.strerror or exc}"
+        ) from None
+    log.info("writing the audit log to %s", args.audit_log_path)
+    return audit
 
 
 def _tune_garbage_collector() -> None:

@@ -19,6 +19,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
@@ -32,8 +33,21 @@ from kcp_cache.replication import (
     local_client,
     parse_resources,
 )
+from kcp_cache.server import (
+    READERS_GROUP,
+    SYSTEM_MASTERS,
+    CertificateFiles,
+    User,
+    cache_user,
+    issue_certificate,
+    load_certificate,
+    load_private_key,
+    shard_user,
+    write_kubeconfig,
+    write_pair,
+)
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "issue_principal_certificate", "main"]
 
 log = logging.getLogger("kcp_cache.cli.replicate")
 
@@ -105,7 +119,42 @@ def build_parser() -> argparse.ArgumentParser:
     logging_group = replicate.add_argument_group("logging")
     logging_group.add_argument("-v", "--verbosity", type=int, default=0, help="log verbosity")
     logging_group.add_argument("--log-format", choices=["text", "json"], default="text")
+    _add_certs_command(commands)
     return parser
+
+
+def _add_certs_command(commands: Any) -> None:
+    certs = commands.add_parser(
+        "certs",
+        help="issue client certificates for the cache server's principals",
+        description="Client certificates for scoped authorization: a shard (CN "
+        "system:kcp:shard:<name>, O system:kcp:shards) writes only its own space; a cache "
+        "(system:kcp:cache:<name>, O system:kcp:caches) and a reader (O "
+        "system:kcp:cache-readers) read; an admin (O system:masters) does anything.",
+    )
+    certs.set_defaults(verbosity=0, log_format="text")
+    actions = certs.add_subparsers(dest="certs_command", metavar="ACTION", required=True)
+    issue = actions.add_parser(
+        "issue",
+        help="issue one certificate (and a kubeconfig with --server)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    who = issue.add_mutually_exclusive_group(required=True)
+    who.add_argument("--shard", metavar="NAME", help="a shard's certificate")
+    who.add_argument("--cache", metavar="NAME", help="a cache's certificate")
+    who.add_argument("--reader", metavar="NAME", help="a read-only certificate for user NAME")
+    who.add_argument("--admin", metavar="NAME", help="an admin certificate for user NAME")
+    issue.add_argument(
+        "--root-directory",
+        type=Path,
+        help="a server's root directory: use its development client CA "
+        "(client-ca.crt/.key), its serving CA and URL for the kubeconfig",
+    )
+    issue.add_argument("--ca-cert", type=Path, help="the client CA certificate (PEM)")
+    issue.add_argument("--ca-key", type=Path, help="the client CA key (PEM)")
+    issue.add_argument("--out-dir", type=Path, default=Path(), help="where to write the files")
+    issue.add_argument("--server", help="the server's URL, to write a kubeconfig too")
+    issue.add_argument("--server-ca", type=Path, help="CA bundle of the server's certificate")
 
 
 async def _replicate(args: argparse.Namespace) -> int:
@@ -154,12 +203,64 @@ async def _replicate(args: argparse.Namespace) -> int:
     return 0
 
 
+def issue_principal_certificate(args: argparse.Namespace) -> list[Path]:
+    """``kcp-cache certs issue``: write ``<stem>.crt``/``.key`` (and ``.kubeconfig``)."""
+    if args.shard:
+        user, stem = shard_user(args.shard), f"shard-{args.shard}"
+    elif args.cache:
+        user, stem = cache_user(args.cache), f"cache-{args.cache}"
+    elif args.reader:
+        user, stem = User(args.reader, (READERS_GROUP,)), f"reader-{args.reader}"
+    else:
+        user, stem = User(args.admin, (SYSTEM_MASTERS,)), f"admin-{args.admin}"
+    root: Path | None = args.root_directory
+    ca_cert = args.ca_cert or (root / "client-ca.crt" if root else None)
+    ca_key = args.ca_key or (root / "client-ca.key" if root else None)
+    if ca_cert is None or ca_key is None:
+        raise ValueError("give --ca-cert and --ca-key, or --root-directory of a dev server")
+    server_url, server_ca = args.server, args.server_ca
+    if root is not None and server_url is None and (root / "secure-port").exists():
+        server_url = f"https://127.0.0.1:{(root / 'secure-port').read_text().strip()}"
+    if root is not None and server_ca is None:
+        server_ca = root / "apiserver.crt"
+    cert, key = issue_certificate(
+        load_certificate(ca_cert), load_private_key(ca_key), user.name,
+        organizations=list(user.groups),
+    )  # fmt: skip
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    files = CertificateFiles(args.out_dir / f"{stem}.crt", args.out_dir / f"{stem}.key")
+    write_pair(files, [cert], key)
+    written = [files.cert, files.key]
+    if server_url:
+        if server_ca is None:
+            raise ValueError("--server needs --server-ca (the server certificate's CA)")
+        written.append(
+            write_kubeconfig(
+                args.out_dir / f"{stem}.kubeconfig",
+                server_url=server_url,
+                ca_file=server_ca,
+                cert_file=files.cert,
+                key_file=files.key,
+                user_name=stem,
+            )
+        )
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kcp-cache`` console script."""
     args = build_parser().parse_args(argv)
     setup_logging(args.verbosity, args.log_format)
     # One INFO line per HTTP request from httpx2 drowns the controller's own logs.
     logging.getLogger("httpx2").setLevel(logging.DEBUG if args.verbosity >= 4 else logging.WARNING)
+    if args.command == "certs":
+        try:
+            for path in issue_principal_certificate(args):
+                print(path)
+        except (OSError, ValueError) as err:
+            print(f"kcp-cache certs issue: {err}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "replicate":
         try:
             parse_resources(args.resources)

@@ -15,6 +15,8 @@ from kcp_cache.server._app import CacheServerApp as CacheServerApp
 from kcp_cache.server._app import ShutdownHook as ShutdownHook
 from kcp_cache.server._app import create_app as create_app
 from kcp_cache.server._app import request_info as request_info
+from kcp_cache.server._audit import AuditLog as AuditLog
+from kcp_cache.server._audit import AuditOptions as AuditOptions
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS as DEFAULT_ALWAYS_ALLOW_PATHS
 from kcp_cache.server._auth import SYSTEM_MASTERS as SYSTEM_MASTERS
 from kcp_cache.server._auth import TLS_PEER_USER_KEY as TLS_PEER_USER_KEY
@@ -36,6 +38,8 @@ from kcp_cache.server._certs import DevCredentials as DevCredentials
 from kcp_cache.server._certs import ensure_dev_credentials as ensure_dev_credentials
 from kcp_cache.server._certs import ensure_serving_certificate as ensure_serving_certificate
 from kcp_cache.server._certs import issue_certificate as issue_certificate
+from kcp_cache.server._certs import load_certificate as load_certificate
+from kcp_cache.server._certs import load_private_key as load_private_key
 from kcp_cache.server._certs import new_ca as new_ca
 from kcp_cache.server._certs import write_kubeconfig as write_kubeconfig
 from kcp_cache.server._certs import write_pair as write_pair
@@ -46,6 +50,7 @@ from kcp_cache.server._limits import ConnectionTracker as ConnectionTracker
 from kcp_cache.server._limits import raise_descriptor_limit as raise_descriptor_limit
 from kcp_cache.server._metrics import InstrumentedStorage as InstrumentedStorage
 from kcp_cache.server._metrics import ServerMetrics as ServerMetrics
+from kcp_cache.server._principals import READERS_GROUP as READERS_GROUP
 from kcp_cache.server._principals import Principal as Principal
 from kcp_cache.server._principals import Role as Role
 from kcp_cache.server._principals import cache_user as cache_user
@@ -69,10 +74,13 @@ __all__ = [
     "AUTHORIZATION_MODES",
     "DEFAULT_ALWAYS_ALLOW_PATHS",
     "DEFAULT_SHARD_ANNOTATION_ALLOWLIST",
+    "READERS_GROUP",
     "REQUEST_INFO_KEY",
     "SYSTEM_MASTERS",
     "TLS_PEER_USER_KEY",
     "WILDCARD",
+    "AuditLog",
+    "AuditOptions",
     "Authenticator",
     "Authorizer",
     "CacheServerApp",
@@ -106,6 +114,8 @@ __all__ = [
     "ensure_serving_certificate",
     "issue_certificate",
     "kcp_request",
+    "load_certificate",
+    "load_private_key",
     "new_ca",
     "parse_request_info",
     "principal_of",

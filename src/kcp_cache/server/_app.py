@@ -14,9 +14,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Final
+from typing import Any, Final
 
 from kcp_cache.registry import ApiError
+from kcp_cache.server._audit import AuditLog, audit_event, new_audit_id
 from kcp_cache.server._auth import (
     DEFAULT_ALWAYS_ALLOW_PATHS,
     Authenticator,
@@ -112,8 +113,10 @@ class CacheServerApp:
         readiness: ReadinessChecks,
         authorization_mode: str = "scoped",
         shard_annotation_allowlist: Iterable[str] = DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+        audit: AuditLog | None = None,
     ) -> None:
         self.storage = storage
+        self.audit = audit
         self.api_app = api_app
         self.authenticator = authenticator
         self.authorization_mode = authorization_mode
@@ -143,6 +146,9 @@ class CacheServerApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         code = 0
+        audit = self.audit
+        audit_id = new_audit_id() if audit is not None else ""
+        received = time.time() if audit is not None else 0.0
 
         async def send_and_record(message: Message) -> None:
             nonlocal code
@@ -150,11 +156,19 @@ class CacheServerApp:
                 code = message["status"]
                 kcp = scope.get("kcp")
                 decision = kcp.extra.get(DECISION_KEY) if isinstance(kcp, KcpRequest) else None
+                extra: list[tuple[bytes, bytes]] = []
                 if isinstance(decision, Decision) and decision.warning and code < 400:
                     # kube's warning header: code 299, agent "-", quoted text.
                     text = decision.warning.replace('"', "'")
-                    warning = (b"warning", f'299 - "{text}"'.encode())
-                    message = {**message, "headers": [*message.get("headers", ()), warning]}
+                    extra.append((b"warning", f'299 - "{text}"'.encode()))
+                if audit is not None:
+                    extra.append((b"audit-id", audit_id.encode()))
+                    info = request_info(kcp) if isinstance(kcp, KcpRequest) else None
+                    if info is not None and info.verb == "watch":
+                        audit.record(self._audit_event(scope, audit_id, "ResponseStarted",
+                                                       code, received))  # fmt: skip
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
 
         try:
@@ -173,8 +187,66 @@ class CacheServerApp:
         finally:
             seconds = time.perf_counter() - start
             self._observe(scope, code, seconds)
+            if audit is not None:
+                audit.record(self._audit_event(scope, audit_id, "ResponseComplete", code, received))
             if access_log.isEnabledFor(logging.DEBUG):
                 self._log_access(scope, code, seconds)
+
+    def _audit_event(
+        self, scope: Scope, audit_id: str, stage: str, code: int, received: float
+    ) -> dict[str, Any]:
+        kcp = scope.get("kcp")
+        if not isinstance(kcp, KcpRequest):
+            kcp = KcpRequest()
+        info = request_info(kcp)
+        annotations: dict[str, str] = {}
+        decision = kcp.extra.get(DECISION_KEY)
+        if isinstance(decision, Decision):
+            annotations["authorization.k8s.io/decision"] = "allow" if decision.allowed else "forbid"
+            annotations["authorization.k8s.io/reason"] = decision.reason
+        object_ref: dict[str, str] | None = None
+        if info is not None and info.is_resource_request:
+            object_ref = {"resource": info.resource}
+            if info.namespace:
+                object_ref["namespace"] = info.namespace
+            if info.name:
+                object_ref["name"] = info.name
+            object_ref["apiGroup"] = info.api_group
+            object_ref["apiVersion"] = info.api_version
+            if info.subresource:
+                object_ref["subresource"] = info.subresource
+        if kcp.shard is not None:
+            annotations["cache.kcp.io/shard"] = kcp.shard
+        if kcp.cluster is not None:
+            annotations["cache.kcp.io/cluster"] = kcp.cluster
+        if kcp.identity:
+            annotations["cache.kcp.io/identity"] = kcp.identity
+        query = scope.get("query_string", b"")
+        uri = scope.get("kcp_original_path", scope.get("path", ""))
+        if query:
+            uri += "?" + query.decode("latin-1")
+        agent = None
+        for name, value in scope.get("headers", ()):
+            if name == b"user-agent":
+                agent = value.decode("latin-1")
+                break
+        client = scope.get("client")
+        return audit_event(
+            audit_id=audit_id,
+            stage=stage,
+            method=scope.get("method", ""),
+            request_uri=uri,
+            verb=info.verb if info is not None else scope.get("method", "").lower(),
+            username=kcp.user.name,
+            groups=kcp.user.groups,
+            source_ip=client[0] if client else None,
+            user_agent=agent,
+            object_ref=object_ref,
+            code=code,
+            received=received,
+            now=time.time(),
+            annotations=annotations,
+        )
 
     def _log_access(self, scope: Scope, code: int, seconds: float) -> None:
         kcp = scope.get("kcp")
@@ -338,6 +410,7 @@ def create_app(
     readiness: ReadinessChecks | None = None,
     authorization_mode: str = "scoped",
     shard_annotation_allowlist: Iterable[str] = DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+    audit: AuditLog | None = None,
 ) -> CacheServerApp:
     """Build the cache server's ASGI app around ``api_app`` (the ``/apis/…`` handlers).
 
@@ -349,6 +422,7 @@ def create_app(
     * ``authorization_mode`` — ``"scoped"`` (default: each shard writes only its own space,
       see :mod:`kcp_cache.server._authz`) or ``"kcp"`` (only ``system:masters``, spec §7);
       ``shard_annotation_allowlist`` — what a shard may change on another's Shard copy.
+    * ``audit`` — an opened :class:`~kcp_cache.server.AuditLog` to record every request.
     * ``metrics`` / ``readiness`` — pass the instances the API layer was built with, so
       its watch gauge and start-up checks show up here; new ones are created otherwise.
 
@@ -366,4 +440,5 @@ def create_app(
         readiness=readiness if readiness is not None else ReadinessChecks(),
         authorization_mode=authorization_mode,
         shard_annotation_allowlist=shard_annotation_allowlist,
+        audit=audit,
     )

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from kcp_cache.server._audit import AuditLog
 from kcp_cache.storage import DeleteResult, KeyValue, RangeResult, Storage, WatchStream
 
 __all__ = ["InstrumentedStorage", "ServerMetrics"]
@@ -102,6 +103,21 @@ class _FastCollector(Collector):
             storage.add_metric((operation,), histogram.buckets(), histogram.total)
         yield storage
         # Read from the engine at scrape time; only engines that count them have it.
+        audit = m.audit
+        if audit is not None:
+            yield CounterMetricFamily(
+                "kcp_cache_audit_events", "Audit events written.", value=audit.events_written
+            )
+            yield CounterMetricFamily(
+                "kcp_cache_audit_events_dropped",
+                "Audit events lost: the buffer was full or their write failed.",
+                value=audit.events_dropped,
+            )
+            yield CounterMetricFamily(
+                "kcp_cache_audit_write_failures",
+                "Writes of the audit log that failed (e.g. a full disk).",
+                value=audit.write_failures,
+            )
         failures = getattr(m.storage, "compaction_failures", None)
         if isinstance(failures, int):
             yield CounterMetricFamily(
@@ -136,6 +152,8 @@ class ServerMetrics:
         self.storage_durations: dict[str, _Histogram] = {}
         #: The engine given to :meth:`instrument_storage`, whose counters are exposed.
         self.storage: Storage | None = None
+        #: The audit log whose counters ``/metrics`` shows (see :meth:`track_audit`).
+        self.audit: AuditLog | None = None
         self.registry.register(_FastCollector(self))
         self.open_watches = Gauge(
             "kcp_cache_open_watches",
@@ -207,6 +225,11 @@ class ServerMetrics:
         """
         self.storage = storage
         return InstrumentedStorage(storage, self)
+
+    def track_audit(self, audit: AuditLog) -> None:
+        """Expose *audit*'s counters: ``kcp_cache_audit_events_total``,
+        ``…_audit_events_dropped_total`` and ``…_audit_write_failures_total``."""
+        self.audit = audit
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text body and its content type."""

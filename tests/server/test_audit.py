@@ -1,0 +1,191 @@
+"""The audit log: kube's Event lines from the real binary, rotation, a full disk, a full buffer."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from full_disk import SmallDisk
+from harness import CacheServer, ServerStartError, TestCA
+from kcp_cache.server import AuditLog, AuditOptions
+
+EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
+
+
+def read_events(path: Path, want: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The events in *path* once there are at least *want* (the writer is a thread)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text() if path.exists() else ""
+        lines = text.split("\n")[:-1]  # whole lines only: the writer may be mid-line
+        if len(lines) >= want or time.monotonic() > deadline:
+            return [json.loads(line) for line in lines]
+        time.sleep(0.05)
+
+
+def test_every_request_is_on_record(
+    cache_server: Callable[..., CacheServer], tmp_path: Path
+) -> None:
+    audit_path = tmp_path / "audit" / "audit.log"
+    ca = TestCA(tmp_path / "ca")
+    server = cache_server("--storage", "memory", "--audit-log-path", str(audit_path), client_ca=ca)
+    shard = ca.issue("system:kcp:shard:amber", ["system:kcp:shards"])
+    with server.client(headers={"User-Agent": "audit-test/1.0"}) as admin:
+        listed = admin.get(EXPORTS, params={"limit": "5"})
+        created = admin.post(
+            EXPORTS, json={"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport",
+                           "metadata": {"name": "audited"}},
+        )  # fmt: skip
+        with admin.stream("GET", EXPORTS, params={"watch": "1", "timeoutSeconds": "1"}) as w:
+            watch_id = w.headers["audit-id"]
+            b"".join(w.iter_raw())
+    with server.client(cert=None) as anonymous:
+        denied = anonymous.get(EXPORTS)
+    with server.client(cert=shard) as amber:
+        other = amber.delete(EXPORTS.replace("/amber/", "/sapphire/") + "/x")
+    assert (listed.status_code, created.status_code, denied.status_code) == (200, 201, 403)
+    assert other.status_code == 403
+
+    events = read_events(audit_path, 6)
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        assert event["kind"] == "Event"
+        assert event["apiVersion"] == "audit.k8s.io/v1"
+        assert event["level"] == "Metadata"
+        assert event["sourceIPs"] == ["127.0.0.1"]
+        by_id.setdefault(event["auditID"], []).append(event)
+
+    (listing,) = by_id[listed.headers["audit-id"]]
+    assert listing["stage"] == "ResponseComplete"
+    assert listing["verb"] == "list"
+    assert listing["requestURI"] == EXPORTS + "?limit=5"
+    assert listing["userAgent"] == "audit-test/1.0"
+    assert listing["user"]["groups"] == ["system:masters"]
+    assert listing["objectRef"] == {
+        "resource": "apiexports", "apiGroup": "apis.kcp.io", "apiVersion": "v1alpha1"
+    }  # fmt: skip
+    assert listing["responseStatus"]["code"] == 200
+    assert listing["annotations"]["cache.kcp.io/shard"] == "amber"
+    assert listing["annotations"]["cache.kcp.io/cluster"] == "acme"
+    assert listing["annotations"]["authorization.k8s.io/decision"] == "allow"
+    assert listing["requestReceivedTimestamp"] <= listing["stageTimestamp"]
+
+    (creating,) = by_id[created.headers["audit-id"]]
+    assert (creating["verb"], creating["responseStatus"]["code"]) == ("create", 201)
+
+    stages = [e["stage"] for e in by_id[watch_id]]
+    assert stages == ["ResponseStarted", "ResponseComplete"]
+
+    (refused,) = by_id[denied.headers["audit-id"]]
+    assert refused["user"]["username"] == "system:anonymous"
+    assert refused["responseStatus"] == {"metadata": {}, "code": 403, "status": "Failure"}
+    assert refused["annotations"]["authorization.k8s.io/decision"] == "forbid"
+
+    (scoped,) = by_id[other.headers["audit-id"]]
+    assert scoped["objectRef"]["name"] == "x"
+    assert scoped["annotations"]["authorization.k8s.io/reason"] == (
+        "shard amber may write only its own space"
+    )
+
+    with server.client() as admin:
+        metrics = admin.get("/metrics").text
+    written = next(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("kcp_cache_audit_events_total ")
+    )
+    assert written >= 6
+
+
+def test_an_unusable_audit_log_path_is_one_line_at_start(
+    cache_server: Callable[..., CacheServer], tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ServerStartError) as raised:
+        cache_server("--audit-log-path", str(tmp_path / "a-file" / "audit.log"))
+    text = str(raised.value)
+    assert "cannot open the audit log" in text
+    assert "Traceback" not in text
+
+
+def event(n: int, size: int = 0) -> dict[str, Any]:
+    return {"kind": "Event", "auditID": str(n), "pad": "x" * size}
+
+
+def test_rotation_by_size_count_and_age(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    clock = [1_000_000.0]
+    audit = AuditLog(
+        AuditOptions(str(path), max_size_mib=1, max_backups=2, max_age_days=1),
+        clock=lambda: clock[0],
+    )
+    audit.open()
+    try:
+        for n in range(5):
+            audit.record(event(n, 700_000))  # two never fit in 1 MiB: each one rotates
+            clock[0] += 1
+            deadline = time.monotonic() + 5
+            while audit.events_written < n + 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        audit.close()
+    backups = sorted(p.name for p in tmp_path.glob("audit-*.log"))
+    assert len(backups) == 2  # --audit-log-maxbackup
+    assert [json.loads(line)["auditID"] for line in path.read_text().splitlines()] == ["4"]
+    # Age: a backup older than a day goes at the next rotation.
+    old = tmp_path / backups[0]
+    os.utime(old, (clock[0] - 3 * 86400, clock[0] - 3 * 86400))
+    audit = AuditLog(
+        AuditOptions(str(path), max_size_mib=1, max_age_days=1), clock=lambda: clock[0]
+    )
+    audit.open()
+    try:
+        audit.record(event(9, 700_000))
+        deadline = time.monotonic() + 5
+        while audit.events_written < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        audit.close()
+    assert not old.exists()
+
+
+def test_a_full_buffer_drops_instead_of_blocking(tmp_path: Path) -> None:
+    audit = AuditLog(AuditOptions(str(tmp_path / "audit.log"), buffer_events=3))
+    # Not opened: nobody drains the buffer, as with a writer stuck on a slow disk.
+    started = time.perf_counter()
+    for n in range(10):
+        audit.record(event(n))
+    assert time.perf_counter() - started < 0.05
+    assert audit.events_dropped == 7
+
+
+def test_a_full_disk_is_counted_and_the_log_resumes(small_disk: SmallDisk) -> None:
+    path = small_disk.path / "audit.log"
+    audit = AuditLog(AuditOptions(str(path)))
+    audit.open()
+    try:
+        audit.record(event(1))
+        read_events(path, 1)
+        small_disk.fill()
+        for n in range(2, 12):
+            audit.record(event(n, 10_000))  # 10 KiB each: no room for any
+        deadline = time.monotonic() + 5
+        while audit.events_dropped < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert audit.write_failures >= 1
+        assert audit.events_dropped == 10
+        small_disk.free()
+        audit.record(event(99))
+        events = read_events(path, 2)
+    finally:
+        audit.close()
+    ids = [e["auditID"] for e in events]
+    assert ids[0] == "1"
+    assert ids[-1] == "99"  # resumed by itself, with whole lines only
+    assert audit.events_written == len(ids)
