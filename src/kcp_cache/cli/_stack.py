@@ -30,15 +30,21 @@ class ApiStack:
 
 
 def build_api_stack(
-    storage: Storage, *, metrics: ServerMetrics, readiness: ReadinessChecks
+    storage: Storage,
+    *,
+    metrics: ServerMetrics,
+    readiness: ReadinessChecks,
+    bookmark_interval: float = 60.0,
 ) -> ApiStack:
     """The API handlers over ``storage``; registers the bootstrap readiness check.
+
+    ``bookmark_interval``: seconds between the bookmarks of watchers that allow them.
 
     Call ``await stack.api.startup()`` to bootstrap the CRDs and ``stack.api.shutdown``
     at the end (the CLI adds it to ``CacheServerApp.on_shutdown``).
     """
     catalog = ResourceCatalog()
-    registry = Registry(storage, catalog)
+    registry = Registry(storage, catalog, bookmark_interval=bookmark_interval)
     api = create_api_app(registry, bootstrapper=Bootstrapper(storage, catalog), metrics=metrics)
     discovery = create_discovery_app(lambda: catalog.crds)
 

@@ -158,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_duration,
         help="how often compaction runs (e.g. 10s); default: the engine's",
     )
+    watch = parser.add_argument_group("watch")
+    watch.add_argument(
+        "--watch-bookmark-interval",
+        metavar="DURATION",
+        type=parse_duration,
+        default=60.0,
+        help="how often watchers that allow bookmarks get one (e.g. 1s); a bookmark "
+        "never passes an event not yet sent (default: 1m, as kube-apiserver)",
+    )
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
         "--synthetic-delay",
@@ -331,7 +340,12 @@ async def _serve(
     readiness: ReadinessChecks,
     ssl_context: SSL.Context,
 ) -> int:
-    stack = build_api_stack(storage, metrics=metrics, readiness=readiness)
+    stack = build_api_stack(
+        storage,
+        metrics=metrics,
+        readiness=readiness,
+        bookmark_interval=args.watch_bookmark_interval,
+    )
     app = create_app(
         storage=storage,
         api_app=stack.app,
@@ -397,7 +411,10 @@ def _on_signal(server: HTTPSServer, signum: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.watch_bookmark_interval <= 0:
+        parser.error("--watch-bookmark-interval must be positive")
     setup_logging(args.verbosity, args.log_format)
     try:
         try:
