@@ -72,7 +72,9 @@ async def _load(server: CacheServer) -> tuple[list[tuple[int, str]], list[Record
         start = listed.json()["metadata"]["resourceVersion"]
         watches = [RecordedWatch() for _ in range(WATCHERS)]
         clients = [server.async_client(timeout=httpx2.Timeout(10.0, read=None)) for _ in watches]
-        tasks = [asyncio.create_task(w.run(c, start)) for w, c in zip(watches, clients, strict=True)]
+        tasks = [
+            asyncio.create_task(w.run(c, start)) for w, c in zip(watches, clients, strict=True)
+        ]
         try:
             await asyncio.wait_for(asyncio.gather(*(w.opened.wait() for w in watches)), 10)
             acknowledged: list[tuple[int, str]] = []
@@ -96,7 +98,9 @@ async def _load(server: CacheServer) -> tuple[list[tuple[int, str]], list[Record
             await asyncio.gather(*(write(w) for w in range(WRITERS)))
             expected = sorted(acknowledged)
             until = time.monotonic() + 15  # then the asserts say what is missing
-            while time.monotonic() < until and any(len(w.created()) < len(expected) for w in watches):
+            while time.monotonic() < until and any(
+                len(w.created()) < len(expected) for w in watches
+            ):
                 assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
                 await asyncio.sleep(0.05)
             return expected, watches
