@@ -415,7 +415,7 @@ async def test_progress_never_passes_an_undelivered_event(storage: Storage) -> N
     Eight writers create keys under a watched prefix (and, between them, elsewhere, so
     progress also moves over revisions without an event) for 2.5 s — long enough for
     etcd's periodic progress notifications (1 s in the test etcd) to arrive while the
-    stream still buffers events — while a consumer that pauses every 16 events reads
+    stream still buffers events — while a consumer that pauses every 32 events reads
     ``progress_revision`` after each event it takes (and a poller every millisecond,
     as the watch cache's bookmark timer does more rarely). Every reading P must
     be such that every event with revision <= P was already taken: a bookmark at P
@@ -446,8 +446,8 @@ async def test_progress_never_passes_an_undelivered_event(storage: Storage) -> N
         async for event in watch:
             taken.append(event.revision)
             read_progress()
-            if len(taken) % 16 == 0:
-                await asyncio.sleep(0.005)  # a slow consumer: the stream buffers meanwhile
+            if len(taken) % 32 == 0:
+                await asyncio.sleep(0.02)  # a slow consumer: the stream buffers meanwhile
 
     async def poll_progress() -> None:
         while True:
@@ -487,6 +487,8 @@ async def test_progress_never_passes_an_undelivered_event(storage: Storage) -> N
         if n < len(taken) and taken[n] <= progress
     ]
     assert not ahead, f"progress passed undelivered events: {ahead[:5]} (progress, event)"
+    progress = [p for p, _, _ in readings]
+    assert progress == sorted(progress)  # and it never went back
 
 
 async def test_delete_prefix_is_one_event_per_key(storage: Storage) -> None:
