@@ -1,6 +1,7 @@
 // Runs autocannon 9 with a client certificate and prints its result as one JSON line.
 // argv[2]: JSON {url, cert, key, ca, connections, duration, method, body, headers,
-//                uniquePrefix, uniqueSuffix}
+//                uniquePrefix, uniqueSuffix, overallRate}
+// overallRate (optional): requests per second over all connections, instead of flat out.
 // With uniquePrefix/uniqueSuffix every request body is prefix + counter + suffix (creates
 // need unique names).
 const fs = require("fs");
@@ -21,6 +22,9 @@ const opts = {
   method: cfg.method || "GET",
   headers: cfg.headers || {},
 };
+if (cfg.overallRate !== undefined) {
+  opts.overallRate = cfg.overallRate;
+}
 if (cfg.uniquePrefix !== undefined) {
   let n = 0;
   opts.requests = [{

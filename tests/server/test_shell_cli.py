@@ -58,6 +58,7 @@ def test_help_explains_every_flag() -> None:
         "--synthetic-delay",
         "--compaction-retention",
         "--compaction-interval",
+        "--watch-bookmark-interval",
         "--verbosity",
         "--log-format",
     ):
@@ -79,6 +80,15 @@ def test_bad_duration_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("--root-directory", str(tmp_path), "--synthetic-delay", "soon")
     assert result.returncode == 2
     assert "invalid duration 'soon'" in result.stderr
+
+
+def test_non_positive_bookmark_interval_is_a_usage_error(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    result = run_cli("--root-directory", str(root), "--watch-bookmark-interval", "0s")
+    assert result.returncode == 2
+    assert "--watch-bookmark-interval must be positive" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not root.exists()  # rejected before anything was created
 
 
 def test_busy_port_is_a_one_line_error(tmp_path: Path) -> None:

@@ -409,6 +409,88 @@ async def test_progress_revision_follows_quiet_prefix(storage: Storage) -> None:
         await watch.close()
 
 
+async def test_progress_never_passes_an_undelivered_event(storage: Storage) -> None:
+    """Under concurrent writes, progress only ever covers events the consumer has.
+
+    Eight writers create keys under a watched prefix (and, between them, elsewhere, so
+    progress also moves over revisions without an event) for 2.5 s — long enough for
+    etcd's periodic progress notifications (1 s in the test etcd) to arrive while the
+    stream still buffers events — while a consumer that pauses every 32 events reads
+    ``progress_revision`` after each event it takes (and a poller every millisecond,
+    as the watch cache's bookmark timer does more rarely). Every reading P must
+    be such that every event with revision <= P was already taken: a bookmark at P
+    would otherwise move a watcher past an event it never got.
+    """
+    start = await storage.current_revision()
+    watch = storage.watch("/cache/hot/", after_revision=start)
+    acknowledged: list[int] = []  # revisions of the creates under the watched prefix
+    taken: list[int] = []
+    # (progress revision read, events taken by then, creates acknowledged by then)
+    readings: list[tuple[int, int, int]] = []
+    deadline = time.monotonic() + 2.5
+
+    def read_progress() -> None:
+        readings.append((watch.progress_revision, len(taken), len(acknowledged)))
+
+    async def writer(w: int) -> None:
+        i = 0
+        while time.monotonic() < deadline:
+            kv = await storage.create(f"/cache/hot/{w}-{i}", b"x")
+            acknowledged.append(kv.mod_revision)
+            if i % 4 == 0:
+                await storage.create(f"/cache/cold/{w}-{i}", b"x")
+            i += 1
+            await asyncio.sleep(0.008)  # ~1,000 creates/s in all: the consumer keeps up
+
+    async def consume() -> None:
+        async for event in watch:
+            taken.append(event.revision)
+            read_progress()
+            if len(taken) % 32 == 0:
+                await asyncio.sleep(0.02)  # a slow consumer: the stream buffers meanwhile
+
+    async def poll_progress() -> None:
+        while True:
+            read_progress()
+            await asyncio.sleep(0.001)
+
+    consumer = asyncio.create_task(consume())
+    poller = asyncio.create_task(poll_progress())
+    try:
+        await asyncio.wait_for(asyncio.gather(*(writer(w) for w in range(8))), 2.5 + WAIT)
+        last = max(acknowledged)
+
+        async def all_taken() -> bool:
+            if consumer.done():
+                consumer.result()  # it ended early: raise what ended it
+            return len(taken) >= len(acknowledged)
+
+        await eventually(all_taken)
+        final = await storage.current_revision()
+
+        async def progress_caught_up() -> bool:
+            return watch.progress_revision >= final
+
+        await eventually(progress_caught_up)
+    finally:
+        poller.cancel()
+        consumer.cancel()
+        await asyncio.gather(poller, consumer, return_exceptions=True)
+        await watch.close()
+    assert taken == sorted(acknowledged)  # every acknowledged create once, in order
+    assert last <= final
+    # The run did exercise a lagging consumer: some readings saw creates not taken yet.
+    assert any(acked > n for _, n, acked in readings)
+    ahead = [
+        (progress, taken[n])
+        for progress, n, _ in readings
+        if n < len(taken) and taken[n] <= progress
+    ]
+    assert not ahead, f"progress passed undelivered events: {ahead[:5]} (progress, event)"
+    progress = [p for p, _, _ in readings]
+    assert progress == sorted(progress)  # and it never went back
+
+
 async def test_delete_prefix_is_one_event_per_key(storage: Storage) -> None:
     kept = await storage.create("/cache/dp-other/x", b"keep")
     kvs = [await storage.create(f"/cache/dp/{name}", b"v") for name in ["b", "a/1", "c", "a/0"]]

@@ -35,17 +35,19 @@ def build_api_stack(
     metrics: ServerMetrics,
     readiness: ReadinessChecks,
     compression: Compression | None = None,
+    bookmark_interval: float = 60.0,
 ) -> ApiStack:
     """The API handlers over ``storage``; registers the bootstrap readiness check.
 
     ``compression`` — when GET and LIST responses are gzipped (default: kube's, from
-    128 KiB for clients that accept gzip).
+    128 KiB for clients that accept gzip). ``bookmark_interval``: seconds between the
+    bookmarks of watchers that allow them.
 
     Call ``await stack.api.startup()`` to bootstrap the CRDs and ``stack.api.shutdown``
     at the end (the CLI adds it to ``CacheServerApp.on_shutdown``).
     """
     catalog = ResourceCatalog()
-    registry = Registry(storage, catalog)
+    registry = Registry(storage, catalog, bookmark_interval=bookmark_interval)
     api = create_api_app(
         registry,
         bootstrapper=Bootstrapper(storage, catalog),

@@ -238,6 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
         " kube's 128 KiB)",
     )
     _add_connection_limit_flags(parser)
+    watch = parser.add_argument_group("watch")
+    watch.add_argument(
+        "--watch-bookmark-interval",
+        metavar="DURATION",
+        type=parse_duration,
+        default=60.0,
+        help="how often watchers that allow bookmarks get one (e.g. 1s); a bookmark "
+        "never passes an event not yet sent (default: 1m, as kube-apiserver)",
+    )
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
         "--synthetic-delay",
@@ -566,6 +575,7 @@ async def _serve(
             enabled=args.response_compression == "on",
             threshold=args.response_compression_threshold,
         ),
+        bookmark_interval=args.watch_bookmark_interval,
     )
     audit = _open_audit_log(args)
     if audit is not None:
@@ -676,7 +686,10 @@ def _on_signal(server: HTTPSServer, signum: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.watch_bookmark_interval <= 0:
+        parser.error("--watch-bookmark-interval must be positive")
     setup_logging(args.verbosity, args.log_format)
     try:
         try:

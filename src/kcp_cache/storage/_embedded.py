@@ -100,6 +100,7 @@ class EmbeddedStorage(Storage):
             raise RuntimeError("storage already started")
         persister = await self._open()
         self._persister = persister
+        self._hub.published_revision = self._state.revision  # the loaded state
         self._committer = GroupCommitter(self._state, persister, self._hub.publish)
         self._started = True
         self._compactor = asyncio.get_running_loop().create_task(

@@ -2,19 +2,24 @@
 
 Each stream owns one gRPC ``Watch`` call on the member chosen at creation (gRPC
 multiplexes the calls of one channel over one HTTP/2 connection). A reader task turns
-etcd's responses into :class:`Event` values in a queue of at most ``buffer_size``
+etcd's responses into :class:`Event` values in a buffer of at most ``buffer_size``
 events. A consumer that falls that far behind gets the buffered events and then
 ``Unavailable`` (as with the embedded engines), and resumes after the last revision it
 saw; the stream does not hold etcd's memory for a consumer that has stopped reading.
 
 * ``prev_kv`` is requested so DELETE events carry the old create revision and every
   event its previous value.
-* Progress: a response without events carries a revision up to which the watch is
-  complete; it becomes :attr:`progress_revision`. etcd sends those every
+* Progress: a response without events (a *progress notification*) carries a revision
+  up to which etcd has sent every event of the watch. etcd sends those every
   ``--experimental-watch-progress-notify-interval`` (default 10 minutes) on its own;
   where it is safe (see ``EtcdStorage``), the stream also sends a
   ``WatchProgressRequest`` when it has been quiet for ``progress_interval`` seconds
   (0: never).
+* A notification is not yet what :attr:`progress_revision` promises (every event at or
+  below it already *yielded*): events received before it may still wait in the buffer.
+  So while the buffer holds any, progress is the revision just below the oldest of
+  them; only an empty buffer reports what was received. A bookmark built on more
+  would move watchers past events they never got.
 * ``hasleader`` metadata makes a member that lost its leader (partitioned away) cancel
   the watch instead of going silent, as etcd's Go client does.
 * A compacted start revision ends the stream with ``Expired``; a broken connection or a
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -99,13 +105,19 @@ class EtcdWatchStream(WatchStream):
         self._endpoint = endpoint
         self._buffer_size = buffer_size
         self._after = after_revision
-        self._progress = after_revision
+        # Every event at or below this was received from etcd (events or progress
+        # notifications); only what has also left the buffer counts as progress.
+        self._received = after_revision
         self._progress_interval = progress_interval
         self._on_compacted = on_compacted
-        # Unbounded so the terminal item always fits; the reader enforces the bound.
-        self._queue: asyncio.Queue[Event | StorageError | None] = asyncio.Queue()
+        # Received, not yet yielded; the reader enforces the bound.
+        self._buffer: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        # What iteration ends with once the buffer is drained: an error, or None for a
+        # normal end; set when _ended is.
+        self._terminal: StorageError | None = None
         self._closed = False
-        self._ended = False  # the reader queued its terminal item
+        self._ended = False  # the terminal item is set (by the reader, close or abort)
         self._done = False
         self._last_response = time.monotonic()
         self._progress_requested = False
@@ -125,29 +137,49 @@ class EtcdWatchStream(WatchStream):
 
     @property
     def progress_revision(self) -> int:
-        return self._progress
+        buffer = self._buffer
+        if buffer:
+            # Events of one etcd revision may be several (a foreign multi-key txn):
+            # only below the oldest undelivered one is the stream known complete.
+            return buffer[0].revision - 1
+        return self._received
 
     async def __anext__(self) -> Event:
-        if self._done:
-            raise StopAsyncIteration
-        item = await self._queue.get()
-        if isinstance(item, Event):
-            return item
-        self._done = True
-        if item is None:
-            raise StopAsyncIteration
-        raise item
+        while True:
+            if self._buffer:
+                return self._buffer.popleft()
+            if self._done:
+                raise StopAsyncIteration
+            if self._ended:
+                self._done = True
+                if self._terminal is None:
+                    raise StopAsyncIteration
+                raise self._terminal
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
     async def close(self) -> None:
         if await self._stop():
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._queue.put_nowait(None)
+            self._buffer.clear()
+            self._end(None)
 
     async def abort(self, error: StorageError) -> None:
         """End the stream with ``error`` after the events already buffered (no gap)."""
         if await self._stop():
-            self._queue.put_nowait(error)
+            self._end(error)
+
+    def _end(self, terminal: StorageError | None) -> None:
+        self._terminal = terminal
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _stop(self) -> bool:
         if self._closed:
@@ -158,7 +190,7 @@ class EtcdWatchStream(WatchStream):
             await self._task
         if self._call is not None:
             self._call.cancel()
-        # The reader may have queued its own terminal item already; it wins.
+        # The reader may have set its own terminal item already; it wins.
         return not self._ended
 
     # -- reader ------------------------------------------------------------------------
@@ -181,8 +213,7 @@ class EtcdWatchStream(WatchStream):
             if self._call is not None:
                 self._call.cancel()
         if not self._closed:
-            self._ended = True
-            self._queue.put_nowait(error)
+            self._end(error)
 
     async def _tick(self) -> None:
         """Ask etcd for a progress notification whenever the stream has been quiet."""
@@ -203,7 +234,7 @@ class EtcdWatchStream(WatchStream):
             return Expired(self._after, self._after + 1)
         return Unavailable(
             f"etcd watch on {self._endpoint.url} ended: {describe_rpc_error(exc)}; "
-            f"resume after revision {self._progress}"
+            f"resume after revision {self._received}"
         )
 
     async def _stream(self) -> StorageError:
@@ -215,7 +246,7 @@ class EtcdWatchStream(WatchStream):
             if response is grpc.aio.EOF:
                 return Unavailable(
                     f"etcd closed the watch stream on {self._endpoint.url}; "
-                    f"resume after revision {self._progress}"
+                    f"resume after revision {self._received}"
                 )
             if response.compact_revision:
                 self._on_compacted(response.compact_revision)
@@ -224,22 +255,25 @@ class EtcdWatchStream(WatchStream):
                 reason = response.cancel_reason or "no reason given"
                 return Unavailable(
                     f"etcd cancelled the watch on {self._endpoint.url}: {reason}; "
-                    f"resume after revision {self._progress}"
+                    f"resume after revision {self._received}"
                 )
             if response.created:
                 # The header of the creation reply is the store's revision, not a sign
                 # that history up to it was delivered: do not take it as progress.
                 continue
             if not response.events:
+                # etcd has sent every event of the watch up to this revision; they are
+                # all in the buffer or yielded (progress_revision accounts for which).
                 self._progress_requested = False
-                self._progress = max(self._progress, response.header.revision)
+                self._received = max(self._received, response.header.revision)
                 continue
-            if self._queue.qsize() + len(response.events) > self._buffer_size:
+            if len(self._buffer) + len(response.events) > self._buffer_size:
                 return Unavailable(
                     f"etcd watch consumer fell behind by more than {self._buffer_size} "
-                    f"events; resume after revision {self._progress}"
+                    f"events; resume after revision {self._received}"
                 )
+            buffer = self._buffer
             for proto in response.events:
-                event = event_from_proto(proto)
-                self._queue.put_nowait(event)
-                self._progress = event.revision
+                buffer.append(event_from_proto(proto))
+            self._received = max(self._received, buffer[-1].revision)
+            self._wake()

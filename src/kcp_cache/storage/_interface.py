@@ -46,10 +46,12 @@ class WatchStream(abc.ABC):
     @property
     @abc.abstractmethod
     def progress_revision(self) -> int:
-        """A revision up to which this stream is complete.
+        """A revision up to which this stream is complete; it never decreases.
 
         Every event under the prefix with a revision at or below this has already been
-        yielded. Used to send bookmarks while the prefix itself is quiet.
+        *yielded* — received by the engine is not enough: a bookmark built on an event
+        still buffered would move watchers past it. Used to send bookmarks while the
+        prefix itself is quiet.
         """
 
     @abc.abstractmethod

@@ -33,6 +33,10 @@ class WatchHub:
         self.state = state
         self.buffer_size = buffer_size
         self._by_prefix: dict[str, set[EmbeddedWatchStream]] = {}
+        #: Every committed batch up to this revision has been handed to the live streams.
+        #: A live stream's progress follows this, not the committed state: a revision
+        #: the hub has not published yet may still hold an event for that stream.
+        self.published_revision = state.revision
 
     def open(self, prefix: str, after_revision: int) -> EmbeddedWatchStream:
         stream = EmbeddedWatchStream(self, prefix, after_revision)
@@ -56,6 +60,7 @@ class WatchHub:
             if matching:
                 for stream in list(streams):
                     stream.push(matching)
+        self.published_revision = events[-1].revision
 
     def close_all(self, reason: str) -> None:
         """End every stream with ``Unavailable(reason)`` (the store is going away)."""
@@ -85,11 +90,12 @@ class EmbeddedWatchStream(WatchStream):
 
     @property
     def progress_revision(self) -> int:
+        # Only revisions whose events this stream has yielded (or that hold none for it).
         if self._cursor is not None:
             return max(self._after, min(self._cursor - 1, self._state.revision))
         if self._buffer:
             return self._buffer[0].revision - 1
-        return max(self._after, self._state.revision)
+        return max(self._after, self._hub.published_revision)
 
     async def __anext__(self) -> Event:
         while True:
@@ -126,10 +132,19 @@ class EmbeddedWatchStream(WatchStream):
             if event.kv.key.startswith(prefix):
                 # Having just taken the last retained event, go live at once, so that
                 # progress_revision follows new commits even before the next __anext__.
-                self._cursor = cursor if cursor <= state.revision else None
+                self._go_live_or_continue_at(cursor)
                 return event
-        self._cursor = None  # live from the next committed batch on
+        self._go_live_or_continue_at(cursor)
         return None
+
+    def _go_live_or_continue_at(self, cursor: int) -> None:
+        if cursor <= self._state.revision:
+            self._cursor = cursor
+            return
+        # Live from the next committed batch on; history was complete through
+        # cursor - 1, which progress must not fall back below.
+        self._cursor = None
+        self._after = max(self._after, cursor - 1)
 
     def push(self, events: list[Event]) -> None:
         """Called by the hub with a committed batch already filtered by prefix."""
