@@ -29,6 +29,18 @@ def read_events(path: Path, want: int, timeout: float = 10.0) -> list[dict[str, 
         time.sleep(0.05)
 
 
+def events_with_ids(path: Path, ids: set[str], timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Every event in *path* once the events of all *ids* are there (the harness's own
+    health polls are audited too, so a line count is not enough)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = read_events(path, 0, timeout=0)
+        complete = {e["auditID"] for e in events if e["stage"] == "ResponseComplete"}
+        if ids <= complete or time.monotonic() > deadline:
+            return events
+        time.sleep(0.05)
+
+
 def test_every_request_is_on_record(
     cache_server: Callable[..., CacheServer], tmp_path: Path
 ) -> None:
@@ -52,7 +64,8 @@ def test_every_request_is_on_record(
     assert (listed.status_code, created.status_code, denied.status_code) == (200, 201, 403)
     assert other.status_code == 403
 
-    events = read_events(audit_path, 6)
+    ids = {r.headers["audit-id"] for r in (listed, created, denied, other)} | {watch_id}
+    events = events_with_ids(audit_path, ids)
     by_id: dict[str, list[dict[str, Any]]] = {}
     for event in events:
         assert event["kind"] == "Event"
@@ -189,3 +202,43 @@ def test_a_full_disk_is_counted_and_the_log_resumes(small_disk: SmallDisk) -> No
     assert ids[0] == "1"
     assert ids[-1] == "99"  # resumed by itself, with whole lines only
     assert audit.events_written == len(ids)
+
+
+def _metric(server: CacheServer, name: str) -> float:
+    with server.client() as admin:
+        for line in admin.get("/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def test_the_server_keeps_serving_when_the_audit_disk_is_full(
+    cache_server: Callable[..., CacheServer], small_disk: SmallDisk
+) -> None:
+    audit_path = small_disk.path / "audit.log"
+    server = cache_server("--storage", "memory", "--audit-log-path", str(audit_path))
+    with server.client() as admin:
+        assert admin.get(EXPORTS).status_code == 200
+        read_events(audit_path, 1)
+        small_disk.fill()
+        started = time.monotonic()
+        for _ in range(50):
+            assert admin.get(EXPORTS).status_code == 200  # never blocked by the audit log
+        assert time.monotonic() - started < 10
+    deadline = time.monotonic() + 5
+    while _metric(server, "kcp_cache_audit_write_failures_total") < 1:
+        assert time.monotonic() < deadline, "no audit write failure counted"
+        time.sleep(0.1)
+    while _metric(server, "kcp_cache_audit_events_dropped_total") < 50:
+        assert time.monotonic() < deadline, "the lost events were not counted"
+        time.sleep(0.1)
+    small_disk.free()
+    with server.client() as admin:
+        marker = admin.get(EXPORTS, params={"limit": "7"})
+    audit_id = marker.headers["audit-id"]
+    deadline = time.monotonic() + 5
+    while audit_id not in audit_path.read_text():
+        assert time.monotonic() < deadline, "the audit log did not resume"
+        time.sleep(0.1)
+    for line in audit_path.read_text().splitlines():
+        json.loads(line)  # whole lines only
