@@ -29,6 +29,9 @@ from kcp_cache.storage._errors import (
     NotFound as NotFound,
 )
 from kcp_cache.storage._errors import (
+    StorageDamaged as StorageDamaged,
+)
+from kcp_cache.storage._errors import (
     StorageError as StorageError,
 )
 from kcp_cache.storage._errors import (
@@ -66,6 +69,7 @@ __all__ = [
     "RangeResult",
     "SQLiteStorage",
     "Storage",
+    "StorageDamaged",
     "StorageError",
     "StorageOpenError",
     "Unavailable",
