@@ -23,6 +23,7 @@ from pathlib import Path
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._logging import setup_logging
+from kcp_cache.cli._store_tool import add_store_parser, run_store
 from kcp_cache.replication import (
     DEFAULT_RESET_CHECK_PERIOD,
     DEFAULT_RESOURCES,
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     logging_group = replicate.add_argument_group("logging")
     logging_group.add_argument("-v", "--verbosity", type=int, default=0, help="log verbosity")
     logging_group.add_argument("--log-format", choices=["text", "json"], default="text")
+    add_store_parser(commands)
     return parser
 
 
@@ -157,6 +159,8 @@ async def _replicate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kcp-cache`` console script."""
     args = build_parser().parse_args(argv)
+    if args.command == "store":
+        return run_store(args)
     setup_logging(args.verbosity, args.log_format)
     # One INFO line per HTTP request from httpx2 drowns the controller's own logs.
     logging.getLogger("httpx2").setLevel(logging.DEBUG if args.verbosity >= 4 else logging.WARNING)
