@@ -46,6 +46,7 @@ from kcp_cache.storage._sqlite_schema import (
     SCHEMA_VERSION,
     SELECT_ROWS,
     connect,
+    connect_readonly,
     create_database,
     new_store_id,
     read_meta,
@@ -151,30 +152,42 @@ class SQLiteFile:
             raise self._damaged(str(exc), self._marker.path) from None
         if not self.path.exists() or self.path.stat().st_size == 0:
             return self._create(marker)
-        conn = connect(self.path, self.synchronous)
-        self._conn = conn
-        meta = self._read_meta(conn)
-        if meta.get("schema_version") == 1:
-            conn.close()
-            self._conn = None
-            store_id = marker.store_id if marker is not None else new_store_id()
-            migrate_v1(self.path, store_id, self._marker)
-            conn = self._conn = connect(self.path, self.synchronous)
-            meta = self._read_meta(conn)
-            marker = StoreMarker(store_id, meta["revision"])
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            raise StorageOpenError(
-                f"SQLite storage {self.path} has schema version {meta.get('schema_version')}, "
-                f"this server needs {SCHEMA_VERSION}"
-            )
-        store = _Meta(meta["store_id"], meta["compacted"], meta["revision"])
-        loaded = self._load(conn, store)
-        self._check_marker(marker, store.store_id, loaded.revision)
+        # Verified through a read-only connection: refusing a damaged store must leave
+        # its files as they are, and closing a read-write connection would checkpoint
+        # (and delete) the very WAL that is in question.
+        loaded, store_id = self._verify_and_load(marker)
+        conn = self._conn = connect(self.path, self.synchronous)
         self._switch_to_wal(conn)
-        self._store_id = store.store_id
+        self._store_id = store_id
         self._revision = loaded.revision
-        self._marker.open(StoreMarker(store.store_id, loaded.revision))
+        self._marker.open(StoreMarker(store_id, loaded.revision))
         return loaded
+
+    def _verify_and_load(self, marker: StoreMarker | None) -> tuple[LoadedState, int]:
+        conn = connect_readonly(self.path)
+        try:
+            meta = self._read_meta(conn)
+            if meta.get("schema_version") == 1:
+                conn.close()
+                store_id = marker.store_id if marker is not None else new_store_id()
+                migrate_v1(self.path, store_id, self._marker)
+                conn = connect_readonly(self.path)
+                meta = self._read_meta(conn)
+                marker = StoreMarker(store_id, meta["revision"])
+            if meta.get("schema_version") != SCHEMA_VERSION:
+                raise StorageOpenError(
+                    f"SQLite storage {self.path} has schema version "
+                    f"{meta.get('schema_version')}, this server needs {SCHEMA_VERSION}"
+                )
+            store = _Meta(meta["store_id"], meta["compacted"], meta["revision"])
+            loaded = self._load(conn, store)
+        finally:
+            conn.close()
+            # The read-only connection needed a shared-memory index; nobody else uses it
+            # (we hold the directory's lock), and the read-write connection keeps its own.
+            self.path.with_name(self.path.name + "-shm").unlink(missing_ok=True)
+        self._check_marker(marker, store.store_id, loaded.revision)
+        return loaded, store.store_id
 
     def _read_meta(self, conn: sqlite3.Connection) -> dict[str, int]:
         try:
@@ -411,7 +424,9 @@ class SQLiteFile:
         (free,) = conn.execute("PRAGMA freelist_count").fetchone()
         if free == 0:
             return False
-        conn.execute(f"PRAGMA incremental_vacuum({RECLAIM_STEP_PAGES})").fetchall()
+        # Through sqlite3_exec: the pragma frees one page per step, and a plain execute()
+        # of a statement that returns no rows steps it only once.
+        conn.executescript(f"PRAGMA incremental_vacuum({RECLAIM_STEP_PAGES})")
         return bool(free > RECLAIM_STEP_PAGES)
 
     def checkpoint(self) -> None:

@@ -30,6 +30,7 @@ from kcp_cache.storage._sqlite_schema import (
     INSERT_ROW,
     SCHEMA_VERSION,
     SELECT_ROWS,
+    connect_readonly,
     create_database,
     new_store_id,
     row_checksum,
@@ -65,6 +66,8 @@ class StoreReport:
         out += [f"lost: {item}" for item in self.lost]
         if self.healthy:
             out.append("no damage found")
+        elif not self.lost:
+            out.append("lost: nothing (every acknowledged write is still readable)")
         return out
 
 
@@ -224,12 +227,11 @@ def _inspect_locked(
 
 def _scan(path: Path, report: StoreReport) -> _Scan:
     try:
-        conn = sqlite3.connect(path, isolation_level=None)
+        conn = connect_readonly(path)
     except sqlite3.DatabaseError as exc:
         raise StorageOpenError(f"cannot open {path}: {exc}") from None
     conn.text_factory = bytes  # a damaged key must not hide its row
     try:
-        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         try:
             problems = [bytes(row[0]).decode() for row in conn.execute("PRAGMA quick_check")]
         except sqlite3.DatabaseError as exc:
@@ -258,6 +260,7 @@ def _scan(path: Path, report: StoreReport) -> _Scan:
         )
     finally:
         conn.close()
+        path.with_name(path.name + "-shm").unlink(missing_ok=True)
 
 
 def _read_rows(conn: sqlite3.Connection, report: StoreReport) -> tuple[list[_RawRow], list[int]]:

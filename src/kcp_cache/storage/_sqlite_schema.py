@@ -30,6 +30,7 @@ import sqlite3
 import struct
 import zlib
 from pathlib import Path
+from urllib.parse import quote
 
 __all__ = [
     "CREATE_SCHEMA",
@@ -39,6 +40,7 @@ __all__ = [
     "SELECT_ROWS",
     "WAL_SIZE_LIMIT",
     "connect",
+    "connect_readonly",
     "create_database",
     "new_store_id",
     "read_meta",
@@ -116,6 +118,13 @@ def connect(path: Path, synchronous: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that cannot change the files (not even checkpoint the WAL on close)."""
+    return sqlite3.connect(
+        f"file:{quote(str(path))}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+    )
 
 
 def create_database(path: Path, store_id: int, *, compacted: int = 0, revision: int = 0) -> None:
