@@ -1,0 +1,189 @@
+"""The SQLite store's file over its life: disk bytes under churn, and cold-start time.
+
+Two measurements, each against its reference in the same run (report ratios):
+
+* **churn** — ``--churn-objects`` keys × 1 KiB written through ``SQLiteStorage`` (group
+  commit, 256 concurrent writers), then ``--updates`` rounds updating every key (random
+  order per round), then a compaction to the current revision. Disk bytes (database +
+  WAL + side file) against the live bytes (keys + values) after the first write, after
+  the churn and after the compaction; then the restart time of the churned store against
+  that of a store holding the same live data written once.
+* **cold start** — ``--cold-objects`` keys × 1 KiB (a list, e.g. ``100000,1000000``)
+  written straight into a schema-2 file (the same rows the engine writes), then
+  ``SQLiteStorage.start()`` (checksums, revision chain, in-memory state) against a raw
+  ``sqlite3`` scan that fetches the same rows into Python, on a warm page cache; median
+  of ``--repeat``.
+
+    .venv/bin/python bench/storage_lifecycle_bench.py --churn-objects 100000 \
+        --cold-objects 100000,1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from kcp_cache.storage import SQLiteStorage
+from kcp_cache.storage._sqlite_schema import INSERT_ROW, create_database, row_checksum
+from kcp_cache.storage._store_marker import MarkerFile, StoreMarker
+
+VALUE = random.Random(1).randbytes(1024)
+
+
+def disk_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.glob("cache.db*") if not p.name.endswith(".lock"))
+
+
+def key(i: int) -> str:
+    return f"/cache/apis.kcp.io/apiexports/amber/acme/e{i:08d}"
+
+
+async def write_once(path: Path, n: int) -> dict[str, object]:
+    async with SQLiteStorage(path, compaction_interval=3600) as storage:
+        kvs = {}
+        for start in range(0, n, 256):
+            batch = [storage.create(key(i), VALUE) for i in range(start, min(start + 256, n))]
+            for kv in await asyncio.gather(*batch):
+                kvs[kv.key] = kv
+    return kvs
+
+
+async def timed_start(path: Path) -> float:
+    storage = SQLiteStorage(path, compaction_interval=3600)
+    started = time.perf_counter()
+    await storage.start()
+    elapsed = time.perf_counter() - started
+    await storage.close()
+    return elapsed
+
+
+async def churn(workdir: Path, n: int, updates: int, repeat: int) -> None:
+    live = sum(len(key(i)) + len(VALUE) for i in range(n))
+    once_root = workdir / "once"
+    await write_once(once_root / "cache.db", n)
+    root = workdir / "churn"
+    path = root / "cache.db"
+    await write_once(path, n)
+    first = disk_bytes(root)
+    async with SQLiteStorage(path, compaction_interval=3600) as storage:
+        kvs = {kv.key: kv for kv in (await storage.range("/cache/")).kvs}
+        t = time.perf_counter()
+        for r in range(updates):
+            order = list(kvs)
+            random.Random(r).shuffle(order)
+            for start in range(0, len(order), 256):
+                batch = [
+                    storage.update(k, VALUE, expected_mod_revision=kvs[k].mod_revision)
+                    for k in order[start : start + 256]
+                ]
+                for kv in await asyncio.gather(*batch):
+                    kvs[kv.key] = kv
+        churn_s = time.perf_counter() - t
+        churned = disk_bytes(root)
+        t = time.perf_counter()
+        await storage.compact(await storage.current_revision())
+        compact_s = time.perf_counter() - t
+        compacted = disk_bytes(root)
+    after_close = disk_bytes(root)
+    once_times = [await timed_start(once_root / "cache.db") for _ in range(repeat)]
+    churn_times = [await timed_start(path) for _ in range(repeat)]
+    mib = 1 << 20
+    print(f"## churn: {n:,} objects x 1 KiB, {updates} updates each ({churn_s:.1f} s)")
+    print("| state | disk (MiB) | disk / live |")
+    print("|---|---|---|")
+    print(f"| live data (keys + values) | {live / mib:.1f} | 1.00 |")
+    print(f"| written once | {first / mib:.1f} | {first / live:.2f} |")
+    print(f"| after {updates} updates per object | {churned / mib:.1f} | {churned / live:.2f} |")
+    print(
+        f"| after compaction ({compact_s:.1f} s) | {compacted / mib:.1f} | {compacted / live:.2f} |"
+    )
+    print(f"| after close | {after_close / mib:.1f} | {after_close / live:.2f} |")
+    once_s, churn_start = statistics.median(once_times), statistics.median(churn_times)
+    print(
+        f"\nrestart: written once {once_s:.3f} s, after churn + compaction {churn_start:.3f} s "
+        f"= {churn_start / once_s:.2f} x (median of {repeat})\n"
+    )
+
+
+def build_raw(path: Path, n: int) -> None:
+    store_id = 12345
+    path.parent.mkdir(parents=True)
+    marker = MarkerFile(path.with_name("cache.db.state"))
+    marker.open(StoreMarker(store_id, n))
+    marker.close()
+    create_database(path, store_id, compacted=n, revision=n)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN")
+    for start in range(1, n + 1, 10_000):
+        conn.executemany(
+            INSERT_ROW,
+            (
+                (rev, key(rev), VALUE, rev, 0, row_checksum(store_id, rev, key(rev), VALUE, rev, 0))
+                for rev in range(start, min(start + 10_000, n + 1))
+            ),
+        )
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def raw_scan(path: Path) -> float:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    started = time.perf_counter()
+    for _row in conn.execute(
+        "SELECT rev, key, value, create_rev, prev_mod_rev, crc FROM log ORDER BY rev"
+    ):
+        pass  # fetched into Python, as the engine's load does
+    elapsed = time.perf_counter() - started
+    conn.close()
+    path.with_name(path.name + "-shm").unlink(missing_ok=True)
+    return elapsed
+
+
+async def cold(workdir: Path, counts: list[int], repeat: int) -> None:
+    print("## cold start vs raw scan of the same rows")
+    print("| objects | raw scan (s) | ours: start() (s) | ratio |")
+    print("|---|---|---|---|")
+    for n in counts:
+        path = workdir / f"cold-{n}" / "cache.db"
+        build_raw(path, n)
+        raw_scan(path)  # warm the page cache
+        raws, ours = [], []
+        for _ in range(repeat):
+            raws.append(raw_scan(path))
+            ours.append(await timed_start(path))
+        r, o = statistics.median(raws), statistics.median(ours)
+        ratios = [b / a for a, b in zip(raws, ours, strict=True)]
+        print(
+            f"| {n:,} | {r:.2f} | {o:.2f} | {statistics.median(ratios):.2f} "
+            f"({min(ratios):.2f}–{max(ratios):.2f}) |"
+        )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--churn-objects", type=int, default=100_000)
+    parser.add_argument("--updates", type=int, default=10)
+    parser.add_argument("--cold-objects", default="100000,1000000")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-churn", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lifecycle-", dir=os.getcwd()) as tmp:
+        workdir = Path(tmp)
+        print(f"load average before: {os.getloadavg()[0]:.2f}\n")
+        if not args.skip_churn:
+            await churn(workdir, args.churn_objects, args.updates, args.repeat)
+        await cold(workdir, [int(c) for c in args.cold_objects.split(",") if c], args.repeat)
+        print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
