@@ -288,3 +288,9 @@ async def test_files_shrink_back_after_churn_and_compaction(tmp_path: Path) -> N
     assert compacted <= 3 * live, (compacted, live)
     async with SQLiteStorage(path) as reopened:
         assert len((await reopened.range("/cache/")).kvs) == len(keys)
+
+
+def test_store_tools_on_a_directory_without_a_store(tmp_path: Path) -> None:
+    check = run("kcp-cache", "store", "check", "--root-directory", str(tmp_path))
+    assert check.returncode == 1
+    assert check.stderr == f"kcp-cache store check: there is no SQLite store in {tmp_path}\n"

@@ -46,7 +46,11 @@ class SQLiteStorage(EmbeddedStorage):
     transaction is being persisted share the next one — and acknowledged only after
     their transaction has committed. :func:`open_storage` puts the file at
     ``<root-directory>/cache.db``; a ``cache.db.lock`` next to it keeps a second server
-    from opening the same directory.
+    from opening the same directory, and ``cache.db.state`` records the store's identity
+    and highest acknowledged revision. Start-up verifies every row's checksum, the
+    history's revision chain and that record, and refuses a damaged, emptied, truncated
+    or rolled-back store with :class:`StorageDamaged` (see docs/storage.md; recovery is
+    ``kcp-cache store recover``).
 
     Options (keyword-only), besides those of :class:`MemoryStorage`:
 

@@ -144,6 +144,8 @@ def _inspect(path: Path) -> tuple[StoreReport, dict[str, tuple[int, bytes, int]]
 def _inspect_locked(
     path: Path, report: StoreReport
 ) -> tuple[StoreReport, dict[str, tuple[int, bytes, int]]]:
+    if not path.exists() and not marker_path(path).exists():
+        raise StorageOpenError(f"there is no SQLite store in {path.parent}")
     try:
         marker = MarkerFile.read(marker_path(path))
     except MarkerError as exc:
