@@ -112,6 +112,51 @@ async def churn(workdir: Path, n: int, updates: int, repeat: int) -> None:
     )
 
 
+async def churn_with_defaults(workdir: Path, n: int, updates: int) -> None:
+    """The same churn on a store with default settings: automatic compaction only."""
+    live = sum(len(key(i)) + len(VALUE) for i in range(n))
+    root = workdir / "defaults"
+    await write_once(root / "cache.db", n)
+    peak = 0
+    async with SQLiteStorage(root / "cache.db") as storage:
+        policy = storage.compaction_policy
+        kvs = {kv.key: kv for kv in (await storage.range("/cache/")).kvs}
+        for r in range(updates):
+            order = list(kvs)
+            random.Random(r).shuffle(order)
+            for start in range(0, len(order), 256):
+                batch = [
+                    storage.update(k, VALUE, expected_mod_revision=kvs[k].mod_revision)
+                    for k in order[start : start + 256]
+                ]
+                for kv in await asyncio.gather(*batch):
+                    kvs[kv.key] = kv
+                if start % (256 * 40) == 0:
+                    peak = max(peak, disk_bytes(root))
+        revision = await storage.current_revision()
+        waited = time.perf_counter()
+        # One more interval: the automatic policy compacts to revision - max_events.
+        while storage.compacted_revision < revision - policy.max_events:
+            await asyncio.sleep(0.2)
+            if time.perf_counter() - waited > policy.interval * 3:
+                break
+        await asyncio.sleep(1.0)  # let its page reclaim and checkpoint finish
+        settled = disk_bytes(root)
+        retained = revision - storage.compacted_revision
+    mib = 1 << 20
+    print(
+        f"## default settings (automatic compaction every {policy.interval:g} s, at most "
+        f"{policy.max_events:,} events kept): {n:,} objects, {updates} updates each"
+    )
+    print("| state | disk (MiB) | disk / live |")
+    print("|---|---|---|")
+    print(f"| peak sampled during the churn | {peak / mib:.1f} | {peak / live:.2f} |")
+    print(
+        f"| after the automatic compaction ({retained:,} events of history kept) "
+        f"| {settled / mib:.1f} | {settled / live:.2f} |\n"
+    )
+
+
 def build_raw(path: Path, n: int) -> None:
     store_id = 12345
     path.parent.mkdir(parents=True)
@@ -199,6 +244,7 @@ async def main() -> None:
         print(f"load average before: {os.getloadavg()[0]:.2f}\n")
         if not args.skip_churn:
             await churn(workdir, args.churn_objects, args.updates, args.repeat)
+            await churn_with_defaults(workdir, args.churn_objects, args.updates)
         await cold(workdir, [int(c) for c in args.cold_objects.split(",") if c], args.repeat)
         print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
