@@ -16,7 +16,7 @@ import bisect
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from sortedcontainers import SortedDict
@@ -68,17 +68,19 @@ class MVCCState:
 
     def load(
         self,
-        kvs: Iterable[KeyValue],
+        current: Mapping[str, KeyValue],
         history: list[Event],
         *,
         revision: int,
         compacted: int,
         now: float,
     ) -> None:
-        """Replace the state with one read back from disk (start-up; ``kvs`` in key order)."""
-        # From a dict, not from pairs: SortedDict then sorts the dict's keys, which is
-        # linear when ``kvs`` come in key order (0.2 s instead of 4 s for 1M keys).
-        self.current = SortedDict({kv.key: kv for kv in kvs})
+        """Replace the state with one read back from disk (start-up).
+
+        ``current`` maps each key to its value, in key order: SortedDict then takes it
+        over in linear time (0.2 s for 1M keys; from unordered pairs it takes 4 s).
+        """
+        self.current = SortedDict(current)
         self.history = history
         self.revision = revision
         self.compacted = compacted

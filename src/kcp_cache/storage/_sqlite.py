@@ -89,7 +89,7 @@ class SQLiteStorage(EmbeddedStorage):
             raise
         try:
             self._state.load(
-                loaded.kvs,
+                loaded.current,
                 loaded.history,
                 revision=loaded.revision,
                 compacted=loaded.compacted,

@@ -75,7 +75,7 @@ def marker_path(db_path: Path) -> Path:
 class LoadedState:
     """What start-up reads back: current key-values and retained history."""
 
-    kvs: list[KeyValue]
+    current: dict[str, KeyValue]  # in key order
     history: list[Event]
     revision: int
     compacted: int
@@ -228,7 +228,7 @@ class SQLiteFile:
         self._switch_to_wal(conn)
         self._store_id = store_id
         self._revision = 0
-        return LoadedState(kvs=[], history=[], revision=0, compacted=0)
+        return LoadedState(current={}, history=[], revision=0, compacted=0)
 
     def _switch_to_wal(self, conn: sqlite3.Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -326,7 +326,7 @@ class SQLiteFile:
         revision = max(last, compacted, meta.revision)
         keys = sorted(current)
         return LoadedState(
-            kvs=[current[k] for k in keys],
+            current={k: current[k] for k in keys},
             history=history,
             revision=revision,
             compacted=compacted,
