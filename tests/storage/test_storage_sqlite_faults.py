@@ -17,12 +17,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kcp_cache.storage import NotFound, SQLiteStorage, Unavailable
+from kcp_cache.storage import NotFound, SQLiteStorage, Unavailable, _sqlite_backend
 
 KEYS = ["/cache/a", "/cache/b", "/cache/c/d", "/cache/e"]
 
@@ -55,10 +56,12 @@ async def state(storage: SQLiteStorage) -> dict[str, bytes]:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=st.lists(step_st, min_size=1, max_size=30))
+@given(steps=st.lists(step_st, min_size=1, max_size=30), compact_step=st.sampled_from([2, 20_000]))
 def test_acknowledged_state_survives_failed_compactions_and_restarts(
-    steps: list[tuple[str, str, int, bool]],
+    steps: list[tuple[str, str, int, bool]], compact_step: int
 ) -> None:
+    """``compact_step`` 2: compactions run as many transactions, any of which may fail."""
+
     async def example() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "cache.db"
@@ -107,7 +110,8 @@ def test_acknowledged_state_survives_failed_compactions_and_restarts(
             async with SQLiteStorage(path) as reopened:
                 assert await state(reopened) == model
 
-    asyncio.run(example())
+    with mock.patch.object(_sqlite_backend, "COMPACT_STEP_REVISIONS", compact_step):
+        asyncio.run(example())
 
 
 @contextlib.contextmanager

@@ -26,13 +26,15 @@ class _SQLitePersister(Persister):
         await self._file.thread.run(self._file.write_batch, events)
 
     async def compact(self, revision: int, previous: int, dropped: list[Event]) -> None:
-        # What to delete is decided from the rows on disk (SQLiteFile.compact), not from
-        # ``dropped``: after a failed compaction the in-memory history has already let go
-        # of those events, and the next compaction must still clean up after it.
+        # What to delete is decided from the rows on disk (SQLiteFile.compact_step), not
+        # from ``dropped``: after a failed compaction the in-memory history has already
+        # let go of those events, and the next compaction must still clean up after it.
+        # Both the deletes and giving freed pages back to the file system go in bounded
+        # steps, each its own job on the writer thread, so that write batches queued
+        # meanwhile are not held up by all of it.
         thread, file = self._file.thread, self._file
-        await thread.run(file.compact, revision)
-        # Freed pages go back to the file system in bounded steps, each its own job on the
-        # writer thread, so write batches queued meanwhile are not held up by all of it.
+        while await thread.run(file.compact_step, revision):
+            pass
         while await thread.run(file.reclaim_step):
             pass
         await thread.run(file.checkpoint)

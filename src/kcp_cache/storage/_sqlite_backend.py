@@ -61,6 +61,9 @@ __all__ = ["LoadedState", "SQLiteFile", "marker_path"]
 
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
+#: Revisions one compaction transaction covers at most (see SQLiteFile.compact_step).
+COMPACT_STEP_REVISIONS = 20_000
+
 #: Pages given back to the file system per step after a compaction (4 MiB of 4 KiB
 #: pages); write batches queued meanwhile run between steps.
 RECLAIM_STEP_PAGES = 1024
@@ -381,40 +384,43 @@ class SQLiteFile:
         with contextlib.suppress(OSError):
             self._marker.record(StoreMarker(self._store_id, self._revision), durable=durable)
 
-    def compact(self, revision: int) -> None:
-        """Forget history at or below ``revision``: delete what became unreachable.
+    def compact_step(self, revision: int) -> bool:
+        """Forget history at or below ``revision``, one bounded step; ``True`` if more remain.
 
         Decided from the rows, from the compacted revision recorded in the file: in
-        ``(compacted, revision]`` every write names the row it superseded
+        ``(compacted, step end]`` every write names the row it superseded
         (``prev_mod_rev``), which goes, and every delete row goes too. What stays at or
-        below ``revision`` is the newest value of each live key. One transaction, so a
-        failure changes nothing and the next compaction covers this one's range as well.
+        below the step's end is the newest value of each live key. One transaction per
+        step of at most :data:`COMPACT_STEP_REVISIONS`: a failure changes nothing (the
+        next compaction covers this range as well), the WAL a step leaves behind stays
+        small, and write batches queued meanwhile run between steps.
         """
         conn = self._conn
         if conn is None:
-            return
+            return False
         conn.execute("BEGIN IMMEDIATE")
         try:
             (done,) = conn.execute("SELECT value FROM meta WHERE name = 'compacted'").fetchone()
-            if revision > done:
+            end = min(revision, done + COMPACT_STEP_REVISIONS)
+            if end > done:
                 conn.execute(
                     "DELETE FROM log WHERE rev IN (SELECT prev_mod_rev FROM log"
                     " WHERE rev > ? AND rev <= ? AND prev_mod_rev > 0)",
-                    (done, revision),
+                    (done, end),
                 )
                 conn.execute(
-                    "DELETE FROM log WHERE rev > ? AND rev <= ? AND value IS NULL",
-                    (done, revision),
+                    "DELETE FROM log WHERE rev > ? AND rev <= ? AND value IS NULL", (done, end)
                 )
                 conn.executemany(
                     "UPDATE meta SET value = ? WHERE name = ?",
-                    [(revision, "compacted"), (self._revision, "revision")],
+                    [(end, "compacted"), (self._revision, "revision")],
                 )
             self._commit(conn)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        return bool(end < revision)
 
     def reclaim_step(self) -> bool:
         """Give up to :data:`RECLAIM_STEP_PAGES` free pages back; ``True`` if more remain."""
