@@ -140,8 +140,13 @@ async def churn_with_defaults(workdir: Path, n: int, updates: int) -> None:
             await asyncio.sleep(0.2)
             if time.perf_counter() - waited > policy.interval * 3:
                 break
-        await asyncio.sleep(1.0)  # let its page reclaim and checkpoint finish
-        settled = disk_bytes(root)
+        # The in-memory mark moves first; the file follows in steps. Wait until it settles.
+        settled, stable_since = disk_bytes(root), time.perf_counter()
+        while time.perf_counter() - stable_since < 3.0:
+            await asyncio.sleep(0.5)
+            size = disk_bytes(root)
+            if size != settled:
+                settled, stable_since = size, time.perf_counter()
         retained = revision - storage.compacted_revision
     mib = 1 << 20
     print(
