@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import os
 import random
+import resource
 import sqlite3
 import statistics
 import tempfile
@@ -55,13 +56,24 @@ async def write_once(path: Path, n: int) -> dict[str, object]:
     return kvs
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process, every thread (the load runs on the writer thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def timed_start(path: Path) -> float:
+    return (await timed_start_cpu(path))[0]
+
+
+async def timed_start_cpu(path: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of ``SQLiteStorage.start()``."""
     storage = SQLiteStorage(path, compaction_interval=3600)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     await storage.start()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     await storage.close()
-    return elapsed
+    return elapsed, cpu
 
 
 async def churn(workdir: Path, n: int, updates: int, repeat: int) -> None:
@@ -191,28 +203,35 @@ def build_raw(path: Path, n: int) -> None:
 
 
 def raw_scan(path: Path, *, keep: bool = False) -> float:
-    """Fetch every row into Python; ``keep``: hold them all (``fetchall``), as a load must."""
+    return raw_scan_cpu(path, keep=keep)[0]
+
+
+def raw_scan_cpu(path: Path, *, keep: bool = False) -> tuple[float, float]:
+    """Fetch every row into Python; ``keep``: hold them all (``fetchall``), as a load must.
+
+    Returns wall and CPU seconds.
+    """
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     query = "SELECT rev, key, value, create_rev, prev_mod_rev, crc FROM log ORDER BY rev"
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     if keep:
         rows = conn.execute(query).fetchall()
     else:
         for _row in conn.execute(query):
             pass
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     if keep:
         del rows
     conn.close()
     path.with_name(path.name + "-shm").unlink(missing_ok=True)
-    return elapsed
+    return elapsed, cpu
 
 
 async def cold(workdir: Path, counts: list[int], repeat: int) -> None:
-    print("## cold start vs raw scan of the same rows")
+    print("## cold start vs raw scan of the same rows (wall s / CPU s, medians)")
     print(
-        "| objects | raw scan, rows discarded (s) | raw fetchall (s) | ours: start() (s) "
-        "| ours / raw scan | ours / raw fetchall |"
+        "| objects | raw scan, rows discarded | raw fetchall | ours: start() "
+        "| ours / raw scan (wall; CPU) | ours / raw fetchall (wall; CPU) |"
     )
     print("|---|---|---|---|---|---|")
     for n in counts:
@@ -221,15 +240,25 @@ async def cold(workdir: Path, counts: list[int], repeat: int) -> None:
         raw_scan(path)  # warm the page cache
         scans, fetches, ours = [], [], []
         for _ in range(repeat):
-            scans.append(raw_scan(path))
-            fetches.append(raw_scan(path, keep=True))
-            ours.append(await timed_start(path))
-        by_scan = [o / r for r, o in zip(scans, ours, strict=True)]
-        by_fetch = [o / r for r, o in zip(fetches, ours, strict=True)]
+            scans.append(raw_scan_cpu(path))
+            fetches.append(raw_scan_cpu(path, keep=True))
+            ours.append(await timed_start_cpu(path))
         print(
-            f"| {n:,} | {statistics.median(scans):.2f} | {statistics.median(fetches):.2f} "
-            f"| {statistics.median(ours):.2f} | {_spread(by_scan)} | {_spread(by_fetch)} |"
+            f"| {n:,} | {_cell(scans)} | {_cell(fetches)} | {_cell(ours)} "
+            f"| {_ratio(ours, scans)} | {_ratio(ours, fetches)} |"
         )
+
+
+def _cell(pairs: list[tuple[float, float]]) -> str:
+    wall = statistics.median(p[0] for p in pairs)
+    cpu = statistics.median(p[1] for p in pairs)
+    return f"{wall:.2f} / {cpu:.2f}"
+
+
+def _ratio(ours: list[tuple[float, float]], refs: list[tuple[float, float]]) -> str:
+    wall = [o[0] / r[0] for r, o in zip(refs, ours, strict=True)]
+    cpu = [o[1] / r[1] for r, o in zip(refs, ours, strict=True)]
+    return f"{_spread(wall)}; {_spread(cpu)}"
 
 
 def _spread(ratios: list[float]) -> str:

@@ -78,7 +78,7 @@ def marker_path(db_path: Path) -> Path:
 class LoadedState:
     """What start-up reads back: current key-values and retained history."""
 
-    current: dict[str, KeyValue]  # in key order
+    current: dict[str, KeyValue]
     history: list[Event]
     revision: int
     compacted: int
@@ -327,9 +327,8 @@ class SQLiteFile:
                 f"the log ends at revision {last}, but revision {meta.revision} was written"
             )
         revision = max(last, compacted, meta.revision)
-        keys = sorted(current)
         return LoadedState(
-            current={k: current[k] for k in keys},
+            current=current,
             history=history,
             revision=revision,
             compacted=compacted,
