@@ -84,7 +84,7 @@ async def test_corrupt_file_gives_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "cache.db"
     path.write_bytes(b"this is not an SQLite database, just garbage\n" * 200)
     storage = SQLiteStorage(path)
-    with pytest.raises(StorageOpenError, match="corrupt or not an SQLite database") as info:
+    with pytest.raises(StorageOpenError, match="is damaged: not an SQLite database") as info:
         await storage.start()
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)

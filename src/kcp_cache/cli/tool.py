@@ -24,6 +24,7 @@ from typing import Any
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._logging import setup_logging
+from kcp_cache.cli._store_tool import add_store_parser, run_store
 from kcp_cache.replication import (
     DEFAULT_RESET_CHECK_PERIOD,
     DEFAULT_RESOURCES,
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     logging_group.add_argument("-v", "--verbosity", type=int, default=0, help="log verbosity")
     logging_group.add_argument("--log-format", choices=["text", "json"], default="text")
     _add_certs_command(commands)
+    add_store_parser(commands)
     return parser
 
 
@@ -250,6 +252,8 @@ def issue_principal_certificate(args: argparse.Namespace) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kcp-cache`` console script."""
     args = build_parser().parse_args(argv)
+    if args.command == "store":
+        return run_store(args)
     setup_logging(args.verbosity, args.log_format)
     # One INFO line per HTTP request from httpx2 drowns the controller's own logs.
     logging.getLogger("httpx2").setLevel(logging.DEBUG if args.verbosity >= 4 else logging.WARNING)

@@ -29,6 +29,9 @@ from kcp_cache.storage._errors import (
     NotFound as NotFound,
 )
 from kcp_cache.storage._errors import (
+    StorageDamaged as StorageDamaged,
+)
+from kcp_cache.storage._errors import (
     StorageError as StorageError,
 )
 from kcp_cache.storage._errors import (
@@ -43,6 +46,9 @@ from kcp_cache.storage._interface import Storage as Storage
 from kcp_cache.storage._interface import WatchStream as WatchStream
 from kcp_cache.storage._memory import MemoryStorage as MemoryStorage
 from kcp_cache.storage._sqlite import SQLiteStorage as SQLiteStorage
+from kcp_cache.storage._sqlite_recover import StoreReport as StoreReport
+from kcp_cache.storage._sqlite_recover import check_store as check_store
+from kcp_cache.storage._sqlite_recover import recover_store as recover_store
 from kcp_cache.storage._types import DeleteResult as DeleteResult
 from kcp_cache.storage._types import Event as Event
 from kcp_cache.storage._types import EventType as EventType
@@ -66,9 +72,13 @@ __all__ = [
     "RangeResult",
     "SQLiteStorage",
     "Storage",
+    "StorageDamaged",
     "StorageError",
     "StorageOpenError",
+    "StoreReport",
     "Unavailable",
     "WatchStream",
+    "check_store",
     "open_storage",
+    "recover_store",
 ]

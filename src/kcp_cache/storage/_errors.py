@@ -15,6 +15,7 @@ __all__ = [
     "FutureRevision",
     "InvalidKey",
     "NotFound",
+    "StorageDamaged",
     "StorageError",
     "StorageOpenError",
     "Unavailable",
@@ -77,6 +78,24 @@ class StorageOpenError(Unavailable):
 
     The message is one line meant for an operator; no traceback is needed to act on it.
     """
+
+
+class StorageDamaged(StorageOpenError):
+    """The store's files are damaged, missing or rolled back: start-up refuses them.
+
+    ``path`` names the file and ``finding`` says what was found; the message (one line)
+    adds how to inspect and recover (``kcp-cache store check|recover``).
+    """
+
+    def __init__(self, path: object, finding: str, *, root_directory: object = None) -> None:
+        where = root_directory if root_directory is not None else "DIR"
+        super().__init__(
+            f"storage {path} is damaged: {finding}; refusing to start "
+            f"(details: kcp-cache store check --root-directory {where}; start again from "
+            f"what is readable: kcp-cache store recover --root-directory {where})"
+        )
+        self.path = path
+        self.finding = finding
 
 
 class FutureRevision(Unavailable):

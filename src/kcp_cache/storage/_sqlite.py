@@ -9,7 +9,6 @@ from typing import Literal
 
 from kcp_cache.storage._embedded import EmbeddedStorage
 from kcp_cache.storage._errors import StorageOpenError
-from kcp_cache.storage._mvcc import MVCCState
 from kcp_cache.storage._persist import Persister
 from kcp_cache.storage._sqlite_backend import SQLiteFile
 from kcp_cache.storage._types import Event
@@ -20,9 +19,8 @@ __all__ = ["SQLiteStorage"]
 class _SQLitePersister(Persister):
     """Runs batch writes and compactions on the file's single writer thread."""
 
-    def __init__(self, file: SQLiteFile, state: MVCCState) -> None:
+    def __init__(self, file: SQLiteFile) -> None:
         self._file = file
-        self._state = state
 
     async def write_batch(self, events: list[Event]) -> None:
         await self._file.thread.run(self._file.write_batch, events)
@@ -31,19 +29,18 @@ class _SQLitePersister(Persister):
         await self._file.thread.run(self._file.probe_write)
 
     async def compact(self, revision: int, previous: int, dropped: list[Event]) -> None:
-        # Decided here, on the event loop, against the state the rows must reproduce:
-        # a dropped row goes unless it still holds its key's current value; a row at or
-        # below the previous compaction was kept as current, and goes once superseded.
-        current = self._state.current
-        superseded: list[int] = []
-        for event in dropped:
-            kv = current.get(event.kv.key)
-            if kv is None or kv.mod_revision != event.revision:
-                superseded.append(event.revision)
-            prev = event.prev_kv
-            if prev is not None and prev.mod_revision <= previous:
-                superseded.append(prev.mod_revision)
-        await self._file.thread.run(self._file.compact, revision, superseded)
+        # What to delete is decided from the rows on disk (SQLiteFile.compact_step), not
+        # from ``dropped``: after a failed compaction the in-memory history has already
+        # let go of those events, and the next compaction must still clean up after it.
+        # Both the deletes and giving freed pages back to the file system go in bounded
+        # steps, each its own job on the writer thread, so that write batches queued
+        # meanwhile are not held up by all of it.
+        thread, file = self._file.thread, self._file
+        while await thread.run(file.compact_step, revision):
+            pass
+        while await thread.run(file.reclaim_step):
+            pass
+        await thread.run(file.checkpoint)
 
 
 class SQLiteStorage(EmbeddedStorage):
@@ -54,7 +51,11 @@ class SQLiteStorage(EmbeddedStorage):
     transaction is being persisted share the next one — and acknowledged only after
     their transaction has committed. :func:`open_storage` puts the file at
     ``<root-directory>/cache.db``; a ``cache.db.lock`` next to it keeps a second server
-    from opening the same directory.
+    from opening the same directory, and ``cache.db.state`` records the store's identity
+    and highest acknowledged revision. Start-up verifies every row's checksum, the
+    history's revision chain and that record, and refuses a damaged, emptied, truncated
+    or rolled-back store with :class:`StorageDamaged` (see docs/storage.md; recovery is
+    ``kcp-cache store recover``).
 
     Options (keyword-only), besides those of :class:`MemoryStorage`:
 
@@ -93,7 +94,7 @@ class SQLiteStorage(EmbeddedStorage):
             raise
         try:
             self._state.load(
-                loaded.kvs,
+                loaded.current,
                 loaded.history,
                 revision=loaded.revision,
                 compacted=loaded.compacted,
@@ -102,7 +103,7 @@ class SQLiteStorage(EmbeddedStorage):
         except ValueError as exc:
             await self._close_backend()
             raise StorageOpenError(f"SQLite storage {self.path} is inconsistent: {exc}") from None
-        return _SQLitePersister(self._file, self._state)
+        return _SQLitePersister(self._file)
 
     async def _close_backend(self) -> None:
         await self._file.thread.run(self._file.close)
