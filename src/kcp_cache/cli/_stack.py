@@ -15,10 +15,20 @@ from kcp_cache.server.api import ApiApp, create_api_app
 from kcp_cache.server.discovery import create_discovery_app, route_discovery
 from kcp_cache.storage import Storage
 
-__all__ = ["BOOTSTRAP_CHECK", "ApiStack", "build_api_stack"]
+__all__ = [
+    "BOOTSTRAP_CHECK",
+    "DEFAULT_MIN_REQUEST_TIMEOUT",
+    "DEFAULT_WATCH_MAX_UNSENT_BYTES",
+    "ApiStack",
+    "build_api_stack",
+]
 
 #: The readiness check kcp's cache server reports for its CRD bootstrap.
 BOOTSTRAP_CHECK = "poststarthook/bootstrap-cache-server"
+#: kube-apiserver's ``--min-request-timeout`` default (seconds).
+DEFAULT_MIN_REQUEST_TIMEOUT = 1800.0
+#: Unsent data (queued events plus connection buffers) after which a watch is cut off.
+DEFAULT_WATCH_MAX_UNSENT_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -30,16 +40,28 @@ class ApiStack:
 
 
 def build_api_stack(
-    storage: Storage, *, metrics: ServerMetrics, readiness: ReadinessChecks
+    storage: Storage,
+    *,
+    metrics: ServerMetrics,
+    readiness: ReadinessChecks,
+    min_request_timeout: float = DEFAULT_MIN_REQUEST_TIMEOUT,
+    watch_max_unsent_bytes: int = DEFAULT_WATCH_MAX_UNSENT_BYTES,
 ) -> ApiStack:
     """The API handlers over ``storage``; registers the bootstrap readiness check.
 
     Call ``await stack.api.startup()`` to bootstrap the CRDs and ``stack.api.shutdown``
     at the end (the CLI adds it to ``CacheServerApp.on_shutdown``).
+    ``min_request_timeout`` and ``watch_max_unsent_bytes`` are the watch limits of
+    ``kcp-cache-server --min-request-timeout`` and ``--watch-max-unsent-bytes``.
     """
     catalog = ResourceCatalog()
-    registry = Registry(storage, catalog)
-    api = create_api_app(registry, bootstrapper=Bootstrapper(storage, catalog), metrics=metrics)
+    registry = Registry(storage, catalog, watch_buffer_bytes=watch_max_unsent_bytes)
+    api = create_api_app(
+        registry,
+        bootstrapper=Bootstrapper(storage, catalog),
+        metrics=metrics,
+        min_request_timeout=min_request_timeout,
+    )
     discovery = create_discovery_app(lambda: catalog.crds)
 
     def bootstrapped() -> None:

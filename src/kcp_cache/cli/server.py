@@ -30,9 +30,15 @@ from OpenSSL import SSL
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._logging import setup_logging
-from kcp_cache.cli._stack import build_api_stack
+from kcp_cache.cli._stack import (
+    DEFAULT_MIN_REQUEST_TIMEOUT,
+    DEFAULT_WATCH_MAX_UNSENT_BYTES,
+    build_api_stack,
+)
 from kcp_cache.server import (
     DEFAULT_ALWAYS_ALLOW_PATHS,
+    DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+    DEFAULT_MAX_REQUESTS_INFLIGHT,
     HTTPSServer,
     ReadinessChecks,
     ServerMetrics,
@@ -158,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_duration,
         help="how often compaction runs (e.g. 10s); default: the engine's",
     )
+    _add_limit_flags(parser)
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
         "--synthetic-delay",
@@ -179,6 +186,86 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=("text", "json"), default="text", help="log line format"
     )
     return parser
+
+
+# -- overload protection: in-flight requests and watch streams (kube's flags) ----------
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value
+
+
+_BYTE_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "k": 1000, "M": 1000**2, "G": 1000**3}
+
+
+def _byte_size(text: str) -> int:
+    """``8388608``, ``8Mi``, ``512Ki`` … (Kubernetes quantity suffixes), at least 1 KiB."""
+    number, factor = text.strip(), 1
+    for suffix, unit in _BYTE_UNITS.items():
+        if number.endswith(suffix):
+            number, factor = number[: -len(suffix)], unit
+            break
+    try:
+        value = int(number) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a byte size: {text!r} (e.g. 8Mi)") from None
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"must be at least 1Ki: {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return seconds
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    limits = parser.add_argument_group(
+        "overload protection",
+        "kube-apiserver's limits on concurrent requests and on watch streams "
+        "(see docs/watch-limits.md)",
+    )
+    limits.add_argument(
+        "--max-requests-inflight",
+        metavar="N",
+        type=_non_negative_int,
+        default=DEFAULT_MAX_REQUESTS_INFLIGHT,
+        help="most read-only requests (get, list) served at once; beyond it 429 "
+        "TooManyRequests with Retry-After. Watches, health probes and system:masters "
+        "are not limited; 0: no limit",
+    )
+    limits.add_argument(
+        "--max-mutating-requests-inflight",
+        metavar="N",
+        type=_non_negative_int,
+        default=DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+        help="most mutating requests (create, update, patch, delete) served at once; "
+        "beyond it 429 as above; 0: no limit",
+    )
+    limits.add_argument(
+        "--min-request-timeout",
+        metavar="DURATION",
+        type=_positive_seconds,
+        default=DEFAULT_MIN_REQUEST_TIMEOUT,
+        help="a watch without timeoutSeconds ends after a random time in [min, 2·min); "
+        "a longer timeoutSeconds is capped to 2·min (e.g. 30m, or seconds)",
+    )
+    limits.add_argument(
+        "--watch-max-unsent-bytes",
+        metavar="BYTES",
+        type=_byte_size,
+        default=DEFAULT_WATCH_MAX_UNSENT_BYTES,
+        help="a watch whose unsent data (queued events plus the connection's buffers) "
+        "grows beyond this is ended, and its client resumes (e.g. 8Mi)",
+    )
 
 
 def _prepare_root(text: str) -> Path:
@@ -331,7 +418,13 @@ async def _serve(
     readiness: ReadinessChecks,
     ssl_context: SSL.Context,
 ) -> int:
-    stack = build_api_stack(storage, metrics=metrics, readiness=readiness)
+    stack = build_api_stack(
+        storage,
+        metrics=metrics,
+        readiness=readiness,
+        min_request_timeout=args.min_request_timeout,
+        watch_max_unsent_bytes=args.watch_max_unsent_bytes,
+    )
     app = create_app(
         storage=storage,
         api_app=stack.app,
@@ -339,6 +432,8 @@ async def _serve(
         synthetic_delay=args.synthetic_delay,
         metrics=metrics,
         readiness=readiness,
+        max_requests_inflight=args.max_requests_inflight,
+        max_mutating_requests_inflight=args.max_mutating_requests_inflight,
     )
     app.on_shutdown.append(stack.api.shutdown)
     server = HTTPSServer(app, sock=sock, ssl_context=ssl_context)

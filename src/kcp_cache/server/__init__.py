@@ -31,6 +31,12 @@ from kcp_cache.server._certs import write_kubeconfig as write_kubeconfig
 from kcp_cache.server._certs import write_pair as write_pair
 from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
 from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
+from kcp_cache.server._inflight import (
+    DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT as DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+)
+from kcp_cache.server._inflight import (
+    DEFAULT_MAX_REQUESTS_INFLIGHT as DEFAULT_MAX_REQUESTS_INFLIGHT,
+)
 from kcp_cache.server._metrics import InstrumentedStorage as InstrumentedStorage
 from kcp_cache.server._metrics import ServerMetrics as ServerMetrics
 from kcp_cache.server._request_info import RequestInfo as RequestInfo
@@ -49,6 +55,8 @@ from kcp_cache.server._tls import build_server_context as build_server_context
 __all__ = [
     "ANONYMOUS",
     "DEFAULT_ALWAYS_ALLOW_PATHS",
+    "DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT",
+    "DEFAULT_MAX_REQUESTS_INFLIGHT",
     "REQUEST_INFO_KEY",
     "SYSTEM_MASTERS",
     "TLS_PEER_USER_KEY",

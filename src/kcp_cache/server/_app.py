@@ -35,6 +35,7 @@ from kcp_cache.server._grammar import (
     strip_service_prefix,
 )
 from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
+from kcp_cache.server._inflight import InFlightLimiter
 from kcp_cache.server._metrics import ServerMetrics
 from kcp_cache.server._request_info import RequestInfo, parse_request_info
 from kcp_cache.server._scope import ANONYMOUS, WILDCARD, KcpRequest
@@ -61,6 +62,7 @@ REQUEST_INFO_KEY: Final = "request_info"
 
 ShutdownHook = Callable[[], Awaitable[None]]
 
+_IN_FLIGHT_SLOT_KEY: Final = "in_flight_slot"
 _HEALTH_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz"})
 _LIST_VERBS: Final = frozenset({"list", "watch"})
 _SHARD_LEVEL_BODY: Final = b"shard-level endpoint not available at shard or workspace scope"
@@ -90,8 +92,10 @@ class CacheServerApp:
         synthetic_delay: float,
         metrics: ServerMetrics,
         readiness: ReadinessChecks,
+        in_flight: InFlightLimiter | None = None,
     ) -> None:
         self.storage = storage
+        self.in_flight = in_flight
         self.api_app = api_app
         self.authenticator = authenticator
         self.authorizer = Authorizer(always_allow_paths)
@@ -137,10 +141,18 @@ class CacheServerApp:
                     send_and_record, StatusError.internal(f"Internal error occurred: {exc}")
                 )
         finally:
+            if self.in_flight is not None:
+                self._release_slot(scope)
             seconds = time.perf_counter() - start
             self._observe(scope, code, seconds)
             if access_log.isEnabledFor(logging.DEBUG):
                 self._log_access(scope, code, seconds)
+
+    def _release_slot(self, scope: Scope) -> None:
+        kcp = scope.get("kcp")
+        if isinstance(kcp, KcpRequest) and _IN_FLIGHT_SLOT_KEY in kcp.extra:
+            assert self.in_flight is not None
+            self.in_flight.release(kcp.extra.pop(_IN_FLIGHT_SLOT_KEY))
 
     def _log_access(self, scope: Scope, code: int, seconds: float) -> None:
         kcp = scope.get("kcp")
@@ -217,6 +229,10 @@ class CacheServerApp:
         kcp.user = user if user is not None else ANONYMOUS
         info = parse_request_info(scope["method"], path, scope.get("query_string", b""))
         kcp.extra[REQUEST_INFO_KEY] = info
+        if self.in_flight is not None:
+            # kube's max-in-flight filter: after authentication (system:masters is
+            # exempt), before authorization; released in _http once the handler is done.
+            kcp.extra[_IN_FLIGHT_SLOT_KEY] = self.in_flight.admit(kcp.user, info, path)
         if not self.authorizer.allows(kcp.user, info):
             raise forbidden_error(kcp.user, info)
 
@@ -292,6 +308,8 @@ def create_app(
     synthetic_delay: float = 0.0,
     metrics: ServerMetrics | None = None,
     readiness: ReadinessChecks | None = None,
+    max_requests_inflight: int = 0,
+    max_mutating_requests_inflight: int = 0,
 ) -> CacheServerApp:
     """Build the cache server's ASGI app around ``api_app`` (the ``/apis/…`` handlers).
 
@@ -302,17 +320,26 @@ def create_app(
     * ``always_allow_paths`` — non-resource paths open to anyone.
     * ``metrics`` / ``readiness`` — pass the instances the API layer was built with, so
       its watch gauge and start-up checks show up here; new ones are created otherwise.
+    * ``max_requests_inflight`` / ``max_mutating_requests_inflight`` — kube's limits on
+      concurrent read-only and mutating requests (watches not counted); beyond them a
+      request gets 429 with ``Retry-After`` (see :mod:`._inflight`). 0: unlimited (the
+      default here; ``kcp-cache-server`` defaults to kube's 400 and 200).
 
     The handler sees ``scope["path"]`` with prefix, shard and cluster consumed and the
     ``:identity`` removed, and the facts in ``scope["kcp"]`` (:class:`KcpRequest`, with the
     :class:`RequestInfo` under ``extra["request_info"]``).
     """
+    metrics = metrics if metrics is not None else ServerMetrics()
+    in_flight = None
+    if max_requests_inflight or max_mutating_requests_inflight:
+        in_flight = InFlightLimiter(max_requests_inflight, max_mutating_requests_inflight, metrics)
     return CacheServerApp(
         storage=storage,
         api_app=api_app,
         authenticator=authenticator,
         always_allow_paths=always_allow_paths,
         synthetic_delay=synthetic_delay,
-        metrics=metrics if metrics is not None else ServerMetrics(),
+        metrics=metrics,
         readiness=readiness if readiness is not None else ReadinessChecks(),
+        in_flight=in_flight,
     )

@@ -35,6 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from kcp_cache.server._auth import TLS_PEER_USER_KEY
+from kcp_cache.server._connection import CONNECTION_CONTROL_KEY, ConnectionControl
 from kcp_cache.server._scope import User
 from kcp_cache.server._tls_io import TLSIO, make_tls_io
 
@@ -509,6 +510,8 @@ class TLSServerProtocol(asyncio.Protocol):
             "tls_version": conn.get_protocol_version(),
             "cipher_suite": None,
             TLS_PEER_USER_KEY: peer.user,
+            # Backpressure: lets a watch count these buffers and drop a stuck stream.
+            CONNECTION_CONTROL_KEY: ConnectionControl(self.get_write_buffer_size, self.abort),
         }
         self._plain_transport = _TLSTransport(
             self,

@@ -28,6 +28,7 @@ from kcp_cache.registry import (
     Target,
     WatchSession,
 )
+from kcp_cache.server._connection import connection_control
 from kcp_cache.server._scope import KcpRequest
 from kcp_cache.server._status import Receive, Scope, Send, send_bytes
 from kcp_cache.server.api._body import (
@@ -78,6 +79,8 @@ class ApiMetrics(Protocol):
     def watch_opened(self, resource: str) -> None: ...
 
     def watch_closed(self, resource: str) -> None: ...
+
+    def watch_terminated(self, reason: str) -> None: ...
 
 
 class _Verb:
@@ -321,6 +324,9 @@ class ApiApp:
                 raise ApiError.bad_request(f'invalid timeoutSeconds "{timeout_param}"') from None
         if timeout <= 0:  # kube: absent or 0 ⇒ a random time in [min, 2·min]
             timeout = self._rng(self.min_request_timeout, 2 * self.min_request_timeout)
+        # Longer than the default's upper end is capped to it, so a client cannot hold
+        # a stream (and its buffers) open for ever with a huge timeoutSeconds.
+        timeout = min(timeout, 2 * self.min_request_timeout)
         if self._shutting_down:
             raise ApiError.unavailable("the server is shutting down")
         session = self.registry.watch(target, opts)
@@ -335,6 +341,8 @@ class ApiApp:
                 max(timeout, 0.0),
                 content_type=shape.content_type,
                 reshape=reshape,
+                connection=connection_control(scope),
+                on_terminated=self.metrics.watch_terminated if self.metrics is not None else None,
             )
         finally:
             self._sessions.discard(session)
@@ -580,7 +588,8 @@ def create_api_app(
     ``registry`` owns storage access; ``bootstrapper`` (if given) is run by
     :meth:`ApiApp.startup` and backs :attr:`ApiApp.ready`. Watches without
     ``timeoutSeconds`` last a random time in ``[min_request_timeout, 2·min]`` (kube's rule,
-    so informers do not reconnect in lock-step). ``metrics`` observes every request and
+    so informers do not reconnect in lock-step); a longer ``timeoutSeconds`` is capped to
+    ``2·min_request_timeout``. ``metrics`` observes every request and
     watch. Call :meth:`ApiApp.shutdown` on SIGTERM to end open watch streams.
     """
     return ApiApp(
