@@ -76,7 +76,8 @@ def metric(server: CacheServer, name: str, **labels: str) -> float:
 
 def rss_bytes(server: CacheServer) -> int:
     assert server.process is not None
-    status = open(f"/proc/{server.process.pid}/status").read()
+    with open(f"/proc/{server.process.pid}/status") as file:
+        status = file.read()
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
 
 

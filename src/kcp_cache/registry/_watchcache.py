@@ -505,7 +505,10 @@ class WatchHub:
         """The shared feed of ``prefix``; a new one starts at ``start`` (default: now).
 
         Starting a new feed at the first watcher's revision (rather than now) lets the
-        informers that reconnect after a restart, all with similar revisions, share it.
+        informers that reconnect after a restart, all with similar revisions, share it —
+        but only when the gap fits in the shared history: a shared feed cannot wait for
+        a slow watcher, so a long catch-up through it would queue the whole replay for
+        every watcher, where a private feed replays lazily.
         """
         feed = self._feeds.get(prefix)
         if feed is not None:
@@ -517,7 +520,11 @@ class WatchHub:
         self._creating[prefix] = future
         try:
             revision = await self.storage.current_revision()
-            if start is not None and self.storage.compacted_revision <= start < revision:
+            if (
+                start is not None
+                and self.storage.compacted_revision <= start < revision
+                and revision - start <= self.history
+            ):
                 revision = start
             feed = Feed(
                 self,
