@@ -36,7 +36,9 @@ def send_head(
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
 
 
-def stalled_request(server: CacheServer, target: str, cert: ClientCert | Any = ADMIN) -> ssl.SSLSocket:
+def stalled_request(
+    server: CacheServer, target: str, cert: ClientCert | Any = ADMIN
+) -> ssl.SSLSocket:
     """GET ``target`` and never read the response."""
     sock = connect(server, cert)
     send_head(sock, "GET", target)

@@ -14,8 +14,8 @@ import ssl
 from collections.abc import Callable, Iterator
 
 import httpx2
-
 from _overload import EXPORTS, connect, fill, metric, send_head, stalled_request, wait_for
+
 from harness import CacheServer
 
 
@@ -58,7 +58,12 @@ def test_mutating_limit_turns_away_with_429_and_serves_masters_and_probes(
     cache_server: Callable[..., CacheServer],
 ) -> None:
     server = cache_server(
-        "--storage", "memory", "--max-mutating-requests-inflight", "2", "--max-requests-inflight", "5"
+        "--storage",
+        "memory",
+        "--max-mutating-requests-inflight",
+        "2",
+        "--max-requests-inflight",
+        "5",
     )
     export = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport", "metadata": {"name": "a"}}
     with server.client(cert=None) as anonymous, server.client() as admin:
@@ -98,8 +103,9 @@ def test_read_only_limit_counts_lists_not_watches(
         watches = [stalled_request(server, f"{EXPORTS}?watch=1") for _ in range(3)]
         try:
             wait_for(
-                lambda: metric(server, "kcp_cache_open_watches", resource="apiexports.apis.kcp.io")
-                == 3,
+                lambda: (
+                    metric(server, "kcp_cache_open_watches", resource="apiexports.apis.kcp.io") == 3
+                ),
                 10,
                 "three open watches",
             )
@@ -115,7 +121,9 @@ def test_read_only_limit_counts_lists_not_watches(
                 response = admin.get(EXPORTS, params={"limit": "1"})
                 assert response.status_code == 200
                 assert len(response.json()["items"]) == 1
-                dropped = metric(server, "apiserver_dropped_requests_total", request_kind="readOnly")
+                dropped = metric(
+                    server, "apiserver_dropped_requests_total", request_kind="readOnly"
+                )
                 assert dropped == 3
             finally:
                 hog.close()
@@ -127,7 +135,12 @@ def test_read_only_limit_counts_lists_not_watches(
 
 def test_limits_of_zero_disable_them(cache_server: Callable[..., CacheServer]) -> None:
     server = cache_server(
-        "--storage", "memory", "--max-mutating-requests-inflight", "0", "--max-requests-inflight", "0"
+        "--storage",
+        "memory",
+        "--max-mutating-requests-inflight",
+        "0",
+        "--max-requests-inflight",
+        "0",
     )
     export = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport", "metadata": {"name": "a"}}
     with server.client(cert=None) as anonymous, _unfinished_posts(server, 3):

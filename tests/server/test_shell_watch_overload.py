@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from _overload import EXPORTS, drain, fill, metric, rss_bytes, stalled_request, wait_for
+
 from harness import CacheServer
 
 MiB = 1024 * 1024
@@ -41,14 +42,17 @@ class _Reader(threading.Thread):
         self.ended = threading.Event()
 
     def run(self) -> None:
-        with self.server.client(timeout=60) as client:
-            with client.stream("GET", EXPORTS, params={"watch": "1", **self.params}) as response:
-                assert response.status_code == 200
-                for line in response.iter_lines():
-                    if line:
-                        event = json.loads(line)
-                        if event["type"] == "ADDED":
-                            self.names.append(event["object"]["metadata"]["name"])
+        params = {"watch": "1", **self.params}
+        with (
+            self.server.client(timeout=60) as client,
+            client.stream("GET", EXPORTS, params=params) as response,
+        ):
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line:
+                    event = json.loads(line)
+                    if event["type"] == "ADDED":
+                        self.names.append(event["object"]["metadata"]["name"])
         self.ended.set()
 
 
