@@ -14,7 +14,7 @@ this process on CPU 1):
    connect) each send ``GET …?watch=1&resourceVersion=<before the events>`` and never read.
    The server's RSS is sampled every 0.1 s for ``--hold`` seconds (peak = *during*), the
    connections are closed, and RSS is read again once the server reports no open watch
-   (*after*).
+   (*after*: the lowest within 12 s, as the server trims its heap at most every 10 s).
 4. **Reference in the same run**: one watcher that reads, from the same revision, timed to
    its last event — that the bounded replay still streams at full speed.
 
@@ -39,10 +39,9 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _procs import client, pin_self_to_load_cpu, start_server  # noqa: E402
-
-from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog, Target  # noqa: E402
-from kcp_cache.storage import open_storage  # noqa: E402
+from _procs import client, pin_self_to_load_cpu, start_server
+from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog, Target
+from kcp_cache.storage import open_storage
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
 MiB = 1024 * 1024
@@ -155,8 +154,13 @@ def main() -> None:
                         sock.close()
                     while _open_watches(http) > 0:
                         time.sleep(0.1)
-                    time.sleep(1.0)
+                    # The server trims its heap shortly after watches end, at most once
+                    # per 10 s: "after" is the lowest RSS within the next 12 s.
                     after = server.rss_kib() * 1024
+                    deadline = time.monotonic() + 12
+                    while time.monotonic() < deadline:
+                        after = min(after, server.rss_kib() * 1024)
+                        time.sleep(0.2)
                     row = {
                         "round": number,
                         "open_while_held": open_seen,

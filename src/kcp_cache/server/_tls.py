@@ -223,14 +223,22 @@ class _PeerChainPEM(Sequence[str]):
 class _TLSTransport(asyncio.Transport):
     """The plaintext side of a TLS connection, as uvicorn's protocol sees it."""
 
-    __slots__ = ("_owner",)
+    __slots__ = ("_info", "_owner")
 
     def __init__(self, owner: TLSServerProtocol, extra: dict[str, Any]) -> None:
         super().__init__(extra)
         self._owner = owner
+        self._info = extra  # the very dict get_extra_info() reads
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._owner.write_plaintext(data)
+
+    def forget_tls(self) -> None:
+        """Drop the references to the OpenSSL connection (the connection is gone)."""
+        self._info.pop("ssl_object", None)
+        tls_extension = self._info.get("tls_extension")
+        if isinstance(tls_extension, dict) and tls_extension.get("client_cert_chain"):
+            tls_extension["client_cert_chain"] = []
 
     def writelines(self, list_of_data: Any) -> None:
         self._owner.write_plaintext(b"".join(list_of_data))
@@ -440,6 +448,15 @@ class TLSServerProtocol(asyncio.Protocol):
         if self._conn is not None:
             self._conn.set_app_data(None)
             self._conn = None
+            # Free the OpenSSL connection and its grown BIO buffers now, not at the next
+            # full garbage collection: this object sits in reference cycles with
+            # uvicorn's protocol, and a connection that was stuck behind a client that
+            # stopped reading holds a lot. Nothing reads them once ``_conn`` is None.
+            del self._io
+            if self._plain_transport is not None:
+                self._plain_transport.forget_tls()
+            self._out.clear()
+            self._out_size = 0
 
     def pause_writing(self) -> None:
         if self._app_connected:
@@ -511,7 +528,7 @@ class TLSServerProtocol(asyncio.Protocol):
             "cipher_suite": None,
             TLS_PEER_USER_KEY: peer.user,
             # Backpressure: lets a watch count these buffers and drop a stuck stream.
-            CONNECTION_CONTROL_KEY: ConnectionControl(self.get_write_buffer_size, self.abort),
+            CONNECTION_CONTROL_KEY: _connection_control(self),
         }
         self._plain_transport = _TLSTransport(
             self,
@@ -639,6 +656,22 @@ class TLSServerProtocol(asyncio.Protocol):
     def get_write_buffer_size(self) -> int:
         raw = self._raw.get_write_buffer_size() if self._raw is not None else 0
         return raw + self._out_size
+
+
+def _connection_control(protocol: TLSServerProtocol) -> ConnectionControl:
+    # Weak, so the scope extension adds no reference cycle around the connection.
+    ref = weakref.ref(protocol)
+
+    def unsent_bytes() -> int:
+        live = ref()
+        return live.get_write_buffer_size() if live is not None else 0
+
+    def abort() -> None:
+        live = ref()
+        if live is not None:
+            live.abort()
+
+    return ConnectionControl(unsent_bytes, abort)
 
 
 def tls_protocol_class(

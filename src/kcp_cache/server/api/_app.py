@@ -29,6 +29,7 @@ from kcp_cache.registry import (
     WatchSession,
 )
 from kcp_cache.server._connection import connection_control
+from kcp_cache.server._heap import HeapTrimmer
 from kcp_cache.server._scope import KcpRequest
 from kcp_cache.server._status import Receive, Scope, Send, send_bytes
 from kcp_cache.server.api._body import (
@@ -109,6 +110,7 @@ class ApiApp:
         self.metrics = metrics
         self._rng = rng
         self._sessions: set[WatchSession] = set()
+        self._heap = HeapTrimmer()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._shutting_down = False
         self._verbs = {
@@ -148,6 +150,7 @@ class ApiApp:
         pending = [t for t in self._handlers if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=grace)
+        self._heap.cancel()
 
     # -- ASGI ---------------------------------------------------------------------------
 
@@ -346,6 +349,7 @@ class ApiApp:
             )
         finally:
             self._sessions.discard(session)
+            self._heap.request()  # what the stream buffered goes back to the OS
             if self.metrics is not None:
                 self.metrics.watch_closed(target.info.group_resource)
 
