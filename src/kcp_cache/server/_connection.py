@@ -12,8 +12,6 @@ without.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
 from kcp_cache.server._status import Scope
@@ -24,13 +22,18 @@ __all__ = ["CONNECTION_CONTROL_KEY", "ConnectionControl", "connection_control"]
 CONNECTION_CONTROL_KEY: Final = "kcp_connection_control"
 
 
-@dataclass(frozen=True, slots=True)
 class ConnectionControl:
-    """``unsent_bytes()``: bytes written but not yet handed to the kernel;
-    ``abort()``: drop the connection now, discarding them."""
+    """What the connection offers a handler; the TLS layer subclasses it."""
 
-    unsent_bytes: Callable[[], int]
-    abort: Callable[[], None]
+    __slots__ = ()
+
+    def unsent_bytes(self) -> int:
+        """Bytes written to the connection but not yet handed to the kernel."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the connection now, discarding :meth:`unsent_bytes`."""
+        raise NotImplementedError
 
 
 def connection_control(scope: Scope) -> ConnectionControl | None:

@@ -528,7 +528,7 @@ class TLSServerProtocol(asyncio.Protocol):
             "cipher_suite": None,
             TLS_PEER_USER_KEY: peer.user,
             # Backpressure: lets a watch count these buffers and drop a stuck stream.
-            CONNECTION_CONTROL_KEY: _connection_control(self),
+            CONNECTION_CONTROL_KEY: _WeakConnectionControl(self),
         }
         self._plain_transport = _TLSTransport(
             self,
@@ -658,20 +658,22 @@ class TLSServerProtocol(asyncio.Protocol):
         return raw + self._out_size
 
 
-def _connection_control(protocol: TLSServerProtocol) -> ConnectionControl:
-    # Weak, so the scope extension adds no reference cycle around the connection.
-    ref = weakref.ref(protocol)
+class _WeakConnectionControl(ConnectionControl):
+    # Weak, so the scope extension adds no reference cycle around the connection; and
+    # one small object per connection (thousands of idle watches hold one each).
+    __slots__ = ("_protocol",)
 
-    def unsent_bytes() -> int:
-        live = ref()
-        return live.get_write_buffer_size() if live is not None else 0
+    def __init__(self, protocol: TLSServerProtocol) -> None:
+        self._protocol = weakref.ref(protocol)
 
-    def abort() -> None:
-        live = ref()
-        if live is not None:
-            live.abort()
+    def unsent_bytes(self) -> int:
+        protocol = self._protocol()
+        return protocol.get_write_buffer_size() if protocol is not None else 0
 
-    return ConnectionControl(unsent_bytes, abort)
+    def abort(self) -> None:
+        protocol = self._protocol()
+        if protocol is not None:
+            protocol.abort()
 
 
 def tls_protocol_class(
