@@ -469,7 +469,13 @@ class Feed:
             self._bookmark_handle = loop.call_later(self._bookmark_interval, self._send_bookmarks)
 
     def _send_bookmarks(self) -> None:
-        revision = max(self.last_revision, self._stream.progress_revision)
+        revision = self.last_revision
+        if self.shared:
+            # A private feed pauses its replay with events possibly still queued in its
+            # storage stream, whose progress may count them (etcd's does): a bookmark
+            # from it would move the watcher past events it has not been given. A
+            # shared feed drains its stream without pausing, so it can use it.
+            revision = max(revision, self._stream.progress_revision)
         for watcher in list(self.watchers):
             watcher.bookmark(revision)
         self._schedule_bookmark()
