@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import time
 from collections.abc import Callable, Iterator
 
 import httpx2
-from _overload import EXPORTS, connect, fill, metric, send_head, stalled_request, wait_for
+from _overload import EXPORTS, connect, drain, fill, metric, send_head, stalled_request, wait_for
 
 from harness import CacheServer
 
@@ -146,3 +147,35 @@ def test_limits_of_zero_disable_them(cache_server: Callable[..., CacheServer]) -
     with server.client(cert=None) as anonymous, _unfinished_posts(server, 3):
         assert anonymous.post(EXPORTS, json=export).status_code == 403
     assert metric(server, "apiserver_dropped_requests_total", request_kind="mutating") == 0
+
+
+def test_request_timeout_takes_the_slot_back_from_a_client_that_stopped(
+    cache_server: Callable[..., CacheServer],
+) -> None:
+    server = cache_server(
+        "--storage",
+        "memory",
+        "--max-requests-inflight",
+        "1",
+        "--max-mutating-requests-inflight",
+        "1",
+        "--request-timeout",
+        "1s",
+    )
+    fill(server, 100, 64 * 1024)
+    export = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport", "metadata": {"name": "a"}}
+    with server.client(cert=None) as anonymous, _unfinished_posts(server, 1) as (post,):
+        hog = stalled_request(server, EXPORTS)  # a LIST whose client never reads
+        try:
+            wait_for(lambda: anonymous.get(EXPORTS).status_code == 429, 5, "the LIST's slot")
+            wait_for(lambda: anonymous.post(EXPORTS, json=export).status_code == 429, 5, "POST")
+            began = time.monotonic()
+            # Neither hog does anything more, yet both slots come back within ~1 s.
+            wait_for(lambda: anonymous.get(EXPORTS).status_code == 403, 10, "read slot back")
+            wait_for(lambda: anonymous.post(EXPORTS, json=export).status_code == 403, 10, "write")
+            assert time.monotonic() - began < 5
+            _data, how = drain(hog)
+            assert how != "end of response"  # dropped, not completed
+            assert post.recv(1024) == b""  # the unfinished upload's connection is closed too
+        finally:
+            hog.close()

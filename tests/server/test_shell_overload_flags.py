@@ -27,6 +27,7 @@ def test_help_lists_the_limits_with_their_defaults() -> None:
     for flag, default in (
         ("--max-requests-inflight", "400"),
         ("--max-mutating-requests-inflight", "200"),
+        ("--request-timeout", "60.0"),
         ("--min-request-timeout", "1800.0"),
         ("--watch-max-unsent-bytes", "8388608"),
     ):
@@ -39,6 +40,7 @@ def test_defaults_and_values_parse() -> None:
     args = build_parser().parse_args([])
     assert (args.max_requests_inflight, args.max_mutating_requests_inflight) == (400, 200)
     assert args.min_request_timeout == 1800.0
+    assert args.request_timeout == 60.0
     assert args.watch_max_unsent_bytes == 8 * 1024 * 1024
     args = build_parser().parse_args(
         ["--max-requests-inflight", "0", "--min-request-timeout", "30m"]

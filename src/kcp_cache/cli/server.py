@@ -251,6 +251,15 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
         "beyond it 429 as above; 0: no limit",
     )
     limits.add_argument(
+        "--request-timeout",
+        metavar="DURATION",
+        type=parse_duration,
+        default=60.0,
+        help="a request counted by the limits above (not a watch) still running after "
+        "this long has its connection dropped, e.g. a response its client stopped "
+        "reading; 0: never",
+    )
+    limits.add_argument(
         "--min-request-timeout",
         metavar="DURATION",
         type=_positive_seconds,
@@ -434,6 +443,7 @@ async def _serve(
         readiness=readiness,
         max_requests_inflight=args.max_requests_inflight,
         max_mutating_requests_inflight=args.max_mutating_requests_inflight,
+        request_timeout=args.request_timeout,
     )
     app.on_shutdown.append(stack.api.shutdown)
     server = HTTPSServer(app, sock=sock, ssl_context=ssl_context)

@@ -24,6 +24,7 @@ from kcp_cache.server._auth import (
     forbidden_error,
     x509_authenticator,
 )
+from kcp_cache.server._connection import connection_control
 from kcp_cache.server._grammar import (
     METRICS_PATH,
     check_cluster_invariant,
@@ -63,6 +64,7 @@ REQUEST_INFO_KEY: Final = "request_info"
 ShutdownHook = Callable[[], Awaitable[None]]
 
 _IN_FLIGHT_SLOT_KEY: Final = "in_flight_slot"
+_DEADLINE_KEY: Final = "in_flight_deadline"
 _HEALTH_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz"})
 _LIST_VERBS: Final = frozenset({"list", "watch"})
 _SHARD_LEVEL_BODY: Final = b"shard-level endpoint not available at shard or workspace scope"
@@ -93,9 +95,11 @@ class CacheServerApp:
         metrics: ServerMetrics,
         readiness: ReadinessChecks,
         in_flight: InFlightLimiter | None = None,
+        request_timeout: float = 0.0,
     ) -> None:
         self.storage = storage
         self.in_flight = in_flight
+        self.request_timeout = request_timeout
         self.api_app = api_app
         self.authenticator = authenticator
         self.authorizer = Authorizer(always_allow_paths)
@@ -153,6 +157,19 @@ class CacheServerApp:
         if isinstance(kcp, KcpRequest) and _IN_FLIGHT_SLOT_KEY in kcp.extra:
             assert self.in_flight is not None
             self.in_flight.release(kcp.extra.pop(_IN_FLIGHT_SLOT_KEY))
+            deadline = kcp.extra.pop(_DEADLINE_KEY, None)
+            if isinstance(deadline, asyncio.TimerHandle):
+                deadline.cancel()
+
+    def _arm_deadline(self, scope: Scope, kcp: KcpRequest) -> None:
+        # A request holding a slot must give it back: one whose response is stuck behind
+        # a client that stopped reading would hold it for ever. Past the deadline its
+        # connection is dropped (no answer could get through it anyway); the handler's
+        # send() then returns and the slot is released.
+        control = connection_control(scope)
+        if control is not None:
+            loop = asyncio.get_running_loop()
+            kcp.extra[_DEADLINE_KEY] = loop.call_later(self.request_timeout, control.abort)
 
     def _log_access(self, scope: Scope, code: int, seconds: float) -> None:
         kcp = scope.get("kcp")
@@ -232,7 +249,9 @@ class CacheServerApp:
         if self.in_flight is not None:
             # kube's max-in-flight filter: after authentication (system:masters is
             # exempt), before authorization; released in _http once the handler is done.
-            kcp.extra[_IN_FLIGHT_SLOT_KEY] = self.in_flight.admit(kcp.user, info, path)
+            slot = kcp.extra[_IN_FLIGHT_SLOT_KEY] = self.in_flight.admit(kcp.user, info, path)
+            if slot is not None and self.request_timeout > 0:
+                self._arm_deadline(scope, kcp)
         if not self.authorizer.allows(kcp.user, info):
             raise forbidden_error(kcp.user, info)
 
@@ -310,6 +329,7 @@ def create_app(
     readiness: ReadinessChecks | None = None,
     max_requests_inflight: int = 0,
     max_mutating_requests_inflight: int = 0,
+    request_timeout: float = 0.0,
 ) -> CacheServerApp:
     """Build the cache server's ASGI app around ``api_app`` (the ``/apis/…`` handlers).
 
@@ -324,6 +344,9 @@ def create_app(
       concurrent read-only and mutating requests (watches not counted); beyond them a
       request gets 429 with ``Retry-After`` (see :mod:`._inflight`). 0: unlimited (the
       default here; ``kcp-cache-server`` defaults to kube's 400 and 200).
+    * ``request_timeout`` — a request counted against those limits that is still running
+      after this many seconds has its connection dropped, so a client that stops reading
+      its response cannot keep the slot (0: never; ``kcp-cache-server``: kube's 60 s).
 
     The handler sees ``scope["path"]`` with prefix, shard and cluster consumed and the
     ``:identity`` removed, and the facts in ``scope["kcp"]`` (:class:`KcpRequest`, with the
@@ -342,4 +365,5 @@ def create_app(
         metrics=metrics,
         readiness=readiness if readiness is not None else ReadinessChecks(),
         in_flight=in_flight,
+        request_timeout=request_timeout,
     )
