@@ -127,7 +127,7 @@ class _FastCollector(Collector):
             "kcp_cache_watch_terminations",
             "Watch streams the server ended before the client did, by reason "
             "(unresponsive: unsent data over the limit; timeout: timeoutSeconds reached "
-            "while the client was not reading).",
+            "while the client was not reading; closed: shutdown or storage, likewise).",
             labels=("reason",),
         )
         for reason, count in m.watch_terminations.items():
@@ -149,7 +149,7 @@ class ServerMetrics:
       ``apiserver_current_inflight_requests{request_kind}`` — the max-in-flight limits
     * ``kcp_cache_watch_terminations_total{reason}`` — watches the server ended early
       (``unresponsive``: too much unsent data; ``timeout``: ``timeoutSeconds`` reached
-      while the client was not reading)
+      while the client was not reading; ``closed``: shutdown or storage, same situation)
 
     Add more collectors to :attr:`registry`; they appear on ``/metrics`` too.
     """

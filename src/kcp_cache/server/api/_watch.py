@@ -45,7 +45,8 @@ async def stream_watch(
     other watcher sends the shared bytes untouched. ``connection`` (from the TLS layer)
     lets the watcher count the connection's buffers as unsent data and lets the handler
     drop a connection whose ``send()`` is stuck; ``on_terminated(reason)`` is told when
-    the server ends the watch early (``"unresponsive"`` or ``"timeout"``, for metrics).
+    the server ends the watch early (``"unresponsive"``, ``"timeout"``, or ``"closed"`` when
+    a shutdown or the storage ended it while a ``send()`` was stuck; for metrics).
     """
     headers = [(b"content-type", content_type), (b"cache-control", b"no-cache, private")]
     disconnected = False
@@ -61,11 +62,21 @@ async def stream_watch(
             terminated = True
             on_terminated(reason)
 
+    timed_out = False
+
     def on_watcher_closed() -> None:
         # Runs when the watch ends for any reason; only a stuck send() needs the drop.
         if sending and not disconnected and connection is not None:
-            report("unresponsive" if watcher.cut_off else "timeout")
+            if watcher.cut_off:
+                report("unresponsive")
+            else:
+                report("timeout" if timed_out else "closed")
             connection.abort()
+
+    def on_timeout() -> None:
+        nonlocal timed_out
+        timed_out = True
+        session.close()
 
     watcher.on_close = on_watcher_closed
 
@@ -80,7 +91,7 @@ async def stream_watch(
 
     loop = asyncio.get_running_loop()
     watcher_task = loop.create_task(wait_for_disconnect())
-    timer = loop.call_later(lifetime, session.close)
+    timer = loop.call_later(lifetime, on_timeout)
     started = False
 
     async def emit(chunk: bytes) -> None:
@@ -99,8 +110,10 @@ async def stream_watch(
     try:
         try:
             async for chunk in session.initial_chunks():
-                if disconnected or watcher.closed:
+                if disconnected:
                     return 200
+                if watcher.closed:  # timed out or shut down: end the (possibly empty) stream
+                    break
                 await emit(chunk)
             await session.subscribe()
         except ApiError as exc:
