@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from kcp_cache.registry import ListOptions, Registry, ResourceInfo, Target
+from kcp_cache.registry._watchcache import CHUNK_BYTES, REPLAY_WINDOW
 from kcp_cache.storage import MemoryStorage
 
 
@@ -163,3 +164,88 @@ async def test_watcher_older_than_feed_history_gets_a_private_feed(
     live.close()
     old.close()
     assert registry.hub.feed_count == 0
+
+
+async def _settle() -> None:
+    await asyncio.sleep(0.1)  # let the feed tasks run as far as they will
+
+
+def _padded(name: str, pad: int) -> dict[str, Any]:
+    body = _body(name)
+    body["metadata"]["annotations"] = {"pad": "x" * pad}
+    return body
+
+
+async def test_a_replay_older_than_the_history_is_pulled_lazily(
+    storage: MemoryStorage, exports: ResourceInfo
+) -> None:
+    registry = Registry(storage, bookmark_interval=0, feed_linger=0, watch_history=10)
+    target = Target(exports, "v1alpha1", "s", "c")
+    await _create(registry, target, _body("first"))  # so the start revision is not "0"
+    start = str(await storage.current_revision())
+    for i in range(200):  # ~1.6 MB: six times the replay window
+        await _create(registry, target, _padded(f"o{i}", 8192))
+    session = await _start(registry, target, resourceVersion=start)
+    await _settle()
+    # Nothing read yet: the private feed stopped after about one window of its replay.
+    assert REPLAY_WINDOW <= session.watcher._buffered < REPLAY_WINDOW + 16384
+    assert not session.watcher.closed
+    names: list[str] = []
+    while len(names) < 200:
+        chunk = await asyncio.wait_for(session.watcher.next_chunk(), 5)
+        assert chunk is not None
+        assert len(chunk) <= CHUNK_BYTES  # a stuck send holds one small chunk, not all
+        names += [orjson.loads(line)["object"]["metadata"]["name"] for line in chunk.splitlines()]
+    assert names == [f"o{i}" for i in range(200)]  # complete, in order, once
+    session.close()
+    registry.close()
+
+
+async def test_new_shared_feed_starts_at_an_old_revision_only_within_its_history(
+    storage: MemoryStorage, exports: ResourceInfo
+) -> None:
+    target = Target(exports, "v1alpha1", "s", "c")
+    for i in range(30):
+        await _create(Registry(storage), target, _body(f"old{i}"))
+    now = await storage.current_revision()
+    sessions = []
+    # Each case on a fresh hub, i.e. the first watcher of its resource starts the feed.
+    for back, shared in ((5, True), (20, False)):
+        registry = Registry(storage, bookmark_interval=0, feed_linger=0, watch_history=10)
+        session = await _start(registry, target, resourceVersion=str(now - back))
+        feed = session.watcher.feed
+        assert feed is not None
+        assert feed.shared is shared, back
+        names = [e["object"]["metadata"]["name"] for e in await _next_events(session)]
+        assert names[0] == f"old{30 - back}"
+        sessions.append((registry, session))
+    # The far one left the shared feed at the current revision, for later watchers.
+    registry, _ = sessions[1]
+    assert [f.covered_from for f in registry.hub._feeds.values()] == [now]
+    for registry, session in sessions:
+        session.close()
+        registry.close()
+
+
+async def test_unsent_bytes_count_the_connection_buffers(
+    registry: Registry, storage: MemoryStorage, exports: ResourceInfo
+) -> None:
+    target = Target(exports, "v1alpha1", "s", "c")
+    session = await _start(registry, target, resourceVersion=str(await storage.current_revision()))
+    watcher = session.watcher
+    watcher.max_buffer = 64 * 1024
+    transport = [0]
+    watcher.transport_unsent = lambda: transport[0]
+    await _create(registry, target, _body("fits"))
+    await _settle()
+    assert not watcher.closed
+    assert watcher.unsent() > 0
+    transport[0] = 64 * 1024  # the socket's buffers are full: the next event tips it over
+    closed: list[bool] = []
+    watcher.on_close = lambda: closed.append(True)
+    await _create(registry, target, _body("over"))
+    await _settle()
+    assert watcher.closed
+    assert watcher.cut_off
+    assert closed == [True]
+    assert await asyncio.wait_for(watcher.next_chunk(), 5) is None  # the queue was dropped

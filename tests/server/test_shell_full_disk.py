@@ -67,21 +67,23 @@ def test_start_up_on_a_full_disk_names_the_file_that_cannot_be_written(
     client_ca = tmp_path / "client-ca.crt"
     shutil.copy(root / "client-ca.crt", client_ca)
 
-    # Everything exists: the kubeconfig is rewritten at every start (the port may change).
+    # Everything exists: the store is opened first, and SQLite needs room for its WAL.
     result = _start_on_full_disk(small_disk, root)
+    assert_one_line_error(
+        result, f"SQLite storage {root / 'cache.db'}: database or disk is full ({full})"
+    )
+    # With a store that writes nothing at start, the next files in line fail the same way.
+    # The kubeconfig is rewritten at every start (the port may change).
+    memory = ("--storage", "memory")
+    result = _start_on_full_disk(small_disk, root, *memory)
     assert_one_line_error(result, f"cannot write {root / 'admin.kubeconfig'}: {full}")
     # No kubeconfig with a given client CA: the port file is the one left to write.
-    result = _start_on_full_disk(small_disk, root, "--client-ca-file", str(client_ca))
+    result = _start_on_full_disk(small_disk, root, *memory, "--client-ca-file", str(client_ca))
     assert_one_line_error(result, f"cannot write the port file {root / 'secure-port'}: {full}")
     # A missing serving certificate is generated.
     (root / "apiserver.crt").unlink()
-    result = _start_on_full_disk(small_disk, root)
+    result = _start_on_full_disk(small_disk, root, *memory)
     assert_one_line_error(result, f"cannot write {root / 'apiserver.key'}: {full}")
-    # A missing database is created (the lock file is reused, it needs no new space).
-    for name in ("cache.db", "cache.db-wal", "cache.db-shm"):
-        (root / name).unlink(missing_ok=True)
-    result = _start_on_full_disk(small_disk, root)
-    assert_one_line_error(result, f"SQLite storage {root / 'cache.db'}: database or disk is full")
     # None of the failed starts left a temporary file behind.
     assert not [p.name for p in root.iterdir() if p.name.endswith(".tmp")]
 
@@ -147,7 +149,7 @@ def test_bootstrap_on_an_almost_full_disk_is_retried_until_readyz_recovers(
     setup.log_path = tmp_path / "setup.log"
     assert setup.start().stop() == 0
     asyncio.run(_create_empty_store(root / "cache.db"))
-    small_disk.fill(leave=16 * 1024)  # the kubeconfig and the port file still fit
+    small_disk.fill(leave=48 * 1024)  # the store's WAL, kubeconfig and port file fit
 
     server = _server_on(small_disk, tmp_path)
     server.start(wait=False)

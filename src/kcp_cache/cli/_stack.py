@@ -15,10 +15,20 @@ from kcp_cache.server.api import ApiApp, Compression, create_api_app
 from kcp_cache.server.discovery import create_discovery_app, route_discovery
 from kcp_cache.storage import Storage
 
-__all__ = ["BOOTSTRAP_CHECK", "ApiStack", "build_api_stack"]
+__all__ = [
+    "BOOTSTRAP_CHECK",
+    "DEFAULT_MIN_REQUEST_TIMEOUT",
+    "DEFAULT_WATCH_MAX_UNSENT_BYTES",
+    "ApiStack",
+    "build_api_stack",
+]
 
 #: The readiness check kcp's cache server reports for its CRD bootstrap.
 BOOTSTRAP_CHECK = "poststarthook/bootstrap-cache-server"
+#: kube-apiserver's ``--min-request-timeout`` default (seconds).
+DEFAULT_MIN_REQUEST_TIMEOUT = 1800.0
+#: Unsent data (queued events plus connection buffers) after which a watch is cut off.
+DEFAULT_WATCH_MAX_UNSENT_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -36,6 +46,8 @@ def build_api_stack(
     readiness: ReadinessChecks,
     compression: Compression | None = None,
     bookmark_interval: float = 60.0,
+    min_request_timeout: float = DEFAULT_MIN_REQUEST_TIMEOUT,
+    watch_max_unsent_bytes: int = DEFAULT_WATCH_MAX_UNSENT_BYTES,
 ) -> ApiStack:
     """The API handlers over ``storage``; registers the bootstrap readiness check.
 
@@ -45,14 +57,22 @@ def build_api_stack(
 
     Call ``await stack.api.startup()`` to bootstrap the CRDs and ``stack.api.shutdown``
     at the end (the CLI adds it to ``CacheServerApp.on_shutdown``).
+    ``min_request_timeout`` and ``watch_max_unsent_bytes`` are the watch limits of
+    ``kcp-cache-server --min-request-timeout`` and ``--watch-max-unsent-bytes``.
     """
     catalog = ResourceCatalog()
-    registry = Registry(storage, catalog, bookmark_interval=bookmark_interval)
+    registry = Registry(
+        storage,
+        catalog,
+        bookmark_interval=bookmark_interval,
+        watch_buffer_bytes=watch_max_unsent_bytes,
+    )
     api = create_api_app(
         registry,
         bootstrapper=Bootstrapper(storage, catalog),
         metrics=metrics,
         compression=compression,
+        min_request_timeout=min_request_timeout,
     )
     discovery = create_discovery_app(lambda: catalog.crds)
 

@@ -31,10 +31,16 @@ from OpenSSL import SSL
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._logging import setup_logging
-from kcp_cache.cli._stack import build_api_stack
+from kcp_cache.cli._stack import (
+    DEFAULT_MIN_REQUEST_TIMEOUT,
+    DEFAULT_WATCH_MAX_UNSENT_BYTES,
+    build_api_stack,
+)
 from kcp_cache.server import (
     AUTHORIZATION_MODES,
     DEFAULT_ALWAYS_ALLOW_PATHS,
+    DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+    DEFAULT_MAX_REQUESTS_INFLIGHT,
     DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
     AuditLog,
     AuditOptions,
@@ -247,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often watchers that allow bookmarks get one (e.g. 1s); a bookmark "
         "never passes an event not yet sent (default: 1m, as kube-apiserver)",
     )
+    _add_limit_flags(parser)
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
         "--synthetic-delay",
@@ -404,6 +411,95 @@ def _connection_limits(args: argparse.Namespace) -> ConnectionLimits:
         descriptors,
     )
     return limits
+
+
+# -- overload protection: in-flight requests and watch streams (kube's flags) ----------
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value
+
+
+_BYTE_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "k": 1000, "M": 1000**2, "G": 1000**3}
+
+
+def _byte_size(text: str) -> int:
+    """``8388608``, ``8Mi``, ``512Ki`` … (Kubernetes quantity suffixes), at least 1 KiB."""
+    number, factor = text.strip(), 1
+    for suffix, unit in _BYTE_UNITS.items():
+        if number.endswith(suffix):
+            number, factor = number[: -len(suffix)], unit
+            break
+    try:
+        value = int(number) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a byte size: {text!r} (e.g. 8Mi)") from None
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"must be at least 1Ki: {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return seconds
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    limits = parser.add_argument_group(
+        "overload protection",
+        "kube-apiserver's limits on concurrent requests and on watch streams "
+        "(see docs/watch-limits.md)",
+    )
+    limits.add_argument(
+        "--max-requests-inflight",
+        metavar="N",
+        type=_non_negative_int,
+        default=DEFAULT_MAX_REQUESTS_INFLIGHT,
+        help="most read-only requests (get, list) served at once; beyond it 429 "
+        "TooManyRequests with Retry-After. Watches, health probes and system:masters "
+        "are not limited; 0: no limit",
+    )
+    limits.add_argument(
+        "--max-mutating-requests-inflight",
+        metavar="N",
+        type=_non_negative_int,
+        default=DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+        help="most mutating requests (create, update, patch, delete) served at once; "
+        "beyond it 429 as above; 0: no limit",
+    )
+    limits.add_argument(
+        "--request-timeout",
+        metavar="DURATION",
+        type=parse_duration,
+        default=60.0,
+        help="a request counted by the limits above (not a watch) still running after "
+        "this long has its connection dropped, e.g. a response its client stopped "
+        "reading; 0: never",
+    )
+    limits.add_argument(
+        "--min-request-timeout",
+        metavar="DURATION",
+        type=_positive_seconds,
+        default=DEFAULT_MIN_REQUEST_TIMEOUT,
+        help="a watch without timeoutSeconds ends after a random time in [min, 2·min); "
+        "a longer timeoutSeconds is capped to 2·min (e.g. 30m, or seconds)",
+    )
+    limits.add_argument(
+        "--watch-max-unsent-bytes",
+        metavar="BYTES",
+        type=_byte_size,
+        default=DEFAULT_WATCH_MAX_UNSENT_BYTES,
+        help="a watch whose unsent data (queued events plus the connection's buffers) "
+        "grows beyond this is ended, and its client resumes (e.g. 8Mi)",
+    )
 
 
 def _prepare_root(text: str) -> Path:
@@ -576,6 +672,8 @@ async def _serve(
             threshold=args.response_compression_threshold,
         ),
         bookmark_interval=args.watch_bookmark_interval,
+        min_request_timeout=args.min_request_timeout,
+        watch_max_unsent_bytes=args.watch_max_unsent_bytes,
     )
     audit = _open_audit_log(args)
     if audit is not None:
@@ -592,6 +690,9 @@ async def _serve(
         shard_annotation_allowlist=[
             a.strip() for a in args.shard_annotation_allowlist.split(",") if a.strip()
         ],
+        max_requests_inflight=args.max_requests_inflight,
+        max_mutating_requests_inflight=args.max_mutating_requests_inflight,
+        request_timeout=args.request_timeout,
     )
     app.on_shutdown.append(stack.api.shutdown)
     server = HTTPSServer(app, sock=sock, ssl_context=ssl_context, limits=_connection_limits(args))

@@ -120,7 +120,7 @@ class Registry:
         storage: Storage,
         catalog: ResourceCatalog | None = None,
         *,
-        watch_buffer_bytes: int = 32 * 1024 * 1024,
+        watch_buffer_bytes: int = 8 * 1024 * 1024,
         bookmark_interval: float = 60.0,
         watch_history: int = 2048,
         feed_linger: float = 5.0,

@@ -9,9 +9,16 @@ Design (perf-anchors §2 and §5):
 * Each event is decoded once; its encoded object bytes are cached per
   (which object, apiVersion, partial metadata) and spliced into every watcher's line, so
   the per-watcher cost is a filter check and a list append — no JSON encoding.
-* Each :class:`Watcher` has a bounded buffer drained by its HTTP handler; the feed never
-  awaits a slow client. A watcher whose buffer overflows is ended (the stream closes and
-  the client resumes from the last resourceVersion it saw, as with kube's watch cache).
+* Each :class:`Watcher` has a bounded buffer drained by its HTTP handler; a shared feed
+  never awaits a slow client. A watcher whose *unsent bytes* — its queued lines, the
+  chunk its handler is sending and what waits in the connection's outgoing buffers —
+  exceed its limit is ended (the stream closes and the client resumes from the last
+  resourceVersion it saw, as kube's watch cache terminates a watcher whose buffer is
+  full).
+* A private feed (a watcher resuming from before the shared history) replays storage
+  history lazily: it pulls the next event only while its one watcher has less than
+  :data:`REPLAY_WINDOW` bytes queued, so a client that never reads holds a window of its
+  replay, never the whole of it.
 * Bookmarks come from the feed's progress revision on a timer, one per feed.
 """
 
@@ -21,7 +28,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 import orjson
 
@@ -38,9 +46,24 @@ from kcp_cache.registry._render import (
 from kcp_cache.registry._selectors import FieldSelector, LabelSelector, labels_of
 from kcp_cache.storage import Event, EventType, Expired, Storage, StorageError
 
-__all__ = ["Feed", "PreparedEvent", "WatchHub", "Watcher", "error_line", "event_line"]
+__all__ = [
+    "CHUNK_BYTES",
+    "REPLAY_WINDOW",
+    "Feed",
+    "PreparedEvent",
+    "WatchHub",
+    "Watcher",
+    "error_line",
+    "event_line",
+]
 
 log = logging.getLogger(__name__)
+
+#: Most bytes :meth:`Watcher.next_chunk` hands out at once: a stuck ``send()`` then holds
+#: one small chunk (and its TLS records), not a copy of everything queued.
+CHUNK_BYTES: Final = 64 * 1024
+#: Queued bytes up to which a private feed keeps pulling history for its watcher.
+REPLAY_WINDOW: Final = 256 * 1024
 
 
 def event_line(event_type: bytes, obj: bytes) -> bytes:
@@ -124,17 +147,22 @@ class Watcher:
         "_bookmarks",
         "_buffer",
         "_buffered",
+        "_room_waiter",
         "_waiter",
         "after",
         "api_version",
         "bookmark_kind",
         "closed",
+        "cut_off",
         "feed",
         "fields",
+        "in_flight",
         "labels",
         "max_buffer",
+        "on_close",
         "partial",
         "scope",
+        "transport_unsent",
     )
 
     def __init__(
@@ -158,12 +186,22 @@ class Watcher:
         self.labels = labels
         self.fields = fields
         self._bookmarks = bookmarks
+        #: Unsent bytes beyond which the watcher is cut off (:attr:`cut_off`).
         self.max_buffer = max_buffer
-        self._buffer: list[bytes] = []
+        self._buffer: deque[bytes] = deque()
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
+        self._room_waiter: asyncio.Future[None] | None = None
         self.closed = False
+        #: True once the watcher was ended for having too much unsent data.
+        self.cut_off = False
         self.feed: Feed | None = None
+        #: Size of the chunk the handler took last and may still be sending.
+        self.in_flight = 0
+        #: Set by the handler: bytes waiting in the connection's outgoing buffers.
+        self.transport_unsent: Callable[[], int] | None = None
+        #: Set by the handler: called once when the watcher closes, for any reason.
+        self.on_close: Callable[[], None] | None = None
 
     # -- called by the feed (synchronously, never awaits) -------------------------------
 
@@ -212,23 +250,34 @@ class Watcher:
         """End the stream with an ``ERROR`` event (e.g. 410 when history is gone)."""
         if self.closed:
             return
-        self._buffer.append(error_line(error))
+        line = error_line(error)
+        self._buffer.append(line)
+        self._buffered += len(line)
         self.close()
+
+    def unsent(self) -> int:
+        """Bytes this stream has produced that the client has not received yet (as far
+        as the server can tell: queued, being sent, and in the connection's buffers)."""
+        extra = self.transport_unsent
+        return self._buffered + self.in_flight + (extra() if extra is not None else 0)
 
     def _push(self, line: bytes) -> None:
         self._buffer.append(line)
         self._buffered += len(line)
-        if self._buffered > self.max_buffer:
-            log.warning(
-                "watch on %s fell behind (%d bytes queued); ending it",
-                self.scope.prefix,
-                self._buffered,
-            )
-            # Nothing queued is lost for the client: it resumes from the last RV it read.
-            self._buffer.clear()
-            self._buffered = 0
-            self.close()
-            return
+        if self._buffered + self.in_flight > self.max_buffer - 4 * CHUNK_BYTES:
+            unsent = self.unsent()
+            if unsent > self.max_buffer:
+                log.warning(
+                    "watch on %s fell behind (%d bytes unsent); ending it",
+                    self.scope.prefix,
+                    unsent,
+                )
+                # Nothing queued is lost for the client: it resumes from the last RV it read.
+                self._buffer.clear()
+                self._buffered = 0
+                self.cut_off = True
+                self.close()
+                return
         self._wake()
 
     def _wake(self) -> None:
@@ -244,22 +293,59 @@ class Watcher:
             self.closed = True
             if self.feed is not None:
                 self.feed.remove(self)
+            on_close = self.on_close
+            if on_close is not None:
+                self.on_close = None
+                on_close()
         self._wake()
+        self._wake_room()
 
-    async def next_chunk(self) -> bytes | None:
-        """Everything queued as one chunk; waits if nothing is; ``None`` once closed and drained."""
-        while not self._buffer:
+    async def next_chunk(self, max_bytes: int = CHUNK_BYTES) -> bytes | None:
+        """Queued lines, about ``max_bytes`` of them at most (always at least one line),
+        as one chunk; waits if nothing is queued; ``None`` once closed and drained.
+
+        Calling it again says the previous chunk has been sent.
+        """
+        self.in_flight = 0
+        buffer = self._buffer
+        while not buffer:
             if self.closed:
                 return None
+            self._wake_room()
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        chunk = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-        self._buffer.clear()
-        self._buffered = 0
+        if self._buffered <= max_bytes:
+            chunk = b"".join(buffer) if len(buffer) > 1 else buffer[0]
+            buffer.clear()
+        else:
+            lines = [buffer.popleft()]
+            size = len(lines[0])
+            while buffer and size + len(buffer[0]) <= max_bytes:
+                line = buffer.popleft()
+                lines.append(line)
+                size += len(line)
+            chunk = b"".join(lines) if len(lines) > 1 else lines[0]
+        self._buffered -= len(chunk)
+        self.in_flight = len(chunk)
+        self._wake_room()
         return chunk
+
+    async def wait_for_room(self, window: int) -> None:
+        """Return once fewer than ``window`` bytes are queued (or the watcher closed)."""
+        while not self.closed and self._buffered >= window:
+            self._room_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._room_waiter
+            finally:
+                self._room_waiter = None
+
+    def _wake_room(self) -> None:
+        waiter = self._room_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class Feed:
@@ -351,6 +437,10 @@ class Feed:
                     self.covered_from = self.history.popleft().revision
                 for watcher in list(self.watchers):
                     watcher.offer(ev)
+                if not self.shared:
+                    # Lazy replay: read on only as fast as the one watcher sends.
+                    for watcher in list(self.watchers):
+                        await watcher.wait_for_room(REPLAY_WINDOW)
         except asyncio.CancelledError:
             pass
         except Expired as exc:
@@ -382,7 +472,13 @@ class Feed:
             self._bookmark_handle = loop.call_later(self._bookmark_interval, self._send_bookmarks)
 
     def _send_bookmarks(self) -> None:
-        revision = max(self.last_revision, self._stream.progress_revision)
+        revision = self.last_revision
+        if self.shared:
+            # A private feed pauses its replay with events possibly still queued in its
+            # storage stream, whose progress may count them (etcd's does): a bookmark
+            # from it would move the watcher past events it has not been given. A
+            # shared feed drains its stream without pausing, so it can use it.
+            revision = max(revision, self._stream.progress_revision)
         for watcher in list(self.watchers):
             watcher.bookmark(revision)
         self._schedule_bookmark()
@@ -418,7 +514,10 @@ class WatchHub:
         """The shared feed of ``prefix``; a new one starts at ``start`` (default: now).
 
         Starting a new feed at the first watcher's revision (rather than now) lets the
-        informers that reconnect after a restart, all with similar revisions, share it.
+        informers that reconnect after a restart, all with similar revisions, share it —
+        but only when the gap fits in the shared history: a shared feed cannot wait for
+        a slow watcher, so a long catch-up through it would queue the whole replay for
+        every watcher, where a private feed replays lazily.
         """
         feed = self._feeds.get(prefix)
         if feed is not None:
@@ -430,7 +529,11 @@ class WatchHub:
         self._creating[prefix] = future
         try:
             revision = await self.storage.current_revision()
-            if start is not None and self.storage.compacted_revision <= start < revision:
+            if (
+                start is not None
+                and self.storage.compacted_revision <= start < revision
+                and revision - start <= self.history
+            ):
                 revision = start
             feed = Feed(
                 self,

@@ -45,6 +45,12 @@ from kcp_cache.server._certs import write_kubeconfig as write_kubeconfig
 from kcp_cache.server._certs import write_pair as write_pair
 from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
 from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
+from kcp_cache.server._inflight import (
+    DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT as DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+)
+from kcp_cache.server._inflight import (
+    DEFAULT_MAX_REQUESTS_INFLIGHT as DEFAULT_MAX_REQUESTS_INFLIGHT,
+)
 from kcp_cache.server._limits import ConnectionLimits as ConnectionLimits
 from kcp_cache.server._limits import ConnectionTracker as ConnectionTracker
 from kcp_cache.server._limits import raise_descriptor_limit as raise_descriptor_limit
@@ -73,6 +79,8 @@ __all__ = [
     "ANONYMOUS",
     "AUTHORIZATION_MODES",
     "DEFAULT_ALWAYS_ALLOW_PATHS",
+    "DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT",
+    "DEFAULT_MAX_REQUESTS_INFLIGHT",
     "DEFAULT_SHARD_ANNOTATION_ALLOWLIST",
     "READERS_GROUP",
     "REQUEST_INFO_KEY",

@@ -29,6 +29,7 @@ from kcp_cache.server._authz import (
     Decision,
     authorizer_for_mode,
 )
+from kcp_cache.server._connection import connection_control
 from kcp_cache.server._grammar import (
     METRICS_PATH,
     check_cluster_invariant,
@@ -40,6 +41,7 @@ from kcp_cache.server._grammar import (
     strip_service_prefix,
 )
 from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
+from kcp_cache.server._inflight import InFlightLimiter
 from kcp_cache.server._metrics import ServerMetrics
 from kcp_cache.server._request_info import RequestInfo, parse_request_info
 from kcp_cache.server._scope import ANONYMOUS, WILDCARD, KcpRequest
@@ -75,6 +77,8 @@ REQUEST_INFO_KEY: Final = "request_info"
 
 ShutdownHook = Callable[[], Awaitable[None]]
 
+_IN_FLIGHT_SLOT_KEY: Final = "in_flight_slot"
+_DEADLINE_KEY: Final = "in_flight_deadline"
 _HEALTH_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz"})
 _LIST_VERBS: Final = frozenset({"list", "watch"})
 _SHARD_LEVEL_BODY: Final = b"shard-level endpoint not available at shard or workspace scope"
@@ -114,9 +118,13 @@ class CacheServerApp:
         authorization_mode: str = "scoped",
         shard_annotation_allowlist: Iterable[str] = DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
         audit: AuditLog | None = None,
+        in_flight: InFlightLimiter | None = None,
+        request_timeout: float = 0.0,
     ) -> None:
         self.storage = storage
         self.audit = audit
+        self.in_flight = in_flight
+        self.request_timeout = request_timeout
         self.api_app = api_app
         self.authenticator = authenticator
         self.authorization_mode = authorization_mode
@@ -185,6 +193,8 @@ class CacheServerApp:
                     send_and_record, StatusError.internal(f"Internal error occurred: {exc}")
                 )
         finally:
+            if self.in_flight is not None:
+                self._release_slot(scope)
             seconds = time.perf_counter() - start
             self._observe(scope, code, seconds)
             if audit is not None:
@@ -247,6 +257,25 @@ class CacheServerApp:
             now=time.time(),
             annotations=annotations,
         )
+
+    def _release_slot(self, scope: Scope) -> None:
+        kcp = scope.get("kcp")
+        if isinstance(kcp, KcpRequest) and _IN_FLIGHT_SLOT_KEY in kcp.extra:
+            assert self.in_flight is not None
+            self.in_flight.release(kcp.extra.pop(_IN_FLIGHT_SLOT_KEY))
+            deadline = kcp.extra.pop(_DEADLINE_KEY, None)
+            if isinstance(deadline, asyncio.TimerHandle):
+                deadline.cancel()
+
+    def _arm_deadline(self, scope: Scope, kcp: KcpRequest) -> None:
+        # A request holding a slot must give it back: one whose response is stuck behind
+        # a client that stopped reading would hold it for ever. Past the deadline its
+        # connection is dropped (no answer could get through it anyway); the handler's
+        # send() then returns and the slot is released.
+        control = connection_control(scope)
+        if control is not None:
+            loop = asyncio.get_running_loop()
+            kcp.extra[_DEADLINE_KEY] = loop.call_later(self.request_timeout, control.abort)
 
     def _log_access(self, scope: Scope, code: int, seconds: float) -> None:
         kcp = scope.get("kcp")
@@ -328,6 +357,12 @@ class CacheServerApp:
         kcp.user = user if user is not None else ANONYMOUS
         info = parse_request_info(scope["method"], path, scope.get("query_string", b""))
         kcp.extra[REQUEST_INFO_KEY] = info
+        if self.in_flight is not None:
+            # kube's max-in-flight filter: after authentication (system:masters is
+            # exempt), before authorization; released in _http once the handler is done.
+            slot = kcp.extra[_IN_FLIGHT_SLOT_KEY] = self.in_flight.admit(kcp.user, info, path)
+            if slot is not None and self.request_timeout > 0:
+                self._arm_deadline(scope, kcp)
         decision = self.authorizer.decide(kcp.user, info, kcp)
         kcp.extra[DECISION_KEY] = decision
         if not decision.allowed:
@@ -411,6 +446,9 @@ def create_app(
     authorization_mode: str = "scoped",
     shard_annotation_allowlist: Iterable[str] = DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
     audit: AuditLog | None = None,
+    max_requests_inflight: int = 0,
+    max_mutating_requests_inflight: int = 0,
+    request_timeout: float = 0.0,
 ) -> CacheServerApp:
     """Build the cache server's ASGI app around ``api_app`` (the ``/apis/…`` handlers).
 
@@ -425,20 +463,33 @@ def create_app(
     * ``audit`` — an opened :class:`~kcp_cache.server.AuditLog` to record every request.
     * ``metrics`` / ``readiness`` — pass the instances the API layer was built with, so
       its watch gauge and start-up checks show up here; new ones are created otherwise.
+    * ``max_requests_inflight`` / ``max_mutating_requests_inflight`` — kube's limits on
+      concurrent read-only and mutating requests (watches not counted); beyond them a
+      request gets 429 with ``Retry-After`` (see :mod:`._inflight`). 0: unlimited (the
+      default here; ``kcp-cache-server`` defaults to kube's 400 and 200).
+    * ``request_timeout`` — a request counted against those limits that is still running
+      after this many seconds has its connection dropped, so a client that stops reading
+      its response cannot keep the slot (0: never; ``kcp-cache-server``: kube's 60 s).
 
     The handler sees ``scope["path"]`` with prefix, shard and cluster consumed and the
     ``:identity`` removed, and the facts in ``scope["kcp"]`` (:class:`KcpRequest`, with the
     :class:`RequestInfo` under ``extra["request_info"]``).
     """
+    metrics = metrics if metrics is not None else ServerMetrics()
+    in_flight = None
+    if max_requests_inflight or max_mutating_requests_inflight:
+        in_flight = InFlightLimiter(max_requests_inflight, max_mutating_requests_inflight, metrics)
     return CacheServerApp(
         storage=storage,
         api_app=api_app,
         authenticator=authenticator,
         always_allow_paths=always_allow_paths,
         synthetic_delay=synthetic_delay,
-        metrics=metrics if metrics is not None else ServerMetrics(),
+        metrics=metrics,
         readiness=readiness if readiness is not None else ReadinessChecks(),
         authorization_mode=authorization_mode,
         shard_annotation_allowlist=shard_annotation_allowlist,
         audit=audit,
+        in_flight=in_flight,
+        request_timeout=request_timeout,
     )

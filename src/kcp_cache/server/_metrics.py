@@ -19,7 +19,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -126,6 +131,33 @@ class _FastCollector(Collector):
                 "the next one).",
                 value=failures,
             )
+        dropped = CounterMetricFamily(
+            "apiserver_dropped_requests",
+            "Requests turned away with 429 by the max-in-flight limits, by request_kind "
+            "(readOnly or mutating).",
+            labels=("request_kind",),
+        )
+        for kind, count in m.dropped_requests.items():
+            dropped.add_metric((kind,), count)
+        yield dropped
+        in_flight = GaugeMetricFamily(
+            "apiserver_current_inflight_requests",
+            "Requests currently counted against the max-in-flight limits, by request_kind.",
+            labels=("request_kind",),
+        )
+        for kind, count in m.inflight_requests.items():
+            in_flight.add_metric((kind,), count)
+        yield in_flight
+        terminations = CounterMetricFamily(
+            "kcp_cache_watch_terminations",
+            "Watch streams the server ended before the client did, by reason "
+            "(unresponsive: unsent data over the limit; timeout: timeoutSeconds reached "
+            "while the client was not reading; closed: shutdown or storage, likewise).",
+            labels=("reason",),
+        )
+        for reason, count in m.watch_terminations.items():
+            terminations.add_metric((reason,), count)
+        yield terminations
 
 
 class ServerMetrics:
@@ -141,6 +173,11 @@ class ServerMetrics:
     * ``kcp_cache_compressed_responses_total{resource}`` — GET/LIST responses sent gzipped
     * ``kcp_cache_storage_compaction_failures_total`` — the instrumented engine's
       ``compaction_failures`` counter (embedded engines)
+    * ``apiserver_dropped_requests_total{request_kind}`` and
+      ``apiserver_current_inflight_requests{request_kind}`` — the max-in-flight limits
+    * ``kcp_cache_watch_terminations_total{reason}`` — watches the server ended early
+      (``unresponsive``: too much unsent data; ``timeout``: ``timeoutSeconds`` reached
+      while the client was not reading; ``closed``: shutdown or storage, same situation)
 
     Add more collectors to :attr:`registry`; they appear on ``/metrics`` too.
     """
@@ -154,6 +191,10 @@ class ServerMetrics:
         self.storage: Storage | None = None
         #: The audit log whose counters ``/metrics`` shows (see :meth:`track_audit`).
         self.audit: AuditLog | None = None
+        #: Maintained by the in-flight limiter (request_kind → count).
+        self.dropped_requests: dict[str, int] = {}
+        self.inflight_requests: dict[str, int] = {}
+        self.watch_terminations: dict[str, int] = {}
         self.registry.register(_FastCollector(self))
         self.open_watches = Gauge(
             "kcp_cache_open_watches",
@@ -207,6 +248,14 @@ class ServerMetrics:
 
     def response_compressed(self, resource: str) -> None:
         self.compressed_responses.labels(resource).inc()
+
+    def count_dropped_request(self, request_kind: str) -> None:
+        """One request turned away with 429 by the in-flight limits."""
+        self.dropped_requests[request_kind] = self.dropped_requests.get(request_kind, 0) + 1
+
+    def watch_terminated(self, reason: str) -> None:
+        """One watch ended by the server before its client was done (see the class doc)."""
+        self.watch_terminations[reason] = self.watch_terminations.get(reason, 0) + 1
 
     def request_done(self, verb: str, resource: str, code: int, seconds: float) -> None:
         """Part of the API layer's metrics protocol; a no-op because the shell around it

@@ -103,4 +103,8 @@ async def send_json(send: Send, status: int, obj: Any) -> None:
 
 
 async def send_status(send: Send, error: ApiError) -> None:
-    await send_bytes(send, error.code, status_body(error))
+    """Send ``error`` as a ``Status``; ``details.retryAfterSeconds`` also becomes a
+    ``Retry-After`` header, as kube's response writers do (429, 503, 504)."""
+    retry_after = error.details.get("retryAfterSeconds") if error.details else None
+    headers = [(b"retry-after", str(retry_after).encode())] if retry_after else None
+    await send_bytes(send, error.code, status_body(error), headers=headers)

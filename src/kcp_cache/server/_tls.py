@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final, cast, overload
@@ -32,6 +33,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from kcp_cache.server._auth import TLS_PEER_USER_KEY
+from kcp_cache.server._connection import CONNECTION_CONTROL_KEY, ConnectionControl
 from kcp_cache.server._http import LimitedHttpToolsProtocol
 from kcp_cache.server._limits import GONE, ConnectionLimits, ConnectionTracker
 from kcp_cache.server._scope import User
@@ -220,14 +222,22 @@ class _PeerChainPEM(Sequence[str]):
 class _TLSTransport(asyncio.Transport):
     """The plaintext side of a TLS connection, as uvicorn's protocol sees it."""
 
-    __slots__ = ("_owner",)
+    __slots__ = ("_info", "_owner")
 
     def __init__(self, owner: TLSServerProtocol, extra: dict[str, Any]) -> None:
         super().__init__(extra)
         self._owner = owner
+        self._info = extra  # the very dict get_extra_info() reads
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._owner.write_plaintext(data)
+
+    def forget_tls(self) -> None:
+        """Drop the references to the OpenSSL connection (the connection is gone)."""
+        self._info.pop("ssl_object", None)
+        tls_extension = self._info.get("tls_extension")
+        if isinstance(tls_extension, dict) and tls_extension.get("client_cert_chain"):
+            tls_extension["client_cert_chain"] = []
 
     def writelines(self, list_of_data: Any) -> None:
         self._owner.write_plaintext(b"".join(list_of_data))
@@ -279,8 +289,10 @@ class TLSServerProtocol(asyncio.Protocol):
     then instantiates it like any HTTP protocol class.
     """
 
-    # Slots: thousands of idle watch connections each hold one of these.
+    # Slots: thousands of idle watch connections each hold one of these. Weakly
+    # referenced by the watch streams' connection control (_WeakConnectionControl).
     __slots__ = (
+        "__weakref__",
         "_app_connected",
         "_closing",
         "_conn",
@@ -385,6 +397,15 @@ class TLSServerProtocol(asyncio.Protocol):
         if self._conn is not None:
             self._conn.set_app_data(None)
             self._conn = None
+            # Free the OpenSSL connection and its grown BIO buffers now, not at the next
+            # full garbage collection: this object sits in reference cycles with
+            # uvicorn's protocol, and a connection that was stuck behind a client that
+            # stopped reading holds a lot. Nothing reads them once ``_conn`` is None.
+            del self._io
+            if self._plain_transport is not None:
+                self._plain_transport.forget_tls()
+            self._out.clear()
+            self._out_size = 0
 
     def pause_writing(self) -> None:
         if self._app_connected:
@@ -457,6 +478,8 @@ class TLSServerProtocol(asyncio.Protocol):
             "tls_version": conn.get_protocol_version(),
             "cipher_suite": None,
             TLS_PEER_USER_KEY: peer.user,
+            # Backpressure: lets a watch count these buffers and drop a stuck stream.
+            CONNECTION_CONTROL_KEY: _WeakConnectionControl(self),
         }
         self._plain_transport = _TLSTransport(
             self,
@@ -584,6 +607,24 @@ class TLSServerProtocol(asyncio.Protocol):
     def get_write_buffer_size(self) -> int:
         raw = self._raw.get_write_buffer_size() if self._raw is not None else 0
         return raw + self._out_size
+
+
+class _WeakConnectionControl(ConnectionControl):
+    # Weak, so the scope extension adds no reference cycle around the connection; and
+    # one small object per connection (thousands of idle watches hold one each).
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: TLSServerProtocol) -> None:
+        self._protocol = weakref.ref(protocol)
+
+    def unsent_bytes(self) -> int:
+        protocol = self._protocol()
+        return protocol.get_write_buffer_size() if protocol is not None else 0
+
+    def abort(self) -> None:
+        protocol = self._protocol()
+        if protocol is not None:
+            protocol.abort()
 
 
 def tls_protocol_class(

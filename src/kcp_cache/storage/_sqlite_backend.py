@@ -348,6 +348,9 @@ class SQLiteFile:
             return StorageOpenError(f"SQLite storage {self.path} is locked by another process")
         if "unable to open" in text or "readonly" in text:
             return StorageOpenError(f"cannot open SQLite storage {self.path} for writing ({text})")
+        if "disk I/O error" in text and _no_space_left(self.path.parent):
+            # SQLite reports a full disk while creating its WAL as a plain I/O error.
+            text = "database or disk is full (No space left on device)"
         return StorageOpenError(f"cannot open SQLite storage {self.path}: {text}")
 
     # -- writes (writer thread) -------------------------------------------------------
@@ -478,3 +481,11 @@ class SQLiteFile:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+
+
+def _no_space_left(directory: Path) -> bool:
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return False
+    return stat.f_bavail == 0

@@ -33,6 +33,8 @@ from kcp_cache.registry import (
     parse_query_bool,
 )
 from kcp_cache.server._authz import DECISION_KEY, Decision
+from kcp_cache.server._connection import connection_control
+from kcp_cache.server._heap import HeapTrimmer
 from kcp_cache.server._scope import KcpRequest
 from kcp_cache.server._status import Receive, Scope, Send, send_bytes
 from kcp_cache.server.api._body import (
@@ -104,6 +106,7 @@ class ApiMetrics(Protocol):
     def watch_closed(self, resource: str) -> None: ...
 
     def response_compressed(self, resource: str) -> None: ...
+    def watch_terminated(self, reason: str) -> None: ...
 
 
 class _Verb:
@@ -134,6 +137,7 @@ class ApiApp:
         self.metrics = metrics
         self._rng = rng
         self._sessions: set[WatchSession] = set()
+        self._heap = HeapTrimmer()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._shutting_down = False
         self._verbs = {
@@ -173,6 +177,7 @@ class ApiApp:
         pending = [t for t in self._handlers if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=grace)
+        self._heap.cancel()
 
     # -- ASGI ---------------------------------------------------------------------------
 
@@ -376,6 +381,9 @@ class ApiApp:
             timeout = self._rng(self.min_request_timeout, 2 * self.min_request_timeout)
         else:  # negative: kube's deadline has passed already, the stream ends at once
             timeout = float(min(max(opts.timeout_seconds, 0), _MAX_WATCH_SECONDS))
+        # Longer than the default's upper end is capped to it, so a client cannot hold
+        # a stream (and its buffers) open for ever with a huge timeoutSeconds.
+        timeout = min(timeout, 2 * self.min_request_timeout)
         if self._shutting_down:
             raise ApiError.unavailable("the server is shutting down")
         session = self.registry.watch(target, opts)
@@ -390,9 +398,12 @@ class ApiApp:
                 max(timeout, 0.0),
                 content_type=shape.content_type,
                 reshape=reshape,
+                connection=connection_control(scope),
+                on_terminated=self.metrics.watch_terminated if self.metrics is not None else None,
             )
         finally:
             self._sessions.discard(session)
+            self._heap.request()  # what the stream buffered goes back to the OS
             if self.metrics is not None:
                 self.metrics.watch_closed(target.info.group_resource)
 
@@ -750,9 +761,10 @@ def create_api_app(
     ``registry`` owns storage access; ``bootstrapper`` (if given) is run by
     :meth:`ApiApp.startup` and backs :attr:`ApiApp.ready`. Watches without
     ``timeoutSeconds`` last a random time in ``[min_request_timeout, 2·min]`` (kube's rule,
-    so informers do not reconnect in lock-step). ``metrics`` observes every request and
-    watch. ``compression`` says when GET and LIST responses are gzipped (default: from
-    128 KiB, as kube). Call :meth:`ApiApp.shutdown` on SIGTERM to end open watch streams.
+    so informers do not reconnect in lock-step); a longer ``timeoutSeconds`` is capped to
+    ``2·min_request_timeout``. ``metrics`` observes every request and watch.
+    ``compression`` says when GET and LIST responses are gzipped (default: from 128 KiB,
+    as kube). Call :meth:`ApiApp.shutdown` on SIGTERM to end open watch streams.
     """
     return ApiApp(
         registry,
