@@ -52,7 +52,7 @@ def build_api_stack(
         metrics=metrics,
         compression=compression,
     )
-    discovery = create_discovery_app(lambda: catalog.crds)
+    discovery = create_discovery_app(catalog.discovery_crds)
 
     def bootstrapped() -> None:
         if not api.ready:
