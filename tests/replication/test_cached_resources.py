@@ -1,0 +1,384 @@
+"""The shard side of ClusterCachedResources (beyond-kcp §3.4) with real processes.
+
+A cache server, and a second cache server standing in for the shard's own cluster-aware
+API: run-time CRDs give it core/v1 ``namespaces`` and ``secrets`` and kcp's ``Instance``
+type. The built-in write controller replicates the CCRs (so the cache synthesizes their
+identity types) and :class:`CachedResourceController` replicates what they select. kcp's
+§8.3/§8.4 e2e tests are ported, with regressions for kcp's three bugs (§1.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from ccr_helpers import (
+    GADGETS,
+    INSTANCE_NAMES,
+    INSTANCES,
+    PART_OF,
+    SECRETS,
+    Env,
+    ccr,
+    install_shard_types,
+    instance,
+    request_counts,
+    shard_env,
+    writes,
+)
+from replication_helpers import eventually, unique
+
+from harness import CacheServer, start_cache_server
+from kcp_cache.replication import (
+    CCR_FINALIZER,
+    CCR_RESOURCE,
+    KIND_ANNOTATION,
+    ORIGINAL_RESOURCE_UID_ANNOTATION,
+    ORIGINAL_RESOURCE_VERSION_ANNOTATION,
+    OWNER_ANNOTATION,
+    SCOPE_ANNOTATION,
+)
+
+
+@pytest.fixture(scope="module")
+def shards_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheServer]:
+    """The stand-in shard API, with the core and Instance types the controller needs."""
+    server = start_cache_server(tmp_path_factory.mktemp("shards"), "--storage", "memory")
+    try:
+        install_shard_types(server)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def env(cache_api: CacheServer, shards_api: CacheServer) -> AsyncIterator[Env]:
+    async with shard_env(cache_api, shards_api) as environment:
+        await environment.start_writer()
+        await environment.start_controller()
+        yield environment
+
+
+async def create_instances(env: Env, cluster: str) -> None:
+    """kcp's §8.3 set: seven Instances labelled part-of=instances, plus not-analytics."""
+    for name in INSTANCE_NAMES:
+        await env.local.create(INSTANCES, instance(name, PART_OF), cluster=cluster)
+    await env.local.create(INSTANCES, instance("not-analytics"), cluster=cluster)
+
+
+def condition(obj: dict[str, object], kind: str) -> str | None:
+    status = obj.get("status") or {}
+    assert isinstance(status, dict)
+    for c in status.get("conditions") or []:
+        if c.get("type") == kind:
+            return str(c.get("status"))
+    return None
+
+
+async def test_kcp_replication_api_counts_and_deletes(env: Env) -> None:
+    """§8.3: 8 Instances, 7 labelled ⇒ cache == 7; delete two ⇒ cache == 5."""
+    cluster = unique("ws")
+    await create_instances(env, cluster)
+    selector = {"matchLabels": PART_OF}
+    await env.local.create(CCR_RESOURCE, ccr("instances", labelSelector=selector), cluster=cluster)
+    obj = await env.ready_ccr(cluster, "instances", cache=7)
+    status = obj["status"]
+    assert status["resourceCounts"] == {"cache": 7, "local": 7}
+    for kind in (
+        "ResourceValid",
+        "IdentityValid",
+        "ReplicationStarted",
+        "CacheTypeServed",
+        "Synced",
+    ):
+        assert condition(obj, kind) == "True", (kind, status)
+    assert CCR_FINALIZER in obj["metadata"]["finalizers"]
+    annotations = obj["metadata"]["annotations"]
+    assert annotations[KIND_ANNOTATION] == "Instance"
+    assert annotations[SCOPE_ANNOTATION] == "Cluster"
+    # Identity: the default secret, hash = sha256 of its key.
+    secret = await env.local.get(SECRETS, "instances", namespace="kcp-system", cluster=cluster)
+    key = base64.b64decode(secret["data"]["key"])
+    assert len(base64.b64decode(key)) == 32  # 256 random bits
+    assert status["identityHash"] == hashlib.sha256(key).hexdigest()
+    identity = status["identityHash"]
+    copies = await env.wait_copies(cluster, identity, set(INSTANCE_NAMES))
+    source = await env.local.get(INSTANCES, "database-1", cluster=cluster)
+    copy_meta = copies["database-1"]["metadata"]
+    assert copy_meta["annotations"][ORIGINAL_RESOURCE_UID_ANNOTATION] == source["metadata"]["uid"]
+    assert (
+        copy_meta["annotations"][ORIGINAL_RESOURCE_VERSION_ANNOTATION]
+        == source["metadata"]["resourceVersion"]
+    )
+    assert copy_meta["annotations"][OWNER_ANNOTATION] == "instances"
+    assert copy_meta["uid"] != source["metadata"]["uid"]  # the cache assigned its own
+    assert copies["database-1"]["spec"] == source["spec"]
+    # An update is replicated (original-version follows).
+    source["spec"] = {"size": "xl"}
+    updated = await env.local.update(INSTANCES, source, cluster=cluster)
+
+    async def replicated() -> bool:
+        found = await env.copies(cluster, identity)
+        annotations = found["database-1"]["metadata"]["annotations"]
+        return (
+            found["database-1"]["spec"] == {"size": "xl"}
+            and annotations[ORIGINAL_RESOURCE_VERSION_ANNOTATION]
+            == updated["metadata"]["resourceVersion"]
+        )
+
+    await eventually(replicated, what="the update in the cache")
+    for name in ("analytics-1", "analytics-2"):
+        await env.local.delete(INSTANCES, name, cluster=cluster)
+    await env.ready_ccr(cluster, "instances", cache=5)
+    assert len(await env.copies(cluster, identity)) == 5
+
+
+async def test_wildcard_identity_listing(env: Env) -> None:
+    """§8.4: A1, A2 share identity A; B1 has B. Wildcard lists give 14 and 7; a GET
+    without identity resolves through B1's CCR; deleting it ⇒ 404."""
+    clusters = {unique("a1"): "identity-a", unique("a2"): "identity-a", unique("b1"): "identity-b"}
+    for cluster, key in clusters.items():
+        await create_instances(env, cluster)
+        await env.local.create(
+            SECRETS,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "identity", "namespace": "default"},
+                "stringData": {"key": f"{key}-{env.shard}"},
+            },
+            cluster=cluster,
+        )
+        spec = {
+            "labelSelector": {"matchLabels": PART_OF},
+            "identity": {"secretRef": {"namespace": "default", "name": "identity"}},
+        }
+        await env.local.create(CCR_RESOURCE, ccr("instances", **spec), cluster=cluster)
+    hashes = {}
+    for cluster, key in clusters.items():
+        obj = await env.ready_ccr(cluster, "instances", cache=7)
+        assert obj["status"]["resourceCounts"]["local"] == 7
+        hashes[cluster] = obj["status"]["identityHash"]
+        assert hashes[cluster] == hashlib.sha256(f"{key}-{env.shard}".encode()).hexdigest()
+    a1, _, b1 = clusters
+    hash_a, hash_b = hashes[a1], hashes[b1]
+    base = "/services/cache/shards/*/clusters/*/apis/machines.svm.io/v1alpha1"
+    with env.cache_api.client() as client:
+        assert len(client.get(f"{base}/instances:{hash_a}").json()["items"]) == 14
+        assert len(client.get(f"{base}/instances:{hash_b}").json()["items"]) == 7
+        plain = (
+            f"/services/cache/shards/{env.shard}/clusters/{b1}"
+            "/apis/machines.svm.io/v1alpha1/instances/web-server-1"
+        )
+        assert client.get(plain).status_code == 200
+        await env.local.delete(CCR_RESOURCE, "instances", cluster=b1)
+
+        async def gone() -> bool:
+            return client.get(plain).status_code == 404
+
+        await eventually(gone, what="B1's copy gone")
+        # A's copies are untouched.
+        assert len(client.get(f"{base}/instances:{hash_a}").json()["items"]) == 14
+
+
+async def test_label_removal_and_selector_narrowing_delete_stale_copies(env: Env) -> None:
+    """kcp bug 1: a copy whose object stops matching is deleted."""
+    cluster = unique("ws")
+    await create_instances(env, cluster)
+    spec = {"labelSelector": {"matchLabels": PART_OF}}
+    await env.local.create(CCR_RESOURCE, ccr("instances", **spec), cluster=cluster)
+    identity = (await env.ready_ccr(cluster, "instances", cache=7))["status"]["identityHash"]
+    obj = await env.local.get(INSTANCES, "analytics-3", cluster=cluster)
+    obj["metadata"]["labels"] = {}
+    await env.local.update(INSTANCES, obj, cluster=cluster)
+    await env.wait_copies(cluster, identity, set(INSTANCE_NAMES) - {"analytics-3"})
+    await env.ready_ccr(cluster, "instances", cache=6)
+    # Narrow the selector to web-server-1's own label.
+    web = await env.local.get(INSTANCES, "web-server-1", cluster=cluster)
+    web["metadata"]["labels"] = {**PART_OF, "tier": "web"}
+    await env.local.update(INSTANCES, web, cluster=cluster)
+    live = await env.get_ccr(cluster, "instances")
+    live["spec"]["labelSelector"] = {"matchLabels": {"tier": "web"}}
+    await env.local.update(CCR_RESOURCE, live, cluster=cluster)
+    await env.wait_copies(cluster, identity, {"web-server-1"})
+    obj = await env.ready_ccr(cluster, "instances", cache=1)
+    assert obj["status"]["resourceCounts"]["local"] == 1
+
+
+async def test_names_and_their_intersection_with_labels(env: Env) -> None:
+    """kcp#4328: names narrow the selection; labels ∧ names."""
+    cluster = unique("ws")
+    await create_instances(env, cluster)
+    await env.local.create(CCR_RESOURCE, ccr("one", names=["database-1"]), cluster=cluster)
+    identity = (await env.ready_ccr(cluster, "one", cache=1))["status"]["identityHash"]
+    assert set(await env.copies(cluster, identity)) == {"database-1"}
+    spec = {"names": ["analytics-1", "not-analytics"], "labelSelector": {"matchLabels": PART_OF}}
+    await env.local.create(CCR_RESOURCE, ccr("both", **spec), cluster=cluster)
+    identity = (await env.ready_ccr(cluster, "both", cache=1))["status"]["identityHash"]
+    assert set(await env.copies(cluster, identity)) == {"analytics-1"}
+
+
+async def test_two_ccrs_on_one_kind_delete_only_their_own_copies(env: Env) -> None:
+    """kcp bug 2 (#4329's shape): two CCRs with one identity and disjoint names; deleting
+    the first leaves the second's copy. A third overlapping one is refused."""
+    cluster = unique("ws")
+    await create_instances(env, cluster)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "shared", "namespace": "default"},
+        "stringData": {"key": unique("k")},
+    }
+    await env.local.create(SECRETS, secret, cluster=cluster)
+    ref = {"secretRef": {"namespace": "default", "name": "shared"}}
+    await env.local.create(
+        CCR_RESOURCE, ccr("first", names=["web-server-1"], identity=ref), cluster=cluster
+    )
+    await env.local.create(
+        CCR_RESOURCE, ccr("second", names=["database-1"], identity=ref), cluster=cluster
+    )
+    identity = (await env.ready_ccr(cluster, "first", cache=1))["status"]["identityHash"]
+    assert (await env.ready_ccr(cluster, "second", cache=1))["status"]["identityHash"] == identity
+    copies = await env.wait_copies(cluster, identity, {"web-server-1", "database-1"})
+    assert copies["database-1"]["metadata"]["annotations"][OWNER_ANNOTATION] == "second"
+    await env.local.create(
+        CCR_RESOURCE,
+        ccr("third", names=["database-1", "analytics-1"], identity=ref),
+        cluster=cluster,
+    )
+
+    async def refused() -> bool:
+        obj = await env.get_ccr(cluster, "third")
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return any(
+            c["type"] == "ResourceValid" and c.get("reason") == "OverlappingSelection"
+            for c in conditions
+        )
+
+    await eventually(refused, what="the overlapping CCR refused")
+    await env.local.delete(CCR_RESOURCE, "first", cluster=cluster)
+    await env.wait_copies(cluster, identity, {"database-1"})
+    await asyncio.sleep(0.5)
+    assert set(await env.copies(cluster, identity)) == {"database-1"}
+
+
+async def test_changed_identity_key_pauses_replication(env: Env) -> None:
+    cluster = unique("ws")
+    await create_instances(env, cluster)
+    await env.local.create(CCR_RESOURCE, ccr("instances", names=["database-1"]), cluster=cluster)
+    identity = (await env.ready_ccr(cluster, "instances", cache=1))["status"]["identityHash"]
+    secret = await env.local.get(SECRETS, "instances", namespace="kcp-system", cluster=cluster)
+    secret["data"]["key"] = base64.b64encode(b"another key").decode()
+    await env.local.update(SECRETS, secret, cluster=cluster)
+    # The controller notices on its next reconcile of the CCR (a CCR event).
+    live = await env.get_ccr(cluster, "instances")
+    live["metadata"].setdefault("labels", {})["touch"] = "1"
+    await env.local.update(CCR_RESOURCE, live, cluster=cluster)
+
+    async def invalid() -> bool:
+        return condition(await env.get_ccr(cluster, "instances"), "IdentityValid") == "False"
+
+    await eventually(invalid, what="IdentityValid=False")
+    assert env.controller is not None
+    before = env.controller.stats.copy_creates + env.controller.stats.copy_updates
+    obj = await env.local.get(INSTANCES, "database-1", cluster=cluster)
+    obj["spec"] = {"size": "changed"}
+    await env.local.update(INSTANCES, obj, cluster=cluster)
+    await asyncio.sleep(1.0)
+    assert env.controller.stats.copy_creates + env.controller.stats.copy_updates == before
+    copies = await env.copies(cluster, identity)
+    assert copies["database-1"]["spec"] == {"size": "s"}
+
+
+async def test_namespaced_target_is_refused_without_writes(env: Env) -> None:
+    cluster = unique("ws")
+    gadget = {
+        "apiVersion": "machines.svm.io/v1alpha1",
+        "kind": "Gadget",
+        "metadata": {"name": "g", "namespace": "default"},
+    }
+    await env.local.create(GADGETS, gadget, cluster=cluster)
+    await env.local.create(CCR_RESOURCE, ccr("gadgets", resource=GADGETS), cluster=cluster)
+
+    async def refused() -> dict[str, object] | None:
+        obj = await env.get_ccr(cluster, "gadgets")
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if c["type"] == "ResourceValid" and c["status"] == "False":
+                return dict(c)
+        return None
+
+    found = await eventually(refused, what="ResourceValid=False")
+    assert found["reason"] == "ResourceNotClusterScoped"
+    assert env.controller is not None
+    assert env.controller.stats.copy_creates == 0
+    obj = await env.get_ccr(cluster, "gadgets")
+    assert "identityHash" not in (obj.get("status") or {})
+    with env.cache_api.client() as client:
+        wildcard = "/services/cache/shards/*/clusters/*/apis/machines.svm.io/v1alpha1/gadgets"
+        assert (
+            client.get(
+                wildcard,
+                headers={
+                    "Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+                },
+            )
+            .json()
+            .get("items", [])
+            == []
+        )
+
+
+async def test_waits_for_the_cache_to_serve_the_type(
+    cache_api: CacheServer, shards_api: CacheServer
+) -> None:
+    """No built-in write controller ⇒ the cache does not know the identity:
+    CacheTypeServed=False and few requests; started ⇒ Ready with every copy."""
+    async with shard_env(cache_api, shards_api) as env:
+        cluster = unique("ws")
+        await create_instances(env, cluster)
+        controller = await env.start_controller()
+        before = request_counts(cache_api, "clustercachedresources").get("GET", 0.0)
+        await env.local.create(
+            CCR_RESOURCE, ccr("instances", labelSelector={"matchLabels": PART_OF}), cluster=cluster
+        )
+
+        async def waiting() -> bool:
+            return condition(await env.get_ccr(cluster, "instances"), "CacheTypeServed") == "False"
+
+        await eventually(waiting, what="CacheTypeServed=False")
+        await asyncio.sleep(5.0)
+        gets = request_counts(cache_api, "clustercachedresources").get("GET", 0.0) - before
+        assert gets <= 6, gets  # polled every 1.5 s, not stormed
+        assert controller.stats.copy_creates == 0
+        assert (await env.get_ccr(cluster, "instances"))["status"]["phase"] == "Initializing"
+        await env.start_writer()
+        obj = await env.ready_ccr(cluster, "instances", cache=7)
+        assert condition(obj, "CacheTypeServed") == "True"
+
+
+async def test_restart_with_nothing_changed_writes_nothing(
+    cache_api: CacheServer, shards_api: CacheServer
+) -> None:
+    async with shard_env(cache_api, shards_api) as env:
+        await env.start_writer()
+        await env.start_controller()
+        cluster = unique("ws")
+        await create_instances(env, cluster)
+        await env.local.create(
+            CCR_RESOURCE, ccr("instances", labelSelector={"matchLabels": PART_OF}), cluster=cluster
+        )
+        await env.ready_ccr(cluster, "instances", cache=7)
+        await asyncio.sleep(1.5)  # let the last status write land
+        await env.stop_controller()
+        local_before = writes(request_counts(shards_api, ""))
+        cache_before = writes(request_counts(cache_api, "instances"))
+        controller = await env.start_controller()
+        await asyncio.sleep(2.5)
+        assert controller.stats == type(controller.stats)(
+            cache_type_checks=controller.stats.cache_type_checks
+        )
+        assert writes(request_counts(cache_api, "instances")) == cache_before
+        assert writes(request_counts(shards_api, "")) == local_before
