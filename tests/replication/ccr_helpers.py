@@ -28,6 +28,8 @@ SYSTEM_CRDS = (
 )
 INSTANCES = Resource("machines.svm.io", "v1alpha1", "instances")
 GADGETS = Resource("machines.svm.io", "v1alpha1", "gadgets", namespaced=True)
+FLAVORS = Resource("x.io", "v1", "flavors")
+APIEXPORTS = Resource("apis.kcp.io", "v1alpha2", "apiexports")
 SECRETS = Resource("", "v1", "secrets", namespaced=True)
 CCRS = parse_resources("clustercachedresources")
 PART_OF = {"app.kubernetes.io/part-of": "instances"}
@@ -51,13 +53,14 @@ def _crd(group: str, plural: str, kind: str, scope: str, version: str) -> Obj:
 
 def install_shard_types(server: CacheServer) -> None:
     """Make a cache server a stand-in shard API for CCRs: run-time CRDs for core/v1
-    namespaces and secrets, the cluster-scoped Instance of kcp's e2e, and a namespaced
-    Gadget."""
+    namespaces and secrets, the cluster-scoped Instance of kcp's e2e, a namespaced
+    Gadget, and the Flavor an APIExport references."""
     crds = [
         _crd("", "namespaces", "Namespace", "Cluster", "v1"),
         _crd("", "secrets", "Secret", "Namespaced", "v1"),
         _crd("machines.svm.io", "instances", "Instance", "Cluster", "v1alpha1"),
         _crd("machines.svm.io", "gadgets", "Gadget", "Namespaced", "v1alpha1"),
+        _crd("x.io", "flavors", "Flavor", "Cluster", "v1"),
     ]
     with server.client() as client:
         for crd in crds:
@@ -175,7 +178,10 @@ class Env:
         """Wait until the CCR is Ready (and, if given, counts *cache* copies)."""
 
         async def probe() -> Obj | None:
-            obj = await self.get_ccr(cluster, name)
+            try:
+                obj = await self.get_ccr(cluster, name)
+            except NotFound:
+                return None
             status = obj.get("status") or {}
             if status.get("phase") != "Ready":
                 return None

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from ccr_helpers import (
+    APIEXPORTS,
+    FLAVORS,
     GADGETS,
     INSTANCE_NAMES,
     INSTANCES,
@@ -29,17 +32,23 @@ from ccr_helpers import (
     shard_env,
     writes,
 )
-from replication_helpers import eventually, unique
+from replication_helpers import FAST_BACKOFF, eventually, unique
 
 from harness import CacheServer, start_cache_server
+from kcp_cache.client import NotFound, Resource
 from kcp_cache.replication import (
+    APIEXPORT_REFERENCE_MANAGER,
     CCR_FINALIZER,
     CCR_RESOURCE,
     KIND_ANNOTATION,
     ORIGINAL_RESOURCE_UID_ANNOTATION,
     ORIGINAL_RESOURCE_VERSION_ANNOTATION,
     OWNER_ANNOTATION,
+    REFERENCED_BY_ANNOTATION,
+    REFERENCED_KIND_ANNOTATION,
     SCOPE_ANNOTATION,
+    APIExportReferenceController,
+    reference_ccr_name,
 )
 
 
@@ -382,3 +391,124 @@ async def test_restart_with_nothing_changed_writes_nothing(
         )
         assert writes(request_counts(cache_api, "instances")) == cache_before
         assert writes(request_counts(shards_api, "")) == local_before
+
+
+async def test_bulk_import_costs_one_cache_write_per_object(
+    cache_api: CacheServer, shards_api: CacheServer
+) -> None:
+    """kcp bug 3: importing N objects costs ~N cache writes (counted by the cache server's
+    request metrics) and about one status write per second — not a CCR re-enqueue and two
+    LISTs per object."""
+    n = 2000
+    async with shard_env(cache_api, shards_api) as env:
+        await env.start_writer()
+        controller = await env.start_controller()
+        cluster = unique("ws")
+        await env.local.create(
+            CCR_RESOURCE, ccr("bulk", labelSelector={"matchLabels": PART_OF}), cluster=cluster
+        )
+        identity = (await env.ready_ccr(cluster, "bulk", cache=0))["status"]["identityHash"]
+        cache_before = request_counts(cache_api, "instances")
+        status_before = request_counts(shards_api, "clustercachedresources").get("PATCH", 0.0)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        limit = asyncio.Semaphore(16)
+
+        async def create(i: int) -> None:
+            async with limit:
+                await env.local.create(INSTANCES, instance(f"i-{i:05d}", PART_OF), cluster=cluster)
+
+        await asyncio.gather(*(create(i) for i in range(n)))
+        await env.ready_ccr(cluster, "bulk", cache=n)
+        elapsed = loop.time() - start
+        cache_after = request_counts(cache_api, "instances")
+        cache_writes = writes(cache_after) - writes(cache_before)
+        assert n <= cache_writes <= n * 1.01 + 10, cache_writes
+        # No LIST of the identity collection per object (the informer lists once).
+        assert cache_after.get("LIST", 0.0) - cache_before.get("LIST", 0.0) <= 2
+        status_writes = (
+            request_counts(shards_api, "clustercachedresources").get("PATCH", 0.0) - status_before
+        )
+        assert status_writes <= elapsed / controller.status_interval + 3, (status_writes, elapsed)
+        assert len(await env.copies(cluster, identity)) == n
+
+
+async def test_apiexport_reference_owns_one_ccr_per_reference(env: Env) -> None:
+    """kcp#4329: a virtual-storage reference ⇒ an owned CCR for exactly that object;
+    dropping the reference deletes the CCR and its copy."""
+    cluster = unique("ws")
+    for name in ("small", "large"):
+        flavor = {"apiVersion": "x.io/v1", "kind": "Flavor", "metadata": {"name": name}}
+        await env.local.create(FLAVORS, flavor, cluster=cluster)
+    reference = {"apiGroup": "x.io", "kind": "Flavor", "name": "small"}
+    slice_ref = {
+        "apiGroup": "cache.kcp.io",
+        "kind": "ClusterCachedResourceEndpointSlice",
+        "name": "slice",
+    }
+    export = {
+        "apiVersion": "apis.kcp.io/v1alpha2",
+        "kind": "APIExport",
+        "metadata": {"name": "flavors-export"},
+        "spec": {
+            "resources": [
+                {
+                    "name": "flavors",
+                    "group": "x.io",
+                    "storage": {"virtual": {"reference": reference}},
+                },
+                {
+                    "name": "slices",
+                    "group": "y.io",
+                    "storage": {"virtual": {"reference": slice_ref}},
+                },
+            ]
+        },
+    }
+    created = await env.local.create(APIEXPORTS, export, cluster=cluster)
+    expected = reference_ccr_name("flavors-export", "x.io", "v1", "flavors", "small")
+    assert re.fullmatch(r"apiexport-flavors-[a-z2-7]{8}", expected)
+    async with APIExportReferenceController(env.local, backoff=FAST_BACKOFF) as refs:
+        assert await refs.wait_synced(15)
+        obj = await env.ready_ccr(cluster, expected, cache=1)
+        assert obj["spec"]["names"] == ["small"]
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+        assert obj["metadata"]["annotations"][REFERENCED_BY_ANNOTATION] == "flavors-export"
+        assert obj["metadata"]["annotations"][REFERENCED_KIND_ANNOTATION] == "Flavor"
+        fields = {m["manager"] for m in obj["metadata"].get("managedFields") or []}
+        assert APIEXPORT_REFERENCE_MANAGER in fields
+        page = await env.local.list(CCR_RESOURCE, cluster=cluster)
+        assert [o["metadata"]["name"] for o in page.items] == [expected]  # slice skipped
+        identity = obj["status"]["identityHash"]
+        cached = Resource("x.io", "v1", f"flavors:{identity}")
+        listed = await env.cache.list(cached, cluster=cluster, shard=env.shard)
+        assert [o["metadata"]["name"] for o in listed.items] == ["small"]
+        # The stand-in ignores finalizers, so the CCR goes at once; hold the built-in
+        # write controller so the cache keeps serving the identity while the purge runs
+        # (on a kcp shard the CCR's finalizer orders this: Deleting → purge → Deleted).
+        await env.stop_writer()
+        live = await env.local.get(APIEXPORTS, "flavors-export", cluster=cluster)
+        live["spec"]["resources"] = live["spec"]["resources"][1:]
+        await env.local.update(APIEXPORTS, live, cluster=cluster)
+
+        async def dropped() -> bool:
+            try:
+                await env.get_ccr(cluster, expected)
+            except NotFound:
+                pass
+            else:
+                return False
+            page = await env.cache.list(cached, cluster=cluster, shard=env.shard)
+            return not page.items
+
+        await eventually(dropped, what="the CCR and its copy gone")
+        await env.start_writer()
+
+        async def unserved() -> bool:
+            try:
+                await env.cache.list(cached, cluster=cluster, shard=env.shard)
+            except NotFound:
+                return True
+            return False
+
+        await eventually(unserved, what="the identity no longer served")

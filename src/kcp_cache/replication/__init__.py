@@ -8,6 +8,8 @@ Two halves, both built on :mod:`kcp_cache.client`:
   for one object. Also runs as a process: ``kcp-cache replicate``.
 * **ClusterCachedResources** — :class:`CachedResourceController` replicates the objects
   each ClusterCachedResource selects under ``<resource>:<identityHash>`` (beyond-kcp §3.4).
+  :class:`APIExportReferenceController` keeps one owned ClusterCachedResource per
+  APIExport virtual-storage reference (kcp#4329).
 * **Read side** — :class:`CacheReader`: wildcard informers over the cache, optionally next
   to local ones, with :class:`FallbackLister` s that look locally first and then in the
   cache. It becomes ready on local data even while the cache is unreachable.
@@ -17,6 +19,13 @@ Each has Prometheus metrics in a private registry (:class:`ReplicationMetrics`,
 See ``docs/replication.md``.
 """
 
+from ._apiexport_refs import (
+    APIEXPORT_REFERENCE_MANAGER,
+    REFERENCED_BY_ANNOTATION,
+    REFERENCED_KIND_ANNOTATION,
+    APIExportReferenceController,
+    reference_ccr_name,
+)
 from ._ccr_controller import CCR_RESOURCE, CachedResourceController, CachedResourceStats
 from ._ccr_model import (
     CCR_FINALIZER,
@@ -61,6 +70,7 @@ from ._resources import (
 from ._write import DEFAULT_RESYNC_PERIOD, WriteController
 
 __all__ = [
+    "APIEXPORT_REFERENCE_MANAGER",
     "CCR_FINALIZER",
     "CCR_RESOURCE",
     "DEFAULT_RESET_CHECK_PERIOD",
@@ -71,11 +81,14 @@ __all__ = [
     "ORIGINAL_RESOURCE_UID_ANNOTATION",
     "ORIGINAL_RESOURCE_VERSION_ANNOTATION",
     "OWNER_ANNOTATION",
+    "REFERENCED_BY_ANNOTATION",
+    "REFERENCED_KIND_ANNOTATION",
     "REPLICATED_SYSTEM_CLUSTERS",
     "REPLICATE_ANNOTATION",
     "REPLICATION_ANNOTATIONS",
     "SCOPE_ANNOTATION",
     "UNSCHEDULABLE_ANNOTATION",
+    "APIExportReferenceController",
     "Action",
     "CacheReader",
     "CachedResourceController",
@@ -106,5 +119,6 @@ __all__ = [
     "parse_resources",
     "queue_key",
     "reconcile",
+    "reference_ccr_name",
     "replicates_cluster",
 ]
