@@ -215,8 +215,11 @@ class Env:
 
 
 @contextlib.asynccontextmanager
-async def shard_env(cache_api: CacheServer, shards_api: CacheServer) -> AsyncIterator[Env]:
-    shard = unique("shard")
+async def shard_env(
+    cache_api: CacheServer, shards_api: CacheServer, shard: str | None = None
+) -> AsyncIterator[Env]:
+    """An :class:`Env` for a fresh shard (or *shard*); closes its clients and controllers."""
+    shard = shard or unique("shard")
     env = Env(shard, local_rest(shards_api, shard), cache_rest(cache_api), cache_api, shards_api)
     try:
         yield env

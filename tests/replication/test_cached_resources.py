@@ -13,8 +13,13 @@ import asyncio
 import base64
 import hashlib
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import httpx2
 import pytest
 from ccr_helpers import (
     APIEXPORTS,
@@ -32,7 +37,7 @@ from ccr_helpers import (
     shard_env,
     writes,
 )
-from replication_helpers import FAST_BACKOFF, eventually, unique
+from replication_helpers import FAST_BACKOFF, eventually, shard_url, unique
 
 from harness import CacheServer, start_cache_server
 from kcp_cache.client import NotFound, Resource
@@ -512,3 +517,41 @@ async def test_apiexport_reference_owns_one_ccr_per_reference(env: Env) -> None:
             return False
 
         await eventually(unserved, what="the identity no longer served")
+
+
+async def test_replicate_process_runs_the_ccr_controller_by_default(
+    cache_api: CacheServer, shards_api: CacheServer, tmp_path: Path
+) -> None:
+    """``kcp-cache replicate``: the shard serves clustercachedresources ⇒ the CCR
+    controller runs (auto), next to the write controller replicating the CCRs."""
+    shard = unique("shard")
+    port_file = tmp_path / "port"
+    log_path = tmp_path / "replicate.log"
+    args = [
+        sys.executable, "-m", "kcp_cache.cli.tool", "replicate",
+        "--shard-name", shard,
+        "--local-kubeconfig", str(shards_api.kubeconfig), "--local-context", "base",
+        "--local-server-url", shard_url(shards_api, shard),
+        "--cache-kubeconfig", str(cache_api.kubeconfig), "--cache-context", "base",
+        "--resources", "clustercachedresources",
+        "--metrics-port", "0", "--metrics-port-file", str(port_file),
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        async with shard_env(cache_api, shards_api, shard) as env:
+            cluster = unique("ws")
+            await create_instances(env, cluster)
+            selector = {"matchLabels": PART_OF}
+            await env.local.create(
+                CCR_RESOURCE, ccr("instances", labelSelector=selector), cluster=cluster
+            )
+            await env.ready_ccr(cluster, "instances", cache=7)
+            port = port_file.read_text().strip()
+            async with httpx2.AsyncClient() as client:
+                ready = await client.get(f"http://127.0.0.1:{port}/readyz?verbose")
+            assert ready.status_code == 200
+            assert "cached-resources-synced" in ready.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0, log_path.read_text()
