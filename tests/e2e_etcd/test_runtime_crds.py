@@ -9,6 +9,7 @@ be replaced or deleted.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -237,3 +238,26 @@ def test_core_group_runtime_crd_serves_api_v1(
         assert got["apiVersion"] == "v1"
         assert got["kind"] == "Secret"
         assert client_a.delete(f"{CRDS_PATH}/secrets").status_code == 200
+
+
+async def test_deleting_a_runtime_crd_ends_its_watches(
+    replicas: tuple[CacheServer, CacheServer, str],
+) -> None:
+    """kube ends the watches of a deleted CRD; so does every replica here."""
+    a, b, _ = replicas
+    with a.client() as client_a:
+        assert client_a.post(CRDS_PATH, json=widget_crd()).status_code == 201
+    async with b.async_client() as client_b:
+        for _ in range(100):
+            if (await client_b.get(WIDGETS)).status_code == 200:
+                break
+            await asyncio.sleep(0.02)
+        async with client_b.stream("GET", f"{WIDGETS}?watch=true") as stream:
+            assert stream.status_code == 200
+            with a.client() as client_a:
+                deleted = client_a.delete(f"{CRDS_PATH}/widgets.example.io")
+                assert deleted.status_code == 200
+            async with asyncio.timeout(10):
+                async for _chunk in stream.aiter_bytes():
+                    pass  # no objects: the stream just has to end
+        assert (await client_b.get(WIDGETS)).status_code == 404

@@ -174,15 +174,18 @@ class ResourceCatalog:
         """True for the fixed resources a run-time CRD may not define."""
         return (group, resource) in self._fixed
 
-    def set_runtime(self, name: str, crd: Mapping[str, Any] | None) -> bool:
+    def set_runtime(
+        self, name: str, crd: Mapping[str, Any] | None
+    ) -> tuple[ResourceInfo | None, ResourceInfo | None]:
         """Serve (or, with ``None``, stop serving) the run-time CRD *name*.
 
-        Returns whether the catalog changed. A CRD named like a bootstrapped one, or one
-        that defines a bootstrapped group/resource, is ignored (the admission refuses such
-        writes; this also covers objects written straight into the store).
+        Returns the resource served under that name before and after. A CRD named like a
+        bootstrapped one, or one that defines a bootstrapped group/resource, is ignored
+        (the admission refuses such writes; this also covers objects written straight into
+        the store).
         """
         if name in self.bootstrap_names:
-            return False
+            return None, None
         old = self._runtime.pop(name, None)
         if old is not None:
             self._runtime_by_gr.pop((old.group, old.resource), None)
@@ -198,7 +201,11 @@ class ResourceCatalog:
         else:
             info = None
         self._crds_cache = None
-        return old is not None or info is not None
+        return old, info
+
+    def runtime_resources(self) -> list[ResourceInfo]:
+        """The resources the run-time CRDs define."""
+        return list(self._runtime.values())
 
     def clear_runtime(self) -> None:
         """Forget every run-time CRD (before a relist)."""

@@ -144,7 +144,9 @@ class Registry:
             CachedResourceIndex(storage, self.keys.resource_prefix(ccr)) if ccr else None
         )
         #: Serves the CRDs admins add at run time (see :mod:`._runtime_crds`).
-        self.runtime_crds = RuntimeCRDWatcher(storage, self.catalog)
+        self.runtime_crds = RuntimeCRDWatcher(
+            storage, self.catalog, on_withdrawn=self.hub.close_resource
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 

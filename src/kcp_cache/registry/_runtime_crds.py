@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from kcp_cache.registry._bootstrap import SYSTEM_CRDS_CLUSTER, SYSTEM_SHARD
-from kcp_cache.registry._catalog import CRD_GROUP, CRD_RESOURCE, ResourceCatalog
+from kcp_cache.registry._catalog import CRD_GROUP, CRD_RESOURCE, ResourceCatalog, ResourceInfo
 from kcp_cache.storage import Expired, Storage, StorageError
 
 __all__ = ["RuntimeCRDWatcher"]
@@ -29,13 +30,24 @@ log = logging.getLogger(__name__)
 
 
 class RuntimeCRDWatcher:
-    """Keeps the catalog's run-time CRDs equal to the stored CRD objects."""
+    """Keeps the catalog's run-time CRDs equal to the stored CRD objects.
 
-    def __init__(self, storage: Storage, catalog: ResourceCatalog) -> None:
+    *on_withdrawn* is called with a resource that is no longer served as it was (its CRD
+    was deleted, or changed scope or versions), so its open watches can be ended.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        catalog: ResourceCatalog,
+        *,
+        on_withdrawn: Callable[[ResourceInfo], None] | None = None,
+    ) -> None:
         self._storage = storage
         self._catalog = catalog
         prefix = storage.prefix.rstrip("/")
         self._prefix = f"{prefix}/{CRD_GROUP}/{CRD_RESOURCE}/{SYSTEM_SHARD}/{SYSTEM_CRDS_CLUSTER}/"
+        self._on_withdrawn = on_withdrawn
         self._task: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()
 
@@ -86,18 +98,30 @@ class RuntimeCRDWatcher:
             token = page.continue_token
             if token is None:
                 break
+        before = {(info.group, info.resource): info for info in self._catalog.runtime_resources()}
         self._catalog.clear_runtime()
         for name, crd in found.items():
             self._catalog.set_runtime(name, crd)
+        after = {(info.group, info.resource): info for info in self._catalog.runtime_resources()}
+        for key, info in before.items():
+            if after.get(key) != info:
+                self._withdrawn(info)
         return revision
+
+    def _withdrawn(self, info: ResourceInfo) -> None:
+        if self._on_withdrawn is not None:
+            self._on_withdrawn(info)
 
     def _apply(self, key: str, value: bytes | None) -> None:
         name = key[len(self._prefix) :]
         if "/" in name:
             return
         crd = _decode(value) if value is not None else None
-        if self._catalog.set_runtime(name, crd):
-            log.info("CRD %s %s", name, "served" if crd is not None else "no longer served")
+        old, new = self._catalog.set_runtime(name, crd)
+        if old != new:
+            log.info("CRD %s %s", name, "served" if new is not None else "no longer served")
+        if old is not None and old != new:
+            self._withdrawn(old)
 
 
 def _decode(value: bytes) -> dict[str, Any] | None:

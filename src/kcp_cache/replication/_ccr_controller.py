@@ -453,7 +453,7 @@ class CachedResourceController:
         )
         self.ccrs.add_event_handler(
             on_add=self._enqueue,
-            on_update=lambda _old, new: self._enqueue(new),
+            on_update=self._updated,
             on_delete=self._forget,
         )
         self.queue: RateLimitingQueue[str] = RateLimitingQueue()
@@ -511,6 +511,13 @@ class CachedResourceController:
 
     def _enqueue(self, obj: Obj) -> None:
         self.queue.add(_ccr_key(obj))
+
+    def _updated(self, old: Obj, new: Obj) -> None:
+        # Our own status writes come back as updates; they change nothing to reconcile.
+        if _without_status(old) != _without_status(new):
+            self._enqueue(new)
+        else:
+            self._status_changed(_ccr_key(new))  # e.g. a status someone else overwrote
 
     def _forget(self, obj: Obj) -> None:
         key = _ccr_key(obj)
@@ -864,6 +871,15 @@ class CachedResourceController:
                 return  # the CCR itself is gone
             self._status_via_main = True
         await self.local.patch(CCR_RESOURCE, name, body, cluster=cluster)
+
+
+def _without_status(obj: Obj) -> Obj:
+    meta = {
+        k: v
+        for k, v in (obj.get("metadata") or {}).items()
+        if k not in ("resourceVersion", "managedFields")
+    }
+    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
 
 
 def _age(obj: Mapping[str, Any]) -> tuple[str, str]:
