@@ -123,6 +123,9 @@ def test_runtime_crd_served_by_every_replica_and_kubectl(
         assert "COLOUR" in table.splitlines()[0]
         assert "teal" in table
         assert "colour: teal" in kubectl_a("get", "widget", "w1", "-o", "yaml")
+        explained = kubectl_b("explain", "widgets")  # OpenAPI v3 of the new group
+        assert "KIND:" in explained
+        assert "Widget" in explained
 
         # Delete the CRD: neither replica serves it; its object stays in etcd.
         kubectl_b("delete", "crd", "widgets.example.io", **SYSTEM)

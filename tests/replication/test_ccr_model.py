@@ -126,3 +126,15 @@ def test_secret_key_reads_data_then_string_data() -> None:
     assert secret_key({"stringData": {"key": "k2"}}) == b"k2"
     assert secret_key({"data": {"key": "not base64!"}}) is None
     assert secret_key({}) is None
+
+
+def test_a_copy_without_owner_is_adopted_only_when_selected() -> None:
+    orphan = cached("o")
+    del orphan["metadata"]["annotations"][OWNER_ANNOTATION]
+    actions = converge({"o": local("o")}, {"o": orphan}, "ccr", SELECT)
+    assert [type(a) for a in actions] == [CopyUpdate]
+    assert actions[0].name == "o"
+    update = actions[0]
+    assert isinstance(update, CopyUpdate)
+    assert update.body["metadata"]["annotations"][OWNER_ANNOTATION] == "ccr"
+    assert converge({}, {"o": orphan}, "ccr", SELECT) == []

@@ -187,19 +187,25 @@ def converge_one(
 
     *cached* is this name's copy in the CCR's identity space, whoever owns it: a copy of
     another owner is left alone (and not overwritten — the overlap check keeps two CCRs
-    from selecting one object).
+    from selecting one object). A copy without an owner (written before owners existed,
+    e.g. by kcp's own controller) is adopted when the object is selected, and otherwise
+    left alone: it is not known to be this CCR's.
     """
-    if cached is not None and owner_of(cached) != owner:
+    current_owner = owner_of(cached) if cached is not None else owner
+    if current_owner not in (owner, None):
         return None
     if local is not None and wanted(local, selection):
         if cached is None:
             return CopyCreate(name, copy_body(local, owner, None))
         annotations = (cached.get("metadata") or {}).get("annotations") or {}
         local_rv = (local.get("metadata") or {}).get("resourceVersion")
-        if annotations.get(ORIGINAL_RESOURCE_VERSION_ANNOTATION) == local_rv:
+        if (
+            current_owner == owner
+            and annotations.get(ORIGINAL_RESOURCE_VERSION_ANNOTATION) == local_rv
+        ):
             return None
         return CopyUpdate(name, copy_body(local, owner, cached))
-    if cached is not None:
+    if cached is not None and current_owner == owner:
         return CopyDelete(name, str((cached.get("metadata") or {}).get("uid", "")))
     return None
 
