@@ -118,6 +118,11 @@ class _Target:
         return Resource(self.group, self.version, self.resource)
 
     @property
+    def space(self) -> tuple[str, str, str]:
+        """Where the copies live in the cache (the version is not part of the key)."""
+        return (self.group, self.resource, self.identity)
+
+    @property
     def cached(self) -> Resource:
         # The core group is spelt "core" in cache URLs (spec §9).
         return Resource(self.group or "core", self.version, f"{self.resource}:{self.identity}")
@@ -646,7 +651,12 @@ class CachedResourceController:
         target = _Target(group, version, resource, kind, hash_)
         self._targets[key] = target
         replication = self.replications.get(key)
-        if replication is not None and (
+        if replication is not None and replication.target.space != target.space:
+            # Another resource or identity: the old copies are no longer this CCR's.
+            await self._stop_replication(key)
+            await self._purge(key, replication.target)
+            replication = None
+        elif replication is not None and (
             replication.target != target or replication.selection != selection
         ):
             # A changed selection: new scoped informers, then a full diff of D and K.
