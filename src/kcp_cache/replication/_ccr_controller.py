@@ -39,7 +39,6 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -49,7 +48,6 @@ from httpx2 import TransportError
 from kcp_cache.client import (
     AlreadyExists,
     ApiError,
-    AsyncRESTClient,
     Backoff,
     Conflict,
     ListWatchOptions,
@@ -69,17 +67,13 @@ from ._ccr_model import (
     CCR_FINALIZER,
     KIND_ANNOTATION,
     SCOPE_ANNOTATION,
-    CopyCreate,
-    CopyDelete,
-    CopyUpdate,
     Selection,
-    converge_one,
-    counts,
     identity_hash,
     owner_of,
     secret_key,
-    set_condition,
 )
+from ._ccr_replication import CachedResourceStats, CopyReplication, CopyTarget
+from ._ccr_status import StatusWriter
 from ._rest import BackoffFactory, as_rest
 
 __all__ = ["CCR_RESOURCE", "CachedResourceController", "CachedResourceStats"]
@@ -97,328 +91,6 @@ _MERGE = {"Content-Type": "application/merge-patch+json", "Accept": "application
 
 def _ccr_key(obj: Obj) -> str:
     return f"{cluster_of(obj)}|{(obj.get('metadata') or {}).get('name', '')}"
-
-
-def _name_key(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name", ""))
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    """The resolved resource of a CCR and the identity its copies live under."""
-
-    group: str
-    version: str
-    resource: str
-    kind: str
-    identity: str
-
-    @property
-    def local(self) -> Resource:
-        return Resource(self.group, self.version, self.resource)
-
-    @property
-    def space(self) -> tuple[str, str, str]:
-        """Where the copies live in the cache (the version is not part of the key)."""
-        return (self.group, self.resource, self.identity)
-
-    @property
-    def cached(self) -> Resource:
-        # The core group is spelt "core" in cache URLs (spec §9).
-        return Resource(self.group or "core", self.version, f"{self.resource}:{self.identity}")
-
-
-@dataclass(slots=True)
-class CachedResourceStats:
-    """What the controller sent (for tests and the benchmark)."""
-
-    copy_creates: int = 0
-    copy_updates: int = 0
-    copy_deletes: int = 0
-    status_writes: int = 0
-    cache_type_checks: int = 0
-
-
-class _Replication:
-    """One CCR's scoped informer pair and the worker that converges its copies."""
-
-    def __init__(
-        self,
-        controller: CachedResourceController,
-        key: str,
-        target: _Target,
-        selection: Selection,
-    ) -> None:
-        self.controller = controller
-        self.key = key
-        self.cluster, self.name = key.split("|", 1)
-        self.target = target
-        self.selection = selection
-        self.cache_served: bool | None = None  # None: not checked yet
-        self.local_informer: SharedInformer | None = None
-        self.cache_informer: SharedInformer | None = None
-        self._dirty: set[str] = set()
-        self._wake = asyncio.Event()
-        self._busy = False
-        self._task: asyncio.Task[None] | None = None
-
-    # -- state for the status --------------------------------------------------------
-
-    @property
-    def synced(self) -> bool:
-        return (
-            self.local_informer is not None
-            and self.cache_informer is not None
-            and self.local_informer.has_synced()
-            and self.cache_informer.has_synced()
-        )
-
-    def counts(self) -> tuple[int, int]:
-        assert self.local_informer is not None
-        assert self.cache_informer is not None
-        return counts(
-            self.local_informer.store.list(),
-            self.cache_informer.store.list(),
-            self.name,
-            self.selection,
-        )
-
-    def idle(self) -> bool:
-        return not self._dirty and not self._busy
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"ccr-replication-{self.key}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
-        for informer in (self.local_informer, self.cache_informer):
-            if informer is not None:
-                await informer.stop()
-
-    async def _run(self) -> None:
-        ctrl = self.controller
-        while not await ctrl._cache_serves(self.cluster, self.name, self.target):
-            if self.cache_served is not False:
-                self.cache_served = False
-                ctrl._status_changed(self.key)
-            await asyncio.sleep(ctrl.cache_type_poll)
-        self.cache_served = True
-        self.local_informer = self._informer(
-            ctrl.local,
-            self.target.local,
-            shard=None,
-            label_selector=self.selection.label_selector(),
-            field_selector=self.selection.field_selector(),
-        )
-        self.cache_informer = self._informer(ctrl.cache, self.target.cached, shard=ctrl.shard)
-        await self.local_informer.start()
-        await self.cache_informer.start()
-        ctrl._status_changed(self.key)  # ReplicationStarted
-        await self.local_informer.wait_for_sync()
-        await self.cache_informer.wait_for_sync()
-        self._dirty.update(self.local_informer.store.keys())
-        self._dirty.update(self.cache_informer.store.keys())
-        self._wake.set()
-        ctrl._status_changed(self.key)
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await self._converge()
-            ctrl._status_changed(self.key)
-
-    def _informer(
-        self,
-        rest: AsyncRESTClient,
-        resource: Resource,
-        *,
-        shard: str | None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-    ) -> SharedInformer:
-        options = ListWatchOptions(
-            resource,
-            cluster=self.cluster,
-            shard=shard,
-            label_selector=label_selector,
-            field_selector=field_selector,
-            backoff=self.controller.backoff,
-        )
-        informer = SharedInformer(rest, resource, options=options, key_func=_name_key)
-        informer.add_event_handler(
-            on_add=self._touch,
-            on_update=lambda _old, new: self._touch(new),
-            on_delete=self._touch,
-        )
-        return informer
-
-    def _touch(self, obj: Obj) -> None:
-        self._dirty.add(_name_key(obj))
-        self._wake.set()
-        self.controller._status_changed(self.key)
-
-    async def _converge(self) -> None:
-        assert self.local_informer is not None
-        assert self.cache_informer is not None
-        local_store, cache_store = self.local_informer.store, self.cache_informer.store
-        self._busy = True
-        limit = asyncio.Semaphore(self.controller.write_concurrency)
-        try:
-            while self._dirty:
-                batch = sorted(self._dirty)[: self.controller.write_concurrency * 16]
-                self._dirty.difference_update(batch)
-                actions = [
-                    converge_one(
-                        name,
-                        local_store.get(name),
-                        cache_store.get(name),
-                        self.name,
-                        self.selection,
-                    )
-                    for name in batch
-                ]
-                todo = [a for a in actions if a is not None]
-                await asyncio.gather(*(self._limited(a, limit) for a in todo))
-        finally:
-            self._busy = False
-
-    async def _limited(
-        self, action: CopyCreate | CopyUpdate | CopyDelete, limit: asyncio.Semaphore
-    ) -> None:
-        async with limit:
-            await self._perform(action)
-
-    async def _perform(self, action: CopyCreate | CopyUpdate | CopyDelete) -> None:
-        ctrl, resource = self.controller, self.target.cached
-        try:
-            if isinstance(action, CopyCreate):
-                ctrl.stats.copy_creates += 1
-                await ctrl.cache.create(
-                    resource, action.body, cluster=self.cluster, shard=ctrl.shard
-                )
-            elif isinstance(action, CopyUpdate):
-                ctrl.stats.copy_updates += 1
-                await ctrl.cache.update(
-                    resource, action.body, cluster=self.cluster, shard=ctrl.shard
-                )
-            else:
-                ctrl.stats.copy_deletes += 1
-                await ctrl.cache.delete(
-                    resource,
-                    action.name,
-                    cluster=self.cluster,
-                    shard=ctrl.shard,
-                    preconditions={"uid": action.uid} if action.uid else None,
-                )
-        except (AlreadyExists, NotFound, Conflict):
-            # The informer is behind the cache; its event brings the name back.
-            return
-        except (ApiError, TransportError) as err:
-            log.info("%s %s/%s: %s; retrying", type(action).__name__, self.key, action.name, err)
-            asyncio.get_running_loop().call_later(ctrl.retry_delay, self._retry, action.name)
-
-    def _retry(self, name: str) -> None:
-        self._dirty.add(name)
-        self._wake.set()
-
-
-class _StatusWriter:
-    """Coalesces one CCR's status: at most one write per interval, none if unchanged."""
-
-    def __init__(self, controller: CachedResourceController, key: str) -> None:
-        self.controller = controller
-        self.key = key
-        self.cluster, self.name = key.split("|", 1)
-        self.phase: str | None = None
-        self.identity: str | None = None
-        self.conditions: dict[str, tuple[bool, str, str]] = {}
-        self._dirty = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name=f"ccr-status-{key}")
-
-    def want(self, kind: str, status: bool, reason: str = "", message: str = "") -> None:
-        if self.conditions.get(kind) != (status, reason, message):
-            self.conditions[kind] = (status, reason, message)
-            self.changed()
-
-    def changed(self) -> None:
-        self._dirty.set()
-
-    async def close(self) -> None:
-        await cancel_and_wait(self._task)
-
-    async def _run(self) -> None:
-        ctrl = self.controller
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            try:
-                await self.flush()
-            except (ApiError, TransportError) as err:
-                log.info("status of %s: %s; retrying", self.key, err)
-                self._dirty.set()
-            await asyncio.sleep(ctrl.status_interval)
-
-    def desired(self, live: Obj) -> Obj | None:
-        """The status to write, or ``None`` to write nothing yet."""
-        status: Obj = dict(live.get("status") or {})
-        replication = self.controller.replications.get(self.key)
-        conditions: list[Obj] = list(status.get("conditions") or [])
-        for kind, (ok, reason, message) in self.conditions.items():
-            conditions = set_condition(conditions, kind, ok, reason, message)
-        if self.identity is not None:
-            status["identityHash"] = self.identity
-        phase = self.phase
-        if replication is not None and phase is None:
-            if replication.cache_served is None:
-                return None  # checking: do not flap a Ready CCR while restarting
-            if replication.cache_served is False:
-                conditions = set_condition(
-                    conditions,
-                    "CacheTypeServed",
-                    False,
-                    "CacheTypeNotServed",
-                    "the cache does not serve this resource's identity yet",
-                )
-                phase = "Initializing"
-            else:
-                conditions = set_condition(conditions, "CacheTypeServed", True)
-                conditions = set_condition(conditions, "ReplicationStarted", True)
-                if not replication.synced:
-                    if status.get("phase") == "Ready":
-                        return None  # restarting: informers not synced yet
-                    phase = "Initializing"
-                else:
-                    phase = "Ready"
-                    local, cached = replication.counts()
-                    status["resourceCounts"] = {"cache": cached, "local": local}
-                    in_sync = replication.idle() and local == cached
-                    conditions = set_condition(
-                        conditions,
-                        "Synced",
-                        in_sync,
-                        "" if in_sync else "Replicating",
-                        "" if in_sync else "copies are being written",
-                    )
-        elif replication is None and phase is None:
-            phase = status.get("phase") or "Initializing"
-            if any(not ok for ok, _, _ in self.conditions.values()):
-                phase = "Initializing"
-        if phase is not None:
-            status["phase"] = phase
-        status["conditions"] = conditions
-        return status
-
-    async def flush(self) -> None:
-        live = self.controller.ccrs.store.get(self.key)
-        if live is None:
-            return
-        status = self.desired(live)
-        if status is None or status == live.get("status"):
-            return
-        await self.controller._write_status(self.cluster, self.name, status)
 
 
 class CachedResourceController:
@@ -462,10 +134,10 @@ class CachedResourceController:
             on_delete=self._forget,
         )
         self.queue: RateLimitingQueue[str] = RateLimitingQueue()
-        self.replications: dict[str, _Replication] = {}
-        self._writers: dict[str, _StatusWriter] = {}
+        self.replications: dict[str, CopyReplication] = {}
+        self._writers: dict[str, StatusWriter] = {}
         #: The last target of each CCR (to purge after it vanished without a finalizer).
-        self._targets: dict[str, _Target] = {}
+        self._targets: dict[str, CopyTarget] = {}
         self._status_via_main = False
         self._tasks: list[asyncio.Task[None]] = []
         self._synced = asyncio.Event()
@@ -537,10 +209,10 @@ class CachedResourceController:
         if writer is not None:
             writer.changed()
 
-    def _writer(self, key: str) -> _StatusWriter:
+    def _writer(self, key: str) -> StatusWriter:
         writer = self._writers.get(key)
         if writer is None:
-            writer = self._writers[key] = _StatusWriter(self, key)
+            writer = self._writers[key] = StatusWriter(self, key)
         return writer
 
     async def _worker(self) -> None:
@@ -648,7 +320,7 @@ class CachedResourceController:
             await self._stop_replication(key)
             return
         writer.want("ResourceValid", True)
-        target = _Target(group, version, resource, kind, hash_)
+        target = CopyTarget(group, version, resource, kind, hash_)
         self._targets[key] = target
         replication = self.replications.get(key)
         if replication is not None and replication.target.space != target.space:
@@ -667,7 +339,7 @@ class CachedResourceController:
             await writer.flush()  # the cache learns the identity from this status
             writer.phase = None
         if replication is None:
-            replication = self.replications[key] = _Replication(self, key, target, selection)
+            replication = self.replications[key] = CopyReplication(self, key, target, selection)
             replication.start()
         writer.changed()
 
@@ -706,7 +378,7 @@ class CachedResourceController:
         if writer is not None:
             await writer.close()
 
-    async def _purge(self, key: str, target: _Target) -> None:
+    async def _purge(self, key: str, target: CopyTarget) -> None:
         """Delete the copies this CCR owns (and only those: kcp's bug 2)."""
         cluster, name = key.split("|", 1)
         try:
@@ -731,13 +403,13 @@ class CachedResourceController:
 
     # -- steps -------------------------------------------------------------------------
 
-    def _target_of(self, ccr: Mapping[str, Any]) -> _Target | None:
+    def _target_of(self, ccr: Mapping[str, Any]) -> CopyTarget | None:
         spec = ccr.get("spec") or {}
         identity = (ccr.get("status") or {}).get("identityHash")
         kind = ((ccr.get("metadata") or {}).get("annotations") or {}).get(KIND_ANNOTATION, "")
         if not identity or not spec.get("resource"):
             return None
-        return _Target(
+        return CopyTarget(
             spec.get("group") or "", spec.get("version") or "", spec["resource"], kind, identity
         )
 
@@ -833,7 +505,7 @@ class CachedResourceController:
                 return str((other.get("metadata") or {}).get("name"))
         return None
 
-    async def _cache_serves(self, cluster: str, name: str, target: _Target) -> bool:
+    async def _cache_serves(self, cluster: str, name: str, target: CopyTarget) -> bool:
         """Whether the cache has this CCR with its identity and annotations (so it
         synthesizes the identity's resource)."""
         self.stats.cache_type_checks += 1
