@@ -74,7 +74,7 @@ def build_api_stack(
         compression=compression,
         min_request_timeout=min_request_timeout,
     )
-    discovery = create_discovery_app(lambda: catalog.crds)
+    discovery = create_discovery_app(catalog.discovery_crds)
 
     def bootstrapped() -> None:
         if not api.ready:

@@ -5,8 +5,11 @@
 ``amber`` as a process: it watches the shard's own API and the cache and keeps the cache's
 ``amber`` space equal to the shard (spec §6.1). With ``--metrics-port`` it serves
 ``/healthz``, ``/livez``, ``/readyz`` (ready once every informer has synced) and
-Prometheus ``/metrics``. SIGTERM/SIGINT stop it cleanly (exit code 0); bad flags or
-unreadable kubeconfigs end it with one line on stderr and exit code 1 (2 for usage errors).
+Prometheus ``/metrics``. When the shard's API serves ``clustercachedresources`` (or with
+``--cached-resources=true``) it also runs the ClusterCachedResource controller and the
+APIExport reference controller (beyond-kcp §3.4). SIGTERM/SIGINT stop it cleanly (exit
+code 0); bad flags or unreadable kubeconfigs end it with one line on stderr and exit code 1
+(2 for usage errors).
 """
 
 from __future__ import annotations
@@ -21,13 +24,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx2
+
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.cli._store_tool import add_store_parser, run_store
 from kcp_cache.replication import (
+    CCR_RESOURCE,
     DEFAULT_RESET_CHECK_PERIOD,
     DEFAULT_RESOURCES,
+    APIExportReferenceController,
+    CachedResourceController,
     HealthServer,
     WriteController,
     cache_client,
@@ -107,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often to check whether the cache or the shard lost its data (resourceVersion "
         "went back) and relist; 0 turns the check off (e.g. 30s, 1m)",
     )
+    cached = replicate.add_argument_group("ClusterCachedResources")
+    cached.add_argument(
+        "--cached-resources",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="replicate what ClusterCachedResources select, and keep APIExport references' "
+        "CCRs; auto = when the shard's API serves clustercachedresources",
+    )
+    cached.add_argument(
+        "--cached-resource-status-interval",
+        type=parse_duration,
+        default=1.0,
+        help="at most one status write per ClusterCachedResource this often (e.g. 1s)",
+    )
     serving = replicate.add_argument_group("health and metrics")
     serving.add_argument(
         "--metrics-port",
@@ -173,6 +195,25 @@ async def _replicate(args: argparse.Namespace) -> int:
         workers=args.workers,
         reset_check_period=args.reset_check_period or None,
     )
+    extras: list[CachedResourceController | APIExportReferenceController] = []
+    if await _wants_cached_resources(args.cached_resources, local_http):
+        extras.append(
+            CachedResourceController(
+                args.shard_name,
+                local_http,
+                cache_http,
+                status_interval=args.cached_resource_status_interval,
+            )
+        )
+        extras.append(APIExportReferenceController(local_http))
+
+    def readiness() -> dict[str, bool]:
+        checks = controller.health()
+        for extra in extras:
+            if isinstance(extra, CachedResourceController):
+                checks.update(extra.health())
+        return checks
+
     health: HealthServer | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -181,7 +222,7 @@ async def _replicate(args: argparse.Namespace) -> int:
     try:
         if args.metrics_port is not None:
             health = HealthServer(
-                readiness=controller.health,
+                readiness=readiness,
                 metrics=controller.metrics.exposition,
                 host=args.metrics_bind_address,
                 port=args.metrics_port,
@@ -192,9 +233,15 @@ async def _replicate(args: argparse.Namespace) -> int:
             log.info("health and metrics on http://%s:%d", args.metrics_bind_address, port)
         log.info("replicating shard %s: %s", controller.shard, ", ".join(r.name for r in resources))
         await controller.start()
+        for extra in extras:
+            await extra.start()
+        if extras:
+            log.info("replicating ClusterCachedResources and APIExport references")
         await stop.wait()
         log.info("shutting down")
     finally:
+        for extra in extras:
+            await extra.stop()
         await controller.stop()
         if health is not None:
             await health.stop()
@@ -247,6 +294,25 @@ def issue_principal_certificate(args: argparse.Namespace) -> list[Path]:
             )
         )
     return written
+
+
+async def _wants_cached_resources(mode: str, local_http: httpx2.AsyncClient) -> bool:
+    """``--cached-resources``: ``auto`` asks the shard's discovery whether it serves
+    ``clustercachedresources`` (an unreachable shard counts as no: say ``true`` to insist)."""
+    if mode != "auto":
+        return mode == "true"
+    try:
+        response = await local_http.get(f"/clusters/root{CCR_RESOURCE.api_path}")
+    except httpx2.TransportError as err:
+        log.warning("cannot ask the shard whether it serves ClusterCachedResources: %s", err)
+        return False
+    if response.status_code != 200:
+        return False
+    try:
+        resources = response.json().get("resources") or []
+    except ValueError:
+        return False
+    return any(r.get("name") == CCR_RESOURCE.resource for r in resources)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

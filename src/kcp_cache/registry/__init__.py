@@ -48,6 +48,7 @@ from kcp_cache.registry._registry import Registry as Registry
 from kcp_cache.registry._registry import WatchSession as WatchSession
 from kcp_cache.registry._render import CLUSTER_ANNOTATION as CLUSTER_ANNOTATION
 from kcp_cache.registry._render import SHARD_ANNOTATION as SHARD_ANNOTATION
+from kcp_cache.registry._runtime_crds import RuntimeCRDWatcher as RuntimeCRDWatcher
 from kcp_cache.registry._selectors import FieldSelector as FieldSelector
 from kcp_cache.registry._selectors import LabelSelector as LabelSelector
 from kcp_cache.registry._selectors import SelectorError as SelectorError
@@ -84,6 +85,7 @@ __all__ = [
     "Registry",
     "ResourceCatalog",
     "ResourceInfo",
+    "RuntimeCRDWatcher",
     "SelectorError",
     "Target",
     "WatchHub",

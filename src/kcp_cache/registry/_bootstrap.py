@@ -92,7 +92,7 @@ class Bootstrapper:
         """Bootstrap every CRD, retrying transient storage errors; then set ``ready``."""
         for attempt in range(attempts):
             try:
-                await asyncio.gather(*(self._ensure(crd) for crd in self.catalog.crds))
+                await asyncio.gather(*(self._ensure(crd) for crd in self.catalog.bootstrap_crds))
             except StorageError as exc:
                 self.error = str(exc)
                 log.warning("bootstrapping CRDs failed (attempt %d): %s", attempt + 1, exc)
@@ -100,7 +100,7 @@ class Bootstrapper:
                 continue
             self.error = None
             self.ready = True
-            log.info("bootstrapped %d CRDs", len(self.catalog.crds))
+            log.info("bootstrapped %d CRDs", len(self.catalog.bootstrap_crds))
             return
         raise RuntimeError(f"could not bootstrap the system CRDs: {self.error}")
 

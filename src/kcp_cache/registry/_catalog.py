@@ -137,35 +137,102 @@ def load_bootstrap_crds() -> list[dict[str, Any]]:
 class ResourceCatalog:
     """Resolves ``(group, version, resource)`` to a :class:`ResourceInfo`.
 
-    The catalog is fixed at start-up: the bootstrapped CRDs plus the built-in
-    ``apiextensions.k8s.io/v1 customresourcedefinitions``.
+    Two parts: the fixed one (the bootstrapped CRDs plus the built-in
+    ``apiextensions.k8s.io/v1 customresourcedefinitions``), and the CRDs an admin adds at
+    run time (:meth:`set_runtime`, fed by :class:`~kcp_cache.registry.RuntimeCRDWatcher`
+    from the CRD objects in ``system:cache:server``/``system:system-crds``). The fixed part
+    always wins: a run-time CRD can neither replace nor shadow a bootstrapped resource.
     """
 
     def __init__(self, crds: list[dict[str, Any]] | None = None) -> None:
-        self.crds: list[dict[str, Any]] = load_bootstrap_crds() if crds is None else crds
-        self._by_gr: dict[tuple[str, str], ResourceInfo] = {}
-        for crd in self.crds:
+        #: The bootstrapped CRD objects (what the bootstrapper writes).
+        self.bootstrap_crds: list[dict[str, Any]] = load_bootstrap_crds() if crds is None else crds
+        self._fixed: dict[tuple[str, str], ResourceInfo] = {}
+        for crd in self.bootstrap_crds:
             info = ResourceInfo.from_crd(crd)
-            self._by_gr[(info.group, info.resource)] = info
-        self._by_gr[(CRD_GROUP, CRD_RESOURCE)] = CRD_RESOURCE_INFO
+            self._fixed[(info.group, info.resource)] = info
+        self._fixed[(CRD_GROUP, CRD_RESOURCE)] = CRD_RESOURCE_INFO
+        self.bootstrap_names = frozenset(c["metadata"]["name"] for c in self.bootstrap_crds)
+        self._runtime: dict[str, ResourceInfo] = {}  # by CRD name
+        self._runtime_by_gr: dict[tuple[str, str], ResourceInfo] = {}
+        self._crds_cache: list[dict[str, Any]] | None = None
+
+    @property
+    def crds(self) -> list[dict[str, Any]]:
+        """Every served CRD object: the bootstrapped ones, then the run-time ones."""
+        if self._crds_cache is None:
+            runtime = [dict(info.crd) for info in self._runtime.values()]
+            self._crds_cache = [*self.bootstrap_crds, *runtime]
+        return self._crds_cache
+
+    def discovery_crds(self) -> list[dict[str, Any]]:
+        """The CRDs discovery documents: core-group run-time CRDs (a stand-in shard API's
+        ``namespaces``/``secrets``) are served under ``/api/v1`` but not advertised."""
+        return [c for c in self.crds if (c.get("spec") or {}).get("group")]
+
+    def is_bootstrapped(self, group: str, resource: str) -> bool:
+        """True for the fixed resources a run-time CRD may not define."""
+        return (group, resource) in self._fixed
+
+    def set_runtime(
+        self, name: str, crd: Mapping[str, Any] | None
+    ) -> tuple[ResourceInfo | None, ResourceInfo | None]:
+        """Serve (or, with ``None``, stop serving) the run-time CRD *name*.
+
+        Returns the resource served under that name before and after. A CRD named like a
+        bootstrapped one, or one that defines a bootstrapped group/resource, is ignored
+        (the admission refuses such writes; this also covers objects written straight into
+        the store).
+        """
+        if name in self.bootstrap_names:
+            return None, None
+        old = self._runtime.pop(name, None)
+        if old is not None:
+            self._runtime_by_gr.pop((old.group, old.resource), None)
+        info: ResourceInfo | None = None
+        if crd is not None:
+            try:
+                info = ResourceInfo.from_crd(crd)
+            except (KeyError, TypeError, StopIteration):
+                info = None  # malformed (written around the admission): not served
+        if info is not None and not self.is_bootstrapped(info.group, info.resource):
+            self._runtime[name] = info
+            self._runtime_by_gr[(info.group, info.resource)] = info
+        else:
+            info = None
+        self._crds_cache = None
+        return old, info
+
+    def runtime_resources(self) -> list[ResourceInfo]:
+        """The resources the run-time CRDs define."""
+        return list(self._runtime.values())
+
+    def clear_runtime(self) -> None:
+        """Forget every run-time CRD (before a relist)."""
+        self._runtime.clear()
+        self._runtime_by_gr.clear()
+        self._crds_cache = None
 
     def resolve(self, group: str, version: str, resource: str) -> ResourceInfo | None:
         """The resource served at ``group/version``, or ``None`` (→ 404)."""
-        info = self._by_gr.get((group, resource))
+        info = self._fixed.get((group, resource)) or self._runtime_by_gr.get((group, resource))
         if info is None or version not in info.served_versions:
             return None
         return info
 
+    def _all(self) -> dict[tuple[str, str], ResourceInfo]:
+        return {**self._runtime_by_gr, **self._fixed}
+
     def __iter__(self) -> Iterator[ResourceInfo]:
-        return iter(self._by_gr.values())
+        return iter(self._all().values())
 
     def __len__(self) -> int:
-        return len(self._by_gr)
+        return len(self._all())
 
     def group_versions(self) -> dict[str, list[str]]:
         """Served versions per group (for discovery)."""
         out: dict[str, list[str]] = {}
-        for info in self._by_gr.values():
+        for info in self._all().values():
             versions = out.setdefault(info.group, [])
             for v in info.served_versions:
                 if v not in versions:

@@ -17,6 +17,7 @@ __all__ = ["KeyParts", "KeyScheme", "ListScope"]
 
 WILDCARD = "*"
 CUSTOM_RESOURCES = "customresources"
+CORE_GROUP = "core"
 
 
 class KeyParts(NamedTuple):
@@ -62,13 +63,18 @@ class KeyScheme:
         self.prefix = prefix.rstrip("/")
 
     def resource_prefix(self, info: ResourceInfo, identity: str | None = None) -> str:
-        """``<prefix>/<g>/<r>/<origin>/`` — everything of one resource (what watches use)."""
+        """``<prefix>/<g>/<r>/<origin>/`` — everything of one resource (what watches use).
+
+        The core group (``""``, a run-time CRD of a stand-in shard API) is spelt ``core``,
+        as kcp spells it in cache URLs (spec §9), so no key has an empty segment.
+        """
+        group = info.group or CORE_GROUP
         if info.builtin or identity == WILDCARD:
             # "*": every origin (customresources and each identity), as kcp does for
             # wildcard PartialObjectMetadata requests; keys then carry one more segment.
-            return f"{self.prefix}/{info.group}/{info.resource}/"
+            return f"{self.prefix}/{group}/{info.resource}/"
         origin = identity or CUSTOM_RESOURCES
-        return f"{self.prefix}/{info.group}/{info.resource}/{origin}/"
+        return f"{self.prefix}/{group}/{info.resource}/{origin}/"
 
     def object_key(
         self,

@@ -17,6 +17,7 @@ from kcp_cache.registry._apply import apply_configuration
 from kcp_cache.registry._cached_resources import CachedResourceIndex
 from kcp_cache.registry._catalog import ResourceCatalog, ResourceInfo
 from kcp_cache.registry._continue import bad_continue_start, decode_continue, encode_continue
+from kcp_cache.registry._crd_admission import admit_crd_delete, admit_crd_write, governs
 from kcp_cache.registry._dryrun import DryRunWrites, WriteStore
 from kcp_cache.registry._errors import ApiError
 from kcp_cache.registry._keys import KeyParts, KeyScheme, ListScope
@@ -30,6 +31,7 @@ from kcp_cache.registry._render import (
     list_head,
     splicer,
 )
+from kcp_cache.registry._runtime_crds import RuntimeCRDWatcher
 from kcp_cache.registry._selectors import labels_of
 from kcp_cache.registry._strategy import (
     check_type,
@@ -143,11 +145,17 @@ class Registry:
         self.cached_resources = (
             CachedResourceIndex(storage, self.keys.resource_prefix(ccr)) if ccr else None
         )
+        #: Serves the CRDs admins add at run time (see :mod:`._runtime_crds`).
+        self.runtime_crds = RuntimeCRDWatcher(
+            storage, self.catalog, on_withdrawn=self.hub.close_resource
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the ClusterCachedResources that back identity resources (spec §9)."""
+        """Load the run-time CRDs and the ClusterCachedResources that back identity
+        resources (spec §9); both are then followed by storage watches."""
+        await self.runtime_crds.start()
         if self.cached_resources is not None:
             await self.cached_resources.start()
 
@@ -158,6 +166,7 @@ class Registry:
     async def aclose(self) -> None:
         """:meth:`close`, and stop the ClusterCachedResource index."""
         self.close()
+        await self.runtime_crds.close()
         if self.cached_resources is not None:
             await self.cached_resources.close()
 
@@ -439,6 +448,8 @@ class Registry:
             target.admission.check_body(info, body)
         generated = not (body.get("metadata") or {}).get("name")
         obj = prepare_create(info, body, target.namespace)
+        if governs(target):
+            obj = admit_crd_write(self.catalog, obj, None)
         for _attempt in range(8):
             name = obj["metadata"]["name"]
             key = self._key(target, name)
@@ -493,6 +504,8 @@ class Registry:
         obj = prepare_update(info, body, old, name, target.namespace)
         if admission is not None:
             admission.check_update(info, old, obj)
+        if governs(target):
+            obj = admit_crd_write(self.catalog, obj, old)
         if obj == old:
             # Nothing changed (key order aside): no write, no event, same resourceVersion,
             # as kube does — replicators re-sending an identical object cost nothing.
@@ -620,6 +633,8 @@ class Registry:
                 if target.admission is not None:
                     target.admission.check_body(info, merged)
                 obj = prepare_create(info, merged, target.namespace)
+                if governs(target):
+                    obj = admit_crd_write(self.catalog, obj, None)
                 try:
                     created = await store.create(key, orjson.dumps(obj))
                 except AlreadyExists:
@@ -651,6 +666,8 @@ class Registry:
         With *dry_run* every precondition is checked and nothing is deleted."""
         info = target.info
         self._check_namespace(target)
+        if governs(target):
+            admit_crd_delete(self.catalog, name)
         key = self._key(target, name)
         try:
             kv = await self.storage.get(key)
@@ -704,6 +721,13 @@ class Registry:
         info = target.info
         store = self._writes(dry_run)
         self._check_namespace(target)
+        if governs(target):
+            raise ApiError(
+                403,
+                "Forbidden",
+                "deletecollection of the cache server's CRDs is forbidden: the bootstrapped "
+                "ones cannot be deleted; delete run-time CRDs one by one",
+            )
         scope = self._list_scope(target)
         deleted: list[bytes] = []
         if not scope.filtered and not opts.filtered:

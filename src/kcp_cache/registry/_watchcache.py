@@ -590,6 +590,14 @@ class WatchHub:
         for feed in [*self._feeds.values(), *self._private]:
             feed.close()
 
+    def close_resource(self, info: ResourceInfo) -> None:
+        """End the feeds and watchers of one resource (its run-time CRD was deleted or
+        changed shape: kube ends those watches too; clients relist and get a 404)."""
+        base = self.scheme.resource_prefix(info, "*")
+        for feed in [*self._feeds.values(), *self._private]:
+            if feed.prefix.startswith(base):
+                feed.close()
+
     def _forget(self, feed: Feed) -> None:
         self._private.discard(feed)
         if self._feeds.get(feed.prefix) is feed:

@@ -6,6 +6,10 @@ Two halves, both built on :mod:`kcp_cache.client`:
   and a global informer per replicated resource, one rate-limited work queue, two workers,
   and :func:`reconcile`, the pure decision function (create / update / delete / nothing)
   for one object. Also runs as a process: ``kcp-cache replicate``.
+* **ClusterCachedResources** — :class:`CachedResourceController` replicates the objects
+  each ClusterCachedResource selects under ``<resource>:<identityHash>`` (beyond-kcp §3.4).
+  :class:`APIExportReferenceController` keeps one owned ClusterCachedResource per
+  APIExport virtual-storage reference (kcp#4329).
 * **Read side** — :class:`CacheReader`: wildcard informers over the cache, optionally next
   to local ones, with :class:`FallbackLister` s that look locally first and then in the
   cache. It becomes ready on local data even while the cache is unreachable.
@@ -15,6 +19,23 @@ Each has Prometheus metrics in a private registry (:class:`ReplicationMetrics`,
 See ``docs/replication.md``.
 """
 
+from ._apiexport_refs import (
+    APIEXPORT_REFERENCE_MANAGER,
+    REFERENCED_BY_ANNOTATION,
+    REFERENCED_KIND_ANNOTATION,
+    APIExportReferenceController,
+    reference_ccr_name,
+)
+from ._ccr_controller import CCR_RESOURCE, CachedResourceController, CachedResourceStats
+from ._ccr_model import (
+    CCR_FINALIZER,
+    KIND_ANNOTATION,
+    OWNER_ANNOTATION,
+    SCOPE_ANNOTATION,
+    Selection,
+    converge,
+    identity_hash,
+)
 from ._clients import cache_client, local_client
 from ._health import HealthServer
 from ._keys import QueueKey, parse_queue_key, queue_key
@@ -49,18 +70,29 @@ from ._resources import (
 from ._write import DEFAULT_RESYNC_PERIOD, WriteController
 
 __all__ = [
+    "APIEXPORT_REFERENCE_MANAGER",
+    "CCR_FINALIZER",
+    "CCR_RESOURCE",
     "DEFAULT_RESET_CHECK_PERIOD",
     "DEFAULT_RESOURCES",
     "DEFAULT_RESYNC_PERIOD",
+    "KIND_ANNOTATION",
     "MUTATING_ADMISSION_POLICY_RESOURCES",
     "ORIGINAL_RESOURCE_UID_ANNOTATION",
     "ORIGINAL_RESOURCE_VERSION_ANNOTATION",
+    "OWNER_ANNOTATION",
+    "REFERENCED_BY_ANNOTATION",
+    "REFERENCED_KIND_ANNOTATION",
     "REPLICATED_SYSTEM_CLUSTERS",
     "REPLICATE_ANNOTATION",
     "REPLICATION_ANNOTATIONS",
+    "SCOPE_ANNOTATION",
     "UNSCHEDULABLE_ANNOTATION",
+    "APIExportReferenceController",
     "Action",
     "CacheReader",
+    "CachedResourceController",
+    "CachedResourceStats",
     "CreateInCache",
     "DeleteFromCache",
     "FallbackLister",
@@ -73,16 +105,20 @@ __all__ = [
     "ReplicatedResource",
     "ReplicationMetrics",
     "ResetDetector",
+    "Selection",
     "UpdateInCache",
     "UpdateLocal",
     "WriteController",
     "cache_client",
     "comparable_metadata",
+    "converge",
     "has_replicate_annotation",
+    "identity_hash",
     "local_client",
     "parse_queue_key",
     "parse_resources",
     "queue_key",
     "reconcile",
+    "reference_ccr_name",
     "replicates_cluster",
 ]
