@@ -17,8 +17,6 @@ A ClusterCachedResource without ``status.identityHash`` or without the
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -27,7 +25,8 @@ from typing import Any
 import orjson
 
 from kcp_cache.registry._catalog import ResourceInfo
-from kcp_cache.storage import Expired, Storage, StorageError
+from kcp_cache.registry._follow import PrefixFollower
+from kcp_cache.storage import KeyValue, Storage
 
 __all__ = ["ALL_ORIGINS", "CachedResourceIndex", "version_priority"]
 
@@ -81,66 +80,21 @@ def _entry(shard: str, cluster: str, obj: dict[str, Any]) -> _Entry | None:
     )
 
 
-class CachedResourceIndex:
+class CachedResourceIndex(PrefixFollower):
     """The replicated ClusterCachedResources, kept current by a storage watch."""
 
     def __init__(self, storage: Storage, prefix: str) -> None:
-        self._storage = storage
-        self._prefix = prefix  # …/cache.kcp.io/clustercachedresources/customresources/
+        # prefix: …/cache.kcp.io/clustercachedresources/customresources/
+        super().__init__(storage, prefix, what="ClusterCachedResource")
         self._entries: dict[str, _Entry] = {}
-        self._task: asyncio.Task[None] | None = None
-        self.synced = asyncio.Event()
 
-    # -- lifecycle ------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """List, then watch in the background; returns once the first list is loaded."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        await self.synced.wait()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                revision = await self._relist()
-                self.synced.set()
-                stream = self._storage.watch(self._prefix, after_revision=revision)
-                try:
-                    async for event in stream:
-                        self._apply(event.kv.key, event.kv.value if event.kv.value else None)
-                finally:
-                    await stream.close()
-            except asyncio.CancelledError:
-                raise
-            except (Expired, StorageError) as exc:
-                log.warning("ClusterCachedResource watch ended (%s); relisting", exc)
-                await asyncio.sleep(0.5)
-
-    async def _relist(self) -> int:
+    def _replace(self, kvs: list[KeyValue]) -> None:
         entries: dict[str, _Entry] = {}
-        token: str | None = None
-        revision = 0
-        while True:
-            page = await self._storage.range(
-                self._prefix, limit=1000, continue_token=token, revision=revision
-            )
-            revision = page.revision
-            for kv in page.kvs:
-                entry = self._decode(kv.key, kv.value)
-                if entry is not None:
-                    entries[kv.key] = entry
-            token = page.continue_token
-            if token is None:
-                break
+        for kv in kvs:
+            entry = self._decode(kv.key, kv.value)
+            if entry is not None:
+                entries[kv.key] = entry
         self._entries = entries
-        return revision
 
     def _decode(self, key: str, value: bytes) -> _Entry | None:
         rest = key[len(self._prefix) :].split("/")

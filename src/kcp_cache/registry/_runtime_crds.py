@@ -12,8 +12,6 @@ purged explicitly (a DELETECOLLECTION before the CRD is deleted, or after re-cre
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,14 +20,15 @@ import orjson
 
 from kcp_cache.registry._bootstrap import SYSTEM_CRDS_CLUSTER, SYSTEM_SHARD
 from kcp_cache.registry._catalog import CRD_GROUP, CRD_RESOURCE, ResourceCatalog, ResourceInfo
-from kcp_cache.storage import Expired, Storage, StorageError
+from kcp_cache.registry._follow import PrefixFollower
+from kcp_cache.storage import KeyValue, Storage
 
 __all__ = ["RuntimeCRDWatcher"]
 
 log = logging.getLogger(__name__)
 
 
-class RuntimeCRDWatcher:
+class RuntimeCRDWatcher(PrefixFollower):
     """Keeps the catalog's run-time CRDs equal to the stored CRD objects.
 
     *on_withdrawn* is called with a resource that is no longer served as it was (its CRD
@@ -43,61 +42,18 @@ class RuntimeCRDWatcher:
         *,
         on_withdrawn: Callable[[ResourceInfo], None] | None = None,
     ) -> None:
-        self._storage = storage
+        root = storage.prefix.rstrip("/")
+        prefix = f"{root}/{CRD_GROUP}/{CRD_RESOURCE}/{SYSTEM_SHARD}/{SYSTEM_CRDS_CLUSTER}/"
+        super().__init__(storage, prefix, what="CRD")
         self._catalog = catalog
-        prefix = storage.prefix.rstrip("/")
-        self._prefix = f"{prefix}/{CRD_GROUP}/{CRD_RESOURCE}/{SYSTEM_SHARD}/{SYSTEM_CRDS_CLUSTER}/"
         self._on_withdrawn = on_withdrawn
-        self._task: asyncio.Task[None] | None = None
-        self.synced = asyncio.Event()
 
-    async def start(self) -> None:
-        """List, then watch in the background; returns once the first list is loaded."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        await self.synced.wait()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                revision = await self._relist()
-                self.synced.set()
-                stream = self._storage.watch(self._prefix, after_revision=revision)
-                try:
-                    async for event in stream:
-                        value = event.kv.value if event.kv.value else None
-                        self._apply(event.kv.key, value)
-                finally:
-                    await stream.close()
-            except asyncio.CancelledError:
-                raise
-            except (Expired, StorageError) as exc:
-                log.warning("CRD watch ended (%s); relisting", exc)
-                await asyncio.sleep(0.5)
-
-    async def _relist(self) -> int:
+    def _replace(self, kvs: list[KeyValue]) -> None:
         found: dict[str, dict[str, Any]] = {}
-        token: str | None = None
-        revision = 0
-        while True:
-            page = await self._storage.range(
-                self._prefix, limit=500, continue_token=token, revision=revision
-            )
-            revision = page.revision
-            for kv in page.kvs:
-                crd = _decode(kv.value)
-                if crd is not None:
-                    found[kv.key[len(self._prefix) :]] = crd
-            token = page.continue_token
-            if token is None:
-                break
+        for kv in kvs:
+            crd = _decode(kv.value)
+            if crd is not None:
+                found[kv.key[len(self._prefix) :]] = crd
         before = {(info.group, info.resource): info for info in self._catalog.runtime_resources()}
         self._catalog.clear_runtime()
         for name, crd in found.items():
@@ -106,7 +62,6 @@ class RuntimeCRDWatcher:
         for key, info in before.items():
             if after.get(key) != info:
                 self._withdrawn(info)
-        return revision
 
     def _withdrawn(self, info: ResourceInfo) -> None:
         if self._on_withdrawn is not None:
