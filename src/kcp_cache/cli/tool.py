@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="at most one status write per ClusterCachedResource this often (e.g. 1s)",
     )
+    cached.add_argument(
+        "--require-replicate-permission",
+        action="store_true",
+        help="replicate a ClusterCachedResource only if its creator (annotation "
+        "cache.kcp.io/requested-by[-groups]) may list the resource and replicate it, as the "
+        "shard's SubjectAccessReviews say (kcp#4320)",
+    )
     serving = replicate.add_argument_group("health and metrics")
     serving.add_argument(
         "--metrics-port",
@@ -203,6 +210,7 @@ async def _replicate(args: argparse.Namespace) -> int:
                 local_http,
                 cache_http,
                 status_interval=args.cached_resource_status_interval,
+                require_replicate_permission=args.require_replicate_permission,
             )
         )
         extras.append(APIExportReferenceController(local_http))

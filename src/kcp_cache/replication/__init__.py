@@ -36,6 +36,12 @@ from ._ccr_model import (
     converge,
     identity_hash,
 )
+from ._ccr_permission import (
+    REQUESTED_BY_ANNOTATION,
+    REQUESTED_BY_GROUPS_ANNOTATION,
+    PermissionVerdict,
+    check_replicate_permission,
+)
 from ._clients import cache_client, local_client
 from ._health import HealthServer
 from ._keys import QueueKey, parse_queue_key, queue_key
@@ -86,6 +92,8 @@ __all__ = [
     "REPLICATED_SYSTEM_CLUSTERS",
     "REPLICATE_ANNOTATION",
     "REPLICATION_ANNOTATIONS",
+    "REQUESTED_BY_ANNOTATION",
+    "REQUESTED_BY_GROUPS_ANNOTATION",
     "SCOPE_ANNOTATION",
     "UNSCHEDULABLE_ANNOTATION",
     "APIExportReferenceController",
@@ -98,6 +106,7 @@ __all__ = [
     "FallbackLister",
     "HealthServer",
     "NoAction",
+    "PermissionVerdict",
     "QueueKey",
     "ReaderHealth",
     "ReaderMetrics",
@@ -110,6 +119,7 @@ __all__ = [
     "UpdateLocal",
     "WriteController",
     "cache_client",
+    "check_replicate_permission",
     "comparable_metadata",
     "converge",
     "has_replicate_annotation",

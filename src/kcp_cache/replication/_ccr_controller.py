@@ -11,6 +11,8 @@ logical cluster of the shard's own API and, per CCR:
 3. ensures the identity: ``spec.identity.secretRef``, or Secret ``kcp-system/<name>`` with a
    random 256-bit ``data.key``; ``status.identityHash`` = hex SHA-256 of the key; a key that
    no longer matches the hash gives ``IdentityValid=False`` and pauses replication;
+   With ``require_replicate_permission`` the CCR's creator must be allowed to list and
+   replicate the resource first (:mod:`._ccr_permission`), else ``Authorized=False``;
 4. waits until the cache serves the type (the built-in write controller has replicated the
    CCR with its hash and annotations) — ``CacheTypeServed=False`` meanwhile, polled slowly
    rather than 404-stormed;
@@ -72,6 +74,7 @@ from ._ccr_model import (
     owner_of,
     secret_key,
 )
+from ._ccr_permission import check_replicate_permission
 from ._ccr_replication import CachedResourceStats, CopyReplication, CopyTarget
 from ._ccr_status import StatusWriter
 from ._rest import BackoffFactory, as_rest
@@ -86,6 +89,8 @@ CCR_RESOURCE = Resource("cache.kcp.io", "v1alpha1", "clustercachedresources")
 NAMESPACES = Resource("", "v1", "namespaces")
 SECRETS = Resource("", "v1", "secrets", namespaced=True)
 IDENTITY_NAMESPACE = "kcp-system"
+#: Seconds until a CCR denied by --require-replicate-permission is checked again.
+PERMISSION_RECHECK = 30.0
 _MERGE = {"Content-Type": "application/merge-patch+json", "Accept": "application/json"}
 
 
@@ -112,9 +117,18 @@ class CachedResourceController:
         write_concurrency: int = 8,
         retry_delay: float = 1.0,
         backoff: BackoffFactory = Backoff,
+        require_replicate_permission: bool = False,
+        authorization_api: Any = None,
+        permission_recheck: float = PERMISSION_RECHECK,
     ) -> None:
         self.shard = validate_shard_name(shard_name)
         self.local = as_rest(local)
+        #: See :mod:`._ccr_permission`; reviews go to *authorization_api* (default: local).
+        self.require_replicate_permission = require_replicate_permission
+        self.authorization_api = (
+            as_rest(authorization_api) if authorization_api is not None else self.local
+        )
+        self.permission_recheck = permission_recheck
         self.cache = as_rest(cache)
         self.status_interval = status_interval
         self.cache_type_poll = cache_type_poll
@@ -288,6 +302,20 @@ class CachedResourceController:
                 {"metadata": {"annotations": {KIND_ANNOTATION: kind, SCOPE_ANNOTATION: "Cluster"}}},
             )
             return
+        if self.require_replicate_permission:
+            verdict = await check_replicate_permission(
+                self.authorization_api, cluster, ccr, group, resource
+            )
+            if not verdict.allowed:
+                writer.want("Authorized", False, verdict.reason, verdict.message)
+                log.warning("ClusterCachedResource %s not replicated: %s", key, verdict.message)
+                await self._stop_replication(key)
+                previous = self._targets.get(key)
+                if previous is not None:
+                    await self._purge(key, previous)
+                self.queue.add_after(key, self.permission_recheck)
+                return
+            writer.want("Authorized", True)
         key_bytes, problem = await self._identity(cluster, name, spec)
         if key_bytes is None:
             writer.want("IdentityValid", False, "IdentityError", problem)
