@@ -69,6 +69,11 @@ COMPACT_STEP_REVISIONS = 20_000
 RECLAIM_STEP_PAGES = 1024
 
 
+#: Revision from which a loaded state is frozen out of the cyclic collector's way (see
+#: SQLiteFile._load).
+FREEZE_LOADED_STATE_FROM = 100_000
+
+
 def marker_path(db_path: Path) -> Path:
     """The side file recording the store's identity and acknowledged revision."""
     return db_path.with_name(db_path.name + ".state")
@@ -265,11 +270,23 @@ class SQLiteFile:
 
     def _load(self, conn: sqlite3.Connection, meta: _Meta) -> LoadedState:
         # Start-up allocates an object or two per row and keeps them all: the cyclic
-        # collector would re-walk the growing heap again and again for nothing.
+        # collector would re-walk the growing heap again and again for nothing. A large
+        # state is then frozen (gc.freeze: moved to the permanent generation), or the
+        # first collections after start-up would walk every loaded object up to three
+        # times (young, middle, oldest generation) — about 0.3 s per million objects —
+        # although values and events never form reference cycles. To freeze nothing but
+        # the state, the heap is collected first (it is small before a large load; small
+        # stores, as in the tests, skip both steps).
         gc_was_enabled = gc.isenabled()
+        freeze = gc_was_enabled and meta.revision >= FREEZE_LOADED_STATE_FROM
+        if freeze:
+            gc.collect()
         gc.disable()
         try:
-            return self._replay(conn, meta)
+            loaded = self._replay(conn, meta)
+            if freeze:
+                gc.freeze()
+            return loaded
         finally:
             if gc_was_enabled:
                 gc.enable()

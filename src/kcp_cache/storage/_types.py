@@ -23,7 +23,7 @@ class KeyValue:
     replaces.
     """
 
-    __slots__ = ("key", "value", "create_revision", "mod_revision")
+    __slots__ = ("create_revision", "key", "mod_revision", "value")
     __match_args__ = ("key", "value", "create_revision", "mod_revision")
 
     key: str
