@@ -366,12 +366,12 @@ class H2Protocol(asyncio.Protocol):
     def _request_received(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
         if self._goaway_sent:
-            self._h2.reset_stream(stream_id, _ERROR.REFUSED_STREAM)
+            self._reset(stream_id, _ERROR.REFUSED_STREAM)
             return
         if self._handlers >= self._settings.max_concurrent_streams:
             # Open streams are within the limit (h2 enforces it), so the client reset
             # streams whose handlers still run: refuse, and charge the reset budget.
-            self._h2.reset_stream(stream_id, _ERROR.REFUSED_STREAM)
+            self._reset(stream_id, _ERROR.REFUSED_STREAM)
             if not self._resets.take():
                 self._terminate(
                     "h2-rapid-reset", _ERROR.ENHANCE_YOUR_CALM, "too many streams reset"
