@@ -115,7 +115,10 @@ class RawH2Client:
                 self.closed = True
                 continue
             self._process(self.conn.receive_data(chunk))
-            self.flush()
+            try:
+                self.flush()
+            except (ssl.SSLError, OSError):
+                self.closed = True
         return True
 
     def _process(self, events: Iterable[h2.events.Event]) -> None:

@@ -31,7 +31,7 @@ import contextlib
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -54,6 +54,11 @@ log = logging.getLogger("kcp_cache.server.http2")
 
 _ERROR: Final = h2.errors.ErrorCodes
 #: Response headers that are connection-specific in HTTP/1.1 and forbidden in HTTP/2.
+#: ``scope["asgi"]``, shared by all scopes (nothing writes to it; a dict per watch would
+#: cost ~230 bytes).
+_ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
+#: How long input is read and dropped after an error GOAWAY before the connection closes.
+_LINGER: Final = 1.0
 _HOP_BY_HOP: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
@@ -119,6 +124,7 @@ class _Stream:
         "delivered",
         "head",
         "id",
+        "protocol",
         "reader",
         "response_done",
         "response_started",
@@ -127,7 +133,10 @@ class _Stream:
         "writer",
     )
 
-    def __init__(self, stream_id: int, scope: dict[str, Any], head: bool) -> None:
+    def __init__(
+        self, protocol: H2Protocol, stream_id: int, scope: dict[str, Any], head: bool
+    ) -> None:
+        self.protocol = protocol
         self.id = stream_id
         self.scope = scope
         self.head = head
@@ -143,6 +152,13 @@ class _Stream:
         self.reader: asyncio.Future[None] | None = None
         self.writer: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
+
+    # The ASGI callables: bound methods, lighter than two closures per stream.
+    def receive(self) -> Awaitable[dict[str, Any]]:
+        return self.protocol.receive(self)
+
+    def send(self, message: dict[str, Any]) -> Awaitable[None]:
+        return self.protocol.send(self, message)
 
     def wake(self) -> None:
         """Let the waiting ``receive()`` and ``send()`` look again."""
@@ -205,7 +221,8 @@ class H2Protocol(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._server: tuple[str, int] | None = None
         self._client: tuple[str, int] | None = None
-        self._tls_extension: dict[str, Any] | None = None
+        #: ``scope["extensions"]``, the same for every stream of the connection.
+        self._extensions: dict[str, Any] | None = None
         self._resets = _Budget(settings.resets_burst, settings.resets_rate)
         self._pings = _Budget(settings.pings_burst, settings.pings_rate)
         self._settings_frames = _Budget(settings.settings_burst, settings.settings_rate)
@@ -216,7 +233,9 @@ class H2Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._server_state.connections.add(cast(Any, self))
-        self._tls_extension = transport.get_extra_info("tls_extension")
+        tls_extension = transport.get_extra_info("tls_extension")
+        if tls_extension is not None:
+            self._extensions = {"tls": tls_extension}
         self._server = _address(transport.get_extra_info("sockname"))
         self._client = _address(transport.get_extra_info("peername"))
         self._h2.initiate_connection()
@@ -265,20 +284,31 @@ class H2Protocol(asyncio.Protocol):
         if not self._streams:
             self._close()
 
-    def _close(self) -> None:
+    def _close(self, *, linger: bool = False) -> None:
+        """Close after flushing; with ``linger``, only after :data:`_LINGER` seconds.
+
+        After an error GOAWAY the peer is usually still sending: closing at once with
+        its data unread makes the kernel answer with a reset, which may destroy the
+        GOAWAY before the peer reads it. So input is discarded for a moment first.
+        """
         if self._closing:
             return
         self._closing = True
         self._flush()
-        if self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if transport is None:
+            return
+        if linger:
+            self._loop.call_later(_LINGER, transport.close)
+        else:
+            transport.close()
 
     def _terminate(self, limit: str, code: h2.errors.ErrorCodes, detail: str) -> None:
         """A limit was hit: count it, GOAWAY with ``code`` and close."""
         self._tracker.events.hit(limit, self._connection.peer(), detail)
         if not self._closing:
             self._h2.close_connection(error_code=code)
-            self._close()
+            self._close(linger=True)
 
     def _flush(self) -> None:
         data = self._h2.data_to_send()
@@ -321,7 +351,7 @@ class H2Protocol(asyncio.Protocol):
             # h2 has queued GOAWAY with the error's code (PROTOCOL_ERROR,
             # COMPRESSION_ERROR for a header block over the limit, FRAME_SIZE_ERROR).
             self._tracker.events.hit("h2-protocol-error", self._connection.peer(), str(exc))
-            self._close()
+            self._close(linger=True)
             return
         for event in events:
             self._handle(event)
@@ -385,7 +415,7 @@ class H2Protocol(asyncio.Protocol):
         self._tracker.count_request("2")
         rejection = self._check_limits(headers)
         scope, head = self._scope(headers)
-        stream = _Stream(stream_id, scope, head)
+        stream = _Stream(self, stream_id, scope, head)
         if event.stream_ended is not None:
             stream.body_ended = True
         self._streams[stream_id] = stream
@@ -444,7 +474,7 @@ class H2Protocol(asyncio.Protocol):
         root_path = self._config.root_path
         scope: dict[str, Any] = {
             "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "asgi": _ASGI,
             "http_version": "2",
             "server": self._server,
             "client": self._client,
@@ -458,8 +488,8 @@ class H2Protocol(asyncio.Protocol):
         }
         if self._app_state:
             scope["state"] = self._app_state.copy()
-        if self._tls_extension is not None:
-            scope["extensions"] = {"tls": self._tls_extension}
+        if self._extensions is not None:
+            scope["extensions"] = self._extensions
         return scope, method == b"HEAD"
 
     def _data_received(self, event: h2.events.DataReceived) -> None:
@@ -517,7 +547,7 @@ class H2Protocol(asyncio.Protocol):
 
     async def _run(self, stream: _Stream) -> None:
         try:
-            await self._app(stream.scope, self._receiver(stream), self._sender(stream))
+            await self._app(stream.scope, stream.receive, stream.send)
         except Exception:
             log.exception("exception in the ASGI application")
             if not stream.response_started:
@@ -533,7 +563,7 @@ class H2Protocol(asyncio.Protocol):
 
     async def _respond(self, stream: _Stream, error: ApiError) -> None:
         body = orjson.dumps(error.to_status())
-        send = self._sender(stream)
+        send = stream.send
         await send(
             {
                 "type": "http.response.start",
@@ -561,26 +591,24 @@ class H2Protocol(asyncio.Protocol):
         with contextlib.suppress(h2.exceptions.H2Error):  # already closed
             self._h2.reset_stream(stream_id, code)
 
-    def _receiver(self, stream: _Stream) -> Callable[[], Any]:
-        async def receive() -> dict[str, Any]:
-            while True:
-                if stream.closed or self._closing:
-                    return {"type": "http.disconnect"}
-                if stream.body:
-                    chunk = stream.body[0] if len(stream.body) == 1 else b"".join(stream.body)
-                    stream.body.clear()
-                    self._acknowledge(stream, len(chunk))
-                    more = not stream.body_ended
-                    stream.delivered = not more
-                    return {"type": "http.request", "body": chunk, "more_body": more}
-                if stream.body_ended and not stream.delivered:
-                    stream.delivered = True
-                    return {"type": "http.request", "body": b"", "more_body": False}
-                if stream.response_done:
-                    return {"type": "http.disconnect"}
-                await self._wait(stream, reading=True)
-
-        return receive
+    async def receive(self, stream: _Stream) -> dict[str, Any]:
+        """ASGI ``receive`` of ``stream``'s cycle."""
+        while True:
+            if stream.closed or self._closing:
+                return {"type": "http.disconnect"}
+            if stream.body:
+                chunk = stream.body[0] if len(stream.body) == 1 else b"".join(stream.body)
+                stream.body.clear()
+                self._acknowledge(stream, len(chunk))
+                more = not stream.body_ended
+                stream.delivered = not more
+                return {"type": "http.request", "body": chunk, "more_body": more}
+            if stream.body_ended and not stream.delivered:
+                stream.delivered = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if stream.response_done:
+                return {"type": "http.disconnect"}
+            await self._wait(stream, reading=True)
 
     def _acknowledge(self, stream: _Stream, length: int) -> None:
         if length and not stream.closed and not self._closing:
@@ -598,40 +626,38 @@ class H2Protocol(asyncio.Protocol):
             stream.writer = waiter
         await waiter
 
-    def _sender(self, stream: _Stream) -> Callable[[dict[str, Any]], Any]:
-        async def send(message: dict[str, Any]) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                if stream.response_started:
-                    raise RuntimeError("http.response.start sent twice")
-                stream.response_started = True
-                if stream.closed or self._closing:
-                    return
-                headers = [(b":status", str(message["status"]).encode())]
-                headers += self._server_state.default_headers
-                for name, value in message.get("headers", ()):
-                    name = name.lower()
-                    if name not in _HOP_BY_HOP:
-                        headers.append((name, value))
-                try:
-                    self._h2.send_headers(stream.id, headers)
-                except h2.exceptions.H2Error:
-                    stream.closed = True
-                    return
-                self._flush()
-            elif kind == "http.response.body":
-                if not stream.response_started:
-                    raise RuntimeError("http.response.body before http.response.start")
-                if stream.response_done:
-                    return
-                more = bool(message.get("more_body", False))
-                body = b"" if stream.head else bytes(message.get("body", b""))
-                await self._send_body(stream, body, end=not more)
-                if not more:
-                    stream.response_done = True
-                    stream.wake()
-
-        return send
+    async def send(self, stream: _Stream, message: dict[str, Any]) -> None:
+        """ASGI ``send`` of ``stream``'s cycle."""
+        kind = message["type"]
+        if kind == "http.response.start":
+            if stream.response_started:
+                raise RuntimeError("http.response.start sent twice")
+            stream.response_started = True
+            if stream.closed or self._closing:
+                return
+            headers = [(b":status", str(message["status"]).encode())]
+            headers += self._server_state.default_headers
+            for name, value in message.get("headers", ()):
+                name = name.lower()
+                if name not in _HOP_BY_HOP:
+                    headers.append((name, value))
+            try:
+                self._h2.send_headers(stream.id, headers)
+            except h2.exceptions.H2Error:
+                stream.closed = True
+                return
+            self._flush()
+        elif kind == "http.response.body":
+            if not stream.response_started:
+                raise RuntimeError("http.response.body before http.response.start")
+            if stream.response_done:
+                return
+            more = bool(message.get("more_body", False))
+            body = b"" if stream.head else bytes(message.get("body", b""))
+            await self._send_body(stream, body, end=not more)
+            if not more:
+                stream.response_done = True
+                stream.wake()
 
     async def _send_body(self, stream: _Stream, body: bytes, *, end: bool) -> None:
         view = memoryview(body)
