@@ -8,6 +8,7 @@ legitimate client is served right after.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import signal
@@ -426,3 +427,40 @@ def test_help_documents_the_http2_flags() -> None:
     )
     assert "--http2-max-streams-per-connection" in done.stdout
     assert "--disable-http2-serving" in done.stdout
+
+
+async def test_a_request_beside_idle_watches_is_answered_at_once(server: CacheServer) -> None:
+    """One HTTP/2 connection, five idle watches and a POST: the POST's response must not
+    wait for traffic on a watch (httpcore2's reader lock made it; see _h2_dispatch)."""
+    from kcp_cache.client._http import AsyncClient  # installs the dispatch fix
+
+    path = EXPORTS.replace("acme", "beside")
+    async with AsyncClient(
+        base_url=server.base_url, verify=server.ssl_context(), http2=True, timeout=30
+    ) as client:
+        rv = (await client.get(path)).json()["metadata"]["resourceVersion"]
+        opened = asyncio.Event()
+        started: list[int] = []
+
+        async def watch(i: int) -> None:
+            url = f"{path}?watch=true&resourceVersion={rv}&labelSelector=w%3D{i}"
+            async with client.stream("GET", url) as response:
+                started.append(response.status_code)
+                if len(started) == 5:
+                    opened.set()
+                async for _ in response.aiter_bytes():
+                    pass
+
+        watches = [asyncio.create_task(watch(i)) for i in range(5)]
+        try:
+            await asyncio.wait_for(opened.wait(), 10)
+            await asyncio.sleep(0.2)  # the watches' tasks are now waiting to read
+            for i in range(5):
+                response = await asyncio.wait_for(client.post(path, json=_export(f"b{i}")), 3)
+                assert response.status_code == 201
+                assert response.http_version == "HTTP/2"
+        finally:
+            for task in watches:
+                task.cancel()
+            await asyncio.gather(*watches, return_exceptions=True)
+    assert started == [200] * 5
