@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import statistics
@@ -73,7 +74,9 @@ def percentile(values: list[float], q: float) -> float:
 # -- 1: fan-out --------------------------------------------------------------------------
 
 
-async def _fanout(args: argparse.Namespace, root: Path, server: Proc, http2: bool) -> dict[str, Any]:
+async def _fanout(
+    args: argparse.Namespace, root: Path, server: Proc, http2: bool
+) -> dict[str, Any]:
     path = resource_path("watch")
     with client(root, server.port) as http:
         assert http.post(path, json=export("w0")).status_code == 201
@@ -154,6 +157,9 @@ async def _kcp_shape(args: argparse.Namespace, root: Path, server: Proc) -> dict
     hub = H2WatchHub(root, server.port)
     sent: dict[int, float] = {}
     latencies: list[float] = []
+    writes = int(args.kcp_rate * args.kcp_seconds)
+    expected = writes * SHARDS
+    everything = asyncio.Event()
 
     def on_data(payload: bytes) -> None:
         now = time.perf_counter()
@@ -161,6 +167,8 @@ async def _kcp_shape(args: argparse.Namespace, root: Path, server: Proc) -> dict
             at = sent.get(int(match[1]))
             if at is not None:
                 latencies.append(now - at)
+        if len(latencies) >= expected:
+            everything.set()
 
     hub.on_data = on_data
     paths = [
@@ -170,7 +178,6 @@ async def _kcp_shape(args: argparse.Namespace, root: Path, server: Proc) -> dict
     open_s = await hub.open(paths)
     log(f"kcp shape: {hub.watches} watches on {SHARDS} connections open in {open_s:.1f} s")
     await asyncio.sleep(1.0)
-    writes = int(args.kcp_rate * args.kcp_seconds)
     failures = 0
     async with httpx2.AsyncClient(
         base_url=f"https://127.0.0.1:{server.port}", verify=hub.context, timeout=60, http2=True
@@ -195,10 +202,8 @@ async def _kcp_shape(args: argparse.Namespace, root: Path, server: Proc) -> dict
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(write(seq)))
         await asyncio.gather(*tasks)
-        expected = writes * SHARDS
-        deadline = time.perf_counter() + 30
-        while len(latencies) < expected and time.perf_counter() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(everything.wait(), 30)
         elapsed = time.perf_counter() - start
         cpu = server.cpu_seconds() - cpu
         own_cpu = time.process_time() - own_cpu
