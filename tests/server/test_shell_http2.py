@@ -22,7 +22,13 @@ import hpack
 import orjson
 import pytest
 from h2_client import RawH2Client
-from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, SettingsFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    HeadersFrame,
+    PingFrame,
+    PriorityFrame,
+    SettingsFrame,
+)
 
 from harness import CacheServer, running_cache_server
 
@@ -403,6 +409,22 @@ def test_settings_flood_is_cut_off(server: CacheServer) -> None:
         with contextlib.suppress(OSError):
             client.send_raw(frame * 2000)
         _assert_calm_and_bounded(server, client, rss, CALM, "h2-settings-flood")
+    finally:
+        client.close()
+
+
+def test_priority_frame_flood_is_cut_off(server: CacheServer) -> None:
+    """CVE-2019-9513 style: PRIORITY frames cost work and carry nothing we use."""
+    rss = _rss_kib(server)
+    client = RawH2Client(server)
+    try:
+        frames = b"".join(
+            PriorityFrame(2 * i + 1, depends_on=0, stream_weight=15).serialize()
+            for i in range(2000)
+        )
+        with contextlib.suppress(OSError):
+            client.send_raw(frames)
+        _assert_calm_and_bounded(server, client, rss, CALM, "h2-frame-flood")
     finally:
         client.close()
 

@@ -227,6 +227,7 @@ class H2Protocol(asyncio.Protocol):
         self._pings = _Budget(settings.pings_burst, settings.pings_rate)
         self._settings_frames = _Budget(settings.settings_burst, settings.settings_rate)
         self._idle_frames = _Budget(settings.idle_frames_burst, settings.idle_frames_rate)
+        self._request_priority: h2.events.PriorityUpdated | None = None
 
     # -- connection -------------------------------------------------------------------
 
@@ -385,7 +386,8 @@ class H2Protocol(asyncio.Protocol):
             if not self._pings.take():
                 self._terminate("h2-ping-flood", _ERROR.ENHANCE_YOUR_CALM, "too many PING frames")
         elif isinstance(event, h2.events.PriorityUpdated | h2.events.UnknownFrameReceived):
-            self._idle_frame("PRIORITY or unknown frames")
+            if event is not self._request_priority:  # priority of a new stream's HEADERS
+                self._idle_frame("PRIORITY or unknown frames")
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._close()
 
@@ -395,6 +397,9 @@ class H2Protocol(asyncio.Protocol):
 
     def _request_received(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
+        # h2 reports a HEADERS frame's priority as a PriorityUpdated event too: that one
+        # comes with a request and is not a PRIORITY frame to budget.
+        self._request_priority = event.priority_updated
         if self._goaway_sent:
             self._reset(stream_id, _ERROR.REFUSED_STREAM)
             return
