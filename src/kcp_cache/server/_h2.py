@@ -228,7 +228,6 @@ class H2Protocol(asyncio.Protocol):
         self._settings_frames = _Budget(settings.settings_burst, settings.settings_rate)
         self._idle_frames = _Budget(settings.idle_frames_burst, settings.idle_frames_rate)
         self._request_priority: h2.events.PriorityUpdated | None = None
-        self._flush_scheduled = False
 
     # -- connection -------------------------------------------------------------------
 
@@ -312,15 +311,7 @@ class H2Protocol(asyncio.Protocol):
             self._h2.close_connection(error_code=code)
             self._close(linger=True)
 
-    def _flush_soon(self) -> None:
-        """Flush at the end of this loop step: an event sent to many streams of the
-        connection then costs one ``data_to_send`` and one TLS write, not one each."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
     def _flush(self) -> None:
-        self._flush_scheduled = False
         data = self._h2.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
@@ -599,7 +590,7 @@ class H2Protocol(asyncio.Protocol):
                 self._reset(stream.id, _ERROR.INTERNAL_ERROR)
             stream.closed = True
             self._stream_gone()
-        self._flush_soon()
+        self._flush()
 
     def _reset(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
         with contextlib.suppress(h2.exceptions.H2Error):  # already closed
@@ -630,7 +621,7 @@ class H2Protocol(asyncio.Protocol):
                 self._h2.acknowledge_received_data(length, stream.id)
             except h2.exceptions.H2Error:
                 return
-            self._flush_soon()
+            self._flush()
 
     async def _wait(self, stream: _Stream, *, reading: bool) -> None:
         waiter: asyncio.Future[None] = self._loop.create_future()
@@ -660,7 +651,7 @@ class H2Protocol(asyncio.Protocol):
             except h2.exceptions.H2Error:
                 stream.closed = True
                 return
-            self._flush_soon()
+            self._flush()
         elif kind == "http.response.body":
             if not stream.response_started:
                 raise RuntimeError("http.response.body before http.response.start")
@@ -699,10 +690,7 @@ class H2Protocol(asyncio.Protocol):
             except h2.exceptions.H2Error:
                 stream.closed = True
                 return
-            if view:  # more frames follow: write now, so that backpressure can stop us
-                self._flush()
-            else:
-                self._flush_soon()
+            self._flush()
             if not view:
                 return
 
@@ -712,7 +700,7 @@ class H2Protocol(asyncio.Protocol):
         except h2.exceptions.H2Error:
             stream.closed = True
             return
-        self._flush_soon()
+        self._flush()
 
 
 def _address(value: Any) -> tuple[str, int] | None:
