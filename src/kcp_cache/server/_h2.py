@@ -211,8 +211,12 @@ class H2Protocol(asyncio.Protocol):
         self._h2.max_inbound_frame_size = settings.max_frame_size
         self._h2.decoder.max_header_list_size = limits.max_header_bytes
         self._streams: dict[int, _Stream] = {}
-        #: Handlers still running, reset streams included (bounded like open streams).
+        #: Handlers still running, reset streams included. Bounded a little above the
+        #: stream limit: a handler may finish just after its stream closed (audit,
+        #: metrics), and a client at the limit must not see its next stream refused.
         self._handlers = 0
+        streams = settings.max_concurrent_streams
+        self._max_handlers = streams + max(16, streams // 4)
         self._transport: asyncio.Transport | None = None
         self._writable = True
         self._write_waiters: set[_Stream] = set()
@@ -403,7 +407,7 @@ class H2Protocol(asyncio.Protocol):
         if self._goaway_sent:
             self._reset(stream_id, _ERROR.REFUSED_STREAM)
             return
-        if self._handlers >= self._settings.max_concurrent_streams:
+        if self._handlers >= self._max_handlers:
             # Open streams are within the limit (h2 enforces it), so the client reset
             # streams whose handlers still run: refuse, and charge the reset budget.
             self._reset(stream_id, _ERROR.REFUSED_STREAM)
