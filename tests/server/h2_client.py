@@ -50,6 +50,8 @@ class RawH2Client:
         self.conn.initiate_connection()
         #: Acknowledge received data as it arrives, except on :attr:`held` streams.
         self.auto_ack = auto_ack
+        #: Keep reading open streams after a GOAWAY (``h2`` alone would refuse to).
+        self.read_after_goaway = False
         self.held: set[int] = set()
         self.unacked: dict[int, int] = {}
         self.data: dict[int, bytearray] = {}
@@ -141,6 +143,10 @@ class RawH2Client:
                 self.reset[event.stream_id] = int(event.error_code)
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.terminated = event
+                if self.read_after_goaway:
+                    # As Go's client and curl do: streams below last_stream_id go on.
+                    # (h2 would close its state machine here.)
+                    self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -240,6 +240,35 @@ def test_sigterm_sends_goaway_and_ends_watch_streams(tmp_path: Path) -> None:
             client.close()
 
 
+def test_a_response_in_flight_at_sigterm_is_finished_after_goaway(tmp_path: Path) -> None:
+    """Graceful: GOAWAY NO_ERROR names the streams that will be served; a LIST held back
+    by the client's window then completes, and the server exits 0."""
+    with running_cache_server(tmp_path / "inflight", "--storage", "memory") as server:
+        with server.client() as writer:
+            for i in range(40):
+                assert writer.post(EXPORTS, json=_export(f"l{i}", pad=4000)).status_code == 201
+        client = RawH2Client(server, window=16384)
+        client.read_after_goaway = True
+        try:
+            stream = client.request(EXPORTS)
+            client.held.add(stream)
+            assert client.pump(lambda: len(client.data.get(stream, b"")) >= 16384)
+            assert server.process is not None
+            server.process.send_signal(signal.SIGTERM)
+            assert client.pump(lambda: client.terminated is not None)
+            assert client.terminated is not None
+            assert client.terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+            assert client.terminated.last_stream_id == stream
+            assert stream not in client.ended  # still in flight after the GOAWAY
+            client.ack(stream)  # the client reads on
+            assert client.pump(lambda: stream in client.ended, timeout=10)
+            items = orjson.loads(bytes(client.data[stream]))["items"]
+            assert len(items) == 40
+            assert server.process.wait(15) == 0
+        finally:
+            client.close()
+
+
 # -- other clients ---------------------------------------------------------------------
 
 

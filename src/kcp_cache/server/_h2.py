@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 import urllib.parse
 from collections.abc import Awaitable
@@ -284,8 +285,9 @@ class H2Protocol(asyncio.Protocol):
             return
         if not self._goaway_sent:
             self._goaway_sent = True
-            self._h2.close_connection(error_code=_ERROR.NO_ERROR)
             self._flush()
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.write(_goaway(self._h2.highest_inbound_stream_id))
         if not self._streams:
             self._close()
 
@@ -705,6 +707,17 @@ class H2Protocol(asyncio.Protocol):
             stream.closed = True
             return
         self._flush()
+
+
+def _goaway(last_stream_id: int) -> bytes:
+    """A GOAWAY ``NO_ERROR`` frame, made here rather than by ``h2``.
+
+    ``h2.close_connection`` moves its connection to CLOSED, after which it refuses to send
+    anything more, while a graceful GOAWAY lets the open streams finish (RFC 9113 §6.8).
+    New streams are refused by :class:`H2Protocol` itself once it was sent.
+    """
+    header = struct.pack(">I", 8)[1:] + b"\x07\x00" + struct.pack(">I", 0)  # type 7, stream 0
+    return header + struct.pack(">II", last_stream_id & 0x7FFFFFFF, _ERROR.NO_ERROR)
 
 
 def _address(value: Any) -> tuple[str, int] | None:
