@@ -45,6 +45,7 @@ from kcp_cache.server import (
     AuditLog,
     AuditOptions,
     ConnectionLimits,
+    H2Settings,
     HTTPSServer,
     ReadinessChecks,
     ServerMetrics,
@@ -244,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         " kube's 128 KiB)",
     )
     _add_connection_limit_flags(parser)
+    _add_http2_flags(parser)
     watch = parser.add_argument_group("watch")
     watch.add_argument(
         "--watch-bookmark-interval",
@@ -288,6 +290,37 @@ def _positive_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text}")
     return value
+
+
+def _add_http2_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = H2Settings()
+    group = parser.add_argument_group(
+        "HTTP/2",
+        "HTTP/2 is offered by ALPN (h2) beside HTTP/1.1 on the same listener; floods "
+        "(rapid reset, PING, SETTINGS) end the connection with GOAWAY ENHANCE_YOUR_CALM "
+        'and count in kcp_cache_connection_limit_hits_total{limit=~"h2-.*"}',
+    )
+    group.add_argument(
+        "--disable-http2-serving",
+        action="store_true",
+        help="serve HTTP/1.1 only (ALPN never chooses h2)",
+    )
+    group.add_argument(
+        "--http2-max-streams-per-connection",
+        metavar="N",
+        type=_positive_int,
+        default=defaults.max_concurrent_streams,
+        help="SETTINGS_MAX_CONCURRENT_STREAMS: streams (watches included) one HTTP/2 "
+        f"connection may have open (default: {defaults.max_concurrent_streams}, "
+        "as kube-apiserver)",
+    )
+
+
+def _http2_settings(args: argparse.Namespace) -> H2Settings:
+    return H2Settings(
+        enabled=not args.disable_http2_serving,
+        max_concurrent_streams=args.http2_max_streams_per_connection or 1,
+    )
 
 
 def _add_connection_limit_flags(parser: argparse.ArgumentParser) -> None:
@@ -695,7 +728,13 @@ async def _serve(
         request_timeout=args.request_timeout,
     )
     app.on_shutdown.append(stack.api.shutdown)
-    server = HTTPSServer(app, sock=sock, ssl_context=ssl_context, limits=_connection_limits(args))
+    server = HTTPSServer(
+        app,
+        sock=sock,
+        ssl_context=ssl_context,
+        limits=_connection_limits(args),
+        http2=_http2_settings(args),
+    )
     metrics.registry.register(server.tracker.collector())
 
     loop = asyncio.get_running_loop()

@@ -25,6 +25,11 @@ from httpx2 import (
     TransportError,
 )
 
+from . import _h2_dispatch
+
+# HTTP/2 is the default: fix httpcore2's stream dispatch before any connection exists.
+_h2_dispatch.install()
+
 __all__ = [
     "URL",
     "AsyncBaseTransport",

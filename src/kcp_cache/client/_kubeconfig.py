@@ -215,6 +215,7 @@ def cache_client_from_kubeconfig(
     context: str | None = None,
     default_shard: str | None = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
+    http2: bool = True,
 ) -> Client:
     """A sync client for a cache server, with kcp's standard transport stack (spec §5.3).
 
@@ -223,10 +224,14 @@ def cache_client_from_kubeconfig(
     kubeconfig's server URL, else ``*``; ``/services/cache`` is added. One line::
 
         http = cache_client_from_kubeconfig("/data/cache/admin.kubeconfig")
+
+    With *http2* (the default) the client speaks HTTP/2 when the server offers it by
+    ALPN — one connection multiplexes every request and watch, as client-go does — and
+    HTTP/1.1 otherwise.
     """
     config = load_kubeconfig(path, context=context)
     address = ServerAddress.parse(config.server)
-    inner = HTTPTransport(verify=config.ssl_context)
+    inner = HTTPTransport(verify=config.ssl_context, http2=http2)
     return Client(
         base_url=address.base_url,
         headers=config.headers,
@@ -246,12 +251,18 @@ def async_cache_client_from_kubeconfig(
     default_shard: str | None = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
     max_connections: int = 100,
+    http2: bool = True,
 ) -> AsyncClient:
-    """Async twin of :func:`cache_client_from_kubeconfig`."""
+    """Async twin of :func:`cache_client_from_kubeconfig`.
+
+    Over HTTP/2 all informers share one connection per server (up to the server's
+    ``SETTINGS_MAX_CONCURRENT_STREAMS`` streams on it); *max_connections* bounds the
+    HTTP/1.1 fallback, where each watch holds a connection.
+    """
     config = load_kubeconfig(path, context=context)
     address = ServerAddress.parse(config.server)
     inner = AsyncHTTPTransport(
-        verify=config.ssl_context, limits=Limits(max_connections=max_connections)
+        verify=config.ssl_context, limits=Limits(max_connections=max_connections), http2=http2
     )
     return AsyncClient(
         base_url=address.base_url,
@@ -266,20 +277,31 @@ def async_cache_client_from_kubeconfig(
 
 
 def client_from_kubeconfig(
-    path: str | os.PathLike[str], *, context: str | None = None, timeout: Timeout = DEFAULT_TIMEOUT
+    path: str | os.PathLike[str],
+    *,
+    context: str | None = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    http2: bool = True,
 ) -> Client:
-    """A plain sync client (no shard rewriting): for a kcp shard or a Kubernetes API server."""
+    """A plain sync client (no shard rewriting): for a kcp shard or a Kubernetes API server.
+
+    HTTP/2 when the server offers it (and *http2*), else HTTP/1.1.
+    """
     config = load_kubeconfig(path, context=context)
     return Client(
         base_url=config.server,
         headers=config.headers,
         timeout=timeout,
-        transport=HTTPTransport(verify=config.ssl_context),
+        transport=HTTPTransport(verify=config.ssl_context, http2=http2),
     )
 
 
 def async_client_from_kubeconfig(
-    path: str | os.PathLike[str], *, context: str | None = None, timeout: Timeout = DEFAULT_TIMEOUT
+    path: str | os.PathLike[str],
+    *,
+    context: str | None = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    http2: bool = True,
 ) -> AsyncClient:
     """Async twin of :func:`client_from_kubeconfig`."""
     config = load_kubeconfig(path, context=context)
@@ -287,5 +309,5 @@ def async_client_from_kubeconfig(
         base_url=config.server,
         headers=config.headers,
         timeout=timeout,
-        transport=AsyncHTTPTransport(verify=config.ssl_context),
+        transport=AsyncHTTPTransport(verify=config.ssl_context, http2=http2),
     )

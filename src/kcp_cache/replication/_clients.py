@@ -39,6 +39,7 @@ def local_client(
         verify=config.ssl_context,
         timeout=_TIMEOUT,
         limits=httpx2.Limits(max_connections=100),
+        http2=True,  # one multiplexed connection when the shard offers h2
     )
 
 

@@ -43,6 +43,7 @@ from kcp_cache.server._certs import load_private_key as load_private_key
 from kcp_cache.server._certs import new_ca as new_ca
 from kcp_cache.server._certs import write_kubeconfig as write_kubeconfig
 from kcp_cache.server._certs import write_pair as write_pair
+from kcp_cache.server._h2 import H2Settings as H2Settings
 from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
 from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
 from kcp_cache.server._inflight import (
@@ -97,6 +98,7 @@ __all__ = [
     "ConnectionTracker",
     "Decision",
     "DevCredentials",
+    "H2Settings",
     "HTTPSServer",
     "InstrumentedStorage",
     "KcpAuthorizer",

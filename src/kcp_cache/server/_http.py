@@ -106,8 +106,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._tracker.protocol_opened("http/1.1")
         self._tls_extension = transport.get_extra_info("tls_extension")
         _lighten(self.flow._is_writable_event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._tracker.protocol_closed("http/1.1")
 
     # -- input ------------------------------------------------------------------------
 
@@ -241,6 +246,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
         self._head_bytes = -1
         self._tracker.headers_done(self._connection)
+        self._tracker.count_request(version)
         super().on_headers_complete()
         if self.cycle is not None:
             _lighten(self.cycle.message_event)

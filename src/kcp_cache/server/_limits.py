@@ -176,6 +176,21 @@ class ConnectionTracker:
         self.reading_headers: dict[TrackedConnection, float] = {}
         self.idle: dict[TrackedConnection, float] = {}
         self._sweeper: Any = None
+        #: Open connections by application protocol (``"http/1.1"``, ``"h2"``) and
+        #: requests by HTTP version (``"1.1"``, ``"2"``), for ``/metrics``.
+        self.protocols: dict[str, int] = {}
+        self.requests_by_version: dict[str, int] = {}
+
+    # -- protocol accounting ----------------------------------------------------------
+
+    def protocol_opened(self, protocol: str) -> None:
+        self.protocols[protocol] = self.protocols.get(protocol, 0) + 1
+
+    def protocol_closed(self, protocol: str) -> None:
+        self.protocols[protocol] = self.protocols.get(protocol, 1) - 1
+
+    def count_request(self, http_version: str) -> None:
+        self.requests_by_version[http_version] = self.requests_by_version.get(http_version, 0) + 1
 
     # -- phases ---------------------------------------------------------------------
 
@@ -361,3 +376,19 @@ class _TrackerCollector(Collector):
         for limit, count in sorted(tracker.events.counts.items()):
             hits.add_metric((limit,), count)
         yield hits
+        protocols = GaugeMetricFamily(
+            "kcp_cache_open_connections_by_protocol",
+            "Open client connections past the TLS handshake, by the protocol ALPN chose.",
+            labels=("protocol",),
+        )
+        for protocol, count in sorted(tracker.protocols.items()):
+            protocols.add_metric((protocol,), count)
+        yield protocols
+        requests = CounterMetricFamily(
+            "kcp_cache_http_requests",
+            "HTTP requests received, by HTTP version (an HTTP/2 stream is one request).",
+            labels=("http_version",),
+        )
+        for version, count in sorted(tracker.requests_by_version.items()):
+            requests.add_metric((version,), count)
+        yield requests

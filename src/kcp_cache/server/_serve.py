@@ -21,6 +21,7 @@ from uvicorn.config import Config
 from uvicorn.server import Server
 
 from kcp_cache.server._accept import Acceptor
+from kcp_cache.server._h2 import H2Settings
 from kcp_cache.server._limits import ConnectionLimits, ConnectionTracker
 from kcp_cache.server._status import ASGIApp
 from kcp_cache.server._tls import abort_pending_handshakes, tls_protocol_class
@@ -54,7 +55,7 @@ def bind_socket(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
 
 
 class HTTPSServer:
-    """One listening socket, TLS, HTTP/1.1, the ASGI app.
+    """One listening socket, TLS, HTTP/1.1 and HTTP/2 (ALPN ``h2``), the ASGI app.
 
     ``await serve()`` runs until :meth:`request_exit`; then it stops accepting, awaits
     ``before_shutdown`` (the app ends its watch streams), lets in-flight requests finish
@@ -63,6 +64,7 @@ class HTTPSServer:
     ``limits`` are the connection limits (timeouts, header sizes, connection caps);
     ``handshake_timeout``, if given, overrides its handshake timeout. Their hits and the
     open connections are on :attr:`tracker` (``tracker.collector()`` for ``/metrics``).
+    ``http2`` configures HTTP/2 (streams per connection, flood budgets; on by default).
     """
 
     def __init__(
@@ -74,13 +76,14 @@ class HTTPSServer:
         limits: ConnectionLimits | None = None,
         graceful_shutdown_timeout: float = 10.0,
         handshake_timeout: float | None = None,
+        http2: H2Settings | None = None,
     ) -> None:
         self.sock = sock
         limits = limits or ConnectionLimits()
         if handshake_timeout is not None:
             limits = dataclasses.replace(limits, handshake_timeout=handshake_timeout)
         self.limits = limits
-        self.protocol_class = tls_protocol_class(ssl_context, limits)
+        self.protocol_class = tls_protocol_class(ssl_context, limits, http2)
         config = Config(
             app,
             http=self.protocol_class,

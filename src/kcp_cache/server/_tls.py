@@ -34,6 +34,7 @@ from uvicorn.server import ServerState
 
 from kcp_cache.server._auth import TLS_PEER_USER_KEY
 from kcp_cache.server._connection import CONNECTION_CONTROL_KEY, ConnectionControl
+from kcp_cache.server._h2 import H2Protocol, H2Settings
 from kcp_cache.server._http import LimitedHttpToolsProtocol
 from kcp_cache.server._limits import GONE, ConnectionLimits, ConnectionTracker
 from kcp_cache.server._scope import User
@@ -45,6 +46,7 @@ __all__ = [
     "TLSServerProtocol",
     "abort_pending_handshakes",
     "build_server_context",
+    "offer_http2",
     "tls_protocol_class",
     "user_from_certificate",
 ]
@@ -96,6 +98,18 @@ def _verify_callback(
 
 def _select_alpn(_connection: SSL.Connection, offered: list[bytes]) -> bytes | Any:
     return b"http/1.1" if b"http/1.1" in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def _select_alpn_h2(_connection: SSL.Connection, offered: list[bytes]) -> bytes | Any:
+    # The server's preference, as Go's: h2 whenever the client offers it.
+    if b"h2" in offered:
+        return b"h2"
+    return _select_alpn(_connection, offered)
+
+
+def offer_http2(context: SSL.Context, enabled: bool) -> None:
+    """Make ALPN choose ``h2`` when the client offers it (or never, if not ``enabled``)."""
+    context.set_alpn_select_callback(_select_alpn_h2 if enabled else _select_alpn)
 
 
 def build_server_context(
@@ -316,6 +330,8 @@ class TLSServerProtocol(asyncio.Protocol):
     #: Connections still in the handshake are unknown to uvicorn, so
     #: :func:`abort_pending_handshakes` ends them at shutdown.
     tracker: ClassVar[ConnectionTracker]
+    #: HTTP/2 settings for connections whose ALPN chose ``h2``.
+    http2: ClassVar[H2Settings]
 
     def __init__(
         self,
@@ -490,6 +506,17 @@ class TLSServerProtocol(asyncio.Protocol):
                 "kcp_peer_user": peer.user,
             },
         )
+        if conn.get_alpn_proto_negotiated() == b"h2":
+            http1 = cast(LimitedHttpToolsProtocol, self.app_protocol)
+            self.app_protocol = H2Protocol(
+                http1.config,
+                http1.server_state,
+                http1.app_state,
+                connection=self,
+                tracker=self.tracker,
+                settings=self.http2,
+                _loop=self._loop,
+            )
         self._app_connected = True
         self.app_protocol.connection_made(self._plain_transport)
 
@@ -628,13 +655,18 @@ class _WeakConnectionControl(ConnectionControl):
 
 
 def tls_protocol_class(
-    context: SSL.Context, limits: ConnectionLimits | None = None
+    context: SSL.Context,
+    limits: ConnectionLimits | None = None,
+    http2: H2Settings | None = None,
 ) -> type[TLSServerProtocol]:
     """A uvicorn ``http=`` protocol class terminating TLS with ``context``.
 
     Its connections share one :class:`ConnectionTracker` enforcing ``limits``
-    (``protocol_class.tracker``; start its sweep with ``tracker.start(loop)``).
+    (``protocol_class.tracker``; start its sweep with ``tracker.start(loop)``). ALPN
+    offers ``h2`` unless ``http2.enabled`` is false; HTTP/1.1 is always served.
     """
+    http2 = http2 or H2Settings()
+    offer_http2(context, http2.enabled)
     return type(
         "BoundTLSServerProtocol",
         (TLSServerProtocol,),
@@ -642,6 +674,7 @@ def tls_protocol_class(
             "__slots__": (),
             "ssl_context": context,
             "tracker": ConnectionTracker(limits or ConnectionLimits()),
+            "http2": http2,
         },
     )
 
