@@ -18,7 +18,7 @@ It talks HTTP only (through ``httpx2``) and never imports the server side. The p
 See ``docs/client.md`` for a guide.
 """
 
-from ._aio import cancel_and_wait, wait_all_synced, wait_or_timeout
+from ._aio import StartStop, cancel_and_wait, wait_all_synced, wait_or_timeout
 from ._context import (
     SHARD_ANNOTATION,
     SHARD_EXTENSION,
@@ -170,6 +170,7 @@ __all__ = [
     "SharedInformer",
     "SharedInformerFactory",
     "ShutDown",
+    "StartStop",
     "Store",
     "TooManyRequests",
     "Unauthorized",

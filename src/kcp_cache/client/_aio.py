@@ -1,12 +1,39 @@
-"""Two asyncio helpers every controller built on informers needs."""
+"""The asyncio helpers every controller built on informers needs."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Iterable
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
-__all__ = ["cancel_and_wait", "wait_all_synced", "wait_or_timeout"]
+__all__ = ["StartStop", "cancel_and_wait", "wait_all_synced", "wait_or_timeout"]
+
+
+class StartStop:
+    """``async with thing:`` for anything with ``start()`` and ``stop()`` coroutines.
+
+    Informers and controllers run until they are stopped; this gives each the same
+    context-manager shape (returns once started, stops on the way out, errors or not).
+    """
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:

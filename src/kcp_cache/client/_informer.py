@@ -46,12 +46,11 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from itertools import repeat
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import orjson
 
-from ._aio import cancel_and_wait, wait_or_timeout
+from ._aio import StartStop, cancel_and_wait, wait_or_timeout
 from ._gc import gc_paused
 from ._lister import Lister
 from ._reflector import ListWatchOptions, Reflector
@@ -190,7 +189,7 @@ class HandlerRegistration:
         await self._informer.remove_event_handler(self)
 
 
-class SharedInformer:
+class SharedInformer(StartStop):
     """LIST+WATCH one resource into a :class:`Store` and tell handlers what changed.
 
     *cluster* ``"*"`` (with the shard transports and ``shard="*"`` or no shard in the
@@ -346,15 +345,3 @@ class SharedInformer:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

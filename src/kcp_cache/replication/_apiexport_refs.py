@@ -21,8 +21,7 @@ import base64
 import hashlib
 import logging
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import orjson
 from httpx2 import TransportError
@@ -37,6 +36,7 @@ from kcp_cache.client import (
     Resource,
     SharedInformer,
     ShutDown,
+    StartStop,
     cancel_and_wait,
     cluster_of,
     wait_or_timeout,
@@ -89,7 +89,7 @@ def _references(export: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return out
 
 
-class APIExportReferenceController:
+class APIExportReferenceController(StartStop):
     """Keeps one owned ClusterCachedResource per APIExport virtual-storage reference.
 
     *local* is the shard's own cluster-aware API (an ``AsyncRESTClient`` or
@@ -152,18 +152,6 @@ class APIExportReferenceController:
         self._tasks = []
         await self.exports.stop()
         await self.ccrs.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _worker(self) -> None:
         while True:

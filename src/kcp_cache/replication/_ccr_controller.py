@@ -41,8 +41,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import orjson
 from httpx2 import TransportError
@@ -58,6 +57,7 @@ from kcp_cache.client import (
     Resource,
     SharedInformer,
     ShutDown,
+    StartStop,
     cancel_and_wait,
     cluster_of,
     resource_path,
@@ -98,7 +98,7 @@ def _ccr_key(obj: Obj) -> str:
     return f"{cluster_of(obj)}|{(obj.get('metadata') or {}).get('name', '')}"
 
 
-class CachedResourceController:
+class CachedResourceController(StartStop):
     """Replicates the objects ClusterCachedResources select into the cache.
 
     *local* is the shard's own cluster-aware API, *cache* a client with the cache transport
@@ -185,18 +185,6 @@ class CachedResourceController:
             await writer.close()
         self._writers.clear()
         await self.ccrs.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- events ------------------------------------------------------------------------
 

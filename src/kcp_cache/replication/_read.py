@@ -19,8 +19,7 @@ import asyncio
 import builtins
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from kcp_cache.client import (
     WILDCARD,
@@ -31,6 +30,7 @@ from kcp_cache.client import (
     NotFound,
     Resource,
     SharedInformer,
+    StartStop,
     Store,
     cancel_and_wait,
     wait_all_synced,
@@ -114,7 +114,7 @@ class ReaderHealth:
         return {"local-informers-synced": self.ready}
 
 
-class CacheReader:
+class CacheReader(StartStop):
     """Wildcard informers over the cache (and optionally the local API), with fallback listers.
 
     *cache* is a client with kcp's cache transport stack; *local* (optional) the shard's
@@ -224,15 +224,3 @@ class CacheReader:
         for informer in (*self.local_informers.values(), *self.cache_informers.values()):
             await informer.stop()
         self._started = False
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -22,8 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from httpx2 import TransportError
 
@@ -42,6 +41,7 @@ from kcp_cache.client import (
     RateLimitingQueue,
     SharedInformer,
     ShutDown,
+    StartStop,
     cancel_and_wait,
     cluster_of,
     shard_of,
@@ -75,7 +75,7 @@ Obj = dict[str, Any]
 DEFAULT_RESYNC_PERIOD = 10 * 3600.0
 
 
-class WriteController:
+class WriteController(StartStop):
     """Replicates this shard's objects into the cache; see the module docstring.
 
     *local* is the shard's own cluster-aware API (a base URL under which
@@ -247,18 +247,6 @@ class WriteController:
             await cancel_and_wait(task)
         for informer in self.informers:
             await informer.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- work --------------------------------------------------------------------------
 
