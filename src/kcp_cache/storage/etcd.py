@@ -321,9 +321,12 @@ class EtcdStorage(Storage):
                 if state is not None and not state.holds(revision):
                     state = None
                     self.cache_fallbacks += 1
-                if state is not None:
-                    # Another replica may have compacted etcd past it: answer exactly as
-                    # etcd would (Expired), with a one-key read at that revision.
+                if state is not None and revision < state.revision:
+                    # Another replica may have compacted etcd past it: answer as etcd
+                    # would (Expired), with a one-key read at that revision. The newest
+                    # revision cannot have been compacted away (etcd keeps the state at
+                    # its compaction revision readable), short of writes the watch has
+                    # not delivered yet: the pages of a LIST on a quiet store need none.
                     await self._check_not_compacted(revision)
             if state is not None:
                 self.cache_hits += 1
