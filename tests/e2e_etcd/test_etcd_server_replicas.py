@@ -341,3 +341,34 @@ async def test_watch_cached_reads_stay_consistent_across_replicas(
         exact = await c3.get(path, params={"resourceVersion": at, "resourceVersionMatch": "Exact"})
         assert exact.status_code == 200
         assert [i["metadata"]["name"] for i in exact.json()["items"]] == names
+
+
+async def test_a_replica_without_watch_cache_agrees_with_one_with_it(
+    etcd: EtcdCluster, ca: TestCA, tmp_path: Path
+) -> None:
+    """``--watch-cache=false`` reads etcd every time; both kinds share one etcd."""
+    flags = _flags(etcd, unique_prefix())
+    servers = _start_together(
+        [
+            CacheServer(tmp_path / "cached" / "cache", flags, ca),
+            CacheServer(tmp_path / "direct" / "cache", (*flags, "--watch-cache=false"), ca),
+        ]
+    )
+    try:
+        path = exports_path("eon", "mixed")
+        async with servers[0].async_client() as cached, servers[1].async_client() as direct:
+            for i in range(5):
+                writer, reader = (cached, direct) if i % 2 else (direct, cached)
+                created = await writer.post(path, json=export(f"m{i}"))
+                assert created.status_code == 201
+                got = await reader.get(f"{path}/m{i}")
+                assert got.status_code == 200
+                assert got.json()["metadata"] == created.json()["metadata"]
+            names = [
+                [i["metadata"]["name"] for i in (await c.get(path)).json()["items"]]
+                for c in (cached, direct)
+            ]
+            assert names == [[f"m{i}" for i in range(5)]] * 2
+    finally:
+        for server in servers:
+            server.stop()
