@@ -10,6 +10,7 @@ kcp's layout, and written into the SQLite file before its server starts). Measur
 
 * a paginated **wildcard LIST** (``/clusters/*/…/apiexports?limit=500`` with continue
   tokens) to the last byte of the last page, per server;
+* resident memory of each server once it has served a LIST (what the cache's copy costs);
 * **GET** of a random object: server CPU µs per request (and etcd's), and requests/s,
   with one client and with 64 concurrent ones.
 
@@ -52,6 +53,15 @@ except ImportError:  # pragma: no cover
 
 WILDCARD = CacheServer.resource_path("*", "*", "apis.kcp.io", "v1alpha1", "apiexports")
 KEYS = "/cache/apis.kcp.io/apiexports/customresources/"
+
+
+def rss_mib(server: CacheServer) -> float:
+    """Resident memory of a server process (after the warm-up LISTs)."""
+    assert server.process is not None
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def place(i: int) -> tuple[str, str, str]:
@@ -150,6 +160,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for client in clients.values():  # warm: connections, the cache's first copy
                 assert await paged_list(client) == n
+            rss = {name: rss_mib(server) for name, server in servers.items()}
             lists: dict[str, list[float]] = {name: [] for name in clients}
             for r in range(rounds):
                 order = list(clients.items())
@@ -178,6 +189,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "objects": n,
             "cpus": os.cpu_count(),
             "seed_s": seeded,
+            "rss_mib": rss,
             "paged_list_s": {name: statistics.median(v) for name, v in lists.items()},
             "paged_list_runs_s": lists,
             "get": get_figures,
@@ -197,6 +209,10 @@ def report(r: dict[str, Any]) -> str:
     ]
     for name, seconds in lists.items():
         lines.append(f"  {name:14} {seconds:8.2f}  ({seconds / lists['sqlite']:.2f}× sqlite)")
+    lines.append(
+        "server RSS after the warm-up LISTs, MiB: "
+        + ", ".join(f"{name} {mib:.0f}" for name, mib in r["rss_mib"].items())
+    )
     lines.append("GET: server CPU µs/request (etcd's), requests/s:")
     for readers in (1, 64):
         ref = r["get"][f"sqlite_{readers}"]["server_us"]
