@@ -71,7 +71,11 @@ class RevisionBatcher:
                 batch, self._waiting = self._waiting, []
                 try:
                     revision = await self._fetch()
-                except StorageError as exc:
+                except asyncio.CancelledError:
+                    for future in batch:
+                        future.cancel()
+                    raise
+                except Exception as exc:  # every waiter gets the error, none hangs
                     for future in batch:
                         if not future.done():
                             future.set_exception(exc)
