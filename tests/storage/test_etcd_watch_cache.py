@@ -31,7 +31,21 @@ async def cluster() -> AsyncIterator[EtcdCluster]:
 
 
 def engine(endpoints: list[str], **options: float | bool | str) -> EtcdStorage:
-    return EtcdStorage(endpoints, compaction_interval=0, request_timeout=2.0, **options)  # type: ignore[arg-type]
+    settings: dict[str, float | bool | str] = {"compaction_interval": 0, "request_timeout": 2.0}
+    return EtcdStorage(endpoints, **(settings | options))  # type: ignore[arg-type]
+
+
+async def until_readable(storage: EtcdStorage) -> None:
+    """Wait until a linearizable read succeeds (the cluster has a leader)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:
+        try:
+            await storage.current_revision()
+            return
+        except Unavailable:
+            assert loop.time() < deadline, "etcd elected no leader within 20 s"
+            await asyncio.sleep(0.1)
 
 
 async def all_pages(storage: EtcdStorage, prefix: str, limit: int) -> list[KeyValue]:
@@ -194,13 +208,16 @@ async def test_a_restarted_etcd_gives_unavailable_then_fresh_data(cluster: EtcdC
 async def test_compaction_while_the_cache_watch_was_down_reloads_the_copy() -> None:
     async with running_etcd(3) as cluster:
         first, rest = cluster.endpoints[:1], cluster.endpoints[1:]
-        async with engine(first) as cached, engine(rest, watch_cache=False) as direct:
+        # The writer outlasts an election if the killed member was the leader.
+        writer = engine(rest, watch_cache=False, request_timeout=15.0)
+        async with engine(first) as cached, writer as direct:
             assert await cached.cache_ready()
             kv = await direct.create(f"{P}key", b"0")
             assert await cached.get(kv.key) == kv
             assert cached._mirror is not None
             assert cached._mirror.snapshots == 1
             cluster.kill(0)
+            await until_readable(direct)  # a new leader, if member 0 was the leader
             for i in range(10):
                 kv = await direct.update(
                     kv.key, b"%d" % (i + 1), expected_mod_revision=kv.mod_revision
@@ -235,12 +252,13 @@ async def test_a_cache_partitioned_from_etcd_reads_etcd_instead_of_stale_memory(
         assert await cached.get(kv.key) == kv
         cluster.members[0].pause()  # the member the cache's watch is on
         try:
+            await until_readable(direct)  # a new leader, if member 0 was the leader
             kv = await direct.update(kv.key, b"1", expected_mod_revision=kv.mod_revision)
             fallbacks = cached.cache_fallbacks
             # A read that went to the stopped member times out (503); the next ones
             # go to the others, and the cache's stuck watch cannot have the write:
             # after waiting for it they read etcd. Never the old value.
-            answers = []
+            answers: list[KeyValue | None] = []
             for _ in range(3):
                 try:
                     answers.append(await cached.get(kv.key))
