@@ -314,25 +314,35 @@ class EtcdStorage(Storage):
         if revision and revision < self._compacted:
             raise Expired(revision, self._compacted)
         if self._mirror is not None:
-            if revision == 0:
-                state = await self._fresh_copy()
-            else:
-                state = self._mirror.state
-                if state is not None and not state.holds(revision):
-                    state = None
-                    self.cache_fallbacks += 1
-                if state is not None and revision < state.revision:
-                    # Another replica may have compacted etcd past it: answer as etcd
-                    # would (Expired), with a one-key read at that revision. The newest
-                    # revision cannot have been compacted away (etcd keeps the state at
-                    # its compaction revision readable), short of writes the watch has
-                    # not delivered yet: the pages of a LIST on a quiet store need none.
-                    await self._check_not_compacted(revision)
-            if state is not None:
-                self.cache_hits += 1
-                read_at = revision or state.revision
-                return _page_result(state, prefix, start_after, limit, read_at)
+            cached = await self._range_cached(prefix, start_after, limit, revision)
+            if cached is not None:
+                return cached
         return await self._range_etcd(prefix, start_after, limit, revision)
+
+    async def _range_cached(
+        self, prefix: str, start_after: str | None, limit: int, revision: int
+    ) -> RangeResult | None:
+        """One page from the watch cache; ``None`` if it cannot serve it."""
+        assert self._mirror is not None
+        if revision == 0:
+            state = await self._fresh_copy()
+            if state is None:
+                return None
+            revision = state.revision
+        else:
+            state = self._mirror.state
+            if state is not None and revision < state.revision and state.holds(revision):
+                # Another replica may have compacted etcd past it: answer as etcd would
+                # (Expired), with a one-key read at that revision. The newest revision
+                # cannot have been compacted away (etcd keeps the state at its
+                # compaction revision readable), short of writes the watch has not
+                # delivered yet: the pages of a LIST on a quiet store need no request.
+                await self._check_not_compacted(revision)
+            if state is None or not state.holds(revision):  # (history trimmed meanwhile)
+                self.cache_fallbacks += 1
+                return None
+        self.cache_hits += 1
+        return _page_result(state, prefix, start_after, limit, revision)
 
     async def _range_etcd(
         self, prefix: str, start_after: str | None, limit: int, revision: int
