@@ -170,7 +170,9 @@ class EtcdMirror:
         state = self.state
         if state is not None and state.revision >= revision:
             return state
-        if state is None or self._task is None:
+        if state is None or self._task is None or self._stream is None:
+            # No watch is open (being re-established after an error, or refused by
+            # etcd): nothing would move the copy forward, so do not wait for it.
             return None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (revision, next(self._sequence), future)
@@ -254,8 +256,16 @@ class EtcdMirror:
                 self._wake()
         finally:
             self._stream = None
+            self._release_waiters()
             await stream.close()
         raise Unavailable("the etcd watch of the cache ended")
+
+    def _release_waiters(self) -> None:
+        """The watch ended: waiting reads stop waiting (and read etcd instead)."""
+        waiters, self._waiters = self._waiters, []
+        for _, _, future in waiters:
+            if not future.done():
+                future.set_result(None)
 
     def on_progress(self) -> None:
         """The watch's progress revision advanced with no event (foreign keys changed)."""

@@ -396,12 +396,14 @@ class EtcdStorage(Storage):
             return False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + patience
-        while mirror.state is None:
+        target = await self.current_revision()
+        while True:
+            # The copy may still be loading, or its watch being re-established.
+            if await mirror.wait_until(target, max(0.0, deadline - loop.time())) is not None:
+                return True
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.01)
-        target = await self.current_revision()
-        return await mirror.wait_until(target, max(0.0, deadline - loop.time())) is not None
 
     async def _read_snapshot_page(self, revision: int, token: str | None) -> RangeResult:
         start_after = None
