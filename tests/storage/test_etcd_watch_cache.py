@@ -77,6 +77,43 @@ async def test_reads_are_served_from_the_cache(cluster: EtcdCluster) -> None:
         assert storage.cache_fallbacks == 0
 
 
+async def test_watches_are_served_from_the_cache_with_its_own_bytes(
+    cluster: EtcdCluster,
+) -> None:
+    async with (
+        engine(cluster.endpoints) as cached,
+        engine(cluster.endpoints, watch_cache=False) as direct,
+    ):
+        assert await cached.cache_ready()
+        first = await direct.create(f"{P}a", b"1")
+        start = first.mod_revision - 1
+        watch = cached.watch(P, after_revision=start)  # replays the create from history
+        assert cached.cache_watches == 1
+        second = await direct.update(first.key, b"2", expected_mod_revision=first.mod_revision)
+        await direct.create("/cache/other/x", b"not under P")  # not this watch's
+        deleted = await direct.delete(first.key)
+        events = [await asyncio.wait_for(anext(watch), 10) for _ in range(3)]
+        assert [(e.type.value, e.kv.value, e.revision) for e in events] == [
+            ("PUT", b"1", first.mod_revision),
+            ("PUT", b"2", second.mod_revision),
+            ("DELETE", b"", deleted.revision),
+        ]
+        assert events[1].prev_kv == first
+        assert events[2].prev_kv == second
+        assert events[2].kv.create_revision == first.mod_revision
+        # The event is the copy's own object: one set of bytes for both.
+        other = cached.watch(P, after_revision=first.mod_revision)
+        assert (await asyncio.wait_for(anext(other), 10)).kv is events[1].kv
+        assert watch.progress_revision >= deleted.revision
+        await watch.close()
+        await other.close()
+        # Older than the copy's history: an etcd watch, which replays it from etcd.
+        old = cached.watch(P, after_revision=0)
+        assert cached.cache_watches == 2
+        assert (await asyncio.wait_for(anext(old), 10)).kv == first
+        await old.close()
+
+
 async def test_a_write_through_one_engine_is_read_at_once_through_another(
     cluster: EtcdCluster,
 ) -> None:

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 
 from kcp_cache.storage._errors import Expired, StorageError, Unavailable
 from kcp_cache.storage._etcd_mirror_state import MirrorState
+from kcp_cache.storage._etcd_mirror_watch import MirrorWatchStream
 from kcp_cache.storage._interface import WatchStream
 from kcp_cache.storage._types import KeyValue, RangeResult
 
@@ -129,6 +130,7 @@ class EtcdMirror:
         # (revision, sequence, future) of reads waiting for the copy to reach revision.
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._sequence = itertools.count()
+        self._watchers: set[MirrorWatchStream] = set()
         self._loaded = asyncio.Event()  # set once the first copy is complete
         #: How many times the copy was read from scratch (start, after compaction).
         self.snapshots = 0
@@ -156,6 +158,7 @@ class EtcdMirror:
         for _, _, future in self._waiters:
             future.cancel()
         self._waiters = []
+        self._end_watchers(Unavailable("the etcd storage was closed"))
         self.state = None
 
     # -- reads -------------------------------------------------------------------------
@@ -249,16 +252,60 @@ class EtcdMirror:
         assert state is not None
         stream = self._stream = self._open_watch(state.revision)
         try:
+            watchers = self._watchers
             async for event in stream:
-                state.apply(event)
+                completed = state.apply(event)
+                if watchers:
+                    key = completed.kv.key
+                    for watcher in list(watchers):
+                        if key.startswith(watcher.prefix):
+                            watcher.push(completed)
                 state.advance(stream.progress_revision)
                 self._trim(state)
                 self._wake()
         finally:
             self._stream = None
             self._release_waiters()
+            self._end_watchers(
+                Unavailable(
+                    f"the etcd watch cache's watch ended; resume after revision {state.revision}"
+                )
+            )
             await stream.close()
         raise Unavailable("the etcd watch of the cache ended")
+
+    def open_watch(
+        self,
+        prefix: str,
+        after_revision: int,
+        *,
+        buffer_size: int,
+        check: Callable[[], Awaitable[None]] | None,
+    ) -> MirrorWatchStream | None:
+        """A watch served from the copy, or ``None`` if the copy cannot serve it now
+        (no live watch of its own, or ``after_revision`` outside what the copy holds)."""
+        state = self.state
+        if state is None or self._stream is None or not state.holds(after_revision):
+            # Ahead of the copy, too: a copy still catching up may yet lose its watch
+            # to a compaction, which an etcd watch from there would not notice.
+            return None
+        watcher = MirrorWatchStream(
+            prefix,
+            after_revision=after_revision,
+            replay=state.events_after(after_revision, prefix),
+            buffer_size=buffer_size,
+            copy_revision=lambda: self.revision,
+            check=check if after_revision < state.revision else None,
+            on_close=self._watchers.discard,
+        )
+        if not watcher.ended:  # (it ends at once if its replay overflows its buffer)
+            self._watchers.add(watcher)
+        return watcher
+
+    def _end_watchers(self, error: StorageError) -> None:
+        for watcher in list(self._watchers):
+            watcher.abort_now(error)
+        self._watchers.clear()
 
     def _release_waiters(self) -> None:
         """The watch ended: waiting reads stop waiting (and read etcd instead)."""

@@ -116,6 +116,13 @@ class MirrorState:
         """Whether the state as of ``revision`` can be read here."""
         return self.floor <= revision <= self.revision
 
+    def events_after(self, revision: int, prefix: str) -> list[Event]:
+        """Retained events under ``prefix`` with a revision above ``revision``."""
+        start = self._first_after(revision)
+        return [
+            e for e in itertools.islice(self.history, start, None) if e.kv.key.startswith(prefix)
+        ]
+
     def get(self, key: str) -> KeyValue | None:
         kv: KeyValue | None = self.current.get(key)
         return kv

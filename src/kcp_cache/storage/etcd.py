@@ -34,6 +34,7 @@ from kcp_cache.storage._etcd_conn import EtcdConnection, describe_rpc_error
 from kcp_cache.storage._etcd_grpc import grpc, rpc
 from kcp_cache.storage._etcd_mirror import EtcdMirror, RevisionBatcher
 from kcp_cache.storage._etcd_mirror_state import MirrorState
+from kcp_cache.storage._etcd_mirror_watch import MirrorWatchStream
 from kcp_cache.storage._etcd_watch import (
     EtcdWatchStream,
     FailedWatchStream,
@@ -131,7 +132,7 @@ class EtcdStorage(Storage):
         self._history_retention = history_retention
         self._max_history_events = max_history_events
         self._compacted = 0
-        self._watches: weakref.WeakSet[EtcdWatchStream] = weakref.WeakSet()
+        self._watches: weakref.WeakSet[EtcdWatchStream | MirrorWatchStream] = weakref.WeakSet()
         self._compactor: asyncio.Task[None] | None = None
         self._started = False
         self._request_progress = False
@@ -144,6 +145,8 @@ class EtcdStorage(Storage):
         #: answered (for diagnostics and tests).
         self.cache_hits = 0
         self.cache_fallbacks = 0
+        #: Watches served from the watch cache (the others are etcd watches).
+        self.cache_watches = 0
         #: The version the first member reported at start-up (for diagnostics).
         self.etcd_version = ""
 
@@ -522,6 +525,17 @@ class EtcdStorage(Storage):
         validate_prefix(self._root, prefix)
         if after_revision < self._compacted:
             return FailedWatchStream(Expired(after_revision, self._compacted), after_revision)
+        if self._mirror is not None:
+            served = self._mirror.open_watch(
+                prefix,
+                after_revision,
+                buffer_size=self._watch_buffer_size,
+                check=lambda: self._check_not_compacted(after_revision),
+            )
+            if served is not None:
+                self.cache_watches += 1
+                self._watches.add(served)
+                return served
         try:
             endpoint = self._conn.pick()
         except Unavailable as exc:
