@@ -19,8 +19,12 @@ As kube-apiserver's cacher, with consistent reads from cache (KEP-2340):
 * A read at a past revision (the pages after the first of a paginated LIST, an exact
   ``resourceVersion``) is served from the copy when its retained history reaches back
   that far; otherwise it goes to etcd, as does everything while the copy is behind and
-  does not catch up within ``wait_timeout`` (etcd partitioned from this server, its
-  watch being re-established): such a read is never answered from a stale copy.
+  does not catch up within ``watch_cache_wait`` (etcd partitioned from this server),
+  or while its watch is being re-established: such a read is never answered from a
+  stale copy.
+* Watches whose start revision the copy holds are served from it
+  (:class:`~kcp_cache.storage._etcd_mirror_watch.MirrorWatchStream`): they get the
+  copy's own event objects, so watchers share its bytes and need no etcd watch.
 """
 
 from __future__ import annotations
