@@ -293,3 +293,82 @@ async def test_sigkilling_a_replica_loses_no_acknowledged_write(
     async with first.async_client() as client:
         listed = (await client.get(path)).json()["items"]
         assert set(acknowledged) | {"after-the-kill"} <= {i["metadata"]["name"] for i in listed}
+
+
+async def test_watch_cached_reads_stay_consistent_across_replicas(
+    replicas: list[CacheServer],
+) -> None:
+    """Each replica serves GET and LIST from its etcd watch cache: a write through one is
+    read at once through another, a paginated LIST continues on any replica at its first
+    page's revision, and an exact resourceVersion reads the state of then."""
+    first, second, third = replicas
+    path = exports_path("dune", "cached")
+    async with first.async_client() as c1, second.async_client() as c2, third.async_client() as c3:
+        for i in range(12):
+            assert (await c1.post(path, json=export(f"o{i:02d}", spec={"n": 0}))).status_code == 201
+        current = (await c1.get(f"{path}/o00")).json()
+        for n in range(1, 21):
+            current["spec"] = {"n": n}
+            written = await c1.put(f"{path}/o00", json=current)
+            assert written.status_code == 200
+            current = written.json()
+            # No polling: the other replica's read waits for its cache to catch up.
+            got = (await c2.get(f"{path}/o00")).json()
+            assert got["spec"] == {"n": n}
+            assert got["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
+            listed = (await c3.get(path)).json()
+            assert [i["spec"] for i in listed["items"] if i["metadata"]["name"] == "o00"] == [
+                {"n": n}
+            ]
+
+        snapshot = (await c1.get(path)).json()
+        names = [i["metadata"]["name"] for i in snapshot["items"]]
+        seen: list[str] = []
+        token = None
+        clients = [c1, c2, c3]
+        for turn in range(10):
+            params = {"limit": "5", **({"continue": token} if token else {})}
+            page = (await clients[turn % 3].get(path, params=params)).json()
+            seen += [i["metadata"]["name"] for i in page["items"]]
+            token = page["metadata"].get("continue")
+            # Changes between pages are not part of the paginated snapshot.
+            assert (await c2.post(path, json=export(f"late{turn}"))).status_code == 201
+            if not token:
+                break
+        assert seen == names
+
+        at = snapshot["metadata"]["resourceVersion"]
+        exact = await c3.get(path, params={"resourceVersion": at, "resourceVersionMatch": "Exact"})
+        assert exact.status_code == 200
+        assert [i["metadata"]["name"] for i in exact.json()["items"]] == names
+
+
+async def test_a_replica_without_watch_cache_agrees_with_one_with_it(
+    etcd: EtcdCluster, ca: TestCA, tmp_path: Path
+) -> None:
+    """``--watch-cache=false`` reads etcd every time; both kinds share one etcd."""
+    flags = _flags(etcd, unique_prefix())
+    servers = _start_together(
+        [
+            CacheServer(tmp_path / "cached" / "cache", flags, ca),
+            CacheServer(tmp_path / "direct" / "cache", (*flags, "--watch-cache=false"), ca),
+        ]
+    )
+    try:
+        path = exports_path("eon", "mixed")
+        async with servers[0].async_client() as cached, servers[1].async_client() as direct:
+            for i in range(5):
+                writer, reader = (cached, direct) if i % 2 else (direct, cached)
+                created = await writer.post(path, json=export(f"m{i}"))
+                assert created.status_code == 201
+                got = await reader.get(f"{path}/m{i}")
+                assert got.status_code == 200
+                assert got.json()["metadata"] == created.json()["metadata"]
+            names = [
+                [i["metadata"]["name"] for i in (await c.get(path)).json()["items"]]
+                for c in (cached, direct)
+            ]
+            assert names == [[f"m{i}" for i in range(5)]] * 2
+    finally:
+        for server in servers:
+            server.stop()

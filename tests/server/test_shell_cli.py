@@ -59,6 +59,7 @@ def test_help_explains_every_flag() -> None:
         "--compaction-retention",
         "--compaction-interval",
         "--watch-bookmark-interval",
+        "--watch-cache",
         "--verbosity",
         "--log-format",
     ):
@@ -80,6 +81,13 @@ def test_bad_duration_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("--root-directory", str(tmp_path), "--synthetic-delay", "soon")
     assert result.returncode == 2
     assert "invalid duration 'soon'" in result.stderr
+
+
+def test_bad_watch_cache_value_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli("--root-directory", str(tmp_path), "--watch-cache", "maybe")
+    assert result.returncode == 2
+    assert "invalid boolean 'maybe': use true or false" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_non_positive_bookmark_interval_is_a_usage_error(tmp_path: Path) -> None:

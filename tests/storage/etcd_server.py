@@ -212,9 +212,18 @@ class EtcdMember:
             self.process.wait()
 
     def pause(self) -> None:
-        """SIGSTOP: the member hangs with its sockets open (a stuck machine, a partition)."""
+        """SIGSTOP: the member hangs with its sockets open (a stuck machine, a partition).
+
+        Returns once the process is stopped: the signal is delivered asynchronously, and
+        a request sent in between would still be answered.
+        """
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.process.pid}/stat")
+        deadline = time.monotonic() + 5.0
+        while stat.read_text().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+            assert time.monotonic() < deadline, "etcd did not stop on SIGSTOP"
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""

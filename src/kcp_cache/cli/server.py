@@ -180,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     storage.add_argument("--etcd-certfile", metavar="FILE", help="client certificate for etcd")
     storage.add_argument("--etcd-keyfile", metavar="FILE", help="client key for etcd")
     storage.add_argument(
+        "--watch-cache",
+        metavar="BOOL",
+        type=_parse_bool,
+        default=True,
+        help="etcd engine: serve GET and LIST from an in-memory copy kept by one etcd "
+        "watch, with consistent reads (default true; false reads etcd every time)",
+    )
+    storage.add_argument(
         "--compaction-retention",
         metavar="DURATION",
         type=parse_duration,
@@ -561,6 +569,16 @@ def _url_host(bind_address: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _parse_bool(text: str) -> bool:
+    """``true``/``false`` (as kube's boolean flags; also 1/0, yes/no)."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}: use true or false")
+
+
 def _storage_from_args(args: argparse.Namespace, root: Path) -> Storage:
     kind = args.storage or ("etcd" if args.etcd_servers else "sqlite")
     if args.etcd_servers and kind != "etcd":
@@ -579,6 +597,7 @@ def _storage_from_args(args: argparse.Namespace, root: Path) -> Storage:
         options["ca_file"] = args.etcd_cafile
         options["cert_file"] = args.etcd_certfile
         options["key_file"] = args.etcd_keyfile
+        options["watch_cache"] = args.watch_cache
     prefix = args.etcd_prefix.rstrip("/") or "/"
     if prefix == "/registry":
         # kcp rewrites the generic apiserver default to /cache (kcp#4292); do the same so

@@ -20,6 +20,11 @@ saw; the stream does not hold etcd's memory for a consumer that has stopped read
   So while the buffer holds any, progress is the revision just below the oldest of
   them; only an empty buffer reports what was received. A bookmark built on more
   would move watchers past events they never got.
+* ``keep_prefix`` (with a watch over a wider range, e.g. the whole keyspace) yields
+  only the events of keys under it; the others still advance the progress revision, so
+  a watch of the whole keyspace knows it is complete up to etcd's revision without any
+  progress request (every etcd revision is the change of at least one key).
+  ``on_progress`` is called when the progress revision advances without an event.
 * ``hasleader`` metadata makes a member that lost its leader (partitioned away) cancel
   the watch instead of going silent, as etcd's Go client does.
 * A compacted start revision ends the stream with ``Expired``; a broken connection or a
@@ -101,8 +106,13 @@ class EtcdWatchStream(WatchStream):
         progress_interval: float,
         buffer_size: int,
         on_compacted: Callable[[int], None],
+        prev_kv: bool = True,
+        keep_prefix: bytes | None = None,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._keep = keep_prefix
+        self._on_progress = on_progress
         self._buffer_size = buffer_size
         self._after = after_revision
         # Every event at or below this was received from etcd (events or progress
@@ -126,7 +136,7 @@ class EtcdWatchStream(WatchStream):
                 key=key,
                 range_end=range_end,
                 start_revision=after_revision + 1,
-                prev_kv=True,
+                prev_kv=prev_kv,
                 progress_notify=True,
             )
         )
@@ -265,15 +275,32 @@ class EtcdWatchStream(WatchStream):
                 # etcd has sent every event of the watch up to this revision; they are
                 # all in the buffer or yielded (progress_revision accounts for which).
                 self._progress_requested = False
-                self._received = max(self._received, response.header.revision)
+                self._progress_to(response.header.revision)
                 continue
-            if len(self._buffer) + len(response.events) > self._buffer_size:
+            events = response.events
+            if self._keep is not None:
+                keep = self._keep
+                events = [proto for proto in events if proto.kv.key.startswith(keep)]
+                if not events:
+                    # Only keys outside the kept prefix changed: nothing is pending
+                    # below their revision, which is progress for this stream.
+                    self._progress_to(response.events[-1].kv.mod_revision)
+                    continue
+            if len(self._buffer) + len(events) > self._buffer_size:
                 return Unavailable(
                     f"etcd watch consumer fell behind by more than {self._buffer_size} "
                     f"events; resume after revision {self._received}"
                 )
             buffer = self._buffer
-            for proto in response.events:
+            for proto in events:
                 buffer.append(event_from_proto(proto))
-            self._received = max(self._received, buffer[-1].revision)
+            # The response's last revision, not the last kept event's: a foreign key
+            # changed after it is delivered as well.
+            self._received = max(self._received, response.events[-1].kv.mod_revision)
             self._wake()
+
+    def _progress_to(self, revision: int) -> None:
+        if revision > self._received:
+            self._received = revision
+            if self._on_progress is not None:
+                self._on_progress()

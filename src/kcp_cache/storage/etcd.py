@@ -32,6 +32,9 @@ from kcp_cache.storage._errors import (
 )
 from kcp_cache.storage._etcd_conn import EtcdConnection, describe_rpc_error
 from kcp_cache.storage._etcd_grpc import grpc, rpc
+from kcp_cache.storage._etcd_mirror import EtcdMirror, RevisionBatcher
+from kcp_cache.storage._etcd_mirror_state import MirrorState
+from kcp_cache.storage._etcd_mirror_watch import MirrorWatchStream
 from kcp_cache.storage._etcd_watch import (
     EtcdWatchStream,
     FailedWatchStream,
@@ -48,6 +51,11 @@ log = logging.getLogger(__name__)
 
 # A key nobody writes (outside any prefix), for reads that only want a header.
 _PROBE_KEY = b"compact_rev_key\0"
+
+# Keys per page when the watch cache reads the whole prefix (~5 MB of 1 KiB values).
+_SNAPSHOT_PAGE = 5_000
+# Events the cache's watch may buffer: it is drained without awaiting anything.
+_MIRROR_BUFFER = 100_000
 
 _EQUAL = rpc.Compare.EQUAL
 _GREATER = rpc.Compare.GREATER
@@ -80,6 +88,13 @@ class EtcdStorage(Storage):
         compacts etcd to the newer of the two bounds, as the embedded engines do.
         Several replicas sharing one etcd may each run the policy: compaction is
         idempotent and they compute nearly the same targets.
+    :param watch_cache: keep an in-memory copy of the prefix fed by one etcd watch and
+        serve ``get`` and ``range`` from it with consistent-read semantics (see
+        ``_etcd_mirror.py``); reads it cannot serve go to etcd.
+    :param watch_cache_wait: how long a consistent read waits for the copy to catch up
+        with etcd's revision before it reads etcd instead.
+    :param watch_cache_history: events of history the copy keeps for reads at a past
+        revision (later pages of a paginated range, exact revisions).
     """
 
     def __init__(
@@ -97,6 +112,9 @@ class EtcdStorage(Storage):
         compaction_interval: float = 60.0,
         history_retention: float = 300.0,
         max_history_events: int = 100_000,
+        watch_cache: bool = True,
+        watch_cache_wait: float = 3.0,
+        watch_cache_history: int = 10_000,
     ) -> None:
         self._root = validate_root_prefix(prefix)
         self.prefix = self._root
@@ -114,10 +132,21 @@ class EtcdStorage(Storage):
         self._history_retention = history_retention
         self._max_history_events = max_history_events
         self._compacted = 0
-        self._watches: weakref.WeakSet[EtcdWatchStream] = weakref.WeakSet()
+        self._watches: weakref.WeakSet[EtcdWatchStream | MirrorWatchStream] = weakref.WeakSet()
         self._compactor: asyncio.Task[None] | None = None
         self._started = False
         self._request_progress = False
+        self._watch_cache = watch_cache
+        self._cache_wait = watch_cache_wait
+        self._cache_history = watch_cache_history
+        self._mirror: EtcdMirror | None = None
+        self._revisions = RevisionBatcher(self.current_revision)
+        #: Reads served by the watch cache, and reads it could not serve that etcd
+        #: answered (for diagnostics and tests).
+        self.cache_hits = 0
+        self.cache_fallbacks = 0
+        #: Watches served from the watch cache (the others are etcd watches).
+        self.cache_watches = 0
         #: The version the first member reported at start-up (for diagnostics).
         self.etcd_version = ""
 
@@ -149,6 +178,18 @@ class EtcdStorage(Storage):
             await self._conn.close()
             raise
         self._started = True
+        if self._watch_cache:
+            self._mirror = EtcdMirror(
+                self._root,
+                read_snapshot=self._read_snapshot_page,
+                open_watch=self._open_mirror_watch,
+                compacted=lambda: self._compacted,
+                max_history_events=self._cache_history,
+            )
+            self._mirror.start()
+            # Serve from the cache right away when the first copy is quick to read (a
+            # large prefix keeps loading in the background; reads go to etcd meanwhile).
+            await self._mirror.wait_loaded(self._cache_wait)
         if self._compaction_interval > 0:
             self._compactor = asyncio.get_running_loop().create_task(self._compact_forever())
 
@@ -165,6 +206,10 @@ class EtcdStorage(Storage):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._compactor
             self._compactor = None
+        if self._mirror is not None:
+            await self._mirror.close()
+            self._mirror = None
+        await self._revisions.close()
         for stream in list(self._watches):
             await stream.abort(Unavailable("the etcd storage was closed"))
         await self._conn.close()
@@ -243,6 +288,13 @@ class EtcdStorage(Storage):
 
     async def get(self, key: str) -> KeyValue:
         validate_key(self._root, key)
+        state = await self._fresh_copy()
+        if state is not None:
+            self.cache_hits += 1
+            kv = state.get(key)
+            if kv is None:
+                raise NotFound(key)
+            return kv
         response = await self._call("Range", rpc.RangeRequest(key=key.encode()), idempotent=True)
         if not response.kvs:
             raise NotFound(key)
@@ -257,13 +309,49 @@ class EtcdStorage(Storage):
         revision: int = 0,
     ) -> RangeResult:
         validate_prefix(self._root, prefix)
-        start = prefix.encode()
+        start_after = None
         if continue_token is not None:
             position = decode_continue_token(continue_token, prefix)
             revision = position.revision
-            start = position.start_after.encode() + b"\0"
+            start_after = position.start_after
         if revision and revision < self._compacted:
             raise Expired(revision, self._compacted)
+        if self._mirror is not None:
+            cached = await self._range_cached(prefix, start_after, limit, revision)
+            if cached is not None:
+                return cached
+        return await self._range_etcd(prefix, start_after, limit, revision)
+
+    async def _range_cached(
+        self, prefix: str, start_after: str | None, limit: int, revision: int
+    ) -> RangeResult | None:
+        """One page from the watch cache; ``None`` if it cannot serve it."""
+        assert self._mirror is not None
+        if revision == 0:
+            state = await self._fresh_copy()
+            if state is None:
+                return None
+            revision = state.revision
+        else:
+            state = self._mirror.state
+            if state is not None and revision < state.revision and state.holds(revision):
+                # Another replica may have compacted etcd past it: answer as etcd would
+                # (Expired), with a one-key read at that revision. The newest revision
+                # cannot have been compacted away (etcd keeps the state at its
+                # compaction revision readable), short of writes the watch has not
+                # delivered yet: the pages of a LIST on a quiet store need no request.
+                await self._check_not_compacted(revision)
+            if state is None or not state.holds(revision):  # (history trimmed meanwhile)
+                self.cache_fallbacks += 1
+                return None
+        self.cache_hits += 1
+        return _page_result(state, prefix, start_after, limit, revision)
+
+    async def _range_etcd(
+        self, prefix: str, start_after: str | None, limit: int, revision: int
+    ) -> RangeResult:
+        """One page read from etcd itself."""
+        start = prefix.encode() if start_after is None else start_after.encode() + b"\0"
         request = rpc.RangeRequest(
             key=start, range_end=_prefix_end(prefix.encode()), revision=revision, limit=limit
         )
@@ -278,6 +366,76 @@ class EtcdStorage(Storage):
             revision=read_at,
             continue_token=token,
             remaining=max(0, response.count - len(kvs)),
+        )
+
+    # -- watch cache -------------------------------------------------------------------
+
+    async def _fresh_copy(self) -> MirrorState | None:
+        """The watch cache once it holds every write acknowledged before this call.
+
+        ``None`` when there is no copy yet or it did not catch up in time: the caller
+        reads etcd. etcd being unreachable raises ``Unavailable`` (no stale answer).
+        """
+        mirror = self._mirror
+        if mirror is None:
+            return None
+        if mirror.state is None:
+            self.cache_fallbacks += 1
+            return None
+        target = await self._revisions.current()
+        state = await mirror.wait_until(target, self._cache_wait)
+        if state is None:
+            self.cache_fallbacks += 1
+        return state
+
+    async def _check_not_compacted(self, revision: int) -> None:
+        request = rpc.RangeRequest(key=_PROBE_KEY, revision=revision, count_only=True)
+        await self._call("Range", request, idempotent=True, revision=revision)
+
+    async def cache_ready(self, patience: float = 30.0) -> bool:
+        """Wait until the watch cache caught up with etcd (False: no cache, or too slow)."""
+        mirror = self._mirror
+        if mirror is None:
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        target = await self.current_revision()
+        while True:
+            # The copy may still be loading, or its watch being re-established.
+            if await mirror.wait_until(target, max(0.0, deadline - loop.time())) is not None:
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+
+    async def _read_snapshot_page(self, revision: int, token: str | None) -> RangeResult:
+        start_after = None
+        if token is not None:
+            position = decode_continue_token(token, self._root)
+            revision, start_after = position.revision, position.start_after
+        return await self._range_etcd(self._root, start_after, _SNAPSHOT_PAGE, revision)
+
+    def _open_mirror_watch(self, after_revision: int) -> WatchStream:
+        """The cache's watch: the whole keyspace, keeping only this engine's prefix."""
+        if after_revision < self._compacted:
+            return FailedWatchStream(Expired(after_revision, self._compacted), after_revision)
+        try:
+            endpoint = self._conn.pick()
+        except Unavailable as exc:
+            return FailedWatchStream(exc, after_revision)
+        mirror = self._mirror
+        assert mirror is not None
+        return EtcdWatchStream(
+            endpoint,
+            b"\0",
+            b"\0",
+            after_revision=after_revision,
+            progress_interval=0.0,
+            buffer_size=max(self._watch_buffer_size, _MIRROR_BUFFER),
+            on_compacted=self._note_compacted,
+            prev_kv=False,
+            keep_prefix=self._root.encode(),
+            on_progress=mirror.on_progress,
         )
 
     # -- writes ------------------------------------------------------------------------
@@ -367,6 +525,17 @@ class EtcdStorage(Storage):
         validate_prefix(self._root, prefix)
         if after_revision < self._compacted:
             return FailedWatchStream(Expired(after_revision, self._compacted), after_revision)
+        if self._mirror is not None:
+            served = self._mirror.open_watch(
+                prefix,
+                after_revision,
+                buffer_size=self._watch_buffer_size,
+                check=lambda: self._check_not_compacted(after_revision),
+            )
+            if served is not None:
+                self.cache_watches += 1
+                self._watches.add(served)
+                return served
         try:
             endpoint = self._conn.pick()
         except Unavailable as exc:
@@ -403,7 +572,10 @@ class EtcdStorage(Storage):
         self._note_compacted(revision)
 
     def _note_compacted(self, revision: int) -> None:
-        self._compacted = max(self._compacted, revision)
+        if revision > self._compacted:
+            self._compacted = revision
+            if self._mirror is not None:
+                self._mirror.note_compacted(revision)
 
     async def _compact_forever(self) -> None:
         """The automatic compaction policy (see the class docstring)."""
@@ -446,6 +618,19 @@ class EtcdStorage(Storage):
                     current = await self.current_revision()
                 raise FutureRevision(revision, current) from None
             raise Unavailable(f"etcd ({self._conn.urls}): {describe_rpc_error(exc)}") from None
+
+
+def _page_result(
+    state: MirrorState, prefix: str, start_after: str | None, limit: int, revision: int
+) -> RangeResult:
+    """One page read from the watch cache, with a token etcd would understand too."""
+    page = state.range_page(prefix, start_after=start_after, limit=limit, revision=revision)
+    token = None
+    if page.more and page.kvs:
+        token = encode_continue_token(page.revision, page.kvs[-1].key)
+    return RangeResult(
+        kvs=page.kvs, revision=page.revision, continue_token=token, remaining=page.remaining
+    )
 
 
 def progress_requests_are_safe(version: str) -> bool:
