@@ -114,8 +114,12 @@ def test_stalled_watcher_is_cut_off_and_a_reading_one_gets_everything(
         stalled.close()
 
 
-def test_stalled_replays_hold_bounded_memory(cache_server: Callable[..., CacheServer]) -> None:
-    server = cache_server()  # the embedded SQLite default, default limits
+def test_stalled_replays_hold_bounded_memory(
+    cache_server: Callable[..., CacheServer], storage_flags: tuple[str, ...]
+) -> None:
+    # Default limits, on the embedded SQLite default and on etcd (whose watch cache serves
+    # the replays from memory, as the embedded engines do).
+    server = cache_server(*storage_flags)
     start = fill(server, 200, 64 * 1024)  # ~13 MB of history after `start`
     with server.client() as client:
         now = client.get(EXPORTS).json()["metadata"]["resourceVersion"]
