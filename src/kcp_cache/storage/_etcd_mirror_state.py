@@ -18,31 +18,22 @@ this state's to answer (the caller asks etcd).
 from __future__ import annotations
 
 import bisect
-import heapq
 import itertools
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
 from sortedcontainers import SortedDict
 
-from kcp_cache.storage._keys import prefix_end
-from kcp_cache.storage._mvcc import Page
+from kcp_cache.storage._mvcc import (
+    Page,
+    PrefixChanges,
+    fold_changes,
+    range_current,
+    range_past,
+    remember_changes,
+)
 from kcp_cache.storage._types import Event, EventType, KeyValue
 
 __all__ = ["MirrorState"]
-
-# "What changed under this prefix since revision R" maps kept for paginated reads at a
-# past revision (one per paginated LIST in progress, extended as writes arrive).
-_CHANGE_CACHE_SIZE = 16
-
-
-@dataclass(slots=True)
-class _Changes:
-    """Values at a revision of the keys under a prefix that changed after it."""
-
-    scanned_to: int  # absolute event position scanned up to (exclusive)
-    at_revision: dict[str, KeyValue | None] = field(default_factory=dict)
-    sorted_keys: list[str] | None = None
 
 
 class MirrorState:
@@ -56,7 +47,7 @@ class MirrorState:
         self.history: list[Event] = []
         self._revisions: list[int] = []
         self._dropped = 0  # events dropped from the front (absolute position offset)
-        self._changes: dict[tuple[int, str], _Changes] = {}
+        self._changes: dict[tuple[int, str], PrefixChanges] = {}
 
     def __len__(self) -> int:
         return len(self.current)
@@ -142,67 +133,27 @@ class MirrorState:
         return self._range_past(prefix, start_after, limit, revision)
 
     def _range_current(self, prefix: str, start_after: str | None, limit: int) -> Page:
-        current = self.current
-        lo = (
-            current.bisect_left(prefix)
-            if start_after is None
-            else current.bisect_right(start_after)
-        )
-        hi = current.bisect_left(prefix_end(prefix))
-        stop = hi if limit <= 0 else min(hi, lo + limit)
-        kvs: list[KeyValue] = current.values()[lo:stop] if stop > lo else []
-        return Page(kvs=kvs, revision=self.revision, more=stop < hi, remaining=hi - stop)
+        return range_current(self.current, prefix, start_after, limit, self.revision)
 
     def _range_past(self, prefix: str, start_after: str | None, limit: int, revision: int) -> Page:
         changes = self._changes_since(revision, prefix)
-        if changes.sorted_keys is None:
-            changes.sorted_keys = sorted(changes.at_revision)
-        changed_keys = changes.sorted_keys
-        at_revision = changes.at_revision
-        end = prefix_end(prefix)
-        if start_after is None:
-            live: Iterator[str] = self.current.irange(prefix, end, inclusive=(True, False))
-            first_changed = bisect.bisect_left(changed_keys, prefix)
-        else:
-            live = self.current.irange(start_after, end, inclusive=(False, False))
-            first_changed = bisect.bisect_right(changed_keys, start_after)
-        # Keys untouched since `revision` have their current value; changed ones the
-        # value they had then (None: did not exist then).
-        unchanged = (k for k in live if k not in at_revision)
-        merged = heapq.merge(unchanged, itertools.islice(changed_keys, first_changed, None))
-        kvs: list[KeyValue] = []
-        current = self.current
-        for key in merged:
-            kv = at_revision[key] if key in at_revision else current[key]
-            if kv is None:
-                continue
-            if 0 < limit <= len(kvs):
-                return Page(kvs=kvs, revision=revision, more=True, remaining=None)
-            kvs.append(kv)
-        return Page(kvs=kvs, revision=revision, more=False, remaining=0)
+        return range_past(self.current, changes, prefix, start_after, limit, revision)
 
     def _first_after(self, revision: int) -> int:
         """Position in ``history`` of the first event with a revision above ``revision``."""
         return bisect.bisect_right(self._revisions, revision)
 
-    def _changes_since(self, revision: int, prefix: str) -> _Changes:
+    def _changes_since(self, revision: int, prefix: str) -> PrefixChanges:
+        # ``scanned`` is an absolute event position here (exclusive): history is trimmed
+        # from the front, ``_dropped`` events so far.
         cache_key = (revision, prefix)
-        changes = self._changes.pop(cache_key, None)
-        if changes is None:
-            changes = _Changes(scanned_to=self._dropped + self._first_after(revision))
+        changes = self._changes.get(cache_key) or PrefixChanges(
+            scanned=self._dropped + self._first_after(revision)
+        )
         end = self._dropped + len(self.history)
-        if changes.scanned_to < end:
-            at_revision = changes.at_revision
-            before = len(at_revision)
-            start = changes.scanned_to - self._dropped
-            for event in itertools.islice(self.history, start, None):
-                key = event.kv.key
-                if key.startswith(prefix) and key not in at_revision:
-                    at_revision[key] = event.prev_kv
-            changes.scanned_to = end
-            if len(at_revision) != before:
-                changes.sorted_keys = None
-        self._changes[cache_key] = changes  # re-insert: most recently used is last
-        while len(self._changes) > _CHANGE_CACHE_SIZE:
-            del self._changes[next(iter(self._changes))]
+        if changes.scanned < end:
+            start = changes.scanned - self._dropped
+            fold_changes(changes, itertools.islice(self.history, start, None), prefix)
+            changes.scanned = end
+        remember_changes(self._changes, cache_key, changes)
         return changes

@@ -16,7 +16,7 @@ import bisect
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from sortedcontainers import SortedDict
@@ -25,11 +25,20 @@ from kcp_cache.storage._errors import Expired, FutureRevision
 from kcp_cache.storage._keys import prefix_end
 from kcp_cache.storage._types import Event, EventType, KeyValue
 
-__all__ = ["MVCCState", "Page"]
+__all__ = [
+    "CHANGE_CACHE_SIZE",
+    "MVCCState",
+    "Page",
+    "PrefixChanges",
+    "fold_changes",
+    "range_current",
+    "range_past",
+    "remember_changes",
+]
 
 # How many "what changed under this prefix since revision R" maps to keep for paginated
 # reads at a past revision. Each is extended incrementally as writes arrive.
-_CHANGE_CACHE_SIZE = 16
+CHANGE_CACHE_SIZE = 16
 
 
 @dataclass(slots=True)
@@ -43,12 +52,85 @@ class Page:
 
 
 @dataclass(slots=True)
-class _Changes:
-    """Values at ``revision`` of the keys under a prefix that changed after it."""
+class PrefixChanges:
+    """Values at a revision of the keys under a prefix that changed after it.
 
-    scanned_through: int
+    ``scanned`` is how far the owner's event history has been folded in (each owner counts
+    in its own unit: a revision, or a position in its history).
+    """
+
+    scanned: int
     at_revision: dict[str, KeyValue | None] = field(default_factory=dict)
     sorted_keys: list[str] | None = None
+
+
+def fold_changes(changes: PrefixChanges, events: Iterable[Event], prefix: str) -> None:
+    """Record, for each key under *prefix* first changed by one of *events*, its value
+    before (the ``prev_kv`` of the first such event)."""
+    at_revision = changes.at_revision
+    before = len(at_revision)
+    for event in events:
+        key = event.kv.key
+        if key.startswith(prefix) and key not in at_revision:
+            at_revision[key] = event.prev_kv
+    if len(at_revision) != before:
+        changes.sorted_keys = None
+
+
+def remember_changes(
+    cache: dict[tuple[int, str], PrefixChanges], key: tuple[int, str], changes: PrefixChanges
+) -> None:
+    """Put *changes* into the LRU *cache* as most recently used (bounded)."""
+    cache.pop(key, None)
+    cache[key] = changes
+    while len(cache) > CHANGE_CACHE_SIZE:
+        del cache[next(iter(cache))]
+
+
+def range_current(
+    current: SortedDict, prefix: str, start_after: str | None, limit: int, revision: int
+) -> Page:
+    """A page of the keys under *prefix* (after *start_after*) of the state *current*."""
+    lo = current.bisect_left(prefix) if start_after is None else current.bisect_right(start_after)
+    hi = current.bisect_left(prefix_end(prefix))
+    stop = hi if limit <= 0 else min(hi, lo + limit)
+    kvs: list[KeyValue] = current.values()[lo:stop] if stop > lo else []
+    return Page(kvs=kvs, revision=revision, more=stop < hi, remaining=hi - stop)
+
+
+def range_past(
+    current: SortedDict,
+    changes: PrefixChanges,
+    prefix: str,
+    start_after: str | None,
+    limit: int,
+    revision: int,
+) -> Page:
+    """A page as of *revision*: *current*, with the keys in *changes* as they were then."""
+    if changes.sorted_keys is None:
+        changes.sorted_keys = sorted(changes.at_revision)
+    changed_keys = changes.sorted_keys
+    at_revision = changes.at_revision
+    end = prefix_end(prefix)
+    if start_after is None:
+        live: Iterator[str] = current.irange(prefix, end, inclusive=(True, False))
+        first_changed = bisect.bisect_left(changed_keys, prefix)
+    else:
+        live = current.irange(start_after, end, inclusive=(False, False))
+        first_changed = bisect.bisect_right(changed_keys, start_after)
+    # Keys untouched since `revision` have their current value; changed ones the
+    # value they had then (None: did not exist then).
+    unchanged = (k for k in live if k not in at_revision)
+    merged = heapq.merge(unchanged, itertools.islice(changed_keys, first_changed, None))
+    kvs: list[KeyValue] = []
+    for key in merged:
+        kv = at_revision[key] if key in at_revision else current[key]
+        if kv is None:
+            continue
+        if 0 < limit <= len(kvs):
+            return Page(kvs=kvs, revision=revision, more=True, remaining=None)
+        kvs.append(kv)
+    return Page(kvs=kvs, revision=revision, more=False, remaining=0)
 
 
 class MVCCState:
@@ -62,7 +144,7 @@ class MVCCState:
         # (last revision of a committed batch, wall-clock time it was committed); used by
         # the time-based compaction policy. Coarse on purpose: one entry per batch.
         self.commit_times: deque[tuple[int, float]] = deque()
-        self._changes: dict[tuple[int, str], _Changes] = {}
+        self._changes: dict[tuple[int, str], PrefixChanges] = {}
 
     # -- loading and applying --------------------------------------------------------
 
@@ -126,63 +208,20 @@ class MVCCState:
         return self._range_past(prefix, start_after, limit, revision)
 
     def _range_current(self, prefix: str, start_after: str | None, limit: int) -> Page:
-        current = self.current
-        lo = (
-            current.bisect_left(prefix)
-            if start_after is None
-            else current.bisect_right(start_after)
-        )
-        hi = current.bisect_left(prefix_end(prefix))
-        stop = hi if limit <= 0 else min(hi, lo + limit)
-        kvs: list[KeyValue] = current.values()[lo:stop] if stop > lo else []
-        return Page(kvs=kvs, revision=self.revision, more=stop < hi, remaining=hi - stop)
+        return range_current(self.current, prefix, start_after, limit, self.revision)
 
     def _range_past(self, prefix: str, start_after: str | None, limit: int, revision: int) -> Page:
         changes = self._changes_since(revision, prefix)
-        if changes.sorted_keys is None:
-            changes.sorted_keys = sorted(changes.at_revision)
-        changed_keys = changes.sorted_keys
-        at_revision = changes.at_revision
-        end = prefix_end(prefix)
-        if start_after is None:
-            live: Iterator[str] = self.current.irange(prefix, end, inclusive=(True, False))
-            first_changed = bisect.bisect_left(changed_keys, prefix)
-        else:
-            live = self.current.irange(start_after, end, inclusive=(False, False))
-            first_changed = bisect.bisect_right(changed_keys, start_after)
-        # Keys untouched since `revision` have their current value; changed ones the
-        # value they had then (None: did not exist then).
-        unchanged = (k for k in live if k not in at_revision)
-        merged = heapq.merge(unchanged, itertools.islice(changed_keys, first_changed, None))
-        kvs: list[KeyValue] = []
-        current = self.current
-        for key in merged:
-            kv = at_revision[key] if key in at_revision else current[key]
-            if kv is None:
-                continue
-            if 0 < limit <= len(kvs):
-                return Page(kvs=kvs, revision=revision, more=True, remaining=None)
-            kvs.append(kv)
-        return Page(kvs=kvs, revision=revision, more=False, remaining=0)
+        return range_past(self.current, changes, prefix, start_after, limit, revision)
 
-    def _changes_since(self, revision: int, prefix: str) -> _Changes:
+    def _changes_since(self, revision: int, prefix: str) -> PrefixChanges:
+        # ``scanned`` counts revisions here.
         cache_key = (revision, prefix)
-        changes = self._changes.pop(cache_key, None)
-        if changes is None:
-            changes = _Changes(scanned_through=revision)
-        if changes.scanned_through < self.revision:
-            at_revision = changes.at_revision
-            before = len(at_revision)
-            for event in self.events_after(changes.scanned_through):
-                key = event.kv.key
-                if key.startswith(prefix) and key not in at_revision:
-                    at_revision[key] = event.prev_kv
-            changes.scanned_through = self.revision
-            if len(at_revision) != before:
-                changes.sorted_keys = None
-        self._changes[cache_key] = changes  # re-insert: most recently used is last
-        while len(self._changes) > _CHANGE_CACHE_SIZE:
-            del self._changes[next(iter(self._changes))]
+        changes = self._changes.get(cache_key) or PrefixChanges(scanned=revision)
+        if changes.scanned < self.revision:
+            fold_changes(changes, self.events_after(changes.scanned), prefix)
+            changes.scanned = self.revision
+        remember_changes(self._changes, cache_key, changes)
         return changes
 
     def events_after(self, revision: int) -> Iterator[Event]:
