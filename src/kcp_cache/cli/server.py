@@ -290,16 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
 # -- connection limits (one group, so that it merges alone) ---------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
-
-
 def _add_http2_flags(parser: argparse.ArgumentParser) -> None:
     defaults = H2Settings()
     group = parser.add_argument_group(
@@ -316,7 +306,7 @@ def _add_http2_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--http2-max-streams-per-connection",
         metavar="N",
-        type=_positive_int,
+        type=_non_negative_int,
         default=defaults.max_concurrent_streams,
         help="SETTINGS_MAX_CONCURRENT_STREAMS: streams (watches included) one HTTP/2 "
         f"connection may have open (default: {defaults.max_concurrent_streams}, "
@@ -363,7 +353,7 @@ def _add_connection_limit_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-request-header-bytes",
         metavar="BYTES",
-        type=_positive_int,
+        type=_non_negative_int,
         default=defaults.max_header_bytes,
         help="request line plus headers beyond this are answered 431 and the connection "
         "closed (kube: 1 MiB)",
@@ -371,21 +361,21 @@ def _add_connection_limit_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-request-headers",
         metavar="N",
-        type=_positive_int,
+        type=_non_negative_int,
         default=defaults.max_header_count,
         help="more header lines than this are answered 431",
     )
     group.add_argument(
         "--max-request-line-bytes",
         metavar="BYTES",
-        type=_positive_int,
+        type=_non_negative_int,
         default=defaults.max_request_line,
         help="a longer request target (URL) is answered 414",
     )
     group.add_argument(
         "--max-connections",
         metavar="N",
-        type=_positive_int,
+        type=_non_negative_int,
         default=0,
         help="cap on open connections; 0: the open-file limit (its soft limit is raised "
         "to the hard limit at start) minus --reserved-file-descriptors. At the cap the "
@@ -394,7 +384,7 @@ def _add_connection_limit_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-unauthenticated-connections",
         metavar="N",
-        type=_positive_int,
+        type=_non_negative_int,
         default=0,
         help="cap on connections without a verified client certificate (including those "
         "still in the TLS handshake); 0: half of --max-connections",
@@ -402,7 +392,7 @@ def _add_connection_limit_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--reserved-file-descriptors",
         metavar="N",
-        type=_positive_int,
+        type=_non_negative_int,
         default=128,
         help="descriptors kept out of the connection cap for the store, logs and "
         "certificates, so the server itself never runs out",
