@@ -9,7 +9,9 @@ It talks HTTP only (through ``httpx2``) and never imports the server side. The p
   :class:`CacheServiceTransport`, :class:`ShardFromObjectTransport`; the standard stack via
   :func:`cache_transport` or, from a kubeconfig, :func:`cache_client_from_kubeconfig`.
 * **REST** — :class:`AsyncRESTClient` / :class:`RESTClient` for any resource, with typed
-  errors (:class:`NotFound`, :class:`Conflict`, :class:`Expired`, …).
+  errors (:class:`NotFound`, :class:`Conflict`, :class:`Expired`, …); the HTTP library's
+  :class:`AsyncClient` and :class:`TransportError` (no answer at all) are re-exported so
+  that code built on this package need not import the library.
 * **Informers** — :class:`SharedInformer`, :class:`SharedInformerFactory`, :class:`Store`
   with indexers, :class:`Lister`.
 * **Work queues** — :class:`WorkQueue` / :class:`RateLimitingQueue` with client-go's
@@ -48,6 +50,7 @@ from ._errors import (
     Unauthorized,
 )
 from ._factory import SharedInformerFactory
+from ._http import AsyncClient, TransportError
 from ._informer import DEFAULT_INDEXERS, HandlerRegistration, SharedInformer
 from ._kubeconfig import (
     KubeConfig,
@@ -126,6 +129,7 @@ __all__ = [
     "AlreadyExists",
     "ApiError",
     "AsyncCacheServiceTransport",
+    "AsyncClient",
     "AsyncDefaultShardTransport",
     "AsyncRESTClient",
     "AsyncShardFromObjectTransport",
@@ -173,6 +177,7 @@ __all__ = [
     "StartStop",
     "Store",
     "TooManyRequests",
+    "TransportError",
     "Unauthorized",
     "WatchEvent",
     "WatchInactive",

@@ -44,8 +44,8 @@ from ._ccr_permission import (
 )
 from ._clients import cache_client, local_client
 from ._health import HealthServer
-from ._keys import QueueKey, parse_queue_key, queue_key
 from ._metrics import ReaderMetrics, ReplicationMetrics
+from ._queue_key import QueueKey, parse_queue_key, queue_key
 from ._read import CacheReader, FallbackLister, ReaderHealth
 from ._reconcile import (
     ORIGINAL_RESOURCE_UID_ANNOTATION,
