@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent / "tests" / "replication"))
 
 from ccr_helpers import (  # noqa: E402
@@ -47,9 +46,9 @@ from ccr_helpers import (  # noqa: E402
     writes,
 )
 
-from harness import start_cache_server  # noqa: E402
 from kcp_cache.client import Resource  # noqa: E402
 from kcp_cache.replication import CCR_RESOURCE  # noqa: E402
+from kcp_cache.testing import start_cache_server  # noqa: E402
 
 CONCURRENCY = 16
 

@@ -11,7 +11,7 @@ import pytest
 # Storage-backend fixtures (``storage_flags`` …) that any black-box test may ask for.
 from etcd_backend import module_storage_flags, shared_etcd, storage_flags
 from full_disk import small_disk
-from harness import CacheServer, start_cache_server
+from kcp_cache.testing import CacheServer, start_cache_server
 
 __all__ = ["module_storage_flags", "shared_etcd", "small_disk", "storage_flags"]
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import CacheServer
 from kcp_cache.client import (
     AsyncRESTClient,
     Forbidden,
@@ -23,6 +22,7 @@ from kcp_cache.client import (
     load_kubeconfig,
     shard,
 )
+from kcp_cache.testing import CacheServer
 
 EXPORTS = Resource("apis.kcp.io", "v1alpha2", "apiexports")
 

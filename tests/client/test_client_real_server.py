@@ -16,7 +16,6 @@ import pytest
 from client_helpers import Recorder, eventually
 from client_partition import PartitionTransport
 
-from harness import CacheServer
 from kcp_cache.client import (
     AlreadyExists,
     AsyncRESTClient,
@@ -36,6 +35,7 @@ from kcp_cache.client import (
     load_kubeconfig,
     shard,
 )
+from kcp_cache.testing import CacheServer
 
 pytestmark = pytest.mark.slow
 

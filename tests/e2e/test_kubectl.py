@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 from ._kubectl import Kubectl, LineReader
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from etcd_server import EtcdCluster
 
 from etcd_backend import run_sync
-from harness import TestCA
+from kcp_cache.testing import EtcdCluster, TestCA
 
 
 def _etcd(size: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import httpx2
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 __all__ = [
     "RetryableStatus",

@@ -17,11 +17,10 @@ from pathlib import Path
 import httpx2
 import pytest
 import yaml
-from etcd_server import EtcdCluster
 
 from e2e._kubectl import Kubectl
 from etcd_backend import etcd_get_prefix, unique_prefix
-from harness import CacheServer
+from kcp_cache.testing import CacheServer, EtcdCluster
 
 pytestmark = pytest.mark.etcd
 

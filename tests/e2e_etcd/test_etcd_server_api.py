@@ -15,11 +15,10 @@ from collections.abc import Callable
 
 import pytest
 from etcd_e2e import Watch, export, exports_path, roles_path, shard_cluster_name
-from etcd_server import EtcdCluster
 
 from etcd_backend import etcd_get_prefix, unique_prefix
-from harness import CacheServer, TestCA
 from kcp_cache.registry import load_bootstrap_crds
+from kcp_cache.testing import CacheServer, EtcdCluster, TestCA
 
 pytestmark = pytest.mark.etcd
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import httpx2
 import pytest
 from etcd_e2e import Watch, export, exports_path
-from etcd_server import EtcdCluster, running_etcd
 
-from harness import CacheServer, TestCA
+from kcp_cache.testing import CacheServer, EtcdCluster, TestCA, running_etcd
 
 pytestmark = pytest.mark.etcd
 

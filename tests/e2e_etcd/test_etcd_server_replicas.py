@@ -14,12 +14,11 @@ from pathlib import Path
 import httpx2
 import pytest
 from etcd_e2e import RetryableStatus, Watch, export, exports_path, shard_cluster_name
-from etcd_server import EtcdCluster
 
 from etcd_backend import etcd_get_prefix, unique_prefix
-from harness import CacheServer, TestCA
 from kcp_cache.registry import Bootstrapper, ResourceCatalog
 from kcp_cache.storage.etcd import EtcdStorage
+from kcp_cache.testing import CacheServer, EtcdCluster, TestCA
 
 pytestmark = pytest.mark.etcd
 

@@ -18,10 +18,9 @@ from collections.abc import Callable
 import httpx2
 import pytest
 from etcd_e2e import export, exports_path
-from etcd_server import EtcdCluster
 
 from etcd_backend import run_sync, unique_prefix
-from harness import CacheServer
+from kcp_cache.testing import CacheServer, EtcdCluster
 
 pytestmark = pytest.mark.etcd
 

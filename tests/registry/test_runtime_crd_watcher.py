@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from harness import running_cache_server
 from kcp_cache.registry import ResourceCatalog, RuntimeCRDWatcher
 from kcp_cache.storage import MemoryStorage
+from kcp_cache.testing import running_cache_server
 
 CRDS = (
     "/cache/apiextensions.k8s.io/customresourcedefinitions/system:cache:server/system:system-crds/"

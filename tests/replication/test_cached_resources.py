@@ -39,7 +39,6 @@ from ccr_helpers import (
 )
 from replication_helpers import FAST_BACKOFF, eventually, shard_url, unique
 
-from harness import CacheServer, start_cache_server
 from kcp_cache.client import NotFound, Resource
 from kcp_cache.replication import (
     APIEXPORT_REFERENCE_MANAGER,
@@ -55,6 +54,7 @@ from kcp_cache.replication import (
     APIExportReferenceController,
     reference_ccr_name,
 )
+from kcp_cache.testing import CacheServer, start_cache_server
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,13 @@ import uvicorn
 from ccr_helpers import PART_OF, Env, ccr, install_shard_types, instance, shard_env
 from replication_helpers import eventually, unique
 
-from harness import CacheServer, start_cache_server
 from kcp_cache.client import AsyncRESTClient
 from kcp_cache.replication import (
     CCR_RESOURCE,
     REQUESTED_BY_ANNOTATION,
     REQUESTED_BY_GROUPS_ANNOTATION,
 )
+from kcp_cache.testing import CacheServer, start_cache_server
 
 
 class ReviewServer:

@@ -18,9 +18,9 @@ from replication_helpers import (
     unique,
 )
 
-from harness import CacheServer, start_cache_server
 from kcp_cache.client import NotFound, shard_of
 from kcp_cache.replication import CacheReader, WriteController
+from kcp_cache.testing import CacheServer, start_cache_server
 
 EXPORTS = APIEXPORTS.resource
 

@@ -33,9 +33,9 @@ from replication_helpers import (
     unique,
 )
 
-from harness import CacheServer
 from kcp_cache.client import INDEX_CLUSTER, NotFound, shard_of
 from kcp_cache.replication import CacheReader
+from kcp_cache.testing import CacheServer
 
 RESOURCES = "apiexports,apiresourceschemas"
 

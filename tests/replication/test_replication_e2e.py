@@ -33,13 +33,13 @@ from replication_helpers import (
     unique,
 )
 
-from harness import CacheServer
 from kcp_cache.client import AsyncRESTClient, Conflict, NotFound
 from kcp_cache.replication import (
     REPLICATION_ANNOTATIONS,
     ReplicatedResource,
     WriteController,
 )
+from kcp_cache.testing import CacheServer
 
 SHARD = "amber"
 CLUSTER_ROLES = parse_resources("clusterroles")[0]

@@ -22,9 +22,9 @@ from replication_helpers import (
     unique,
 )
 
-from harness import CacheServer
 from kcp_cache.client import AsyncRESTClient, Forbidden, NotFound
 from kcp_cache.replication import WriteController, cache_client
+from kcp_cache.testing import CacheServer
 
 
 def issue_shard_kubeconfig(cache_api: CacheServer, shard: str, out: Path) -> Path:

@@ -1,14 +1,12 @@
-"""A minimal in-process ASGI driver for the shell's tests (no sockets, no TLS)."""
+"""The filters' tests call the app in-process as a user named by a test header."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from kcp_cache.server import ANONYMOUS, KcpRequest, User, kcp_request, request_info
 from kcp_cache.server._status import Receive, Scope, Send, send_json
+from kcp_cache.testing import ASGIClient, ASGIResponse
 
 ADMIN = User("admin", ("system:masters",))
 USER_HEADER = b"x-test-user"
@@ -25,17 +23,6 @@ async def header_authenticator(scope: Scope) -> User | None:
 
 def user_header(user: User) -> tuple[bytes, bytes]:
     return USER_HEADER, f"{user.name};{','.join(user.groups)}".encode()
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    messages: list[dict[str, Any]] = field(default_factory=list)
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
 
 
 async def echo_api(scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,43 +57,13 @@ async def call(
     query: bytes = b"",
     kcp: KcpRequest | None = None,
     body: bytes = b"",
-) -> Response:
+) -> ASGIResponse:
+    """One request to *app* as *user* (by the ``x-test-user`` header), by a client that
+    hangs up once the request is sent (so a watch ends with what it sent at once)."""
     all_headers = list(headers or [])
     if user is not None and user != ANONYMOUS:
         all_headers.append(user_header(user))
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "headers": all_headers,
-        "scheme": "https",
-        "server": ("127.0.0.1", 6443),
-        "client": ("127.0.0.1", 50000),
-    }
-    if kcp is not None:
-        scope["kcp"] = kcp
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    messages: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await app(scope, receive, send)
-    start = next(m for m in messages if m["type"] == "http.response.start")
-    response_body = b"".join(
-        m.get("body", b"") for m in messages if m["type"] == "http.response.body"
+    scope = {"kcp": kcp} if kcp is not None else {}
+    return await ASGIClient(app).request(
+        method, path, query=query, headers=all_headers, body=body, hang_up=True, **scope
     )
-    response_headers = {k.decode(): v.decode() for k, v in start["headers"]}
-    return Response(start["status"], response_headers, response_body, messages)

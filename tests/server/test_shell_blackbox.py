@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import CacheServer, TestCA, start_cache_server
+from kcp_cache.testing import CacheServer, TestCA, start_cache_server
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
 

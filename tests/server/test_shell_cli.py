@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from harness import CacheServer
 from kcp_cache.cli._durations import parse_duration
+from kcp_cache.testing import CacheServer
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
 

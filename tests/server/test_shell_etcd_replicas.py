@@ -4,18 +4,13 @@ through one replica is read and watched through the other."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from harness import CacheServer, TestCA
-
-# The etcd process helper of the storage tests (not a package; see tests/storage).
-sys.path.insert(0, str(Path(__file__).parents[1] / "storage"))
-from etcd_server import running_etcd
+from kcp_cache.testing import CacheServer, TestCA, running_etcd
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
 

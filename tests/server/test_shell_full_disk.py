@@ -21,8 +21,8 @@ import httpx2
 from test_shell_cli import assert_one_line_error, run_cli
 
 from full_disk import SmallDisk
-from harness import CacheServer
 from kcp_cache.storage import SQLiteStorage
+from kcp_cache.testing import CacheServer
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
 

@@ -30,7 +30,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
-from harness import CacheServer, running_cache_server
+from kcp_cache.testing import CacheServer, running_cache_server
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 EXPORTS = CacheServer.resource_path("amber", "acme", "apis.kcp.io", "v1alpha1", "apiexports")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import httpx2
 from _overload import EXPORTS, connect, drain, fill, metric, send_head, stalled_request, wait_for
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 
 def _in_flight(server: CacheServer, kind: str) -> float:

@@ -21,8 +21,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from harness import CacheServer, ClientCert, running_cache_server
 from kcp_cache.server import ConnectionLimits, ConnectionTracker
+from kcp_cache.testing import CacheServer, ClientCert, running_cache_server
 
 TIMEOUT = 0.6  # handshake, header and idle timeouts of the limited server
 LIMIT_FLAGS = (

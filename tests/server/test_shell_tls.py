@@ -15,7 +15,6 @@ import httpx2
 import orjson
 import pytest
 
-from harness import ClientCert, TestCA
 from kcp_cache.server import (
     TLS_PEER_USER_KEY,
     CertificateFiles,
@@ -29,6 +28,7 @@ from kcp_cache.server import (
     write_pair,
 )
 from kcp_cache.server._status import Receive, Scope, Send, send_bytes
+from kcp_cache.testing import ClientCert, TestCA
 
 BIG = 8 * 1024 * 1024 + 17
 

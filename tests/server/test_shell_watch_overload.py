@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from _overload import EXPORTS, drain, fill, metric, rss_bytes, stalled_request, wait_for
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 MiB = 1024 * 1024
 WATCHES = "kcp_cache_open_watches"

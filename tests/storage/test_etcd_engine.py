@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import pytest
-from etcd_server import EtcdCluster, running_etcd
 
 from kcp_cache.storage import (
     Conflict,
@@ -24,6 +23,7 @@ from kcp_cache.storage import (
     WatchStream,
 )
 from kcp_cache.storage.etcd import EtcdStorage, progress_requests_are_safe
+from kcp_cache.testing import EtcdCluster, running_etcd
 
 pytestmark = pytest.mark.etcd
 

@@ -10,8 +10,8 @@ It talks HTTP only (through ``httpx2``) and never imports the server side. The p
   :func:`cache_transport` or, from a kubeconfig, :func:`cache_client_from_kubeconfig`.
 * **REST** — :class:`AsyncRESTClient` / :class:`RESTClient` for any resource, with typed
   errors (:class:`NotFound`, :class:`Conflict`, :class:`Expired`, …); the HTTP library's
-  :class:`AsyncClient` and :class:`TransportError` (no answer at all) are re-exported so
-  that code built on this package need not import the library.
+  :class:`AsyncClient` / :class:`Client` and :class:`TransportError` (no answer at all)
+  are re-exported, so code built on this package need not import the library.
 * **Informers** — :class:`SharedInformer`, :class:`SharedInformerFactory`, :class:`Store`
   with indexers, :class:`Lister`.
 * **Work queues** — :class:`WorkQueue` / :class:`RateLimitingQueue` with client-go's
@@ -50,7 +50,7 @@ from ._errors import (
     Unauthorized,
 )
 from ._factory import SharedInformerFactory
-from ._http import AsyncClient, TransportError
+from ._http import AsyncClient, Client, TransportError
 from ._informer import DEFAULT_INDEXERS, HandlerRegistration, SharedInformer
 from ._kubeconfig import (
     KubeConfig,
@@ -139,6 +139,7 @@ __all__ = [
     "BadRequest",
     "BucketRateLimiter",
     "CacheServiceTransport",
+    "Client",
     "ClusterLister",
     "Conflict",
     "DefaultShardTransport",

@@ -17,8 +17,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from harness import CacheServer, start_cache_server
 from kcp_cache.registry import MAX_NESTING
+from kcp_cache.testing import CacheServer, start_cache_server
 
 CLUSTER = "/services/cache/shards/amber/clusters/acme"
 EXPORTS = f"{CLUSTER}/apis/apis.kcp.io/v1alpha1/apiexports"

@@ -15,7 +15,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 BASE = "/services/cache/shards/{shard}/clusters/{cluster}/apis/apis.kcp.io/v1alpha1/apiexports"
 EXPORTS = BASE.format(shard="amber", cluster="acme")

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 

@@ -1,10 +1,10 @@
-"""Black-box harness: run the real ``kcp-cache-server`` binary with real TLS.
+"""Run the real ``kcp-cache-server`` binary with real TLS, for tests and benchmarks.
 
-Like kcp's ``StartStandaloneCacheServer`` (spec §8.0): a fresh root directory, a free
-loopback port, wait for ``apiserver.crt``, then poll ``/livez`` and ``/readyz`` until both
-answer 200. Any test can use it::
+Like kcp's ``StartStandaloneCacheServer``: a fresh root directory, a free loopback port,
+wait for ``apiserver.crt``, then poll ``/livez`` and ``/readyz`` until both answer 200.
+Any test can use it::
 
-    from harness import start_cache_server
+    from kcp_cache.testing import start_cache_server
 
     with start_cache_server(tmp_path) as server:
         path = server.resource_path("amber", "acme", "apis.kcp.io", "v1alpha1", "apiexports")
@@ -13,10 +13,11 @@ answer 200. Any test can use it::
         with server.client(cert=None) as anonymous:  # no client certificate
             ...
 
-or the ``cache_server`` fixture of ``tests/conftest.py`` (a factory; servers are stopped
-at the end of the test). Without ``client_ca`` the server generates its development CA
-and admin certificate; with a :class:`TestCA` the server trusts that CA and the harness
-issues its own admin certificate (CN ``cache-test-client``, O ``system:masters``).
+or, in this project's tests, the ``cache_server`` fixture of ``tests/conftest.py`` (a
+factory; servers are stopped at the end of the test). Without ``client_ca`` the server
+generates its development CA and admin certificate; with a :class:`TestCA` the server
+trusts that CA and the harness issues its own admin certificate (CN
+``cache-test-client``, O ``system:masters``).
 """
 
 from __future__ import annotations
@@ -34,10 +35,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-import httpx2
-
-from kcp_cache.server import CertificateFiles, issue_certificate, new_ca, write_pair
-from kcp_cache.server._certs import load_certificate, load_private_key
+from kcp_cache.client import AsyncClient, Client, TransportError
+from kcp_cache.server import (
+    CertificateFiles,
+    issue_certificate,
+    load_certificate,
+    load_private_key,
+    new_ca,
+    write_pair,
+)
 
 __all__ = [
     "ADMIN",
@@ -45,6 +51,7 @@ __all__ = [
     "ClientCert",
     "ServerStartError",
     "TestCA",
+    "running_cache_server",
     "start_cache_server",
 ]
 
@@ -166,16 +173,14 @@ class CacheServer:
             context.load_cert_chain(str(cert.cert), str(cert.key))
         return context
 
-    def client(self, cert: ClientCert | _Admin | None = ADMIN, **kwargs: Any) -> httpx2.Client:
+    def client(self, cert: ClientCert | _Admin | None = ADMIN, **kwargs: Any) -> Client:
         """A sync client with ``base_url`` set; ``cert=None`` for an anonymous client."""
         kwargs.setdefault("timeout", 30.0)
-        return httpx2.Client(base_url=self.base_url, verify=self.ssl_context(cert), **kwargs)
+        return Client(base_url=self.base_url, verify=self.ssl_context(cert), **kwargs)
 
-    def async_client(
-        self, cert: ClientCert | _Admin | None = ADMIN, **kwargs: Any
-    ) -> httpx2.AsyncClient:
+    def async_client(self, cert: ClientCert | _Admin | None = ADMIN, **kwargs: Any) -> AsyncClient:
         kwargs.setdefault("timeout", 30.0)
-        return httpx2.AsyncClient(base_url=self.base_url, verify=self.ssl_context(cert), **kwargs)
+        return AsyncClient(base_url=self.base_url, verify=self.ssl_context(cert), **kwargs)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -235,7 +240,7 @@ class CacheServer:
             for path in ("/livez", "/readyz"):
                 while True:
                     self._check_alive()
-                    with contextlib.suppress(httpx2.TransportError):
+                    with contextlib.suppress(TransportError):
                         if client.get(path).status_code == 200:
                             break
                     if time.monotonic() > deadline:
