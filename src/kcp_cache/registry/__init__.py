@@ -46,8 +46,6 @@ from kcp_cache.registry._registry import MERGE_PATCH as MERGE_PATCH
 from kcp_cache.registry._registry import ListResponse as ListResponse
 from kcp_cache.registry._registry import Registry as Registry
 from kcp_cache.registry._registry import WatchSession as WatchSession
-from kcp_cache.registry._render import CLUSTER_ANNOTATION as CLUSTER_ANNOTATION
-from kcp_cache.registry._render import SHARD_ANNOTATION as SHARD_ANNOTATION
 from kcp_cache.registry._runtime_crds import RuntimeCRDWatcher as RuntimeCRDWatcher
 from kcp_cache.registry._selectors import FieldSelector as FieldSelector
 from kcp_cache.registry._selectors import LabelSelector as LabelSelector
@@ -59,14 +57,12 @@ from kcp_cache.registry._watchcache import WatchHub as WatchHub
 
 __all__ = [
     "APPLY_PATCH",
-    "CLUSTER_ANNOTATION",
     "CRD_GROUP",
     "CRD_RESOURCE",
     "DRY_RUN_ALL",
     "JSON_PATCH",
     "MAX_NESTING",
     "MERGE_PATCH",
-    "SHARD_ANNOTATION",
     "SYSTEM_CRDS_CLUSTER",
     "SYSTEM_SHARD",
     "AnnotationOnlyChange",

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kcp_cache.meta import CLUSTER_ANNOTATION, SHARD_ANNOTATION
 from kcp_cache.registry._errors import ApiError
 
 __all__ = [
@@ -59,7 +60,7 @@ _IGNORED_META: Final = frozenset(
         "deletionGracePeriodSeconds",
     }
 )
-_IGNORED_ANNOTATIONS: Final = frozenset({"kcp.io/cluster", "kcp.io/shard"})
+_IGNORED_ANNOTATIONS: Final = frozenset({CLUSTER_ANNOTATION, SHARD_ANNOTATION})
 _MISSING: Final = object()
 
 

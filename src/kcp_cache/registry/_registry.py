@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from kcp_cache.meta import WILDCARD
 from kcp_cache.registry._apply import apply_configuration
 from kcp_cache.registry._cached_resources import CachedResourceIndex
 from kcp_cache.registry._catalog import ResourceCatalog, ResourceInfo
@@ -817,7 +818,7 @@ def _narrowed_prefix(target: Target, scope: ListScope, opts: ListOptions) -> str
     makes it a point read (the field selector still drops ``…/x2`` and the like).
     """
     name = opts.fields.exact("metadata.name")
-    if not name or scope.filtered or "*" in (target.shard, target.cluster):
+    if not name or scope.filtered or WILDCARD in (target.shard, target.cluster):
         return scope.prefix
     if target.info.namespaced and not target.namespace:
         return scope.prefix

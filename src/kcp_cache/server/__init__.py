@@ -10,6 +10,8 @@
 The API handlers live in :mod:`kcp_cache.server.api`.
 """
 
+from kcp_cache.meta import SYSTEM_MASTERS as SYSTEM_MASTERS
+from kcp_cache.meta import WILDCARD as WILDCARD
 from kcp_cache.server._app import REQUEST_INFO_KEY as REQUEST_INFO_KEY
 from kcp_cache.server._app import CacheServerApp as CacheServerApp
 from kcp_cache.server._app import ShutdownHook as ShutdownHook
@@ -18,7 +20,6 @@ from kcp_cache.server._app import request_info as request_info
 from kcp_cache.server._audit import AuditLog as AuditLog
 from kcp_cache.server._audit import AuditOptions as AuditOptions
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS as DEFAULT_ALWAYS_ALLOW_PATHS
-from kcp_cache.server._auth import SYSTEM_MASTERS as SYSTEM_MASTERS
 from kcp_cache.server._auth import TLS_PEER_USER_KEY as TLS_PEER_USER_KEY
 from kcp_cache.server._auth import Authenticator as Authenticator
 from kcp_cache.server._auth import union_authenticator as union_authenticator
@@ -66,7 +67,6 @@ from kcp_cache.server._principals import shard_user as shard_user
 from kcp_cache.server._request_info import RequestInfo as RequestInfo
 from kcp_cache.server._request_info import parse_request_info as parse_request_info
 from kcp_cache.server._scope import ANONYMOUS as ANONYMOUS
-from kcp_cache.server._scope import WILDCARD as WILDCARD
 from kcp_cache.server._scope import KcpRequest as KcpRequest
 from kcp_cache.server._scope import User as User
 from kcp_cache.server._scope import kcp_request as kcp_request

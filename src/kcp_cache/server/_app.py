@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
+from kcp_cache.meta import WILDCARD
 from kcp_cache.registry import ApiError
 from kcp_cache.server._audit import AuditLog, audit_event, new_audit_id
 from kcp_cache.server._auth import (
@@ -44,7 +45,7 @@ from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
 from kcp_cache.server._inflight import InFlightLimiter
 from kcp_cache.server._metrics import ServerMetrics
 from kcp_cache.server._request_info import RequestInfo, parse_request_info
-from kcp_cache.server._scope import ANONYMOUS, WILDCARD, KcpRequest
+from kcp_cache.server._scope import ANONYMOUS, KcpRequest
 from kcp_cache.server._status import (
     ASGIApp,
     Message,

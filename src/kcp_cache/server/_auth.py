@@ -17,7 +17,6 @@ from kcp_cache.server._status import Scope, StatusError
 
 __all__ = [
     "DEFAULT_ALWAYS_ALLOW_PATHS",
-    "SYSTEM_MASTERS",
     "TLS_PEER_USER_KEY",
     "Authenticator",
     "forbidden_error",
@@ -25,7 +24,6 @@ __all__ = [
     "x509_authenticator",
 ]
 
-SYSTEM_MASTERS: Final = "system:masters"
 DEFAULT_ALWAYS_ALLOW_PATHS: Final = ("/healthz", "/readyz", "/livez")
 
 #: Key, inside ``scope["extensions"]["tls"]``, of the :class:`User` of a client

@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from kcp_cache.server._scope import WILDCARD
+from kcp_cache.meta import CACHE_SERVICE_PREFIX, WILDCARD
 from kcp_cache.server._status import StatusError
 
 __all__ = [
     "METRICS_PATH",
-    "SERVICE_PREFIX",
     "SHARD_EXEMPT_PATHS",
     "check_cluster_invariant",
     "is_partial_metadata_accept",
@@ -26,9 +25,6 @@ __all__ = [
     "split_identity",
     "strip_service_prefix",
 ]
-
-#: The prefix under which kcp shards mount the cache server (optional standalone).
-SERVICE_PREFIX: Final = "/services/cache"
 
 #: The only shard-level path; at shard or cluster scope it is refused with 501.
 METRICS_PATH: Final = "/metrics"
@@ -50,8 +46,8 @@ def strip_service_prefix(path: str) -> str:
     ``/services/cachefoo/x`` therefore becomes ``foo/x`` (which then fails the shard
     filter); paths without the prefix are returned unchanged.
     """
-    if path.startswith(SERVICE_PREFIX):
-        return path[len(SERVICE_PREFIX) :]
+    if path.startswith(CACHE_SERVICE_PREFIX):
+        return path[len(CACHE_SERVICE_PREFIX) :]
     return path
 
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+from kcp_cache.meta import check_line, excluded_line, health_report
 from kcp_cache.server._status import Send, StatusError, send_bytes, status_body
 from kcp_cache.storage import Storage
 
@@ -155,21 +156,16 @@ class HealthEndpoints:
         if not failed and not verbose:
             await send_bytes(send, 200, b"ok", content_type=_TEXT)
             return
-        lines: list[str] = []
-        for result in results:
-            if result.error is None:
-                lines.append(f"[+]{result.name} ok")
-            elif verbose:
-                lines.append(f"[-]{result.name} failed: {result.error}")
-            else:
-                lines.append(f"[-]{result.name} failed: reason withheld")
-        for excluded_name in sorted(excluded):
-            lines.append(f"[+]{excluded_name} excluded: ok")
-        if failed:
-            for result in failed:
-                log.info("%s check %s failed: %s", name, result.name, result.error)
-            lines.append(f"{name} check failed")
-        else:
-            lines.append(f"{name} check passed")
-        body = ("\n".join(lines) + "\n").encode()
+        lines = [
+            check_line(
+                result.name,
+                ok=result.error is None,
+                reason=result.error if verbose else "reason withheld",
+            )
+            for result in results
+        ]
+        lines.extend(excluded_line(excluded_name) for excluded_name in sorted(excluded))
+        for result in failed:
+            log.info("%s check %s failed: %s", name, result.name, result.error)
+        body = health_report(name, lines, failed=bool(failed))
         await send_bytes(send, 500 if failed else 200, body, content_type=_TEXT)

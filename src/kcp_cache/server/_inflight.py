@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from kcp_cache.server._auth import SYSTEM_MASTERS
+from kcp_cache.meta import SYSTEM_MASTERS
 from kcp_cache.server._metrics import ServerMetrics
 from kcp_cache.server._request_info import RequestInfo
 from kcp_cache.server._scope import User

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from kcp_cache.meta import WILDCARD
 from kcp_cache.registry import (
     APPLY_PATCH,
     JSON_PATCH,
@@ -247,7 +248,7 @@ class ApiApp:
             partial=kcp.partial_metadata,
         )
         verb.name = _verb_name(method, path, query)
-        wildcard = "*" in (kcp.shard, kcp.cluster)
+        wildcard = WILDCARD in (kcp.shard, kcp.cluster)
         if wildcard and verb.name not in ("list", "watch"):
             raise ApiError(
                 405,
@@ -658,7 +659,7 @@ def _include_object(query: dict[str, str]) -> IncludeObject:
 
 def _table_columns(target: Target) -> TableColumns:
     info = target.info
-    wild_shard, wild_cluster = target.shard == "*", target.cluster == "*"
+    wild_shard, wild_cluster = target.shard == WILDCARD, target.cluster == WILDCARD
     if info.builtin or info.crd:
         columns = table_columns_for(
             info.crd or None, target.version, shard=wild_shard, cluster=wild_cluster

@@ -14,6 +14,8 @@ go to the API handlers, which use :func:`negotiate` with :data:`LIST_TRANSFORMS`
 :data:`OBJECT_TRANSFORMS` and :func:`transform` (Table, PartialObjectMetadata(List)).
 """
 
+from kcp_cache.meta import partial_object_metadata
+
 from ._accept import MediaRange, Negotiated, negotiate, parse_accept
 from ._app import (
     CatalogProvider,
@@ -39,7 +41,7 @@ from ._openapi import (
     openapi_v3_index,
     schema_name,
 )
-from ._partial import list_meta, partial_object_metadata, partial_object_metadata_list
+from ._partial import list_meta, partial_object_metadata_list
 from ._resources import (
     CRD_KIND_RESOURCE,
     RESOURCE_VERBS,
@@ -50,25 +52,20 @@ from ._resources import (
     served_resources,
 )
 from ._table import (
-    CLUSTER_ANNOTATION,
-    SHARD_ANNOTATION,
     IncludeObject,
     TableColumns,
     format_age,
     to_table,
 )
 from ._transforms import LIST_TRANSFORMS, OBJECT_TRANSFORMS, table_columns_for, transform
-from ._versions import sort_versions, version_priority_key
 
 __all__ = [
-    "CLUSTER_ANNOTATION",
     "CRD_KIND_RESOURCE",
     "DEFAULT_PATCH_TYPES",
     "KUBE_VERSION",
     "LIST_TRANSFORMS",
     "OBJECT_TRANSFORMS",
     "RESOURCE_VERBS",
-    "SHARD_ANNOTATION",
     "CatalogProvider",
     "DiscoveryApp",
     "IncludeObject",
@@ -100,10 +97,8 @@ __all__ = [
     "route_discovery",
     "schema_name",
     "served_resources",
-    "sort_versions",
     "table_columns_for",
     "to_table",
     "transform",
     "version_info",
-    "version_priority_key",
 ]

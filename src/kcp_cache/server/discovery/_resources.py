@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._versions import sort_versions, version_priority_key
+from kcp_cache.meta import sort_versions, version_priority_key
 
 __all__ = [
     "CRD_KIND_RESOURCE",

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kcp_cache.meta import META_GROUP, partial_object_metadata
+
 from ._accept import Negotiated
-from ._partial import META_GROUP, list_meta, partial_object_metadata, partial_object_metadata_list
+from ._partial import list_meta, partial_object_metadata_list
 from ._resources import CRD_KIND_RESOURCE, ServedResource
 from ._table import IncludeObject, TableColumns, to_table
 
