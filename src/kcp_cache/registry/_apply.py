@@ -247,7 +247,7 @@ def _conflict_error(conflicts: list[tuple[_Entry, FieldPath]]) -> ApiError:
             lines.append(f"conflicts with {manager}:")
             lines.extend(f"- {_path_text(p)}" for p in by_manager[manager])
         message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
-    return ApiError(409, "Conflict", message, {"causes": causes})
+    return ApiError.apply_conflict(causes, message)
 
 
 def _sort_key(entry: dict[str, Any]) -> tuple[int, str, str]:

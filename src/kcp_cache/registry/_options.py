@@ -63,12 +63,7 @@ class Target:
 
 
 def _invalid_list_options(message: str) -> ApiError:
-    return ApiError(
-        422,
-        "Invalid",
-        f'ListOptions.meta.k8s.io "" is invalid: {message}',
-        {"group": "meta.k8s.io", "kind": "ListOptions"},
-    )
+    return ApiError.invalid_options("ListOptions", message=message)
 
 
 @dataclass(slots=True)

@@ -542,7 +542,7 @@ class Registry:
                 else:
                     patched = apply_merge_patch(current, patch)
             except PatchError as exc:
-                raise ApiError(422, "Invalid", str(exc)) from None
+                raise ApiError.invalid_patch(str(exc)) from None
             if not isinstance(patched, dict):
                 raise ApiError.bad_request("the patched object is not a JSON object")
             try:
@@ -679,23 +679,19 @@ class Registry:
         if preconditions:
             want_uid = preconditions.get("uid")
             if want_uid and want_uid != uid:
-                raise ApiError(
-                    409,
-                    "Conflict",
-                    f'Operation cannot be fulfilled on {info.group_resource} "{name}": '
+                raise ApiError.conflict(
+                    info,
+                    name,
                     f"Precondition failed: UID in precondition: {want_uid}, "
                     f"UID in object meta: {uid}",
-                    {"name": name, "group": info.group, "kind": info.resource},
                 )
             want_rv = preconditions.get("resourceVersion")
             if want_rv and want_rv != str(kv.mod_revision):
-                raise ApiError(
-                    409,
-                    "Conflict",
-                    f'Operation cannot be fulfilled on {info.group_resource} "{name}": '
+                raise ApiError.conflict(
+                    info,
+                    name,
                     "Precondition failed: ResourceVersion in precondition: "
                     f"{want_rv}, ResourceVersion in object meta: {kv.mod_revision}",
-                    {"name": name, "group": info.group, "kind": info.resource},
                 )
         try:
             await self._writes(dry_run).delete(key, expected_mod_revision=kv.mod_revision)
@@ -723,9 +719,7 @@ class Registry:
         store = self._writes(dry_run)
         self._check_namespace(target)
         if governs(target):
-            raise ApiError(
-                403,
-                "Forbidden",
+            raise ApiError.forbidden(
                 "deletecollection of the cache server's CRDs is forbidden: the bootstrapped "
                 "ones cannot be deleted; delete run-time CRDs one by one",
             )

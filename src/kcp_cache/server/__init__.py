@@ -72,7 +72,6 @@ from kcp_cache.server._scope import User as User
 from kcp_cache.server._scope import kcp_request as kcp_request
 from kcp_cache.server._serve import HTTPSServer as HTTPSServer
 from kcp_cache.server._serve import bind_socket as bind_socket
-from kcp_cache.server._status import StatusError as StatusError
 from kcp_cache.server._tls import TLSConfigError as TLSConfigError
 from kcp_cache.server._tls import build_server_context as build_server_context
 
@@ -112,7 +111,6 @@ __all__ = [
     "ScopedAuthorizer",
     "ServerMetrics",
     "ShutdownHook",
-    "StatusError",
     "TLSConfigError",
     "User",
     "authorizer_for_mode",

@@ -45,17 +45,9 @@ from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
 from kcp_cache.server._inflight import InFlightLimiter
 from kcp_cache.server._metrics import ServerMetrics
 from kcp_cache.server._request_info import RequestInfo, parse_request_info
+from kcp_cache.server._respond import send_bytes, send_status
 from kcp_cache.server._scope import ANONYMOUS, KcpRequest
-from kcp_cache.server._status import (
-    ASGIApp,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    StatusError,
-    send_bytes,
-    send_status,
-)
+from kcp_cache.server.types import ASGIApp, Message, Receive, Scope, Send
 from kcp_cache.storage import Storage
 
 __all__ = [
@@ -191,7 +183,7 @@ class CacheServerApp:
             log.exception("internal error serving %s %s", scope["method"], scope["path"])
             if not code:
                 await send_status(
-                    send_and_record, StatusError.internal(f"Internal error occurred: {exc}")
+                    send_and_record, ApiError.internal_verbatim(f"Internal error occurred: {exc}")
                 )
         finally:
             if self.in_flight is not None:
@@ -324,7 +316,7 @@ class CacheServerApp:
                 kcp.accept = value.decode("latin-1")
                 kcp.partial_metadata = is_partial_metadata_accept(kcp.accept)
             elif name == MOUNT_HOPS_HEADER:
-                raise StatusError.bad_request(_MOUNT_HOPS_MESSAGE)
+                raise ApiError.bad_request(_MOUNT_HOPS_MESSAGE)
 
         # 2. Synthetic delay (a testing aid, like kcp's --synthetic-delay).
         if self.synthetic_delay > 0:
@@ -339,7 +331,7 @@ class CacheServerApp:
         cluster, path = parse_cluster(path)
         if cluster is not None:
             if kcp.cluster is not None:
-                raise StatusError.bad_request(
+                raise ApiError.bad_request(
                     f'found cluster "{kcp.cluster}" in the request context, '
                     "when trying to read cluster from URL"
                 )
@@ -380,13 +372,13 @@ class CacheServerApp:
                 kcp.identity = identity
             # Safe deviations of spec §1.5/§1.6.
             if (kcp.shard == WILDCARD or kcp.cluster == WILDCARD) and info.verb not in _LIST_VERBS:
-                raise StatusError.method_not_allowed(
+                raise ApiError.method_not_allowed(
                     f"{info.verb} is not supported on resources of kind "
                     f'"{info.qualified_resource}" with a wildcard ("*") shard or logical '
                     "cluster; only list and watch are"
                 )
             if kcp.cluster is None:
-                raise StatusError.bad_request(
+                raise ApiError.bad_request(
                     "resource requests need a logical cluster: "
                     "use /shards/<shard>/clusters/<cluster>/…"
                 )

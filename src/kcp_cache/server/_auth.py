@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from kcp_cache.registry import ApiError
 from kcp_cache.server._request_info import RequestInfo
 from kcp_cache.server._scope import User
-from kcp_cache.server._status import Scope, StatusError
+from kcp_cache.server.types import Scope
 
 __all__ = [
     "DEFAULT_ALWAYS_ALLOW_PATHS",
@@ -61,11 +62,11 @@ def union_authenticator(*authenticators: Authenticator) -> Authenticator:
     return authenticate
 
 
-def forbidden_error(user: User, info: RequestInfo) -> StatusError:
+def forbidden_error(user: User, info: RequestInfo) -> ApiError:
     """The 403 Status kube-apiserver answers with (``responsewriters.Forbidden``)."""
     if not info.is_resource_request:
         reason = f'User "{user.name}" cannot {info.verb} path "{info.path}"'
-        return StatusError(403, "Forbidden", f"forbidden: {reason}")
+        return ApiError.forbidden(f"forbidden: {reason}")
     resource = info.resource
     if info.subresource:
         resource = f"{resource}/{info.subresource}"
@@ -82,4 +83,4 @@ def forbidden_error(user: User, info: RequestInfo) -> StatusError:
     details: dict[str, object] = {"group": info.api_group, "kind": info.resource}
     if info.name:
         details["name"] = info.name
-    return StatusError(403, "Forbidden", message, details=details)
+    return ApiError.forbidden(message, details)

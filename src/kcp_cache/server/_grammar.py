@@ -1,7 +1,7 @@
 """kcp's URL grammar as pure functions (spec §1.2–§1.4).
 
 Each function consumes one part of the path and returns what it found plus the rest, or
-raises :class:`~kcp_cache.server._status.StatusError` with the exact code and message kcp
+raises :class:`~kcp_cache.registry.ApiError` with the exact code and message kcp
 answers with. They know nothing about ASGI so that every row of the spec's tables is a
 one-line unit test; :mod:`kcp_cache.server._pipeline` calls them in order.
 """
@@ -12,7 +12,7 @@ import re
 from typing import Final
 
 from kcp_cache.meta import CACHE_SERVICE_PREFIX, WILDCARD
-from kcp_cache.server._status import StatusError
+from kcp_cache.registry import ApiError
 
 __all__ = [
     "METRICS_PATH",
@@ -60,16 +60,16 @@ def parse_shard(path: str) -> tuple[str | None, str]:
     if path in SHARD_EXEMPT_PATHS:
         return None, path
     if not path.startswith("/shards/"):
-        raise StatusError.bad_request("a shard name is required")
+        raise ApiError.bad_request("a shard name is required")
     rest = path[len("/shards/") :]
     slash = rest.find("/")
     if slash < 0:
-        raise StatusError.bad_request(f"unable to parse shard: no `/` found in path {rest}")
+        raise ApiError.bad_request(f"unable to parse shard: no `/` found in path {rest}")
     shard, rest = rest[:slash], rest[slash:]
     if shard == "":
-        raise StatusError.bad_request("a shard name is required")
+        raise ApiError.bad_request("a shard name is required")
     if shard != WILDCARD and _SHARD_RE.fullmatch(shard) is None:
-        raise StatusError.bad_request(f'invalid shard: "{shard}" does not match the regex')
+        raise ApiError.bad_request(f'invalid shard: "{shard}" does not match the regex')
     return shard, rest
 
 
@@ -91,9 +91,9 @@ def parse_cluster(path: str) -> tuple[str | None, str]:
     if cluster == WILDCARD:
         return cluster, rest
     if _CLUSTER_PATH_RE.fullmatch(cluster) is None:
-        raise StatusError.bad_request(f'invalid cluster: "{cluster}" does not match the regex')
+        raise ApiError.bad_request(f'invalid cluster: "{cluster}" does not match the regex')
     if ":" in cluster and not cluster.startswith(_SYSTEM_PREFIX):
-        raise StatusError.bad_request(f'invalid cluster: "{cluster}" is not a logical cluster name')
+        raise ApiError.bad_request(f'invalid cluster: "{cluster}" is not a logical cluster name')
     return cluster, rest
 
 
@@ -114,7 +114,7 @@ def check_cluster_invariant(cluster: str | None) -> None:
         and ":" in cluster
         and not cluster.startswith(_SYSTEM_PREFIX)
     ):
-        raise StatusError.internal(
+        raise ApiError.internal_verbatim(
             f'invariant violation: cluster name "{cluster}" is a workspace path, '
             "not a logical cluster name"
         )
@@ -131,7 +131,7 @@ def split_identity(resource: str) -> tuple[str, str | None]:
         return resource, None
     name, identity = resource[:colon], resource[colon + 1 :]
     if identity == "":
-        raise StatusError.internal(f'invalid resource "{name}": missing identity')
+        raise ApiError.internal_verbatim(f'invalid resource "{name}": missing identity')
     return name, identity
 
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from kcp_cache.meta import check_line, excluded_line, health_report
-from kcp_cache.server._status import Send, StatusError, send_bytes, status_body
+from kcp_cache.registry import ApiError
+from kcp_cache.server._respond import send_bytes, status_body
+from kcp_cache.server.types import Send
 from kcp_cache.storage import Storage
 
 __all__ = ["HealthCheck", "HealthEndpoints", "ReadinessChecks", "ReadinessFlag"]
@@ -139,7 +141,7 @@ class HealthEndpoints:
     async def handle(self, path: str, query_string: bytes, send: Send, method: str = "GET") -> None:
         """Answer one health request; only GET and HEAD are health probes (405 otherwise)."""
         if method not in _PROBE_METHODS:
-            error = StatusError.method_not_allowed(
+            error = ApiError.method_not_allowed(
                 f"{method} is not allowed on {path}: health endpoints answer GET and HEAD only"
             )
             await send_bytes(send, 405, status_body(error), headers=[(b"allow", b"GET, HEAD")])

@@ -36,8 +36,8 @@ from kcp_cache.registry import (
 from kcp_cache.server._authz import DECISION_KEY, Decision
 from kcp_cache.server._connection import connection_control
 from kcp_cache.server._heap import HeapTrimmer
+from kcp_cache.server._respond import send_bytes
 from kcp_cache.server._scope import KcpRequest
-from kcp_cache.server._status import Receive, Scope, Send, send_bytes
 from kcp_cache.server.api._body import (
     MAX_BODY_BYTES,
     ClientGone,
@@ -72,6 +72,7 @@ from kcp_cache.server.discovery import (
     table_columns_for,
     transform,
 )
+from kcp_cache.server.types import Receive, Scope, Send
 
 __all__ = ["ApiApp", "ApiMetrics", "create_api_app"]
 
@@ -218,7 +219,7 @@ class ApiApp:
             raise ApiError.bad_request("a shard name is required")
         path = parse_resource_path(scope.get("path", "/"))
         if path is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+            raise ApiError.path_not_found()
         if not kcp.cluster:
             raise ApiError.bad_request("a cluster is required for resource requests")
         resolved = self.registry.resolve(
@@ -230,11 +231,11 @@ class ApiApp:
             partial=kcp.partial_metadata,
         )
         if resolved is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+            raise ApiError.path_not_found()
         info, identity = resolved
         verb.resource = info.group_resource
         if path.namespace is not None and not info.namespaced:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+            raise ApiError.path_not_found()
         method = scope.get("method", "GET")
         raw_query = scope.get("query_string", b"")
         query = first_values(raw_query)
@@ -250,17 +251,13 @@ class ApiApp:
         verb.name = _verb_name(method, path, query)
         wildcard = WILDCARD in (kcp.shard, kcp.cluster)
         if wildcard and verb.name not in ("list", "watch"):
-            raise ApiError(
-                405,
-                "MethodNotAllowed",
+            raise ApiError.method_not_allowed(
                 f"{verb.name} is not supported with a wildcard shard or cluster; "
                 "only list and watch are",
             )
         handler = self._verbs.get(verb.name)
         if handler is None:
-            raise ApiError(
-                405,
-                "MethodNotAllowed",
+            raise ApiError.method_not_allowed(
                 "the server does not allow this method on the requested resource",
             )
         decision = kcp.extra.get(DECISION_KEY)
@@ -414,7 +411,7 @@ class ApiApp:
         check_write_query(query, kind)
         media = media_type(scope)
         if media not in _WRITE_TYPES:
-            raise ApiError(415, "UnsupportedMediaType", _BAD_WRITE_TYPE)
+            raise ApiError.unsupported_media_type(_BAD_WRITE_TYPE)
         raw = await read_body(scope, receive, self.max_body_bytes)
         return decode_body(raw, media), raw
 
@@ -462,9 +459,7 @@ class ApiApp:
         dry_run = _dry_run(scope, "PatchOptions")
         media = media_type(scope)
         if media == "application/strategic-merge-patch+json":
-            raise ApiError(
-                415,
-                "UnsupportedMediaType",
+            raise ApiError.unsupported_media_type(
                 "strategic merge patch is not supported for custom resources (the cache server "
                 "serves every type as a CRD); use application/merge-patch+json or "
                 "application/json-patch+json",
@@ -476,7 +471,7 @@ class ApiApp:
                 "force", "Forbidden", "may not be specified for non-apply patch"
             )
         if media not in (JSON_PATCH, MERGE_PATCH):
-            raise ApiError(415, "UnsupportedMediaType", _BAD_PATCH_TYPE)
+            raise ApiError.unsupported_media_type(_BAD_PATCH_TYPE)
         check_write_query(query, "PatchOptions")
         raw = await read_body(scope, receive, self.max_body_bytes)
         patch = decode_json(raw, "error decoding patch")
@@ -571,16 +566,7 @@ def _patch_options_invalid(
     """kube's 422 for PatchOptions that fail validation (``fieldManager``, ``force``)."""
     reasons = {"Required": "FieldValueRequired", "Forbidden": "FieldValueForbidden"}
     text = f"{kind} value: {detail}" if kind == "Required" else f"{kind}: {detail}"
-    return ApiError(
-        422,
-        "Invalid",
-        f'PatchOptions.meta.k8s.io "" is invalid: {field}: {text}',
-        {
-            "group": "meta.k8s.io",
-            "kind": "PatchOptions",
-            "causes": [{"reason": reasons[kind], "message": text, "field": field}],
-        },
-    )
+    return ApiError.invalid_options("PatchOptions", [(reasons[kind], field, text)])
 
 
 def _dry_run(scope: Scope, options_kind: str) -> bool:
@@ -608,7 +594,7 @@ def _decode_delete_options(scope: Scope, raw: bytes) -> Any:
     """A DELETE body in a write media type (JSON or YAML), else kube's 415."""
     media = media_type(scope)
     if media not in _WRITE_TYPES:
-        raise ApiError(415, "UnsupportedMediaType", _BAD_WRITE_TYPE)
+        raise ApiError.unsupported_media_type(_BAD_WRITE_TYPE)
     return decode_body(raw, media)
 
 
@@ -639,9 +625,7 @@ def _negotiate(
             _SHAPES.clear()
         _SHAPES[key] = shape
     if shape is None:
-        raise ApiError(
-            406,
-            "NotAcceptable",
+        raise ApiError.not_acceptable(
             "only the following media types are accepted: application/json, "
             + ("application/yaml, " if yaml else "")
             + "application/json;as=Table;v=v1;g=meta.k8s.io, "

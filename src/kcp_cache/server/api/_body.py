@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 
 from kcp_cache.registry import ApiError, check_nesting
-from kcp_cache.server._status import Receive, Scope
 from kcp_cache.server.api._yaml import load_yaml_as_json
+from kcp_cache.server.types import Receive, Scope
 
 __all__ = ["YAML_TYPES", "ClientGone", "decode_body", "decode_json", "media_type", "read_body"]
 
@@ -39,7 +39,7 @@ def media_type(scope: Scope) -> str:
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "RequestEntityTooLarge", f"Request entity too large: limit is {limit}")
+    return ApiError.request_entity_too_large(f"limit is {limit}")
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
