@@ -253,6 +253,9 @@ def test_partial_metadata_accept(accept: str, partial: bool) -> None:
         ("GET", "/apis/g/v/namespaces/ns/r/x", b"", "get", "r", "x", "ns", True),
         ("GET", "/api/v1/namespaces/ns", b"", "get", "namespaces", "ns", "ns", True),
         ("GET", "/apis/g/v/watch/r", b"", "watch", "r", "", "", True),
+        # a named GET with ?watch is the watch of that one object the API serves
+        ("GET", "/apis/g/v/r/x", b"watch=1", "watch", "r", "x", "", True),
+        ("GET", "/apis/g/v/r/x", b"watch=0", "get", "r", "x", "", True),
         ("GET", "/apis/g/v/instances:abc", b"", "list", "instances:abc", "", "", True),
         ("GET", "/apis", b"", "get", "", "", "", False),
         ("GET", "/apis/g", b"", "get", "", "", "", False),

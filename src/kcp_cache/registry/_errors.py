@@ -13,9 +13,19 @@ from kcp_cache.registry._catalog import ResourceInfo
 
 __all__ = ["ApiError"]
 
+
 _MODIFIED = (
     "the object has been modified; please apply your changes to the latest version and try again"
 )
+
+
+def _reason(code: int, reason: str) -> classmethod[ApiError, [str], ApiError]:
+    """A constructor of ``code``/``reason`` errors with the caller's message."""
+
+    def construct(cls: type[ApiError], message: str) -> ApiError:
+        return cls(code, reason, message)
+
+    return classmethod(construct)
 
 
 class ApiError(Exception):
@@ -45,10 +55,21 @@ class ApiError(Exception):
         return status
 
     # -- kube's constructors, one per reason (apimachinery's ``errors.go``) ----------------
+    # Reasons whose message the caller words in full:
+    bad_request = _reason(400, "BadRequest")
+    method_not_allowed = _reason(405, "MethodNotAllowed")
+    not_acceptable = _reason(406, "NotAcceptable")
+    expired = _reason(410, "Expired")
+    request_uri_too_long = _reason(414, "RequestURITooLong")
+    unsupported_media_type = _reason(415, "UnsupportedMediaType")
+    #: A patch that cannot be applied to the stored object.
+    invalid_patch = _reason(422, "Invalid")
+    request_header_fields_too_large = _reason(431, "RequestHeaderFieldsTooLarge")
+    #: Exactly ``message``, as kcp's filters word theirs (:meth:`internal` prefixes it).
+    internal_verbatim = _reason(500, "InternalError")
+    unavailable = _reason(503, "ServiceUnavailable")
 
-    @classmethod
-    def bad_request(cls, message: str) -> ApiError:
-        return cls(400, "BadRequest", message)
+    # Reasons with a message or details of kube's own:
 
     @classmethod
     def forbidden(cls, message: str, details: dict[str, Any] | None = None) -> ApiError:
@@ -62,14 +83,6 @@ class ApiError(Exception):
     def path_not_found(cls) -> ApiError:
         """404 for a path that names no resource (kube's ``NotFound`` from its mux)."""
         return cls(404, "NotFound", "the server could not find the requested resource")
-
-    @classmethod
-    def method_not_allowed(cls, message: str) -> ApiError:
-        return cls(405, "MethodNotAllowed", message)
-
-    @classmethod
-    def not_acceptable(cls, message: str) -> ApiError:
-        return cls(406, "NotAcceptable", message)
 
     @classmethod
     def already_exists(cls, info: ResourceInfo, name: str) -> ApiError:
@@ -95,20 +108,8 @@ class ApiError(Exception):
         return cls(409, "Conflict", message, {"causes": causes})
 
     @classmethod
-    def expired(cls, message: str) -> ApiError:
-        return cls(410, "Expired", message)
-
-    @classmethod
     def request_entity_too_large(cls, message: str) -> ApiError:
         return cls(413, "RequestEntityTooLarge", f"Request entity too large: {message}")
-
-    @classmethod
-    def request_uri_too_long(cls, message: str) -> ApiError:
-        return cls(414, "RequestURITooLong", message)
-
-    @classmethod
-    def unsupported_media_type(cls, message: str) -> ApiError:
-        return cls(415, "UnsupportedMediaType", message)
 
     @classmethod
     def invalid(cls, info: ResourceInfo, name: str, causes: list[tuple[str, str, str]]) -> ApiError:
@@ -136,17 +137,8 @@ class ApiError(Exception):
         return cls(422, "Invalid", f'{kind}.meta.k8s.io "" is invalid: {message}', details)
 
     @classmethod
-    def invalid_patch(cls, message: str) -> ApiError:
-        """422 ``Invalid``: a patch that cannot be applied to the stored object."""
-        return cls(422, "Invalid", message)
-
-    @classmethod
     def too_many_requests(cls, message: str, retry_after_seconds: int) -> ApiError:
         return cls(429, "TooManyRequests", message, {"retryAfterSeconds": retry_after_seconds})
-
-    @classmethod
-    def request_header_fields_too_large(cls, message: str) -> ApiError:
-        return cls(431, "RequestHeaderFieldsTooLarge", message)
 
     @classmethod
     def internal(cls, message: str) -> ApiError:
@@ -157,19 +149,6 @@ class ApiError(Exception):
             f"Internal error occurred: {message}",
             {"causes": [{"message": message}]},
         )
-
-    @classmethod
-    def internal_verbatim(cls, message: str) -> ApiError:
-        """A 500 ``InternalError`` with exactly ``message`` (kcp's filters word theirs so)."""
-        return cls(500, "InternalError", message)
-
-    @classmethod
-    def not_implemented(cls, message: str) -> ApiError:
-        return cls(501, "NotImplemented", message)
-
-    @classmethod
-    def unavailable(cls, message: str) -> ApiError:
-        return cls(503, "ServiceUnavailable", message)
 
     @classmethod
     def too_large_resource_version(cls, requested: int, current: int) -> ApiError:

@@ -3,7 +3,7 @@
 Each function consumes one part of the path and returns what it found plus the rest, or
 raises :class:`~kcp_cache.registry.ApiError` with the exact code and message kcp
 answers with. They know nothing about ASGI so that every row of the spec's tables is a
-one-line unit test; :mod:`kcp_cache.server._pipeline` calls them in order.
+one-line unit test; :mod:`kcp_cache.server._filters` calls them in order.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from typing import Final
 
 from kcp_cache.meta import CACHE_SERVICE_PREFIX, WILDCARD
 from kcp_cache.registry import ApiError
+from kcp_cache.server._request_info import RequestInfo
 
 __all__ = [
     "METRICS_PATH",
     "SHARD_EXEMPT_PATHS",
     "check_cluster_invariant",
+    "check_resource_scope",
     "is_partial_metadata_accept",
     "is_shard_level_rejected",
     "parse_cluster",
@@ -135,6 +137,7 @@ def split_identity(resource: str) -> tuple[str, str | None]:
     return name, identity
 
 
+_LIST_VERBS: Final = frozenset({"list", "watch"})
 _PARTIAL_KINDS: Final = frozenset({"PartialObjectMetadata", "PartialObjectMetadataList"})
 
 
@@ -148,3 +151,21 @@ def is_partial_metadata_accept(accept: str) -> bool:
             if key.strip() == "as" and value.strip().strip('"') in _PARTIAL_KINDS:
                 return True
     return False
+
+
+def check_resource_scope(shard: str | None, cluster: str | None, info: RequestInfo) -> None:
+    """What a resource request must name before a handler runs: a shard, a logical cluster,
+    and no wildcard unless the verb is ``list`` or ``watch`` (safe deviations of spec
+    §1.5/§1.6: a wildcard write would have no one key to go to)."""
+    if not shard:
+        raise ApiError.bad_request("a shard name is required")
+    if (shard == WILDCARD or cluster == WILDCARD) and info.verb not in _LIST_VERBS:
+        raise ApiError.method_not_allowed(
+            f"{info.verb} is not supported on resources of kind "
+            f'"{info.qualified_resource}" with a wildcard ("*") shard or logical '
+            "cluster; only list and watch are"
+        )
+    if not cluster:
+        raise ApiError.bad_request(
+            "resource requests need a logical cluster: use /shards/<shard>/clusters/<cluster>/…"
+        )

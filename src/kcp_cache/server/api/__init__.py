@@ -1,6 +1,6 @@
 """The HTTP handlers of resource paths (get, list, watch, create, update, patch, delete).
 
-:func:`create_api_app` builds an ASGI app that runs behind the shell's filters, which
+:func:`create_api_app` builds an ASGI app that runs behind the filters, which
 record shard, cluster, identity and user in ``scope["kcp"]`` and cut the path down to
 ``/apis/<g>/<v>/…``.
 """

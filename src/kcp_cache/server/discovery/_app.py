@@ -345,7 +345,7 @@ def create_discovery_app(
 def route_discovery(discovery: ASGIApp, api: ASGIApp) -> ASGIApp:
     """One ASGI app: :func:`is_discovery_path` paths to ``discovery``, the rest to ``api``.
 
-    Pass the result as the shell's ``api_app``; it runs behind the filters, so
+    Pass the result as the filters' ``api_app``; it runs behind them, so
     ``scope["path"]`` is already the rest after ``/shards/…/clusters/…``.
     """
 
