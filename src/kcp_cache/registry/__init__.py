@@ -52,8 +52,8 @@ from kcp_cache.registry._selectors import LabelSelector as LabelSelector
 from kcp_cache.registry._selectors import SelectorError as SelectorError
 from kcp_cache.registry._selectors import parse_field_selector as parse_field_selector
 from kcp_cache.registry._selectors import parse_label_selector as parse_label_selector
+from kcp_cache.registry._watchcache import WatchCache as WatchCache
 from kcp_cache.registry._watchcache import Watcher as Watcher
-from kcp_cache.registry._watchcache import WatchHub as WatchHub
 
 __all__ = [
     "APPLY_PATCH",
@@ -84,7 +84,7 @@ __all__ = [
     "RuntimeCRDWatcher",
     "SelectorError",
     "Target",
-    "WatchHub",
+    "WatchCache",
     "WatchSession",
     "Watcher",
     "WriteAdmission",

@@ -51,7 +51,7 @@ __all__ = [
     "REPLAY_WINDOW",
     "Feed",
     "PreparedEvent",
-    "WatchHub",
+    "WatchCache",
     "Watcher",
     "error_line",
     "event_line",
@@ -353,7 +353,7 @@ class Feed:
 
     def __init__(
         self,
-        hub: WatchHub,
+        hub: WatchCache,
         storage: Storage,
         info: ResourceInfo,
         scheme: KeyScheme,
@@ -484,7 +484,7 @@ class Feed:
         self._schedule_bookmark()
 
 
-class WatchHub:
+class WatchCache:
     """Shared feeds keyed by resource prefix; create one per storage (one per server)."""
 
     def __init__(

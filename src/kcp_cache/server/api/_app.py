@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from kcp_cache.registry import ApiError, Bootstrapper, Registry, Target, WatchSession
 from kcp_cache.server._authz import DECISION_KEY, Decision
@@ -28,7 +28,7 @@ from kcp_cache.server.api import _reads, _writes
 from kcp_cache.server.api._body import MAX_BODY_BYTES
 from kcp_cache.server.api._encoding import Compression
 from kcp_cache.server.api._options import first_values
-from kcp_cache.server.api._request import ApiRequest
+from kcp_cache.server.api._request import ApiMetrics, ApiRequest
 from kcp_cache.server.types import Message, Receive, Scope, Send
 
 __all__ = ["ApiApp", "ApiMetrics", "create_api_app"]
@@ -49,19 +49,6 @@ _HANDLERS: Final[dict[str, Handler]] = {
 #: already ``list`` and ``deletecollection``); ``create`` is served on collections only.
 _NAMED_VERBS: Final = frozenset({"update", "patch"})
 _WRITE_VERBS: Final = frozenset({"create", "update", "patch", "delete", "deletecollection"})
-
-
-class ApiMetrics(Protocol):
-    """What the server's metrics implement to observe watches and compression (requests
-    themselves are counted once, by the filters)."""
-
-    def watch_opened(self, resource: str) -> None: ...
-
-    def watch_closed(self, resource: str) -> None: ...
-
-    def response_compressed(self, resource: str) -> None: ...
-
-    def watch_terminated(self, reason: str) -> None: ...
 
 
 class ApiApp:

@@ -8,18 +8,45 @@ resource (:class:`~kcp_cache.registry.Target`). A handler takes all of it as one
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from kcp_cache.registry import Target
+from kcp_cache.registry import Registry, Target, WatchSession
+from kcp_cache.server._heap import HeapTrimmer
 from kcp_cache.server._request_info import RequestInfo
 from kcp_cache.server._scope import KcpRequest
+from kcp_cache.server.api._encoding import Compression
 from kcp_cache.server.types import Receive, Scope, Send
 
-if TYPE_CHECKING:
-    from kcp_cache.server.api._app import ApiApp
+__all__ = ["ApiMetrics", "ApiRequest", "ApiServices"]
 
-__all__ = ["ApiRequest"]
+
+class ApiMetrics(Protocol):
+    """What the server's metrics implement to observe watches and compression (requests
+    themselves are counted once, by the filters)."""
+
+    def watch_opened(self, resource: str) -> None: ...
+
+    def watch_closed(self, resource: str) -> None: ...
+
+    def response_compressed(self, resource: str) -> None: ...
+
+    def watch_terminated(self, reason: str) -> None: ...
+
+
+class ApiServices(Protocol):
+    """What a handler may use of the app serving it (:class:`~._app.ApiApp` is one)."""
+
+    registry: Registry
+    compression: Compression
+    metrics: ApiMetrics | None
+    max_body_bytes: int
+    min_request_timeout: float
+    rng: Callable[[float, float], float]
+    sessions: set[WatchSession]
+    heap: HeapTrimmer
+    shutting_down: bool
 
 
 @dataclass(slots=True)
@@ -31,7 +58,7 @@ class ApiRequest:
     app serving it (its registry, limits and metrics).
     """
 
-    api: ApiApp
+    api: ApiServices
     scope: Scope
     receive: Receive
     send: Send
