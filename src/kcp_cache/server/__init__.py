@@ -70,10 +70,10 @@ from kcp_cache.server._scope import ANONYMOUS as ANONYMOUS
 from kcp_cache.server._scope import KcpRequest as KcpRequest
 from kcp_cache.server._scope import User as User
 from kcp_cache.server._scope import kcp_request as kcp_request
-from kcp_cache.server._serve import HTTPSServer as HTTPSServer
-from kcp_cache.server._serve import bind_socket as bind_socket
-from kcp_cache.server._tls import TLSConfigError as TLSConfigError
-from kcp_cache.server._tls import build_server_context as build_server_context
+from kcp_cache.server.tls import HTTPSServer as HTTPSServer
+from kcp_cache.server.tls import TLSConfigError as TLSConfigError
+from kcp_cache.server.tls import bind_socket as bind_socket
+from kcp_cache.server.tls import build_server_context as build_server_context
 
 __all__ = [
     "ANONYMOUS",

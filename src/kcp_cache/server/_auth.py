@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
 from kcp_cache.registry import ApiError
 from kcp_cache.server._request_info import RequestInfo
 from kcp_cache.server._scope import User
@@ -20,8 +23,10 @@ __all__ = [
     "DEFAULT_ALWAYS_ALLOW_PATHS",
     "TLS_PEER_USER_KEY",
     "Authenticator",
+    "PeerCertificate",
     "forbidden_error",
     "union_authenticator",
+    "user_from_certificate",
     "x509_authenticator",
 ]
 
@@ -84,3 +89,28 @@ def forbidden_error(user: User, info: RequestInfo) -> ApiError:
     if info.name:
         details["name"] = info.name
     return ApiError.forbidden(message, details)
+
+
+class PeerCertificate:
+    """What the handshake established about the client certificate.
+
+    ``user`` is set only when OpenSSL verified the whole chain against the client CA.
+    """
+
+    __slots__ = ("certificate", "error", "user")
+
+    def __init__(
+        self, user: User | None, certificate: x509.Certificate | None, error: str | None
+    ) -> None:
+        self.user = user
+        self.certificate = certificate
+        self.error = error
+
+
+def user_from_certificate(certificate: x509.Certificate) -> User:
+    """CN → user name, O → groups (kube's x509 authenticator)."""
+    subject = certificate.subject
+    names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    name = str(names[0].value) if names else ""
+    groups = tuple(str(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+    return User(name, groups)

@@ -1,6 +1,6 @@
 """HTTP/2 (RFC 9113) on the TLS plaintext: one ASGI request cycle per stream.
 
-:class:`~kcp_cache.server._tls.TLSServerProtocol` hands a connection to :class:`H2Protocol`
+:class:`~kcp_cache.server.tls._protocol.TLSServerProtocol` hands a connection to :class:`H2Protocol`
 when ALPN chose ``h2``. Framing, HPACK and the stream state machines are the ``h2``
 package's (sans-I/O); this module does the I/O, the ASGI cycles and the limits:
 
