@@ -60,7 +60,7 @@ def test_the_wildcard_is_spelled_once_in_the_package() -> None:
         "server/_authz.py",  # a path pattern's trailing "*" (kube's NonResourceURLs)
         "server/api/_encoding.py",
         "server/discovery/_app.py",
-        "server/discovery/_jsonpath.py",
+        "server/transforms/_jsonpath.py",
     ]
 
 

@@ -24,14 +24,12 @@ import uvicorn
 
 from kcp_cache.registry import ApiError
 from kcp_cache.server._respond import send_status
-from kcp_cache.server.discovery import (
+from kcp_cache.server.discovery import create_discovery_app, is_discovery_path, served_resources
+from kcp_cache.server.transforms import (
     LIST_TRANSFORMS,
     OBJECT_TRANSFORMS,
     IncludeObject,
-    create_discovery_app,
-    is_discovery_path,
     negotiate,
-    served_resources,
     table_columns_for,
     transform,
 )

@@ -26,7 +26,7 @@ from kcp_cache.server.api._encoding import (
 )
 from kcp_cache.server.api._request import ApiRequest
 from kcp_cache.server.api._watch import stream_watch
-from kcp_cache.server.discovery import (
+from kcp_cache.server.transforms import (
     LIST_TRANSFORMS,
     OBJECT_TRANSFORMS,
     IncludeObject,

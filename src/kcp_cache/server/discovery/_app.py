@@ -20,9 +20,9 @@ import orjson
 
 from kcp_cache.registry import ApiError
 from kcp_cache.server._respond import send_bytes, send_status
+from kcp_cache.server.transforms import DISCOVERY_GROUP, Negotiated, negotiate, parse_accept
 from kcp_cache.server.types import ASGIApp, Receive, Scope, Send
 
-from ._accept import DISCOVERY_GROUP, Negotiated, negotiate, parse_accept
 from ._documents import (
     aggregated_discovery,
     api_group,

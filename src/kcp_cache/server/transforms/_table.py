@@ -21,9 +21,9 @@ import orjson
 
 from kcp_cache.meta import CLUSTER_ANNOTATION, META_GROUP, SHARD_ANNOTATION, partial_object_metadata
 
+from ._columns import PrinterColumn
 from ._jsonpath import JSONPath, compile_path
 from ._partial import list_meta
-from ._resources import PrinterColumn
 
 __all__ = [
     "IncludeObject",
