@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests" / "replication"))
+# The CachedResource test helpers (the tests are a package under the project root).
+sys.path.insert(0, str(HERE.parent))
 
-from ccr_helpers import (  # noqa: E402
+from tests.replication.ccr_helpers import (  # noqa: E402
     INSTANCES,
     PART_OF,
     ccr,

@@ -1,7 +1,7 @@
 """Run-time CRDs at the registry level: the catalog follows the stored CRD objects.
 
 (The black-box tests with kubectl and two replicas over etcd are in
-``tests/e2e_etcd/test_etcd_runtime_crds.py``.)
+``tests/e2e/test_etcd_runtime_crds.py``.)
 """
 
 from __future__ import annotations

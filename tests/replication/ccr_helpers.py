@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from replication_helpers import FAST_BACKOFF, cache_rest, eventually, local_rest, unique
-
 from kcp_cache.client import AsyncRESTClient, NotFound, Resource
 from kcp_cache.replication import (
     CCR_RESOURCE,
@@ -19,6 +17,8 @@ from kcp_cache.replication import (
     parse_resources,
 )
 from kcp_cache.testing import CacheServer
+
+from .replication_helpers import FAST_BACKOFF, cache_rest, eventually, local_rest, unique
 
 Obj = dict[str, Any]
 

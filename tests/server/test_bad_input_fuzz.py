@@ -3,7 +3,7 @@ whole request path in-process (shell filters → API handlers → registry → m
 
 Whatever arrives, the answer is never a 5xx: a success, or a 4xx ``metav1.Status`` whose
 code is the HTTP status. Bounded (a few hundred examples, ~10 s) so it runs with the
-suite; the black-box table (``tests/server/api/test_bad_input_blackbox.py``) pins the
+suite; the black-box table (``tests/e2e/test_bad_input.py``) pins the
 exact answers, this looks for the inputs nobody thought of.
 """
 
@@ -20,12 +20,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from shell_asgi import call, header_authenticator
 
 from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog
 from kcp_cache.server import create_app
 from kcp_cache.server.api import create_api_app
 from kcp_cache.storage import MemoryStorage
+
+from ._asgi import call, header_authenticator
 
 CLUSTER = "/services/cache/shards/amber/clusters/acme"
 EXPORTS = f"{CLUSTER}/apis/apis.kcp.io/v1alpha1/apiexports"

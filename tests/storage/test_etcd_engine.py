@@ -1,6 +1,6 @@
 """etcd-specific behaviour of the etcd engine, against real etcd members.
 
-The conformance suite (``test_storage_conformance.py``) already runs against the etcd
+The conformance suite (``test_conformance.py``) already runs against the etcd
 engine; these tests cover what only a distributed store has: outages, failover between
 members, compaction by another replica, large ranges, start-up errors.
 """

@@ -260,7 +260,7 @@ def test_sync_watch() -> None:
 
 
 async def test_list_pages_prefetch_is_exact_and_cancelled_on_early_exit() -> None:
-    from fake_kube_api import FakeKubeApi
+    from .fake_kube_api import FakeKubeApi
 
     api = FakeKubeApi()
     for name in "abcde":

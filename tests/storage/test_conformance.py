@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from engines import MakeStorage
 
 from kcp_cache.storage import (
     AlreadyExists,
@@ -24,6 +23,8 @@ from kcp_cache.storage import (
     Unavailable,
     WatchStream,
 )
+
+from .engines import MakeStorage
 
 P = "/cache/"
 

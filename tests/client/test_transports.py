@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx2
 import orjson
 import pytest
-from test_client_paths import SPEC_TABLE
 
 from kcp_cache.client import (
     AsyncCacheServiceTransport,
@@ -21,6 +20,8 @@ from kcp_cache.client import (
     resolve_resource_and_verb,
     shard,
 )
+
+from .test_paths import SPEC_TABLE
 
 API = "/clusters/root/apis/apis.kcp.io/v1alpha1/apiexports"
 

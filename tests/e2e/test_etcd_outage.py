@@ -15,9 +15,10 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from etcd_e2e import Watch, export, exports_path
 
 from kcp_cache.testing import CacheServer, EtcdCluster, TestCA, running_etcd
+
+from ._etcd import Watch, export, exports_path
 
 pytestmark = pytest.mark.etcd
 

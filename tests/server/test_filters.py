@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import pytest
-from shell_asgi import ADMIN, call, echo_api, header_authenticator
 
 from kcp_cache.registry import ApiError
 from kcp_cache.server import (
@@ -20,6 +19,8 @@ from kcp_cache.server import (
 )
 from kcp_cache.server.types import Receive, Scope, Send
 from kcp_cache.storage import MemoryStorage, Unavailable
+
+from ._asgi import ADMIN, call, echo_api, header_authenticator
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
 

@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 import httpx2
-from test_shell_cli import assert_one_line_error, run_cli
 
-from full_disk import SmallDisk
 from kcp_cache.storage import SQLiteStorage
 from kcp_cache.testing import CacheServer
+
+from ..cli.test_server import assert_one_line_error, run_cli
+from ..full_disk import SmallDisk
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
 

@@ -7,10 +7,11 @@ from typing import Any
 
 import httpx2
 import pytest
-from client_helpers import Recorder, eventually
-from fake_kube_api import FakeKubeApi, status
 
 from kcp_cache.client import AsyncRESTClient, Backoff, ListWatchOptions, Resource, SharedInformer
+
+from .client_helpers import Recorder, eventually
+from .fake_kube_api import FakeKubeApi, status
 
 EXPORTS = Resource("apis.kcp.io", "v1alpha1", "apiexports")
 

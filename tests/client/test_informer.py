@@ -7,8 +7,6 @@ import logging
 from typing import Any
 
 import pytest
-from client_helpers import Recorder, eventually
-from fake_kube_api import FakeKubeApi
 
 from kcp_cache.client import (
     INDEX_CLUSTER,
@@ -21,6 +19,9 @@ from kcp_cache.client import (
     Store,
     object_key,
 )
+
+from .client_helpers import Recorder, eventually
+from .fake_kube_api import FakeKubeApi
 
 EXPORTS = Resource("apis.kcp.io", "v1alpha1", "apiexports")
 

@@ -1,24 +1,31 @@
 """Several ``kcp-cache-server`` replicas over one three-member etcd cluster (issue 6): what
 one replica writes, the others list and watch at once; optimistic concurrency holds
 across replicas; losing an etcd member or SIGKILLing a replica loses no acknowledged
-write and stops no watch; replicas that start together bootstrap the CRDs once."""
+write and stops no watch; replicas that start together bootstrap the CRDs once.
+
+The last test is the operator story of DESIGN.md on its own etcd: a write
+through one replica is read and watched through the other.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
-from etcd_e2e import RetryableStatus, Watch, export, exports_path, shard_cluster_name
 
-from etcd_backend import etcd_get_prefix, unique_prefix
 from kcp_cache.registry import Bootstrapper, ResourceCatalog
 from kcp_cache.storage.etcd import EtcdStorage
-from kcp_cache.testing import CacheServer, EtcdCluster, TestCA
+from kcp_cache.testing import CacheServer, EtcdCluster, TestCA, running_etcd
+
+from ..etcd_backend import etcd_get_prefix, unique_prefix
+from ._etcd import RetryableStatus, Watch, export, exports_path, shard_cluster_name
 
 pytestmark = pytest.mark.etcd
 
@@ -371,3 +378,50 @@ async def test_a_replica_without_watch_cache_agrees_with_one_with_it(
     finally:
         for server in servers:
             server.stop()
+
+
+EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
+
+
+@pytest.mark.etcd
+async def test_two_replicas_share_one_etcd(
+    cache_server: Callable[..., CacheServer], tmp_path: Path
+) -> None:
+    ca = TestCA(tmp_path / "ca")
+    async with running_etcd() as etcd:
+        flags = ("--etcd-servers", ",".join(etcd.endpoints), "--etcd-prefix", "/cache")
+        first = cache_server(*flags, client_ca=ca)
+        second = cache_server(*flags, client_ca=ca)
+
+        events: list[dict[str, object]] = []
+        opened = threading.Event()
+
+        def watch() -> None:
+            with (
+                second.client() as client,
+                client.stream("GET", EXPORTS, params={"watch": "true"}) as response,
+            ):
+                opened.set()
+                for line in response.iter_lines():
+                    events.append(json.loads(line))
+                    return
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        assert opened.wait(10)
+        body = {
+            "apiVersion": "apis.kcp.io/v1alpha1",
+            "kind": "APIExport",
+            "metadata": {"name": "shared"},
+        }
+        with first.client() as client:
+            assert client.post(EXPORTS, json=body).status_code == 201
+        with second.client() as client:
+            got = client.get(f"{EXPORTS}/shared")
+        assert got.status_code == 200
+        assert got.json()["metadata"]["annotations"]["kcp.io/shard"] == "amber"
+        watcher.join(10)
+        assert not watcher.is_alive()
+        assert events[0]["type"] == "ADDED"
+        first.stop()
+        second.stop()

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from replication_helpers import (
+
+from kcp_cache.client import AsyncRESTClient, Conflict, NotFound
+from kcp_cache.replication import (
+    REPLICATION_ANNOTATIONS,
+    ReplicatedResource,
+    WriteController,
+)
+from kcp_cache.testing import CacheServer
+
+from .replication_helpers import (
     APIEXPORTS,
     FAST_BACKOFF,
     SCHEMAS,
@@ -32,14 +41,6 @@ from replication_helpers import (
     parse_resources,
     unique,
 )
-
-from kcp_cache.client import AsyncRESTClient, Conflict, NotFound
-from kcp_cache.replication import (
-    REPLICATION_ANNOTATIONS,
-    ReplicatedResource,
-    WriteController,
-)
-from kcp_cache.testing import CacheServer
 
 SHARD = "amber"
 CLUSTER_ROLES = parse_resources("clusterroles")[0]

@@ -15,21 +15,6 @@ from typing import Any
 import httpx2
 import orjson
 import pytest
-from client_helpers import Recorder, eventually
-from fake_kube_api import FakeKubeApi
-from test_client_real_server import (
-    EXPORTS as REAL_EXPORTS,
-)
-from test_client_real_server import (
-    StartServer,
-    converge,
-    export,
-    informer_for,
-    store_state,
-    writer,
-)
-from test_client_reflector import make_informer
-from test_client_reflector import store_state as fake_store_state
 
 from kcp_cache.client import (
     ApiError,
@@ -37,6 +22,22 @@ from kcp_cache.client import (
     ServerError,
     ServerTimeout,
 )
+
+from ..e2e.test_client import (
+    EXPORTS as REAL_EXPORTS,
+)
+from ..e2e.test_client import (
+    StartServer,
+    converge,
+    export,
+    informer_for,
+    store_state,
+    writer,
+)
+from .client_helpers import Recorder, eventually
+from .fake_kube_api import FakeKubeApi
+from .test_reflector import make_informer
+from .test_reflector import store_state as fake_store_state
 
 
 def too_large_status(requested: int, current: int, **overrides: Any) -> dict[str, Any]:

@@ -13,8 +13,6 @@ from typing import Any
 
 import httpx2
 import pytest
-from client_helpers import Recorder, eventually
-from client_partition import PartitionTransport
 
 from kcp_cache.client import (
     AlreadyExists,
@@ -36,6 +34,9 @@ from kcp_cache.client import (
     shard,
 )
 from kcp_cache.testing import CacheServer
+
+from ..client.client_helpers import Recorder, eventually
+from ..client.client_partition import PartitionTransport
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,8 @@ that lean on the engine — wildcards across shards and clusters, pagination at 
 revision, 409s from guarded transactions, watch resume, 410 after etcd compaction.
 
 The rest of the black-box behaviour runs on etcd through the ``storage_flags``
-parametrisation of ``tests/server/api/test_blackbox_api.py`` and
-``tests/server/test_shell_blackbox.py``.
+parametrisation of ``tests/e2e/test_api.py`` and
+``tests/e2e/test_server.py``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
-from etcd_e2e import Watch, export, exports_path, roles_path, shard_cluster_name
 
-from etcd_backend import etcd_get_prefix, unique_prefix
 from kcp_cache.registry import load_bootstrap_crds
 from kcp_cache.testing import CacheServer, EtcdCluster, TestCA
+
+from ..etcd_backend import etcd_get_prefix, unique_prefix
+from ._etcd import Watch, export, exports_path, roles_path, shard_cluster_name
 
 pytestmark = pytest.mark.etcd
 

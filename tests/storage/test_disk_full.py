@@ -17,9 +17,10 @@ from collections.abc import Callable
 
 import pytest
 
-from full_disk import SmallDisk
 from kcp_cache.server import ServerMetrics
 from kcp_cache.storage import SQLiteStorage, Unavailable
+
+from ..full_disk import SmallDisk
 
 #: The issue's bound: readiness is back this long after the disk is writable again.
 RECOVERY_DEADLINE = 5.0

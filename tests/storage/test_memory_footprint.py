@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 import pytest
-from engines import ENGINES, StorageOptions
 
 from kcp_cache.storage import Storage
+
+from .engines import ENGINES, StorageOptions
 
 COUNT = 500
 PREFIX = "/cache/apis.kcp.io/apiexports/amber/acme/"

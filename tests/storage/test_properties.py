@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engines import ENGINES, Engine, StorageOptions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +32,8 @@ from kcp_cache.storage import (
     NotFound,
     Storage,
 )
+
+from .engines import ENGINES, Engine, StorageOptions
 
 KEYS = ["/cache/a/x", "/cache/a/y", "/cache/ab/x", "/cache/b", "/cache/a/x/z"]
 PREFIXES = ["/cache/", "/cache/a/", "/cache/ab/", "/cache/a/x"]

@@ -15,9 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from _overload import EXPORTS, drain, fill, metric, rss_bytes, stalled_request, wait_for
-
 from kcp_cache.testing import CacheServer
+
+from ._overload import EXPORTS, drain, fill, metric, rss_bytes, stalled_request, wait_for
 
 MiB = 1024 * 1024
 WATCHES = "kcp_cache_open_watches"

@@ -21,7 +21,6 @@ import h2.errors
 import hpack
 import orjson
 import pytest
-from h2_client import RawH2Client
 from hyperframe.frame import (
     ContinuationFrame,
     HeadersFrame,
@@ -31,6 +30,8 @@ from hyperframe.frame import (
 )
 
 from kcp_cache.testing import CacheServer, running_cache_server
+
+from .h2_client import RawH2Client
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 EXPORTS = CacheServer.resource_path("amber", "acme", "apis.kcp.io", "v1alpha1", "apiexports")

@@ -18,9 +18,10 @@ import httpx2
 import pytest
 import yaml
 
-from e2e._kubectl import Kubectl
-from etcd_backend import etcd_get_prefix, unique_prefix
 from kcp_cache.testing import CacheServer, EtcdCluster
+
+from ..etcd_backend import etcd_get_prefix, unique_prefix
+from ._kubectl import Kubectl
 
 pytestmark = pytest.mark.etcd
 

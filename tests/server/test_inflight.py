@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import httpx2
-from _overload import EXPORTS, connect, drain, fill, metric, send_head, stalled_request, wait_for
 
 from kcp_cache.testing import CacheServer
+
+from ._overload import EXPORTS, connect, drain, fill, metric, send_head, stalled_request, wait_for
 
 
 def _in_flight(server: CacheServer, kind: str) -> float:

@@ -17,10 +17,11 @@ from collections.abc import Callable
 
 import httpx2
 import pytest
-from etcd_e2e import export, exports_path
 
-from etcd_backend import run_sync, unique_prefix
 from kcp_cache.testing import CacheServer, EtcdCluster
+
+from ..etcd_backend import run_sync, unique_prefix
+from ._etcd import export, exports_path
 
 pytestmark = pytest.mark.etcd
 
