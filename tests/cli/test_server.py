@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from kcp_cache.cli._durations import parse_duration
+from kcp_cache.cli import parse_duration
 from kcp_cache.testing import CacheServer
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"

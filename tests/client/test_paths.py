@@ -10,8 +10,8 @@ from kcp_cache.client import (
     generate_path,
     resource_path,
     shard_path,
+    split_base,
 )
-from kcp_cache.client._paths import split_base
 
 # pkg/cache/client/round_tripper_test.go, all cases with shard "amber" (spec §5.2 table).
 SPEC_TABLE = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from kcp_cache.client._informer import DEFAULT_INDEXERS
-from kcp_cache.client._store import (
+from kcp_cache.client import (
+    DEFAULT_INDEXERS,
     INDEX_CLUSTER,
     Store,
     cluster_index,

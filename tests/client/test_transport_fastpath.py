@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from kcp_cache.client import _transports
-from kcp_cache.client._http import Request
-from kcp_cache.client._transports import _CacheService, _plain_segment, _ShardPath
+from kcp_cache.client import Request, _CacheService, _plain_segment, _ShardPath
 
 URLS = [
     "https://cache:6443/clusters/root/apis/apis.kcp.io/v1alpha1/apiexports",
@@ -48,7 +46,7 @@ def test_fast_path_equals_rebuilding_the_url(
     url: str, shard: str, base: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast = _rewrite(url, shard, base)
-    monkeypatch.setattr(_transports, "_FAST_URL", False)
+    monkeypatch.setattr("kcp_cache.client._transports._FAST_URL", False)
     slow = _rewrite(url, shard, base)
     assert str(fast.url) == str(slow.url)
     assert fast.url.raw_path == slow.url.raw_path

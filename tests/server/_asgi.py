@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kcp_cache.server import ANONYMOUS, KcpRequest, User, kcp_request, request_info
-from kcp_cache.server._respond import send_json
+from kcp_cache.server import ANONYMOUS, KcpRequest, User, kcp_request, request_info, send_json
 from kcp_cache.server.types import Receive, Scope, Send
 from kcp_cache.testing import ASGIClient, ASGIResponse
 

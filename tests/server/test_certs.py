@@ -10,8 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kcp_cache.server import ensure_dev_credentials, ensure_serving_certificate
-from kcp_cache.server._certs import load_certificate
+from kcp_cache.server import ensure_dev_credentials, ensure_serving_certificate, load_certificate
 
 
 def test_serving_certificate_chain_sans_and_reuse(tmp_path: Path) -> None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 from kcp_cache.registry import ApiError
-from kcp_cache.server._grammar import (
+from kcp_cache.server import (
     check_cluster_invariant,
     is_partial_metadata_accept,
     is_shard_level_rejected,
     parse_cluster,
+    parse_request_info,
     parse_shard,
     split_identity,
     strip_service_prefix,
 )
-from kcp_cache.server._request_info import parse_request_info
 
 
 def shard_then_cluster(path: str) -> tuple[str | None, str | None, str]:

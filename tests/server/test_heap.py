@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from kcp_cache.server._heap import HeapTrimmer
+from kcp_cache.server import HeapTrimmer
 
 
 async def test_requests_are_debounced_to_one_trim_per_interval() -> None:

@@ -484,7 +484,7 @@ def test_help_documents_the_http2_flags() -> None:
 async def test_a_request_beside_idle_watches_is_answered_at_once(server: CacheServer) -> None:
     """One HTTP/2 connection, five idle watches and a POST: the POST's response must not
     wait for traffic on a watch (httpcore2's reader lock made it; see _h2_dispatch)."""
-    from kcp_cache.client._http import AsyncClient  # installs the dispatch fix
+    from kcp_cache.client import AsyncClient  # installs the dispatch fix
 
     path = EXPORTS.replace("acme", "beside")
     async with AsyncClient(

@@ -25,9 +25,9 @@ from kcp_cache.server import (
     ensure_serving_certificate,
     issue_certificate,
     new_ca,
+    send_bytes,
     write_pair,
 )
-from kcp_cache.server._respond import send_bytes
 from kcp_cache.server.types import Receive, Scope, Send
 from kcp_cache.testing import ClientCert, TestCA
 

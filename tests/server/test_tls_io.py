@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 from OpenSSL import SSL
 
-from kcp_cache.server import build_server_context, ensure_serving_certificate
-from kcp_cache.server._http import _lighten, _Pipeline
-from kcp_cache.server.tls._io import _BULK, _SHRINK_AT, FastTLSIO, make_tls_io
-from kcp_cache.server.tls._protocol import _PeerChainPEM
+from kcp_cache.server import _lighten, _Pipeline, build_server_context, ensure_serving_certificate
+from kcp_cache.server.tls import _BULK, _SHRINK_AT, FastTLSIO, _PeerChainPEM, make_tls_io
 from kcp_cache.testing import TestCA
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from kcp_cache.storage import (
+    EmbeddedStorage,
     Expired,
     FutureRevision,
     MemoryStorage,
     SQLiteStorage,
     Unavailable,
 )
-from kcp_cache.storage._embedded import EmbeddedStorage
 
 
 @pytest.fixture(params=["memory", "sqlite"])

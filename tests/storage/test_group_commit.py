@@ -12,15 +12,15 @@ import pytest
 from kcp_cache.storage import (
     AlreadyExists,
     Conflict,
+    EmbeddedStorage,
     Event,
     FutureRevision,
     KeyValue,
     NotFound,
+    Persister,
     SQLiteStorage,
     Unavailable,
 )
-from kcp_cache.storage._embedded import EmbeddedStorage
-from kcp_cache.storage._persist import Persister
 
 
 class GatedPersister(Persister):

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kcp_cache.storage import NotFound, SQLiteStorage, Unavailable, _sqlite_backend
+from kcp_cache.storage import NotFound, SQLiteStorage, Unavailable
 
 KEYS = ["/cache/a", "/cache/b", "/cache/c/d", "/cache/e"]
 
@@ -110,7 +110,7 @@ def test_acknowledged_state_survives_failed_compactions_and_restarts(
             async with SQLiteStorage(path) as reopened:
                 assert await state(reopened) == model
 
-    with mock.patch.object(_sqlite_backend, "COMPACT_STEP_REVISIONS", compact_step):
+    with mock.patch("kcp_cache.storage._sqlite_backend.COMPACT_STEP_REVISIONS", compact_step):
         asyncio.run(example())
 
 

@@ -17,8 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from kcp_cache.storage import KeyValue, SQLiteStorage, StorageDamaged, _sqlite_backend
-from kcp_cache.storage._sqlite_schema import INSERT_ROW, ROW_HEADER, row_checksum
+from kcp_cache.storage import (
+    INSERT_ROW,
+    ROW_HEADER,
+    KeyValue,
+    SQLiteStorage,
+    StorageDamaged,
+    row_checksum,
+)
 
 
 def test_row_checksum_is_crc32_of_the_documented_layout() -> None:
@@ -122,7 +128,7 @@ async def test_a_large_load_is_frozen_out_of_the_cyclic_collector(
         assert len((await small.range("/cache/")).kvs) == 6
     assert gc.get_freeze_count() == before  # below the threshold: nothing frozen
 
-    monkeypatch.setattr(_sqlite_backend, "FREEZE_LOADED_STATE_FROM", 1)
+    monkeypatch.setattr("kcp_cache.storage._sqlite_backend.FREEZE_LOADED_STATE_FROM", 1)
     try:
         async with SQLiteStorage(path) as large:
             loaded = (await large.range("/cache/")).kvs

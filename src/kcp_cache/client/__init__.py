@@ -20,6 +20,13 @@ It talks HTTP only (through ``httpx2``) and never imports the server side. The p
 See ``docs/client.md`` for a guide.
 """
 
+from kcp_cache.client._http import Request as Request
+from kcp_cache.client._paths import split_base as split_base
+
+# Underscore names below are internals re-exported for the white-box tests, not in __all__.
+from kcp_cache.client._transports import _CacheService as _CacheService
+from kcp_cache.client._transports import _plain_segment as _plain_segment
+from kcp_cache.client._transports import _ShardPath as _ShardPath
 from kcp_cache.meta import CACHE_SERVICE_PREFIX, CLUSTER_ANNOTATION, SHARD_ANNOTATION, WILDCARD
 
 from ._aio import StartStop, cancel_and_wait, wait_all_synced, wait_or_timeout
@@ -162,6 +169,7 @@ __all__ = [
     "RateLimiter",
     "RateLimitingQueue",
     "Reflector",
+    "Request",
     "Resource",
     "ResourceResolver",
     "ResourceVersionTooLarge",
@@ -207,6 +215,7 @@ __all__ = [
     "shard_of",
     "shard_of_request",
     "shard_path",
+    "split_base",
     "validate_shard_name",
     "wait_all_synced",
     "wait_or_timeout",

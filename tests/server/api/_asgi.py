@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from kcp_cache.server._scope import KcpRequest, User
+from kcp_cache.server import KcpRequest, User
 from kcp_cache.server.api import ApiApp
 from kcp_cache.testing import ASGIResponse, ASGIStream, http_scope
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kcp_cache.server._scope import KcpRequest
+from kcp_cache.server import KcpRequest
 from kcp_cache.testing import ASGIClient
 
 from ._asgi import EXPORTS, Client, Response
