@@ -4,8 +4,6 @@ reaches the app as ``http.disconnect``, and the request body arrives in chunks."
 from __future__ import annotations
 
 import asyncio
-import doctest
-import importlib
 from typing import Any
 
 from kcp_cache.testing import ASGIClient
@@ -67,9 +65,3 @@ async def test_scope_headers_and_query_reach_the_app() -> None:
     assert seen[0]["kcp"] == "k"
     assert seen[0]["query_string"] == b"watch=true"
     assert seen[0]["headers"] == [(b"x-one", b"1"), (b"b", b"2")]
-
-
-def test_the_module_example_runs() -> None:
-    result = doctest.testmod(importlib.import_module(ASGIClient.__module__))
-    assert result.attempted > 0
-    assert result.failed == 0

@@ -243,27 +243,6 @@ class ASGIClient:
         )
         return ASGIStream(self.app, full, body, chunk_size, hang_up=hang_up)
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Query = b"",
-        headers: HeaderList = (),
-        body: bytes = b"",
-        chunk_size: int = 65536,
-        hang_up: bool = False,
-        **scope: Any,
-    ) -> ASGIResponse:
-        """One request to completion (see :meth:`stream` for the arguments)."""
-        stream = self.stream(
-            method,
-            path,
-            query=query,
-            headers=headers,
-            body=body,
-            chunk_size=chunk_size,
-            hang_up=hang_up,
-            **scope,
-        )
-        return await stream.response()
+    async def request(self, method: str, path: str, **options: Any) -> ASGIResponse:
+        """One request to completion; the same arguments as :meth:`stream`."""
+        return await self.stream(method, path, **options).response()
