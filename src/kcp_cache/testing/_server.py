@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from kcp_cache.client import AsyncClient, Client, TransportError
+from kcp_cache.meta import SYSTEM_MASTERS
 from kcp_cache.server import (
     CertificateFiles,
     issue_certificate,
@@ -232,7 +233,7 @@ class CacheServer:
         self.port = int(port_file.read_text().strip())
         if self.client_ca is not None and self.admin_cert is None:
             self.admin_cert = self.client_ca.issue(
-                "cache-test-client", ["system:masters"], file_name="test-client"
+                "cache-test-client", [SYSTEM_MASTERS], file_name="test-client"
             )
         elif self.client_ca is None:
             self.admin_cert = ClientCert(self.root / "admin.crt", self.root / "admin.key")
