@@ -112,12 +112,18 @@ class TestCA:
 
 @dataclass
 class CacheServer:
-    """A running ``kcp-cache-server`` process and what a test needs to talk to it."""
+    """A running ``kcp-cache-server`` process and what a test needs to talk to it.
+
+    *command_prefix* goes in front of the server's command line, e.g. ``("taskset", "-c",
+    "0")`` to pin the server to a core as the benchmarks do (a prefix that ``exec``s keeps
+    the process id the server's).
+    """
 
     root: Path
     extra_args: tuple[str, ...]
     client_ca: TestCA | None
     env: dict[str, str] | None = None
+    command_prefix: tuple[str, ...] = ()
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     admin_cert: ClientCert | None = None
@@ -193,6 +199,7 @@ class CacheServer:
         port_file = self.root / "secure-port"
         port_file.unlink(missing_ok=True)
         args = [
+            *self.command_prefix,
             sys.executable,
             "-m",
             "kcp_cache",
