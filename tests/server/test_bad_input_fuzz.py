@@ -315,6 +315,8 @@ def _assert_not_5xx(
     response = loop.run_until_complete(
         call(app, method, path, query=query, headers=headers, body=body)
     )
+    if _kube_answers_500(method, response.status, response.body):
+        return
     assert response.status < 500, (response.status, response.body[:300])
     if response.status >= 400 and method != "HEAD":
         status = response.json()
@@ -324,6 +326,16 @@ def _assert_not_5xx(
             response.status,
         )
         assert status["message"]
+
+
+_SET_RESOURCE_VERSION = b"resourceVersion should not be set on objects to be created"
+
+
+def _kube_answers_500(method: str, status: int, body: bytes) -> bool:
+    """The one 5xx a body may earn on purpose: kube-apiserver's storage refuses a create whose
+    ``metadata.resourceVersion`` is set with a plain error, surfaced as a 500 InternalError
+    (spec §3.1); the server keeps that answer, and the fuzz draws such bodies now and then."""
+    return method == "POST" and status == 500 and _SET_RESOURCE_VERSION in body
 
 
 def _kcps_own_5xx(path: str) -> bool:
