@@ -117,7 +117,9 @@ def create_app(
             min_request_timeout=min_request_timeout,
             watch_max_unsent_bytes=watch_max_unsent_bytes,
         )
-        api_app = route_discovery(create_discovery_app(api.registry.catalog.discovery_crds), api)
+        api_app = route_discovery(
+            create_discovery_app(api.registry.catalog.discovery_resources), api
+        )
         readiness.register(BOOTSTRAP_CHECK, _bootstrapped_check(api))
     in_flight = None
     if max_requests_inflight or max_mutating_requests_inflight:

@@ -24,7 +24,7 @@ import uvicorn
 
 from kcp_cache.registry import ApiError
 from kcp_cache.server import send_status
-from kcp_cache.server.discovery import create_discovery_app, is_discovery_path, served_resources
+from kcp_cache.server.discovery import create_discovery_app, is_discovery_path
 from kcp_cache.server.transforms import (
     LIST_TRANSFORMS,
     OBJECT_TRANSFORMS,
@@ -34,6 +34,8 @@ from kcp_cache.server.transforms import (
     transform,
 )
 from kcp_cache.server.types import Receive, Scope, Send
+
+from ._crds import info, served
 
 _PREFIX = re.compile(r"^(?:/services/cache)?/shards/([^/]+)(?:/clusters/([^/]+))?")
 
@@ -60,7 +62,7 @@ class StubServer:
     watchers: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.discovery = create_discovery_app(lambda: self.crds)
+        self.discovery = create_discovery_app(lambda: served(self.crds))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -120,7 +122,7 @@ class StubServer:
         )
         if crd is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        resource = served_resources([crd], include_crd_resource=False)[0]
+        resource = info(crd)
         query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
         body = b""
         while True:
@@ -131,7 +133,7 @@ class StubServer:
         method = scope["method"]
         key_base = (group, plural, cluster, namespace)
         accept = headers.get("accept", "")
-        columns = table_columns_for(crd, version, shard=shard == "*", cluster=cluster == "*")
+        columns = table_columns_for(resource, version, shard=shard == "*", cluster=cluster == "*")
         include = IncludeObject.parse(query.get("includeObject"))
         if method == "GET" and not name:
             if query.get("watch") in ("true", "1"):
