@@ -44,6 +44,7 @@ from kcp_cache.registry._render import (
     splicer,
 )
 from kcp_cache.registry._selectors import FieldSelector, LabelSelector, labels_of
+from kcp_cache.registry._watch_index import WatcherIndex
 from kcp_cache.storage import Event, EventType, Expired, Storage, StorageError
 
 __all__ = [
@@ -373,7 +374,7 @@ class Feed:
         self.last_revision = after_revision
         self.history: deque[PreparedEvent] = deque()
         self.history_limit = history
-        self.watchers: set[Watcher] = set()
+        self.watchers = WatcherIndex()
         self._stream = storage.watch(prefix, after_revision=after_revision)
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._bookmark_interval = bookmark_interval
@@ -435,7 +436,9 @@ class Feed:
                 self.history.append(ev)
                 if len(self.history) > self.history_limit:
                     self.covered_from = self.history.popleft().revision
-                for watcher in list(self.watchers):
+                # Only the watchers whose scope may match the key: in kcp's shape (one
+                # cluster per informer, every shard) that is a few of thousands.
+                for watcher in self.watchers.candidates(parts):
                     watcher.offer(ev)
                 if not self.shared:
                     # Lazy replay: read on only as fast as the one watcher sends.

@@ -20,6 +20,11 @@ package's (sans-I/O); this module does the I/O, the ASGI cycles and the limits:
   is backed up, input is not read, so control-frame answers cannot pile up.
 * **Connection limits** as for HTTP/1.1: the tracker's phases (a connection is idle
   when no stream is open), the idle timeout, header size and count, URL length.
+* **Per-stream controls.** Each stream is the
+  :class:`~kcp_cache.server._connection.ConnectionControl` of its request (the scope's
+  ``extensions``), so what drops an HTTP/1.1 connection — a watch whose unsent backlog
+  passed ``--watch-max-unsent-bytes``, a request past ``--request-timeout`` — resets
+  only that stream (``RST_STREAM CANCEL``); the connection's other streams go on.
 * **Graceful shutdown**: GOAWAY ``NO_ERROR``; open streams finish, then the connection
   closes.
 """
@@ -47,6 +52,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from kcp_cache.registry import ApiError
+from kcp_cache.server._connection import CONNECTION_CONTROL_KEY, ConnectionControl
 from kcp_cache.server._limits import ConnectionTracker, TrackedConnection
 
 __all__ = ["H2Protocol", "H2Settings"]
@@ -115,8 +121,12 @@ class _Budget:
         return True
 
 
-class _Stream:
-    """One request: its ASGI scope, unconsumed body, and what its cycle waits on."""
+class _Stream(ConnectionControl):
+    """One request: its ASGI scope, unconsumed body, and what its cycle waits on.
+
+    It is also its request's :class:`ConnectionControl`: a handler that would drop an
+    HTTP/1.1 connection resets this stream instead.
+    """
 
     __slots__ = (
         "body",
@@ -160,6 +170,17 @@ class _Stream:
 
     def send(self, message: dict[str, Any]) -> Awaitable[None]:
         return self.protocol.send(self, message)
+
+    def unsent_bytes(self) -> int:
+        # Nothing waits per stream below the handler: a body is written one frame at a
+        # time as the peer's window allows (the chunk being sent is the handler's own
+        # count); the connection's socket buffer is shared and bounded by
+        # pause_writing, so it is no one stream's backlog.
+        return 0
+
+    def abort(self) -> None:
+        """Reset this stream now (``CANCEL``); a ``send()`` waiting on it returns."""
+        self.protocol.cancel_stream(self)
 
     def wake(self) -> None:
         """Let the waiting ``receive()`` and ``send()`` look again."""
@@ -240,8 +261,10 @@ class H2Protocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self._server_state.connections.add(cast(Any, self))
         tls_extension = transport.get_extra_info("tls_extension")
-        if tls_extension is not None:
-            self._extensions = {"tls": tls_extension}
+        if isinstance(tls_extension, dict):
+            # Without the TLS connection's control: each stream brings its own.
+            tls = {k: v for k, v in tls_extension.items() if k != CONNECTION_CONTROL_KEY}
+            self._extensions = {"tls": tls}
         self._server = _address(transport.get_extra_info("sockname"))
         self._client = _address(transport.get_extra_info("peername"))
         self._h2.initiate_connection()
@@ -427,6 +450,8 @@ class H2Protocol(asyncio.Protocol):
         rejection = self._check_limits(headers)
         scope, head = self._scope(headers)
         stream = _Stream(self, stream_id, scope, head)
+        if self._extensions is not None:
+            scope["extensions"] = {**self._extensions, CONNECTION_CONTROL_KEY: stream}
         if event.stream_ended is not None:
             stream.body_ended = True
         self._streams[stream_id] = stream
@@ -499,8 +524,6 @@ class H2Protocol(asyncio.Protocol):
         }
         if self._app_state:
             scope["state"] = self._app_state.copy()
-        if self._extensions is not None:
-            scope["extensions"] = self._extensions
         return scope, method == b"HEAD"
 
     def _data_received(self, event: h2.events.DataReceived) -> None:
@@ -589,6 +612,9 @@ class H2Protocol(asyncio.Protocol):
 
     def _cycle_done(self, stream: _Stream) -> None:
         self._handlers -= 1
+        extensions = stream.scope.get("extensions")
+        if isinstance(extensions, dict):
+            extensions.pop(CONNECTION_CONTROL_KEY, None)  # (a cycle: scope -> stream)
         if self._streams.get(stream.id) is stream:
             del self._streams[stream.id]
             if not stream.response_done and not self._closing:
@@ -597,6 +623,19 @@ class H2Protocol(asyncio.Protocol):
             stream.closed = True
             self._stream_gone()
         self._flush()
+
+    def cancel_stream(self, stream: _Stream) -> None:
+        """Reset ``stream`` (its handler gave up on it); its handler sees a disconnect.
+
+        It stays counted until its handler returns, as a stream the peer reset does.
+        """
+        if stream.closed or self._closing:
+            return
+        stream.closed = True
+        self._reset(stream.id, _ERROR.CANCEL)
+        self._flush()
+        stream.wake()
+        self._write_waiters.discard(stream)
 
     def _reset(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
         with contextlib.suppress(h2.exceptions.H2Error):  # already closed
