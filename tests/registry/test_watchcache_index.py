@@ -33,7 +33,8 @@ NAMESPACES = ("n1", "n2")
 
 def _roles() -> ResourceInfo:
     info = ResourceCatalog().resolve("rbac.authorization.k8s.io", "v1", "roles")
-    assert info is not None and info.namespaced
+    assert info is not None
+    assert info.namespaced
     return info
 
 

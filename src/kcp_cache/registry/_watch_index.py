@@ -64,12 +64,6 @@ class WatcherIndex:
     def __bool__(self) -> bool:
         return self._count > 0
 
-    def __contains__(self, watcher: object) -> bool:
-        for bucket in self._buckets.values():
-            if watcher in bucket:
-                return True
-        return False
-
     def __iter__(self) -> Iterator[Watcher]:
         for bucket in self._buckets.values():
             yield from bucket
