@@ -95,10 +95,12 @@ def _status_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def start_server(root: Path, *extra: str, timeout: float = 60.0) -> Proc:
+def start_server(root: Path, *extra: str, timeout: float = 60.0, src: Path | None = None) -> Proc:
     """``kcp-cache-server`` (embedded SQLite) on a free port, pinned to the server core.
 
     ``timeout`` bounds the start-up (a store of a million objects takes minutes to load).
+    ``src``: run the package found there instead of the installed one (a baseline
+    checkout's ``src/``, for A/B runs side by side).
     """
     root.mkdir(parents=True, exist_ok=True)
     port_file = root / "secure-port"
@@ -107,7 +109,8 @@ def start_server(root: Path, *extra: str, timeout: float = 60.0) -> Proc:
     args = [sys.executable, "-m", "kcp_cache", "--root-directory", str(root)]
     args += ["--secure-port", "0", *extra]
     with log.open("ab") as out:
-        process = subprocess.Popen(_pinned(args), stdout=out, stderr=subprocess.STDOUT)
+        env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
+        process = subprocess.Popen(_pinned(args), stdout=out, stderr=subprocess.STDOUT, env=env)
     proc = Proc(process, port_file, log)
     proc.wait_port(timeout)
     with client(root, proc.port) as http:
