@@ -88,11 +88,11 @@ class WatcherIndex:
         namespace = parts.namespace
         for shard in (parts.shard, None):
             for cluster in (parts.cluster, None):
-                bucket = buckets.get((shard, cluster, namespace))
-                if bucket:
-                    found.extend(bucket)
+                exact = buckets.get((shard, cluster, namespace))
+                if exact:
+                    found.extend(exact)
                 if namespace is not None:
-                    bucket = buckets.get((shard, cluster, None))
-                    if bucket:
-                        found.extend(bucket)
+                    every_namespace = buckets.get((shard, cluster, None))
+                    if every_namespace:
+                        found.extend(every_namespace)
         return found
