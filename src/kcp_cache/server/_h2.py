@@ -53,6 +53,7 @@ from uvicorn.server import ServerState
 
 from kcp_cache.registry import ApiError
 from kcp_cache.server._connection import CONNECTION_CONTROL_KEY, ConnectionControl
+from kcp_cache.server._h2_data import data_frame
 from kcp_cache.server._limits import ConnectionTracker, TrackedConnection
 
 __all__ = ["H2Protocol", "H2Settings"]
@@ -730,12 +731,23 @@ class H2Protocol(asyncio.Protocol):
                 continue
             size = min(window, self._h2.max_outbound_frame_size, len(view))
             chunk, view = view[:size], view[size:]
-            try:
-                self._h2.send_data(stream.id, chunk.tobytes(), end_stream=end and not view)
-            except h2.exceptions.H2Error:
-                stream.closed = True
-                return
-            self._flush()
+            last = end and not view
+            header = None if last else data_frame(self._h2, stream.id, size)
+            if header is not None:
+                # The frame past h2's send_data (see _h2_data): its header, then the
+                # payload, as the TLS layer's writes of one loop step coalesce.
+                self._flush()
+                transport = self._transport
+                if transport is not None and not transport.is_closing():
+                    transport.write(header)
+                    transport.write(chunk)
+            else:
+                try:
+                    self._h2.send_data(stream.id, chunk.tobytes(), end_stream=last)
+                except h2.exceptions.H2Error:
+                    stream.closed = True
+                    return
+                self._flush()
             if not view:
                 return
 
