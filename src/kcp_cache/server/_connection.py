@@ -14,6 +14,7 @@ first: dropping the connection would end every other stream on it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from kcp_cache.server._status import Scope
@@ -36,6 +37,15 @@ class ConnectionControl:
     def abort(self) -> None:
         """Drop the connection now, discarding :meth:`unsent_bytes`."""
         raise NotImplementedError
+
+    def on_disconnect(self, callback: Callable[[], None]) -> bool:
+        """Have ``callback`` called once when the client goes away; ``False`` if this
+        host cannot (the handler then waits on ``receive()`` for ``http.disconnect``).
+
+        A callback costs a watch one function; a task waiting on ``receive()`` costs it
+        a task, a coroutine and a future (~1 KiB).
+        """
+        return False
 
 
 def connection_control(scope: Scope) -> ConnectionControl | None:

@@ -37,7 +37,7 @@ import logging
 import struct
 import time
 import urllib.parse
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -67,6 +67,8 @@ _ERROR: Final = h2.errors.ErrorCodes
 _ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
 #: How long input is read and dropped after an error GOAWAY before the connection closes.
 _LINGER: Final = 1.0
+#: What a stream's ``scope`` is once its cycle has it.
+_NO_SCOPE: Final[dict[str, Any]] = {}
 _HOP_BY_HOP: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
@@ -134,6 +136,7 @@ class _Stream(ConnectionControl):
         "body_ended",
         "closed",
         "delivered",
+        "gone_callback",
         "head",
         "id",
         "protocol",
@@ -164,6 +167,8 @@ class _Stream(ConnectionControl):
         self.reader: asyncio.Future[None] | None = None
         self.writer: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
+        #: Called once when the peer goes away (:meth:`on_disconnect`).
+        self.gone_callback: Callable[[], None] | None = None
 
     # The ASGI callables: bound methods, lighter than two closures per stream.
     def receive(self) -> Awaitable[dict[str, Any]]:
@@ -171,6 +176,12 @@ class _Stream(ConnectionControl):
 
     def send(self, message: dict[str, Any]) -> Awaitable[None]:
         return self.protocol.send(self, message)
+
+    def hand_over_scope(self) -> dict[str, Any]:
+        """The scope, for the app; the stream keeps no reference (the app copies it, and
+        the scope's extensions refer to this stream: no cycle, one dict less per watch)."""
+        scope, self.scope = self.scope, _NO_SCOPE
+        return scope
 
     def unsent_bytes(self) -> int:
         # Nothing waits per stream below the handler: a body is written one frame at a
@@ -182,6 +193,20 @@ class _Stream(ConnectionControl):
     def abort(self) -> None:
         """Reset this stream now (``CANCEL``); a ``send()`` waiting on it returns."""
         self.protocol.cancel_stream(self)
+
+    def on_disconnect(self, callback: Callable[[], None]) -> bool:
+        # A watch needs no task of its own waiting on receive() for the disconnect.
+        self.gone_callback = callback
+        return True
+
+    def mark_closed(self) -> None:
+        """The stream is gone (reset, either way, or the connection lost): the waiting
+        ``receive()``/``send()`` return and the disconnect callback runs."""
+        self.closed = True
+        self.wake()
+        callback, self.gone_callback = self.gone_callback, None
+        if callback is not None:
+            callback()
 
     def wake(self) -> None:
         """Let the waiting ``receive()`` and ``send()`` look again."""
@@ -280,10 +305,10 @@ class H2Protocol(asyncio.Protocol):
         self._closing = True
         self._server_state.connections.discard(cast(Any, self))
         self._cancel_idle_timer()
-        for stream in self._streams.values():
-            stream.closed = True
-            stream.wake()
+        streams = list(self._streams.values())
         self._streams.clear()
+        for stream in streams:
+            stream.mark_closed()
         self._wake_writers()
         self._tracker.protocol_closed("h2")
 
@@ -549,8 +574,7 @@ class H2Protocol(asyncio.Protocol):
     def _stream_reset(self, event: h2.events.StreamReset) -> None:
         stream = self._streams.pop(event.stream_id, None)
         if stream is not None:
-            stream.closed = True
-            stream.wake()
+            stream.mark_closed()
             self._stream_gone()
         if event.remote_reset and not self._resets.take():
             self._terminate("h2-rapid-reset", _ERROR.ENHANCE_YOUR_CALM, "too many streams reset")
@@ -582,7 +606,7 @@ class H2Protocol(asyncio.Protocol):
 
     async def _run(self, stream: _Stream) -> None:
         try:
-            await self._app(stream.scope, stream.receive, stream.send)
+            await self._app(stream.hand_over_scope(), stream.receive, stream.send)
         except Exception:
             log.exception("exception in the ASGI application")
             if not stream.response_started:
@@ -613,9 +637,6 @@ class H2Protocol(asyncio.Protocol):
 
     def _cycle_done(self, stream: _Stream) -> None:
         self._handlers -= 1
-        extensions = stream.scope.get("extensions")
-        if isinstance(extensions, dict):
-            extensions.pop(CONNECTION_CONTROL_KEY, None)  # (a cycle: scope -> stream)
         if self._streams.get(stream.id) is stream:
             del self._streams[stream.id]
             if not stream.response_done and not self._closing:
@@ -623,6 +644,7 @@ class H2Protocol(asyncio.Protocol):
                 self._reset(stream.id, _ERROR.INTERNAL_ERROR)
             stream.closed = True
             self._stream_gone()
+        stream.gone_callback = None
         self._flush()
 
     def cancel_stream(self, stream: _Stream) -> None:
@@ -632,11 +654,10 @@ class H2Protocol(asyncio.Protocol):
         """
         if stream.closed or self._closing:
             return
-        stream.closed = True
         self._reset(stream.id, _ERROR.CANCEL)
         self._flush()
-        stream.wake()
         self._write_waiters.discard(stream)
+        stream.mark_closed()
 
     def _reset(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
         with contextlib.suppress(h2.exceptions.H2Error):  # already closed
@@ -695,7 +716,7 @@ class H2Protocol(asyncio.Protocol):
             try:
                 self._h2.send_headers(stream.id, headers)
             except h2.exceptions.H2Error:
-                stream.closed = True
+                stream.mark_closed()
                 return
             self._flush()
         elif kind == "http.response.body":
@@ -745,7 +766,7 @@ class H2Protocol(asyncio.Protocol):
                 try:
                     self._h2.send_data(stream.id, chunk.tobytes(), end_stream=last)
                 except h2.exceptions.H2Error:
-                    stream.closed = True
+                    stream.mark_closed()
                     return
                 self._flush()
             if not view:
@@ -755,7 +776,7 @@ class H2Protocol(asyncio.Protocol):
         try:
             self._h2.end_stream(stream.id)
         except h2.exceptions.H2Error:
-            stream.closed = True
+            stream.mark_closed()
             return
         self._flush()
 

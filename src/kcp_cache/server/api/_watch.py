@@ -2,7 +2,8 @@
 
 The handler never trusts ``send()`` to notice a vanished client (uvicorn drops sends
 silently after a disconnect): a small task waits on ``receive()`` for
-``http.disconnect`` and closes the watch, which wakes the handler at once. The timeout
+``http.disconnect`` and closes the watch, which wakes the handler at once — or, where
+the host can call back (an HTTP/2 stream), a callback does, with no task per watch. The timeout
 is a timer on the event loop, not a polling loop, so an idle stream costs one task and
 one future.
 
@@ -89,8 +90,15 @@ async def stream_watch(
                 session.close()
                 return
 
+    def on_disconnect() -> None:
+        nonlocal disconnected
+        disconnected = True
+        session.close()
+
     loop = asyncio.get_running_loop()
-    watcher_task = loop.create_task(wait_for_disconnect())
+    watcher_task = None
+    if connection is None or not connection.on_disconnect(on_disconnect):
+        watcher_task = loop.create_task(wait_for_disconnect())
     timer = loop.call_later(lifetime, on_timeout)
     started = False
 
@@ -109,12 +117,15 @@ async def stream_watch(
 
     try:
         try:
-            async for chunk in session.initial_chunks():
-                if disconnected:
-                    return 200
-                if watcher.closed:  # timed out or shut down: end the (possibly empty) stream
-                    break
-                await emit(chunk)
+            if not session.initial:
+                await session.prepare()
+            else:
+                async for chunk in session.initial_chunks():
+                    if disconnected:
+                        return 200
+                    if watcher.closed:  # timed out or shut down: end the (possibly empty) stream
+                        break
+                    await emit(chunk)
             await session.subscribe()
         except ApiError as exc:
             if not started:
@@ -134,9 +145,10 @@ async def stream_watch(
     finally:
         timer.cancel()
         session.close()
-        watcher_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher_task
+        if watcher_task is not None:
+            watcher_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher_task
         if started and not disconnected:
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
