@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import h2.errors
 import pytest
-from _overload import EXPORTS, fill, metric
+from _overload import EXPORTS, fill, metric, wait_for
 from h2_client import RawH2Client
 
 from harness import CacheServer, running_cache_server
@@ -112,3 +112,38 @@ def test_a_response_stuck_past_the_request_timeout_resets_its_stream_only(
         assert watch not in client.reset
     finally:
         client.close()
+
+
+def test_watches_end_on_the_server_when_their_streams_or_connection_go(
+    server: CacheServer,
+) -> None:
+    """A watch notices its client leaving from the stream itself (no task waiting on
+    ``receive()``): a reset stream ends its watch, a lost connection ends all of its."""
+    open_watches = "kcp_cache_open_watches"
+    label = {"resource": "apiexports.apis.kcp.io"}
+    before = metric(server, open_watches, **label)
+    client = RawH2Client(server)
+    dropped = RawH2Client(server)
+    try:
+        kept = [client.request(f"{EXPORTS}?watch=true") for _ in range(5)]
+        reset = [client.request(f"{EXPORTS}?watch=true") for _ in range(5)]
+        lost = [dropped.request(f"{EXPORTS}?watch=true") for _ in range(5)]
+        assert client.pump(lambda: all(w in client.headers for w in kept + reset))
+        assert dropped.pump(lambda: all(w in dropped.headers for w in lost))
+        wait_for(lambda: metric(server, open_watches, **label) == before + 15, 5, "15 watches")
+        for stream in reset:
+            client.conn.reset_stream(stream)
+        client.flush()
+        wait_for(lambda: metric(server, open_watches, **label) == before + 10, 5, "resets")
+        dropped.close()
+        wait_for(lambda: metric(server, open_watches, **label) == before + 5, 5, "lost conn")
+        # The watches left on the first connection still deliver.
+        with server.client() as writer:
+            export = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport",
+                      "metadata": {"name": "after-resets"}}  # fmt: skip
+            assert writer.post(EXPORTS, json=export).status_code == 201
+        assert client.pump(lambda: all(b"after-resets" in client.data.get(w, b"") for w in kept))
+    finally:
+        client.close()
+        dropped.close()
+    wait_for(lambda: metric(server, open_watches, **label) == before, 5, "all closed")
