@@ -308,6 +308,8 @@ def main() -> None:
         kcp = results["kcp_shape"] = bench_kcp_shape(args, work)
         if args.kcp_only:
             print(json.dumps(results, indent=2))
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2))
             return
         if args.baseline_src:
             results["baseline_http2"] = bench_fanout(args, work, True, args.baseline_src)

@@ -6,6 +6,10 @@ Design (perf-anchors §2 and §5):
   prefix and a short history of recent events, so a watcher that starts from a recent
   revision joins the shared feed by replaying that history (no storage round-trip).
   Watchers resuming from older revisions get a private feed from storage history.
+* A feed's watchers are indexed by their scope's shard, cluster and namespace
+  (:class:`~kcp_cache.registry._watch_index.WatcherIndex`): an event is offered only to
+  the watchers whose scope may match its key, not to every watcher of the resource (kcp's
+  informers each watch one cluster across all shards: 100 of 2,100 per write).
 * Each event is decoded once; its encoded object bytes are cached per
   (which object, apiVersion, partial metadata) and spliced into every watcher's line, so
   the per-watcher cost is a filter check and a list append — no JSON encoding.
