@@ -34,6 +34,7 @@ from kcp_cache.registry import (
 )
 from kcp_cache.server._authz import DECISION_KEY, Decision
 from kcp_cache.server._connection import connection_control
+from kcp_cache.server._deadlines import Deadlines
 from kcp_cache.server._heap import HeapTrimmer
 from kcp_cache.server._scope import KcpRequest
 from kcp_cache.server._status import Receive, Scope, Send, send_bytes
@@ -134,6 +135,8 @@ class ApiApp:
         self.bootstrapper = bootstrapper
         self.max_body_bytes = max_body_bytes
         self.min_request_timeout = min_request_timeout
+        #: The watches' deadlines (minutes away: one loop timer per second of them).
+        self._deadlines = Deadlines()
         self.metrics = metrics
         self._rng = rng
         self._sessions: set[WatchSession] = set()
@@ -399,6 +402,7 @@ class ApiApp:
                 content_type=shape.content_type,
                 reshape=reshape,
                 connection=connection_control(scope),
+                deadlines=self._deadlines,
                 on_terminated=self.metrics.watch_terminated if self.metrics is not None else None,
             )
         finally:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from kcp_cache.registry import ApiError, WatchSession
 from kcp_cache.registry._watchcache import error_line
 from kcp_cache.server._connection import ConnectionControl
+from kcp_cache.server._deadlines import Deadlines
 from kcp_cache.server._status import Receive, Send
 
 __all__ = ["stream_watch"]
@@ -38,6 +39,7 @@ async def stream_watch(
     content_type: bytes = b"application/json",
     reshape: Callable[[bytes], bytes] | None = None,
     connection: ConnectionControl | None = None,
+    deadlines: Deadlines | None = None,
     on_terminated: Callable[[str], None] | None = None,
 ) -> int:
     """Run one watch to its end; returns the HTTP status sent (for metrics).
@@ -48,9 +50,11 @@ async def stream_watch(
     drop a connection whose ``send()`` is stuck; ``on_terminated(reason)`` is told when
     the server ends the watch early (``"unresponsive"``, ``"timeout"``, or ``"closed"`` when
     a shutdown or the storage ended it while a ``send()`` was stuck; for metrics).
+    ``deadlines`` schedules the end of the watch's ``lifetime`` (shared timers; default:
+    a loop timer of its own).
     """
     stream = _WatchStream(session, receive, send, content_type, reshape, connection, on_terminated)
-    return await stream.run(lifetime)
+    return await stream.run(lifetime, deadlines)
 
 
 class _WatchStream:
@@ -145,7 +149,7 @@ class _WatchStream:
         finally:
             self.sending = False
 
-    async def run(self, lifetime: float) -> int:
+    async def run(self, lifetime: float, deadlines: Deadlines | None) -> int:
         session, watcher, connection = self.session, self.watcher, self.connection
         if connection is not None:
             watcher.transport_unsent = connection.unsent_bytes
@@ -154,7 +158,8 @@ class _WatchStream:
         watcher_task = None
         if connection is None or not connection.on_disconnect(self.on_disconnect):
             watcher_task = loop.create_task(self.wait_for_disconnect())
-        timer = loop.call_later(lifetime, self.on_timeout)
+        schedule = loop.call_later if deadlines is None else deadlines.call_later
+        timer = schedule(lifetime, self.on_timeout)
         try:
             try:
                 if not session.initial:
