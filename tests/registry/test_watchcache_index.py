@@ -106,7 +106,7 @@ async def test_in_kcps_shape_a_write_is_offered_to_its_cluster_s_watchers_only(
         for _ in range(20)
         for j in range(5)
     ]
-    feed = next(iter(registry.hub._feeds.values()))
+    feed = next(iter(registry.watch_cache._feeds.values()))
     assert len(feed.watchers) == 100
     candidates = feed.watchers.candidates(KeyParts("s7", "c3", None, "x"))
     assert len(candidates) == 20
