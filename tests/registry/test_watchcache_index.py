@@ -14,9 +14,9 @@ import itertools
 from typing import Any
 
 import orjson
+from _sessions import start_watch
 
 from kcp_cache.registry import (
-    ListOptions,
     Registry,
     ResourceCatalog,
     ResourceInfo,
@@ -47,15 +47,6 @@ def _role(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
-async def _start(registry: Registry, target: Target, rv: str) -> WatchSession:
-    opts = ListOptions.from_query({"resourceVersion": rv}, target.info, watch=True)
-    session = registry.watch(target, opts)
-    async for _ in session.initial_chunks():
-        pass
-    await session.subscribe()
-    return session
-
-
 async def _names(session: WatchSession, count: int) -> list[str]:
     names: list[str] = []
     while len(names) < count:
@@ -74,7 +65,9 @@ async def test_each_watcher_gets_exactly_the_writes_its_scope_matches(
         itertools.product((*SHARDS, "*"), (*CLUSTERS, "*"), (*NAMESPACES, None))
     )  # 27 kinds of scope, ``None``: every namespace
     sessions = {
-        scope: await _start(registry, Target(roles, "v1", scope[0], scope[1], scope[2]), rv)
+        scope: await start_watch(
+            registry, Target(roles, "v1", scope[0], scope[1], scope[2]), resourceVersion=rv
+        )
         for scope in scopes
     }
     writes = list(itertools.product(SHARDS, CLUSTERS, NAMESPACES))
@@ -102,7 +95,7 @@ async def test_in_kcps_shape_a_write_is_offered_to_its_cluster_s_watchers_only(
     rv = str(await storage.current_revision())
     # 20 shards x 5 informers, each informer one cluster of every shard's objects.
     sessions = [
-        await _start(registry, Target(info, "v1alpha1", "*", f"c{j}"), rv)
+        await start_watch(registry, Target(info, "v1alpha1", "*", f"c{j}"), resourceVersion=rv)
         for _ in range(20)
         for j in range(5)
     ]
