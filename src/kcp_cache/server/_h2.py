@@ -287,10 +287,11 @@ class H2Protocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self._server_state.connections.add(cast(Any, self))
         tls_extension = transport.get_extra_info("tls_extension")
-        if isinstance(tls_extension, dict):
-            # Without the TLS connection's control: each stream brings its own.
-            tls = {k: v for k, v in tls_extension.items() if k != CONNECTION_CONTROL_KEY}
-            self._extensions = {"tls": tls}
+        if tls_extension is not None:
+            # The TLS layer's own dict, not a copy: it lets go of the OpenSSL connection
+            # through it when the connection is lost. Its connection control is shadowed
+            # by each stream's own (``connection_control`` looks there first).
+            self._extensions = {"tls": tls_extension}
         self._server = _address(transport.get_extra_info("sockname"))
         self._client = _address(transport.get_extra_info("peername"))
         self._h2.initiate_connection()
