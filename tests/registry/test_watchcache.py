@@ -6,11 +6,11 @@ import asyncio
 from typing import Any
 
 import orjson
-from _sessions import start_watch as _start
 
-from kcp_cache.registry import Registry, ResourceInfo, Target
-from kcp_cache.registry._watchcache import CHUNK_BYTES, REPLAY_WINDOW
+from kcp_cache.registry import CHUNK_BYTES, REPLAY_WINDOW, Registry, ResourceInfo, Target
 from kcp_cache.storage import MemoryStorage
+
+from ._sessions import start_watch as _start
 
 
 def _body(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:

@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from _sessions import start_watch
 
 from kcp_cache.registry import Registry, ResourceInfo, Target
+
+from ._sessions import start_watch
 
 COUNT = 200
 # Bookkeeping per event beyond the bytes and objects accounted for: the PreparedEvent,

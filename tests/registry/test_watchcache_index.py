@@ -14,17 +14,18 @@ import itertools
 from typing import Any
 
 import orjson
-from _sessions import start_watch
 
 from kcp_cache.registry import (
+    KeyParts,
     Registry,
     ResourceCatalog,
     ResourceInfo,
     Target,
     WatchSession,
 )
-from kcp_cache.registry._keys import KeyParts
 from kcp_cache.storage import MemoryStorage
+
+from ._sessions import start_watch
 
 SHARDS = ("s1", "s2")
 CLUSTERS = ("c1", "c2")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from kcp_cache.server._deadlines import Deadline, Deadlines
+from kcp_cache.server import Deadline, Deadlines
 
 
 async def test_long_deadlines_share_a_timer_per_slot_and_fire_not_early() -> None:

@@ -8,7 +8,7 @@ import h2.connection
 import h2.events
 import h2.settings
 
-from kcp_cache.server._h2_data import data_frame
+from kcp_cache.server import data_frame
 
 _REQUEST = [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "h")]
 

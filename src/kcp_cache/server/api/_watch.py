@@ -21,8 +21,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from kcp_cache.registry import ApiError, WatchSession
-from kcp_cache.registry._watchcache import error_line
+from kcp_cache.registry import ApiError, WatchSession, error_line
 from kcp_cache.server._connection import ConnectionControl
 from kcp_cache.server._deadlines import Deadlines
 from kcp_cache.server.types import Receive, Send
