@@ -67,8 +67,6 @@ _ERROR: Final = h2.errors.ErrorCodes
 _ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
 #: How long input is read and dropped after an error GOAWAY before the connection closes.
 _LINGER: Final = 1.0
-#: What a stream's ``scope`` is once its cycle has it.
-_NO_SCOPE: Final[dict[str, Any]] = {}
 _HOP_BY_HOP: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
@@ -153,7 +151,7 @@ class _Stream(ConnectionControl):
     ) -> None:
         self.protocol = protocol
         self.id = stream_id
-        self.scope = scope
+        self.scope: dict[str, Any] | None = scope
         self.head = head
         self.body: list[bytes] = []
         self.body_ended = False
@@ -180,7 +178,8 @@ class _Stream(ConnectionControl):
     def hand_over_scope(self) -> dict[str, Any]:
         """The scope, for the app; the stream keeps no reference (the app copies it, and
         the scope's extensions refer to this stream: no cycle, one dict less per watch)."""
-        scope, self.scope = self.scope, _NO_SCOPE
+        scope, self.scope = self.scope, None
+        assert scope is not None, "the scope was handed over already"
         return scope
 
     def unsent_bytes(self) -> int:
