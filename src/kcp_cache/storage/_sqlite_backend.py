@@ -100,11 +100,12 @@ class _Meta:
 class SQLiteFile:
     """The database file, its lock, its side file and its writer thread."""
 
-    def __init__(self, path: Path, *, synchronous: str) -> None:
+    def __init__(self, path: Path, *, synchronous: str, shared: bool = False) -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         self.path = path
         self.synchronous = synchronous
+        self.shared = shared
         self.thread = WriterThread(name=f"kcp-cache-sqlite {path.name}")
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
@@ -169,7 +170,7 @@ class SQLiteFile:
         # its files as they are, and closing a read-write connection would checkpoint
         # (and delete) the very WAL that is in question.
         loaded, store_id = self._verify_and_load(marker)
-        conn = self._conn = connect(self.path, self.synchronous)
+        conn = self._conn = connect(self.path, self.synchronous, shared=self.shared)
         self._switch_to_wal(conn)
         self._store_id = store_id
         self._revision = loaded.revision
@@ -237,7 +238,7 @@ class SQLiteFile:
         self._marker.open(StoreMarker(store_id, 0))
         self.path.unlink(missing_ok=True)
         create_database(self.path, store_id)
-        conn = self._conn = connect(self.path, self.synchronous)
+        conn = self._conn = connect(self.path, self.synchronous, shared=self.shared)
         self._switch_to_wal(conn)
         self._store_id = store_id
         self._revision = 0
@@ -268,6 +269,13 @@ class SQLiteFile:
                 f"{revision + 1}..{marker.revision} are lost (WAL missing, damaged, cut "
                 "short or replaced, or an older copy of the database)"
             )
+
+    def replay(
+        self, conn: sqlite3.Connection, store_id: int, compacted: int, revision: int
+    ) -> LoadedState:
+        """Verify and read back the state through ``conn`` (also another process's
+        read-only connection: a follower of ``--workers`` loads its mirror so)."""
+        return self._load(conn, _Meta(store_id, compacted, revision))
 
     def _load(self, conn: sqlite3.Connection, meta: _Meta) -> LoadedState:
         # Start-up allocates an object or two per row and keeps them all: the cyclic
