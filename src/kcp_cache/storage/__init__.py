@@ -43,8 +43,8 @@ from kcp_cache.storage._errors import (
     Unavailable as Unavailable,
 )
 from kcp_cache.storage._factory import SQLITE_FILE_NAME as SQLITE_FILE_NAME
-from kcp_cache.storage._follower import FollowerStorage as FollowerStorage
 from kcp_cache.storage._factory import open_storage as open_storage
+from kcp_cache.storage._follower import FollowerStorage as FollowerStorage
 from kcp_cache.storage._interface import Storage as Storage
 from kcp_cache.storage._interface import WatchStream as WatchStream
 from kcp_cache.storage._leader import LeaderLink as LeaderLink

@@ -141,7 +141,7 @@ class FollowerStorage(EmbeddedStorage):
         self._tasks.clear()
         if self._writer is not None:
             self._writer.close()
-        self._fail("the follower is closing")
+        self._fail("the follower is closing", closing=True)
         self._log.close()
 
     async def check_health(self) -> None:
@@ -249,12 +249,12 @@ class FollowerStorage(EmbeddedStorage):
             pass
         self._fail("lost the connection to the leader")
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, *, closing: bool = False) -> None:
         if self._lost is None:
             self._lost = reason
-            if reason != "the follower is closing":
+            if not closing:
                 log.error("%s; this follower stops", reason)
-        self.leader_lost.set()
+                self.leader_lost.set()
         error = Unavailable(self._lost)
         for future in self._calls.values():
             if not future.done():

@@ -91,7 +91,10 @@ class FollowerLog:
         return self._events(rows, cursor, current)
 
     def _events(
-        self, rows: list[tuple[int, str, bytes | None, int, int, int]], cursor: int, current: Mapping[str, KeyValue]
+        self,
+        rows: list[tuple[int, str, bytes | None, int, int, int]],
+        cursor: int,
+        current: Mapping[str, KeyValue],
     ) -> list[Event]:
         events: list[Event] = []
         changed: dict[str, KeyValue | None] = {}  # keys written earlier in this tail
@@ -100,7 +103,9 @@ class FollowerLog:
             if rev != cursor + 1 + len(events):
                 raise Resync  # a gap: never expected above the compacted revision
             if row_checksum(store_id, rev, key, value, create_rev, prev_mod_rev) != crc:
-                raise StorageOpenError(f"{self.path}: the log row of revision {rev} fails its checksum")
+                raise StorageOpenError(
+                    f"{self.path}: the log row of revision {rev} fails its checksum"
+                )
             prev = changed[key] if key in changed else current.get(key)
             if value is None:
                 kv = KeyValue(key, b"", create_rev, rev)

@@ -103,16 +103,16 @@ class LeaderLink:
                     header, blobs = await read_frame(reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
-                task = asyncio.get_running_loop().create_task(
-                    self._answer(follower, header, blobs)
-                )
+                task = asyncio.get_running_loop().create_task(self._answer(follower, header, blobs))
                 follower.tasks.add(task)
                 task.add_done_callback(follower.tasks.discard)
         finally:
             self._followers.discard(follower)
             writer.close()
 
-    async def _answer(self, follower: _Follower, header: dict[str, Any], blobs: list[bytes]) -> None:
+    async def _answer(
+        self, follower: _Follower, header: dict[str, Any], blobs: list[bytes]
+    ) -> None:
         reply: dict[str, Any] = {"id": header["id"]}
         out: list[bytes] = []
         store = self.store

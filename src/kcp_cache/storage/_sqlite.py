@@ -88,9 +88,7 @@ class SQLiteStorage(EmbeddedStorage):
             watch_buffer_size=watch_buffer_size,
         )
         self.path = Path(path)
-        self._file = SQLiteFile(
-            self.path, synchronous=synchronous.upper(), shared=shared_readers
-        )
+        self._file = SQLiteFile(self.path, synchronous=synchronous.upper(), shared=shared_readers)
 
     async def _open(self) -> Persister:
         try:

@@ -62,9 +62,7 @@ def encode_frame(header: dict[str, Any], blobs: list[bytes] | None = None) -> by
 async def read_frame(reader: asyncio.StreamReader) -> Frame:
     """The next frame; ``asyncio.IncompleteReadError`` at the end of the stream."""
     header_length, count = _HEAD.unpack(await reader.readexactly(_HEAD.size))
-    lengths = (
-        struct.unpack(f">{count}I", await reader.readexactly(4 * count)) if count else ()
-    )
+    lengths = struct.unpack(f">{count}I", await reader.readexactly(4 * count)) if count else ()
     header = orjson.loads(await reader.readexactly(header_length))
     blobs = [await reader.readexactly(n) for n in lengths]
     return header, blobs
