@@ -101,7 +101,8 @@ def test_read_your_writes_across_processes(workers: CacheServer) -> None:
         exact = _fresh(
             workers, "GET", EXPORTS, params={"resourceVersion": rv, "resourceVersionMatch": "Exact"}
         )
-        assert exact.status_code == 200 and len(exact.json()["items"]) == i + 1
+        assert exact.status_code == 200
+        assert len(exact.json()["items"]) == i + 1
         updated = _fresh(workers, "PUT", f"{EXPORTS}/e{i}",
                          json={**got.json(), "spec": {"n": -i}})  # fmt: skip
         assert updated.status_code == 200, updated.text
@@ -247,7 +248,8 @@ def test_follower_killed_mid_watch_loses_no_event(workers: CacheServer) -> None:
         assert stream[:20] == expected
     # About half of the watches were on the follower (1 in 4096 that none was).
     assert any(reconnects)
-    assert "worker 1 (pid" in workers.logs() and "restarting it" in workers.logs()
+    assert "worker 1 (pid" in workers.logs()
+    assert "restarting it" in workers.logs()
 
 
 def test_group_goes_down_with_its_leader_and_restarts(workers: CacheServer) -> None:

@@ -369,7 +369,9 @@ class FollowerStorage(EmbeddedStorage):
         return _deleted(reply, blobs)
 
     async def compact(self, revision: int) -> None:
-        raise Unavailable("compaction is the leader's; a follower's copy follows it")
+        """Compact the leader's store (this copy follows before the call returns)."""
+        self._live()
+        await self._forward({"op": "compact", "revision": revision})
 
 
 def _deleted(reply: dict[str, Any], blobs: list[bytes]) -> list[DeleteResult]:

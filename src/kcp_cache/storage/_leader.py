@@ -7,6 +7,7 @@ through read-only connections, so all they need from the leader is
   ``delete``, ``delete_prefix``), answered with what the store returned or the error it
   raised, plus the leader's revision at that moment;
 * the leader's current revision (``revision``), for consistent reads;
+* an explicit compaction (``compact``; the automatic one runs on the leader anyway);
 * a wake-up after every committed batch and compaction (``{"rev", "compacted"}``), so
   that they tail the log when there is something to read instead of polling it.
 
@@ -138,6 +139,8 @@ class LeaderLink:
                 results = await store.delete_prefix(header["key"])
                 reply["deleted"] = [[encode_kv(r.prev_kv), r.revision] for r in results]
                 out = [r.prev_kv.value for r in results]
+            elif op == "compact":
+                await store.compact(header["revision"])
             else:
                 raise ValueError(f"unknown operation {op!r}")
         except StorageError as exc:
