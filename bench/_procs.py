@@ -95,8 +95,11 @@ def _status_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def start_server(root: Path, *extra: str, timeout: float = 60.0) -> Proc:
-    """``kcp-cache-server`` (embedded SQLite) on a free port, pinned to the server core.
+def start_server(
+    root: Path, *extra: str, timeout: float = 60.0, pinned: bool = True
+) -> Proc:
+    """``kcp-cache-server`` (embedded SQLite) on a free port, pinned to the server core
+    (unless not ``pinned``: ``--workers`` wants every core).
 
     ``timeout`` bounds the start-up (a store of a million objects takes minutes to load).
     """
@@ -107,7 +110,8 @@ def start_server(root: Path, *extra: str, timeout: float = 60.0) -> Proc:
     args = [sys.executable, "-m", "kcp_cache", "--root-directory", str(root)]
     args += ["--secure-port", "0", *extra]
     with log.open("ab") as out:
-        process = subprocess.Popen(_pinned(args), stdout=out, stderr=subprocess.STDOUT)
+        command = _pinned(args) if pinned else args
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     proc = Proc(process, port_file, log)
     proc.wait_port(timeout)
     with client(root, proc.port) as http:

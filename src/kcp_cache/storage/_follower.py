@@ -11,10 +11,13 @@ resourceVersion. Semantics, as one process would give them:
 * **Read-your-writes.** A write is answered only after this copy has applied the
   revision the leader reported with its answer — also a failed write (a conflict is
   retried against a state at least as new as the one that conflicted).
-* **Consistent reads.** A GET or LIST without a resourceVersion first asks the leader for
-  its current revision and waits until the copy has reached it (KEP-2340's consistent
-  reads from cache). The question is coalesced: all reads that arrive in one turn of
-  the event loop share one round trip over the socket.
+* **Consistent reads.** A GET or LIST without a resourceVersion first brings the copy up
+  to the file (KEP-2340's consistent reads from cache): the leader acknowledges a write
+  only after its transaction committed, so every write acknowledged before the read
+  began is in the rows after the copy's cursor. Reading them is a local read
+  transaction, no round trip to the leader (whose event loop may be busy, or not even
+  scheduled on a loaded machine), and it is coalesced: all reads that arrive while one
+  catch-up is pending share the next one.
 * **Compaction** follows the leader's (announced with every wake-up), so history is
   gone here exactly when it is gone there and a watch or LIST from a compacted
   revision is 410 on either. A copy that fell so far behind that the leader's
@@ -97,7 +100,8 @@ class FollowerStorage(EmbeddedStorage):
         self._leader_compacted = 0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._tail_wanted = asyncio.Event()
-        self._query: asyncio.Future[int] | None = None
+        #: Consistent reads waiting for the next catch-up with the file.
+        self._syncs: list[asyncio.Future[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._lost: str | None = None
         #: Set when the leader can no longer be reached (the follower must stop).
@@ -118,12 +122,9 @@ class FollowerStorage(EmbeddedStorage):
         self._tasks.append(loop.create_task(self._receive(reader), name="follower link"))
         try:
             self._install(await asyncio.to_thread(self._log.load))
-            # Ready means caught up: with everything the leader had acknowledged when
-            # this copy asked, as a consistent read would be.
-            self._target = max(self._target, await self._leader_revision())
-            self._tail_wanted.set()
             self._tasks.append(loop.create_task(self._tail_loop(), name="follower tail"))
-            await self._reached(self._target)
+            # Ready means caught up, as a consistent read would be.
+            await self._consistent()
         except BaseException:
             await self._close_backend()
             raise
@@ -163,39 +164,53 @@ class FollowerStorage(EmbeddedStorage):
         self._follow_compaction()
 
     async def _tail_loop(self) -> None:
-        state = self._state
         while True:
             await self._tail_wanted.wait()
             self._tail_wanted.clear()
-            if state.revision >= self._target:
+            syncs, self._syncs = self._syncs, []
+            if not syncs and self._state.revision >= self._target:
                 continue
             try:
-                # Read on the event loop: a tail is the few rows of the last batches, in
-                # pages SQLite has just written (tens of microseconds; a thread hop costs
-                # more). Only a full reload goes to a thread.
-                events = self._log.tail(state.revision, state.current)
-            except Resync:
-                log.warning(
-                    "the leader compacted past this follower's revision %d; reloading its store",
-                    state.revision,
-                )
-                loaded = await asyncio.to_thread(self._log.load)
-                self._hub.close_all("the follower reloaded the leader's store; resume the watch")
-                self._install(loaded)
-                self.resyncs += 1
-                self._release_waiters()
-                continue
+                while not self._catch_up():
+                    log.warning(
+                        "the leader compacted past this follower's revision %d; reloading "
+                        "its store",
+                        self._state.revision,
+                    )
+                    loaded = await asyncio.to_thread(self._log.load)
+                    self._hub.close_all(
+                        "the follower reloaded the leader's store; resume the watch"
+                    )
+                    self._install(loaded)
+                    self.resyncs += 1
             except (StorageError, sqlite3.Error) as exc:
                 self._fail(f"cannot read the leader's store: {exc}")
+                for sync in syncs:
+                    if not sync.done():
+                        sync.set_exception(Unavailable(self._lost or str(exc)))
                 return
-            if events:
-                state.apply(events, time.time())
-                self._hub.publish(events)
-                self._follow_compaction()
-                self._release_waiters()
-            if state.revision < self._target:
-                self._tail_wanted.set()  # not visible yet (cannot happen with WAL); again
-                await asyncio.sleep(0.001)
+            self._release_waiters()
+            for sync in syncs:
+                if not sync.done():
+                    sync.set_result(None)
+
+    def _catch_up(self) -> bool:
+        """Apply the rows after the cursor; False if the copy must be reloaded.
+
+        Read on the event loop: a tail is the few rows of the last batches, in pages
+        SQLite has just written (tens of microseconds; a thread hop costs more). Only a
+        full reload goes to a thread.
+        """
+        state = self._state
+        try:
+            events = self._log.tail(state.revision, state.current)
+        except Resync:
+            return False
+        if events:
+            state.apply(events, time.time())
+            self._hub.publish(events)
+            self._follow_compaction()
+        return True
 
     def _follow_compaction(self) -> None:
         target = min(self._leader_compacted, self._state.revision)
@@ -264,6 +279,10 @@ class FollowerStorage(EmbeddedStorage):
             if not waiter.done():
                 waiter.set_exception(error)
         self._waiters.clear()
+        for sync in self._syncs:
+            if not sync.done():
+                sync.set_exception(error)
+        self._syncs.clear()
 
     async def _call(self, header: dict[str, Any], blobs: list[bytes] | None = None) -> Frame:
         if self._lost is not None or self._writer is None:
@@ -282,37 +301,14 @@ class FollowerStorage(EmbeddedStorage):
             raise decode_error(reply)
         return reply, out
 
-    async def _leader_revision(self) -> int:
-        """The leader's current revision; concurrent callers share one question.
-
-        A question already sent may have been answered before the caller's own write was
-        acknowledged, so callers only join one that is still to be sent.
-        """
-        query = self._query
-        if query is None:
-            query = self._query = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(self._ask_revision, query)
-        return await asyncio.shield(query)
-
-    def _ask_revision(self, query: asyncio.Future[int]) -> None:
-        self._query = None
-
-        async def ask() -> None:
-            try:
-                reply, _ = await self._call({"op": "revision"})
-            except BaseException as exc:
-                if not query.done():
-                    query.set_exception(exc)
-                return
-            if not query.done():
-                query.set_result(reply["rev"])
-
-        task = asyncio.get_running_loop().create_task(ask())
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
-
     async def _consistent(self) -> None:
-        await self._reached(await self._leader_revision())
+        """Return once the copy holds every write acknowledged before this call."""
+        if self._lost is not None:
+            raise Unavailable(self._lost)
+        sync: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._syncs.append(sync)
+        self._tail_wanted.set()
+        await sync
 
     # -- reads: consistent ones wait for the leader's revision ----------------------------
 

@@ -6,7 +6,6 @@ through read-only connections, so all they need from the leader is
 * the writes they were sent, done on the leader's store (``create``, ``update``,
   ``delete``, ``delete_prefix``), answered with what the store returned or the error it
   raised, plus the leader's revision at that moment;
-* the leader's current revision (``revision``), for consistent reads;
 * an explicit compaction (``compact``; the automatic one runs on the leader anyway);
 * a wake-up after every committed batch and compaction (``{"rev", "compacted"}``), so
   that they tail the log when there is something to read instead of polling it.
@@ -119,9 +118,7 @@ class LeaderLink:
         store = self.store
         try:
             op = header["op"]
-            if op == "revision":
-                pass
-            elif op == "create":
+            if op == "create":
                 kv = await store.create(header["key"], blobs[0])
                 reply["kv"], out = encode_kv(kv), [kv.value]
             elif op == "update":
