@@ -102,6 +102,25 @@ def wait_workers(root: Path, port: int, count: int) -> None:
         time.sleep(0.02)
 
 
+def served_gets(root: Path, port: int, workers: int) -> dict[str, float]:
+    """GETs of apiexports each worker has answered (its ``/metrics``, reached by trying
+    new connections until every worker has answered one)."""
+    counts: dict[str, float] = {}
+    deadline = time.monotonic() + 60
+    while len(counts) < workers and time.monotonic() < deadline:
+        with client(root, port) as http:
+            text = http.get("/metrics").text
+        total, worker = 0.0, "0"
+        for line in text.splitlines():
+            if line.startswith("apiserver_request_total{") and 'resource="apiexports"' in line:
+                if 'verb="GET"' in line:
+                    total += float(line.rsplit(" ", 1)[1])
+            if 'worker="' in line:
+                worker = line.split('worker="', 1)[1].split('"', 1)[0]
+        counts[worker] = total
+    return counts
+
+
 def start(root: Path, workers: int) -> Proc:
     proc = start_server(root, "--workers", str(workers), pinned=False)
     if workers > 1:
@@ -112,18 +131,33 @@ def start(root: Path, workers: int) -> Proc:
 def measure_get(root: Path, proc: Proc, duration: float) -> dict[str, Any]:
     url = f"https://127.0.0.1:{proc.port}{EXPORTS}/get-me"
     pids = group_pids(proc)
+    workers = len(pids)
     load = loadavg()
-    cpu = sum(cpu_seconds(p) for p in pids)
+    before = served_gets(root, proc.port, workers)
+    cpu = [cpu_seconds(p) for p in pids]
     gen = children_cpu()
     result = autocannon(root, url, duration=duration)
+    used = [cpu_seconds(p) - c for p, c in zip(pids, cpu, strict=True)]
+    generator = children_cpu() - gen
     if result["non2xx"] or result["errors"]:
         raise RuntimeError(f"unclean run: {result}")
+    after = served_gets(root, proc.port, workers)
     requests = result["requests"]
+    served = {w: after[w] - before.get(w, 0.0) for w in after}
     return {
-        "rps": requests / duration if "rps" not in result else result["rps"],
+        "rps": result["rps"],
         "requests": requests,
-        "server_cpu_us": (sum(cpu_seconds(p) for p in pids) - cpu) / requests * 1e6,
-        "loadgen_cpu_us": (children_cpu() - gen) / requests * 1e6,
+        "server_cpu_us": sum(used) / requests * 1e6,
+        # Per worker: its share of the requests and its CPU per request (the scaling
+        # figure that a loaded machine does not distort: a core-second buys as many).
+        "per_worker": {
+            w: {
+                "requests": served.get(w, 0.0),
+                "cpu_us": used[int(w)] / served[w] * 1e6 if served.get(w) else None,
+            }
+            for w in sorted(served)
+        },
+        "loadgen_cpu_us": generator / requests * 1e6,
         "load_avg": load,
     }
 
