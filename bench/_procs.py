@@ -95,9 +95,7 @@ def _status_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def start_server(
-    root: Path, *extra: str, timeout: float = 60.0, pinned: bool = True
-) -> Proc:
+def start_server(root: Path, *extra: str, timeout: float = 60.0, pinned: bool = True) -> Proc:
     """``kcp-cache-server`` (embedded SQLite) on a free port, pinned to the server core
     (unless not ``pinned``: ``--workers`` wants every core).
 

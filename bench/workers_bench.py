@@ -112,9 +112,12 @@ def served_gets(root: Path, port: int, workers: int) -> dict[str, float]:
             text = http.get("/metrics").text
         total, worker = 0.0, "0"
         for line in text.splitlines():
-            if line.startswith("apiserver_request_total{") and 'resource="apiexports"' in line:
-                if 'verb="GET"' in line:
-                    total += float(line.rsplit(" ", 1)[1])
+            if (
+                line.startswith("apiserver_request_total{")
+                and 'resource="apiexports"' in line
+                and 'verb="GET"' in line
+            ):
+                total += float(line.rsplit(" ", 1)[1])
             if 'worker="' in line:
                 worker = line.split('worker="', 1)[1].split('"', 1)[0]
         counts[worker] = total

@@ -33,6 +33,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from kcp_cache.cli._numbers import integer_at_least
+
 __all__ = [
     "LEADER_SOCKET_NAME",
     "WorkerGroup",
@@ -53,16 +55,6 @@ RESTART_BACKOFF_MAX = 10.0
 STABLE_AFTER = 30.0
 
 
-def _worker_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
-
-
 def add_worker_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "workers", "several processes on one port (see docs/workers.md)"
@@ -70,7 +62,7 @@ def add_worker_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--workers",
         metavar="N",
-        type=_worker_count,
+        type=integer_at_least(1),
         default=1,
         help="processes serving the port (SO_REUSEPORT): with sqlite one leader that "
         "writes and N-1 followers serving reads and watches from a copy; with etcd N "

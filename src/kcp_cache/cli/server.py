@@ -31,6 +31,7 @@ from OpenSSL import SSL
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._logging import setup_logging
+from kcp_cache.cli._numbers import integer_at_least
 from kcp_cache.cli._stack import (
     DEFAULT_MIN_REQUEST_TIMEOUT,
     DEFAULT_WATCH_MAX_UNSENT_BYTES,
@@ -464,14 +465,7 @@ def _connection_limits(args: argparse.Namespace) -> ConnectionLimits:
 # -- overload protection: in-flight requests and watch streams (kube's flags) ----------
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
-    return value
+_non_negative_int = integer_at_least(0)
 
 
 _BYTE_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "k": 1000, "M": 1000**2, "G": 1000**3}
