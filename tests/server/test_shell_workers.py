@@ -270,3 +270,24 @@ def test_sigterm_stops_every_worker(workers: CacheServer) -> None:
     assert workers.stop() == 0
     assert not _alive(follower)
     assert "shut down cleanly" in workers.logs()
+
+
+def test_each_worker_writes_its_own_audit_log(
+    cache_server: Callable[..., CacheServer], tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.log"
+    server = cache_server("--workers", "2", "--audit-log-path", str(audit))
+    server.wait_workers(2)
+    for i in range(20):
+        assert _fresh(server, "POST", EXPORTS, json=_export(f"a{i}")).status_code == 201
+    server.stop()
+    creates = []
+    ids = []
+    for path in (audit, tmp_path / "audit-worker1.log"):
+        events = [json.loads(line) for line in path.read_text().splitlines()]
+        ids += [e["auditID"] for e in events]
+        served = [e for e in events if e["verb"] == "create" and e["stage"] == "ResponseComplete"]
+        assert served  # both workers served some of the writes, and audited them
+        creates += [e["responseStatus"]["code"] for e in served]
+    assert creates == [201] * 20
+    assert len(set(ids)) == len(ids)

@@ -32,6 +32,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from kcp_cache.cli._numbers import integer_at_least
 
@@ -94,6 +95,14 @@ class WorkerRole:
         """The ``worker`` label of this process's metrics (none when alone)."""
         return str(self.index) if self.grouped else None
 
+    def own_file(self, path: str) -> str:
+        """Worker ``i``'s own copy of a file every process writes (the audit log):
+        ``audit.log`` → ``audit-worker1.log``; worker 0 and ``-`` keep the name."""
+        if self.index == 0 or path == "-":
+            return path
+        name = Path(path)
+        return str(name.with_name(f"{name.stem}-worker{self.index}{name.suffix}"))
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> WorkerRole:
         return cls(args.worker_index, args.workers, args.leader_socket)
@@ -142,7 +151,11 @@ class WorkerGroup:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             started = loop.time()
-            proc = await asyncio.create_subprocess_exec(*self.command(index))
+            # A session of its own: a terminal's Ctrl-C reaches worker 0 only, which stops
+            # the others itself (they would otherwise stop at once and be restarted).
+            proc = await asyncio.create_subprocess_exec(
+                *self.command(index), start_new_session=True
+            )
             self._procs[index] = proc
             log.info("started worker %d (pid %d)", index, proc.pid)
             code = await proc.wait()

@@ -786,7 +786,7 @@ async def _serve(
         min_request_timeout=args.min_request_timeout,
         watch_max_unsent_bytes=args.watch_max_unsent_bytes,
     )
-    audit = _open_audit_log(args)
+    audit = _open_audit_log(args, role)
     if audit is not None:
         metrics.track_audit(audit)
     app = create_app(
@@ -885,12 +885,13 @@ def _group_stop_watches(
     return tasks
 
 
-def _open_audit_log(args: argparse.Namespace) -> AuditLog | None:
+def _open_audit_log(args: argparse.Namespace, role: WorkerRole) -> AuditLog | None:
     if not args.audit_log_path:
         return None
+    path = role.own_file(args.audit_log_path)  # each worker rotates its own file
     try:
         options = AuditOptions(
-            args.audit_log_path,
+            path,
             max_size_mib=args.audit_log_maxsize,
             max_backups=args.audit_log_maxbackup,
             max_age_days=args.audit_log_maxage,
@@ -902,10 +903,8 @@ def _open_audit_log(args: argparse.Namespace) -> AuditLog | None:
     try:
         audit.open()
     except OSError as exc:
-        raise StartupError(
-            f"cannot open the audit log {args.audit_log_path}: {exc.strerror or exc}"
-        ) from None
-    log.info("writing the audit log to %s", args.audit_log_path)
+        raise StartupError(f"cannot open the audit log {path}: {exc.strerror or exc}") from None
+    log.info("writing the audit log to %s", path)
     return audit
 
 
