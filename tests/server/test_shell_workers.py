@@ -291,3 +291,42 @@ def test_each_worker_writes_its_own_audit_log(
         creates += [e["responseStatus"]["code"] for e in served]
     assert creates == [201] * 20
     assert len(set(ids)) == len(ids)
+
+
+def _retrying(server: CacheServer, method: str, path: str, **kwargs: Any) -> httpx2.Response:
+    """A request on a new connection, again on another one if it landed on a stopped
+    worker (its TLS handshake never completes, so nothing was sent)."""
+    for _ in range(100):
+        try:
+            with server.client(timeout=0.3) as client:
+                return client.request(method, path, **kwargs)
+        except httpx2.TimeoutException:
+            continue
+    raise AssertionError("no worker answered")
+
+
+def test_a_follower_the_compaction_passed_reloads(
+    cache_server: Callable[..., CacheServer],
+) -> None:
+    server = cache_server(
+        "--workers", "2", "--compaction-retention", "0s", "--compaction-interval", "0.1s"
+    )
+    server.wait_workers(2)
+    assert server.process is not None
+    [follower] = _children(server.process.pid)
+    assert _fresh(server, "POST", EXPORTS, json=_export("before")).status_code == 201
+    os.kill(follower, signal.SIGSTOP)
+    try:
+        for i in range(5):
+            assert _retrying(server, "POST", EXPORTS, json=_export(f"s{i}")).status_code == 201
+        assert _retrying(server, "DELETE", f"{EXPORTS}/before").status_code == 200
+        time.sleep(1.0)  # compactions on disk past the stopped follower's revision
+    finally:
+        os.kill(follower, signal.SIGCONT)
+    _wait(lambda: "reloading its store" in server.logs(), what="the follower to reload")
+    listed = [_fresh(server, "GET", EXPORTS).json() for _ in range(8)]
+    for page in listed:
+        assert sorted(i["metadata"]["name"] for i in page["items"]) == [f"s{i}" for i in range(5)]
+    for _ in range(4):
+        assert _fresh(server, "GET", f"{EXPORTS}/before").status_code == 404
+    assert _children(server.process.pid) == [follower]  # reloaded, not restarted
