@@ -45,6 +45,7 @@ from kcp_cache.cli._workers import (
     private_socket_directory,
     watch_parent,
 )
+from kcp_cache.meta import DEFAULT_SERVING_HOSTS
 from kcp_cache.server import (
     AUTHORIZATION_MODES,
     DEFAULT_ALWAYS_ALLOW_PATHS,
@@ -653,7 +654,7 @@ def _tls_context(
         if args.tls_cert_file:
             cert_file, key_file = Path(args.tls_cert_file), Path(args.tls_private_key_file)
         else:
-            hosts = ["localhost", "127.0.0.1", "::1"]
+            hosts = list(DEFAULT_SERVING_HOSTS)
             if args.bind_address not in ("", "0.0.0.0", "::", *hosts):
                 hosts.append(args.bind_address)
             serving, created = ensure_serving_certificate(root, hosts)
