@@ -236,6 +236,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=15)
     parser.add_argument("--objects", type=int, default=10_000, help="for the memory figure")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--memory-only", action="store_true", help="skip the rounds")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration, args.watchers, args.events = 1, 3.0, 500, 5
@@ -251,7 +252,7 @@ def main() -> None:
         seed(root, proc.port, 100)
         autocannon(root, f"https://127.0.0.1:{proc.port}{EXPORTS}/get-me", duration=2)
         proc.stop()
-        for round_no in range(args.rounds):
+        for round_no in range(0 if args.memory_only else args.rounds):
             order = [1, 2] if round_no % 2 == 0 else [2, 1]
             row: dict[str, Any] = {}
             for workers in order:
@@ -293,10 +294,17 @@ def main() -> None:
             results["memory"]["empty_leader_rss_mib"] = rss_kib(leader) / 1024
         finally:
             proc.stop()
+        # What the servers logged beyond INFO (a restarted worker, a dropped link).
+        for path in sorted(Path(tmp).glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if " INFO " not in line:
+                    log(f"  {path.name}: {line}")
     rounds = results["rounds"]
     results["summary"] = {
-        "get_ratio_median": statistics.median(r["get_ratio"] for r in rounds),
-        "fanout_ratio_median": statistics.median(r["fanout_ratio"] for r in rounds),
+        "get_ratio_median": statistics.median(r["get_ratio"] for r in rounds) if rounds else None,
+        "fanout_ratio_median": statistics.median(r["fanout_ratio"] for r in rounds)
+        if rounds
+        else None,
         "load_avg_end": loadavg(),
     }
     print(json.dumps(results["summary"]))
