@@ -153,13 +153,7 @@ class FollowerStorage(EmbeddedStorage):
     # -- the copy -----------------------------------------------------------------------
 
     def _install(self, loaded: LoadedState) -> None:
-        self._state.load(
-            loaded.current,
-            loaded.history,
-            revision=loaded.revision,
-            compacted=loaded.compacted,
-            now=time.time(),
-        )
+        loaded.install(self._state)
         self._hub.published_revision = self._state.revision
         self._follow_compaction()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -97,13 +96,7 @@ class SQLiteStorage(EmbeddedStorage):
             self._file.thread.stop()
             raise
         try:
-            self._state.load(
-                loaded.current,
-                loaded.history,
-                revision=loaded.revision,
-                compacted=loaded.compacted,
-                now=time.time(),
-            )
+            loaded.install(self._state)
         except ValueError as exc:
             await self._close_backend()
             raise StorageOpenError(f"SQLite storage {self.path} is inconsistent: {exc}") from None

@@ -34,11 +34,13 @@ import fcntl
 import gc
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 from kcp_cache.storage._errors import StorageDamaged, StorageOpenError
+from kcp_cache.storage._mvcc import MVCCState
 from kcp_cache.storage._sqlite_migrate import migrate_v1
 from kcp_cache.storage._sqlite_schema import (
     INSERT_ROW,
@@ -88,6 +90,16 @@ class LoadedState:
     history: list[Event]
     revision: int
     compacted: int
+
+    def install(self, state: MVCCState) -> None:
+        """Make this the committed state of ``state`` (``ValueError`` if inconsistent)."""
+        state.load(
+            self.current,
+            self.history,
+            revision=self.revision,
+            compacted=self.compacted,
+            now=time.time(),
+        )
 
 
 @dataclass(slots=True)
