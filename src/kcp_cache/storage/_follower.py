@@ -306,6 +306,14 @@ class FollowerStorage(EmbeddedStorage):
 
     # -- reads: consistent ones wait for the leader's revision ----------------------------
 
+    async def current_revision(self) -> int:
+        """The leader's latest acknowledged revision, as this copy has it once caught up
+        (so that a resourceVersion a client got from another process is found here at
+        once, not after the registry's next poll)."""
+        self._live()
+        await self._consistent()
+        return self._state.revision
+
     async def get(self, key: str) -> KeyValue:
         validate_key(self.prefix, key)
         self._live()
