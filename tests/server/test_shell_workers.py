@@ -273,7 +273,7 @@ def test_group_goes_down_with_its_leader_and_sigterm_stops_all(workers: CacheSer
     assert "shut down cleanly" in workers.logs()
 
 
-def test_each_worker_writes_its_own_audit_log(
+def test_each_worker_writes_its_own_audit_log_and_labels_its_metrics(
     cache_server: Callable[..., CacheServer], tmp_path: Path
 ) -> None:
     audit = tmp_path / "audit.log"
@@ -281,6 +281,16 @@ def test_each_worker_writes_its_own_audit_log(
     server.wait_workers(2)
     for i in range(20):
         assert _fresh(server, "POST", EXPORTS, json=_export(f"a{i}")).status_code == 201
+    # Every sample of every worker's /metrics says which worker it is.
+    for _ in range(6):
+        samples = [
+            line
+            for line in _fresh(server, "GET", "/metrics").text.splitlines()
+            if line and not line.startswith("#")
+        ]
+        workers = {line.split('worker="', 1)[1][0] for line in samples if 'worker="' in line}
+        assert len(workers) == 1
+        assert all('worker="' in line for line in samples)
     server.stop()
     creates = []
     ids = []
