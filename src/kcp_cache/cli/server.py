@@ -32,11 +32,6 @@ from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.cli._numbers import integer_at_least
-from kcp_cache.cli._stack import (
-    DEFAULT_MIN_REQUEST_TIMEOUT,
-    DEFAULT_WATCH_MAX_UNSENT_BYTES,
-    build_api_stack,
-)
 from kcp_cache.cli._workers import (
     LEADER_SOCKET_NAME,
     WorkerGroup,
@@ -51,7 +46,9 @@ from kcp_cache.server import (
     DEFAULT_ALWAYS_ALLOW_PATHS,
     DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
     DEFAULT_MAX_REQUESTS_INFLIGHT,
+    DEFAULT_MIN_REQUEST_TIMEOUT,
     DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+    DEFAULT_WATCH_MAX_UNSENT_BYTES,
     AuditLog,
     AuditOptions,
     ConnectionLimits,
@@ -775,25 +772,12 @@ async def _serve(
     role: WorkerRole,
     group: WorkerGroup | None,
 ) -> int:
-    stack = build_api_stack(
-        storage,
-        metrics=metrics,
-        readiness=readiness,
-        compression=Compression(
-            enabled=args.response_compression == "on",
-            threshold=args.response_compression_threshold,
-        ),
-        bookmark_interval=args.watch_bookmark_interval,
-        min_request_timeout=args.min_request_timeout,
-        watch_max_unsent_bytes=args.watch_max_unsent_bytes,
-    )
     audit = _open_audit_log(args, role)
     if audit is not None:
         metrics.track_audit(audit)
     app = create_app(
+        storage,
         audit=audit,
-        storage=storage,
-        api_app=stack.app,
         always_allow_paths=[p for p in args.authorization_always_allow_paths.split(",") if p],
         synthetic_delay=args.synthetic_delay,
         metrics=metrics,
@@ -805,8 +789,16 @@ async def _serve(
         max_requests_inflight=args.max_requests_inflight,
         max_mutating_requests_inflight=args.max_mutating_requests_inflight,
         request_timeout=args.request_timeout,
+        compression=Compression(
+            enabled=args.response_compression == "on",
+            threshold=args.response_compression_threshold,
+        ),
+        bookmark_interval=args.watch_bookmark_interval,
+        min_request_timeout=args.min_request_timeout,
+        watch_max_unsent_bytes=args.watch_max_unsent_bytes,
+        bootstrap_retry_interval=BOOTSTRAP_RETRY_INTERVAL,
+        on_bootstrapped=lambda: _after_bootstrap(group),
     )
-    app.on_shutdown.append(stack.api.shutdown)
     server = HTTPSServer(
         app,
         sock=sock,
@@ -820,28 +812,7 @@ async def _serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, server, signum)
 
-    async def bootstrap() -> None:
-        # Retried until it succeeds: /readyz fails meanwhile, and must recover by itself
-        # once the store does (nobody can send the server a request that would help).
-        while True:
-            try:
-                await stack.api.startup()
-            except Exception as exc:
-                log.error(
-                    "bootstrapping the system CRDs failed (retrying in %gs; /readyz fails "
-                    "until it succeeds): %s",
-                    BOOTSTRAP_RETRY_INTERVAL,
-                    exc,
-                )
-                await asyncio.sleep(BOOTSTRAP_RETRY_INTERVAL)
-                continue
-            log.info("bootstrapped the system CRDs")
-            _tune_garbage_collector()
-            if group is not None:
-                group.start()  # the other workers find the CRDs in place
-            return
-
-    bootstrap_task = loop.create_task(bootstrap())
+    await app.startup()  # the CRD bootstrap; our server runs without ASGI lifespan
     stop_watches = _group_stop_watches(server, storage, role)
     log.info(
         "serving kcp's cache server on https://%s:%d (root directory %s)",
@@ -852,9 +823,7 @@ async def _serve(
     try:
         await server.serve(before_shutdown=app.shutdown)
     finally:
-        bootstrap_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await bootstrap_task
+        await app.shutdown()  # (once: done already when the server shut down cleanly)
         for task in stop_watches:
             task.cancel()
         if group is not None:
@@ -865,6 +834,12 @@ async def _serve(
             await asyncio.to_thread(audit.close)
     log.info("stopped serving; closing the store")
     return 0
+
+
+def _after_bootstrap(group: WorkerGroup | None) -> None:
+    _tune_garbage_collector()
+    if group is not None:
+        group.start()  # the other workers find the CRDs in place
 
 
 def _group_stop_watches(
