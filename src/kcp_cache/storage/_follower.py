@@ -74,8 +74,8 @@ class FollowerStorage(EmbeddedStorage):
     """The store of the leader reachable on Unix socket ``leader_socket``, whose SQLite
     file is ``path``; see the module docstring.
 
-    ``reach_timeout`` bounds how long a request waits for the copy to reach a revision
-    the leader reported (it is milliseconds in practice; a copy that cannot keep up
+    ``reach_timeout`` bounds how long a request waits for the leader's answer and for the
+    copy to reach a revision (milliseconds in practice; a copy that cannot keep up
     answers 503 rather than hang).
     """
 
@@ -158,6 +158,13 @@ class FollowerStorage(EmbeddedStorage):
         self._follow_compaction()
 
     async def _tail_loop(self) -> None:
+        try:
+            await self._tail()
+        except Exception as exc:  # a bug: stop visibly (and be restarted), never hang
+            log.exception("the follower's tail failed")
+            self._fail(f"the follower's tail failed: {exc!r}")
+
+    async def _tail(self) -> None:
         while True:
             await self._tail_wanted.wait()
             self._tail_wanted.clear()
@@ -177,7 +184,7 @@ class FollowerStorage(EmbeddedStorage):
                     )
                     self._install(loaded)
                     self.resyncs += 1
-            except (StorageError, sqlite3.Error) as exc:
+            except (StorageError, sqlite3.Error, ValueError) as exc:
                 self._fail(f"cannot read the leader's store: {exc}")
                 for sync in syncs:
                     if not sync.done():
@@ -256,6 +263,9 @@ class FollowerStorage(EmbeddedStorage):
                         future.set_result((header, blobs))
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
+        except Exception as exc:  # a frame this follower cannot read: stop, visibly
+            log.exception("bad frame from the leader")
+            self._fail(f"bad frame from the leader: {exc!r}")
         self._fail("lost the connection to the leader")
 
     def _fail(self, reason: str, *, closing: bool = False) -> None:
@@ -285,7 +295,13 @@ class FollowerStorage(EmbeddedStorage):
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._calls[call_id] = future
         self._writer.write(encode_frame(header, blobs))
-        return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.reach_timeout)
+        except TimeoutError:
+            self._calls.pop(call_id, None)
+            raise Unavailable(
+                f"the leader did not answer a {header['op']} in {self.reach_timeout:g}s"
+            ) from None
 
     async def _forward(self, header: dict[str, Any], blobs: list[bytes] | None = None) -> Frame:
         """A write done by the leader, answered once this copy has applied its result."""
@@ -302,7 +318,12 @@ class FollowerStorage(EmbeddedStorage):
         sync: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._syncs.append(sync)
         self._tail_wanted.set()
-        await sync
+        try:
+            await asyncio.wait_for(asyncio.shield(sync), self.reach_timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"this follower did not catch up with the leader's store in {self.reach_timeout:g}s"
+            ) from None
 
     # -- reads: consistent ones wait for the leader's revision ----------------------------
 
