@@ -210,6 +210,22 @@ async def measure_fanout(root: Path, proc: Proc, watchers: int, events: int) -> 
     }
 
 
+def limit_hits(root: Path, port: int) -> dict[str, list[str]]:
+    """``kcp_cache_connection_limit_hits_total`` samples of each worker (tries new
+    connections until both workers answered, or 40 times)."""
+    found: dict[str, list[str]] = {}
+    for _ in range(40):
+        with client(root, port) as http:
+            text = http.get("/metrics").text
+        lines = [ln for ln in text.splitlines() if ln.startswith("kcp_cache_connection_limit")]
+        marker = text.find('worker="')
+        worker = text[marker + 8 : text.index('"', marker + 8)] if marker >= 0 else "?"
+        found[worker] = lines
+        if len(found) >= 2:
+            break
+    return found
+
+
 def seed(root: Path, port: int, count: int) -> None:
     names = ["get-me", *(f"seed-{i}" for i in range(count))]
     done = 0
@@ -223,7 +239,9 @@ def seed(root: Path, port: int, count: int) -> None:
                     assert response.status_code in (201, 409), response.text
                     done += 1
         except httpx2.TransportError as exc:
-            log(f"  seeding: {exc!r}; again on a new connection")
+            log(f"  seeding: {exc!r} after {done} creates; again on a new connection")
+            for worker, hits in limit_hits(root, port).items():
+                log(f"  worker {worker} connection limit hits: {hits}")
 
 
 def main() -> None:
