@@ -30,6 +30,7 @@ from OpenSSL import SSL
 
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
+from kcp_cache.cli._hierarchy import Hierarchy, add_hierarchy_flags
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.cli._stack import (
     DEFAULT_MIN_REQUEST_TIMEOUT,
@@ -264,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         "never passes an event not yet sent (default: 1m, as kube-apiserver)",
     )
     _add_limit_flags(parser)
+    add_hierarchy_flags(parser)
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
         "--synthetic-delay",
@@ -705,6 +707,18 @@ async def _serve(
     readiness: ReadinessChecks,
     ssl_context: SSL.Context,
 ) -> int:
+    try:
+        hierarchy = Hierarchy(
+            args,
+            storage,
+            metrics,
+            base_url=f"https://{_url_host(args.bind_address)}:{port}",
+            root=root,
+        )
+    except (ValueError, OSError) as exc:
+        raise StartupError(f"cache hierarchy: {exc}") from None
+    if args.require_parent_for_readiness:
+        readiness.register("parent", hierarchy.ready)
     stack = build_api_stack(
         storage,
         metrics=metrics,
@@ -735,8 +749,11 @@ async def _serve(
         max_requests_inflight=args.max_requests_inflight,
         max_mutating_requests_inflight=args.max_mutating_requests_inflight,
         request_timeout=args.request_timeout,
+        home=hierarchy.home_writes,
     )
+    app.routes.update(hierarchy.routes)
     app.on_shutdown.append(stack.api.shutdown)
+    app.on_shutdown.append(hierarchy.stop)
     server = HTTPSServer(
         app,
         sock=sock,
@@ -770,6 +787,10 @@ async def _serve(
             return
 
     bootstrap_task = loop.create_task(bootstrap())
+    try:
+        await hierarchy.start()
+    except StorageError as exc:
+        raise StartupError(f"cache hierarchy: {exc}") from None
     log.info(
         "serving kcp's cache server on https://%s:%d (root directory %s)",
         _url_host(args.bind_address),

@@ -43,9 +43,11 @@ from ._ccr_permission import (
     check_replicate_permission,
 )
 from ._clients import cache_client, local_client
+from ._export import Exporter
 from ._health import HealthServer
 from ._keys import QueueKey, parse_queue_key, queue_key
 from ._metrics import ReaderMetrics, ReplicationMetrics
+from ._mirror import Mirror, MirrorSink
 from ._read import CacheReader, FallbackLister, ReaderHealth
 from ._reconcile import (
     ORIGINAL_RESOURCE_UID_ANNOTATION,
@@ -103,8 +105,11 @@ __all__ = [
     "CachedResourceStats",
     "CreateInCache",
     "DeleteFromCache",
+    "Exporter",
     "FallbackLister",
     "HealthServer",
+    "Mirror",
+    "MirrorSink",
     "NoAction",
     "PermissionVerdict",
     "QueueKey",

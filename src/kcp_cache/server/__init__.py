@@ -43,9 +43,12 @@ from kcp_cache.server._certs import load_private_key as load_private_key
 from kcp_cache.server._certs import new_ca as new_ca
 from kcp_cache.server._certs import write_kubeconfig as write_kubeconfig
 from kcp_cache.server._certs import write_pair as write_pair
+from kcp_cache.server._feed import FEED_PATH as FEED_PATH
+from kcp_cache.server._feed import FeedEndpoint as FeedEndpoint
 from kcp_cache.server._h2 import H2Settings as H2Settings
 from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
 from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
+from kcp_cache.server._home_writes import HomeWrites as HomeWrites
 from kcp_cache.server._inflight import (
     DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT as DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
 )
@@ -83,6 +86,7 @@ __all__ = [
     "DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT",
     "DEFAULT_MAX_REQUESTS_INFLIGHT",
     "DEFAULT_SHARD_ANNOTATION_ALLOWLIST",
+    "FEED_PATH",
     "READERS_GROUP",
     "REQUEST_INFO_KEY",
     "SYSTEM_MASTERS",
@@ -98,8 +102,10 @@ __all__ = [
     "ConnectionTracker",
     "Decision",
     "DevCredentials",
+    "FeedEndpoint",
     "H2Settings",
     "HTTPSServer",
+    "HomeWrites",
     "InstrumentedStorage",
     "KcpAuthorizer",
     "KcpRequest",

@@ -41,6 +41,7 @@ from kcp_cache.server._grammar import (
     strip_service_prefix,
 )
 from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
+from kcp_cache.server._home_writes import QUERY_KEY, HomeWrites
 from kcp_cache.server._inflight import InFlightLimiter
 from kcp_cache.server._metrics import ServerMetrics
 from kcp_cache.server._request_info import RequestInfo, parse_request_info
@@ -120,6 +121,7 @@ class CacheServerApp:
         audit: AuditLog | None = None,
         in_flight: InFlightLimiter | None = None,
         request_timeout: float = 0.0,
+        home: HomeWrites | None = None,
     ) -> None:
         self.storage = storage
         self.audit = audit
@@ -132,7 +134,11 @@ class CacheServerApp:
             authorization_mode,
             always_allow_paths,
             shard_annotation_allowlist=shard_annotation_allowlist,
+            home=home,
         )
+        #: Extra non-resource endpoints (the replication feed, ``/readyz/parent``),
+        #: served after authentication and authorization like every other path.
+        self.routes: dict[str, ASGIApp] = {}
         self.synthetic_delay = synthetic_delay
         self.metrics = metrics
         self.readiness = readiness
@@ -357,6 +363,7 @@ class CacheServerApp:
         kcp.user = user if user is not None else ANONYMOUS
         info = parse_request_info(scope["method"], path, scope.get("query_string", b""))
         kcp.extra[REQUEST_INFO_KEY] = info
+        kcp.extra[QUERY_KEY] = scope.get("query_string", b"")
         if self.in_flight is not None:
             # kube's max-in-flight filter: after authentication (system:masters is
             # exempt), before authorization; released in _http once the handler is done.
@@ -405,6 +412,10 @@ class CacheServerApp:
                 body, content_type = self.metrics.exposition()
                 await send_bytes(send, 200, body, content_type=content_type.encode())
                 return
+            route = self.routes.get(path)
+            if route is not None:
+                await route(scope, receive, send)
+                return
         await self.api_app(scope, receive, send)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -449,6 +460,7 @@ def create_app(
     max_requests_inflight: int = 0,
     max_mutating_requests_inflight: int = 0,
     request_timeout: float = 0.0,
+    home: HomeWrites | None = None,
 ) -> CacheServerApp:
     """Build the cache server's ASGI app around ``api_app`` (the ``/apis/…`` handlers).
 
@@ -470,6 +482,8 @@ def create_app(
     * ``request_timeout`` — a request counted against those limits that is still running
       after this many seconds has its connection dropped, so a client that stops reading
       its response cannot keep the slot (0: never; ``kcp-cache-server``: kube's 60 s).
+    * ``home`` — the cache hierarchy's home rule (see :mod:`._home_writes`): writes into a
+      shard homed at another cache are refused.
 
     The handler sees ``scope["path"]`` with prefix, shard and cluster consumed and the
     ``:identity`` removed, and the facts in ``scope["kcp"]`` (:class:`KcpRequest`, with the
@@ -492,4 +506,5 @@ def create_app(
         audit=audit,
         in_flight=in_flight,
         request_timeout=request_timeout,
+        home=home,
     )

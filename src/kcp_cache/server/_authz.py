@@ -37,6 +37,8 @@ from kcp_cache.registry import (
     WriteAdmission,
 )
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS, SYSTEM_MASTERS, forbidden_error
+from kcp_cache.server._feed import FEED_PATH
+from kcp_cache.server._home_writes import HomeWrites
 from kcp_cache.server._principals import Principal, Role, principal_of
 from kcp_cache.server._request_info import RequestInfo
 from kcp_cache.server._scope import KcpRequest, User
@@ -140,9 +142,12 @@ class ScopedAuthorizer:
         always_allow_paths: Iterable[str] = DEFAULT_ALWAYS_ALLOW_PATHS,
         *,
         shard_annotation_allowlist: Iterable[str] = DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+        home: HomeWrites | None = None,
     ) -> None:
         self._open = _AlwaysAllowPaths(always_allow_paths)
         self.shard_annotation_allowlist = tuple(shard_annotation_allowlist)
+        #: The cache hierarchy's home rule (None: a lone cache, every shard is at home).
+        self.home = home
 
     def decide(self, user: User, info: RequestInfo, kcp: KcpRequest) -> Decision:
         principal = principal_of(user)
@@ -155,6 +160,13 @@ class ScopedAuthorizer:
         if info.verb not in _WRITE_VERBS:
             return Decision(False, f"verb {info.verb} is not allowed", forbidden_error(user, info))
         shard = kcp.shard or ""
+        if self.home is not None:
+            if principal.role is Role.CACHE:
+                allowed, reason, error, admission = self.home.cache_write(principal, info, kcp)
+                return Decision(allowed, reason, error, admission=admission)
+            refusal = self.home.refusal(principal, kcp)
+            if refusal is not None:
+                return Decision(False, "shard homed at another cache", refusal)
         origin = OriginCheck(shard)
         if principal.role is Role.ADMIN:
             warning = None
@@ -212,6 +224,8 @@ class ScopedAuthorizer:
     def _non_resource(self, principal: Principal, user: User, info: RequestInfo) -> Decision:
         if principal.role is Role.ADMIN:
             return Decision(True, "admins may do anything")
+        if principal.role is Role.CACHE and info.path == FEED_PATH and info.verb == "get":
+            return Decision(True, "caches read the replication feed")
         if info.path in self._open:
             return Decision(True, "always-allowed path")
         if (
@@ -228,12 +242,15 @@ def authorizer_for_mode(
     always_allow_paths: Iterable[str] = DEFAULT_ALWAYS_ALLOW_PATHS,
     *,
     shard_annotation_allowlist: Iterable[str] = DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+    home: HomeWrites | None = None,
 ) -> RequestAuthorizer:
-    """The authorizer of ``--authorization-mode`` *mode* (``scoped`` or ``kcp``)."""
+    """The authorizer of ``--authorization-mode`` *mode* (``scoped`` or ``kcp``).
+
+    *home* — the cache hierarchy's home rule; ``kcp`` mode, kcp's own, ignores it."""
     if mode == "kcp":
         return KcpAuthorizer(always_allow_paths)
     if mode == "scoped":
         return ScopedAuthorizer(
-            always_allow_paths, shard_annotation_allowlist=shard_annotation_allowlist
+            always_allow_paths, shard_annotation_allowlist=shard_annotation_allowlist, home=home
         )
     raise ValueError(f"unknown authorization mode {mode!r}; use one of {AUTHORIZATION_MODES}")

@@ -1,0 +1,288 @@
+"""Which cache is each shard's home: the partitioned ownership of a cache hierarchy.
+
+In a tree of caches (beyond-kcp §3.1) every shard has exactly one *home cache*, the only
+cache that accepts its writes; every other cache holds a read-only mirror of it. The
+map is kept in the ``Cache`` objects (``caches.core.kcp.io``) at the cache-owned location
+(shard ``system:cache:server``, cluster ``system:cache``): each cache writes its own, with
+``spec.baseURL`` and — our extra field — ``spec.homeShards``; the exporter carries it up
+and the mirror carries everyone else's down, so every cache learns every other cache's
+shards and address from the same data it replicates.
+
+A shard nobody claims is claimed by the first cache that accepts a write for it
+(``--auto-home``). When two caches claim one shard, a cache trusts its own claim and,
+between others, the older ``Cache`` object (a loser refuses nothing it cannot know about;
+``HomeConflict`` is not reported yet).
+
+The map is read on every write, so lookups are dictionary reads; a background task
+follows the ``Cache`` objects' storage prefix to keep it current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any, Final
+
+import orjson
+
+from kcp_cache.registry._bootstrap import SYSTEM_SHARD
+from kcp_cache.registry._strategy import new_uid, now_timestamp
+from kcp_cache.storage import (
+    AlreadyExists,
+    Conflict,
+    EventType,
+    Expired,
+    KeyValue,
+    NotFound,
+    Storage,
+    StorageError,
+)
+
+__all__ = [
+    "CACHE_CLUSTER",
+    "LOCAL_ONLY",
+    "HomeMap",
+    "key_shard",
+]
+
+log = logging.getLogger("kcp_cache.registry.home")
+
+#: The logical cluster of the cache-owned objects (the name kcp#4353 reserves).
+CACHE_CLUSTER: Final = "system:cache"
+#: :meth:`HomeMap.home_of_key` for keys that never leave this cache (bootstrapped CRDs,
+#: internal state): neither exported nor mirrored.
+LOCAL_ONLY: Final = ""
+_CACHES: Final = "core.kcp.io/caches/customresources/"
+_CRDS: Final = "apiextensions.k8s.io/customresourcedefinitions/"
+
+
+def key_shard(relative_key: str) -> str:
+    """The shard segment of a storage key below the store's prefix.
+
+    ``<g>/<r>/<origin>/<shard>/…``; the built-in CRD resource has no origin segment.
+    """
+    parts = relative_key.split("/", 5)
+    if relative_key.startswith(_CRDS):
+        return parts[2]
+    return parts[3] if len(parts) > 3 else ""
+
+
+class HomeMap:
+    """Shard → home cache and cache → base URL, from the ``Cache`` objects in the store.
+
+    ``enabled`` is false for a cache that takes no part in a hierarchy (no
+    ``--cache-name``): it then claims nothing and refuses nothing, as a single kcp cache.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        cache_name: str,
+        *,
+        base_url: str = "",
+        parent: str = "",
+        home_shards: Iterable[str] = (),
+        auto_home: bool = True,
+        enabled: bool = True,
+    ) -> None:
+        self.storage = storage
+        self.name = cache_name
+        self.base_url = base_url
+        self.parent = parent
+        self.auto_home = auto_home
+        self.enabled = enabled
+        self.own: set[str] = set(home_shards)
+        #: Other caches' claims and URLs, from their mirrored ``Cache`` objects.
+        self._others: dict[str, tuple[int, frozenset[str], str]] = {}
+        self._claims: dict[str, str] = {}
+        self.status: dict[str, Any] = {}
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rebuild()
+
+    # -- lookups ---------------------------------------------------------------------
+
+    @property
+    def caches_prefix(self) -> str:
+        return f"{self.storage.prefix}{_CACHES}{SYSTEM_SHARD}/{CACHE_CLUSTER}/"
+
+    def cache_key(self, name: str) -> str:
+        return self.caches_prefix + name
+
+    def home_of(self, shard: str) -> str | None:
+        """The shard's home cache, ``None`` if nobody claimed it."""
+        if shard in self.own:
+            return self.name
+        return self._claims.get(shard)
+
+    def url_of(self, cache: str) -> str:
+        """A cache's ``spec.baseURL`` (empty if unknown)."""
+        if cache == self.name:
+            return self.base_url
+        other = self._others.get(cache)
+        return other[2] if other else ""
+
+    def home_of_key(self, relative_key: str) -> str | None:
+        """Which cache owns a storage key: :data:`LOCAL_ONLY` for what never leaves
+        this cache, a ``Cache`` object's own name for it, else its shard's home."""
+        if relative_key.startswith("_"):
+            return LOCAL_ONLY
+        shard = key_shard(relative_key)
+        if shard == SYSTEM_SHARD:
+            if relative_key.startswith(_CACHES):
+                return relative_key.rsplit("/", 1)[-1]
+            return LOCAL_ONLY
+        return self.home_of(shard)
+
+    def claim(self, shard: str) -> str | None:
+        """The home of *shard* for a write accepted here: claimed for this cache if
+        nobody has it and ``--auto-home`` is on. Returns the home (``None``: unclaimed)."""
+        home = self.home_of(shard)
+        if home is None and self.enabled and self.auto_home and shard != SYSTEM_SHARD:
+            self.own.add(shard)
+            self._dirty.set()
+            log.info("shard %s is now homed at cache %s", shard, self.name)
+            home = self.name
+        return home
+
+    def set_status(self, **fields: Any) -> None:
+        """Merge *fields* into ``status`` of this cache's ``Cache`` object (written soon)."""
+        self.status.update(fields)
+        self._dirty.set()
+
+    # -- the Cache objects -----------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        claims: dict[str, str] = {}
+        # Between other caches the older Cache object wins a shard both claim.
+        for cache, (_created, shards, _url) in sorted(
+            self._others.items(), key=lambda item: item[1][0], reverse=True
+        ):
+            for shard in shards:
+                claims[shard] = cache
+        for shard in self.own:
+            claims.pop(shard, None)
+        self._claims = claims
+
+    def _observe(self, kv: KeyValue | None, key: str) -> None:
+        name = key.rsplit("/", 1)[-1]
+        if name == self.name:
+            return
+        if kv is None:
+            self._others.pop(name, None)
+        else:
+            try:
+                obj = orjson.loads(kv.value)
+                spec = obj.get("spec") or {}
+                shards = frozenset(str(s) for s in spec.get("homeShards") or ())
+                url = str(spec.get("baseURL") or "")
+            except (orjson.JSONDecodeError, AttributeError, TypeError):
+                log.warning("ignoring an unreadable Cache object %s", key)
+                return
+            self._others[name] = (kv.create_revision, shards, url)
+        self._rebuild()
+
+    async def load(self) -> int:
+        """Read every ``Cache`` object; returns the revision read at."""
+        result = await self.storage.range(self.caches_prefix)
+        self._others.clear()
+        for kv in result.kvs:
+            if kv.key.rsplit("/", 1)[-1] == self.name:
+                self._load_own(kv)
+            else:
+                self._observe(kv, kv.key)
+        self._rebuild()
+        return result.revision
+
+    def _load_own(self, kv: KeyValue) -> None:
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+            obj = orjson.loads(kv.value)
+            self.own.update(str(s) for s in (obj.get("spec") or {}).get("homeShards") or ())
+            status = obj.get("status")
+            if isinstance(status, dict):
+                self.status = {**status, **self.status}
+
+    async def start(self) -> None:
+        """Load the map, write this cache's ``Cache`` object, follow changes."""
+        revision = await self.load()
+        if self.enabled:
+            await self.write_own()
+            self._tasks.append(asyncio.create_task(self._writer(), name="home-writer"))
+        self._tasks.append(asyncio.create_task(self._follow(revision), name="home-follow"))
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _follow(self, revision: int) -> None:
+        while True:
+            try:
+                async for event in self.storage.watch(self.caches_prefix, after_revision=revision):
+                    revision = event.revision
+                    kv = event.kv if event.type is EventType.PUT else None
+                    self._observe(kv, event.kv.key)
+            except Expired:
+                revision = await self.load()
+            except StorageError as exc:
+                log.info("following the Cache objects: %s; retrying", exc)
+                await asyncio.sleep(1.0)
+
+    async def _writer(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(0.05)  # coalesce a burst of claims into one write
+            self._dirty.clear()
+            try:
+                await self.write_own()
+            except StorageError as exc:
+                log.warning("writing Cache %s failed (retrying): %s", self.name, exc)
+                self._dirty.set()
+                await asyncio.sleep(1.0)
+
+    async def write_own(self) -> None:
+        """Create or update this cache's ``Cache`` object from the flags and claims."""
+        key = self.cache_key(self.name)
+        for _ in range(10):
+            try:
+                current: KeyValue | None = await self.storage.get(key)
+            except NotFound:
+                current = None
+            old: dict[str, Any] = orjson.loads(current.value) if current is not None else {}
+            meta = old.get("metadata") or {}
+            obj = {
+                "apiVersion": "core.kcp.io/v1alpha1",
+                "kind": "Cache",
+                "metadata": {
+                    "annotations": {},
+                    "name": self.name,
+                    "uid": meta.get("uid") or new_uid(),
+                    "creationTimestamp": meta.get("creationTimestamp") or now_timestamp(),
+                    "generation": meta.get("generation") or 1,
+                },
+                "spec": {
+                    "baseURL": self.base_url,
+                    "externalURL": "",
+                    "parent": self.parent,
+                    "homeShards": sorted(self.own),
+                },
+                "status": {**(old.get("status") or {}), **self.status},
+            }
+            value = orjson.dumps(obj)
+            if current is not None and current.value == value:
+                return
+            try:
+                if current is None:
+                    await self.storage.create(key, value)
+                else:
+                    await self.storage.update(
+                        key, value, expected_mod_revision=current.mod_revision
+                    )
+                return
+            except (AlreadyExists, Conflict, NotFound):
+                continue

@@ -1,0 +1,275 @@
+"""Up: export this cache's home shards to its parent, in replica mode.
+
+The exporter is the write controller's idea with both sides generalised: the *local*
+side is this cache's own replication feed restricted to the shards homed here (and to
+``--export-resources``), the *cache* side is the parent's standard API, and the identity
+is ``system:kcp:cache:<name>``. Each ``PUT`` of the feed becomes a write of the stored
+object into ``/services/cache/shards/<S>/clusters/<C>/…`` of the parent with
+``kcp.io/shard`` set, so the parent keeps uid, creationTimestamp and generation as sent
+(replica mode) — which works against our parent and against kcp's Go cache server.
+
+Changes are exported in revision order; the revision up to which everything reached the
+parent is the cursor, kept in a file, so a restart resumes and a parent outage only
+delays: the exporter stops at the first write the parent does not take, waits, and
+starts again from the cursor — fifty updates of one object made while the parent was
+down arrive in order and the parent ends with the last. Every write compares first, so
+replaying a change the parent already has costs a GET at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import httpx2
+import orjson
+
+from kcp_cache.client import Backoff, StartStop, cancel_and_wait
+
+__all__ = ["ExportEvent", "Exporter", "object_path"]
+
+log = logging.getLogger("kcp_cache.replication.export")
+
+_SHARD_ANNOTATION: Final = "kcp.io/shard"
+_CLUSTER_ANNOTATION: Final = "kcp.io/cluster"
+_CRDS: Final = ("apiextensions.k8s.io", "customresourcedefinitions")
+_CUSTOM_RESOURCES: Final = "customresources"
+_CURSOR_SAVE_INTERVAL: Final = 1.0
+
+
+class ExportEvent(Protocol):
+    """One change of the local feed (``kcp_cache.registry.FeedEvent`` has this shape)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def rev(self) -> int: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> bytes: ...
+
+
+FeedOpener = Callable[[int], AsyncIterator[ExportEvent]]
+
+
+class ParentRefused(RuntimeError):
+    """The parent answered a write with an error the exporter cannot resolve itself."""
+
+
+def object_path(relative_key: str, value: dict[str, Any] | None) -> tuple[str, str, str]:
+    """``(shard, collection path, name)`` of a storage key at the parent's API.
+
+    The layout is the feed's: ``<g>/<r>/<origin>/<shard>/<cluster>/[<ns>/]<name>`` (the
+    built-in CRD resource has no origin); the version comes from the stored
+    ``apiVersion``. For a delete without a value the version is irrelevant to the
+    server's key, so ``v1`` stands in.
+
+    >>> object_path("apis.kcp.io/apiexports/customresources/amber/acme/x",
+    ...             {"apiVersion": "apis.kcp.io/v1alpha2"})[1]
+    '/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha2/apiexports'
+    """
+    parts = relative_key.split("/")
+    group, resource = parts[0], parts[1]
+    if (group, resource) == _CRDS:
+        origin, rest = _CUSTOM_RESOURCES, parts[2:]
+    else:
+        origin, rest = parts[2], parts[3:]
+    if len(rest) == 4:
+        shard, cluster, namespace, name = rest
+    elif len(rest) == 3:
+        (shard, cluster, name), namespace = rest, ""
+    else:
+        raise ValueError(f"key {relative_key!r} does not fit the storage layout")
+    api_version = str((value or {}).get("apiVersion") or "")
+    version = api_version.rsplit("/", 1)[-1] if api_version else "v1"
+    base = f"/api/{version}" if group == "core" else f"/apis/{group}/{version}"
+    if namespace:
+        base += f"/namespaces/{namespace}"
+    if origin != _CUSTOM_RESOURCES:
+        resource = f"{resource}:{origin}"
+    return shard, f"/services/cache/shards/{shard}/clusters/{cluster}{base}/{resource}", name
+
+
+def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("resourceVersion", None)
+    meta.pop("managedFields", None)
+    annotations = dict(meta.get("annotations") or {})
+    annotations.pop(_CLUSTER_ANNOTATION, None)
+    annotations.pop(_SHARD_ANNOTATION, None)
+    meta["annotations"] = annotations
+    return {**obj, "metadata": meta, "apiVersion": None}
+
+
+class Exporter(StartStop):
+    """Keeps the parent's copy of this cache's home shards current; see the module."""
+
+    def __init__(
+        self,
+        http: httpx2.AsyncClient,
+        open_feed: FeedOpener,
+        cursor_file: Path,
+        *,
+        backoff: Callable[[], Backoff] = lambda: Backoff(initial=0.2, maximum=5.0),
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.http = http
+        self.open_feed = open_feed
+        self.cursor_file = cursor_file
+        self._backoff = backoff()
+        self.on_change = on_change
+        self.revision = 0
+        self.exported = 0
+        self.connected = False
+        self.last_error = ""
+        self._saved_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    # -- cursor ------------------------------------------------------------------------
+
+    def load_cursor(self) -> int:
+        try:
+            return int(orjson.loads(self.cursor_file.read_bytes()).get("revision", 0))
+        except (OSError, ValueError, AttributeError):
+            return 0
+
+    def save_cursor(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._saved_at < _CURSOR_SAVE_INTERVAL:
+            return
+        self._saved_at = now
+        tmp = self.cursor_file.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps({"revision": self.revision}))
+        os.replace(tmp, self.cursor_file)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="exporter")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)
+        self.save_cursor(force=True)
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            if self.on_change is not None:
+                self.on_change()
+
+    async def run(self) -> None:
+        """Export until cancelled; each failure pauses, then resumes from the cursor."""
+        self.revision = self.load_cursor()
+        while True:
+            try:
+                await self._export_from(self.revision)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.info("exporting to the parent paused: %s", self.last_error)
+                self._set_connected(False)
+            self.save_cursor(force=True)
+            await asyncio.sleep(self._backoff.next())
+
+    async def _export_from(self, since: int) -> None:
+        feed = self.open_feed(since)
+        snapshot = False
+        try:
+            async for event in feed:
+                kind = event.type
+                if kind == "SNAPSHOT":
+                    snapshot = True
+                    continue
+                if kind == "PUT":
+                    await self._put(event.key, event.value)
+                elif kind == "DELETE":
+                    await self._delete(event.key, event.value)
+                elif kind == "SNAPSHOT_END":
+                    snapshot = False
+                if kind in ("PUT", "DELETE"):
+                    self.exported += 1
+                    self._backoff.reset()
+                    self._set_connected(True)
+                if not snapshot and event.rev > self.revision:
+                    self.revision = event.rev
+                    self.save_cursor()
+        finally:
+            await feed.aclose()  # type: ignore[attr-defined]
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def _put(self, relative_key: str, value: bytes) -> None:
+        obj = orjson.loads(value)
+        shard, collection, name = object_path(relative_key, obj)
+        body = dict(obj)
+        meta = dict(body.get("metadata") or {})
+        annotations = dict(meta.get("annotations") or {})
+        annotations[_SHARD_ANNOTATION] = shard  # replica mode: keep uid, creation, generation
+        meta["annotations"] = annotations
+        meta.pop("resourceVersion", None)
+        body["metadata"] = meta
+        for _ in range(5):
+            current = await self._get(f"{collection}/{name}")
+            if current is None:
+                response = await self.http.post(collection, content=orjson.dumps(body))
+                if response.status_code == 409:
+                    continue  # created meanwhile: compare again
+                self._check(response, "create", relative_key)
+                return
+            if _comparable(current) == _comparable(body):
+                return
+            current_meta = current.get("metadata") or {}
+            if current_meta.get("uid") != meta.get("uid"):
+                # A different object of the same name: replace it, as the write
+                # controller recreates a cache copy whose uid changed.
+                await self._delete_at(f"{collection}/{name}", current_meta.get("uid"))
+                continue
+            update = {
+                **body,
+                "metadata": {**meta, "resourceVersion": current_meta.get("resourceVersion")},
+            }
+            response = await self.http.put(f"{collection}/{name}", content=orjson.dumps(update))
+            if response.status_code == 409:
+                continue  # changed meanwhile
+            self._check(response, "update", relative_key)
+            return
+        raise ParentRefused(f"{relative_key} kept changing at the parent")
+
+    async def _delete(self, relative_key: str, old_value: bytes) -> None:
+        old = orjson.loads(old_value) if old_value else None
+        _shard, collection, name = object_path(relative_key, old)
+        await self._delete_at(f"{collection}/{name}", None)
+
+    async def _delete_at(self, path: str, uid: str | None) -> None:
+        if uid:
+            body = orjson.dumps({"kind": "DeleteOptions", "apiVersion": "v1",
+                                 "preconditions": {"uid": uid}})  # fmt: skip
+            response = await self.http.request("DELETE", path, content=body)
+        else:
+            response = await self.http.delete(path)
+        if response.status_code in (404, 409):
+            return
+        self._check(response, "delete", path)
+
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        response = await self.http.get(path)
+        if response.status_code == 404:
+            return None
+        self._check(response, "get", path)
+        result: dict[str, Any] = response.json()
+        return result
+
+    @staticmethod
+    def _check(response: httpx2.Response, what: str, key: str) -> None:
+        if response.status_code >= 300:
+            raise ParentRefused(f"{what} {key}: {response.status_code} {response.text[:300]}")
