@@ -174,6 +174,7 @@ class Hierarchy:
                 registry=metrics.registry,
                 on_change=self._publish_status,
             )
+            self.home_writes.on_forced = self.mirror.refresh
             wanted = FeedFilter(
                 home_of=self.name, resources=frozenset(_names(args.export_resources))
             )

@@ -136,6 +136,8 @@ class FeedSource:
         last = since
         deadline = time.monotonic() + self.progress_interval
         try:
+            # At once: the consumer knows the stream is open and where it starts.
+            yield FeedEvent("PROGRESS", last, time=time.time())
             while True:
                 try:
                     item = await asyncio.wait_for(

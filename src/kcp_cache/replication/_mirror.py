@@ -95,6 +95,7 @@ class Mirror(StartStop):
             registry=registry,
         )
         self._task: asyncio.Task[None] | None = None
+        self._refresh = False
 
     # -- status ------------------------------------------------------------------------
 
@@ -114,6 +115,11 @@ class Mirror(StartStop):
             "resyncs": self.sink.resyncs,
             "lastError": self.last_error,
         }
+
+    def refresh(self) -> None:
+        """Take a fresh snapshot soon (after an admin forced a write into the mirror:
+        the snapshot puts the parent's copy back, and it is not counted as a resync)."""
+        self._refresh = True
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -136,6 +142,8 @@ class Mirror(StartStop):
         while True:
             try:
                 await self._stream()
+                if self._refresh:
+                    continue  # reopen at once, from a snapshot
                 self.last_error = "the feed ended"
             except asyncio.CancelledError:
                 raise
@@ -148,7 +156,10 @@ class Mirror(StartStop):
             await asyncio.sleep(self._backoff.next())
 
     async def _stream(self) -> None:
-        params = {"since": str(self.revision), "excludeHomeOf": self.cache_name}
+        refreshing = self._refresh
+        self._refresh = False
+        since = 0 if refreshing else self.revision
+        params = {"since": str(since), "excludeHomeOf": self.cache_name}
         if self.resources:
             params["resources"] = ",".join(self.resources)
         async with self.http.stream("GET", FEED_PATH, params=params) as response:
@@ -161,11 +172,13 @@ class Mirror(StartStop):
             self._changed()
             snapshot = False
             async for line in response.aiter_lines():
+                if self._refresh and not snapshot:
+                    return
                 if not line:
                     continue
-                snapshot = await self._apply(orjson.loads(line), snapshot)
+                snapshot = await self._apply(orjson.loads(line), snapshot, resync=since > 0)
 
-    async def _apply(self, event: dict[str, Any], snapshot: bool) -> bool:
+    async def _apply(self, event: dict[str, Any], snapshot: bool, *, resync: bool) -> bool:
         kind = event.get("type")
         rev = int(event.get("rev", 0))
         self.events_received.labels(str(kind)).inc()
@@ -175,8 +188,8 @@ class Mirror(StartStop):
         elif kind == "DELETE":
             await sink.delete(event["key"])
         elif kind == "SNAPSHOT":
-            await sink.begin_snapshot(resync=self.revision > 0)
-            if self.revision > 0:
+            await sink.begin_snapshot(resync=resync)
+            if resync:
                 log.warning("the parent compacted past revision %d: full resync", self.revision)
             return True
         elif kind == "SNAPSHOT_END":

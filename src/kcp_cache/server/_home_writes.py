@@ -14,7 +14,7 @@ cache takes part in a hierarchy (``--cache-name``; beyond-kcp §3.1):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -54,6 +54,9 @@ class HomeWrites:
 
     def __init__(self, home: HomeMap) -> None:
         self.home = home
+        #: Called after an admin forced a write into a mirrored shard (the mirror then
+        #: re-reads its parent, which reverts the change).
+        self.on_forced: Callable[[], None] | None = None
 
     def cache_write(
         self, principal: Principal, info: RequestInfo, kcp: KcpRequest
@@ -88,6 +91,8 @@ class HomeWrites:
         if owner is None or owner == home.name:
             return None
         if principal.role is Role.ADMIN and _forced(kcp):
+            if self.on_forced is not None:
+                self.on_forced()
             return None
         url = home.url_of(owner)
         where = f" ({url})" if url else ""
@@ -102,4 +107,4 @@ def _forced(kcp: KcpRequest) -> bool:
     if b"force" not in query:
         return False
     values = parse_qs(query.decode("latin-1")).get("force") or [""]
-    return values[0].lower() == "true"
+    return str(values[0]).lower() == "true"
