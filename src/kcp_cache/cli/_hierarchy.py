@@ -29,7 +29,7 @@ from kcp_cache.registry import (
 from kcp_cache.replication import Exporter, Mirror
 from kcp_cache.server import FEED_PATH, FeedEndpoint, HomeWrites, ServerMetrics
 from kcp_cache.server._status import Receive, Scope, Send, send_bytes
-from kcp_cache.storage import Storage
+from kcp_cache.storage import NotFound, Storage
 
 __all__ = ["Hierarchy", "add_hierarchy_flags"]
 
@@ -183,7 +183,17 @@ class Hierarchy:
                 lambda since: self.feed.events(since, wanted),
                 root / "export-cursor.json",
                 on_change=self._publish_status,
+                prelude=self._own_cache_object,
             )
+        self.storage = storage
+
+    async def _own_cache_object(self) -> tuple[str, bytes] | None:
+        key = self.home.cache_key(self.name)
+        try:
+            kv = await self.storage.get(key)
+        except NotFound:
+            return None
+        return key[len(self.storage.prefix) :], kv.value
 
     def ready(self) -> None:
         """``/readyz``'s ``parent`` check (registered with ``--require-parent-for-readiness``)."""

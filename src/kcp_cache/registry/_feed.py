@@ -56,8 +56,9 @@ class FeedEvent:
 class FeedFilter:
     """Which keys a consumer wants.
 
-    ``exclude_home_of``: not the keys homed at that cache (a child does not need its own
-    data back); ``home_of``: only the keys homed at that cache (what it exports);
+    ``exclude_home_of``: not the keys homed at that cache or below it (a child does not
+    need its own data back); ``home_of``: only the keys homed at that cache or below it
+    (what it exports: its whole subtree);
     ``resources``: only these ``group/resource`` names (empty: all).
     """
 
@@ -69,9 +70,9 @@ class FeedFilter:
         owner = home.home_of_key(relative_key)
         if owner == LOCAL_ONLY:
             return False
-        if self.home_of is not None and owner != self.home_of:
+        if self.home_of is not None and not home.in_subtree(owner, self.home_of):
             return False
-        if self.exclude_home_of is not None and owner == self.exclude_home_of:
+        if self.exclude_home_of is not None and home.in_subtree(owner, self.exclude_home_of):
             return False
         if self.resources:
             group, resource = relative_key.split("/", 2)[:2]

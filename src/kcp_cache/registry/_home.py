@@ -95,7 +95,7 @@ class HomeMap:
         self.enabled = enabled
         self.own: set[str] = set(home_shards)
         #: Other caches' claims and URLs, from their mirrored ``Cache`` objects.
-        self._others: dict[str, tuple[int, frozenset[str], str]] = {}
+        self._others: dict[str, tuple[int, frozenset[str], str, str]] = {}
         self._claims: dict[str, str] = {}
         self.status: dict[str, Any] = {}
         self._dirty = asyncio.Event()
@@ -123,6 +123,34 @@ class HomeMap:
             return self.base_url
         other = self._others.get(cache)
         return other[2] if other else ""
+
+    def cache_at(self, url: str) -> str | None:
+        """The name of the cache whose ``spec.baseURL`` is *url*."""
+        url = url.rstrip("/")
+        if url and url == self.base_url.rstrip("/"):
+            return self.name
+        for name, other in self._others.items():
+            if other[2] == url:
+                return name
+        return None
+
+    def parent_of(self, cache: str) -> str | None:
+        """The name of *cache*'s parent (``None``: the root, or not known yet)."""
+        if cache == self.name:
+            return self.cache_at(self.parent) if self.parent else None
+        other = self._others.get(cache)
+        return self.cache_at(other[3]) if other and other[3] else None
+
+    def in_subtree(self, cache: str | None, top: str) -> bool:
+        """Whether *cache* is *top* or below it: a cache exports its whole subtree and
+        mirrors nothing of it back (so three levels do not loop)."""
+        for _ in range(32):  # deeper than any real tree; guards against a cycle
+            if cache is None:
+                return False
+            if cache == top:
+                return True
+            cache = self.parent_of(cache)
+        return False
 
     def home_of_key(self, relative_key: str) -> str | None:
         """Which cache owns a storage key: :data:`LOCAL_ONLY` for what never leaves
@@ -157,7 +185,7 @@ class HomeMap:
     def _rebuild(self) -> None:
         claims: dict[str, str] = {}
         # Between other caches the older Cache object wins a shard both claim.
-        for cache, (_created, shards, _url) in sorted(
+        for cache, (_created, shards, _url, _parent) in sorted(
             self._others.items(), key=lambda item: item[1][0], reverse=True
         ):
             for shard in shards:
@@ -177,11 +205,12 @@ class HomeMap:
                 obj = orjson.loads(kv.value)
                 spec = obj.get("spec") or {}
                 shards = frozenset(str(s) for s in spec.get("homeShards") or ())
-                url = str(spec.get("baseURL") or "")
+                url = str(spec.get("baseURL") or "").rstrip("/")
+                parent = str(spec.get("parent") or "").rstrip("/")
             except (orjson.JSONDecodeError, AttributeError, TypeError):
                 log.warning("ignoring an unreadable Cache object %s", key)
                 return
-            self._others[name] = (kv.create_revision, shards, url)
+            self._others[name] = (kv.create_revision, shards, url, parent)
         self._rebuild()
 
     async def load(self) -> int:
@@ -268,7 +297,7 @@ class HomeMap:
                 "spec": {
                     "baseURL": self.base_url,
                     "externalURL": "",
-                    "parent": self.parent,
+                    "parent": self.parent.rstrip("/"),
                     "homeShards": sorted(self.own),
                 },
                 "status": {**(old.get("status") or {}), **self.status},

@@ -80,7 +80,7 @@ class MirrorStore:
 
     def _mirrors(self, relative_key: str) -> bool:
         owner = self.home.home_of_key(relative_key)
-        return owner != LOCAL_ONLY and owner != self.home.name
+        return owner != LOCAL_ONLY and not self.home.in_subtree(owner, self.home.name)
 
     async def begin_snapshot(self, *, resync: bool) -> None:
         """A snapshot starts; *resync* when it replaces a cursor the parent compacted."""

@@ -7,6 +7,8 @@ is ``system:kcp:cache:<name>``. Each ``PUT`` of the feed becomes a write of the 
 object into ``/services/cache/shards/<S>/clusters/<C>/…`` of the parent with
 ``kcp.io/shard`` set, so the parent keeps uid, creationTimestamp and generation as sent
 (replica mode) — which works against our parent and against kcp's Go cache server.
+Each (re)start first writes this cache's ``Cache`` object (the *prelude*), whose shard
+claims the parent needs before the shards' data.
 
 Changes are exported in revision order; the revision up to which everything reached the
 parent is the cursor, kept in a file, so a restart resumes and a parent outage only
@@ -22,7 +24,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -56,6 +58,8 @@ class ExportEvent(Protocol):
 
 
 FeedOpener = Callable[[int], AsyncIterator[ExportEvent]]
+#: The ``(key, value)`` to write before anything else each time the export (re)starts.
+Prelude = Callable[[], Awaitable[tuple[str, bytes] | None]]
 
 
 class ParentRefused(RuntimeError):
@@ -118,9 +122,11 @@ class Exporter(StartStop):
         *,
         backoff: Callable[[], Backoff] = lambda: Backoff(initial=0.2, maximum=5.0),
         on_change: Callable[[], None] | None = None,
+        prelude: Prelude | None = None,
     ) -> None:
         self.http = http
         self.open_feed = open_feed
+        self.prelude = prelude
         self.cursor_file = cursor_file
         self._backoff = backoff()
         self.on_change = on_change
@@ -182,6 +188,13 @@ class Exporter(StartStop):
             await asyncio.sleep(self._backoff.next())
 
     async def _export_from(self, since: int) -> None:
+        if self.prelude is not None:
+            # This cache's Cache object first: it carries the claims of shards homed
+            # here, which the parent needs before it takes their data — the claim of a
+            # shard is written after its first write, so in revision order it is late.
+            first = await self.prelude()
+            if first is not None:
+                await self._put(*first)
         feed = self.open_feed(since)
         snapshot = False
         try:

@@ -30,17 +30,25 @@ QUERY_KEY: Final = "query_string"
 
 
 class OwnCacheObject:
-    """Admission: a cache writes only the ``Cache`` object of its own name."""
+    """Admission: a cache writes only its own ``Cache`` object and those of the caches
+    below it (whose ``spec.parent`` leads to it)."""
 
-    def __init__(self, cache: str) -> None:
+    def __init__(self, cache: str, home: HomeMap) -> None:
         self.cache = cache
+        self.home = home
 
     def check_body(self, info: ResourceInfo, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata")
         name = meta.get("name") if isinstance(meta, Mapping) else None
-        if name != self.cache:
+        if name == self.cache:
+            return
+        spec = body.get("spec")
+        parent_url = spec.get("parent") if isinstance(spec, Mapping) else None
+        parent = self.home.cache_at(str(parent_url or ""))
+        if not self.home.in_subtree(parent, self.cache):
             raise ApiError.forbidden(
-                f'cache "{self.cache}" may write only its own Cache object, not "{name}"'
+                f'cache "{self.cache}" may write only its own Cache object and those of the '
+                f'caches below it, not "{name}"'
             )
 
     def check_update(
@@ -65,17 +73,14 @@ class HomeWrites:
         shard = kcp.shard or ""
         cache = principal.name
         if shard == SYSTEM_SHARD:
-            if (
-                info.api_group == "core.kcp.io"
-                and info.resource == "caches"
-                and info.name in ("", cache)
-            ):
-                return True, f"cache {cache} writes its Cache object", None, OwnCacheObject(cache)
-        elif self.home.enabled and self.home.home_of(shard) == cache:
+            if info.api_group == "core.kcp.io" and info.resource == "caches":
+                admission = OwnCacheObject(cache, self.home)
+                return True, f"cache {cache} writes Cache objects", None, admission
+        elif self.home.enabled and self.home.in_subtree(self.home.home_of(shard), cache):
             return True, f"shard {shard} is homed at cache {cache}", None, OriginCheck(shard)
         message = (
             f'user "system:kcp:cache:{cache}" may not write into shard "{shard}": it is '
-            f'not homed at cache "{cache}"'
+            f'not homed at cache "{cache}" or below it'
         )
         return False, "shard not homed at the writing cache", ApiError.forbidden(message), None
 
