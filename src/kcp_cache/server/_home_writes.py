@@ -78,10 +78,18 @@ class HomeWrites:
                 return True, f"cache {cache} writes Cache objects", None, admission
         elif self.home.enabled and self.home.in_subtree(self.home.home_of(shard), cache):
             return True, f"shard {shard} is homed at cache {cache}", None, OriginCheck(shard)
-        message = (
-            f'user "system:kcp:cache:{cache}" may not write into shard "{shard}": it is '
-            f'not homed at cache "{cache}" or below it'
-        )
+        if not self.home.enabled:
+            # A lone cache (no --cache-name) has no hierarchy: no shard is homed at
+            # any other cache.
+            message = (
+                f'user "system:kcp:cache:{cache}" may not write into shard "{shard}": no '
+                f'shard is homed at cache "{cache}"'
+            )
+        else:
+            message = (
+                f'user "system:kcp:cache:{cache}" may not write into shard "{shard}": it '
+                f'is not homed at cache "{cache}" or below it'
+            )
         return False, "shard not homed at the writing cache", ApiError.forbidden(message), None
 
     def refusal(self, principal: Principal, kcp: KcpRequest) -> ApiError | None:
