@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -35,13 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "hierarchy"))
 
-import httpx2  # noqa: E402
 import orjson  # noqa: E402
+from hierarchy_helpers import start_child, start_root  # noqa: E402
 
 from etcd_bench import closed_loop  # noqa: E402
 from etcd_server_bench import body, cpu_seconds  # noqa: E402
 from harness import CacheServer  # noqa: E402
-from hierarchy_helpers import start_child, start_root  # noqa: E402
 
 SHARD = "amber"
 CLUSTER = "bench"

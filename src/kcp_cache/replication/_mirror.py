@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final, Protocol
 
 import httpx2
@@ -63,7 +63,9 @@ class Mirror(StartStop):
     """Keeps *sink* equal to the parent's store minus this cache's own shards.
 
     *http* is a client whose base URL is the parent (with this cache's credentials);
-    its read timeout should exceed the parent's progress interval.
+    its read timeout should exceed the parent's progress interval. Up to *window*
+    changes are applied at once (each key's in order), so the store group-commits them
+    instead of waiting for one commit per change.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Mirror(StartStop):
         backoff: Callable[[], Backoff] = lambda: Backoff(initial=0.2, maximum=5.0),
         registry: CollectorRegistry | None = None,
         on_change: Callable[[], None] | None = None,
+        window: int = 64,
     ) -> None:
         self.http = http
         self.sink = sink
@@ -96,6 +99,9 @@ class Mirror(StartStop):
         )
         self._task: asyncio.Task[None] | None = None
         self._refresh = False
+        self._pipeline = _Pipeline(window)
+        #: The newest revision submitted to the pipeline (applied once it drains).
+        self._pending = 0
 
     # -- status ------------------------------------------------------------------------
 
@@ -159,6 +165,7 @@ class Mirror(StartStop):
         refreshing = self._refresh
         self._refresh = False
         since = 0 if refreshing else self.revision
+        self._pending = self.revision
         params = {"since": str(since), "excludeHomeOf": self.cache_name}
         if self.resources:
             params["resources"] = ",".join(self.resources)
@@ -171,12 +178,16 @@ class Mirror(StartStop):
             self._backoff.reset()
             self._changed()
             snapshot = False
-            async for line in response.aiter_lines():
-                if self._refresh and not snapshot:
-                    return
-                if not line:
-                    continue
-                snapshot = await self._apply(orjson.loads(line), snapshot, resync=since > 0)
+            try:
+                async for line in response.aiter_lines():
+                    if self._refresh and not snapshot:
+                        return
+                    if not line:
+                        continue
+                    snapshot = await self._apply(orjson.loads(line), snapshot, resync=since > 0)
+            finally:
+                await self._pipeline.settle()
+                self._pipeline.reset()
 
     async def _apply(self, event: dict[str, Any], snapshot: bool, *, resync: bool) -> bool:
         kind = event.get("type")
@@ -184,10 +195,17 @@ class Mirror(StartStop):
         self.events_received.labels(str(kind)).inc()
         sink = self.sink
         if kind == "PUT":
-            await sink.put(event["key"], orjson.dumps(event["value"]))
-        elif kind == "DELETE":
-            await sink.delete(event["key"])
-        elif kind == "SNAPSHOT":
+            value = orjson.dumps(event["value"])
+            await self._pipeline.submit(event["key"], lambda: sink.put(event["key"], value))
+            self._pending = max(self._pending, rev)
+            return snapshot
+        if kind == "DELETE":
+            await self._pipeline.submit(event["key"], lambda: sink.delete(event["key"]))
+            self._pending = max(self._pending, rev)
+            return snapshot
+        # Every other line is a point where the applied state must be complete.
+        await self._pipeline.drain()
+        if kind == "SNAPSHOT":
             await sink.begin_snapshot(resync=resync)
             if resync:
                 log.warning("the parent compacted past revision %d: full resync", self.revision)
@@ -207,7 +225,61 @@ class Mirror(StartStop):
         else:
             log.debug("ignoring feed line of type %r", kind)
             return snapshot
+        rev = max(rev, self._pending)
         if not snapshot and rev > self.revision:
             self.revision = rev
             await sink.save_cursor(rev)
         return snapshot
+
+
+class _Pipeline:
+    """Applies changes concurrently, in order per key, at most *window* at a time.
+
+    The cursor only moves at :meth:`drain`, when everything submitted has been applied,
+    so a failure anywhere makes the mirror resume before the first unapplied change.
+    """
+
+    def __init__(self, window: int) -> None:
+        self._room = asyncio.Semaphore(window)
+        self._last: dict[str, asyncio.Task[None]] = {}
+        self._failure: BaseException | None = None
+
+    async def submit(self, key: str, apply: Callable[[], Awaitable[None]]) -> None:
+        await self._room.acquire()
+        before = self._last.get(key)
+
+        async def run() -> None:
+            try:
+                if before is not None:
+                    await asyncio.wait([before])  # same key: strictly after, even if it failed
+                await apply()
+            except Exception as exc:
+                if self._failure is None:
+                    self._failure = exc
+            finally:
+                self._room.release()
+
+        task = asyncio.create_task(run())
+        self._last[key] = task
+        task.add_done_callback(lambda done: self._forget(key, done))
+
+    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._last.get(key) is task:
+            del self._last[key]
+
+    async def drain(self) -> None:
+        """Wait for everything submitted; raise the first failure."""
+        await self.settle()
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def reset(self) -> None:
+        """Forget a failure (the stream it belonged to is over)."""
+        self._failure = None
+
+    async def settle(self) -> None:
+        """Wait for everything submitted (before reconnecting: nothing may still be
+        applying an old stream's change when the new stream starts)."""
+        while self._last:
+            await asyncio.gather(*list(self._last.values()), return_exceptions=True)

@@ -7,6 +7,10 @@ Use :func:`open_storage` (or an engine class) to get a :class:`Storage`. Engines
 * ``EtcdStorage`` — etcd v3, for several server replicas (``kcp_cache.storage.etcd``).
 """
 
+from kcp_cache.storage._epoch import EpochStorage as EpochStorage
+from kcp_cache.storage._epoch import ForeignRevision as ForeignRevision
+from kcp_cache.storage._epoch import epoch_for as epoch_for
+from kcp_cache.storage._epoch import epoch_of as epoch_of
 from kcp_cache.storage._errors import (
     AlreadyExists as AlreadyExists,
 )
@@ -61,9 +65,11 @@ __all__ = [
     "BadContinueToken",
     "Conflict",
     "DeleteResult",
+    "EpochStorage",
     "Event",
     "EventType",
     "Expired",
+    "ForeignRevision",
     "FutureRevision",
     "InvalidKey",
     "KeyValue",
@@ -79,6 +85,8 @@ __all__ = [
     "Unavailable",
     "WatchStream",
     "check_store",
+    "epoch_for",
+    "epoch_of",
     "open_storage",
     "recover_store",
 ]
