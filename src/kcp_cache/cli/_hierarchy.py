@@ -29,9 +29,9 @@ from kcp_cache.registry import (
 from kcp_cache.replication import Exporter, Mirror
 from kcp_cache.server import FEED_PATH, FeedEndpoint, HomeWrites, ServerMetrics
 from kcp_cache.server._status import Receive, Scope, Send, send_bytes
-from kcp_cache.storage import NotFound, Storage
+from kcp_cache.storage import EpochStorage, NotFound, Storage, epoch_for
 
-__all__ = ["Hierarchy", "add_hierarchy_flags"]
+__all__ = ["Hierarchy", "add_hierarchy_flags", "store_identity", "with_epoch"]
 
 log = logging.getLogger("kcp_cache.cli.hierarchy")
 
@@ -94,12 +94,49 @@ def add_hierarchy_flags(parser: argparse.ArgumentParser) -> None:
         help="seconds between PROGRESS lines of the replication feed",
     )
     group.add_argument(
+        "--resource-version-epoch",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="resourceVersions carry this store's epoch (storeEpoch·2^43 + revision), so "
+        "one issued by another cache is 410 Gone; auto = on for a named cache on its own "
+        "embedded store, off on etcd (Go kcp reads etcd's raw revisions)",
+    )
+    group.add_argument(
         "--require-parent-for-readiness",
         type=_bool,
         default=False,
         metavar="BOOL",
         help="/readyz fails while the parent's feed is not connected and synced",
     )
+
+
+def with_epoch(args: argparse.Namespace, storage: Storage) -> Storage:
+    """*storage* wrapped per ``--resource-version-epoch``."""
+    mode = args.resource_version_epoch
+    store_id = getattr(storage, "store_id", None)
+    if mode == "auto":
+        mode = "on" if args.cache_name is not None and store_id is not None else "off"
+    if mode == "off":
+        return storage
+    if store_id is None:
+        raise ValueError(
+            "--resource-version-epoch on needs an embedded store (sqlite or memory); on etcd "
+            "revisions are etcd's own"
+        )
+    return EpochStorage(storage, lambda: epoch_for(int(getattr(storage, "store_id", 0))))
+
+
+def store_identity(storage: Storage) -> str:
+    """The store's UID as the ``X-Kcp-Cache-Store`` header shows it (hex)."""
+    inner = storage
+    while True:
+        store_id = getattr(inner, "store_id", None)
+        if store_id is not None:
+            return f"{int(store_id):016x}"
+        nested = getattr(inner, "inner", None) or getattr(inner, "_inner", None)
+        if nested is None:
+            return ""
+        inner = nested
 
 
 def _bool(text: str) -> bool:
@@ -228,7 +265,9 @@ class Hierarchy:
             upstream["exportRevision"] = str(self.exporter.revision)
         self.home.set_status(upstream=upstream)
 
-    async def start(self) -> None:
+    async def start(self, *, epoch: int = 0) -> None:
+        if epoch:
+            self.home.set_status(storeEpoch=epoch)
         await self.home.start()
         if self.mirror is not None:
             await self.mirror.start()

@@ -30,13 +30,14 @@ from OpenSSL import SSL
 
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
-from kcp_cache.cli._hierarchy import Hierarchy, add_hierarchy_flags
+from kcp_cache.cli._hierarchy import Hierarchy, add_hierarchy_flags, store_identity, with_epoch
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.cli._stack import (
     DEFAULT_MIN_REQUEST_TIMEOUT,
     DEFAULT_WATCH_MAX_UNSENT_BYTES,
     build_api_stack,
 )
+from kcp_cache.registry import RevisionIssuer
 from kcp_cache.server import (
     AUTHORIZATION_MODES,
     DEFAULT_ALWAYS_ALLOW_PATHS,
@@ -59,7 +60,7 @@ from kcp_cache.server import (
     raise_descriptor_limit,
 )
 from kcp_cache.server.api import DEFAULT_COMPRESSION_THRESHOLD, Compression
-from kcp_cache.storage import Storage, StorageError, open_storage
+from kcp_cache.storage import EpochStorage, Storage, StorageError, open_storage
 
 __all__ = ["PORT_FILE_NAME", "build_parser", "main"]
 
@@ -672,7 +673,11 @@ async def _run(args: argparse.Namespace) -> int:
         readiness = ReadinessChecks()
         # The store first: it takes the root directory's lock, so a second server on the
         # same directory stops here before touching its certificates or kubeconfig.
-        storage = metrics.instrument_storage(_storage_from_args(args, root))
+        try:
+            engine = with_epoch(args, _storage_from_args(args, root))
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        storage = metrics.instrument_storage(engine)
         try:
             await storage.start()
         except (StorageError, OSError, ValueError) as exc:
@@ -752,6 +757,11 @@ async def _serve(
         home=hierarchy.home_writes,
     )
     app.routes.update(hierarchy.routes)
+    engine = getattr(storage, "inner", storage)
+    epoch = engine.epoch if isinstance(engine, EpochStorage) else 0
+    if epoch:
+        stack.api.registry.issuer = RevisionIssuer(lambda: epoch, hierarchy.home.cache_of_epoch)
+    app.store_header = f"{hierarchy.name}/{store_identity(storage)}".encode()
     app.on_shutdown.append(stack.api.shutdown)
     app.on_shutdown.append(hierarchy.stop)
     server = HTTPSServer(
@@ -788,7 +798,7 @@ async def _serve(
 
     bootstrap_task = loop.create_task(bootstrap())
     try:
-        await hierarchy.start()
+        await hierarchy.start(epoch=epoch)
     except StorageError as exc:
         raise StartupError(f"cache hierarchy: {exc}") from None
     log.info(

@@ -37,6 +37,7 @@ from kcp_cache.registry._goparse import go_quote as go_quote
 from kcp_cache.registry._goparse import parse_int64 as parse_int64
 from kcp_cache.registry._goparse import parse_query_bool as parse_query_bool
 from kcp_cache.registry._home import HomeMap as HomeMap
+from kcp_cache.registry._issuer import RevisionIssuer as RevisionIssuer
 from kcp_cache.registry._keys import KeyParts as KeyParts
 from kcp_cache.registry._keys import KeyScheme as KeyScheme
 from kcp_cache.registry._keys import ListScope as ListScope
@@ -97,6 +98,7 @@ __all__ = [
     "Registry",
     "ResourceCatalog",
     "ResourceInfo",
+    "RevisionIssuer",
     "RuntimeCRDWatcher",
     "SelectorError",
     "Target",

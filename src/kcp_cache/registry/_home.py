@@ -97,6 +97,7 @@ class HomeMap:
         #: Other caches' claims and URLs, from their mirrored ``Cache`` objects.
         self._others: dict[str, tuple[int, frozenset[str], str, str]] = {}
         self._claims: dict[str, str] = {}
+        self._epochs: dict[int, str] = {}
         self.status: dict[str, Any] = {}
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -123,6 +124,10 @@ class HomeMap:
             return self.base_url
         other = self._others.get(cache)
         return other[2] if other else ""
+
+    def cache_of_epoch(self, epoch: int) -> str | None:
+        """The cache whose store has *epoch* (from ``status.storeEpoch``), if known."""
+        return self._epochs.get(epoch)
 
     def cache_at(self, url: str) -> str | None:
         """The name of the cache whose ``spec.baseURL`` is *url*."""
@@ -200,6 +205,7 @@ class HomeMap:
             return
         if kv is None:
             self._others.pop(name, None)
+            self._epochs = {e: c for e, c in self._epochs.items() if c != name}
         else:
             try:
                 obj = orjson.loads(kv.value)
@@ -211,6 +217,9 @@ class HomeMap:
                 log.warning("ignoring an unreadable Cache object %s", key)
                 return
             self._others[name] = (kv.create_revision, shards, url, parent)
+            epoch = (obj.get("status") or {}).get("storeEpoch")
+            if isinstance(epoch, int):
+                self._epochs[epoch] = name
         self._rebuild()
 
     async def load(self) -> int:

@@ -20,6 +20,7 @@ from kcp_cache.registry._continue import bad_continue_start, decode_continue, en
 from kcp_cache.registry._crd_admission import admit_crd_delete, admit_crd_write, governs
 from kcp_cache.registry._dryrun import DryRunWrites, WriteStore
 from kcp_cache.registry._errors import ApiError
+from kcp_cache.registry._issuer import RevisionIssuer
 from kcp_cache.registry._keys import KeyParts, KeyScheme, ListScope
 from kcp_cache.registry._listing import PAGE, ListResponse, Page
 from kcp_cache.registry._nesting import MAX_NESTING, check_nesting
@@ -129,6 +130,8 @@ class Registry:
         too_large_rv_wait: float = 3.0,
     ) -> None:
         self.storage = storage
+        #: Refuses resourceVersions issued by another cache (``--resource-version-epoch``).
+        self.issuer: RevisionIssuer | None = None
         self._dry_run_writes = DryRunWrites(storage)
         self.too_large_rv_wait = too_large_rv_wait
         self.catalog = catalog or ResourceCatalog()
@@ -289,6 +292,8 @@ class Registry:
         return _render(kv, self._parts(target, key), target)
 
     async def list_objects(self, target: Target, opts: ListOptions) -> ListResponse:
+        if self.issuer is not None and opts.revision:
+            self.issuer.check(opts.revision)
         response = ListResponse(self, target, opts)
         await response._read_first()
         return response
@@ -794,6 +799,8 @@ class Registry:
 
     def watch(self, target: Target, opts: ListOptions) -> WatchSession:
         self._check_namespace(target)
+        if self.issuer is not None and opts.revision:
+            self.issuer.check(opts.revision)
         return WatchSession(self, target, opts)
 
 

@@ -139,6 +139,9 @@ class CacheServerApp:
         #: Extra non-resource endpoints (the replication feed, ``/readyz/parent``),
         #: served after authentication and authorization like every other path.
         self.routes: dict[str, ASGIApp] = {}
+        #: ``X-Kcp-Cache-Store: <cacheName>/<storeUID>`` on every response (beyond-kcp
+        #: §3.0): a client that sees it change knows its resourceVersions mean nothing.
+        self.store_header: bytes | None = None
         self.synthetic_delay = synthetic_delay
         self.metrics = metrics
         self.readiness = readiness
@@ -175,6 +178,8 @@ class CacheServerApp:
                     # kube's warning header: code 299, agent "-", quoted text.
                     text = decision.warning.replace('"', "'")
                     extra.append((b"warning", f'299 - "{text}"'.encode()))
+                if self.store_header is not None:
+                    extra.append((b"x-kcp-cache-store", self.store_header))
                 if audit is not None:
                     extra.append((b"audit-id", audit_id.encode()))
                     info = request_info(kcp) if isinstance(kcp, KcpRequest) else None
