@@ -26,21 +26,30 @@ APIEXPORTS: Final = ("apis.kcp.io", "v1alpha1", "apiexports")
 
 
 def cache_kubeconfig(parent: CacheServer, cache: str, out: Path) -> Path:
-    """A ``system:kcp:cache:<cache>`` kubeconfig for *parent*."""
+    """A ``system:kcp:cache:<cache>`` kubeconfig for *parent* (signed by its client CA)."""
+    if parent.client_ca is not None:
+        issuer = ["--ca-cert", str(parent.client_ca.cert_path),
+                  "--ca-key", str(parent.client_ca.key_path),
+                  "--server", parent.base_url, "--server-ca", str(parent.serving_cert)]  # fmt: skip
+    else:
+        issuer = ["--root-directory", str(parent.root)]
     result = subprocess.run(
         [sys.executable, "-m", "kcp_cache.cli.tool", "certs", "issue", "--cache", cache,
-         "--root-directory", str(parent.root), "--out-dir", str(out)],
+         *issuer, "--out-dir", str(out)],
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return out / f"cache-{cache}.kubeconfig"
 
 
-def start_root(directory: Path, *extra: str) -> CacheServer:
-    return start_cache_server(directory / "root", "--cache-name", "root", *FAST, *extra)
+def start_root(directory: Path, *extra: str, **kwargs: Any) -> CacheServer:
+    """The root cache ``root`` (*kwargs* as for ``start_cache_server``)."""
+    return start_cache_server(directory / "root", "--cache-name", "root", *FAST, *extra, **kwargs)
 
 
-def start_child(directory: Path, name: str, parent: CacheServer, *extra: str) -> CacheServer:
+def start_child(
+    directory: Path, name: str, parent: CacheServer, *extra: str, **kwargs: Any
+) -> CacheServer:
     """A cache *name* below *parent*."""
     kubeconfig = cache_kubeconfig(parent, name, directory / f"creds-{name}")
     return start_cache_server(
@@ -50,6 +59,7 @@ def start_child(directory: Path, name: str, parent: CacheServer, *extra: str) ->
         "--parent-kubeconfig", str(kubeconfig),
         *FAST,
         *extra,
+        **kwargs,
     )  # fmt: skip
 
 

@@ -71,6 +71,10 @@ class WatchEvent:
         return str(self.object.get("metadata", {}).get("resourceVersion", ""))
 
 
+#: The store identity header of our cache servers (``<cacheName>/<storeUID>``).
+STORE_HEADER = "x-kcp-cache-store"
+
+
 @dataclass(slots=True)
 class ObjectList:
     """The items of a (possibly paginated) list and the list's resourceVersion."""
@@ -79,6 +83,8 @@ class ObjectList:
     resource_version: str = ""
     kind: str = ""
     continue_token: str = ""
+    #: The ``X-Kcp-Cache-Store`` header of the response ("" if the server sends none).
+    store: str = ""
 
 
 def raise_for_status(response: Response) -> None:
@@ -337,6 +343,7 @@ class AsyncRESTClient:
                 if guess:
                     pending = fetch(guess)
                 page = self._req.page(_decode(response))
+                page.store = response.headers.get(STORE_HEADER, "")
                 if page.continue_token != (guess or ""):
                     # The peek was wrong (unusual field order): fall back to the decoded token.
                     if pending is not None:
@@ -534,6 +541,11 @@ class AsyncWatchStream:
                 event = _event(line)
                 if event is not None:
                     yield event
+
+    @property
+    def store(self) -> str:
+        """The ``X-Kcp-Cache-Store`` header of the open stream ("" if none, or not open)."""
+        return self._response.headers.get(STORE_HEADER, "") if self._response else ""
 
     def __aiter__(self) -> Self:
         return self

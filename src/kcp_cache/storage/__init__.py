@@ -7,6 +7,7 @@ Use :func:`open_storage` (or an engine class) to get a :class:`Storage`. Engines
 * ``EtcdStorage`` — etcd v3, for several server replicas (``kcp_cache.storage.etcd``).
 """
 
+from kcp_cache.storage._epoch import EPOCH_SHIFT as EPOCH_SHIFT
 from kcp_cache.storage._epoch import EpochStorage as EpochStorage
 from kcp_cache.storage._epoch import ForeignRevision as ForeignRevision
 from kcp_cache.storage._epoch import epoch_for as epoch_for
@@ -60,6 +61,7 @@ from kcp_cache.storage._types import KeyValue as KeyValue
 from kcp_cache.storage._types import RangeResult as RangeResult
 
 __all__ = [
+    "EPOCH_SHIFT",
     "SQLITE_FILE_NAME",
     "AlreadyExists",
     "BadContinueToken",
