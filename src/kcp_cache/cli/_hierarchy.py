@@ -26,7 +26,7 @@ from kcp_cache.registry import (
     HomeMap,
     MirrorStore,
 )
-from kcp_cache.replication import Exporter, Mirror
+from kcp_cache.replication import Exporter, Mirror, Selection
 from kcp_cache.server import FEED_PATH, FeedEndpoint, HomeWrites, ServerMetrics
 from kcp_cache.server._status import Receive, Scope, Send, send_bytes
 from kcp_cache.storage import EpochStorage, NotFound, Storage, epoch_for
@@ -79,6 +79,13 @@ def add_hierarchy_flags(parser: argparse.ArgumentParser) -> None:
         default="",
         metavar="LIST",
         help="group/resource names exported to the parent (empty: everything homed here)",
+    )
+    group.add_argument(
+        "--export-label-selector",
+        default="",
+        metavar="K=V,…",
+        help="only objects with these labels are exported (matchLabels); an object that "
+        "loses one is deleted at the parent",
     )
     group.add_argument(
         "--import-resources",
@@ -146,6 +153,16 @@ def _bool(text: str) -> bool:
     if value in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
+
+
+def _selection(text: str) -> Selection | None:
+    labels: list[tuple[str, str]] = []
+    for item in _names(text):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--export-label-selector: {item!r} is not key=value")
+        labels.append((key.strip(), value.strip()))
+    return Selection(tuple(sorted(labels))) if labels else None
 
 
 def _names(text: str) -> list[str]:
@@ -221,6 +238,7 @@ class Hierarchy:
                 root / "export-cursor.json",
                 on_change=self._publish_status,
                 prelude=self._own_cache_object,
+                selection=_selection(args.export_label_selector),
             )
         self.storage = storage
 

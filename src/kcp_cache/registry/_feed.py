@@ -39,6 +39,7 @@ DEFAULT_PROGRESS_INTERVAL: Final = 1.0
 #: Events buffered between the storage watch and a consumer.
 QUEUE_EVENTS: Final = 1000
 _PAGE: Final = 500
+_CACHES: Final = "core.kcp.io/caches"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,8 @@ class FeedFilter:
     ``exclude_home_of``: not the keys homed at that cache or below it (a child does not
     need its own data back); ``home_of``: only the keys homed at that cache or below it
     (what it exports: its whole subtree);
-    ``resources``: only these ``group/resource`` names (empty: all).
+    ``resources``: only these ``group/resource`` names (empty: all) — and the ``Cache``
+    objects, always.
     """
 
     exclude_home_of: str | None = None
@@ -76,7 +78,8 @@ class FeedFilter:
             return False
         if self.resources:
             group, resource = relative_key.split("/", 2)[:2]
-            return f"{group}/{resource}" in self.resources
+            # The Cache objects always flow: every cache's home map is made of them.
+            return f"{group}/{resource}" in self.resources or f"{group}/{resource}" == _CACHES
         return True
 
 

@@ -33,6 +33,8 @@ import orjson
 
 from kcp_cache.client import Backoff, StartStop, cancel_and_wait
 
+from ._ccr_model import Selection
+
 __all__ = ["ExportEvent", "Exporter", "object_path"]
 
 log = logging.getLogger("kcp_cache.replication.export")
@@ -42,6 +44,8 @@ _CLUSTER_ANNOTATION: Final = "kcp.io/cluster"
 _CRDS: Final = ("apiextensions.k8s.io", "customresourcedefinitions")
 _CUSTOM_RESOURCES: Final = "customresources"
 _CURSOR_SAVE_INTERVAL: Final = 1.0
+#: The cache-owned shard (the ``Cache`` objects live there).
+_CACHE_SHARD: Final = "system:cache:server"
 
 
 class ExportEvent(Protocol):
@@ -123,10 +127,14 @@ class Exporter(StartStop):
         backoff: Callable[[], Backoff] = lambda: Backoff(initial=0.2, maximum=5.0),
         on_change: Callable[[], None] | None = None,
         prelude: Prelude | None = None,
+        selection: Selection | None = None,
     ) -> None:
         self.http = http
         self.open_feed = open_feed
         self.prelude = prelude
+        #: Only objects with these labels go up (``--export-label-selector``); one that
+        #: stops matching is deleted at the parent. The cache-owned objects always go.
+        self.selection = selection
         self.cursor_file = cursor_file
         self._backoff = backoff()
         self.on_change = on_change
@@ -224,6 +232,9 @@ class Exporter(StartStop):
     async def _put(self, relative_key: str, value: bytes) -> None:
         obj = orjson.loads(value)
         shard, collection, name = object_path(relative_key, obj)
+        if self.selection is not None and shard != _CACHE_SHARD and not self.selection.matches(obj):
+            await self._delete_at(f"{collection}/{name}", None)
+            return
         body = dict(obj)
         meta = dict(body.get("metadata") or {})
         annotations = dict(meta.get("annotations") or {})
