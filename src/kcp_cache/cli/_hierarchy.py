@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx2
 
-from kcp_cache.client import load_kubeconfig
+from kcp_cache.client import AsyncRESTClient, async_cache_transport, load_kubeconfig
 from kcp_cache.registry import (
     DEFAULT_PROGRESS_INTERVAL,
     FeedFilter,
@@ -26,7 +26,7 @@ from kcp_cache.registry import (
     HomeMap,
     MirrorStore,
 )
-from kcp_cache.replication import Exporter, Mirror, Selection
+from kcp_cache.replication import Exporter, Mirror, Selection, WatchMirror
 from kcp_cache.server import FEED_PATH, FeedEndpoint, HomeWrites, ServerMetrics
 from kcp_cache.server._status import Receive, Scope, Send, send_bytes
 from kcp_cache.storage import EpochStorage, NotFound, Storage, epoch_for
@@ -57,9 +57,10 @@ def add_hierarchy_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--parent-mode",
-        choices=("auto", "feed"),
+        choices=("auto", "feed", "watch"),
         default="auto",
-        help="how to mirror the parent: its replication feed (auto = feed)",
+        help="how to mirror the parent: its replication feed, or wildcard watches per "
+        "type for a parent without one (Go kcp's cache server); auto = feed",
     )
     group.add_argument(
         "--home-shards",
@@ -206,9 +207,10 @@ class Hierarchy:
             FEED_PATH: FeedEndpoint(self.feed),
             PARENT_READYZ_PATH: self._parent_readyz,
         }
-        self.mirror: Mirror | None = None
+        self.mirror: Mirror | WatchMirror | None = None
         self.exporter: Exporter | None = None
         self._http: httpx2.AsyncClient | None = None
+        self._watch_http: httpx2.AsyncClient | None = None
         self._status_task: asyncio.Task[None] | None = None
         if self.parent_url:
             config = load_kubeconfig(args.parent_kubeconfig)
@@ -220,14 +222,27 @@ class Hierarchy:
                 transport=httpx2.AsyncHTTPTransport(verify=config.ssl_context),
             )
             sink = MirrorStore(storage, self.home, self.parent_url)
-            self.mirror = Mirror(
-                self._http,
-                sink,
-                cache_name=self.name,
-                resources=_names(args.import_resources),
-                registry=metrics.registry,
-                on_change=self._publish_status,
-            )
+            if args.parent_mode == "watch":
+                self._watch_http = httpx2.AsyncClient(
+                    base_url=self.parent_url,
+                    headers=config.headers,
+                    timeout=httpx2.Timeout(30.0, read=None),
+                    transport=async_cache_transport(
+                        httpx2.AsyncHTTPTransport(verify=config.ssl_context)
+                    ),
+                )
+                self.mirror = WatchMirror(
+                    AsyncRESTClient(self._watch_http), sink, resources=_names(args.import_resources)
+                )
+            else:
+                self.mirror = Mirror(
+                    self._http,
+                    sink,
+                    cache_name=self.name,
+                    resources=_names(args.import_resources),
+                    registry=metrics.registry,
+                    on_change=self._publish_status,
+                )
             self.home_writes.on_forced = self.mirror.refresh
             wanted = FeedFilter(
                 home_of=self.name, resources=frozenset(_names(args.export_resources))
@@ -308,5 +323,6 @@ class Hierarchy:
             if part is not None:
                 await part.stop()
         await self.home.stop()
-        if self._http is not None:
-            await self._http.aclose()
+        for http in (self._http, self._watch_http):
+            if http is not None:
+                await http.aclose()

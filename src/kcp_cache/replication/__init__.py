@@ -48,6 +48,7 @@ from ._health import HealthServer
 from ._keys import QueueKey, parse_queue_key, queue_key
 from ._metrics import ReaderMetrics, ReplicationMetrics
 from ._mirror import Mirror, MirrorSink
+from ._mirror_watch import WatchMirror
 from ._read import CacheReader, FallbackLister, ReaderHealth
 from ._reconcile import (
     ORIGINAL_RESOURCE_UID_ANNOTATION,
@@ -122,6 +123,7 @@ __all__ = [
     "Selection",
     "UpdateInCache",
     "UpdateLocal",
+    "WatchMirror",
     "WriteController",
     "cache_client",
     "check_replicate_permission",
