@@ -32,10 +32,10 @@ def test_a_region_mirrors_its_parent_through_watches(tmp_path: Path) -> None:
             assert copy["metadata"].get(field) == original["metadata"].get(field), field
         assert copy["spec"] == original["spec"]
         assert copy["metadata"]["annotations"]["kcp.io/shard"] == "amber"
-        role_copy = get(
-            region,
-            f"{region.resource_path('amber', 'w', *ROLES[:2], 'namespaces', 'ns1', ROLES[2])}/reader",
+        roles_at_region = region.resource_path(
+            "amber", "w", *ROLES[:2], "namespaces", "ns1", ROLES[2]
         )
+        role_copy = get(region, f"{roles_at_region}/reader")
         assert role_copy.status_code == 200, role_copy.text
         # Live changes follow; a delete while the region is down is swept at its start.
         with root.client() as client:
