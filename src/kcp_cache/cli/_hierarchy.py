@@ -28,7 +28,8 @@ from kcp_cache.registry import (
 )
 from kcp_cache.replication import Exporter, Mirror, Selection, WatchMirror
 from kcp_cache.server import FEED_PATH, FeedEndpoint, HomeWrites, ServerMetrics
-from kcp_cache.server._status import Receive, Scope, Send, send_bytes
+from kcp_cache.server._respond import send_bytes
+from kcp_cache.server.types import Receive, Scope, Send
 from kcp_cache.storage import EpochStorage, NotFound, Storage, epoch_for
 
 __all__ = ["Hierarchy", "add_hierarchy_flags", "store_identity", "with_epoch"]

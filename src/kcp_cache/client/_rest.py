@@ -29,6 +29,8 @@ from typing import Any, Literal, Self
 
 import orjson
 
+from kcp_cache.meta import STORE_HEADER
+
 from ._context import SHARD_EXTENSION
 from ._errors import ApiError
 from ._gc import gc_paused
@@ -69,10 +71,6 @@ class WatchEvent:
     @property
     def resource_version(self) -> str:
         return str(self.object.get("metadata", {}).get("resourceVersion", ""))
-
-
-#: The store identity header of our cache servers (``<cacheName>/<storeUID>``).
-STORE_HEADER = "x-kcp-cache-store"
 
 
 @dataclass(slots=True)

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import orjson
 
+from kcp_cache.meta import CACHE_OWNED_CLUSTER
 from kcp_cache.registry._bootstrap import SYSTEM_SHARD
 from kcp_cache.registry._strategy import new_uid, now_timestamp
 from kcp_cache.storage import (
@@ -49,8 +50,7 @@ __all__ = [
 
 log = logging.getLogger("kcp_cache.registry.home")
 
-#: The logical cluster of the cache-owned objects (the name kcp#4353 reserves).
-CACHE_CLUSTER: Final = "system:cache"
+CACHE_CLUSTER: Final = CACHE_OWNED_CLUSTER
 #: :meth:`HomeMap.home_of_key` for keys that never leave this cache (bootstrapped CRDs,
 #: internal state): neither exported nor mirrored.
 LOCAL_ONLY: Final = ""

@@ -32,6 +32,7 @@ import httpx2
 import orjson
 
 from kcp_cache.client import Backoff, StartStop, cancel_and_wait
+from kcp_cache.meta import CACHE_OWNED_SHARD, CLUSTER_ANNOTATION, SHARD_ANNOTATION
 
 from ._ccr_model import Selection
 
@@ -39,13 +40,9 @@ __all__ = ["ExportEvent", "Exporter", "object_path"]
 
 log = logging.getLogger("kcp_cache.replication.export")
 
-_SHARD_ANNOTATION: Final = "kcp.io/shard"
-_CLUSTER_ANNOTATION: Final = "kcp.io/cluster"
 _CRDS: Final = ("apiextensions.k8s.io", "customresourcedefinitions")
 _CUSTOM_RESOURCES: Final = "customresources"
 _CURSOR_SAVE_INTERVAL: Final = 1.0
-#: The cache-owned shard (the ``Cache`` objects live there).
-_CACHE_SHARD: Final = "system:cache:server"
 
 
 class ExportEvent(Protocol):
@@ -109,8 +106,8 @@ def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
     meta.pop("resourceVersion", None)
     meta.pop("managedFields", None)
     annotations = dict(meta.get("annotations") or {})
-    annotations.pop(_CLUSTER_ANNOTATION, None)
-    annotations.pop(_SHARD_ANNOTATION, None)
+    annotations.pop(CLUSTER_ANNOTATION, None)
+    annotations.pop(SHARD_ANNOTATION, None)
     meta["annotations"] = annotations
     return {**obj, "metadata": meta, "apiVersion": None}
 
@@ -232,13 +229,17 @@ class Exporter(StartStop):
     async def _put(self, relative_key: str, value: bytes) -> None:
         obj = orjson.loads(value)
         shard, collection, name = object_path(relative_key, obj)
-        if self.selection is not None and shard != _CACHE_SHARD and not self.selection.matches(obj):
+        if (
+            self.selection is not None
+            and shard != CACHE_OWNED_SHARD
+            and not self.selection.matches(obj)
+        ):
             await self._delete_at(f"{collection}/{name}", None)
             return
         body = dict(obj)
         meta = dict(body.get("metadata") or {})
         annotations = dict(meta.get("annotations") or {})
-        annotations[_SHARD_ANNOTATION] = shard  # replica mode: keep uid, creation, generation
+        annotations[SHARD_ANNOTATION] = shard  # replica mode: keep uid, creation, generation
         meta["annotations"] = annotations
         meta.pop("resourceVersion", None)
         body["metadata"] = meta

@@ -31,13 +31,14 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from kcp_cache.client import Backoff, StartStop, cancel_and_wait
+from kcp_cache.meta import CACHE_SERVICE_PREFIX, FEED_PATH
 
-__all__ = ["FEED_PATH", "Mirror", "MirrorSink"]
+__all__ = ["FEED_URL_PATH", "Mirror", "MirrorSink"]
 
 log = logging.getLogger("kcp_cache.replication.mirror")
 
 #: The feed below the cache server's base URL.
-FEED_PATH: Final = "/services/cache/_replication/v1/feed"
+FEED_URL_PATH: Final = CACHE_SERVICE_PREFIX + FEED_PATH
 
 
 class MirrorSink(Protocol):
@@ -169,7 +170,7 @@ class Mirror(StartStop):
         params = {"since": str(since), "excludeHomeOf": self.cache_name}
         if self.resources:
             params["resources"] = ",".join(self.resources)
-        async with self.http.stream("GET", FEED_PATH, params=params) as response:
+        async with self.http.stream("GET", FEED_URL_PATH, params=params) as response:
             if response.status_code != 200:
                 body = (await response.aread())[:300].decode(errors="replace")
                 raise RuntimeError(f"feed answered {response.status_code}: {body}")

@@ -35,6 +35,7 @@ from kcp_cache.client import (
     StartStop,
     cancel_and_wait,
 )
+from kcp_cache.meta import CACHE_OWNED_SHARD, CLUSTER_ANNOTATION, SHARD_ANNOTATION
 
 from ._mirror import MirrorSink
 
@@ -43,9 +44,7 @@ __all__ = ["WatchMirror"]
 log = logging.getLogger("kcp_cache.replication.mirror")
 
 _CRDS: Final = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-_SYSTEM_SHARD: Final = "system:cache:server"
 _SYSTEM_CRDS: Final = "system:system-crds"
-_KCP_ANNOTATIONS: Final = ("kcp.io/shard", "kcp.io/cluster")
 
 Obj = dict[str, Any]
 
@@ -66,8 +65,8 @@ def stored_form(group_resource: str, obj: Obj) -> tuple[str, bytes]:
     """The storage key (below the prefix) and stored bytes of a listed object."""
     meta = dict(obj.get("metadata") or {})
     annotations = dict(meta.pop("annotations", None) or {})
-    shard = annotations.pop("kcp.io/shard", "")
-    cluster = annotations.pop("kcp.io/cluster", "")
+    shard = annotations.pop(SHARD_ANNOTATION, "")
+    cluster = annotations.pop(CLUSTER_ANNOTATION, "")
     meta.pop("resourceVersion", None)
     namespace = meta.get("namespace")
     rest = f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
@@ -132,7 +131,7 @@ class WatchMirror(StartStop):
         backoff = self._backoff()
         while True:
             try:
-                crds = await self.rest.list(_CRDS, cluster=_SYSTEM_CRDS, shard=_SYSTEM_SHARD)
+                crds = await self.rest.list(_CRDS, cluster=_SYSTEM_CRDS, shard=CACHE_OWNED_SHARD)
                 break
             except Exception as exc:  # the parent is down or refuses; keep trying
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -28,15 +28,14 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from kcp_cache.meta import FEED_PATH
 from kcp_cache.registry import ApiError, FeedEvent, FeedFilter, FeedSource, parse_int64
 from kcp_cache.server._connection import connection_control
-from kcp_cache.server._status import Receive, Scope, Send, StatusError
+from kcp_cache.server.types import Receive, Scope, Send
 from kcp_cache.storage import StorageError
 
 __all__ = ["FEED_PATH", "FeedEndpoint", "encode_feed_event"]
 
-#: The feed's path below ``/services/cache``.
-FEED_PATH: Final = "/_replication/v1/feed"
 _HEADERS: Final = [(b"content-type", b"application/x-ndjson"), (b"cache-control", b"no-cache")]
 
 
@@ -61,7 +60,7 @@ class FeedEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "GET":
-            raise StatusError.method_not_allowed(f"{scope['method']} is not allowed on the feed")
+            raise ApiError.method_not_allowed(f"{scope['method']} is not allowed on the feed")
         since, wanted = _parse_query(scope.get("query_string", b""))
         events = self.source.events(since, wanted)
         control = connection_control(scope)
