@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Callable
 from typing import Final
 
-from kcp_cache.storage._errors import Expired, FutureRevision
+from kcp_cache.storage._errors import Conflict, Expired, FutureRevision
 from kcp_cache.storage._interface import Storage, WatchStream
 from kcp_cache.storage._types import DeleteResult, Event, KeyValue, RangeResult
 
@@ -154,9 +154,16 @@ class EpochStorage(Storage):
         continue_token: str | None = None,
         revision: int = 0,
     ) -> RangeResult:
+        raw = self._in(revision)
+        if revision > 0 and raw == 0 and continue_token is None:
+            # "As of revision 0" (our base): before the first write; the engine would read
+            # 0 as "current".
+            if self.inner.compacted_revision > 0:
+                raise Expired(revision, self.compacted_revision)
+            return RangeResult([], revision, None, 0)
         try:
             result = await self.inner.range(
-                prefix, limit=limit, continue_token=continue_token, revision=self._in(revision)
+                prefix, limit=limit, continue_token=continue_token, revision=raw
             )
         except ForeignRevision:
             raise
@@ -177,7 +184,14 @@ class EpochStorage(Storage):
 
     async def update(self, key: str, value: bytes, *, expected_mod_revision: int) -> KeyValue:
         expected = self._expected(expected_mod_revision)
-        return _kv(await self.inner.update(key, value, expected_mod_revision=expected), self.base)
+        try:
+            kv = await self.inner.update(key, value, expected_mod_revision=expected)
+        except Conflict as exc:
+            raise self._conflict(key, expected_mod_revision, exc) from None
+        return _kv(kv, self.base)
+
+    def _conflict(self, key: str, expected: int, exc: Conflict) -> Conflict:
+        return Conflict(key, expected, exc.actual + self.base if exc.actual else 0)
 
     def _expected(self, revision: int) -> int:
         try:
@@ -187,7 +201,11 @@ class EpochStorage(Storage):
 
     async def delete(self, key: str, *, expected_mod_revision: int | None = None) -> DeleteResult:
         expected = None if expected_mod_revision is None else self._expected(expected_mod_revision)
-        result = await self.inner.delete(key, expected_mod_revision=expected)
+        try:
+            result = await self.inner.delete(key, expected_mod_revision=expected)
+        except Conflict as exc:
+            assert expected_mod_revision is not None
+            raise self._conflict(key, expected_mod_revision, exc) from None
         return DeleteResult(_kv(result.prev_kv, self.base), result.revision + self.base)
 
     async def delete_prefix(self, prefix: str) -> list[DeleteResult]:
