@@ -26,7 +26,13 @@ from kcp_cache.registry import (
     HomeMap,
     MirrorStore,
 )
-from kcp_cache.replication import Exporter, Mirror, Selection, WatchMirror
+from kcp_cache.replication import (
+    DEFAULT_DELETE_GUARD,
+    Exporter,
+    Mirror,
+    Selection,
+    WatchMirror,
+)
 from kcp_cache.server import FEED_PATH, FeedEndpoint, HomeWrites, ServerMetrics
 from kcp_cache.server._respond import send_bytes
 from kcp_cache.server.types import Receive, Scope, Send
@@ -88,6 +94,15 @@ def add_hierarchy_flags(parser: argparse.ArgumentParser) -> None:
         metavar="K=V,…",
         help="only objects with these labels are exported (matchLabels); an object that "
         "loses one is deleted at the parent",
+    )
+    group.add_argument(
+        "--export-delete-guard",
+        type=_share,
+        default=DEFAULT_DELETE_GUARD,
+        metavar="PERCENT",
+        help="after re-sending a snapshot, the exporter deletes a shard's stale copies of one "
+        "type at the parent only if they are at most this share of them (e.g. 20%%); more "
+        "looks like a lost store, not lost objects",
     )
     group.add_argument(
         "--import-resources",
@@ -155,6 +170,17 @@ def _bool(text: str) -> bool:
     if value in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
+
+
+def _share(text: str) -> float:
+    value = text.strip()
+    try:
+        share = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid share {text!r}: use e.g. 20%") from None
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"invalid share {text!r}: must be 0%..100%")
+    return share
 
 
 def _selection(text: str) -> Selection | None:
@@ -255,6 +281,7 @@ class Hierarchy:
                 on_change=self._publish_status,
                 prelude=self._own_cache_object,
                 selection=_selection(args.export_label_selector),
+                delete_guard=args.export_delete_guard,
             )
         self.storage = storage
 

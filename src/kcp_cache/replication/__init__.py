@@ -43,7 +43,7 @@ from ._ccr_permission import (
     check_replicate_permission,
 )
 from ._clients import cache_client, local_client
-from ._export import Exporter
+from ._export import DEFAULT_DELETE_GUARD, Exporter
 from ._health import HealthServer
 from ._keys import QueueKey, parse_queue_key, queue_key
 from ._metrics import ReaderMetrics, ReplicationMetrics
@@ -82,6 +82,7 @@ __all__ = [
     "APIEXPORT_REFERENCE_MANAGER",
     "CCR_FINALIZER",
     "CCR_RESOURCE",
+    "DEFAULT_DELETE_GUARD",
     "DEFAULT_RESET_CHECK_PERIOD",
     "DEFAULT_RESOURCES",
     "DEFAULT_RESYNC_PERIOD",

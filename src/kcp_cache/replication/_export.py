@@ -36,13 +36,48 @@ from kcp_cache.meta import CACHE_OWNED_SHARD, CLUSTER_ANNOTATION, SHARD_ANNOTATI
 
 from ._ccr_model import Selection
 
-__all__ = ["ExportEvent", "Exporter", "object_path"]
+__all__ = ["DEFAULT_DELETE_GUARD", "ExportEvent", "Exporter", "object_path"]
 
 log = logging.getLogger("kcp_cache.replication.export")
 
 _CRDS: Final = ("apiextensions.k8s.io", "customresourcedefinitions")
 _CUSTOM_RESOURCES: Final = "customresources"
 _CURSOR_SAVE_INTERVAL: Final = 1.0
+
+
+#: ``--export-delete-guard``: a sweep deletes at most this share of what the parent has.
+DEFAULT_DELETE_GUARD: Final = 0.2
+
+
+def _wildcard(collection: str, relative_key: str) -> str:
+    """The collection of every cluster (and namespace) of the key's shard."""
+    parts = relative_key.split("/")
+    rest = parts[2:] if (parts[0], parts[1]) == _CRDS else parts[3:]
+    cluster = rest[1]
+    wildcard = collection.replace(f"/clusters/{cluster}/", "/clusters/*/", 1)
+    if len(rest) == 4:
+        wildcard = wildcard.replace(f"/namespaces/{rest[2]}/", "/", 1)
+    return wildcard
+
+
+def _key_of(wildcard: str, item: dict[str, Any]) -> str | None:
+    """The feed key of an object the parent listed under *wildcard*."""
+    meta = item.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    shard, cluster = annotations.get(SHARD_ANNOTATION), annotations.get(CLUSTER_ANNOTATION)
+    name = meta.get("name")
+    if not (shard and cluster and name):
+        return None
+    api = wildcard.split("/clusters/*/", 1)[1].split("/")
+    # api/<v>/<r> or apis/<g>/<v>/<r>, the resource possibly with :identity
+    group, resource = ("core", api[2]) if api[0] == "api" else (api[1], api[3])
+    resource, _, identity = resource.partition(":")
+    origin = identity or _CUSTOM_RESOURCES
+    namespace = meta.get("namespace")
+    rest = f"{namespace}/{name}" if namespace else name
+    if (group, resource) == _CRDS:
+        return f"{group}/{resource}/{shard}/{cluster}/{rest}"
+    return f"{group}/{resource}/{origin}/{shard}/{cluster}/{rest}"
 
 
 class ExportEvent(Protocol):
@@ -125,6 +160,7 @@ class Exporter(StartStop):
         on_change: Callable[[], None] | None = None,
         prelude: Prelude | None = None,
         selection: Selection | None = None,
+        delete_guard: float = DEFAULT_DELETE_GUARD,
     ) -> None:
         self.http = http
         self.open_feed = open_feed
@@ -132,6 +168,10 @@ class Exporter(StartStop):
         #: Only objects with these labels go up (``--export-label-selector``); one that
         #: stops matching is deleted at the parent. The cache-owned objects always go.
         self.selection = selection
+        #: The share of a shard's objects of one type at the parent that one sweep may
+        #: delete (``--export-delete-guard``); a larger one is refused and counted.
+        self.delete_guard = delete_guard
+        self.guard_refusals = 0
         self.cursor_file = cursor_file
         self._backoff = backoff()
         self.on_change = on_change
@@ -202,6 +242,7 @@ class Exporter(StartStop):
                 await self._put(*first)
         feed = self.open_feed(since)
         snapshot = False
+        exported: dict[str, set[str]] = {}  # wildcard collection → keys, during a snapshot
         try:
             async for event in feed:
                 kind = event.type
@@ -209,11 +250,16 @@ class Exporter(StartStop):
                     snapshot = True
                     continue
                 if kind == "PUT":
-                    await self._put(event.key, event.value)
+                    wildcard = await self._put(event.key, event.value)
+                    if snapshot and wildcard:
+                        exported.setdefault(wildcard, set()).add(event.key)
                 elif kind == "DELETE":
                     await self._delete(event.key, event.value)
                 elif kind == "SNAPSHOT_END":
                     snapshot = False
+                    for wildcard, keys in exported.items():
+                        await self._sweep(wildcard, keys)
+                    exported.clear()
                 if kind in ("PUT", "DELETE"):
                     self.exported += 1
                     self._backoff.reset()
@@ -226,16 +272,49 @@ class Exporter(StartStop):
 
     # -- writes ------------------------------------------------------------------------
 
-    async def _put(self, relative_key: str, value: bytes) -> None:
+    async def _sweep(self, wildcard: str, keys: set[str]) -> None:
+        """After a snapshot: delete the parent's copies (in one shard, of one type) that
+        the snapshot did not have — unless that is more than ``delete_guard`` of them,
+        which looks like this cache lost its store rather than its objects."""
+        response = await self.http.get(wildcard)
+        if response.status_code == 404:
+            return
+        self._check(response, "list", wildcard)
+        items = response.json().get("items") or []
+        stale: list[tuple[str, str]] = []
+        for item in items:
+            key = _key_of(wildcard, item)
+            if key is not None and key not in keys:
+                meta = item.get("metadata") or {}
+                _shard, collection, name = object_path(key, item)
+                stale.append((f"{collection}/{name}", str(meta.get("uid") or "")))
+        if not stale:
+            return
+        if len(stale) > self.delete_guard * len(items):
+            self.guard_refusals += 1
+            log.warning(
+                "not deleting %d of %d objects under %s at the parent: more than the delete "
+                "guard (%.0f%%) in one pass",
+                len(stale), len(items), wildcard, self.delete_guard * 100,
+            )  # fmt: skip
+            return
+        for object_url, uid in stale:
+            await self._delete_at(object_url, uid or None)
+
+    async def _put(self, relative_key: str, value: bytes) -> str | None:
+        """Write one object at the parent; returns the wildcard collection (every
+        cluster of its shard) it belongs to, for the sweep after a snapshot."""
         obj = orjson.loads(value)
         shard, collection, name = object_path(relative_key, obj)
+        # The cache-owned objects (other caches' Cache objects) are never swept.
+        wildcard = None if shard == CACHE_OWNED_SHARD else _wildcard(collection, relative_key)
         if (
             self.selection is not None
             and shard != CACHE_OWNED_SHARD
             and not self.selection.matches(obj)
         ):
             await self._delete_at(f"{collection}/{name}", None)
-            return
+            return None
         body = dict(obj)
         meta = dict(body.get("metadata") or {})
         annotations = dict(meta.get("annotations") or {})
@@ -250,9 +329,9 @@ class Exporter(StartStop):
                 if response.status_code == 409:
                     continue  # created meanwhile: compare again
                 self._check(response, "create", relative_key)
-                return
+                return wildcard
             if _comparable(current) == _comparable(body):
-                return
+                return wildcard
             current_meta = current.get("metadata") or {}
             if current_meta.get("uid") != meta.get("uid"):
                 # A different object of the same name: replace it, as the write
@@ -267,7 +346,7 @@ class Exporter(StartStop):
             if response.status_code == 409:
                 continue  # changed meanwhile
             self._check(response, "update", relative_key)
-            return
+            return wildcard
         raise ParentRefused(f"{relative_key} kept changing at the parent")
 
     async def _delete(self, relative_key: str, old_value: bytes) -> None:
