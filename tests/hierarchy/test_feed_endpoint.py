@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,29 @@ def test_only_caches_and_admins_read_it(root: CacheServer, tmp_path: Path) -> No
     with root.client(cert=cache) as client:
         lines = _lines(client, "since=0", lambda line: line["type"] == "SNAPSHOT_END")
     assert lines[0]["type"] == "SNAPSHOT"
+
+
+def test_only_a_write_the_cache_takes_claims_a_shard(root: CacheServer, tmp_path: Path) -> None:
+    """--auto-home: amber's own write claims amber; amber's refused write into sapphire's
+    space, or a reader's, claims nothing."""
+    cache_object = (
+        "/services/cache/shards/system:cache:server/clusters/system:cache"
+        "/apis/core.kcp.io/v1alpha1/caches/root"
+    )
+    amber = _issue(root, "shard", "opal", tmp_path)
+    reader = _issue(root, "reader", "viewer", tmp_path)
+    with root.client(cert=amber) as client:
+        assert client.post(path(root, "topaz", "h"), json=apiexport("x")).status_code == 403
+        assert client.post(path(root, "opal", "h"), json=apiexport("x")).status_code == 201
+    with root.client(cert=reader) as client:
+        assert client.post(path(root, "jade", "h"), json=apiexport("x")).status_code == 403
+    with root.client() as client:
+        deadline = time.monotonic() + 5
+        while True:
+            shards = client.get(cache_object).json()["spec"]["homeShards"]
+            if "opal" in shards or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert "opal" in shards
+    assert "topaz" not in shards
+    assert "jade" not in shards

@@ -160,7 +160,6 @@ class ScopedAuthorizer:
             return Decision(True, f"{principal.role.value} may read")
         if info.verb not in _WRITE_VERBS:
             return Decision(False, f"verb {info.verb} is not allowed", forbidden_error(user, info))
-        shard = kcp.shard or ""
         if self.home is not None:
             if principal.role is Role.CACHE:
                 allowed, reason, error, admission = self.home.cache_write(principal, info, kcp)
@@ -168,6 +167,21 @@ class ScopedAuthorizer:
             refusal = self.home.refusal(principal, kcp)
             if refusal is not None:
                 return Decision(False, "shard homed at another cache", refusal)
+        decision = self._role_write(principal, user, info, kcp)
+        if (
+            decision.allowed
+            and self.home is not None
+            and (principal.role is Role.ADMIN or principal.name == kcp.shard)
+        ):
+            # A write into its own space (or an admin's) claims an unclaimed shard here;
+            # the cordon exception's writes into another shard's space do not.
+            self.home.claim(kcp)
+        return decision
+
+    def _role_write(
+        self, principal: Principal, user: User, info: RequestInfo, kcp: KcpRequest
+    ) -> Decision:
+        shard = kcp.shard or ""
         origin = OriginCheck(shard)
         if principal.role is Role.ADMIN:
             warning = None

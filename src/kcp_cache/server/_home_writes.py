@@ -93,14 +93,13 @@ class HomeWrites:
         return False, "shard not homed at the writing cache", ApiError.forbidden(message), None
 
     def refusal(self, principal: Principal, kcp: KcpRequest) -> ApiError | None:
-        """Why this cache does not take a write into the URL's shard (``None``: it does).
-
-        Claims an unclaimed shard for this cache as a side effect (``--auto-home``)."""
+        """Why this cache does not take a write into the URL's shard (``None``: it may,
+        if the rest of authorization agrees — then :meth:`claim`)."""
         home = self.home
         shard = kcp.shard
         if not home.enabled or not shard or shard in (SYSTEM_SHARD, "*"):
             return None
-        owner = home.claim(shard)
+        owner = home.home_of(shard)
         if owner is None or owner == home.name:
             return None
         if principal.role is Role.ADMIN and _forced(kcp):
@@ -113,6 +112,12 @@ class HomeWrites:
             f'shard "{shard}" is homed at cache "{owner}"{where}; this cache holds a '
             "read-only mirror"
         )
+
+    def claim(self, kcp: KcpRequest) -> None:
+        """An allowed write into an unclaimed shard claims it here (``--auto-home``)."""
+        shard = kcp.shard
+        if self.home.enabled and shard and shard not in (SYSTEM_SHARD, "*"):
+            self.home.claim(shard)
 
 
 def _forced(kcp: KcpRequest) -> bool:
