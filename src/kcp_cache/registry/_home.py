@@ -8,8 +8,10 @@ map is kept in the ``Cache`` objects (``caches.core.kcp.io``) at the cache-owned
 and the mirror carries everyone else's down, so every cache learns every other cache's
 shards and address from the same data it replicates.
 
-A shard nobody claims is claimed by the first cache that accepts a write for it
-(``--auto-home``). When two caches claim one shard, a cache trusts its own claim and,
+An admin places a shard with ``CacheShard.spec.homeCache`` (``cacheserver.kcp.io``, at the
+same location; read from this cache's store — CacheShards are not replicated between
+caches yet). A shard nobody placed or claims is claimed by the first cache that accepts a
+write for it (``--auto-home``). When two caches claim one shard, a cache trusts its own claim and,
 between others, the older ``Cache`` object (a loser refuses nothing it cannot know about;
 ``HomeConflict`` is not reported yet).
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 import orjson
@@ -56,6 +58,7 @@ CACHE_CLUSTER: Final = CACHE_OWNED_CLUSTER
 LOCAL_ONLY: Final = ""
 _CACHES: Final = "core.kcp.io/caches/customresources/"
 _CRDS: Final = "apiextensions.k8s.io/customresourcedefinitions/"
+_CACHE_SHARDS: Final = "cacheserver.kcp.io/cacheshards/customresources/"
 
 
 def key_shard(relative_key: str) -> str:
@@ -98,6 +101,8 @@ class HomeMap:
         self._others: dict[str, tuple[int, frozenset[str], str, str]] = {}
         self._claims: dict[str, str] = {}
         self._epochs: dict[int, str] = {}
+        #: ``CacheShard.spec.homeCache`` of the shards an admin placed.
+        self._assigned: dict[str, str] = {}
         self.status: dict[str, Any] = {}
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -113,7 +118,12 @@ class HomeMap:
         return self.caches_prefix + name
 
     def home_of(self, shard: str) -> str | None:
-        """The shard's home cache, ``None`` if nobody claimed it."""
+        """The shard's home cache, ``None`` if nobody claimed it. An admin's
+        ``CacheShard.spec.homeCache`` comes first, then this cache's claims, then the
+        others'."""
+        assigned = self._assigned.get(shard)
+        if assigned is not None:
+            return assigned
         if shard in self.own:
             return self.name
         return self._claims.get(shard)
@@ -248,7 +258,24 @@ class HomeMap:
         if self.enabled:
             await self.write_own()
             self._tasks.append(asyncio.create_task(self._writer(), name="home-writer"))
-        self._tasks.append(asyncio.create_task(self._follow(revision), name="home-follow"))
+        shards_revision = await self.load_cache_shards()
+        self._tasks.append(
+            asyncio.create_task(
+                self._follow(self.caches_prefix, revision, self._observe, self.load),
+                name="home-follow-caches",
+            )
+        )
+        self._tasks.append(
+            asyncio.create_task(
+                self._follow(
+                    self.cache_shards_prefix,
+                    shards_revision,
+                    self._observe_cache_shard,
+                    self.load_cache_shards,
+                ),
+                name="home-follow-cache-shards",
+            )
+        )
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -258,18 +285,49 @@ class HomeMap:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _follow(self, revision: int) -> None:
+    async def _follow(
+        self,
+        prefix: str,
+        revision: int,
+        observe: Callable[[KeyValue | None, str], None],
+        reload: Callable[[], Awaitable[int]],
+    ) -> None:
         while True:
             try:
-                async for event in self.storage.watch(self.caches_prefix, after_revision=revision):
+                async for event in self.storage.watch(prefix, after_revision=revision):
                     revision = event.revision
                     kv = event.kv if event.type is EventType.PUT else None
-                    self._observe(kv, event.kv.key)
+                    observe(kv, event.kv.key)
             except Expired:
-                revision = await self.load()
+                revision = await reload()
             except StorageError as exc:
-                log.info("following the Cache objects: %s; retrying", exc)
+                log.info("following %s: %s; retrying", prefix, exc)
                 await asyncio.sleep(1.0)
+
+    # -- CacheShard objects: an admin's spec.homeCache ----------------------------------
+
+    @property
+    def cache_shards_prefix(self) -> str:
+        return f"{self.storage.prefix}{_CACHE_SHARDS}{SYSTEM_SHARD}/{CACHE_CLUSTER}/"
+
+    def _observe_cache_shard(self, kv: KeyValue | None, key: str) -> None:
+        shard = key.rsplit("/", 1)[-1]
+        home = None
+        if kv is not None:
+            with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+                home = (orjson.loads(kv.value).get("spec") or {}).get("homeCache")
+        if isinstance(home, str) and home:
+            self._assigned[shard] = home
+        else:
+            self._assigned.pop(shard, None)
+
+    async def load_cache_shards(self) -> int:
+        """Read every ``CacheShard``'s ``spec.homeCache``; returns the revision read at."""
+        result = await self.storage.range(self.cache_shards_prefix)
+        self._assigned.clear()
+        for kv in result.kvs:
+            self._observe_cache_shard(kv, kv.key)
+        return result.revision
 
     async def _writer(self) -> None:
         while True:
