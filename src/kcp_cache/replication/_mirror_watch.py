@@ -35,7 +35,7 @@ from kcp_cache.client import (
     StartStop,
     cancel_and_wait,
 )
-from kcp_cache.meta import CACHE_OWNED_SHARD, CLUSTER_ANNOTATION, SHARD_ANNOTATION
+from kcp_cache.meta import CACHE_OWNED_SHARD, CLUSTER_ANNOTATION, SHARD_ANNOTATION, WILDCARD
 
 from ._mirror import MirrorSink
 
@@ -148,7 +148,9 @@ class WatchMirror(StartStop):
         self.connected = True
         await self.sink.begin_snapshot(resync=False)
         for group_resource, resource in types.items():
-            options = ListWatchOptions(resource, cluster="*", shard="*", backoff=self._backoff)
+            options = ListWatchOptions(
+                resource, cluster=WILDCARD, shard=WILDCARD, backoff=self._backoff
+            )
             informer = SharedInformer(self.rest, resource, options=options)
             informer.add_event_handler(
                 on_add=functools.partial(self._put, group_resource),

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qs
 
+from kcp_cache.meta import WILDCARD
 from kcp_cache.registry import SYSTEM_SHARD, ApiError, HomeMap, OriginCheck, ResourceInfo
 from kcp_cache.server._principals import Principal, Role
 from kcp_cache.server._request_info import RequestInfo
@@ -97,7 +98,7 @@ class HomeWrites:
         if the rest of authorization agrees — then :meth:`claim`)."""
         home = self.home
         shard = kcp.shard
-        if not home.enabled or not shard or shard in (SYSTEM_SHARD, "*"):
+        if not home.enabled or not shard or shard in (SYSTEM_SHARD, WILDCARD):
             return None
         owner = home.home_of(shard)
         if owner is None or owner == home.name:
@@ -116,7 +117,7 @@ class HomeWrites:
     def claim(self, kcp: KcpRequest) -> None:
         """An allowed write into an unclaimed shard claims it here (``--auto-home``)."""
         shard = kcp.shard
-        if self.home.enabled and shard and shard not in (SYSTEM_SHARD, "*"):
+        if self.home.enabled and shard and shard not in (SYSTEM_SHARD, WILDCARD):
             self.home.claim(shard)
 
 
