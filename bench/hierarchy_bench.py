@@ -7,7 +7,8 @@ mirroring R through its replication feed). Measured in one run:
 
 * **replication lag** root → region: a writer creates APIExports of ~1 KiB at R at a
   fixed rate (default 200/s); a watch on E (``*``) sees each one arrive. Lag = arrival
-  at the watch on E minus the write's acknowledgement by R; p50/p99/max.
+  at the watch on E minus the write's acknowledgement by R; p50/p99/max — next to the
+  reference, a watch on R itself seeing the same writes (``--plot`` draws both).
 * **reads at the region vs the root**, both holding the same objects: GET of a random
   object and a LIST of 200 objects, server CPU µs per request (from ``/proc``) and
   requests/s with 16 concurrent clients, and a watch fan-out — 50 watchers on each
@@ -54,39 +55,46 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def lag(root: CacheServer, region: CacheServer, writes: int, rate: float) -> dict[str, Any]:
+async def lag(
+    root: CacheServer, region: CacheServer, writes: int, rate: float
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Writes at R at *rate*; when a watch on E — and, the reference, one on R itself —
+    sees each. Returns the summary and the per-write lags (ms) of both."""
     acked: dict[str, float] = {}
-    arrived: dict[str, float] = {}
-    done = asyncio.Event()
+    arrived: dict[str, dict[str, float]] = {"region": {}, "root": {}}
+    done = {name: asyncio.Event() for name in arrived}
+    servers = {"region": region, "root": root}
+    clients = {name: server.async_client(timeout=None) for name, server in servers.items()}
 
-    async with region.async_client() as watch_client:
-        start_rv = (await watch_client.get(collection(region, "*", "*"))).json()["metadata"][
-            "resourceVersion"
-        ]
+    async def watch(name: str, rv: str) -> None:
+        url = f"{collection(servers[name], '*', '*')}?watch=true&resourceVersion={rv}"
+        seen = arrived[name]
+        async with clients[name].stream("GET", url) as response:
+            async for line in response.aiter_lines():
+                event = orjson.loads(line)
+                object_name = event["object"]["metadata"]["name"]
+                if event["type"] == "ADDED" and object_name.startswith("lag-"):
+                    seen[object_name] = time.perf_counter()
+                    if len(seen) == writes:
+                        done[name].set()
+                        return
 
-        async def watch() -> None:
-            url = f"{collection(region, '*', '*')}?watch=true&resourceVersion={start_rv}"
-            async with watch_client.stream("GET", url, timeout=None) as response:
-                async for line in response.aiter_lines():
-                    event = orjson.loads(line)
-                    name = event["object"]["metadata"]["name"]
-                    if event["type"] == "ADDED" and name.startswith("lag-"):
-                        arrived[name] = time.perf_counter()
-                        if len(arrived) == writes:
-                            done.set()
-                            return
-
-        watcher = asyncio.create_task(watch())
+    watchers = []
+    try:
+        for name, server in servers.items():
+            listed = await clients[name].get(collection(server, "*", "*") + "?limit=1")
+            rv = listed.json()["metadata"]["resourceVersion"]
+            watchers.append(asyncio.create_task(watch(name, rv)))
         await asyncio.sleep(0.5)
         async with root.async_client() as writer:
             started = time.perf_counter()
             pending: list[asyncio.Task[None]] = []
 
             async def write(i: int) -> None:
-                name = f"lag-{i}"
-                response = await writer.post(collection(root), content=body(name))
+                object_name = f"lag-{i}"
+                response = await writer.post(collection(root), content=body(object_name))
                 assert response.status_code == 201, response.text
-                acked[name] = time.perf_counter()
+                acked[object_name] = time.perf_counter()
 
             for i in range(writes):
                 due = started + i / rate
@@ -96,17 +104,49 @@ async def lag(root: CacheServer, region: CacheServer, writes: int, rate: float) 
                 pending.append(asyncio.create_task(write(i)))
             await asyncio.gather(*pending)
             achieved = writes / (time.perf_counter() - started)
-        await asyncio.wait_for(done.wait(), 60)
-        watcher.cancel()
-    lags = [(arrived[n] - acked[n]) * 1000 for n in acked]
-    return {
+        for event in done.values():
+            await asyncio.wait_for(event.wait(), 60)
+    finally:
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        for client in clients.values():
+            await client.aclose()
+    order = sorted(acked, key=acked.__getitem__)
+    lags = {name: [(seen[n] - acked[n]) * 1000 for n in order] for name, seen in arrived.items()}
+    summary: dict[str, Any] = {
         "writes": writes,
         "target_rate": rate,
         "achieved_rate": round(achieved, 1),
-        "lag_ms_p50": round(pct(lags, 0.50), 2),
-        "lag_ms_p99": round(pct(lags, 0.99), 2),
-        "lag_ms_max": round(max(lags), 2),
     }
+    for name, values in lags.items():
+        summary[name] = {
+            "lag_ms_p50": round(pct(values, 0.50), 2),
+            "lag_ms_p99": round(pct(values, 0.99), 2),
+            "lag_ms_max": round(max(values), 2),
+        }
+    return summary, lags
+
+
+def plot(lags: dict[str, list[float]], summary: dict[str, Any], path: Path) -> None:
+    """Each write's lag, in write order: at the region and at the root's own watch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    for name, label in (("root", "watch on R (reference)"), ("region", "watch on E (mirrored)")):
+        values = lags[name]
+        stats = summary[name]
+        text = f"{label}: p50 {stats['lag_ms_p50']} ms, p99 {stats['lag_ms_p99']} ms"
+        axis.plot(range(len(values)), values, ".", markersize=2, label=text)
+    axis.set_yscale("log")  # an event seen before the writer read its ack (< 0) is not drawn
+    axis.set_xlabel(f"write # (at {summary['achieved_rate']}/s)")
+    axis.set_ylabel("write ack → watch event (ms)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 async def reads(server: CacheServer, names: list[str], requests: int) -> dict[str, float]:
@@ -193,7 +233,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         root = start_root(directory, "--home-shards", SHARD)
         region = start_child(directory, "eu-1", root)
         try:
-            report: dict[str, Any] = {"lag": await lag(root, region, args.writes, args.rate)}
+            summary, lags = await lag(root, region, args.writes, args.rate)
+            report: dict[str, Any] = {"lag": summary}
+            if args.plot:
+                plot(lags, summary, args.plot)
             names = [f"lag-{i}" for i in range(args.writes)]
             r_reads = await reads(root, names, args.requests)
             e_reads = await reads(region, names, args.requests)
@@ -219,6 +262,7 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=50)
     parser.add_argument("--fan-writes", type=int, default=200)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path, help="write the lag plot (PNG) here")
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
     text = json.dumps(report, indent=2)
