@@ -32,13 +32,11 @@ import orjson
 from kcp_cache.meta import CACHE_OWNED_CLUSTER
 from kcp_cache.registry._bootstrap import SYSTEM_SHARD
 from kcp_cache.registry._strategy import new_uid, now_timestamp
+from kcp_cache.registry._upsert import upsert
 from kcp_cache.storage import (
-    AlreadyExists,
-    Conflict,
     EventType,
     Expired,
     KeyValue,
-    NotFound,
     Storage,
     StorageError,
 )
@@ -343,42 +341,27 @@ class HomeMap:
 
     async def write_own(self) -> None:
         """Create or update this cache's ``Cache`` object from the flags and claims."""
-        key = self.cache_key(self.name)
-        for _ in range(10):
-            try:
-                current: KeyValue | None = await self.storage.get(key)
-            except NotFound:
-                current = None
-            old: dict[str, Any] = orjson.loads(current.value) if current is not None else {}
-            meta = old.get("metadata") or {}
-            obj = {
-                "apiVersion": "core.kcp.io/v1alpha1",
-                "kind": "Cache",
-                "metadata": {
-                    "annotations": {},
-                    "name": self.name,
-                    "uid": meta.get("uid") or new_uid(),
-                    "creationTimestamp": meta.get("creationTimestamp") or now_timestamp(),
-                    "generation": meta.get("generation") or 1,
-                },
-                "spec": {
-                    "baseURL": self.base_url,
-                    "externalURL": "",
-                    "parent": self.parent.rstrip("/"),
-                    "homeShards": sorted(self.own),
-                },
-                "status": {**(old.get("status") or {}), **self.status},
-            }
-            value = orjson.dumps(obj)
-            if current is not None and current.value == value:
-                return
-            try:
-                if current is None:
-                    await self.storage.create(key, value)
-                else:
-                    await self.storage.update(
-                        key, value, expected_mod_revision=current.mod_revision
-                    )
-                return
-            except (AlreadyExists, Conflict, NotFound):
-                continue
+        await upsert(self.storage, self.cache_key(self.name), self._own_object)
+
+    def _own_object(self, current: KeyValue | None) -> bytes:
+        old: dict[str, Any] = orjson.loads(current.value) if current is not None else {}
+        meta = old.get("metadata") or {}
+        obj = {
+            "apiVersion": "core.kcp.io/v1alpha1",
+            "kind": "Cache",
+            "metadata": {
+                "annotations": {},
+                "name": self.name,
+                "uid": meta.get("uid") or new_uid(),
+                "creationTimestamp": meta.get("creationTimestamp") or now_timestamp(),
+                "generation": meta.get("generation") or 1,
+            },
+            "spec": {
+                "baseURL": self.base_url,
+                "externalURL": "",
+                "parent": self.parent.rstrip("/"),
+                "homeShards": sorted(self.own),
+            },
+            "status": {**(old.get("status") or {}), **self.status},
+        }
+        return orjson.dumps(obj)

@@ -24,7 +24,8 @@ from typing import Any, Final
 import orjson
 
 from kcp_cache.registry._home import LOCAL_ONLY, HomeMap
-from kcp_cache.storage import AlreadyExists, Conflict, KeyValue, NotFound, Storage, Unavailable
+from kcp_cache.registry._upsert import upsert
+from kcp_cache.storage import Conflict, NotFound, Storage
 
 __all__ = ["CURSOR_SAVE_INTERVAL", "MirrorStore"]
 
@@ -127,21 +128,4 @@ class MirrorStore:
         return swept
 
     async def _put(self, key: str, value: bytes) -> None:
-        for _ in range(_ATTEMPTS):
-            try:
-                current: KeyValue | None = await self.storage.get(key)
-            except NotFound:
-                current = None
-            if current is not None and current.value == value:
-                return
-            try:
-                if current is None:
-                    await self.storage.create(key, value)
-                else:
-                    await self.storage.update(
-                        key, value, expected_mod_revision=current.mod_revision
-                    )
-                return
-            except (AlreadyExists, Conflict, NotFound):
-                continue
-        raise Unavailable(f"{key} kept changing while it was mirrored")
+        await upsert(self.storage, key, lambda _current: value, attempts=_ATTEMPTS)
