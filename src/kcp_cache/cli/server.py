@@ -32,11 +32,6 @@ from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._hierarchy import Hierarchy, add_hierarchy_flags, store_identity, with_epoch
 from kcp_cache.cli._logging import setup_logging
-from kcp_cache.cli._stack import (
-    DEFAULT_MIN_REQUEST_TIMEOUT,
-    DEFAULT_WATCH_MAX_UNSENT_BYTES,
-    build_api_stack,
-)
 from kcp_cache.meta import DEFAULT_SERVING_HOSTS
 from kcp_cache.registry import RevisionIssuer
 from kcp_cache.server import (
@@ -44,7 +39,9 @@ from kcp_cache.server import (
     DEFAULT_ALWAYS_ALLOW_PATHS,
     DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
     DEFAULT_MAX_REQUESTS_INFLIGHT,
+    DEFAULT_MIN_REQUEST_TIMEOUT,
     DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+    DEFAULT_WATCH_MAX_UNSENT_BYTES,
     AuditLog,
     AuditOptions,
     ConnectionLimits,
@@ -725,25 +722,15 @@ async def _serve(
         raise StartupError(f"cache hierarchy: {exc}") from None
     if args.require_parent_for_readiness:
         readiness.register("parent", hierarchy.ready)
-    stack = build_api_stack(
-        storage,
-        metrics=metrics,
-        readiness=readiness,
-        compression=Compression(
-            enabled=args.response_compression == "on",
-            threshold=args.response_compression_threshold,
-        ),
-        bookmark_interval=args.watch_bookmark_interval,
-        min_request_timeout=args.min_request_timeout,
-        watch_max_unsent_bytes=args.watch_max_unsent_bytes,
-    )
+    engine = getattr(storage, "inner", storage)
+    epoch = engine.epoch if isinstance(engine, EpochStorage) else 0
+    issuer = RevisionIssuer(lambda: epoch, hierarchy.home.cache_of_epoch) if epoch else None
     audit = _open_audit_log(args)
     if audit is not None:
         metrics.track_audit(audit)
     app = create_app(
+        storage,
         audit=audit,
-        storage=storage,
-        api_app=stack.app,
         always_allow_paths=[p for p in args.authorization_always_allow_paths.split(",") if p],
         synthetic_delay=args.synthetic_delay,
         metrics=metrics,
@@ -755,15 +742,20 @@ async def _serve(
         max_requests_inflight=args.max_requests_inflight,
         max_mutating_requests_inflight=args.max_mutating_requests_inflight,
         request_timeout=args.request_timeout,
+        compression=Compression(
+            enabled=args.response_compression == "on",
+            threshold=args.response_compression_threshold,
+        ),
+        bookmark_interval=args.watch_bookmark_interval,
+        min_request_timeout=args.min_request_timeout,
+        watch_max_unsent_bytes=args.watch_max_unsent_bytes,
+        bootstrap_retry_interval=BOOTSTRAP_RETRY_INTERVAL,
+        on_bootstrapped=_tune_garbage_collector,
         home=hierarchy.home_writes,
+        revision_issuer=issuer,
     )
     app.routes.update(hierarchy.routes)
-    engine = getattr(storage, "inner", storage)
-    epoch = engine.epoch if isinstance(engine, EpochStorage) else 0
-    if epoch:
-        stack.api.registry.issuer = RevisionIssuer(lambda: epoch, hierarchy.home.cache_of_epoch)
     app.store_header = f"{hierarchy.name}/{store_identity(storage)}".encode()
-    app.on_shutdown.append(stack.api.shutdown)
     app.on_shutdown.append(hierarchy.stop)
     server = HTTPSServer(
         app,
@@ -778,26 +770,7 @@ async def _serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, server, signum)
 
-    async def bootstrap() -> None:
-        # Retried until it succeeds: /readyz fails meanwhile, and must recover by itself
-        # once the store does (nobody can send the server a request that would help).
-        while True:
-            try:
-                await stack.api.startup()
-            except Exception as exc:
-                log.error(
-                    "bootstrapping the system CRDs failed (retrying in %gs; /readyz fails "
-                    "until it succeeds): %s",
-                    BOOTSTRAP_RETRY_INTERVAL,
-                    exc,
-                )
-                await asyncio.sleep(BOOTSTRAP_RETRY_INTERVAL)
-                continue
-            log.info("bootstrapped the system CRDs")
-            _tune_garbage_collector()
-            return
-
-    bootstrap_task = loop.create_task(bootstrap())
+    await app.startup()  # the CRD bootstrap; our server runs without ASGI lifespan
     try:
         await hierarchy.start(epoch=epoch)
     except StorageError as exc:
@@ -811,9 +784,7 @@ async def _serve(
     try:
         await server.serve(before_shutdown=app.shutdown)
     finally:
-        bootstrap_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await bootstrap_task
+        await app.shutdown()  # (once: done already when the server shut down cleanly)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         if audit is not None:

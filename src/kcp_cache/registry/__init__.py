@@ -61,6 +61,7 @@ from kcp_cache.registry._selectors import parse_field_selector as parse_field_se
 from kcp_cache.registry._selectors import parse_label_selector as parse_label_selector
 from kcp_cache.registry._watchcache import WatchCache as WatchCache
 from kcp_cache.registry._watchcache import Watcher as Watcher
+from kcp_cache.registry._watchcache import error_line as error_line
 
 __all__ = [
     "APPLY_PATCH",
@@ -107,6 +108,7 @@ __all__ = [
     "check_resource_version",
     "decode_continue",
     "encode_continue",
+    "error_line",
     "go_quote",
     "load_bootstrap_crds",
     "parse_dry_run",

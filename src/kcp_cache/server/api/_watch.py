@@ -20,8 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from kcp_cache.registry import ApiError, WatchSession
-from kcp_cache.registry._watchcache import error_line
+from kcp_cache.registry import ApiError, WatchSession, error_line
 from kcp_cache.server._connection import ConnectionControl
 from kcp_cache.server.types import Receive, Send
 
