@@ -237,9 +237,14 @@ class Exporter(StartStop):
             # This cache's Cache object first: it carries the claims of shards homed
             # here, which the parent needs before it takes their data — the claim of a
             # shard is written after its first write, so in revision order it is late.
+            # Best effort: a parent without the Cache type (kcp's own cache server) still
+            # takes the shards' data.
             first = await self.prelude()
             if first is not None:
-                await self._put(*first)
+                try:
+                    await self._put(*first)
+                except ParentRefused as exc:
+                    log.info("the parent did not take this cache's Cache object: %s", exc)
         feed = self.open_feed(since)
         snapshot = False
         exported: dict[str, set[str]] = {}  # wildcard collection → keys, during a snapshot
