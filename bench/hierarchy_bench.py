@@ -32,15 +32,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "hierarchy"))
+sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
-from hierarchy_helpers import start_child, start_root  # noqa: E402
+from tests.hierarchy.hierarchy_helpers import start_child, start_root  # noqa: E402
 
 from etcd_bench import closed_loop  # noqa: E402
 from etcd_server_bench import body, cpu_seconds  # noqa: E402
-from harness import CacheServer  # noqa: E402
+from kcp_cache.testing import CacheServer  # noqa: E402
 
 SHARD = "amber"
 CLUSTER = "bench"

@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 
 import httpx2
 
-from harness import CacheServer, start_cache_server
+from kcp_cache.testing import CacheServer, start_cache_server
 
 T = TypeVar("T")
 

@@ -13,9 +13,10 @@ from typing import Any
 import httpx2
 import orjson
 import pytest
-from hierarchy_helpers import apiexport, path, start_root
 
-from harness import CacheServer, ClientCert
+from kcp_cache.testing import CacheServer, ClientCert
+
+from .hierarchy_helpers import apiexport, path, start_root
 
 FEED = "/services/cache/_replication/v1/feed"
 

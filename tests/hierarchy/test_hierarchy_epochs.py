@@ -10,9 +10,7 @@ import ssl
 from pathlib import Path
 
 import httpx2
-from hierarchy_helpers import apiexport, eventually, get, path, start_child, start_root
 
-from harness import CacheServer, TestCA
 from kcp_cache.client import (
     AsyncRESTClient,
     Backoff,
@@ -22,6 +20,9 @@ from kcp_cache.client import (
 )
 from kcp_cache.replication import parse_resources
 from kcp_cache.storage import EPOCH_SHIFT
+from kcp_cache.testing import CacheServer, TestCA
+
+from .hierarchy_helpers import apiexport, eventually, get, path, start_child, start_root
 
 APIEXPORTS = parse_resources("apiexports")[0].resource
 

@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from hierarchy_helpers import apiexport, eventually, get, path, start_child, start_root
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
+
+from .hierarchy_helpers import apiexport, eventually, get, path, start_child, start_root
 
 
 def test_only_labelled_objects_go_up_and_losing_the_label_deletes_upstream(

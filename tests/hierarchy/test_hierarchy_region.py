@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from hierarchy_helpers import apiexport, eventually, get, path, start_child, start_root, status_of
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
+
+from .hierarchy_helpers import apiexport, eventually, get, path, start_child, start_root, status_of
 
 
 @pytest.fixture(scope="module")

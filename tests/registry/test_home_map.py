@@ -10,8 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from kcp_cache.registry import HomeMap
-from kcp_cache.registry._home import LOCAL_ONLY
+from kcp_cache.registry import LOCAL_ONLY, HomeMap
 from kcp_cache.storage import MemoryStorage, NotFound
 
 PLACE = "system:cache:server/system:cache"

@@ -16,9 +16,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import httpx2
-
-from kcp_cache.client import AsyncRESTClient, async_cache_transport, load_kubeconfig
+from kcp_cache.client import (
+    AsyncClient,
+    AsyncHTTPTransport,
+    AsyncRESTClient,
+    Timeout,
+    async_cache_transport,
+    load_kubeconfig,
+)
 from kcp_cache.registry import (
     DEFAULT_PROGRESS_INTERVAL,
     FeedFilter,
@@ -33,8 +38,7 @@ from kcp_cache.replication import (
     Selection,
     WatchMirror,
 )
-from kcp_cache.server import FEED_PATH, FeedEndpoint, HomeWrites, ServerMetrics
-from kcp_cache.server._respond import send_bytes
+from kcp_cache.server import FEED_PATH, FeedEndpoint, HomeWrites, ServerMetrics, send_bytes
 from kcp_cache.server.types import Receive, Scope, Send
 from kcp_cache.storage import EpochStorage, NotFound, Storage, epoch_for
 
@@ -236,27 +240,25 @@ class Hierarchy:
         }
         self.mirror: Mirror | WatchMirror | None = None
         self.exporter: Exporter | None = None
-        self._http: httpx2.AsyncClient | None = None
-        self._watch_http: httpx2.AsyncClient | None = None
+        self._http: AsyncClient | None = None
+        self._watch_http: AsyncClient | None = None
         self._status_task: asyncio.Task[None] | None = None
         if self.parent_url:
             config = load_kubeconfig(args.parent_kubeconfig)
             read_timeout = max(5.0, 5 * args.feed_progress_interval)
-            self._http = httpx2.AsyncClient(
+            self._http = AsyncClient(
                 base_url=self.parent_url,
                 headers=config.headers,
-                timeout=httpx2.Timeout(10.0, read=read_timeout),
-                transport=httpx2.AsyncHTTPTransport(verify=config.ssl_context),
+                timeout=Timeout(10.0, read=read_timeout),
+                transport=AsyncHTTPTransport(verify=config.ssl_context),
             )
             sink = MirrorStore(storage, self.home, self.parent_url)
             if args.parent_mode == "watch":
-                self._watch_http = httpx2.AsyncClient(
+                self._watch_http = AsyncClient(
                     base_url=self.parent_url,
                     headers=config.headers,
-                    timeout=httpx2.Timeout(30.0, read=None),
-                    transport=async_cache_transport(
-                        httpx2.AsyncHTTPTransport(verify=config.ssl_context)
-                    ),
+                    timeout=Timeout(30.0, read=None),
+                    transport=async_cache_transport(AsyncHTTPTransport(verify=config.ssl_context)),
                 )
                 self.mirror = WatchMirror(
                     AsyncRESTClient(self._watch_http), sink, resources=_names(args.import_resources)

@@ -28,10 +28,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import httpx2
 import orjson
 
-from kcp_cache.client import Backoff, StartStop, cancel_and_wait
+from kcp_cache.client import AsyncClient, Backoff, Response, StartStop, cancel_and_wait
 from kcp_cache.meta import CACHE_OWNED_SHARD, CLUSTER_ANNOTATION, SHARD_ANNOTATION
 
 from ._ccr_model import Selection
@@ -152,7 +151,7 @@ class Exporter(StartStop):
 
     def __init__(
         self,
-        http: httpx2.AsyncClient,
+        http: AsyncClient,
         open_feed: FeedOpener,
         cursor_file: Path,
         *,
@@ -379,6 +378,6 @@ class Exporter(StartStop):
         return result
 
     @staticmethod
-    def _check(response: httpx2.Response, what: str, key: str) -> None:
+    def _check(response: Response, what: str, key: str) -> None:
         if response.status_code >= 300:
             raise ParentRefused(f"{what} {key}: {response.status_code} {response.text[:300]}")

@@ -26,11 +26,10 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final, Protocol
 
-import httpx2
 import orjson
 from prometheus_client import CollectorRegistry, Counter
 
-from kcp_cache.client import Backoff, StartStop, cancel_and_wait
+from kcp_cache.client import AsyncClient, Backoff, StartStop, cancel_and_wait
 from kcp_cache.meta import CACHE_SERVICE_PREFIX, FEED_PATH
 
 __all__ = ["FEED_URL_PATH", "Mirror", "MirrorSink"]
@@ -71,7 +70,7 @@ class Mirror(StartStop):
 
     def __init__(
         self,
-        http: httpx2.AsyncClient,
+        http: AsyncClient,
         sink: MirrorSink,
         *,
         cache_name: str,
