@@ -30,6 +30,7 @@ from OpenSSL import SSL
 
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
+from kcp_cache.cli._hierarchy import Hierarchy, add_hierarchy_flags, store_identity, with_epoch
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.cli._numbers import integer_at_least
 from kcp_cache.cli._workers import (
@@ -41,6 +42,7 @@ from kcp_cache.cli._workers import (
     watch_parent,
 )
 from kcp_cache.meta import DEFAULT_SERVING_HOSTS
+from kcp_cache.registry import RevisionIssuer
 from kcp_cache.server import (
     AUTHORIZATION_MODES,
     DEFAULT_ALWAYS_ALLOW_PATHS,
@@ -67,6 +69,7 @@ from kcp_cache.server import (
 from kcp_cache.server.api import DEFAULT_COMPRESSION_THRESHOLD, Compression
 from kcp_cache.storage import (
     SQLITE_FILE_NAME,
+    EpochStorage,
     FollowerStorage,
     LeaderLink,
     SQLiteStorage,
@@ -280,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_limit_flags(parser)
     add_worker_flags(parser)
+    add_hierarchy_flags(parser)
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
         "--synthetic-delay",
@@ -703,6 +707,9 @@ async def _run(args: argparse.Namespace) -> int:
             f"--workers {args.workers} needs a store the processes share (sqlite or etcd); "
             "the memory engine's data lives in one process"
         )
+    if role.grouped and getattr(args, "parent_url", None):
+        # Every worker would mirror the parent and push to it on its own.
+        raise StartupError(f"--workers {args.workers} cannot be combined with --parent-url yet")
 
     # A follower joins the port only once its copy of the store has caught up (that
     # is its readiness): connections the kernel gave it before would wait for the load.
@@ -712,7 +719,11 @@ async def _run(args: argparse.Namespace) -> int:
         readiness = ReadinessChecks()
         # The store first: it takes the root directory's lock, so a second server on the
         # same directory stops here before touching its certificates or kubeconfig.
-        engine = _storage_from_args(args, root, role)
+        try:
+            raw = _storage_from_args(args, root, role)
+            engine = with_epoch(args, raw)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         storage = metrics.instrument_storage(engine)
         try:
             await storage.start()
@@ -732,9 +743,9 @@ async def _run(args: argparse.Namespace) -> int:
                 _write_port_file(root, port)
             if role.index == 0 and role.grouped:
                 socket_path = None
-                if isinstance(engine, SQLiteStorage):
+                if isinstance(raw, SQLiteStorage):
                     socket_path = os.path.join(private_socket_directory(), LEADER_SOCKET_NAME)
-                    link = LeaderLink(engine, socket_path)
+                    link = LeaderLink(raw, socket_path)
                     await link.start()
                 group = WorkerGroup(
                     args.argv, count=role.count, port=port, leader_socket=socket_path
@@ -752,7 +763,7 @@ async def _run(args: argparse.Namespace) -> int:
                 code = 1
             else:
                 log.info("shut down cleanly")
-        if isinstance(engine, FollowerStorage) and engine.leader_lost.is_set():
+        if isinstance(raw, FollowerStorage) and raw.leader_lost.is_set():
             code = 1  # stopped because the leader went away, not because it was asked to
         return code
     finally:
@@ -772,6 +783,21 @@ async def _serve(
     role: WorkerRole,
     group: WorkerGroup | None,
 ) -> int:
+    try:
+        hierarchy = Hierarchy(
+            args,
+            storage,
+            metrics,
+            base_url=f"https://{_url_host(args.bind_address)}:{port}",
+            root=root,
+        )
+    except (ValueError, OSError) as exc:
+        raise StartupError(f"cache hierarchy: {exc}") from None
+    if args.require_parent_for_readiness:
+        readiness.register("parent", hierarchy.ready)
+    engine = getattr(storage, "inner", storage)
+    epoch = engine.epoch if isinstance(engine, EpochStorage) else 0
+    issuer = RevisionIssuer(lambda: epoch, hierarchy.home.cache_of_epoch) if epoch else None
     audit = _open_audit_log(args, role)
     if audit is not None:
         metrics.track_audit(audit)
@@ -798,7 +824,12 @@ async def _serve(
         watch_max_unsent_bytes=args.watch_max_unsent_bytes,
         bootstrap_retry_interval=BOOTSTRAP_RETRY_INTERVAL,
         on_bootstrapped=lambda: _after_bootstrap(group),
+        home=hierarchy.home_writes,
+        revision_issuer=issuer,
     )
+    app.routes.update(hierarchy.routes)
+    app.store_header = f"{hierarchy.name}/{store_identity(storage)}".encode()
+    app.on_shutdown.append(hierarchy.stop)
     server = HTTPSServer(
         app,
         sock=sock,
@@ -813,6 +844,10 @@ async def _serve(
         loop.add_signal_handler(signum, _on_signal, server, signum)
 
     await app.startup()  # the CRD bootstrap; our server runs without ASGI lifespan
+    try:
+        await hierarchy.start(epoch=epoch)
+    except StorageError as exc:
+        raise StartupError(f"cache hierarchy: {exc}") from None
     stop_watches = _group_stop_watches(server, storage, role)
     log.info(
         "serving kcp's cache server on https://%s:%d (root directory %s)",
@@ -850,7 +885,9 @@ def _group_stop_watches(
     if role.index == 0:
         return []
     tasks = [watch_parent(server.request_exit)]
-    engine = getattr(storage, "_inner", storage)
+    engine: object = storage
+    while not isinstance(engine, FollowerStorage) and hasattr(engine, "inner"):
+        engine = engine.inner  # the metrics and epoch wrappers
     if isinstance(engine, FollowerStorage):
 
         async def leader_lost() -> None:

@@ -109,6 +109,12 @@ class FollowerStorage(EmbeddedStorage):
         #: Full reloads after the leader's compaction passed this copy's cursor.
         self.resyncs = 0
 
+    @property
+    def store_id(self) -> int:
+        """The leader's store identity (so a resourceVersion epoch derived from it is the
+        leader's too)."""
+        return self._log.store_id
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def _open(self) -> Persister:

@@ -42,6 +42,11 @@ class FollowerLog:
         self._store_id = 0
         self._data_version: int | None = None
 
+    @property
+    def store_id(self) -> int:
+        """The identity of the store loaded (0 before the first load)."""
+        return self._store_id
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             if not self.path.exists():
