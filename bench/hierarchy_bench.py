@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
-from tests.hierarchy.hierarchy_helpers import start_child, start_root  # noqa: E402
+from tests.e2e.hierarchy.helpers import start_child, start_root  # noqa: E402
 
 from etcd_bench import closed_loop  # noqa: E402
 from etcd_server_bench import body, cpu_seconds  # noqa: E402

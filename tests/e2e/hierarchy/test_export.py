@@ -10,7 +10,7 @@ import pytest
 
 from kcp_cache.testing import CacheServer
 
-from .hierarchy_helpers import apiexport, eventually, get, path, start_child, start_root
+from .helpers import apiexport, eventually, get, path, start_child, start_root
 
 
 def test_only_labelled_objects_go_up_and_losing_the_label_deletes_upstream(

@@ -12,7 +12,7 @@ import pytest
 
 from kcp_cache.testing import CacheServer
 
-from .hierarchy_helpers import apiexport, eventually, get, path, start_child, start_root, status_of
+from .helpers import apiexport, eventually, get, path, start_child, start_root, status_of
 
 
 @pytest.fixture(scope="module")

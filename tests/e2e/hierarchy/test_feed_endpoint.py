@@ -16,7 +16,7 @@ import pytest
 
 from kcp_cache.testing import CacheServer, ClientCert
 
-from .hierarchy_helpers import apiexport, path, start_root
+from .helpers import apiexport, path, start_root
 
 FEED = "/services/cache/_replication/v1/feed"
 

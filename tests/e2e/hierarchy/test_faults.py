@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .hierarchy_helpers import apiexport, eventually, get, path, start_child, start_root, status_of
+from .helpers import apiexport, eventually, get, path, start_child, start_root, status_of
 
 
 def test_parent_down_reads_and_home_writes_go_on_and_export_resumes(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .hierarchy_helpers import eventually, get, start_child, start_root
+from .helpers import eventually, get, start_child, start_root
 
 IDENTITY = "b9d1e3f0a1c2"
 CCRS = ("cache.kcp.io", "v1alpha1", "clustercachedresources")

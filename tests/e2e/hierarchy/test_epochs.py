@@ -22,7 +22,7 @@ from kcp_cache.replication import parse_resources
 from kcp_cache.storage import EPOCH_SHIFT
 from kcp_cache.testing import CacheServer, TestCA
 
-from .hierarchy_helpers import apiexport, eventually, get, path, start_child, start_root
+from .helpers import apiexport, eventually, get, path, start_child, start_root
 
 APIEXPORTS = parse_resources("apiexports")[0].resource
 

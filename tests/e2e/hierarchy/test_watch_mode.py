@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .hierarchy_helpers import apiexport, eventually, get, path, start_child, start_root
+from .helpers import apiexport, eventually, get, path, start_child, start_root
 
 ROLES = ("rbac.authorization.k8s.io", "v1", "roles")
 

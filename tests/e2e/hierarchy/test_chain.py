@@ -13,7 +13,7 @@ from kcp_cache.client import AsyncRESTClient, Backoff
 from kcp_cache.replication import WriteController, cache_client, local_client, parse_resources
 from kcp_cache.testing import start_cache_server
 
-from .hierarchy_helpers import apiexport, eventually, get, path, start_child, start_root
+from .helpers import apiexport, eventually, get, path, start_child, start_root
 
 APIEXPORTS = parse_resources("apiexports")[0]
 
