@@ -48,6 +48,7 @@ def build_api_stack(
     bookmark_interval: float = 60.0,
     min_request_timeout: float = DEFAULT_MIN_REQUEST_TIMEOUT,
     watch_max_unsent_bytes: int = DEFAULT_WATCH_MAX_UNSENT_BYTES,
+    honor_finalizers: bool = False,
 ) -> ApiStack:
     """The API handlers over ``storage``; registers the bootstrap readiness check.
 
@@ -59,6 +60,8 @@ def build_api_stack(
     at the end (the CLI adds it to ``CacheServerApp.on_shutdown``).
     ``min_request_timeout`` and ``watch_max_unsent_bytes`` are the watch limits of
     ``kcp-cache-server --min-request-timeout`` and ``--watch-max-unsent-bytes``.
+    ``honor_finalizers`` — kube's finalizer semantics on DELETE, for a server standing in
+    for a shard's API (``--honor-finalizers``; kcp's cache server deletes at once).
     """
     catalog = ResourceCatalog()
     registry = Registry(
@@ -66,6 +69,7 @@ def build_api_stack(
         catalog,
         bookmark_interval=bookmark_interval,
         watch_buffer_bytes=watch_max_unsent_bytes,
+        honor_finalizers=honor_finalizers,
     )
     api = create_api_app(
         registry,
