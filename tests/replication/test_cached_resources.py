@@ -59,8 +59,11 @@ from kcp_cache.replication import (
 
 @pytest.fixture(scope="module")
 def shards_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheServer]:
-    """The stand-in shard API, with the core and Instance types the controller needs."""
-    server = start_cache_server(tmp_path_factory.mktemp("shards"), "--storage", "memory")
+    """The stand-in shard API, with the core and Instance types the controller needs; it
+    honours finalizers as a kcp shard does."""
+    server = start_cache_server(
+        tmp_path_factory.mktemp("shards"), "--storage", "memory", "--honor-finalizers"
+    )
     try:
         install_shard_types(server)
         yield server
