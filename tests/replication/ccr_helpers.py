@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from replication_helpers import FAST_BACKOFF, cache_rest, eventually, local_rest, unique
 
-from harness import CacheServer
+from harness import CacheServer, start_cache_server
 from kcp_cache.client import AsyncRESTClient, NotFound, Resource
 from kcp_cache.replication import (
     CCR_RESOURCE,
@@ -66,6 +67,19 @@ def install_shard_types(server: CacheServer) -> None:
         for crd in crds:
             response = client.post(SYSTEM_CRDS, json=crd)
             assert response.status_code in (201, 409), response.text
+
+
+@contextlib.contextmanager
+def standin_shard_api(root: Path) -> Iterator[CacheServer]:
+    """A cache server standing in for the shards' own APIs, with the types of
+    :func:`install_shard_types`; it honours finalizers (``--honor-finalizers``) as a kcp
+    shard does, so a CCR's deletion goes through its phases."""
+    server = start_cache_server(root, "--storage", "memory", "--honor-finalizers")
+    try:
+        install_shard_types(server)
+        yield server
+    finally:
+        server.stop()
 
 
 def instance(name: str, labels: dict[str, str] | None = None, **spec: Any) -> Obj:

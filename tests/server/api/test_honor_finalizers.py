@@ -178,7 +178,9 @@ def test_kubectl_delete_then_finalize(
     manifest.write_text(orjson.dumps(_export("by-kubectl", ["example.io/cleanup"])).decode())
     kubectl("create", "-f", str(manifest))
     assert "deleted" in kubectl("delete", "apiexport", "by-kubectl", "--wait=false")
-    stamp = kubectl("get", "apiexport", "by-kubectl", "-o", "jsonpath={.metadata.deletionTimestamp}")
+    stamp = kubectl(
+        "get", "apiexport", "by-kubectl", "-o", "jsonpath={.metadata.deletionTimestamp}"
+    )
     assert stamp.endswith("Z")
     kubectl("patch", "apiexport", "by-kubectl", "--type=json",
             "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')  # fmt: skip
