@@ -201,14 +201,15 @@ async def test_pending_local_finalizers_keep_the_copy(env: Env) -> None:
 # -- a crash in the middle of the purge ---------------------------------------------------
 
 N_COPIES = 150
+DELAY = "50ms"
 
 
 @pytest.fixture
 def slow_cache(tmp_path: Path) -> Iterator[CacheServer]:
-    """A cache whose every request takes 10 ms more, so that a purge of N_COPIES copies
-    (one DELETE after another) takes over a second and can be interrupted."""
+    """A cache whose every request takes DELAY more, so that a purge of N_COPIES copies
+    (8 DELETEs at a time) takes about a second and can be interrupted."""
     server = start_cache_server(tmp_path / "cache", "--storage", "memory",
-                                "--synthetic-delay", "10ms")  # fmt: skip
+                                "--synthetic-delay", DELAY)  # fmt: skip
     yield server
     server.stop()
 
