@@ -287,7 +287,8 @@ def test_the_event_is_built_from_the_requests_facts() -> None:
         ref=("instances", "", "", "machines.svm.io", "v1alpha1", "status"), identity="abc",
     )  # fmt: skip
     line = encode_facts(odd)
-    assert line.endswith(b"}\n") and line.count(b"\n") == 1
+    assert line.endswith(b"}\n")
+    assert line.count(b"\n") == 1
     decoded = json.loads(line)
     assert decoded["requestURI"].endswith('?labelSelector=a%3Db&x="\\')
     assert decoded["userAgent"] == 'curl/"8"\n'
