@@ -15,8 +15,6 @@ import contextlib
 import hashlib
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -35,10 +33,12 @@ from ccr_helpers import (
     instance,
     request_counts,
     shard_env,
+    shared_identity,
     standin_shard_api,
+    start_replicate,
     writes,
 )
-from replication_helpers import FAST_BACKOFF, eventually, shard_url, unique
+from replication_helpers import FAST_BACKOFF, eventually, unique
 
 from harness import CacheServer
 from kcp_cache.client import NotFound, Resource
@@ -237,14 +237,7 @@ async def test_two_ccrs_on_one_kind_delete_only_their_own_copies(env: Env) -> No
     the first leaves the second's copy. A third overlapping one is refused."""
     cluster = unique("ws")
     await create_instances(env, cluster)
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "shared", "namespace": "default"},
-        "stringData": {"key": unique("k")},
-    }
-    await env.local.create(SECRETS, secret, cluster=cluster)
-    ref = {"secretRef": {"namespace": "default", "name": "shared"}}
+    ref = await shared_identity(env, cluster)
     await env.local.create(
         CCR_RESOURCE, ccr("first", names=["web-server-1"], identity=ref), cluster=cluster
     )
@@ -523,17 +516,10 @@ async def test_replicate_process_runs_the_ccr_controller_by_default(
     shard = unique("shard")
     port_file = tmp_path / "port"
     log_path = tmp_path / "replicate.log"
-    args = [
-        sys.executable, "-m", "kcp_cache.cli.tool", "replicate",
-        "--shard-name", shard,
-        "--local-kubeconfig", str(shards_api.kubeconfig), "--local-context", "base",
-        "--local-server-url", shard_url(shards_api, shard),
-        "--cache-kubeconfig", str(cache_api.kubeconfig), "--cache-context", "base",
-        "--resources", "clustercachedresources",
+    process = await start_replicate(
+        shard, shards_api, cache_api, log_path,
         "--metrics-port", "0", "--metrics-port-file", str(port_file),
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=subprocess.STDOUT)
+    )  # fmt: skip
     try:
         async with shard_env(cache_api, shards_api, shard) as env:
             cluster = unique("ws")

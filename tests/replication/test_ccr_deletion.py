@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +20,15 @@ import pytest
 from ccr_helpers import (
     INSTANCES,
     PART_OF,
-    SECRETS,
     Env,
     ccr,
     instance,
     shard_env,
+    shared_identity,
     standin_shard_api,
+    start_replicate,
 )
-from replication_helpers import eventually, shard_url, unique
+from replication_helpers import eventually, unique
 
 from harness import CacheServer, start_cache_server
 from kcp_cache.client import NotFound
@@ -42,6 +41,7 @@ HOLD = "test.kcp.io/hold"
 
 @pytest.fixture(scope="module")
 def shards_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheServer]:
+    """The stand-in shard API, with the core and Instance types the controller needs."""
     with standin_shard_api(tmp_path_factory.mktemp("shards")) as server:
         yield server
 
@@ -52,18 +52,6 @@ async def env(cache_api: CacheServer, shards_api: CacheServer) -> AsyncIterator[
         await environment.start_writer()
         await environment.start_controller()
         yield environment
-
-
-async def shared_identity(env: Env, cluster: str) -> dict[str, Any]:
-    """A Secret two CCRs on one kind share as identity (as kcp#4329's references do)."""
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "shared", "namespace": "default"},
-        "stringData": {"key": unique("k")},
-    }
-    await env.local.create(SECRETS, secret, cluster=cluster)
-    return {"secretRef": {"namespace": "default", "name": "shared"}}
 
 
 async def cache_ccr_names(env: Env, cluster: str) -> set[str]:
@@ -201,6 +189,7 @@ async def test_pending_local_finalizers_keep_the_copy(env: Env) -> None:
 # -- a crash in the middle of the purge ---------------------------------------------------
 
 N_COPIES = 150
+FAST_STATUS = ("--cached-resource-status-interval", "200ms")
 DELAY = "50ms"
 
 
@@ -212,22 +201,6 @@ def slow_cache(tmp_path: Path) -> Iterator[CacheServer]:
                                 "--synthetic-delay", DELAY)  # fmt: skip
     yield server
     server.stop()
-
-
-async def _replicate(
-    shard: str, shards_api: CacheServer, cache: CacheServer, log: Path
-) -> asyncio.subprocess.Process:
-    args = [
-        sys.executable, "-m", "kcp_cache.cli.tool", "replicate",
-        "--shard-name", shard,
-        "--local-kubeconfig", str(shards_api.kubeconfig), "--local-context", "base",
-        "--local-server-url", shard_url(shards_api, shard),
-        "--cache-kubeconfig", str(cache.kubeconfig), "--cache-context", "base",
-        "--resources", "clustercachedresources",
-        "--cached-resource-status-interval", "200ms",
-    ]  # fmt: skip
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(*args, stdout=out, stderr=subprocess.STDOUT)
 
 
 async def test_a_killed_controller_resumes_the_deletion(
@@ -254,7 +227,7 @@ async def test_a_killed_controller_resumes_the_deletion(
             ccr("keeper", labelSelector={"matchLabels": keep}, identity=ref),
             cluster=cluster,
         )
-        process = await _replicate(shard, shards_api, slow_cache, log)
+        process = await start_replicate(shard, shards_api, slow_cache, log, *FAST_STATUS)
         try:
             bulk = await env.ready_ccr(cluster, "bulk", cache=N_COPIES)
             identity = bulk["status"]["identityHash"]
@@ -277,7 +250,7 @@ async def test_a_killed_controller_resumes_the_deletion(
             await asyncio.sleep(0.5)
             assert len(await env.copies(cluster, identity)) - 1 == left  # nobody purging
 
-            process = await _replicate(shard, shards_api, slow_cache, log)
+            process = await start_replicate(shard, shards_api, slow_cache, log, *FAST_STATUS)
 
             async def resumed() -> bool:
                 try:
