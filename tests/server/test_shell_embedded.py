@@ -3,21 +3,21 @@ sharing its store and authenticating with its own authenticator."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
 
-from kcp_cache.cli._stack import build_api_stack
 from kcp_cache.server import (
-    ReadinessChecks,
-    ServerMetrics,
+    Receive,
+    Scope,
+    Send,
     User,
     create_app,
     union_authenticator,
     x509_authenticator,
 )
-from kcp_cache.server._status import Receive, Scope, Send, send_bytes
 from kcp_cache.storage import MemoryStorage
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
@@ -36,27 +36,26 @@ async def token_authenticator(scope: Scope) -> User | None:
 async def host() -> AsyncIterator[tuple[httpx2.AsyncClient, MemoryStorage]]:
     storage = MemoryStorage()  # the host's store, shared with the cache server
     await storage.start()
-    metrics, readiness = ServerMetrics(), ReadinessChecks()
-    stack = build_api_stack(storage, metrics=metrics, readiness=readiness)
-    await stack.api.startup()
     cache = create_app(
-        storage=storage,
-        api_app=stack.app,
-        authenticator=union_authenticator(token_authenticator, x509_authenticator),
-        metrics=metrics,
-        readiness=readiness,
+        storage, authenticator=union_authenticator(token_authenticator, x509_authenticator)
     )
-    cache.on_shutdown.append(stack.api.shutdown)
+    await cache.startup()  # httpx2's ASGITransport sends no lifespan events
 
     async def host_app(scope: Scope, receive: Receive, send: Send) -> None:
         # The shard's pre-handler mux: /services/cache/… bypasses the host's own chain.
         if scope["type"] == "http" and scope["path"].startswith("/services/cache/"):
             await cache(scope, receive, send)
         else:
-            await send_bytes(send, 200, b"host", content_type=b"text/plain")
+            headers = [(b"content-type", b"text/plain")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"host"})
 
     transport = httpx2.ASGITransport(app=host_app)
     async with httpx2.AsyncClient(transport=transport, base_url="https://shard.example") as client:
+        for _ in range(200):  # the CRD bootstrap runs in the background: wait for /readyz
+            if (await client.get("/services/cache/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.01)
         yield client, storage
     await cache.shutdown()
     await storage.close()

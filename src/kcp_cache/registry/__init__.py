@@ -46,27 +46,24 @@ from kcp_cache.registry._registry import MERGE_PATCH as MERGE_PATCH
 from kcp_cache.registry._registry import ListResponse as ListResponse
 from kcp_cache.registry._registry import Registry as Registry
 from kcp_cache.registry._registry import WatchSession as WatchSession
-from kcp_cache.registry._render import CLUSTER_ANNOTATION as CLUSTER_ANNOTATION
-from kcp_cache.registry._render import SHARD_ANNOTATION as SHARD_ANNOTATION
 from kcp_cache.registry._runtime_crds import RuntimeCRDWatcher as RuntimeCRDWatcher
 from kcp_cache.registry._selectors import FieldSelector as FieldSelector
 from kcp_cache.registry._selectors import LabelSelector as LabelSelector
 from kcp_cache.registry._selectors import SelectorError as SelectorError
 from kcp_cache.registry._selectors import parse_field_selector as parse_field_selector
 from kcp_cache.registry._selectors import parse_label_selector as parse_label_selector
+from kcp_cache.registry._watchcache import WatchCache as WatchCache
 from kcp_cache.registry._watchcache import Watcher as Watcher
-from kcp_cache.registry._watchcache import WatchHub as WatchHub
+from kcp_cache.registry._watchcache import error_line as error_line
 
 __all__ = [
     "APPLY_PATCH",
-    "CLUSTER_ANNOTATION",
     "CRD_GROUP",
     "CRD_RESOURCE",
     "DRY_RUN_ALL",
     "JSON_PATCH",
     "MAX_NESTING",
     "MERGE_PATCH",
-    "SHARD_ANNOTATION",
     "SYSTEM_CRDS_CLUSTER",
     "SYSTEM_SHARD",
     "AnnotationOnlyChange",
@@ -88,7 +85,7 @@ __all__ = [
     "RuntimeCRDWatcher",
     "SelectorError",
     "Target",
-    "WatchHub",
+    "WatchCache",
     "WatchSession",
     "Watcher",
     "WriteAdmission",
@@ -97,6 +94,7 @@ __all__ = [
     "check_resource_version",
     "decode_continue",
     "encode_continue",
+    "error_line",
     "go_quote",
     "load_bootstrap_crds",
     "parse_dry_run",

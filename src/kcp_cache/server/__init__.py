@@ -1,24 +1,22 @@
 """The HTTP side of the cache server: TLS, kcp's URL grammar, authn/z, health, metrics.
 
-* :func:`create_app` — the ASGI app (filters of spec §1.2 in front of an API app).
+* :func:`create_app` — the whole cache server as one ASGI app (kcp's filters in front of
+  the registry, API, discovery, health and metrics; ASGI lifespan for bootstrap/shutdown).
+  Mount it; :data:`Scope`, :data:`Receive`, :data:`Send`, :data:`ASGIApp` type a host.
 * :class:`HTTPSServer` / :func:`bind_socket` — serve it over TLS with client certificates,
   under :class:`ConnectionLimits` (timeouts, header sizes, connection caps).
 * :func:`build_server_context` — the pyOpenSSL context (``--tls-*``, ``--client-ca-file``).
 * :mod:`certificates <kcp_cache.server._certs>` helpers — dev CA, serving and client certs.
-* :class:`ServerMetrics`, :class:`ReadinessChecks` — shared with the API layer.
+* :class:`ServerMetrics`, :class:`ReadinessChecks` — pass them to share them with a host.
 
 The API handlers live in :mod:`kcp_cache.server.api`.
 """
 
-from kcp_cache.server._app import REQUEST_INFO_KEY as REQUEST_INFO_KEY
-from kcp_cache.server._app import CacheServerApp as CacheServerApp
-from kcp_cache.server._app import ShutdownHook as ShutdownHook
-from kcp_cache.server._app import create_app as create_app
-from kcp_cache.server._app import request_info as request_info
+from kcp_cache.meta import SYSTEM_MASTERS as SYSTEM_MASTERS
+from kcp_cache.meta import WILDCARD as WILDCARD
 from kcp_cache.server._audit import AuditLog as AuditLog
 from kcp_cache.server._audit import AuditOptions as AuditOptions
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS as DEFAULT_ALWAYS_ALLOW_PATHS
-from kcp_cache.server._auth import SYSTEM_MASTERS as SYSTEM_MASTERS
 from kcp_cache.server._auth import TLS_PEER_USER_KEY as TLS_PEER_USER_KEY
 from kcp_cache.server._auth import Authenticator as Authenticator
 from kcp_cache.server._auth import union_authenticator as union_authenticator
@@ -43,6 +41,9 @@ from kcp_cache.server._certs import load_private_key as load_private_key
 from kcp_cache.server._certs import new_ca as new_ca
 from kcp_cache.server._certs import write_kubeconfig as write_kubeconfig
 from kcp_cache.server._certs import write_pair as write_pair
+from kcp_cache.server._filters import CacheServerApp as CacheServerApp
+from kcp_cache.server._filters import ShutdownHook as ShutdownHook
+from kcp_cache.server._filters import StartupTask as StartupTask
 from kcp_cache.server._h2 import H2Settings as H2Settings
 from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
 from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
@@ -63,31 +64,43 @@ from kcp_cache.server._principals import Role as Role
 from kcp_cache.server._principals import cache_user as cache_user
 from kcp_cache.server._principals import principal_of as principal_of
 from kcp_cache.server._principals import shard_user as shard_user
+from kcp_cache.server._request_info import REQUEST_INFO_KEY as REQUEST_INFO_KEY
 from kcp_cache.server._request_info import RequestInfo as RequestInfo
 from kcp_cache.server._request_info import parse_request_info as parse_request_info
+from kcp_cache.server._request_info import request_info as request_info
 from kcp_cache.server._scope import ANONYMOUS as ANONYMOUS
-from kcp_cache.server._scope import WILDCARD as WILDCARD
 from kcp_cache.server._scope import KcpRequest as KcpRequest
 from kcp_cache.server._scope import User as User
 from kcp_cache.server._scope import kcp_request as kcp_request
-from kcp_cache.server._serve import HTTPSServer as HTTPSServer
-from kcp_cache.server._serve import bind_socket as bind_socket
-from kcp_cache.server._status import StatusError as StatusError
-from kcp_cache.server._tls import TLSConfigError as TLSConfigError
-from kcp_cache.server._tls import build_server_context as build_server_context
+from kcp_cache.server._stack import BOOTSTRAP_CHECK as BOOTSTRAP_CHECK
+from kcp_cache.server._stack import DEFAULT_MIN_REQUEST_TIMEOUT as DEFAULT_MIN_REQUEST_TIMEOUT
+from kcp_cache.server._stack import DEFAULT_WATCH_MAX_UNSENT_BYTES as DEFAULT_WATCH_MAX_UNSENT_BYTES
+from kcp_cache.server._stack import create_app as create_app
+from kcp_cache.server.tls import HTTPSServer as HTTPSServer
+from kcp_cache.server.tls import TLSConfigError as TLSConfigError
+from kcp_cache.server.tls import bind_socket as bind_socket
+from kcp_cache.server.tls import build_server_context as build_server_context
+from kcp_cache.server.types import ASGIApp as ASGIApp
+from kcp_cache.server.types import Receive as Receive
+from kcp_cache.server.types import Scope as Scope
+from kcp_cache.server.types import Send as Send
 
 __all__ = [
     "ANONYMOUS",
     "AUTHORIZATION_MODES",
+    "BOOTSTRAP_CHECK",
     "DEFAULT_ALWAYS_ALLOW_PATHS",
     "DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT",
     "DEFAULT_MAX_REQUESTS_INFLIGHT",
+    "DEFAULT_MIN_REQUEST_TIMEOUT",
     "DEFAULT_SHARD_ANNOTATION_ALLOWLIST",
+    "DEFAULT_WATCH_MAX_UNSENT_BYTES",
     "READERS_GROUP",
     "REQUEST_INFO_KEY",
     "SYSTEM_MASTERS",
     "TLS_PEER_USER_KEY",
     "WILDCARD",
+    "ASGIApp",
     "AuditLog",
     "AuditOptions",
     "Authenticator",
@@ -106,13 +119,16 @@ __all__ = [
     "Principal",
     "ReadinessChecks",
     "ReadinessFlag",
+    "Receive",
     "RequestAuthorizer",
     "RequestInfo",
     "Role",
+    "Scope",
     "ScopedAuthorizer",
+    "Send",
     "ServerMetrics",
     "ShutdownHook",
-    "StatusError",
+    "StartupTask",
     "TLSConfigError",
     "User",
     "authorizer_for_mode",

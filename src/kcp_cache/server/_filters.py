@@ -1,7 +1,8 @@
 """The cache server's ASGI application: kcp's filter chain in front of the API handlers.
 
-:func:`create_app` builds it; a host can serve it standalone (``kcp-cache-server``) or
-mount it under ``/services/cache`` with its own authenticator (kcp's embedded mode).
+:func:`~kcp_cache.server.create_app` builds it with the whole API stack behind it; a host
+can serve it standalone (``kcp-cache-server``) or mount it under ``/services/cache`` with
+its own authenticator (kcp's embedded mode).
 
 The filters of spec §1.2 run as straight-line code in :meth:`CacheServerApp._filter` —
 one pure function of :mod:`._grammar` per step, no nested middleware — because every
@@ -11,18 +12,17 @@ request pays for them and the benchmarks compare a GET against a bare ASGI app.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Final
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Final
 
 from kcp_cache.registry import ApiError
 from kcp_cache.server._audit import AuditLog
 from kcp_cache.server._audit_event import AuditFacts, ObjectRef, new_audit_id
 from kcp_cache.server._auth import (
-    DEFAULT_ALWAYS_ALLOW_PATHS,
     Authenticator,
-    x509_authenticator,
 )
 from kcp_cache.server._authz import (
     DECISION_KEY,
@@ -34,6 +34,7 @@ from kcp_cache.server._connection import connection_control
 from kcp_cache.server._grammar import (
     METRICS_PATH,
     check_cluster_invariant,
+    check_resource_scope,
     is_partial_metadata_accept,
     is_shard_level_rejected,
     parse_cluster,
@@ -44,44 +45,36 @@ from kcp_cache.server._grammar import (
 from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
 from kcp_cache.server._inflight import InFlightLimiter
 from kcp_cache.server._metrics import ServerMetrics
-from kcp_cache.server._request_info import RequestInfo, parse_request_info
-from kcp_cache.server._scope import ANONYMOUS, WILDCARD, KcpRequest
-from kcp_cache.server._status import (
-    ASGIApp,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    StatusError,
-    send_bytes,
-    send_status,
+from kcp_cache.server._request_info import (
+    REQUEST_INFO_KEY,
+    RequestInfo,
+    parse_request_info,
+    request_info,
 )
+from kcp_cache.server._respond import answer_error, send_bytes
+from kcp_cache.server._scope import ANONYMOUS, KcpRequest
+from kcp_cache.server.types import ASGIApp, Message, Receive, Scope, Send
 from kcp_cache.storage import Storage
 
 __all__ = [
     "DECISION_KEY",
     "MOUNT_HOPS_HEADER",
-    "REQUEST_INFO_KEY",
     "CacheServerApp",
     "ShutdownHook",
-    "create_app",
-    "request_info",
+    "StartupTask",
 ]
 
 log = logging.getLogger("kcp_cache.server")
 #: One line per request at DEBUG (``kcp-cache-server -v 3``), like kube's httplog.
 access_log = logging.getLogger("kcp_cache.server.access")
 
-#: Key in ``KcpRequest.extra`` of the request's :class:`RequestInfo` (identity removed).
-REQUEST_INFO_KEY: Final = "request_info"
-
 
 ShutdownHook = Callable[[], Awaitable[None]]
+StartupTask = Callable[[], Coroutine[Any, Any, None]]
 
 _IN_FLIGHT_SLOT_KEY: Final = "in_flight_slot"
 _DEADLINE_KEY: Final = "in_flight_deadline"
 _HEALTH_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz"})
-_LIST_VERBS: Final = frozenset({"list", "watch"})
 _SHARD_LEVEL_BODY: Final = b"shard-level endpoint not available at shard or workspace scope"
 _TEXT: Final = b"text/plain; charset=utf-8"
 #: Set by kcp's workspace mount proxy on every hop (``pkg/mounts/hops.go``); the cache
@@ -93,17 +86,15 @@ _MOUNT_HOPS_MESSAGE: Final = (
 )
 
 
-def request_info(kcp: KcpRequest) -> RequestInfo | None:
-    """The :class:`RequestInfo` the filters stored for the API handlers."""
-    info = kcp.extra.get(REQUEST_INFO_KEY)
-    return info if isinstance(info, RequestInfo) else None
-
-
 class CacheServerApp:
-    """The ASGI app returned by :func:`create_app`.
+    """The ASGI app returned by :func:`~kcp_cache.server.create_app`: kcp's filters in
+    front of the API, discovery, health and metrics.
 
-    Attributes the host uses: :attr:`metrics`, :attr:`readiness`, :attr:`on_shutdown`
-    (coroutines run by :meth:`shutdown`, e.g. the API layer ending its watch streams).
+    Attributes the host uses: :attr:`metrics`, :attr:`readiness`, :attr:`startup_tasks`
+    (started by :meth:`startup`, e.g. the CRD bootstrap, which retries until the store
+    lets it), :attr:`on_shutdown` (coroutines run by :meth:`shutdown`, e.g. the API layer
+    ending its watch streams). ASGI ``lifespan`` events call both; a host that does not
+    forward them calls them itself.
     """
 
     def __init__(
@@ -138,7 +129,9 @@ class CacheServerApp:
         self.metrics = metrics
         self.readiness = readiness
         self.health = HealthEndpoints(storage, readiness)
+        self.startup_tasks: list[StartupTask] = []
         self.on_shutdown: list[ShutdownHook] = []
+        self._started: list[asyncio.Task[None]] | None = None
         self._shut_down = False
 
     # -- ASGI entry point -------------------------------------------------------------
@@ -182,17 +175,8 @@ class CacheServerApp:
 
         try:
             await self._filter(scope, receive, send_and_record)
-        except ApiError as error:
-            if code:
-                log.warning("error after the response started: %s", error.message)
-            else:
-                await send_status(send_and_record, error)
         except Exception as exc:
-            log.exception("internal error serving %s %s", scope["method"], scope["path"])
-            if not code:
-                await send_status(
-                    send_and_record, StatusError.internal(f"Internal error occurred: {exc}")
-                )
+            await answer_error(exc, scope, send_and_record, responded=bool(code))
         finally:
             if self.in_flight is not None:
                 self._release_slot(scope)
@@ -207,7 +191,7 @@ class CacheServerApp:
         self, scope: Scope, audit_id: str, stage: str, code: int, received: float
     ) -> AuditFacts:
         # Only what the request already knows, in one flat tuple: the writer thread
-        # builds and encodes the Event (see _audit_event for why no dict here).
+        # builds and encodes the Event (the _audit_event module says why no dict).
         kcp = scope.get("kcp")
         if not isinstance(kcp, KcpRequest):
             kcp = KcpRequest()
@@ -301,7 +285,7 @@ class CacheServerApp:
                 kcp.accept = value.decode("latin-1")
                 kcp.partial_metadata = is_partial_metadata_accept(kcp.accept)
             elif name == MOUNT_HOPS_HEADER:
-                raise StatusError.bad_request(_MOUNT_HOPS_MESSAGE)
+                raise ApiError.bad_request(_MOUNT_HOPS_MESSAGE)
 
         # 2. Synthetic delay (a testing aid, like kcp's --synthetic-delay).
         if self.synthetic_delay > 0:
@@ -316,7 +300,7 @@ class CacheServerApp:
         cluster, path = parse_cluster(path)
         if cluster is not None:
             if kcp.cluster is not None:
-                raise StatusError.bad_request(
+                raise ApiError.bad_request(
                     f'found cluster "{kcp.cluster}" in the request context, '
                     "when trying to read cluster from URL"
                 )
@@ -355,18 +339,7 @@ class CacheServerApp:
                 info.resource = resource
                 info.path = path
                 kcp.identity = identity
-            # Safe deviations of spec §1.5/§1.6.
-            if (kcp.shard == WILDCARD or kcp.cluster == WILDCARD) and info.verb not in _LIST_VERBS:
-                raise StatusError.method_not_allowed(
-                    f"{info.verb} is not supported on resources of kind "
-                    f'"{info.qualified_resource}" with a wildcard ("*") shard or logical '
-                    "cluster; only list and watch are"
-                )
-            if kcp.cluster is None:
-                raise StatusError.bad_request(
-                    "resource requests need a logical cluster: "
-                    "use /shards/<shard>/clusters/<cluster>/…"
-                )
+            check_resource_scope(kcp.shard, kcp.cluster, info)
 
         scope["path"] = path
         # raw_path no longer matches the consumed path; ASGI allows leaving it out.
@@ -387,11 +360,24 @@ class CacheServerApp:
 
     # -- lifecycle --------------------------------------------------------------------
 
+    async def startup(self) -> None:
+        """Start the :attr:`startup_tasks` (once); returns at once, they run on."""
+        if self._started is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._started = [loop.create_task(task()) for task in self.startup_tasks]
+
     async def shutdown(self) -> None:
-        """Fail ``/readyz`` and run the :attr:`on_shutdown` hooks (once)."""
+        """Stop the startup tasks, fail ``/readyz`` and run the :attr:`on_shutdown` hooks
+        (once)."""
         if self._shut_down:
             return
         self._shut_down = True
+        for task in self._started or ():
+            task.cancel()
+        for task in self._started or ():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self.health.start_shutdown()
         for hook in self.on_shutdown:
             try:
@@ -400,74 +386,14 @@ class CacheServerApp:
                 log.exception("shutdown hook %r failed", hook)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        # Only reached when a host forwards lifespan events to us; the CLI runs
-        # start-up and shutdown itself.
+        # Reached when the ASGI server (or a host's router) forwards lifespan events;
+        # kcp-cache-server's own server runs with lifespan off and calls startup() itself.
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self.startup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-def create_app(
-    *,
-    storage: Storage | None,
-    api_app: ASGIApp,
-    authenticator: Authenticator = x509_authenticator,
-    always_allow_paths: Iterable[str] = DEFAULT_ALWAYS_ALLOW_PATHS,
-    synthetic_delay: float = 0.0,
-    metrics: ServerMetrics | None = None,
-    readiness: ReadinessChecks | None = None,
-    authorization_mode: str = "scoped",
-    shard_annotation_allowlist: Iterable[str] = DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
-    audit: AuditLog | None = None,
-    max_requests_inflight: int = 0,
-    max_mutating_requests_inflight: int = 0,
-    request_timeout: float = 0.0,
-) -> CacheServerApp:
-    """Build the cache server's ASGI app around ``api_app`` (the ``/apis/…`` handlers).
-
-    * ``storage`` — its health feeds ``/healthz`` and ``/readyz`` (``None``: no check).
-    * ``authenticator`` — defaults to the x509 client certificate verified by
-      :mod:`kcp_cache.server` 's TLS layer; an embedding host passes its own (combine
-      several with :func:`union_authenticator`). No user ⇒ ``system:anonymous``.
-    * ``always_allow_paths`` — non-resource paths open to anyone.
-    * ``authorization_mode`` — ``"scoped"`` (default: each shard writes only its own space,
-      see :mod:`kcp_cache.server._authz`) or ``"kcp"`` (only ``system:masters``, spec §7);
-      ``shard_annotation_allowlist`` — what a shard may change on another's Shard copy.
-    * ``audit`` — an opened :class:`~kcp_cache.server.AuditLog` to record every request.
-    * ``metrics`` / ``readiness`` — pass the instances the API layer was built with, so
-      its watch gauge and start-up checks show up here; new ones are created otherwise.
-    * ``max_requests_inflight`` / ``max_mutating_requests_inflight`` — kube's limits on
-      concurrent read-only and mutating requests (watches not counted); beyond them a
-      request gets 429 with ``Retry-After`` (see :mod:`._inflight`). 0: unlimited (the
-      default here; ``kcp-cache-server`` defaults to kube's 400 and 200).
-    * ``request_timeout`` — a request counted against those limits that is still running
-      after this many seconds has its connection dropped, so a client that stops reading
-      its response cannot keep the slot (0: never; ``kcp-cache-server``: kube's 60 s).
-
-    The handler sees ``scope["path"]`` with prefix, shard and cluster consumed and the
-    ``:identity`` removed, and the facts in ``scope["kcp"]`` (:class:`KcpRequest`, with the
-    :class:`RequestInfo` under ``extra["request_info"]``).
-    """
-    metrics = metrics if metrics is not None else ServerMetrics()
-    in_flight = None
-    if max_requests_inflight or max_mutating_requests_inflight:
-        in_flight = InFlightLimiter(max_requests_inflight, max_mutating_requests_inflight, metrics)
-    return CacheServerApp(
-        storage=storage,
-        api_app=api_app,
-        authenticator=authenticator,
-        always_allow_paths=always_allow_paths,
-        synthetic_delay=synthetic_delay,
-        metrics=metrics,
-        readiness=readiness if readiness is not None else ReadinessChecks(),
-        authorization_mode=authorization_mode,
-        shard_annotation_allowlist=shard_annotation_allowlist,
-        audit=audit,
-        in_flight=in_flight,
-        request_timeout=request_timeout,
-    )
