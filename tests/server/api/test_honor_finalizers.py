@@ -186,3 +186,11 @@ def test_kubectl_delete_then_finalize(
             "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')  # fmt: skip
     left = kubectl("get", "apiexports", "--ignore-not-found", "-o", "name")
     assert "by-kubectl" not in left
+
+
+def test_a_dry_run_delete_marks_nothing(client: httpx2.Client) -> None:
+    assert client.post(EXPORTS, json=_export("dry", ["x.io/keep"])).status_code == 201
+    answer = client.delete(f"{EXPORTS}/dry", params={"dryRun": "All"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["metadata"]["deletionTimestamp"]  # what would be stored
+    assert "deletionTimestamp" not in client.get(f"{EXPORTS}/dry").json()["metadata"]
