@@ -15,7 +15,7 @@ import pytest
 from full_disk import SmallDisk
 from harness import CacheServer, ServerStartError, TestCA
 from kcp_cache.server import AuditLog, AuditOptions
-from kcp_cache.server._audit_event import audit_event, encode_facts
+from kcp_cache.server._audit_event import FactsEncoder, audit_event, encode_facts
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
 
@@ -311,3 +311,35 @@ def test_buffered_facts_give_the_garbage_collector_nothing_to_walk() -> None:
     gc.collect()
     assert not gc.is_tracked(facts)
     assert gc.is_tracked(audit_event(facts))
+
+
+def test_the_writers_encoder_writes_the_reference_event() -> None:
+    """``FactsEncoder`` (what the writer thread uses) gives the very event of
+    ``audit_event`` for every shape of facts, remembered parts or not."""
+    variants = [
+        _facts(),
+        _facts(user_agent='curl/"8"\n', query=b"limit=5&x=\\", code=201, verb="create"),
+        _facts(ref=None, code=0, allowed=None, shard=None, cluster=None, source_ip=None),
+        _facts(
+            code=403,
+            allowed=False,
+            reason="no role",
+            username="system:anonymous",
+            groups=("system:unauthenticated",),
+        ),
+        _facts(
+            ref=("instances", "", "", "machines.svm.io", "v1alpha1", "status"),
+            identity="abc",
+            cluster="*",
+        ),
+        _facts(stage="ResponseStarted", verb="watch", code=200, groups=()),
+    ]
+    encoder = FactsEncoder(memo_size=2)  # small: the memo is emptied along the way
+    for round_no in range(3):
+        for n, facts in enumerate(variants):
+            facts = (f"id-{round_no}-{n}", *facts[1:])
+            line = encoder(facts)
+            assert line.endswith(b"}\n")
+            assert line.count(b"\n") == 1
+            assert json.loads(line) == audit_event(facts), line
+            assert line.startswith(b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",')

@@ -40,7 +40,7 @@ from typing import IO, Any, Final
 
 import orjson
 
-from kcp_cache.server._audit_event import AuditFacts, encode_facts
+from kcp_cache.server._audit_event import AuditFacts, FactsEncoder
 
 __all__ = ["AuditLog", "AuditOptions"]
 
@@ -97,6 +97,7 @@ class AuditLog:
         self._size = 0
         self._warn = _RateLimitedLog()
         self._counting = threading.Lock()  # the loop and the writer both count drops
+        self._encode = FactsEncoder()  # used by the writer thread only
         #: Events written, dropped (buffer full or write failed), and failed writes.
         self.events_written = 0
         self.events_dropped = 0
@@ -156,11 +157,12 @@ class AuditLog:
                 # encoding in fresh memory (page faults) — measured 7.5 vs 3.5 µs/event.
                 data = bytearray()
                 count = 0
+                encode = self._encode
                 with contextlib.suppress(IndexError):
                     while count < _BATCH:
                         item = buffer.popleft()
                         data += (
-                            encode_facts(item)
+                            encode(item)
                             if type(item) is tuple
                             else orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
                         )
