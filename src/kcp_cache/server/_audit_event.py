@@ -84,6 +84,36 @@ def timestamp(seconds: float) -> str:
     return f"{cached[1]}.{int((seconds - whole) * 1_000_000):06d}Z"
 
 
+def _object_ref(ref: ObjectRef) -> dict[str, str]:
+    resource, namespace, name, api_group, api_version, subresource = ref
+    object_ref = {"resource": resource}
+    if namespace:
+        object_ref["namespace"] = namespace
+    if name:
+        object_ref["name"] = name
+    object_ref["apiGroup"] = api_group
+    object_ref["apiVersion"] = api_version
+    if subresource:
+        object_ref["subresource"] = subresource
+    return object_ref
+
+
+def _annotations(
+    allowed: bool | None, reason: str, shard: str | None, cluster: str | None, identity: str | None
+) -> dict[str, str]:
+    annotations: dict[str, str] = {}
+    if allowed is not None:
+        annotations["authorization.k8s.io/decision"] = "allow" if allowed else "forbid"
+        annotations["authorization.k8s.io/reason"] = reason
+    if shard is not None:
+        annotations["cache.kcp.io/shard"] = shard
+    if cluster is not None:
+        annotations["cache.kcp.io/cluster"] = cluster
+    if identity:
+        annotations["cache.kcp.io/identity"] = identity
+    return annotations
+
+
 def audit_event(facts: AuditFacts) -> dict[str, Any]:
     """The ``audit.k8s.io/v1`` ``Event`` at the ``Metadata`` level that *facts* describe."""
     (audit_id, stage, path, query, verb, username, groups, source_ip, user_agent, ref,
@@ -102,17 +132,7 @@ def audit_event(facts: AuditFacts) -> dict[str, Any]:
     if user_agent:
         event["userAgent"] = user_agent
     if ref is not None:
-        resource, namespace, name, api_group, api_version, subresource = ref
-        object_ref = {"resource": resource}
-        if namespace:
-            object_ref["namespace"] = namespace
-        if name:
-            object_ref["name"] = name
-        object_ref["apiGroup"] = api_group
-        object_ref["apiVersion"] = api_version
-        if subresource:
-            object_ref["subresource"] = subresource
-        event["objectRef"] = object_ref
+        event["objectRef"] = _object_ref(ref)
     if code:
         status: dict[str, Any] = {"metadata": {}, "code": code}
         if code >= 400:
@@ -120,16 +140,7 @@ def audit_event(facts: AuditFacts) -> dict[str, Any]:
         event["responseStatus"] = status
     event["requestReceivedTimestamp"] = timestamp(received)
     event["stageTimestamp"] = timestamp(now)
-    annotations: dict[str, str] = {}
-    if allowed is not None:
-        annotations["authorization.k8s.io/decision"] = "allow" if allowed else "forbid"
-        annotations["authorization.k8s.io/reason"] = reason
-    if shard is not None:
-        annotations["cache.kcp.io/shard"] = shard
-    if cluster is not None:
-        annotations["cache.kcp.io/cluster"] = cluster
-    if identity:
-        annotations["cache.kcp.io/identity"] = identity
+    annotations = _annotations(allowed, reason, shard, cluster, identity)
     if annotations:
         event["annotations"] = annotations
     return event
@@ -175,17 +186,7 @@ class FactsEncoder:
             "verb": verb,
         }
         if ref is not None:
-            resource, namespace, name, api_group, api_version, subresource = ref
-            object_ref = {"resource": resource}
-            if namespace:
-                object_ref["namespace"] = namespace
-            if name:
-                object_ref["name"] = name
-            object_ref["apiGroup"] = api_group
-            object_ref["apiVersion"] = api_version
-            if subresource:
-                object_ref["subresource"] = subresource
-            event["objectRef"] = object_ref
+            event["objectRef"] = _object_ref(ref)
         if code:
             status = self._status.get(code)
             if status is None:
@@ -206,16 +207,7 @@ class FactsEncoder:
         }
         if user_agent:
             who["userAgent"] = user_agent
-        annotations: dict[str, str] = {}
-        if allowed is not None:
-            annotations["authorization.k8s.io/decision"] = "allow" if allowed else "forbid"
-            annotations["authorization.k8s.io/reason"] = reason
-        if shard is not None:
-            annotations["cache.kcp.io/shard"] = shard
-        if cluster is not None:
-            annotations["cache.kcp.io/cluster"] = cluster
-        if identity:
-            annotations["cache.kcp.io/identity"] = identity
+        annotations = _annotations(allowed, reason, shard, cluster, identity)
         if annotations:
             who["annotations"] = annotations
         if len(self._who) >= self._memo_size:
