@@ -7,8 +7,14 @@ from typing import Any
 
 import orjson
 
-from kcp_cache.registry import ListOptions, Registry, ResourceInfo, Target
-from kcp_cache.registry._watchcache import CHUNK_BYTES, REPLAY_WINDOW
+from kcp_cache.registry import (
+    CHUNK_BYTES,
+    REPLAY_WINDOW,
+    ListOptions,
+    Registry,
+    ResourceInfo,
+    Target,
+)
 from kcp_cache.storage import MemoryStorage
 
 

@@ -13,22 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from replication_helpers import (
-    FAST_BACKOFF,
-    cache_rest,
-    eventually,
-    local_rest,
-    shard_url,
-    unique,
-)
-
-from harness import CacheServer, start_cache_server
 from kcp_cache.client import AsyncRESTClient, NotFound, Resource
 from kcp_cache.replication import (
     CCR_RESOURCE,
     CachedResourceController,
     WriteController,
     parse_resources,
+)
+from kcp_cache.testing import CacheServer, start_cache_server
+
+from .replication_helpers import (
+    FAST_BACKOFF,
+    cache_rest,
+    eventually,
+    local_rest,
+    shard_url,
+    unique,
 )
 
 Obj = dict[str, Any]

@@ -20,7 +20,25 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from ccr_helpers import (
+
+from kcp_cache.client import NotFound, Resource
+from kcp_cache.replication import (
+    APIEXPORT_REFERENCE_MANAGER,
+    CCR_FINALIZER,
+    CCR_RESOURCE,
+    KIND_ANNOTATION,
+    ORIGINAL_RESOURCE_UID_ANNOTATION,
+    ORIGINAL_RESOURCE_VERSION_ANNOTATION,
+    OWNER_ANNOTATION,
+    REFERENCED_BY_ANNOTATION,
+    REFERENCED_KIND_ANNOTATION,
+    SCOPE_ANNOTATION,
+    APIExportReferenceController,
+    reference_ccr_name,
+)
+from kcp_cache.testing import CacheServer
+
+from .ccr_helpers import (
     APIEXPORTS,
     FLAVORS,
     GADGETS,
@@ -38,24 +56,7 @@ from ccr_helpers import (
     start_replicate,
     writes,
 )
-from replication_helpers import FAST_BACKOFF, eventually, unique
-
-from harness import CacheServer
-from kcp_cache.client import NotFound, Resource
-from kcp_cache.replication import (
-    APIEXPORT_REFERENCE_MANAGER,
-    CCR_FINALIZER,
-    CCR_RESOURCE,
-    KIND_ANNOTATION,
-    ORIGINAL_RESOURCE_UID_ANNOTATION,
-    ORIGINAL_RESOURCE_VERSION_ANNOTATION,
-    OWNER_ANNOTATION,
-    REFERENCED_BY_ANNOTATION,
-    REFERENCED_KIND_ANNOTATION,
-    SCOPE_ANNOTATION,
-    APIExportReferenceController,
-    reference_ccr_name,
-)
+from .replication_helpers import FAST_BACKOFF, eventually, unique
 
 
 @pytest.fixture(scope="module")

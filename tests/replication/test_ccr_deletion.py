@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ccr_helpers import (
+
+from kcp_cache.client import NotFound
+from kcp_cache.replication import CCR_FINALIZER, CCR_RESOURCE, OWNER_ANNOTATION
+from kcp_cache.testing import CacheServer, start_cache_server
+
+from .ccr_helpers import (
     INSTANCES,
     PART_OF,
     Env,
@@ -28,11 +33,7 @@ from ccr_helpers import (
     standin_shard_api,
     start_replicate,
 )
-from replication_helpers import eventually, unique
-
-from harness import CacheServer, start_cache_server
-from kcp_cache.client import NotFound
-from kcp_cache.replication import CCR_FINALIZER, CCR_RESOURCE, OWNER_ANNOTATION
+from .replication_helpers import eventually, unique
 
 #: A finalizer of the test's own: it keeps the CCR after the controller removed its one,
 #: so that the Deleted phase can be read from the object itself.

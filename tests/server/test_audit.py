@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from full_disk import SmallDisk
-from harness import CacheServer, ServerStartError, TestCA
 from kcp_cache.server import AuditLog, AuditOptions
 from kcp_cache.server._audit_event import FactsEncoder, audit_event, encode_facts
+from kcp_cache.testing import CacheServer, ServerStartError, TestCA
+
+from ..full_disk import SmallDisk
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
 

@@ -14,6 +14,10 @@ from kcp_cache.registry._admission import AnnotationOnlyChange as AnnotationOnly
 from kcp_cache.registry._admission import OriginCheck as OriginCheck
 from kcp_cache.registry._admission import WriteAdmission as WriteAdmission
 from kcp_cache.registry._admission import admission_chain as admission_chain
+from kcp_cache.registry._apply import apply_configuration as apply_configuration
+from kcp_cache.registry._apply import field_set as field_set
+from kcp_cache.registry._apply import fields_v1 as fields_v1
+from kcp_cache.registry._apply import parse_fields_v1 as parse_fields_v1
 from kcp_cache.registry._bootstrap import SYSTEM_CRDS_CLUSTER as SYSTEM_CRDS_CLUSTER
 from kcp_cache.registry._bootstrap import SYSTEM_SHARD as SYSTEM_SHARD
 from kcp_cache.registry._bootstrap import Bootstrapper as Bootstrapper
@@ -35,35 +39,60 @@ from kcp_cache.registry._goparse import parse_query_bool as parse_query_bool
 from kcp_cache.registry._keys import KeyParts as KeyParts
 from kcp_cache.registry._keys import KeyScheme as KeyScheme
 from kcp_cache.registry._keys import ListScope as ListScope
+
+# Underscore names below are internals re-exported for the white-box tests, not in __all__.
+from kcp_cache.registry._labels import _VALID_ANNOTATION_KEY as _VALID_ANNOTATION_KEY
+from kcp_cache.registry._labels import _VALID_KEY as _VALID_KEY
+from kcp_cache.registry._labels import _VALID_VALUE as _VALID_VALUE
+from kcp_cache.registry._labels import _fast_valid as _fast_valid
+from kcp_cache.registry._labels import _key_errors as _key_errors
+from kcp_cache.registry._labels import _value_errors as _value_errors
+from kcp_cache.registry._labels import (
+    validate_labels_and_annotations as validate_labels_and_annotations,
+)
 from kcp_cache.registry._nesting import MAX_NESTING as MAX_NESTING
 from kcp_cache.registry._nesting import check_nesting as check_nesting
 from kcp_cache.registry._options import ListOptions as ListOptions
 from kcp_cache.registry._options import Target as Target
 from kcp_cache.registry._options import check_resource_version as check_resource_version
+from kcp_cache.registry._patch import PatchError as PatchError
+from kcp_cache.registry._patch import apply_json_patch as apply_json_patch
+from kcp_cache.registry._patch import apply_merge_patch as apply_merge_patch
 from kcp_cache.registry._registry import APPLY_PATCH as APPLY_PATCH
 from kcp_cache.registry._registry import JSON_PATCH as JSON_PATCH
 from kcp_cache.registry._registry import MERGE_PATCH as MERGE_PATCH
 from kcp_cache.registry._registry import ListResponse as ListResponse
 from kcp_cache.registry._registry import Registry as Registry
 from kcp_cache.registry._registry import WatchSession as WatchSession
+from kcp_cache.registry._render import decorate as decorate
+from kcp_cache.registry._render import encode_object as encode_object
+from kcp_cache.registry._render import splicer as splicer
 from kcp_cache.registry._runtime_crds import RuntimeCRDWatcher as RuntimeCRDWatcher
 from kcp_cache.registry._selectors import FieldSelector as FieldSelector
 from kcp_cache.registry._selectors import LabelSelector as LabelSelector
 from kcp_cache.registry._selectors import SelectorError as SelectorError
 from kcp_cache.registry._selectors import parse_field_selector as parse_field_selector
 from kcp_cache.registry._selectors import parse_label_selector as parse_label_selector
+from kcp_cache.registry._strategy import new_uid as new_uid
+from kcp_cache.registry._strategy import now_timestamp as now_timestamp
+from kcp_cache.registry._strategy import prepare_create as prepare_create
+from kcp_cache.registry._strategy import validate_name as validate_name
+from kcp_cache.registry._watchcache import CHUNK_BYTES as CHUNK_BYTES
+from kcp_cache.registry._watchcache import REPLAY_WINDOW as REPLAY_WINDOW
 from kcp_cache.registry._watchcache import WatchCache as WatchCache
 from kcp_cache.registry._watchcache import Watcher as Watcher
 from kcp_cache.registry._watchcache import error_line as error_line
 
 __all__ = [
     "APPLY_PATCH",
+    "CHUNK_BYTES",
     "CRD_GROUP",
     "CRD_RESOURCE",
     "DRY_RUN_ALL",
     "JSON_PATCH",
     "MAX_NESTING",
     "MERGE_PATCH",
+    "REPLAY_WINDOW",
     "SYSTEM_CRDS_CLUSTER",
     "SYSTEM_SHARD",
     "AnnotationOnlyChange",
@@ -79,6 +108,7 @@ __all__ = [
     "ListResponse",
     "ListScope",
     "OriginCheck",
+    "PatchError",
     "Registry",
     "ResourceCatalog",
     "ResourceInfo",
@@ -90,16 +120,30 @@ __all__ = [
     "Watcher",
     "WriteAdmission",
     "admission_chain",
+    "apply_configuration",
+    "apply_json_patch",
+    "apply_merge_patch",
     "check_nesting",
     "check_resource_version",
     "decode_continue",
+    "decorate",
     "encode_continue",
+    "encode_object",
     "error_line",
+    "field_set",
+    "fields_v1",
     "go_quote",
     "load_bootstrap_crds",
+    "new_uid",
+    "now_timestamp",
     "parse_dry_run",
     "parse_field_selector",
+    "parse_fields_v1",
     "parse_int64",
     "parse_label_selector",
     "parse_query_bool",
+    "prepare_create",
+    "splicer",
+    "validate_labels_and_annotations",
+    "validate_name",
 ]

@@ -44,9 +44,21 @@ from kcp_cache.server._certs import write_pair as write_pair
 from kcp_cache.server._filters import CacheServerApp as CacheServerApp
 from kcp_cache.server._filters import ShutdownHook as ShutdownHook
 from kcp_cache.server._filters import StartupTask as StartupTask
+from kcp_cache.server._grammar import check_cluster_invariant as check_cluster_invariant
+from kcp_cache.server._grammar import is_partial_metadata_accept as is_partial_metadata_accept
+from kcp_cache.server._grammar import is_shard_level_rejected as is_shard_level_rejected
+from kcp_cache.server._grammar import parse_cluster as parse_cluster
+from kcp_cache.server._grammar import parse_shard as parse_shard
+from kcp_cache.server._grammar import split_identity as split_identity
+from kcp_cache.server._grammar import strip_service_prefix as strip_service_prefix
 from kcp_cache.server._h2 import H2Settings as H2Settings
 from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
 from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
+from kcp_cache.server._heap import HeapTrimmer as HeapTrimmer
+from kcp_cache.server._http import _lighten as _lighten
+
+# Underscore names below are internals re-exported for the white-box tests, not in __all__.
+from kcp_cache.server._http import _Pipeline as _Pipeline
 from kcp_cache.server._inflight import (
     DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT as DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
 )
@@ -68,6 +80,9 @@ from kcp_cache.server._request_info import REQUEST_INFO_KEY as REQUEST_INFO_KEY
 from kcp_cache.server._request_info import RequestInfo as RequestInfo
 from kcp_cache.server._request_info import parse_request_info as parse_request_info
 from kcp_cache.server._request_info import request_info as request_info
+from kcp_cache.server._respond import send_bytes as send_bytes
+from kcp_cache.server._respond import send_json as send_json
+from kcp_cache.server._respond import send_status as send_status
 from kcp_cache.server._scope import ANONYMOUS as ANONYMOUS
 from kcp_cache.server._scope import KcpRequest as KcpRequest
 from kcp_cache.server._scope import User as User
@@ -113,6 +128,7 @@ __all__ = [
     "DevCredentials",
     "H2Settings",
     "HTTPSServer",
+    "HeapTrimmer",
     "InstrumentedStorage",
     "KcpAuthorizer",
     "KcpRequest",
@@ -135,19 +151,29 @@ __all__ = [
     "bind_socket",
     "build_server_context",
     "cache_user",
+    "check_cluster_invariant",
     "create_app",
     "ensure_dev_credentials",
     "ensure_serving_certificate",
+    "is_partial_metadata_accept",
+    "is_shard_level_rejected",
     "issue_certificate",
     "kcp_request",
     "load_certificate",
     "load_private_key",
     "new_ca",
+    "parse_cluster",
     "parse_request_info",
+    "parse_shard",
     "principal_of",
     "raise_descriptor_limit",
     "request_info",
+    "send_bytes",
+    "send_json",
+    "send_status",
     "shard_user",
+    "split_identity",
+    "strip_service_prefix",
     "union_authenticator",
     "write_kubeconfig",
     "write_pair",
