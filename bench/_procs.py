@@ -98,14 +98,16 @@ def _status_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def start_server(root: Path, *extra: str, timeout: float = 60.0) -> Proc:
+def start_server(root: Path, *extra: str, timeout: float = 60.0, src: Path | None = None) -> Proc:
     """``kcp-cache-server`` (embedded SQLite) on a free port, pinned to the server core.
 
     Started by :class:`kcp_cache.testing.CacheServer` (ready once ``/livez`` and ``/readyz``
     answer 200); ``timeout`` bounds the start-up (a store of a million objects takes
-    minutes to load).
+    minutes to load). ``src``: run the package found there instead of the installed one
+    (a baseline checkout's ``src/``, for A/B runs side by side).
     """
-    server = CacheServer(root, extra, None, command_prefix=_pin_prefix())
+    env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
+    server = CacheServer(root, extra, None, env=env, command_prefix=_pin_prefix())
     server.start(timeout=timeout)
     assert server.process is not None
     return Proc(server.process, root / "secure-port", server.log_path, server.port)

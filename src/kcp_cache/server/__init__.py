@@ -45,6 +45,8 @@ from kcp_cache.server._certs import load_private_key as load_private_key
 from kcp_cache.server._certs import new_ca as new_ca
 from kcp_cache.server._certs import write_kubeconfig as write_kubeconfig
 from kcp_cache.server._certs import write_pair as write_pair
+from kcp_cache.server._deadlines import Deadline as Deadline
+from kcp_cache.server._deadlines import Deadlines as Deadlines
 from kcp_cache.server._filters import CacheServerApp as CacheServerApp
 from kcp_cache.server._filters import ShutdownHook as ShutdownHook
 from kcp_cache.server._filters import StartupTask as StartupTask
@@ -56,12 +58,13 @@ from kcp_cache.server._grammar import parse_shard as parse_shard
 from kcp_cache.server._grammar import split_identity as split_identity
 from kcp_cache.server._grammar import strip_service_prefix as strip_service_prefix
 from kcp_cache.server._h2 import H2Settings as H2Settings
+from kcp_cache.server._h2_data import data_frame as data_frame
+
+# Underscore names below are internals re-exported for the white-box tests, not in __all__.
 from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
 from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
 from kcp_cache.server._heap import HeapTrimmer as HeapTrimmer
 from kcp_cache.server._http import _lighten as _lighten
-
-# Underscore names below are internals re-exported for the white-box tests, not in __all__.
 from kcp_cache.server._http import _Pipeline as _Pipeline
 from kcp_cache.server._inflight import (
     DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT as DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
@@ -129,6 +132,8 @@ __all__ = [
     "CertificateFiles",
     "ConnectionLimits",
     "ConnectionTracker",
+    "Deadline",
+    "Deadlines",
     "Decision",
     "DevCredentials",
     "FactsEncoder",
