@@ -293,6 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="sleep this long before serving every request (a testing aid, e.g. 100ms)",
     )
     misc.add_argument(
+        "--honor-finalizers",
+        action="store_true",
+        help="a DELETE of an object with finalizers marks it (deletionTimestamp) and it goes "
+        "when the last finalizer is removed, as on a Kubernetes API server; for a server "
+        "standing in for a shard's API in tests (kcp's cache server deletes at once, the "
+        "default)",
+    )
+    misc.add_argument(
         "-v",
         "--verbosity",
         metavar="N",
@@ -822,6 +830,7 @@ async def _serve(
         bookmark_interval=args.watch_bookmark_interval,
         min_request_timeout=args.min_request_timeout,
         watch_max_unsent_bytes=args.watch_max_unsent_bytes,
+        honor_finalizers=args.honor_finalizers,
         bootstrap_retry_interval=BOOTSTRAP_RETRY_INTERVAL,
         on_bootstrapped=lambda: _after_bootstrap(group),
         home=hierarchy.home_writes,

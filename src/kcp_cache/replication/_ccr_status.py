@@ -131,11 +131,15 @@ class StatusWriter:
         status["conditions"] = conditions
         return status
 
-    async def flush(self) -> None:
-        live = self.controller.ccrs.store.get(self.key)
+    async def flush(self, live: Obj | None = None) -> Obj | None:
+        """Write the status if it differs from *live*'s (default: the informer's copy).
+
+        Returns the object as written, or ``None`` when nothing was written."""
         if live is None:
-            return
+            live = self.controller.ccrs.store.get(self.key)
+            if live is None:
+                return None
         status = self.desired(live)
         if status is None or status == live.get("status"):
-            return
-        await self.controller._write_status(self.cluster, self.name, status)
+            return None
+        return await self.controller._write_status(self.cluster, self.name, status)
