@@ -41,8 +41,8 @@ class StatusHost(Protocol):
     def ccrs(self) -> SharedInformer:
         """The informer over the CCRs themselves (the live objects)."""
 
-    async def _write_status(self, cluster: str, name: str, status: Obj) -> None:
-        """Writes *status* to the CCR *cluster*/*name*."""
+    async def _write_status(self, cluster: str, name: str, status: Obj) -> Obj | None:
+        """Writes *status* to the CCR *cluster*/*name*; the CCR as written, if it was."""
 
 
 class StatusWriter:
