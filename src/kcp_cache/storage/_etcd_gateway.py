@@ -120,8 +120,10 @@ class GatewayRevision:
         self._resting_until = 0.0
         self._rest = _REST_MIN
         self.disabled = False
-        #: Revisions answered by the gateway, and calls left to gRPC (for tests).
+        #: Revisions the gateway answered, requests of it that failed, and calls left to
+        #: gRPC (failures and rests; for diagnostics and tests).
         self.answered = 0
+        self.failures = 0
         self.declined = 0
 
     async def revision(self, budget: float) -> int | None:
@@ -151,6 +153,7 @@ class GatewayRevision:
         except Exception as exc:  # any failure: gRPC answers instead, with its errors
             log.debug("etcd gateway revision request failed: %s", exc)
             self._drop()
+            self.failures += 1
             self._resting_until = time.monotonic() + self._rest
             self._rest = min(_REST_MAX, self._rest * 2)
             self.declined += 1
