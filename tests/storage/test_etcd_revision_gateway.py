@@ -9,7 +9,9 @@ off, refused under ``--client-cert-auth``, member stopped — leaves reads to gR
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,8 +37,15 @@ def engine(cluster: EtcdCluster, **options: Any) -> EtcdStorage:
     )
 
 
+@contextlib.asynccontextmanager
+async def reader_and_writer(**cluster: Any) -> AsyncIterator[tuple[EtcdStorage, EtcdStorage]]:
+    """Two engines (as two server replicas) on one fresh etcd."""
+    async with running_etcd(1, **cluster) as etcd, engine(etcd) as reader, engine(etcd) as writer:
+        yield reader, writer
+
+
 async def test_cached_reads_take_their_revision_from_the_gateway_and_see_every_write() -> None:
-    async with running_etcd(1) as cluster, engine(cluster) as reader, engine(cluster) as writer:
+    async with reader_and_writer() as (reader, writer):
         assert reader.gateway is not None
         for i in range(20):
             kv = await writer.create(f"/cache/g/k{i}", b"%d" % i)
@@ -53,44 +62,41 @@ async def test_cached_reads_take_their_revision_from_the_gateway_and_see_every_w
 
 
 async def test_a_gateway_switched_off_leaves_revisions_to_grpc() -> None:
-    async with running_etcd(1, extra_args=("--enable-grpc-gateway=false",)) as cluster:
-        async with engine(cluster) as reader, engine(cluster) as writer:
-            assert reader.gateway is not None
-            kv = await writer.create("/cache/g/off", b"x")
-            assert await reader.get("/cache/g/off") == kv
-            assert reader.gateway.disabled  # a 404: not asked again
-            answered = reader.gateway.answered
-            await writer.delete("/cache/g/off")
-            with pytest.raises(NotFound):
-                await reader.get("/cache/g/off")
-            assert reader.gateway.answered == answered == 0
+    async with reader_and_writer(extra_args=("--enable-grpc-gateway=false",)) as (reader, writer):
+        assert reader.gateway is not None
+        kv = await writer.create("/cache/g/off", b"x")
+        assert await reader.get("/cache/g/off") == kv
+        assert reader.gateway.disabled  # a 404: not asked again
+        answered = reader.gateway.answered
+        await writer.delete("/cache/g/off")
+        with pytest.raises(NotFound):
+            await reader.get("/cache/g/off")
+        assert reader.gateway.answered == answered == 0
 
 
 async def test_tls_gateway_answers_when_the_server_certificate_allows_client_auth() -> None:
-    async with running_etcd(1, tls=True, tls_server_client_auth=True) as cluster:
-        async with engine(cluster) as reader, engine(cluster) as writer:
-            kv = await writer.create("/cache/g/tls", b"x")
-            assert await reader.get("/cache/g/tls") == kv
-            assert reader.gateway is not None
-            assert reader.gateway.answered >= 1
-            assert reader.gateway.failures == 0
+    async with reader_and_writer(tls=True, tls_server_client_auth=True) as (reader, writer):
+        kv = await writer.create("/cache/g/tls", b"x")
+        assert await reader.get("/cache/g/tls") == kv
+        assert reader.gateway is not None
+        assert reader.gateway.answered >= 1
+        assert reader.gateway.failures == 0
 
 
 async def test_tls_gateway_refused_by_client_cert_auth_backs_off_to_grpc() -> None:
     # A server certificate for server authentication only: etcd's gateway cannot dial
     # its own gRPC and answers 503. Reads stay correct and the gateway is rarely asked.
-    async with running_etcd(1, tls=True) as cluster:
-        async with engine(cluster) as reader, engine(cluster) as writer:
-            started = time.monotonic()
-            for i in range(30):
-                kv = await writer.create(f"/cache/g/r{i}", b"x")
-                assert await reader.get(f"/cache/g/r{i}") == kv
-            assert reader.gateway is not None
-            assert reader.gateway.answered == 0
-            elapsed = time.monotonic() - started
-            # One failed try, then rests of 1 s, 2 s, 4 s...: at most one try per second.
-            assert 1 <= reader.gateway.failures <= 1 + elapsed
-            assert reader.gateway.declined >= 30
+    async with reader_and_writer(tls=True) as (reader, writer):
+        started = time.monotonic()
+        for i in range(30):
+            kv = await writer.create(f"/cache/g/r{i}", b"x")
+            assert await reader.get(f"/cache/g/r{i}") == kv
+        assert reader.gateway is not None
+        assert reader.gateway.answered == 0
+        elapsed = time.monotonic() - started
+        # One failed try, then rests of 1 s, 2 s, 4 s...: at most one try per second.
+        assert 1 <= reader.gateway.failures <= 1 + elapsed
+        assert reader.gateway.declined >= 30
 
 
 async def test_a_stopped_member_fails_the_read_fast_and_the_gateway_returns_after() -> None:
@@ -116,3 +122,18 @@ async def test_a_stopped_member_fails_the_read_fast_and_the_gateway_returns_afte
                     raise
             assert time.monotonic() < deadline
             await asyncio.sleep(0.2)
+
+
+def test_the_gateway_answers_on_uvloop_as_the_server_runs() -> None:
+    # The server runs on uvloop, whose transports are not asyncio.Transport instances.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def check() -> None:
+        async with running_etcd(1) as cluster, engine(cluster) as storage:
+            kv = await storage.create("/cache/g/uv", b"x")
+            assert await storage.get("/cache/g/uv") == kv
+            assert storage.gateway is not None
+            assert storage.gateway.answered >= 1
+            assert storage.gateway.failures == 0
+
+    uvloop.run(check())

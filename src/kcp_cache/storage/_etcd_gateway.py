@@ -28,6 +28,7 @@ import contextlib
 import logging
 import ssl
 import time
+from typing import cast
 
 import httptools
 import orjson
@@ -54,8 +55,8 @@ class _Exchange(asyncio.Protocol):
         self.usable = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not subclasses of asyncio.Transport, but are one.
+        self.transport = cast("asyncio.Transport", transport)
 
     def data_received(self, data: bytes) -> None:
         try:
