@@ -61,6 +61,20 @@ async def test_cached_reads_take_their_revision_from_the_gateway_and_see_every_w
         assert await reader.current_revision() == updated.mod_revision
 
 
+async def test_callers_at_once_get_their_own_answers_one_from_the_gateway() -> None:
+    # current_revision() has callers besides the batcher; while one request is on the
+    # gateway's one connection the others go to gRPC rather than share its answer.
+    async with reader_and_writer() as (reader, writer):
+        for i in range(10):
+            kv = await writer.create(f"/cache/g/c{i}", b"x")
+            answers = await asyncio.gather(*(reader.current_revision() for _ in range(5)))
+            assert min(answers) >= kv.mod_revision
+        assert reader.gateway is not None
+        assert reader.gateway.answered >= 10
+        assert reader.gateway.declined >= 10
+        assert reader.gateway.failures == 0
+
+
 async def test_a_gateway_switched_off_leaves_revisions_to_grpc() -> None:
     async with reader_and_writer(extra_args=("--enable-grpc-gateway=false",)) as (reader, writer):
         assert reader.gateway is not None

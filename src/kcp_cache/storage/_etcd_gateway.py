@@ -81,8 +81,10 @@ class _Exchange(asyncio.Protocol):
             waiter.set_result((status, body))
 
     async def exchange(self, request: bytes) -> tuple[int, bytes]:
-        assert self.transport is not None
-        assert self._waiter is None
+        # One exchange at a time (GatewayRevision is never asked twice at once): an
+        # answer always belongs to the request just written.
+        if self.transport is None or self._waiter is not None:
+            raise ConnectionError("the etcd gateway connection is busy")
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return await self._waiter
@@ -120,6 +122,7 @@ class GatewayRevision:
         self._link: tuple[EtcdEndpoint, _Exchange] | None = None
         self._resting_until = 0.0
         self._rest = _REST_MIN
+        self._busy = False
         self.disabled = False
         #: Revisions the gateway answered, requests of it that failed, and calls left to
         #: gRPC (failures and rests; for diagnostics and tests).
@@ -129,9 +132,13 @@ class GatewayRevision:
 
     async def revision(self, budget: float) -> int | None:
         """The current revision, or ``None`` when the gateway cannot tell (use gRPC)."""
-        if self.disabled or time.monotonic() < self._resting_until:
+        if self._busy or self.disabled or time.monotonic() < self._resting_until:
+            # Busy: another caller's request is on the one connection (the engine's
+            # batcher sends one at a time, but other callers may ask meanwhile). Its
+            # answer would predate this call, so this call goes to gRPC.
             self.declined += 1
             return None
+        self._busy = True
         try:
             endpoint = self._conn.pick()
             if endpoint.target.startswith("unix:"):
@@ -159,6 +166,8 @@ class GatewayRevision:
             self._rest = min(_REST_MAX, self._rest * 2)
             self.declined += 1
             return None
+        finally:
+            self._busy = False
         self.answered += 1
         self._rest = _REST_MIN
         return revision
