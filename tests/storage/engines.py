@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from kcp_cache.storage import MemoryStorage, SQLiteStorage, Storage
+from kcp_cache.storage import EpochStorage, MemoryStorage, SQLiteStorage, Storage
 
 __all__ = ["ENGINES", "Engine", "MakeStorage", "StorageOptions", "register"]
 
@@ -103,3 +103,16 @@ async def _etcd(tmp_path: Path, options: StorageOptions) -> AsyncIterator[Storag
         max_history_events=options.max_history_events,
     ) as storage:
         yield storage
+
+
+@register("memory-epoch", embedded=False)
+@contextlib.asynccontextmanager
+async def _memory_epoch(tmp_path: Path, options: StorageOptions) -> AsyncIterator[Storage]:
+    # The resourceVersion-epoch wrapper of a cache hierarchy (storage/_epoch.py): every
+    # revision in and out carries the store's epoch, and the suite must not notice.
+    storage = EpochStorage(MemoryStorage(**options.embedded()), 0x5A5A5)
+    await storage.start()
+    try:
+        yield storage
+    finally:
+        await storage.close()

@@ -30,8 +30,10 @@ from OpenSSL import SSL
 
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
+from kcp_cache.cli._hierarchy import Hierarchy, add_hierarchy_flags, store_identity, with_epoch
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.meta import DEFAULT_SERVING_HOSTS
+from kcp_cache.registry import RevisionIssuer
 from kcp_cache.server import (
     AUTHORIZATION_MODES,
     DEFAULT_ALWAYS_ALLOW_PATHS,
@@ -56,7 +58,7 @@ from kcp_cache.server import (
     raise_descriptor_limit,
 )
 from kcp_cache.server.api import DEFAULT_COMPRESSION_THRESHOLD, Compression
-from kcp_cache.storage import Storage, StorageError, open_storage
+from kcp_cache.storage import EpochStorage, Storage, StorageError, open_storage
 
 __all__ = ["PORT_FILE_NAME", "build_parser", "main"]
 
@@ -271,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         "never passes an event not yet sent (default: 1m, as kube-apiserver)",
     )
     _add_limit_flags(parser)
+    add_hierarchy_flags(parser)
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
         "--synthetic-delay",
@@ -678,7 +681,11 @@ async def _run(args: argparse.Namespace) -> int:
         readiness = ReadinessChecks()
         # The store first: it takes the root directory's lock, so a second server on the
         # same directory stops here before touching its certificates or kubeconfig.
-        storage = metrics.instrument_storage(_storage_from_args(args, root))
+        try:
+            engine = with_epoch(args, _storage_from_args(args, root))
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        storage = metrics.instrument_storage(engine)
         try:
             await storage.start()
         except (StorageError, OSError, ValueError) as exc:
@@ -713,6 +720,21 @@ async def _serve(
     readiness: ReadinessChecks,
     ssl_context: SSL.Context,
 ) -> int:
+    try:
+        hierarchy = Hierarchy(
+            args,
+            storage,
+            metrics,
+            base_url=f"https://{_url_host(args.bind_address)}:{port}",
+            root=root,
+        )
+    except (ValueError, OSError) as exc:
+        raise StartupError(f"cache hierarchy: {exc}") from None
+    if args.require_parent_for_readiness:
+        readiness.register("parent", hierarchy.ready)
+    engine = getattr(storage, "inner", storage)
+    epoch = engine.epoch if isinstance(engine, EpochStorage) else 0
+    issuer = RevisionIssuer(lambda: epoch, hierarchy.home.cache_of_epoch) if epoch else None
     audit = _open_audit_log(args)
     if audit is not None:
         metrics.track_audit(audit)
@@ -739,7 +761,12 @@ async def _serve(
         watch_max_unsent_bytes=args.watch_max_unsent_bytes,
         bootstrap_retry_interval=BOOTSTRAP_RETRY_INTERVAL,
         on_bootstrapped=_tune_garbage_collector,
+        home=hierarchy.home_writes,
+        revision_issuer=issuer,
     )
+    app.routes.update(hierarchy.routes)
+    app.store_header = f"{hierarchy.name}/{store_identity(storage)}".encode()
+    app.on_shutdown.append(hierarchy.stop)
     server = HTTPSServer(
         app,
         sock=sock,
@@ -754,6 +781,10 @@ async def _serve(
         loop.add_signal_handler(signum, _on_signal, server, signum)
 
     await app.startup()  # the CRD bootstrap; our server runs without ASGI lifespan
+    try:
+        await hierarchy.start(epoch=epoch)
+    except StorageError as exc:
+        raise StartupError(f"cache hierarchy: {exc}") from None
     log.info(
         "serving kcp's cache server on https://%s:%d (root directory %s)",
         _url_host(args.bind_address),

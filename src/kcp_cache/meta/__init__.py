@@ -2,15 +2,20 @@
 
 Strings, tables and formats both stacks must agree on live here and nowhere else: the
 kcp names (:data:`WILDCARD`, :data:`SHARD_ANNOTATION`, :data:`CLUSTER_ANNOTATION`,
-:data:`SYSTEM_MASTERS`, :data:`CACHE_SERVICE_PREFIX`, :data:`DEFAULT_SERVING_HOSTS`), kube's
-version priority, the health-check text and the PartialObjectMetadata shape. This package
-sits below every other one and imports nothing of ours (an import-linter contract keeps it
-so).
+:data:`SYSTEM_MASTERS`, :data:`CACHE_SERVICE_PREFIX`, :data:`DEFAULT_SERVING_HOSTS`), the
+cache hierarchy's (:data:`FEED_PATH`, :data:`STORE_HEADER`, :data:`CACHE_OWNED_SHARD`),
+kube's version priority, the health-check text and the PartialObjectMetadata shape. This
+package sits below every other one and imports nothing of ours (an import-linter
+contract keeps it so).
 """
 
 from kcp_cache.meta._health import check_line as check_line
 from kcp_cache.meta._health import excluded_line as excluded_line
 from kcp_cache.meta._health import health_report as health_report
+from kcp_cache.meta._hierarchy import CACHE_OWNED_CLUSTER as CACHE_OWNED_CLUSTER
+from kcp_cache.meta._hierarchy import CACHE_OWNED_SHARD as CACHE_OWNED_SHARD
+from kcp_cache.meta._hierarchy import FEED_PATH as FEED_PATH
+from kcp_cache.meta._hierarchy import STORE_HEADER as STORE_HEADER
 from kcp_cache.meta._names import CACHE_SERVICE_PREFIX as CACHE_SERVICE_PREFIX
 from kcp_cache.meta._names import CLUSTER_ANNOTATION as CLUSTER_ANNOTATION
 from kcp_cache.meta._names import DEFAULT_SERVING_HOSTS as DEFAULT_SERVING_HOSTS
@@ -24,12 +29,16 @@ from kcp_cache.meta._versions import sort_versions as sort_versions
 from kcp_cache.meta._versions import version_priority_key as version_priority_key
 
 __all__ = [
+    "CACHE_OWNED_CLUSTER",
+    "CACHE_OWNED_SHARD",
     "CACHE_SERVICE_PREFIX",
     "CLUSTER_ANNOTATION",
     "DEFAULT_SERVING_HOSTS",
+    "FEED_PATH",
     "META_GROUP",
     "PARTIAL_API_VERSION",
     "SHARD_ANNOTATION",
+    "STORE_HEADER",
     "SYSTEM_MASTERS",
     "WILDCARD",
     "check_line",

@@ -32,10 +32,17 @@ from kcp_cache.registry._dryrun import DRY_RUN_ALL as DRY_RUN_ALL
 from kcp_cache.registry._dryrun import DryRunWrites as DryRunWrites
 from kcp_cache.registry._dryrun import parse_dry_run as parse_dry_run
 from kcp_cache.registry._errors import ApiError as ApiError
+from kcp_cache.registry._feed import DEFAULT_PROGRESS_INTERVAL as DEFAULT_PROGRESS_INTERVAL
+from kcp_cache.registry._feed import FeedEvent as FeedEvent
+from kcp_cache.registry._feed import FeedFilter as FeedFilter
+from kcp_cache.registry._feed import FeedSource as FeedSource
 from kcp_cache.registry._goparse import GoNumberError as GoNumberError
 from kcp_cache.registry._goparse import go_quote as go_quote
 from kcp_cache.registry._goparse import parse_int64 as parse_int64
 from kcp_cache.registry._goparse import parse_query_bool as parse_query_bool
+from kcp_cache.registry._home import LOCAL_ONLY as LOCAL_ONLY
+from kcp_cache.registry._home import HomeMap as HomeMap
+from kcp_cache.registry._issuer import RevisionIssuer as RevisionIssuer
 from kcp_cache.registry._keys import KeyParts as KeyParts
 from kcp_cache.registry._keys import KeyScheme as KeyScheme
 from kcp_cache.registry._keys import ListScope as ListScope
@@ -50,6 +57,7 @@ from kcp_cache.registry._labels import _value_errors as _value_errors
 from kcp_cache.registry._labels import (
     validate_labels_and_annotations as validate_labels_and_annotations,
 )
+from kcp_cache.registry._mirror_store import MirrorStore as MirrorStore
 from kcp_cache.registry._nesting import MAX_NESTING as MAX_NESTING
 from kcp_cache.registry._nesting import check_nesting as check_nesting
 from kcp_cache.registry._options import ListOptions as ListOptions
@@ -88,8 +96,10 @@ __all__ = [
     "CHUNK_BYTES",
     "CRD_GROUP",
     "CRD_RESOURCE",
+    "DEFAULT_PROGRESS_INTERVAL",
     "DRY_RUN_ALL",
     "JSON_PATCH",
+    "LOCAL_ONLY",
     "MAX_NESTING",
     "MERGE_PATCH",
     "REPLAY_WINDOW",
@@ -99,19 +109,25 @@ __all__ = [
     "ApiError",
     "Bootstrapper",
     "DryRunWrites",
+    "FeedEvent",
+    "FeedFilter",
+    "FeedSource",
     "FieldSelector",
     "GoNumberError",
+    "HomeMap",
     "KeyParts",
     "KeyScheme",
     "LabelSelector",
     "ListOptions",
     "ListResponse",
     "ListScope",
+    "MirrorStore",
     "OriginCheck",
     "PatchError",
     "Registry",
     "ResourceCatalog",
     "ResourceInfo",
+    "RevisionIssuer",
     "RuntimeCRDWatcher",
     "SelectorError",
     "Target",

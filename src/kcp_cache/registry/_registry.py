@@ -18,6 +18,7 @@ from kcp_cache.registry._catalog import ResourceCatalog, ResourceInfo
 from kcp_cache.registry._crd_admission import admit_crd_delete, admit_crd_write, governs
 from kcp_cache.registry._dryrun import DryRunWrites, WriteStore
 from kcp_cache.registry._errors import ApiError
+from kcp_cache.registry._issuer import RevisionIssuer
 from kcp_cache.registry._keys import KeyParts, KeyScheme
 from kcp_cache.registry._listing import ListResponse
 from kcp_cache.registry._nesting import MAX_NESTING, check_nesting
@@ -85,6 +86,8 @@ class Registry:
         too_large_rv_wait: float = 3.0,
     ) -> None:
         self.storage = storage
+        #: Refuses resourceVersions issued by another cache (``--resource-version-epoch``).
+        self.issuer: RevisionIssuer | None = None
         self._dry_run_writes = DryRunWrites(storage)
         self.catalog = catalog or ResourceCatalog()
         self.keys = KeyScheme(storage.prefix)
@@ -195,6 +198,8 @@ class Registry:
         return render(kv, self._parts(target, key), target)
 
     async def list_objects(self, target: Target, opts: ListOptions) -> ListResponse:
+        if self.issuer is not None and opts.revision:
+            self.issuer.check(opts.revision)
         response = ListResponse(self.reader, target, opts)
         await response.read_first()
         return response
@@ -559,6 +564,8 @@ class Registry:
 
     def watch(self, target: Target, opts: ListOptions) -> WatchSession:
         self.reader.check_namespace(target)
+        if self.issuer is not None and opts.revision:
+            self.issuer.check(opts.revision)
         return WatchSession(
             self.reader, self.watch_cache, target, opts, buffer_bytes=self.watch_buffer_bytes
         )

@@ -49,8 +49,11 @@ from ._ccr_permission import (
     check_replicate_permission,
 )
 from ._clients import cache_client, local_client
+from ._export import DEFAULT_DELETE_GUARD, Exporter
 from ._health import HealthServer
 from ._metrics import ReaderMetrics, ReplicationMetrics
+from ._mirror import Mirror, MirrorSink
+from ._mirror_watch import WatchMirror
 from ._queue_key import QueueKey, parse_queue_key, queue_key
 from ._read import CacheReader, FallbackLister, ReaderHealth
 from ._reconcile import (
@@ -85,6 +88,7 @@ __all__ = [
     "APIEXPORT_REFERENCE_MANAGER",
     "CCR_FINALIZER",
     "CCR_RESOURCE",
+    "DEFAULT_DELETE_GUARD",
     "DEFAULT_RESET_CHECK_PERIOD",
     "DEFAULT_RESOURCES",
     "DEFAULT_RESYNC_PERIOD",
@@ -112,8 +116,11 @@ __all__ = [
     "CopyUpdate",
     "CreateInCache",
     "DeleteFromCache",
+    "Exporter",
     "FallbackLister",
     "HealthServer",
+    "Mirror",
+    "MirrorSink",
     "NoAction",
     "PermissionVerdict",
     "QueueKey",
@@ -126,6 +133,7 @@ __all__ = [
     "Selection",
     "UpdateInCache",
     "UpdateLocal",
+    "WatchMirror",
     "WriteController",
     "cache_client",
     "check_replicate_permission",

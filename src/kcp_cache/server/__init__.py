@@ -43,6 +43,8 @@ from kcp_cache.server._certs import write_kubeconfig as write_kubeconfig
 from kcp_cache.server._certs import write_pair as write_pair
 from kcp_cache.server._deadlines import Deadline as Deadline
 from kcp_cache.server._deadlines import Deadlines as Deadlines
+from kcp_cache.server._feed import FEED_PATH as FEED_PATH
+from kcp_cache.server._feed import FeedEndpoint as FeedEndpoint
 from kcp_cache.server._filters import CacheServerApp as CacheServerApp
 from kcp_cache.server._filters import ShutdownHook as ShutdownHook
 from kcp_cache.server._filters import StartupTask as StartupTask
@@ -60,6 +62,7 @@ from kcp_cache.server._h2_data import data_frame as data_frame
 from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
 from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
 from kcp_cache.server._heap import HeapTrimmer as HeapTrimmer
+from kcp_cache.server._home_writes import HomeWrites as HomeWrites
 from kcp_cache.server._http import _lighten as _lighten
 from kcp_cache.server._http import _Pipeline as _Pipeline
 from kcp_cache.server._inflight import (
@@ -113,6 +116,7 @@ __all__ = [
     "DEFAULT_MIN_REQUEST_TIMEOUT",
     "DEFAULT_SHARD_ANNOTATION_ALLOWLIST",
     "DEFAULT_WATCH_MAX_UNSENT_BYTES",
+    "FEED_PATH",
     "READERS_GROUP",
     "REQUEST_INFO_KEY",
     "SYSTEM_MASTERS",
@@ -131,9 +135,11 @@ __all__ = [
     "Deadlines",
     "Decision",
     "DevCredentials",
+    "FeedEndpoint",
     "H2Settings",
     "HTTPSServer",
     "HeapTrimmer",
+    "HomeWrites",
     "InstrumentedStorage",
     "KcpAuthorizer",
     "KcpRequest",

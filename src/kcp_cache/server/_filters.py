@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
+from kcp_cache.meta import STORE_HEADER
 from kcp_cache.registry import ApiError
 from kcp_cache.server._audit import AuditLog, audit_event, new_audit_id
 from kcp_cache.server._auth import (
@@ -42,6 +43,7 @@ from kcp_cache.server._grammar import (
     strip_service_prefix,
 )
 from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
+from kcp_cache.server._home_writes import QUERY_KEY, HomeWrites
 from kcp_cache.server._inflight import InFlightLimiter
 from kcp_cache.server._metrics import ServerMetrics
 from kcp_cache.server._request_info import REQUEST_INFO_KEY, parse_request_info, request_info
@@ -71,6 +73,7 @@ _DEADLINE_KEY: Final = "in_flight_deadline"
 _HEALTH_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz"})
 _SHARD_LEVEL_BODY: Final = b"shard-level endpoint not available at shard or workspace scope"
 _TEXT: Final = b"text/plain; charset=utf-8"
+_STORE_HEADER: Final = STORE_HEADER.encode()
 #: Set by kcp's workspace mount proxy on every hop (``pkg/mounts/hops.go``); the cache
 #: server is never a mount target, so a request carrying it is refused.
 MOUNT_HOPS_HEADER: Final = b"x-kcp-mount-hops"
@@ -106,6 +109,7 @@ class CacheServerApp:
         audit: AuditLog | None = None,
         in_flight: InFlightLimiter | None = None,
         request_timeout: float = 0.0,
+        home: HomeWrites | None = None,
     ) -> None:
         self.storage = storage
         self.audit = audit
@@ -118,7 +122,14 @@ class CacheServerApp:
             authorization_mode,
             always_allow_paths,
             shard_annotation_allowlist=shard_annotation_allowlist,
+            home=home,
         )
+        #: Extra non-resource endpoints (the replication feed, ``/readyz/parent``),
+        #: served after authentication and authorization like every other path.
+        self.routes: dict[str, ASGIApp] = {}
+        #: ``X-Kcp-Cache-Store: <cacheName>/<storeUID>`` on every response (beyond-kcp
+        #: §3.0): a client that sees it change knows its resourceVersions mean nothing.
+        self.store_header: bytes | None = None
         self.synthetic_delay = synthetic_delay
         self.metrics = metrics
         self.readiness = readiness
@@ -160,6 +171,8 @@ class CacheServerApp:
                     # kube's warning header: code 299, agent "-", quoted text.
                     text = decision.warning.replace('"', "'")
                     extra.append((b"warning", f'299 - "{text}"'.encode()))
+                if self.store_header is not None:
+                    extra.append((_STORE_HEADER, self.store_header))
                 if audit is not None:
                     extra.append((b"audit-id", audit_id.encode()))
                     info = request_info(kcp) if isinstance(kcp, KcpRequest) else None
@@ -339,6 +352,7 @@ class CacheServerApp:
         kcp.user = user if user is not None else ANONYMOUS
         info = parse_request_info(scope["method"], path, scope.get("query_string", b""))
         kcp.extra[REQUEST_INFO_KEY] = info
+        kcp.extra[QUERY_KEY] = scope.get("query_string", b"")
         if self.in_flight is not None:
             # kube's max-in-flight filter: after authentication (system:masters is
             # exempt), before authorization; released in _http once the handler is done.
@@ -375,6 +389,10 @@ class CacheServerApp:
             if path == METRICS_PATH:
                 body, content_type = self.metrics.exposition()
                 await send_bytes(send, 200, body, content_type=content_type.encode())
+                return
+            route = self.routes.get(path)
+            if route is not None:
+                await route(scope, receive, send)
                 return
         await self.api_app(scope, receive, send)
 

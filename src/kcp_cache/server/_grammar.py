@@ -33,7 +33,11 @@ METRICS_PATH: Final = "/metrics"
 
 #: Paths served without a ``/shards/…`` segment. Exact matches only: ``/readyz/ping``
 #: needs a shard like any other path (kcp does the same).
-SHARD_EXEMPT_PATHS: Final = frozenset({"/livez", "/readyz", "/healthz", METRICS_PATH})
+#: Paths without ``/shards/…``: health, metrics, and the cache hierarchy's replication
+#: feed and parent readiness (beyond-kcp §3.1).
+SHARD_EXEMPT_PATHS: Final = frozenset(
+    {"/livez", "/readyz", "/healthz", METRICS_PATH, "/_replication/v1/feed", "/readyz/parent"}
+)
 
 _SHARD_RE: Final = re.compile(r"[a-z0-9\-:]{0,61}")
 _CLUSTER_PATH_RE: Final = re.compile(

@@ -15,12 +15,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog
+from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog, RevisionIssuer
 from kcp_cache.server._audit import AuditLog
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS, Authenticator, x509_authenticator
 from kcp_cache.server._authz import DEFAULT_SHARD_ANNOTATION_ALLOWLIST
 from kcp_cache.server._filters import CacheServerApp
 from kcp_cache.server._health import ReadinessChecks
+from kcp_cache.server._home_writes import HomeWrites
 from kcp_cache.server._inflight import InFlightLimiter
 from kcp_cache.server._metrics import ServerMetrics
 from kcp_cache.server.api import ApiApp, Compression, create_api_app
@@ -66,6 +67,8 @@ def create_app(
     bootstrap_retry_interval: float = 1.0,
     on_bootstrapped: Callable[[], None] | None = None,
     api_app: ASGIApp | None = None,
+    home: HomeWrites | None = None,
+    revision_issuer: RevisionIssuer | None = None,
 ) -> CacheServerApp:
     """The cache server over ``storage`` (opened by the caller), as one ASGI app.
 
@@ -95,6 +98,10 @@ def create_app(
     ``on_bootstrapped`` runs once the system CRDs are stored. ``synthetic_delay`` delays
     every request (a testing aid, like kcp's ``--synthetic-delay``).
 
+    In a cache hierarchy (docs/hierarchy.md): ``home`` — the home rule, writes into a shard
+    homed at another cache are refused; ``revision_issuer`` — resourceVersions issued by
+    another cache are 410 Gone.
+
     ``api_app`` replaces the whole API stack (registry, bootstrap, API, discovery) with
     another ASGI app behind the same filters — for testing the filters alone; then
     ``storage`` may be ``None`` (no storage health check).
@@ -119,6 +126,7 @@ def create_app(
         )
         api_app = route_discovery(create_discovery_app(api.registry.catalog.discovery_crds), api)
         readiness.register(BOOTSTRAP_CHECK, _bootstrapped_check(api))
+        api.registry.issuer = revision_issuer
     in_flight = None
     if max_requests_inflight or max_mutating_requests_inflight:
         in_flight = InFlightLimiter(max_requests_inflight, max_mutating_requests_inflight, metrics)
@@ -135,6 +143,7 @@ def create_app(
         audit=audit,
         in_flight=in_flight,
         request_timeout=request_timeout,
+        home=home,
     )
     if api is not None:
         bootstrap_api = api

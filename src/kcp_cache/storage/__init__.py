@@ -8,6 +8,11 @@ Use :func:`open_storage` (or an engine class) to get a :class:`Storage`. Engines
 """
 
 from kcp_cache.storage._embedded import EmbeddedStorage as EmbeddedStorage
+from kcp_cache.storage._epoch import EPOCH_SHIFT as EPOCH_SHIFT
+from kcp_cache.storage._epoch import EpochStorage as EpochStorage
+from kcp_cache.storage._epoch import ForeignRevision as ForeignRevision
+from kcp_cache.storage._epoch import epoch_for as epoch_for
+from kcp_cache.storage._epoch import epoch_of as epoch_of
 from kcp_cache.storage._errors import (
     AlreadyExists as AlreadyExists,
 )
@@ -65,6 +70,7 @@ from kcp_cache.storage._types import KeyValue as KeyValue
 from kcp_cache.storage._types import RangeResult as RangeResult
 
 __all__ = [
+    "EPOCH_SHIFT",
     "INSERT_ROW",
     "ROW_HEADER",
     "SQLITE_FILE_NAME",
@@ -73,9 +79,11 @@ __all__ = [
     "Conflict",
     "DeleteResult",
     "EmbeddedStorage",
+    "EpochStorage",
     "Event",
     "EventType",
     "Expired",
+    "ForeignRevision",
     "FutureRevision",
     "InvalidKey",
     "KeyValue",
@@ -96,6 +104,8 @@ __all__ = [
     "WatchStream",
     "check_store",
     "create_database",
+    "epoch_for",
+    "epoch_of",
     "open_storage",
     "recover_store",
     "row_checksum",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 
 from kcp_cache.storage._commit import GroupCommitter
@@ -83,6 +84,13 @@ class EmbeddedStorage(Storage):
         self.compaction_failures = 0
         self._started = False
         self._closed = False
+        self._store_id = secrets.randbits(63)
+
+    @property
+    def store_id(self) -> int:
+        """This store's identity: random per instance here (an in-memory store is new at
+        every start); a durable engine returns the one it keeps with its data."""
+        return self._store_id
 
     # -- hooks for the engines -------------------------------------------------------
 

@@ -86,6 +86,11 @@ class SQLiteStorage(EmbeddedStorage):
         self.path = Path(path)
         self._file = SQLiteFile(self.path, synchronous=synchronous.upper())
 
+    @property
+    def store_id(self) -> int:
+        """The identity recorded in the database when it was created (0 until open)."""
+        return self._file.store_id
+
     async def _open(self) -> Persister:
         try:
             loaded = await self._file.thread.run(self._file.open_and_load)

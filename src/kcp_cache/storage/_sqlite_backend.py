@@ -112,6 +112,10 @@ class SQLiteFile:
         self._store_id = 0
         self._revision = 0  # the highest revision written to the file
 
+    @property
+    def store_id(self) -> int:
+        return self._store_id
+
     def _damaged(self, finding: str, path: Path | None = None) -> StorageDamaged:
         return StorageDamaged(path or self.path, finding, root_directory=self.path.parent)
 
