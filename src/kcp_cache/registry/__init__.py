@@ -23,9 +23,15 @@ from kcp_cache.registry._bootstrap import SYSTEM_SHARD as SYSTEM_SHARD
 from kcp_cache.registry._bootstrap import Bootstrapper as Bootstrapper
 from kcp_cache.registry._catalog import CRD_GROUP as CRD_GROUP
 from kcp_cache.registry._catalog import CRD_RESOURCE as CRD_RESOURCE
+from kcp_cache.registry._catalog import CRD_RESOURCE_INFO as CRD_RESOURCE_INFO
 from kcp_cache.registry._catalog import ResourceCatalog as ResourceCatalog
 from kcp_cache.registry._catalog import ResourceInfo as ResourceInfo
+from kcp_cache.registry._catalog import ServedVersion as ServedVersion
+from kcp_cache.registry._catalog import group_versions as group_versions
 from kcp_cache.registry._catalog import load_bootstrap_crds as load_bootstrap_crds
+from kcp_cache.registry._columns import CRD_COLUMNS as CRD_COLUMNS
+from kcp_cache.registry._columns import DEFAULT_COLUMNS as DEFAULT_COLUMNS
+from kcp_cache.registry._columns import PrinterColumn as PrinterColumn
 from kcp_cache.registry._continue import decode_continue as decode_continue
 from kcp_cache.registry._continue import encode_continue as encode_continue
 from kcp_cache.registry._dryrun import DRY_RUN_ALL as DRY_RUN_ALL
@@ -94,8 +100,11 @@ from kcp_cache.registry._watchcache import error_line as error_line
 __all__ = [
     "APPLY_PATCH",
     "CHUNK_BYTES",
+    "CRD_COLUMNS",
     "CRD_GROUP",
     "CRD_RESOURCE",
+    "CRD_RESOURCE_INFO",
+    "DEFAULT_COLUMNS",
     "DEFAULT_PROGRESS_INTERVAL",
     "DRY_RUN_ALL",
     "JSON_PATCH",
@@ -124,12 +133,14 @@ __all__ = [
     "MirrorStore",
     "OriginCheck",
     "PatchError",
+    "PrinterColumn",
     "Registry",
     "ResourceCatalog",
     "ResourceInfo",
     "RevisionIssuer",
     "RuntimeCRDWatcher",
     "SelectorError",
+    "ServedVersion",
     "Target",
     "WatchCache",
     "WatchSession",
@@ -149,6 +160,7 @@ __all__ = [
     "field_set",
     "fields_v1",
     "go_quote",
+    "group_versions",
     "load_bootstrap_crds",
     "new_uid",
     "now_timestamp",

@@ -88,6 +88,11 @@ class Decision:
     check_identity: bool = False
 
 
+#: Every read by a known principal is allowed with the same decision: built once (no
+#: enum value, f-string and dataclass per request). Decisions are never mutated.
+_READ_DECISIONS: Final = {role: Decision(True, f"{role.value} may read") for role in Role}
+
+
 class RequestAuthorizer(Protocol):
     """What the filter chain asks: may *user* make this request?"""
 
@@ -157,7 +162,7 @@ class ScopedAuthorizer:
         if principal.role is Role.OTHER:
             return Decision(False, "no role at the cache server", forbidden_error(user, info))
         if info.verb in _READ_VERBS:
-            return Decision(True, f"{principal.role.value} may read")
+            return _READ_DECISIONS[principal.role]
         if info.verb not in _WRITE_VERBS:
             return Decision(False, f"verb {info.verb} is not allowed", forbidden_error(user, info))
         if self.home is not None:

@@ -20,7 +20,8 @@ from typing import Any, Final
 
 from kcp_cache.meta import STORE_HEADER
 from kcp_cache.registry import ApiError
-from kcp_cache.server._audit import AuditLog, audit_event, new_audit_id
+from kcp_cache.server._audit import AuditLog
+from kcp_cache.server._audit_event import AuditFacts, ObjectRef, new_audit_id
 from kcp_cache.server._auth import (
     Authenticator,
 )
@@ -46,7 +47,12 @@ from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
 from kcp_cache.server._home_writes import QUERY_KEY, HomeWrites
 from kcp_cache.server._inflight import InFlightLimiter
 from kcp_cache.server._metrics import ServerMetrics
-from kcp_cache.server._request_info import REQUEST_INFO_KEY, parse_request_info, request_info
+from kcp_cache.server._request_info import (
+    REQUEST_INFO_KEY,
+    RequestInfo,
+    parse_request_info,
+    request_info,
+)
 from kcp_cache.server._respond import answer_error, send_bytes
 from kcp_cache.server._scope import ANONYMOUS, KcpRequest
 from kcp_cache.server.types import ASGIApp, Message, Receive, Scope, Send
@@ -199,59 +205,36 @@ class CacheServerApp:
 
     def _audit_event(
         self, scope: Scope, audit_id: str, stage: str, code: int, received: float
-    ) -> dict[str, Any]:
+    ) -> AuditFacts:
+        # Only what the request already knows, in one flat tuple: the writer thread
+        # builds and encodes the Event (the _audit_event module says why no dict).
         kcp = scope.get("kcp")
         if not isinstance(kcp, KcpRequest):
             kcp = KcpRequest()
-        info = request_info(kcp)
-        annotations: dict[str, str] = {}
+        info = kcp.extra.get(REQUEST_INFO_KEY)
+        ref: ObjectRef | None = None
+        if isinstance(info, RequestInfo):
+            verb = info.verb
+            if info.is_resource_request:
+                ref = (info.resource, info.namespace or "", info.name or "", info.api_group,
+                       info.api_version, info.subresource or "")  # fmt: skip
+        else:
+            verb = scope.get("method", "").lower()
         decision = kcp.extra.get(DECISION_KEY)
-        if isinstance(decision, Decision):
-            annotations["authorization.k8s.io/decision"] = "allow" if decision.allowed else "forbid"
-            annotations["authorization.k8s.io/reason"] = decision.reason
-        object_ref: dict[str, str] | None = None
-        if info is not None and info.is_resource_request:
-            object_ref = {"resource": info.resource}
-            if info.namespace:
-                object_ref["namespace"] = info.namespace
-            if info.name:
-                object_ref["name"] = info.name
-            object_ref["apiGroup"] = info.api_group
-            object_ref["apiVersion"] = info.api_version
-            if info.subresource:
-                object_ref["subresource"] = info.subresource
-        if kcp.shard is not None:
-            annotations["cache.kcp.io/shard"] = kcp.shard
-        if kcp.cluster is not None:
-            annotations["cache.kcp.io/cluster"] = kcp.cluster
-        if kcp.identity:
-            annotations["cache.kcp.io/identity"] = kcp.identity
-        query = scope.get("query_string", b"")
-        uri = scope.get("kcp_original_path", scope.get("path", ""))
-        if query:
-            uri += "?" + query.decode("latin-1")
+        allowed, reason = (
+            (decision.allowed, decision.reason) if isinstance(decision, Decision) else (None, "")
+        )
         agent = None
         for name, value in scope.get("headers", ()):
             if name == b"user-agent":
                 agent = value.decode("latin-1")
                 break
         client = scope.get("client")
-        return audit_event(
-            audit_id=audit_id,
-            stage=stage,
-            method=scope.get("method", ""),
-            request_uri=uri,
-            verb=info.verb if info is not None else scope.get("method", "").lower(),
-            username=kcp.user.name,
-            groups=kcp.user.groups,
-            source_ip=client[0] if client else None,
-            user_agent=agent,
-            object_ref=object_ref,
-            code=code,
-            received=received,
-            now=time.time(),
-            annotations=annotations,
-        )
+        user = kcp.user
+        return (audit_id, stage, scope.get("kcp_original_path", scope.get("path", "")),
+                scope.get("query_string", b""), verb, user.name, user.groups,
+                client[0] if client else None, agent, ref, code, received, time.time(),
+                allowed, reason, kcp.shard, kcp.cluster, kcp.identity)  # fmt: skip
 
     def _release_slot(self, scope: Scope) -> None:
         kcp = scope.get("kcp")

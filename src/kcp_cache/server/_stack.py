@@ -64,6 +64,7 @@ def create_app(
     bookmark_interval: float = 60.0,
     min_request_timeout: float = DEFAULT_MIN_REQUEST_TIMEOUT,
     watch_max_unsent_bytes: int = DEFAULT_WATCH_MAX_UNSENT_BYTES,
+    honor_finalizers: bool = False,
     bootstrap_retry_interval: float = 1.0,
     on_bootstrapped: Callable[[], None] | None = None,
     api_app: ASGIApp | None = None,
@@ -92,6 +93,10 @@ def create_app(
     ``[min, 2·min]``; ``watch_max_unsent_bytes`` — the backlog after which a slow watch is
     ended; ``bookmark_interval`` — seconds between bookmarks; ``compression`` — when GET
     and LIST responses are gzipped (default: kube's, from 128 KiB).
+
+    ``honor_finalizers`` — kube's finalizer semantics on DELETE (the object is marked and
+    goes with its last finalizer), for a server standing in for a shard's API
+    (``--honor-finalizers``); kcp's cache server deletes at once, the default.
 
     ``metrics`` / ``readiness`` — pass instances to share them (the CLI registers its
     connection tracker's collector in the metrics); new ones are made otherwise.
@@ -123,8 +128,11 @@ def create_app(
             bookmark_interval=bookmark_interval,
             min_request_timeout=min_request_timeout,
             watch_max_unsent_bytes=watch_max_unsent_bytes,
+            honor_finalizers=honor_finalizers,
         )
-        api_app = route_discovery(create_discovery_app(api.registry.catalog.discovery_crds), api)
+        api_app = route_discovery(
+            create_discovery_app(api.registry.catalog.discovery_resources), api
+        )
         readiness.register(BOOTSTRAP_CHECK, _bootstrapped_check(api))
         api.registry.issuer = revision_issuer
     in_flight = None
@@ -164,6 +172,7 @@ def _api(
     bookmark_interval: float,
     min_request_timeout: float,
     watch_max_unsent_bytes: int,
+    honor_finalizers: bool,
 ) -> ApiApp:
     """The registry over ``storage`` and the API handlers over it, with the bootstrapper."""
     catalog = ResourceCatalog()
@@ -172,6 +181,7 @@ def _api(
         catalog,
         bookmark_interval=bookmark_interval,
         watch_buffer_bytes=watch_max_unsent_bytes,
+        honor_finalizers=honor_finalizers,
     )
     return create_api_app(
         registry,

@@ -4,6 +4,8 @@ Use :func:`open_storage` (or an engine class) to get a :class:`Storage`. Engines
 
 * :class:`MemoryStorage` — in-process, for tests and ``--storage memory``.
 * :class:`SQLiteStorage` — the durable embedded default (WAL, group commit).
+* :class:`FollowerStorage` — a read-only copy of a SQLite store that another process
+  (its :class:`LeaderLink`) owns and writes: the followers of ``--workers``.
 * ``EtcdStorage`` — etcd v3, for several server replicas (``kcp_cache.storage.etcd``).
 """
 
@@ -49,8 +51,10 @@ from kcp_cache.storage._errors import (
 from kcp_cache.storage._etcd_mirror import RevisionBatcher as RevisionBatcher
 from kcp_cache.storage._factory import SQLITE_FILE_NAME as SQLITE_FILE_NAME
 from kcp_cache.storage._factory import open_storage as open_storage
+from kcp_cache.storage._follower import FollowerStorage as FollowerStorage
 from kcp_cache.storage._interface import Storage as Storage
 from kcp_cache.storage._interface import WatchStream as WatchStream
+from kcp_cache.storage._leader import LeaderLink as LeaderLink
 from kcp_cache.storage._memory import MemoryStorage as MemoryStorage
 from kcp_cache.storage._persist import Persister as Persister
 from kcp_cache.storage._sqlite import SQLiteStorage as SQLiteStorage
@@ -83,10 +87,12 @@ __all__ = [
     "Event",
     "EventType",
     "Expired",
+    "FollowerStorage",
     "ForeignRevision",
     "FutureRevision",
     "InvalidKey",
     "KeyValue",
+    "LeaderLink",
     "MarkerFile",
     "MemoryStorage",
     "NotFound",
