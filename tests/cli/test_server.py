@@ -60,6 +60,7 @@ def test_help_explains_every_flag() -> None:
         "--compaction-interval",
         "--watch-bookmark-interval",
         "--watch-cache",
+        "--etcd-revision-gateway",
         "--verbosity",
         "--log-format",
     ):

@@ -21,6 +21,7 @@ Failover rules, modelled on etcd's Go client:
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,9 @@ class EtcdEndpoint:
     """One member's client URL, its channel and stubs."""
 
     url: str
+    #: ``host:port`` (or ``unix:path``) and whether it speaks TLS, as the channel dials it.
+    target: str
+    tls: bool
     channel: grpc.aio.Channel
     kv: Any
     watch: Any
@@ -137,12 +141,25 @@ class EtcdConnection:
             self.endpoints.append(
                 EtcdEndpoint(
                     url=url,
+                    target=target,
+                    tls=tls,
                     channel=channel,
                     kv=rpc.KVStub(channel),
                     watch=rpc.WatchStub(channel),
                     maintenance=rpc.MaintenanceStub(channel),
                 )
             )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A TLS context with the channels' CA and client certificate (None: no TLS)."""
+        if not any(tls for _, _, tls in self._targets):
+            return None
+        ca_file, cert_file, key_file = self._files
+        context = ssl.create_default_context(cafile=ca_file)
+        if cert_file is not None:
+            context.load_cert_chain(cert_file, key_file)
+        context.set_alpn_protocols(["http/1.1"])
+        return context
 
     async def close(self) -> None:
         endpoints, self.endpoints = self.endpoints, []

@@ -72,7 +72,7 @@ class EtcdTLS:
     client_key: Path
 
     @classmethod
-    def generate(cls, directory: Path) -> EtcdTLS:
+    def generate(cls, directory: Path, *, server_client_auth: bool = False) -> EtcdTLS:
         directory.mkdir(parents=True, exist_ok=True)
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kcp-cache test etcd CA")])
@@ -90,10 +90,14 @@ class EtcdTLS:
             key = ec.generate_private_key(ec.SECP256R1())
             name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"etcd-{role}")])
             usage = (
-                ExtendedKeyUsageOID.SERVER_AUTH
+                [ExtendedKeyUsageOID.SERVER_AUTH]
                 if role == "server"
-                else (ExtendedKeyUsageOID.CLIENT_AUTH)
+                else [ExtendedKeyUsageOID.CLIENT_AUTH]
             )
+            if role == "server" and server_client_auth:
+                # What etcd's JSON gateway needs under --client-cert-auth: it dials
+                # etcd's own gRPC with the server certificate (kubeadm's carry both).
+                usage.append(ExtendedKeyUsageOID.CLIENT_AUTH)
             cert = (
                 _certificate_builder(name, ca_name, key)
                 .add_extension(
@@ -105,7 +109,7 @@ class EtcdTLS:
                     ),
                     critical=False,
                 )
-                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
                 .sign(ca_key, hashes.SHA256())
             )
             cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -151,6 +155,8 @@ class EtcdMember:
     client_port: int
     peer_port: int
     tls: EtcdTLS | None = None
+    #: More etcd flags (e.g. ``--enable-grpc-gateway=false``).
+    extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -197,6 +203,7 @@ class EtcdMember:
                 f"--trusted-ca-file={self.tls.ca_file}",
                 "--client-cert-auth",
             ]
+        args += self.extra_args
         log = self.log_path.open("ab")
         try:
             self.process = subprocess.Popen(
@@ -265,6 +272,10 @@ class EtcdMember:
             # The TLS handshake of the health check verified a certificate of this
             # cluster's own throw-away CA. (etcd 3.4's JSON gateway cannot serve the
             # member list under client-certificate auth anyway.)
+            return True
+        if "--enable-grpc-gateway=false" in self.extra_args:
+            # The member list is read through the gateway, which is off: a port taken
+            # by another etcd then shows as that etcd's data in the test instead.
             return True
         listing = await _post_json(self, "/v3/cluster/member/list", {})
         members = listing.get("members", []) if isinstance(listing, dict) else []
@@ -348,11 +359,23 @@ async def _post_json(member: EtcdMember, path: str, body: object) -> Any:
 class EtcdCluster:
     """``size`` etcd members on loopback, each with its own ports and data directory."""
 
-    def __init__(self, size: int = 1, base_dir: Path | None = None, *, tls: bool = False) -> None:
+    def __init__(
+        self,
+        size: int = 1,
+        base_dir: Path | None = None,
+        *,
+        tls: bool = False,
+        tls_server_client_auth: bool = False,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self._own_dir = base_dir is None
         self.base_dir = Path(tempfile.mkdtemp(prefix="kcp-etcd-")) if base_dir is None else base_dir
         #: Certificates of a TLS cluster (client certificates required), else ``None``.
-        self.tls = EtcdTLS.generate(self.base_dir / "pki") if tls else None
+        self.tls = (
+            EtcdTLS.generate(self.base_dir / "pki", server_client_auth=tls_server_client_auth)
+            if tls
+            else None
+        )
         self.members = [
             EtcdMember(
                 # Unique, so that a member can tell an etcd of another test run that
@@ -362,6 +385,7 @@ class EtcdCluster:
                 client_port=_free_port(),
                 peer_port=_free_port(),
                 tls=self.tls,
+                extra_args=extra_args,
             )
             for i in range(size)
         ]
@@ -436,9 +460,9 @@ class EtcdCluster:
 
 
 @contextlib.asynccontextmanager
-async def running_etcd(size: int = 1, *, tls: bool = False) -> AsyncIterator[EtcdCluster]:
-    """An :class:`EtcdCluster` that is started on entry and stopped on exit."""
-    cluster = EtcdCluster(size, tls=tls)
+async def running_etcd(size: int = 1, **options: Any) -> AsyncIterator[EtcdCluster]:
+    """An :class:`EtcdCluster` (``options`` as there) started on entry, stopped on exit."""
+    cluster = EtcdCluster(size, **options)
     await cluster.start()
     try:
         yield cluster
