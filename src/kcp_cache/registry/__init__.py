@@ -11,6 +11,7 @@ The registry knows Kubernetes objects, not HTTP. Entry points:
 """
 
 from kcp_cache.registry._admission import AnnotationOnlyChange as AnnotationOnlyChange
+from kcp_cache.registry._admission import NameCheck as NameCheck
 from kcp_cache.registry._admission import OriginCheck as OriginCheck
 from kcp_cache.registry._admission import WriteAdmission as WriteAdmission
 from kcp_cache.registry._admission import admission_chain as admission_chain
@@ -35,6 +36,14 @@ from kcp_cache.registry._goparse import parse_query_bool as parse_query_bool
 from kcp_cache.registry._keys import KeyParts as KeyParts
 from kcp_cache.registry._keys import KeyScheme as KeyScheme
 from kcp_cache.registry._keys import ListScope as ListScope
+from kcp_cache.registry._lifecycle_names import CACHE_SHARDS as CACHE_SHARDS
+from kcp_cache.registry._lifecycle_names import LIFECYCLE_GROUP as LIFECYCLE_GROUP
+from kcp_cache.registry._lifecycle_names import LIFECYCLE_VERSION as LIFECYCLE_VERSION
+from kcp_cache.registry._lifecycle_names import PHASES as PHASES
+from kcp_cache.registry._lifecycle_names import SHARD_LEASES as SHARD_LEASES
+from kcp_cache.registry._lifecycle_names import SHARD_TOMBSTONES as SHARD_TOMBSTONES
+from kcp_cache.registry._lifecycle_names import SYSTEM_CACHE_CLUSTER as SYSTEM_CACHE_CLUSTER
+from kcp_cache.registry._lifecycle_names import Phase as Phase
 from kcp_cache.registry._nesting import MAX_NESTING as MAX_NESTING
 from kcp_cache.registry._nesting import check_nesting as check_nesting
 from kcp_cache.registry._options import ListOptions as ListOptions
@@ -59,14 +68,21 @@ from kcp_cache.registry._watchcache import WatchHub as WatchHub
 
 __all__ = [
     "APPLY_PATCH",
+    "CACHE_SHARDS",
     "CLUSTER_ANNOTATION",
     "CRD_GROUP",
     "CRD_RESOURCE",
     "DRY_RUN_ALL",
     "JSON_PATCH",
+    "LIFECYCLE_GROUP",
+    "LIFECYCLE_VERSION",
     "MAX_NESTING",
     "MERGE_PATCH",
+    "PHASES",
     "SHARD_ANNOTATION",
+    "SHARD_LEASES",
+    "SHARD_TOMBSTONES",
+    "SYSTEM_CACHE_CLUSTER",
     "SYSTEM_CRDS_CLUSTER",
     "SYSTEM_SHARD",
     "AnnotationOnlyChange",
@@ -81,7 +97,9 @@ __all__ = [
     "ListOptions",
     "ListResponse",
     "ListScope",
+    "NameCheck",
     "OriginCheck",
+    "Phase",
     "Registry",
     "ResourceCatalog",
     "ResourceInfo",
