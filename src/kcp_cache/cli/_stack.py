@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog
+from kcp_cache.registry._lifecycle import LifecycleOptions
 from kcp_cache.server import ReadinessChecks, ServerMetrics
 from kcp_cache.server._status import ASGIApp
 from kcp_cache.server.api import ApiApp, Compression, create_api_app
@@ -48,6 +49,7 @@ def build_api_stack(
     bookmark_interval: float = 60.0,
     min_request_timeout: float = DEFAULT_MIN_REQUEST_TIMEOUT,
     watch_max_unsent_bytes: int = DEFAULT_WATCH_MAX_UNSENT_BYTES,
+    lifecycle: LifecycleOptions | None = None,
 ) -> ApiStack:
     """The API handlers over ``storage``; registers the bootstrap readiness check.
 
@@ -59,6 +61,8 @@ def build_api_stack(
     at the end (the CLI adds it to ``CacheServerApp.on_shutdown``).
     ``min_request_timeout`` and ``watch_max_unsent_bytes`` are the watch limits of
     ``kcp-cache-server --min-request-timeout`` and ``--watch-max-unsent-bytes``.
+    ``lifecycle`` runs the shard lifecycle controller with these options (pass
+    ``stack.api.registry.lifecycle`` on to ``create_app``).
     """
     catalog = ResourceCatalog()
     registry = Registry(
@@ -66,6 +70,7 @@ def build_api_stack(
         catalog,
         bookmark_interval=bookmark_interval,
         watch_buffer_bytes=watch_max_unsent_bytes,
+        lifecycle=lifecycle,
     )
     api = create_api_app(
         registry,

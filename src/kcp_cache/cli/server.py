@@ -30,6 +30,7 @@ from OpenSSL import SSL
 
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
+from kcp_cache.cli._lifecycle_flags import add_lifecycle_flags, lifecycle_options
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.cli._stack import (
     DEFAULT_MIN_REQUEST_TIMEOUT,
@@ -264,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         "never passes an event not yet sent (default: 1m, as kube-apiserver)",
     )
     _add_limit_flags(parser)
+    add_lifecycle_flags(parser)
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
         "--synthetic-delay",
@@ -716,6 +718,7 @@ async def _serve(
         bookmark_interval=args.watch_bookmark_interval,
         min_request_timeout=args.min_request_timeout,
         watch_max_unsent_bytes=args.watch_max_unsent_bytes,
+        lifecycle=lifecycle_options(args),
     )
     audit = _open_audit_log(args)
     if audit is not None:
@@ -735,6 +738,8 @@ async def _serve(
         max_requests_inflight=args.max_requests_inflight,
         max_mutating_requests_inflight=args.max_mutating_requests_inflight,
         request_timeout=args.request_timeout,
+        lifecycle=stack.api.registry.lifecycle,
+        freshness_require_markers=args.freshness_require_markers,
     )
     app.on_shutdown.append(stack.api.shutdown)
     server = HTTPSServer(

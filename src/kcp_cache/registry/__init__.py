@@ -31,6 +31,7 @@ from kcp_cache.registry._dryrun import parse_dry_run as parse_dry_run
 from kcp_cache.registry._errors import ApiError as ApiError
 from kcp_cache.registry._goparse import GoNumberError as GoNumberError
 from kcp_cache.registry._goparse import go_quote as go_quote
+from kcp_cache.registry._goparse import parse_duration_seconds as parse_duration_seconds
 from kcp_cache.registry._goparse import parse_int64 as parse_int64
 from kcp_cache.registry._goparse import parse_query_bool as parse_query_bool
 from kcp_cache.registry._keys import KeyParts as KeyParts
@@ -118,6 +119,7 @@ __all__ = [
     "go_quote",
     "load_bootstrap_crds",
     "parse_dry_run",
+    "parse_duration_seconds",
     "parse_field_selector",
     "parse_int64",
     "parse_label_selector",

@@ -48,6 +48,11 @@ class PrefixFollower(abc.ABC):
     def _apply(self, key: str, value: bytes | None) -> None:
         """One watch event: *key* now holds *value* (``None``: deleted)."""
 
+    def _apply_event(self, kv: KeyValue) -> None:
+        """One watch event with its revision (``kv.value`` empty: deleted); by default
+        :meth:`_apply`, for views that need only the bytes."""
+        self._apply(kv.key, kv.value if kv.value else None)
+
     async def start(self) -> None:
         """List, then watch in the background; returns once the first list is loaded."""
         if self._task is None:
@@ -69,7 +74,7 @@ class PrefixFollower(abc.ABC):
                 stream = self._storage.watch(self._prefix, after_revision=revision)
                 try:
                     async for event in stream:
-                        self._apply(event.kv.key, event.kv.value if event.kv.value else None)
+                        self._apply_event(event.kv)
                 finally:
                     await stream.close()
             except asyncio.CancelledError:

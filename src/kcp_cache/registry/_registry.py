@@ -8,7 +8,7 @@ possible) so the HTTP layer only frames them. Every error is an :class:`ApiError
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -20,7 +20,9 @@ from kcp_cache.registry._continue import bad_continue_start, decode_continue, en
 from kcp_cache.registry._crd_admission import admit_crd_delete, admit_crd_write, governs
 from kcp_cache.registry._dryrun import DryRunWrites, WriteStore
 from kcp_cache.registry._errors import ApiError
+from kcp_cache.registry._freshness import WATERMARKS_ANNOTATION, watermarks
 from kcp_cache.registry._keys import KeyParts, KeyScheme, ListScope
+from kcp_cache.registry._lifecycle import LifecycleOptions, ShardLifecycle
 from kcp_cache.registry._listing import PAGE, ListResponse, Page
 from kcp_cache.registry._nesting import MAX_NESTING, check_nesting
 from kcp_cache.registry._options import EXACT, ListOptions, Target
@@ -127,6 +129,7 @@ class Registry:
         watch_history: int = 2048,
         feed_linger: float = 5.0,
         too_large_rv_wait: float = 3.0,
+        lifecycle: LifecycleOptions | None = None,
     ) -> None:
         self.storage = storage
         self._dry_run_writes = DryRunWrites(storage)
@@ -145,6 +148,12 @@ class Registry:
         self.cached_resources = (
             CachedResourceIndex(storage, self.keys.resource_prefix(ccr)) if ccr else None
         )
+        #: The shard lifecycle controller (beyond-kcp §3.3), when *lifecycle* is given.
+        self.lifecycle = (
+            ShardLifecycle(storage, self.catalog, self.cached_resources, lifecycle)
+            if lifecycle is not None
+            else None
+        )
         #: Serves the CRDs admins add at run time (see :mod:`._runtime_crds`).
         self.runtime_crds = RuntimeCRDWatcher(
             storage, self.catalog, on_withdrawn=self.hub.close_resource
@@ -158,6 +167,8 @@ class Registry:
         await self.runtime_crds.start()
         if self.cached_resources is not None:
             await self.cached_resources.start()
+        if self.lifecycle is not None:
+            await self.lifecycle.start()
 
     def close(self) -> None:
         """End every watch (their streams finish; handlers return)."""
@@ -166,9 +177,24 @@ class Registry:
     async def aclose(self) -> None:
         """:meth:`close`, and stop the ClusterCachedResource index."""
         self.close()
+        if self.lifecycle is not None:
+            await self.lifecycle.close()
         await self.runtime_crds.close()
         if self.cached_resources is not None:
             await self.cached_resources.close()
+
+    def bookmark_annotations(self, target: Target) -> Callable[[], dict[str, str]] | None:
+        """What a watch of *target* adds to its bookmarks: the shard watermarks (§3.5)."""
+        lifecycle = self.lifecycle
+        if lifecycle is None:
+            return None
+        group, resource = target.info.group, target.info.resource
+
+        def annotations() -> dict[str, str]:
+            marks = watermarks(lifecycle, group, resource)
+            return {WATERMARKS_ANNOTATION: orjson.dumps(marks).decode()}
+
+        return annotations
 
     def has_cached_resource(self, shard: str, cluster: str, identity: str) -> bool:
         """Whether a ClusterCachedResource with *identity* is replicated in (shard, cluster)."""

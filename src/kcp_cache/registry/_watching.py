@@ -42,6 +42,7 @@ class WatchSession:
             bookmarks=opts.allow_bookmarks,
             max_buffer=registry.watch_buffer_bytes,
         )
+        self.watcher.bookmark_annotations = registry.bookmark_annotations(target)
         rv = opts.resource_version
         if opts.send_initial_events is None:
             self.initial = rv in ("", "0")

@@ -45,6 +45,13 @@ from ._ccr_permission import (
 from ._clients import cache_client, local_client
 from ._health import HealthServer
 from ._keys import QueueKey, parse_queue_key, queue_key
+from ._lease import (
+    DEFAULT_LEASE_DURATION,
+    DEFAULT_RENEW_INTERVAL,
+    SHARD_LEASES,
+    ShardLeaseRenewer,
+    sync_markers,
+)
 from ._metrics import ReaderMetrics, ReplicationMetrics
 from ._read import CacheReader, FallbackLister, ReaderHealth
 from ._reconcile import (
@@ -79,6 +86,8 @@ __all__ = [
     "APIEXPORT_REFERENCE_MANAGER",
     "CCR_FINALIZER",
     "CCR_RESOURCE",
+    "DEFAULT_LEASE_DURATION",
+    "DEFAULT_RENEW_INTERVAL",
     "DEFAULT_RESET_CHECK_PERIOD",
     "DEFAULT_RESOURCES",
     "DEFAULT_RESYNC_PERIOD",
@@ -95,6 +104,7 @@ __all__ = [
     "REQUESTED_BY_ANNOTATION",
     "REQUESTED_BY_GROUPS_ANNOTATION",
     "SCOPE_ANNOTATION",
+    "SHARD_LEASES",
     "UNSCHEDULABLE_ANNOTATION",
     "APIExportReferenceController",
     "Action",
@@ -115,6 +125,7 @@ __all__ = [
     "ReplicationMetrics",
     "ResetDetector",
     "Selection",
+    "ShardLeaseRenewer",
     "UpdateInCache",
     "UpdateLocal",
     "WriteController",
@@ -131,4 +142,5 @@ __all__ = [
     "reconcile",
     "reference_ccr_name",
     "replicates_cluster",
+    "sync_markers",
 ]

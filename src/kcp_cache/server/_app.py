@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 from kcp_cache.registry import ApiError
+from kcp_cache.registry._lifecycle import ShardLifecycle
 from kcp_cache.server._audit import AuditLog, audit_event, new_audit_id
 from kcp_cache.server._auth import (
     DEFAULT_ALWAYS_ALLOW_PATHS,
@@ -30,6 +31,8 @@ from kcp_cache.server._authz import (
     authorizer_for_mode,
 )
 from kcp_cache.server._connection import connection_control
+from kcp_cache.server._fencing import FencedAuthorizer
+from kcp_cache.server._freshness import FRESHNESS_PATHS, FreshnessService
 from kcp_cache.server._grammar import (
     METRICS_PATH,
     check_cluster_invariant,
@@ -42,6 +45,7 @@ from kcp_cache.server._grammar import (
 )
 from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
 from kcp_cache.server._inflight import InFlightLimiter
+from kcp_cache.server._lifecycle_metrics import LifecycleCollector
 from kcp_cache.server._metrics import ServerMetrics
 from kcp_cache.server._request_info import RequestInfo, parse_request_info
 from kcp_cache.server._scope import ANONYMOUS, WILDCARD, KcpRequest
@@ -120,6 +124,8 @@ class CacheServerApp:
         audit: AuditLog | None = None,
         in_flight: InFlightLimiter | None = None,
         request_timeout: float = 0.0,
+        lifecycle: ShardLifecycle | None = None,
+        freshness_require_markers: bool = False,
     ) -> None:
         self.storage = storage
         self.audit = audit
@@ -133,6 +139,11 @@ class CacheServerApp:
             always_allow_paths,
             shard_annotation_allowlist=shard_annotation_allowlist,
         )
+        self.freshness: FreshnessService | None = None
+        if lifecycle is not None:
+            # The shard lifecycle (beyond-kcp §3.3, §3.5): fenced writes, freshness.
+            self.authorizer = FencedAuthorizer(self.authorizer, lifecycle)
+            self.freshness = FreshnessService(lifecycle, require_markers=freshness_require_markers)
         self.synthetic_delay = synthetic_delay
         self.metrics = metrics
         self.readiness = readiness
@@ -169,6 +180,10 @@ class CacheServerApp:
                     # kube's warning header: code 299, agent "-", quoted text.
                     text = decision.warning.replace('"', "'")
                     extra.append((b"warning", f'299 - "{text}"'.encode()))
+                if code == 200 and self.freshness is not None and isinstance(kcp, KcpRequest):
+                    info = request_info(kcp)
+                    if info is not None and kcp.shard == WILDCARD and info.verb in _LIST_VERBS:
+                        extra.extend(self.freshness.headers(info.api_group, info.resource))
                 if audit is not None:
                     extra.append((b"audit-id", audit_id.encode()))
                     info = request_info(kcp) if isinstance(kcp, KcpRequest) else None
@@ -389,6 +404,10 @@ class CacheServerApp:
                     "resource requests need a logical cluster: "
                     "use /shards/<shard>/clusters/<cluster>/…"
                 )
+            if self.freshness is not None and info.verb in _LIST_VERBS:
+                self.freshness.check_fresh_within(
+                    scope.get("query_string", b""), kcp.shard or "", info.api_group, info.resource
+                )
 
         scope["path"] = path
         # raw_path no longer matches the consumed path; ASGI allows leaving it out.
@@ -404,6 +423,9 @@ class CacheServerApp:
             if path == METRICS_PATH:
                 body, content_type = self.metrics.exposition()
                 await send_bytes(send, 200, body, content_type=content_type.encode())
+                return
+            if path in FRESHNESS_PATHS and self.freshness is not None:
+                await self.freshness.handle(scope.get("query_string", b""), send)
                 return
         await self.api_app(scope, receive, send)
 
@@ -449,6 +471,8 @@ def create_app(
     max_requests_inflight: int = 0,
     max_mutating_requests_inflight: int = 0,
     request_timeout: float = 0.0,
+    lifecycle: ShardLifecycle | None = None,
+    freshness_require_markers: bool = False,
 ) -> CacheServerApp:
     """Build the cache server's ASGI app around ``api_app`` (the ``/apis/…`` handlers).
 
@@ -470,12 +494,19 @@ def create_app(
     * ``request_timeout`` — a request counted against those limits that is still running
       after this many seconds has its connection dropped, so a client that stops reading
       its response cannot keep the slot (0: never; ``kcp-cache-server``: kube's 60 s).
+    * ``lifecycle`` — the registry's shard lifecycle controller: writes into a
+      decommissioned shard's space are fenced (403), ``/freshness`` answers, wildcard
+      reads carry completeness headers and honour ``?freshWithin=``, and ``/metrics``
+      reports phases, lease ages and purges (``freshness_require_markers``: shards that
+      send no markers count as stale).
 
     The handler sees ``scope["path"]`` with prefix, shard and cluster consumed and the
     ``:identity`` removed, and the facts in ``scope["kcp"]`` (:class:`KcpRequest`, with the
     :class:`RequestInfo` under ``extra["request_info"]``).
     """
     metrics = metrics if metrics is not None else ServerMetrics()
+    if lifecycle is not None:
+        metrics.registry.register(LifecycleCollector(lifecycle))
     in_flight = None
     if max_requests_inflight or max_mutating_requests_inflight:
         in_flight = InFlightLimiter(max_requests_inflight, max_mutating_requests_inflight, metrics)
@@ -492,4 +523,6 @@ def create_app(
         audit=audit,
         in_flight=in_flight,
         request_timeout=request_timeout,
+        lifecycle=lifecycle,
+        freshness_require_markers=freshness_require_markers,
     )

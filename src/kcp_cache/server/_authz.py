@@ -69,8 +69,8 @@ _ADMIN_VIEW_GROUP: Final = "admin.kcp.io"
 DEFAULT_SHARD_ANNOTATION_ALLOWLIST: Final = ("experimental.core.kcp.io/unschedulable",)
 _WRITE_VERBS: Final = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 _READ_VERBS: Final = frozenset({"get", "list", "watch"})
-#: Non-resource paths every known principal may read (discovery and OpenAPI).
-_PUBLIC_READ_PREFIXES: Final = ("/api", "/openapi", "/version")
+#: Non-resource paths every known principal may read (discovery, OpenAPI, freshness).
+_PUBLIC_READ_PREFIXES: Final = ("/api", "/openapi", "/version", "/freshness", "/_freshness")
 
 
 @dataclass(slots=True)
