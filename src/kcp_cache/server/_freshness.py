@@ -38,11 +38,11 @@ from kcp_cache.registry._freshness import (
     freshness_report,
 )
 from kcp_cache.registry._lifecycle import ShardLifecycle
+from kcp_cache.server._grammar import FRESHNESS_PATHS
 from kcp_cache.server._status import Send, send_bytes
 
 __all__ = ["FRESHNESS_PATHS", "FreshnessService"]
 
-FRESHNESS_PATHS: Final = frozenset({"/freshness", "/_freshness"})
 _QUERY_KEY: Final = b"freshWithin"
 
 

@@ -15,6 +15,7 @@ from kcp_cache.server._scope import WILDCARD
 from kcp_cache.server._status import StatusError
 
 __all__ = [
+    "FRESHNESS_PATHS",
     "METRICS_PATH",
     "SERVICE_PREFIX",
     "SHARD_EXEMPT_PATHS",
@@ -35,7 +36,12 @@ METRICS_PATH: Final = "/metrics"
 
 #: Paths served without a ``/shards/…`` segment. Exact matches only: ``/readyz/ping``
 #: needs a shard like any other path (kcp does the same).
-SHARD_EXEMPT_PATHS: Final = frozenset({"/livez", "/readyz", "/healthz", METRICS_PATH})
+#: The freshness report of the shard lifecycle (beyond-kcp §3.5; ``_freshness`` is its
+#: name in the design, ``freshness`` the one the issue asked for).
+FRESHNESS_PATHS: Final = frozenset({"/freshness", "/_freshness"})
+SHARD_EXEMPT_PATHS: Final = frozenset(
+    {"/livez", "/readyz", "/healthz", METRICS_PATH, *FRESHNESS_PATHS}
+)
 
 _SHARD_RE: Final = re.compile(r"[a-z0-9\-:]{0,61}")
 _CLUSTER_PATH_RE: Final = re.compile(
