@@ -34,7 +34,10 @@ from harness import CacheServer, start_cache_server
 from kcp_cache.client import AsyncRESTClient
 from kcp_cache.replication import ShardLeaseRenewer, WriteController
 
-LIFECYCLE = "/services/cache/shards/system:cache:server/clusters/system:cache/apis/cacheserver.kcp.io/v1alpha1"
+LIFECYCLE = (
+    "/services/cache/shards/system:cache:server/clusters/system:cache"
+    "/apis/cacheserver.kcp.io/v1alpha1"
+)
 EXPORTS_ALL = "/services/cache/shards/*/clusters/*/apis/apis.kcp.io/v1alpha1/apiexports"
 FLAGS = ("--purge-batch-size", "50", "--purge-batch-interval", "10ms")
 
