@@ -62,8 +62,13 @@ async def load(root: Path, port: int, shard: str, count: int) -> None:
             for i in queue:
                 body = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport",
                         "metadata": {"name": f"{shard}-{i}"}, "spec": {"n": i}}  # fmt: skip
-                r = await http.post(exports(shard), json=body)
-                assert r.status_code == 201, r.text
+                for _attempt in range(5):  # a connection the server recycled: retry
+                    try:
+                        r = await http.post(exports(shard), json=body)
+                    except httpx2.TransportError:
+                        continue
+                    break
+                assert r.status_code in (201, 409), r.text
 
         await asyncio.gather(*(worker() for _ in range(16)))
 

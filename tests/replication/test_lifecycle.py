@@ -31,7 +31,7 @@ from replication_helpers import (
 
 from etcd_backend import run_sync
 from harness import CacheServer, start_cache_server
-from kcp_cache.client import AsyncRESTClient
+from kcp_cache.client import AsyncRESTClient, ListWatchOptions, Resource, SharedInformer
 from kcp_cache.replication import ShardLeaseRenewer, WriteController
 
 LIFECYCLE = (
@@ -39,7 +39,10 @@ LIFECYCLE = (
     "/apis/cacheserver.kcp.io/v1alpha1"
 )
 EXPORTS_ALL = "/services/cache/shards/*/clusters/*/apis/apis.kcp.io/v1alpha1/apiexports"
-FLAGS = ("--purge-batch-size", "50", "--purge-batch-interval", "10ms")
+FLAGS = (
+    "--purge-batch-size", "50", "--purge-batch-interval", "10ms",
+    "--watch-bookmark-interval", "300ms",
+)  # fmt: skip
 
 
 def exports(shard: str, cluster: str) -> str:
@@ -161,6 +164,35 @@ async def test_liveness_markers_and_staleness(cache: CacheServer, shards_api: Ca
         metrics = admin.get("/metrics").text
         assert f'kcp_cache_shard_phase{{phase="Unreachable",shard="{shard}"}} 1.0' in metrics
         assert f'kcp_cache_shard_lease_age_seconds{{shard="{shard}"}}' in metrics
+        await local.http.aclose()
+
+
+async def test_bookmarks_carry_watermarks_and_the_informer_knows_freshness(
+    cache: CacheServer, shards_api: CacheServer
+) -> None:
+    shard, cluster = unique("topaz"), unique("marks")
+    async with replicating(cache, shards_api, shard) as (_, _renewer, local):
+        await local.create(APIEXPORTS.resource, new_object(APIEXPORTS, "one"), cluster=cluster)
+        reader = cache_rest(cache)
+        options = ListWatchOptions(APIEXPORTS.resource, cluster="*", shard="*")
+        informer = SharedInformer(reader, APIEXPORTS.resource, options=options)
+        try:
+            async with informer:
+                assert await informer.wait_for_sync(timeout=20)
+
+                async def complete() -> bool:
+                    return informer.freshness().get(shard) is True
+
+                await eventually(complete, timeout=20, what="the informer's freshness")
+                marks = informer.reflector.watermarks[shard]
+                lease = await reader.get(
+                    Resource("cacheserver.kcp.io", "v1alpha1", "shardleases"),
+                    shard, cluster="system:cache", shard="system:cache:server",
+                )  # fmt: skip
+                assert int(marks["cacheRevision"]) <= int(lease["status"]["cacheRevision"])
+                assert "localResourceVersion" in marks
+        finally:
+            await reader.http.aclose()
         await local.http.aclose()
 
 
@@ -361,3 +393,68 @@ def test_a_purge_resumes_after_a_crash(tmp_path: Path) -> None:
             deleted = cache_shard(again, beryl)["status"]["deletedObjects"]
             # A batch deleted just before the kill may not have been counted yet.
             assert count - 50 <= deleted <= count
+
+
+@pytest.fixture(scope="module")
+def expiring_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheServer]:
+    """A cache that purges shards Unreachable for 2 s or whose Shard object is gone 1 s."""
+    server = start_cache_server(
+        tmp_path_factory.mktemp("expiring"),
+        "--shard-gc-after", "2s", "--shard-removal-grace", "1s",
+        "--purge-batch-interval", "10ms",
+    )  # fmt: skip
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_opt_in_expiry_purges_an_unreachable_shard(
+    expiring_cache: CacheServer, shards_api: CacheServer
+) -> None:
+    shard, cluster = unique("onyx"), unique("gc")
+    with expiring_cache.client() as admin:
+        async with replicating(expiring_cache, shards_api, shard) as (_, _renewer, local):
+            await local.create(APIEXPORTS.resource, new_object(APIEXPORTS, "x"), cluster=cluster)
+
+            async def copied() -> bool:
+                return admin.get(f"{exports(shard, cluster)}/x").status_code == 200
+
+            await eventually(copied, timeout=20, what="the copy")
+        await local.http.aclose()
+        seen: list[str] = []
+
+        async def purged() -> bool:
+            current = phase(admin, shard)
+            if current and (not seen or seen[-1] != current):
+                seen.append(current)
+            return current == "Purged"
+
+        await eventually(purged, timeout=15, what="onyx purged after --shard-gc-after")
+        assert "Unreachable" in seen
+        assert admin.get(f"{exports(shard, cluster)}/x").status_code == 404
+        assert "--shard-gc-after" in cache_shard(admin, shard)["status"]["reason"]
+
+
+def test_a_shard_whose_shard_object_is_gone_is_purged(expiring_cache: CacheServer) -> None:
+    ruby, cluster = unique("ruby"), unique("gone")
+    shards = CacheServer.resource_path("root", "root", "core.kcp.io", "v1alpha1", "shards")
+    with expiring_cache.client() as admin:
+        shard_obj = {"apiVersion": "core.kcp.io/v1alpha1", "kind": "Shard",
+                     "metadata": {"name": ruby}, "spec": {"baseURL": "https://ruby"}}  # fmt: skip
+        assert admin.post(shards, json=shard_obj).status_code == 201
+        body = {"apiVersion": "cacheserver.kcp.io/v1alpha1", "kind": "CacheShard",
+                "metadata": {"name": ruby}, "spec": {"registered": True}}  # fmt: skip
+        assert admin.post(f"{LIFECYCLE}/cacheshards", json=body).status_code == 201
+        export = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport",
+                  "metadata": {"name": "kept-until-removal"}}  # fmt: skip
+        assert admin.post(exports(ruby, cluster), json=export).status_code == 201
+        time.sleep(2.0)  # longer than the grace: present, so nothing happens
+        assert phase(admin, ruby) == "Active"
+        assert admin.delete(f"{shards}/{ruby}").status_code == 200
+        start = time.monotonic()
+        while phase(admin, ruby) != "Purged":
+            assert time.monotonic() - start < 10, cache_shard(admin, ruby)
+            time.sleep(0.1)
+        assert admin.get(f"{exports(ruby, cluster)}/kept-until-removal").status_code == 404
+        assert "shards.core.kcp.io" in cache_shard(admin, ruby)["status"]["reason"]
