@@ -534,7 +534,7 @@ async def test_delete_prefix_in_bounded_batches(storage: Storage) -> None:
     assert [e.prev_kv.value for e in events if e.prev_kv] == [n.encode() for n in names]
     assert (await storage.range("/cache/dpb/")).kvs == []
     assert await storage.get(kept.key) == kept
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="negative"):
         await storage.delete_prefix("/cache/dpb/", limit=-1)
 
 
