@@ -44,9 +44,10 @@ class PrefixFollower(abc.ABC):
     def _replace(self, kvs: list[KeyValue]) -> None:
         """Make the view exactly *kvs* (a complete listing of the prefix)."""
 
-    @abc.abstractmethod
     def _apply(self, key: str, value: bytes | None) -> None:
-        """One watch event: *key* now holds *value* (``None``: deleted)."""
+        """One watch event: *key* now holds *value* (``None``: deleted). Override this,
+        or :meth:`_apply_event` for views that need the revision too."""
+        raise NotImplementedError
 
     def _apply_event(self, kv: KeyValue) -> None:
         """One watch event with its revision (``kv.value`` empty: deleted); by default

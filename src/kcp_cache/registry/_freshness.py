@@ -169,7 +169,7 @@ def watermarks(lifecycle: ShardLifecycle, group: str, resource: str) -> dict[str
     """Per shard with a stamped lease, ``cacheRevision`` and the ``localResourceVersion``
     of its marker for ``group/resource``: what bookmarks carry (§3.5 surface 4)."""
     out: dict[str, dict[str, str]] = {}
-    for name, lease in sorted(lifecycle.objects.objects["shardleases"].items()):
+    for name, lease in sorted(lifecycle.objects.stamped.items()):
         revision = lease.status.get("cacheRevision")
         if not isinstance(revision, str) or lifecycle.is_fenced(name):
             continue

@@ -53,10 +53,10 @@ from kcp_cache.registry._lifecycle_names import (
     Phase,
 )
 from kcp_cache.registry._lifecycle_shards import ShardObjects
-from kcp_cache.registry._lifecycle_store import LifecycleObjects, Stored
+from kcp_cache.registry._lifecycle_store import LifecycleObjects, Stored, lease_digest
 from kcp_cache.storage import AlreadyExists, Conflict, NotFound, Storage, StorageError
 
-__all__ = ["DEFAULT_LEASE_DURATION", "LifecycleOptions", "ShardLifecycle", "lease_digest"]
+__all__ = ["DEFAULT_LEASE_DURATION", "LifecycleOptions", "ShardLifecycle"]
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +77,6 @@ class LifecycleOptions:
     batch_interval: float = 0.05
     #: How often phases are re-evaluated (lease expiry is checked on this tick).
     tick: float = 0.5
-
-
-def lease_digest(spec: Any) -> str:
-    """What a stamp records of the spec it stamped: a lease whose status names its own
-    spec was stamped already (by this server or by another one on the same etcd)."""
-    import hashlib
-
-    import orjson
-
-    return hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 def _now_text(now: float) -> str:
@@ -156,7 +146,6 @@ class ShardLifecycle:
         )
         self.holder = f"{socket.gethostname()}/{os.getpid()}"
         self._memory: dict[str, _Memory] = {}
-        self._fenced_now: set[str] = set()
         self._woken = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -165,8 +154,6 @@ class ShardLifecycle:
     def is_fenced(self, shard: str) -> bool:
         """Writes to ``/shards/<shard>/…`` (and its lease) are refused: the shard is being
         or has been decommissioned. True from the moment an admin asks for it."""
-        if shard in self._fenced_now:
-            return True
         stored = self.objects.get(CACHE_SHARDS, shard)
         if stored is None:
             return False
@@ -183,7 +170,11 @@ class ShardLifecycle:
         return dict(self.objects.objects[CACHE_SHARDS])
 
     def lease(self, shard: str) -> Stored | None:
-        return self.objects.get(SHARD_LEASES, shard)
+        """The shard's latest *stamped* lease: its markers, ``cacheRevision`` and
+        ``receivedTime`` belong together. (A newer write not stamped yet carries the
+        previous stamp's status with its own markers; pairing those would claim a
+        marker's coverage at a revision that precedes it.)"""
+        return self.objects.stamped.get(shard)
 
     def lease_age(self, shard: str, now: float | None = None) -> float | None:
         """Seconds since this server received the shard's lease (``None``: never)."""
@@ -287,7 +278,6 @@ class ShardLifecycle:
             return
         if phase == Phase.PURGED:
             if shard.spec.get("registered") is True and shard.spec.get("decommission") is not True:
-                self._fenced_now.discard(name)
                 back = {**status, "phase": Phase.ACTIVE, "readmittedAt": _now_text(now)}
                 for stale in ("deletedObjects", "purgedAt", "unreachableSince", "reason"):
                     back.pop(stale, None)
@@ -356,8 +346,11 @@ class ShardLifecycle:
         return None
 
     async def _fence(self, name: str, shard: Stored, reason: str, now: float) -> None:
-        """Refuse the shard's writes, start a new epoch, write the tombstone."""
-        self._fenced_now.add(name)
+        """Refuse the shard's writes, start a new epoch, write the tombstone.
+
+        The fence holds from the moment the phase is written (our own write is applied
+        to the view at once; other servers see it through their watch), and before the
+        purge starts."""
         old_epoch = shard.status.get("epoch")
         epoch = old_epoch if isinstance(old_epoch, int) else 1
         fence_revision = await self.storage.current_revision()
@@ -387,7 +380,6 @@ class ShardLifecycle:
 
     def _ensure_purge(self, name: str, memory: _Memory) -> None:
         if memory.purge is None or memory.purge.done():
-            self._fenced_now.add(name)
             memory.progress = PurgeProgress(started=time.monotonic())
             memory.purge = asyncio.get_running_loop().create_task(
                 self._purge(name, memory.progress), name=f"purge {name}"
@@ -423,8 +415,7 @@ class ShardLifecycle:
                         await asyncio.sleep(opts.batch_interval)
                 if attempt == 0:
                     await asyncio.sleep(max(opts.batch_interval, 0.2))
-            lease = self.lease(name)
-            if lease is not None:
+            if self.objects.get(SHARD_LEASES, name) is not None:
                 with contextlib.suppress(NotFound):
                     await self.storage.delete(self.objects.key(SHARD_LEASES, name))
             await self._finish(name)

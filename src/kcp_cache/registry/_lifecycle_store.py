@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +34,15 @@ from kcp_cache.registry._lifecycle_names import (
 from kcp_cache.registry._strategy import new_uid, now_timestamp
 from kcp_cache.storage import KeyValue, Storage
 
-__all__ = ["KINDS", "LifecycleObjects", "Stored"]
+__all__ = ["KINDS", "LifecycleObjects", "Stored", "lease_digest"]
 
 KINDS = {CACHE_SHARDS: "CacheShard", SHARD_LEASES: "ShardLease", SHARD_TOMBSTONES: "ShardTombstone"}
+
+
+def lease_digest(spec: Any) -> str:
+    """What a stamp records of the spec it stamped: a lease whose status names its own
+    spec was stamped already (by this server or by another one on the same etcd)."""
+    return hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,8 @@ class LifecycleObjects(PrefixFollower):
         self.storage = storage
         self._on_change = on_change
         self.objects: dict[str, dict[str, Stored]] = {r: {} for r in KINDS}
+        #: Per lease, its latest version whose status stamps its own spec.
+        self.stamped: dict[str, Stored] = {}
         #: Every lease version seen, for the controller to stamp the shards' own writes.
         self.lease_events: asyncio.Queue[tuple[str, Stored]] = asyncio.Queue()
 
@@ -91,18 +100,16 @@ class LifecycleObjects(PrefixFollower):
 
     def _replace(self, kvs: list[KeyValue]) -> None:
         objects: dict[str, dict[str, Stored]] = {r: {} for r in KINDS}
+        self.stamped = {}
         for kv in kvs:
             where = self._parse(kv.key)
             stored = self._decode(kv) if where is not None else None
             if where is not None and stored is not None:
                 objects[where[0]][where[1]] = stored
                 if where[0] == SHARD_LEASES:
-                    self.lease_events.put_nowait((where[1], stored))
+                    self._lease_seen(where[1], stored)
         self.objects = objects
         self._on_change()
-
-    def _apply(self, key: str, value: bytes | None) -> None:  # pragma: no cover
-        raise AssertionError("events arrive through _apply_event")
 
     def _apply_event(self, kv: KeyValue) -> None:
         self.apply_kv(kv, deleted=not kv.value)
@@ -119,14 +126,21 @@ class LifecycleObjects(PrefixFollower):
             return  # our own write applied already; the watch is behind
         if deleted:
             self.objects[resource].pop(name, None)
+            if resource == SHARD_LEASES:
+                self.stamped.pop(name, None)
         else:
             stored = self._decode(kv)
             if stored is None:
                 return
             self.objects[resource][name] = stored
             if resource == SHARD_LEASES:
-                self.lease_events.put_nowait((name, stored))
+                self._lease_seen(name, stored)
         self._on_change()
+
+    def _lease_seen(self, name: str, stored: Stored) -> None:
+        if stored.status.get("specDigest") == lease_digest(stored.spec):
+            self.stamped[name] = stored
+        self.lease_events.put_nowait((name, stored))
 
     # -- reads -------------------------------------------------------------------------
 

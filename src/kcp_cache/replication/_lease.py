@@ -9,8 +9,10 @@ Unreachable, and one *sync marker* per replicated resource:
 ``{group, resource, localResourceVersion, converged, objectCount, observedTime}``
     "every change my local informer delivered up to ``localResourceVersion`` has been
     applied in the cache" — ``converged`` is claimed only when the informers are synced,
-    the local informer's handlers have queued every event up to that version, and the
-    work queue holds no key of the resource (waiting, in flight or rate-limited).
+    the local informer's handlers have queued every event up to that version, the work
+    queue holds no key of the resource (waiting, in flight or rate-limited), and no key's
+    last write found the cache there first without the cache informer having shown that
+    copy since (the controller then relies on that copy's event to look again).
 
 The ordering guarantee rests on one rule: the marker is computed *before* the lease is
 sent, from writes whose responses were already received, so the lease write's cache
@@ -32,6 +34,7 @@ from typing import Any, Final
 
 from kcp_cache.client import (
     ApiError,
+    Conflict,
     Forbidden,
     NotFound,
     Resource,
@@ -84,7 +87,8 @@ async def sync_markers(controller: WriteController) -> list[dict[str, Any]]:
                 converged = False
         if converged:
             if unfinished is None:  # after the handler wait: the keys it queued count
-                unfinished = {_gvr(key) for key in controller.queue.unfinished()}
+                keys = controller.queue.unfinished() | controller.unconfirmed
+                unfinished = {_gvr(key) for key in keys}
             converged = (r.group, r.version, r.resource) not in unfinished
         filtered = replicated.filter
         count = sum(
@@ -169,6 +173,21 @@ class ShardLeaseRenewer(StartStop):
                     sent_at = loop.time()  # retried at the interval, not in a hot loop
             await asyncio.sleep(min(self.min_gap, self.interval))
 
+    async def _patch(self, spec: dict[str, Any]) -> Any:
+        # The server stamps the lease's status right after each write: a merge patch
+        # racing that stamp gets 409, and is simply sent again.
+        for _ in range(3):
+            try:
+                return await self.cache.patch(
+                    SHARD_LEASES, self.shard, {"spec": spec},
+                    cluster=LEASE_CLUSTER, shard=LEASE_SHARD,
+                )  # fmt: skip
+            except Conflict:
+                await asyncio.sleep(0.01)
+        return await self.cache.patch(
+            SHARD_LEASES, self.shard, {"spec": spec}, cluster=LEASE_CLUSTER, shard=LEASE_SHARD
+        )
+
     async def renew(self, markers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Send the lease now (with *markers*, or freshly computed ones)."""
         if markers is None:
@@ -182,13 +201,7 @@ class ShardLeaseRenewer(StartStop):
         }
         try:
             try:
-                answer = await self.cache.patch(
-                    SHARD_LEASES,
-                    self.shard,
-                    {"spec": spec},
-                    cluster=LEASE_CLUSTER,
-                    shard=LEASE_SHARD,
-                )
+                answer = await self._patch(spec)
             except NotFound:
                 body = {
                     "apiVersion": "cacheserver.kcp.io/v1alpha1",

@@ -130,6 +130,10 @@ class WriteController(StartStop):
             )
         #: When the oldest not-yet-replicated local change of a key was seen (loop time).
         self._seen_at: dict[str, float] = {}
+        #: Keys whose last write found the cache there first ("already-done"): the cache
+        #: informer has not shown that copy yet, and its event will queue the key again.
+        #: Until then the key is not known to be converged (see ``_lease``'s markers).
+        self.unconfirmed: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         #: Relists an informer whose server lost its data (see ``_reset``); None: off.
         self.reset_detector = (
@@ -308,6 +312,10 @@ class WriteController(StartStop):
             self.queue.add_rate_limited(key)
             return
         self.queue.forget(key)
+        if result == "already-done":
+            self.unconfirmed.add(key)
+        else:
+            self.unconfirmed.discard(key)
         self.metrics.reconciled(replicated.name, action.verb, result)
         seen = self._seen_at.pop(key, None)
         if seen is not None and not isinstance(action, NoAction):
