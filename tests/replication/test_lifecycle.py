@@ -219,14 +219,48 @@ def test_a_registered_shard_that_never_synced_is_missing(cache: CacheServer) -> 
             assert freshness(admin, gamma).get("state") in ("decommissioning", None)
 
 
+def seed_identity_type(admin: httpx2.Client, shard: str, cluster: str, count: int) -> str:
+    """A ClusterCachedResource of *shard* and *count* objects of its identity type."""
+    identity = "b" * 64
+    ccr = {
+        "apiVersion": "cache.kcp.io/v1alpha1", "kind": "ClusterCachedResource",
+        "metadata": {"name": "widgets", "annotations": {
+            "cache.kcp.io/resource-kind": "Widget", "cache.kcp.io/resource-scope": "Cluster"}},
+        "spec": {"group": "example.com", "version": "v1", "resource": "widgets"},
+        "status": {"identityHash": identity},
+    }  # fmt: skip
+    ccrs = CacheServer.resource_path(
+        shard, cluster, "cache.kcp.io", "v1alpha1", "clustercachedresources"
+    )
+    assert admin.post(ccrs, json=ccr).status_code == 201
+    widgets = CacheServer.resource_path(shard, cluster, "example.com", "v1", f"widgets:{identity}")
+    for i in range(count):
+        widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": f"w{i}"}}
+        for _ in range(100):  # the index follows the store: wait until it serves the type
+            r = admin.post(widgets, json=widget)
+            if r.status_code != 404:
+                break
+            time.sleep(0.02)
+        assert r.status_code == 201, r.text
+    return widgets
+
+
 async def test_decommission_purges_in_batches_and_fences(cache: CacheServer) -> None:
     beryl, other, cluster = unique("beryl"), unique("opal"), unique("purge")
+    schemas = CacheServer.resource_path(
+        beryl, cluster, "apis.kcp.io", "v1alpha1", "apiresourceschemas"
+    )
     count = 300
     with cache.client() as admin:
         for i in range(count):
             body = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport",
                     "metadata": {"name": f"b{i}"}}  # fmt: skip
             assert admin.post(exports(beryl, cluster), json=body).status_code == 201
+        for i in range(50):
+            body = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIResourceSchema",
+                    "metadata": {"name": f"v1.s{i}.example.com"}}  # fmt: skip
+            assert admin.post(schemas, json=body).status_code == 201
+        widgets = seed_identity_type(admin, beryl, cluster, 49)
         for i in range(5):
             body = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport",
                     "metadata": {"name": f"o{i}"}}  # fmt: skip
@@ -272,8 +306,11 @@ async def test_decommission_purges_in_batches_and_fences(cache: CacheServer) -> 
 
                 await eventually(purged, timeout=30, what="beryl Purged")
                 status = cache_shard(admin, beryl)["status"]
-                assert status["deletedObjects"] == count
+                # 300 APIExports, 50 schemas, 49 widgets and their ClusterCachedResource.
+                assert status["deletedObjects"] == count + 50 + 49 + 1
                 assert status["epoch"] == 2
+                assert admin.get(schemas).json()["items"] == []
+                assert admin.get(f"{widgets}/w3").status_code == 404
 
                 async def all_events() -> bool:
                     return len(deleted) >= count
