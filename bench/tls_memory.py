@@ -6,7 +6,7 @@ For each variant, in a fresh child process: N server connections on the server's
 context (:func:`build_server_context`, client CA configured) are handshaken in-process
 over memory BIOs against stdlib ``ssl`` clients presenting a client certificate, then
 carry one watch-like exchange (a GET in, a response head and one chunk out, through the
-server's own :mod:`kcp_cache.server._tls_io`); the clients are dropped and the server
+server's own :mod:`kcp_cache.server.tls._io`); the clients are dropped and the server
 connections are held idle. Reported: RSS growth per held connection (after
 ``malloc_trim``), so each change to the TLS layer can be measured on its own.
 """
@@ -34,7 +34,7 @@ from kcp_cache.server import (
     ensure_dev_credentials,
     ensure_serving_certificate,
 )
-from kcp_cache.server._tls_io import make_tls_io
+from kcp_cache.server.tls._io import make_tls_io
 
 REQUEST = b"GET /watch HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"

@@ -214,8 +214,8 @@ def test_list_scopes_and_parsing(scheme: KeyScheme) -> None:
 
 
 def test_kube_version_priority() -> None:
-    from kcp_cache.registry._cached_resources import version_priority
+    from kcp_cache.meta import sort_versions
 
     versions = ["v1alpha1", "v2", "foo", "v1beta2", "v1", "v1beta10", "v10alpha1"]
-    ordered = sorted(versions, key=version_priority, reverse=True)
+    ordered = sort_versions(versions)
     assert ordered == ["v2", "v1", "v1beta10", "v1beta2", "v10alpha1", "v1alpha1", "foo"]

@@ -78,7 +78,7 @@ async def test_watchers_see_every_change_exactly_once(
             await asyncio.sleep(0)  # let the feeds run now and then, not after every write
 
     # The tiny shared history forced some watchers onto private feeds.
-    assert 1 < registry.hub.feed_count < len(sessions)
+    assert 1 < registry.watch_cache.feed_count < len(sessions)
     for session, after, shard, cluster in sessions:
         expected = [
             (rv, kind, s, c, n)

@@ -45,19 +45,21 @@ async def test_one_storage_watch_and_one_encoding_per_event(
     wild = Target(exports, "v1alpha1", "*", "*")
     sessions = [await _start(registry, wild, resourceVersion=rv) for _ in range(50)]
     v2 = await _start(registry, Target(exports, "v1alpha2", "*", "*"), resourceVersion=rv)
-    assert registry.hub.feed_count == 1
+    assert registry.watch_cache.feed_count == 1
     await _create(registry, Target(exports, "v1alpha1", "s", "c"), _body("a"))
     chunks = [await asyncio.wait_for(s.watcher.next_chunk(), 5) for s in sessions]
     # Every watcher got the very same bytes object: built once, shared by all.
     assert len({id(c) for c in chunks}) == 1
-    feed = next(iter(registry.hub._feeds.values()))
+    feed = next(iter(registry.watch_cache._feeds.values()))
     event = feed.history[-1]
     assert len(event._encoded) == 2  # one per served version asked for, not per watcher
     (v2_event,) = await _next_events(v2)
     assert v2_event["object"]["apiVersion"] == "apis.kcp.io/v1alpha2"
     for s in [*sessions, v2]:
         s.close()
-    assert registry.hub.feed_count == 0  # linger 0: the storage watch ends with its last watcher
+    assert (
+        registry.watch_cache.feed_count == 0
+    )  # linger 0: the storage watch ends with its last watcher
 
 
 async def test_watchers_filter_by_shard_cluster_and_labels(
@@ -99,7 +101,7 @@ async def test_late_watcher_replays_feed_history(
     late = await _start(registry, target, resourceVersion=rv)
     events = await _next_events(late)
     assert [e["object"]["metadata"]["name"] for e in events] == ["one", "two"]
-    assert registry.hub.feed_count == 1  # it joined the shared feed, no private watch
+    assert registry.watch_cache.feed_count == 1  # it joined the shared feed, no private watch
     early.close()
     late.close()
 
@@ -156,14 +158,14 @@ async def test_watcher_older_than_feed_history_gets_a_private_feed(
     while seen < 5:  # the shared feed has processed (and evicted) them all
         seen += len(await _next_events(live))
     old = await _start(registry, target, resourceVersion=start)
-    assert registry.hub.feed_count == 2  # the shared feed's history holds only 2 events
+    assert registry.watch_cache.feed_count == 2  # the shared feed's history holds only 2 events
     names: list[str] = []
     while len(names) < 5:
         names += [e["object"]["metadata"]["name"] for e in await _next_events(old)]
     assert names == [f"e{i}" for i in range(5)]
     live.close()
     old.close()
-    assert registry.hub.feed_count == 0
+    assert registry.watch_cache.feed_count == 0
 
 
 async def _settle() -> None:
@@ -221,7 +223,7 @@ async def test_new_shared_feed_starts_at_an_old_revision_only_within_its_history
         sessions.append((registry, session))
     # The far one left the shared feed at the current revision, for later watchers.
     registry, _ = sessions[1]
-    assert [f.covered_from for f in registry.hub._feeds.values()] == [now]
+    assert [f.covered_from for f in registry.watch_cache._feeds.values()] == [now]
     for registry, session in sessions:
         session.close()
         registry.close()

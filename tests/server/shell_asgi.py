@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 
 from kcp_cache.server import ANONYMOUS, KcpRequest, User, kcp_request, request_info
-from kcp_cache.server._status import Receive, Scope, Send, send_json
+from kcp_cache.server._respond import send_json
+from kcp_cache.server.types import Receive, Scope, Send
 
 ADMIN = User("admin", ("system:masters",))
 USER_HEADER = b"x-test-user"

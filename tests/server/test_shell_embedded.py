@@ -17,7 +17,8 @@ from kcp_cache.server import (
     union_authenticator,
     x509_authenticator,
 )
-from kcp_cache.server._status import Receive, Scope, Send, send_bytes
+from kcp_cache.server._respond import send_bytes
+from kcp_cache.server.types import Receive, Scope, Send
 from kcp_cache.storage import MemoryStorage
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"

@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 from shell_asgi import ADMIN, call, echo_api, header_authenticator
 
+from kcp_cache.registry import ApiError
 from kcp_cache.server import (
     ANONYMOUS,
     CacheServerApp,
     KcpRequest,
     ReadinessChecks,
     ServerMetrics,
-    StatusError,
     User,
     create_app,
 )
-from kcp_cache.server._status import Receive, Scope, Send
+from kcp_cache.server.types import Receive, Scope, Send
 from kcp_cache.storage import MemoryStorage, Unavailable
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
@@ -249,7 +249,7 @@ async def test_synthetic_delay_runs_before_the_handler() -> None:
 async def test_status_errors_and_crashes_of_the_api_app_become_status_bodies() -> None:
     async def failing(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"].endswith("/conflict"):
-            raise StatusError(409, "Conflict", "the object has been modified")
+            raise ApiError(409, "Conflict", "the object has been modified")
         raise RuntimeError("boom")
 
     app = create_app(storage=None, api_app=failing, authenticator=header_authenticator)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from kcp_cache.registry import ApiError
 from kcp_cache.server._grammar import (
     check_cluster_invariant,
     is_partial_metadata_accept,
@@ -14,7 +15,6 @@ from kcp_cache.server._grammar import (
     strip_service_prefix,
 )
 from kcp_cache.server._request_info import parse_request_info
-from kcp_cache.server._status import StatusError
 
 
 def shard_then_cluster(path: str) -> tuple[str | None, str | None, str]:
@@ -117,7 +117,7 @@ BAD_ROWS = [
 
 @pytest.mark.parametrize(("path", "message"), BAD_ROWS)
 def test_grammar_rejects_with_kcp_messages(path: str, message: str) -> None:
-    with pytest.raises(StatusError) as caught:
+    with pytest.raises(ApiError) as caught:
         shard_then_cluster(path)
     assert (caught.value.code, caught.value.reason, caught.value.message) == (
         400,
@@ -152,7 +152,7 @@ def test_cluster_invariant_accepts(cluster: str | None) -> None:
 
 @pytest.mark.parametrize("cluster", ["root:org", "a:b:c"])
 def test_cluster_invariant_rejects_workspace_paths_with_500(cluster: str) -> None:
-    with pytest.raises(StatusError) as caught:
+    with pytest.raises(ApiError) as caught:
         check_cluster_invariant(cluster)
     assert caught.value.code == 500
     assert caught.value.reason == "InternalError"
@@ -172,7 +172,7 @@ def test_split_identity(resource: str, expected: tuple[str, str | None]) -> None
 
 
 def test_empty_identity_is_a_500() -> None:
-    with pytest.raises(StatusError) as caught:
+    with pytest.raises(ApiError) as caught:
         split_identity("instances:")
     assert (caught.value.code, caught.value.reason, caught.value.message) == (
         500,
@@ -253,6 +253,9 @@ def test_partial_metadata_accept(accept: str, partial: bool) -> None:
         ("GET", "/apis/g/v/namespaces/ns/r/x", b"", "get", "r", "x", "ns", True),
         ("GET", "/api/v1/namespaces/ns", b"", "get", "namespaces", "ns", "ns", True),
         ("GET", "/apis/g/v/watch/r", b"", "watch", "r", "", "", True),
+        # a named GET with ?watch is the watch of that one object the API serves
+        ("GET", "/apis/g/v/r/x", b"watch=1", "watch", "r", "x", "", True),
+        ("GET", "/apis/g/v/r/x", b"watch=0", "get", "r", "x", "", True),
         ("GET", "/apis/g/v/instances:abc", b"", "list", "instances:abc", "", "", True),
         ("GET", "/apis", b"", "get", "", "", "", False),
         ("GET", "/apis/g", b"", "get", "", "", "", False),

@@ -28,7 +28,8 @@ from kcp_cache.server import (
     new_ca,
     write_pair,
 )
-from kcp_cache.server._status import Receive, Scope, Send, send_bytes
+from kcp_cache.server._respond import send_bytes
+from kcp_cache.server.types import Receive, Scope, Send
 
 BIG = 8 * 1024 * 1024 + 17
 

@@ -15,8 +15,8 @@ from OpenSSL import SSL
 from harness import TestCA
 from kcp_cache.server import build_server_context, ensure_serving_certificate
 from kcp_cache.server._http import _lighten, _Pipeline
-from kcp_cache.server._tls import _PeerChainPEM
-from kcp_cache.server._tls_io import _BULK, _SHRINK_AT, FastTLSIO, make_tls_io
+from kcp_cache.server.tls._io import _BULK, _SHRINK_AT, FastTLSIO, make_tls_io
+from kcp_cache.server.tls._protocol import _PeerChainPEM
 
 
 class Pair:

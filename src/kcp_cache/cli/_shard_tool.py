@@ -15,15 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kcp_cache import meta
 from kcp_cache.client import ApiError, AsyncRESTClient, Resource
 from kcp_cache.replication import cache_client
 
 __all__ = ["add_shard_parser", "run_shard"]
 
-CACHE_SHARDS = Resource("cacheserver.kcp.io", "v1alpha1", "cacheshards")
-SHARD_LEASES = Resource("cacheserver.kcp.io", "v1alpha1", "shardleases")
-CLUSTER = "system:cache"
-SHARD = "system:cache:server"
+CACHE_SHARDS = Resource(meta.LIFECYCLE_GROUP, meta.LIFECYCLE_VERSION, meta.CACHE_SHARDS)
+SHARD_LEASES = Resource(meta.LIFECYCLE_GROUP, meta.LIFECYCLE_VERSION, meta.SHARD_LEASES)
+CLUSTER = meta.CACHE_OWNED_CLUSTER
+SHARD = meta.CACHE_OWNED_SHARD
 
 
 def add_shard_parser(commands: Any) -> None:
@@ -94,7 +95,7 @@ async def _patch_spec(rest: AsyncRESTClient, name: str, spec: dict[str, Any]) ->
         if err.code != 404:
             raise
         created = {
-            "apiVersion": "cacheserver.kcp.io/v1alpha1",
+            "apiVersion": f"{meta.LIFECYCLE_GROUP}/{meta.LIFECYCLE_VERSION}",
             "kind": "CacheShard",
             "metadata": {"name": name},
             "spec": spec,

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog
 from kcp_cache.registry._lifecycle import LifecycleOptions
 from kcp_cache.server import ReadinessChecks, ServerMetrics
-from kcp_cache.server._status import ASGIApp
 from kcp_cache.server.api import ApiApp, Compression, create_api_app
 from kcp_cache.server.discovery import create_discovery_app, route_discovery
+from kcp_cache.server.types import ASGIApp
 from kcp_cache.storage import Storage
 
 __all__ = [

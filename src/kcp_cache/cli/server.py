@@ -37,6 +37,7 @@ from kcp_cache.cli._stack import (
     DEFAULT_WATCH_MAX_UNSENT_BYTES,
     build_api_stack,
 )
+from kcp_cache.meta import DEFAULT_SERVING_HOSTS
 from kcp_cache.server import (
     AUTHORIZATION_MODES,
     DEFAULT_ALWAYS_ALLOW_PATHS,
@@ -624,7 +625,7 @@ def _tls_context(args: argparse.Namespace, root: Path, server_url: str) -> SSL.C
         if args.tls_cert_file:
             cert_file, key_file = Path(args.tls_cert_file), Path(args.tls_private_key_file)
         else:
-            hosts = ["localhost", "127.0.0.1", "::1"]
+            hosts = list(DEFAULT_SERVING_HOSTS)
             if args.bind_address not in ("", "0.0.0.0", "::", *hosts):
                 hosts.append(args.bind_address)
             serving, created = ensure_serving_certificate(root, hosts)

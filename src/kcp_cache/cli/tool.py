@@ -31,6 +31,7 @@ from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.cli._shard_tool import add_shard_parser, run_shard
 from kcp_cache.cli._store_tool import add_store_parser, run_store
+from kcp_cache.meta import SYSTEM_MASTERS
 from kcp_cache.replication import (
     CCR_RESOURCE,
     DEFAULT_LEASE_DURATION,
@@ -48,7 +49,6 @@ from kcp_cache.replication import (
 )
 from kcp_cache.server import (
     READERS_GROUP,
-    SYSTEM_MASTERS,
     CertificateFiles,
     User,
     cache_user,

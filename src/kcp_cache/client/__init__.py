@@ -18,11 +18,11 @@ It talks HTTP only (through ``httpx2``) and never imports the server side. The p
 See ``docs/client.md`` for a guide.
 """
 
+from kcp_cache.meta import CACHE_SERVICE_PREFIX, CLUSTER_ANNOTATION, SHARD_ANNOTATION, WILDCARD
+
 from ._aio import StartStop, cancel_and_wait, wait_all_synced, wait_or_timeout
 from ._context import (
-    SHARD_ANNOTATION,
     SHARD_EXTENSION,
-    WILDCARD,
     shard,
     shard_from_context,
     shard_of_request,
@@ -61,7 +61,7 @@ from ._kubeconfig import (
     load_kubeconfig,
 )
 from ._lister import ClusterLister, Lister
-from ._paths import CACHE_SERVICE_PREFIX, add_cache_service_prefix, generate_path
+from ._paths import add_cache_service_prefix, generate_path
 from ._ratelimit import (
     Backoff,
     BucketRateLimiter,
@@ -82,7 +82,6 @@ from ._rest import (
     WatchStream,
 )
 from ._store import (
-    CLUSTER_ANNOTATION,
     INDEX_CLUSTER,
     INDEX_CLUSTER_NAME,
     INDEX_NAMESPACE,

@@ -26,10 +26,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from kcp_cache.meta import WILDCARD
+
 __all__ = [
-    "SHARD_ANNOTATION",
     "SHARD_EXTENSION",
-    "WILDCARD",
     "shard",
     "shard_from_context",
     "shard_of_request",
@@ -37,10 +37,6 @@ __all__ = [
     "validate_shard_name",
 ]
 
-#: The shard that addresses every shard at once (list and watch only).
-WILDCARD = "*"
-#: The annotation the cache server puts on every object it returns.
-SHARD_ANNOTATION = "kcp.io/shard"
 #: The ``httpx2`` request extension that overrides the context for one request, and
 #: through which transports pass the shard to the transports they wrap (Go does this
 #: with the request's context).

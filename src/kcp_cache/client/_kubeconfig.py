@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from ._context import WILDCARD
+from kcp_cache.meta import WILDCARD
+
 from ._http import (
     URL,
     AsyncBaseTransport,

@@ -1,10 +1,10 @@
 """Listers: read-only, cluster-aware views of an informer's store.
 
->>> from kcp_cache.client import Resource, Store
+>>> from kcp_cache.client import CLUSTER_ANNOTATION, Resource, Store
 >>> from kcp_cache.client._informer import DEFAULT_INDEXERS
 >>> store = Store(indexers=DEFAULT_INDEXERS)
 >>> _ = store.upsert({"metadata": {"name": "x", "labels": {"app": "a"},
-...                                "annotations": {"kcp.io/cluster": "root"}}})
+...                                "annotations": {CLUSTER_ANNOTATION: "root"}}})
 >>> lister = Lister(store, Resource("apis.kcp.io", "v1alpha1", "apiexports"))
 >>> lister.get("x", cluster="root")["metadata"]["name"]
 'x'

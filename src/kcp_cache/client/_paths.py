@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 
+from kcp_cache.meta import CACHE_SERVICE_PREFIX
+
 from ._context import shard_path
 
-__all__ = ["CACHE_SERVICE_PREFIX", "add_cache_service_prefix", "generate_path", "split_base"]
+__all__ = ["add_cache_service_prefix", "generate_path", "split_base"]
 
 #: The prefix under which kcp mounts an embedded cache server on a shard.
-CACHE_SERVICE_PREFIX = "/services/cache"
 
 _SHARD_SEGMENT = re.compile(r"shards/([^/]+)/.+")
 

@@ -29,9 +29,11 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import orjson
+
+from kcp_cache.meta import WATERMARKS_ANNOTATION
 
 from ._errors import ApiError, Gone, ResourceVersionTooLarge, ServerError, TooManyRequests
 from ._http import TransportError
@@ -223,9 +225,6 @@ class Reflector:
         finally:
             await stream.aclose()
         return progressed
-
-
-WATERMARKS_ANNOTATION: Final = "cache.kcp.io/shard-watermarks"
 
 
 def _watermarks(obj: Any) -> dict[str, dict[str, str]] | None:

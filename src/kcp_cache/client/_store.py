@@ -11,7 +11,7 @@ informer updates the store on the event loop.
 
 >>> store = Store(indexers={INDEX_CLUSTER: cluster_index})
 >>> _ = store.upsert({"metadata": {"name": "a", "annotations": {
-...     "kcp.io/shard": "amber", "kcp.io/cluster": "root"}}})
+...     SHARD_ANNOTATION: "amber", CLUSTER_ANNOTATION: "root"}}})
 >>> store.keys()
 ['amber|root|a']
 >>> [o["metadata"]["name"] for o in store.by_index(INDEX_CLUSTER, "root")]
@@ -28,8 +28,9 @@ from typing import Any
 
 import orjson
 
+from kcp_cache.meta import CLUSTER_ANNOTATION, SHARD_ANNOTATION
+
 __all__ = [
-    "CLUSTER_ANNOTATION",
     "INDEX_CLUSTER",
     "INDEX_CLUSTER_NAME",
     "INDEX_NAMESPACE",
@@ -55,9 +56,6 @@ RawChanges = tuple[list[Any], list[tuple[Any, Any]], list[Any]]
 KeyFunc = Callable[[Obj], str]
 IndexFunc = Callable[[Obj], list[str]]
 
-#: The annotation carrying an object's logical cluster (kcp and the cache server set it).
-CLUSTER_ANNOTATION = "kcp.io/cluster"
-_SHARD_ANNOTATION = "kcp.io/shard"
 
 INDEX_NAMESPACE = "namespace"
 INDEX_CLUSTER = "cluster"
@@ -71,7 +69,7 @@ def _annotations(obj: Obj) -> Mapping[str, str]:
 
 def shard_of(obj: Obj) -> str:
     """The ``kcp.io/shard`` annotation, or ``""``."""
-    return _annotations(obj).get(_SHARD_ANNOTATION, "")
+    return _annotations(obj).get(SHARD_ANNOTATION, "")
 
 
 def cluster_of(obj: Obj) -> str:
@@ -95,7 +93,7 @@ def object_key(obj: Obj) -> str:
     if annotations:
         cluster = annotations.get(CLUSTER_ANNOTATION)
         if cluster:
-            shard = annotations.get(_SHARD_ANNOTATION)
+            shard = annotations.get(SHARD_ANNOTATION)
             key = f"{shard}|{cluster}|{key}" if shard else f"{cluster}|{key}"
     return key
 
@@ -128,7 +126,7 @@ def shard_cluster_name_index(obj: Obj) -> list[str]:
     """kcp's global replication index ``shard|cluster|[namespace/]name`` (spec §6.1)."""
     meta = obj.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    shard, cluster = annotations.get(_SHARD_ANNOTATION), annotations.get(CLUSTER_ANNOTATION)
+    shard, cluster = annotations.get(SHARD_ANNOTATION), annotations.get(CLUSTER_ANNOTATION)
     if not shard or not cluster:
         return []
     namespace = meta.get("namespace")
@@ -157,7 +155,7 @@ def _key_and_defaults(obj: Obj) -> tuple[str, _Defaults]:
     cluster = shard = None
     if annotations:
         cluster = annotations.get(CLUSTER_ANNOTATION)
-        shard = annotations.get(_SHARD_ANNOTATION)
+        shard = annotations.get(SHARD_ANNOTATION)
     if cluster:
         cluster_name = f"{cluster}|{name}"
         if shard:

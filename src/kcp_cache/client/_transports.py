@@ -36,7 +36,9 @@ from typing import Any
 
 import orjson
 
-from ._context import SHARD_ANNOTATION, SHARD_EXTENSION, WILDCARD, shard_of_request
+from kcp_cache.meta import SHARD_ANNOTATION, WILDCARD
+
+from ._context import SHARD_EXTENSION, shard_of_request
 from ._http import URL, AsyncBaseTransport, BaseTransport, Request, Response
 from ._paths import add_cache_service_prefix, generate_path, split_base
 

@@ -56,21 +56,18 @@ from kcp_cache.registry._registry import MERGE_PATCH as MERGE_PATCH
 from kcp_cache.registry._registry import ListResponse as ListResponse
 from kcp_cache.registry._registry import Registry as Registry
 from kcp_cache.registry._registry import WatchSession as WatchSession
-from kcp_cache.registry._render import CLUSTER_ANNOTATION as CLUSTER_ANNOTATION
-from kcp_cache.registry._render import SHARD_ANNOTATION as SHARD_ANNOTATION
 from kcp_cache.registry._runtime_crds import RuntimeCRDWatcher as RuntimeCRDWatcher
 from kcp_cache.registry._selectors import FieldSelector as FieldSelector
 from kcp_cache.registry._selectors import LabelSelector as LabelSelector
 from kcp_cache.registry._selectors import SelectorError as SelectorError
 from kcp_cache.registry._selectors import parse_field_selector as parse_field_selector
 from kcp_cache.registry._selectors import parse_label_selector as parse_label_selector
+from kcp_cache.registry._watchcache import WatchCache as WatchCache
 from kcp_cache.registry._watchcache import Watcher as Watcher
-from kcp_cache.registry._watchcache import WatchHub as WatchHub
 
 __all__ = [
     "APPLY_PATCH",
     "CACHE_SHARDS",
-    "CLUSTER_ANNOTATION",
     "CRD_GROUP",
     "CRD_RESOURCE",
     "DRY_RUN_ALL",
@@ -80,7 +77,6 @@ __all__ = [
     "MAX_NESTING",
     "MERGE_PATCH",
     "PHASES",
-    "SHARD_ANNOTATION",
     "SHARD_LEASES",
     "SHARD_TOMBSTONES",
     "SYSTEM_CACHE_CLUSTER",
@@ -107,7 +103,7 @@ __all__ = [
     "RuntimeCRDWatcher",
     "SelectorError",
     "Target",
-    "WatchHub",
+    "WatchCache",
     "WatchSession",
     "Watcher",
     "WriteAdmission",

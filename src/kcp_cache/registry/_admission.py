@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Protocol
 
+from kcp_cache.meta import SHARD_ANNOTATION
 from kcp_cache.registry._catalog import ResourceInfo
 from kcp_cache.registry._errors import ApiError
-from kcp_cache.registry._render import SHARD_ANNOTATION
 
 __all__ = [
     "AnnotationOnlyChange",

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kcp_cache.meta import CLUSTER_ANNOTATION, SHARD_ANNOTATION
 from kcp_cache.registry._errors import ApiError
 
 __all__ = [
@@ -59,7 +60,7 @@ _IGNORED_META: Final = frozenset(
         "deletionGracePeriodSeconds",
     }
 )
-_IGNORED_ANNOTATIONS: Final = frozenset({"kcp.io/cluster", "kcp.io/shard"})
+_IGNORED_ANNOTATIONS: Final = frozenset({CLUSTER_ANNOTATION, SHARD_ANNOTATION})
 _MISSING: Final = object()
 
 
@@ -246,7 +247,7 @@ def _conflict_error(conflicts: list[tuple[_Entry, FieldPath]]) -> ApiError:
             lines.append(f"conflicts with {manager}:")
             lines.extend(f"- {_path_text(p)}" for p in by_manager[manager])
         message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
-    return ApiError(409, "Conflict", message, {"causes": causes})
+    return ApiError.apply_conflict(causes, message)
 
 
 def _sort_key(entry: dict[str, Any]) -> tuple[int, str, str]:

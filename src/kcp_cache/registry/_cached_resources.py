@@ -18,35 +18,24 @@ A ClusterCachedResource without ``status.identityHash`` or without the
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from kcp_cache.meta import WILDCARD, sort_versions
 from kcp_cache.registry._catalog import ResourceInfo
 from kcp_cache.registry._follow import PrefixFollower
 from kcp_cache.storage import KeyValue, Storage
 
-__all__ = ["ALL_ORIGINS", "CachedResourceIndex", "version_priority"]
+__all__ = ["ALL_ORIGINS", "CachedResourceIndex"]
 
 log = logging.getLogger(__name__)
 
 #: Pseudo identity for "every origin" (wildcard PartialObjectMetadata requests).
-ALL_ORIGINS = "*"
+ALL_ORIGINS = WILDCARD
 KIND_ANNOTATION = "cache.kcp.io/resource-kind"
 SCOPE_ANNOTATION = "cache.kcp.io/resource-scope"
-_KUBE_VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
-
-
-def version_priority(version: str) -> tuple[int, int, int, str]:
-    """Sort key, highest first when reversed: GA > beta > alpha, then by number."""
-    match = _KUBE_VERSION.match(version)
-    if match is None:
-        return (0, 0, 0, version)
-    major, stage, minor = match.groups()
-    rank = {None: 3, "beta": 2, "alpha": 1}[stage]
-    return (rank, int(major), int(minor or 0), version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +131,7 @@ class CachedResourceIndex(PrefixFollower):
         candidates = [
             e for e in self._entries.values() if e.group == group and e.resource == resource
         ]
-        if cluster == "*":
+        if cluster == WILDCARD:
             if identity:
                 chosen = [e for e in candidates if e.identity == identity]
                 origin = identity
@@ -160,7 +149,7 @@ class CachedResourceIndex(PrefixFollower):
             chosen = [e for e in candidates if e.identity == origin]
         if not chosen:
             return None
-        versions = sorted({e.version for e in chosen}, key=version_priority, reverse=True)
+        versions = sort_versions(e.version for e in chosen)
         if version not in versions:
             return None
         first = chosen[0]

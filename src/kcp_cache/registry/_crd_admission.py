@@ -42,9 +42,7 @@ def governs(target: Target) -> bool:
 
 
 def _forbidden(name: str, verb: str) -> ApiError:
-    return ApiError(
-        403,
-        "Forbidden",
+    return ApiError.forbidden(
         f'customresourcedefinitions.apiextensions.k8s.io "{name}" is forbidden: it is a '
         f"bootstrapped CRD of the cache server and cannot be {verb}",
         {"name": name, "group": CRD_RESOURCE_INFO.group, "kind": CRD_RESOURCE_INFO.resource},
@@ -73,12 +71,11 @@ def admit_crd_write(
     spec = obj["spec"]
     group, plural = spec["group"], spec["names"]["plural"]
     if catalog.is_bootstrapped(group, plural):
-        raise ApiError(
-            409,
-            "Conflict",
+        raise ApiError.conflict_on(
+            CRD_RESOURCE_INFO,
+            name,
             f'customresourcedefinitions.apiextensions.k8s.io "{name}": '
             f"{plural}.{group or 'core'} is a bootstrapped resource of the cache server",
-            {"name": name, "group": CRD_RESOURCE_INFO.group, "kind": CRD_RESOURCE_INFO.resource},
         )
     if old is not None:
         old_spec = old.get("spec") or {}

@@ -127,22 +127,8 @@ def parse_dry_run(values: Sequence[str], options_kind: str) -> bool:
     """
     for value in values:
         if value != DRY_RUN_ALL:
-            raise ApiError(
-                422,
-                "Invalid",
-                f'{options_kind}.meta.k8s.io "" is invalid: dryRun: Unsupported value: '
-                f'"{value}": supported values: "{DRY_RUN_ALL}"',
-                {
-                    "group": "meta.k8s.io",
-                    "kind": options_kind,
-                    "causes": [
-                        {
-                            "reason": "FieldValueNotSupported",
-                            "message": f'Unsupported value: "{value}": supported values: '
-                            f'"{DRY_RUN_ALL}"',
-                            "field": "dryRun",
-                        }
-                    ],
-                },
+            unsupported = f'Unsupported value: "{value}": supported values: "{DRY_RUN_ALL}"'
+            raise ApiError.invalid_options(
+                options_kind, [("FieldValueNotSupported", "dryRun", unsupported)]
             )
     return bool(values)

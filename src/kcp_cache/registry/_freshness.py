@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kcp_cache.meta import WATERMARKS_ANNOTATION
 from kcp_cache.registry._lifecycle import ShardLifecycle, lease_duration
 from kcp_cache.registry._lifecycle_names import Phase
 from kcp_cache.registry._lifecycle_store import Stored
@@ -52,8 +53,6 @@ UNKNOWN: Final = "unknown"
 #: States that make a wildcard answer partial (``unknown`` only when markers are required).
 STALE_STATES: Final = frozenset({STALE, UNREACHABLE})
 DEFAULT_RENEW_INTERVAL: Final = 10.0
-#: The bookmark annotation: ``{"<shard>": {"cacheRevision": …, "localResourceVersion": …}}``.
-WATERMARKS_ANNOTATION: Final = "cache.kcp.io/shard-watermarks"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from kcp_cache.meta import WILDCARD
 from kcp_cache.registry._catalog import ResourceInfo
 
 __all__ = ["KeyParts", "KeyScheme", "ListScope"]
 
-WILDCARD = "*"
 CUSTOM_RESOURCES = "customresources"
 CORE_GROUP = "core"
 

@@ -10,6 +10,15 @@ from __future__ import annotations
 
 from typing import Final
 
+from kcp_cache.meta import (
+    CACHE_OWNED_CLUSTER,
+    CACHE_SHARDS,
+    LIFECYCLE_GROUP,
+    LIFECYCLE_VERSION,
+    SHARD_LEASES,
+    SHARD_TOMBSTONES,
+)
+
 __all__ = [
     "CACHE_SHARDS",
     "LIFECYCLE_GROUP",
@@ -21,13 +30,8 @@ __all__ = [
     "Phase",
 ]
 
-LIFECYCLE_GROUP: Final = "cacheserver.kcp.io"
-LIFECYCLE_VERSION: Final = "v1alpha1"
-CACHE_SHARDS: Final = "cacheshards"
-SHARD_LEASES: Final = "shardleases"
-SHARD_TOMBSTONES: Final = "shardtombstones"
 #: The logical cluster of the cache-owned objects (in shard ``system:cache:server``).
-SYSTEM_CACHE_CLUSTER: Final = "system:cache"
+SYSTEM_CACHE_CLUSTER: Final = CACHE_OWNED_CLUSTER
 
 
 class Phase:

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from kcp_cache.registry._options import ListOptions, Target
+from kcp_cache.registry._reader import BATCH, Page, Reader
 from kcp_cache.registry._render import list_head
 
-if TYPE_CHECKING:
-    from kcp_cache.registry._registry import Registry
-
-__all__ = ["BATCH", "PAGE", "ListResponse", "Page"]
-
-# Internal page size when a LIST or an initial watch snapshot is read without a limit.
-PAGE = 1000
-# Items per chunk handed to the HTTP layer.
-BATCH = 256
-
-
-@dataclass(slots=True)
-class Page:
-    items: list[bytes]
-    revision: int
-    continue_token: str | None
-    remaining: int | None
+__all__ = ["ListResponse"]
 
 
 class ListResponse:
@@ -36,15 +19,16 @@ class ListResponse:
     first page's revision, so a huge list never sits in memory twice.
     """
 
-    def __init__(self, registry: Registry, target: Target, opts: ListOptions) -> None:
-        self._registry = registry
+    def __init__(self, reader: Reader, target: Target, opts: ListOptions) -> None:
+        self._reader = reader
         self._target = target
         self._opts = opts
         self._first: Page | None = None
         self._storage_token: str | None = None
 
-    async def _read_first(self) -> None:
-        self._first, self._storage_token = await self._registry._read_page(
+    async def read_first(self) -> None:
+        """Read the first page (errors surface here, before any byte is sent)."""
+        self._first, self._storage_token = await self._reader.read_page(
             self._target, self._opts, first=True
         )
 
@@ -74,7 +58,7 @@ class ListResponse:
                 first_item = False
             if paged or self._storage_token is None:
                 break
-            page, self._storage_token = await self._registry._read_page(
+            page, self._storage_token = await self._reader.read_page(
                 target, opts, first=False, storage_token=self._storage_token
             )
         yield b"]}"

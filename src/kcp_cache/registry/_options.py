@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kcp_cache.meta import PARTIAL_API_VERSION
 from kcp_cache.registry._admission import WriteAdmission
 from kcp_cache.registry._catalog import ResourceInfo
 from kcp_cache.registry._errors import ApiError
@@ -14,7 +15,6 @@ from kcp_cache.registry._goparse import (
     parse_query_bool,
     parse_uint64,
 )
-from kcp_cache.registry._render import PARTIAL_API_VERSION
 from kcp_cache.registry._selectors import (
     FieldSelector,
     LabelSelector,
@@ -63,12 +63,7 @@ class Target:
 
 
 def _invalid_list_options(message: str) -> ApiError:
-    return ApiError(
-        422,
-        "Invalid",
-        f'ListOptions.meta.k8s.io "" is invalid: {message}',
-        {"group": "meta.k8s.io", "kind": "ListOptions"},
-    )
+    return ApiError.invalid_options("ListOptions", message=message)
 
 
 @dataclass(slots=True)

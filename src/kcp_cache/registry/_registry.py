@@ -8,31 +8,26 @@ possible) so the HTTP layer only frames them. Every error is an :class:`ApiError
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
 from kcp_cache.registry._apply import apply_configuration
 from kcp_cache.registry._cached_resources import CachedResourceIndex
 from kcp_cache.registry._catalog import ResourceCatalog, ResourceInfo
-from kcp_cache.registry._continue import bad_continue_start, decode_continue, encode_continue
 from kcp_cache.registry._crd_admission import admit_crd_delete, admit_crd_write, governs
 from kcp_cache.registry._dryrun import DryRunWrites, WriteStore
 from kcp_cache.registry._errors import ApiError
 from kcp_cache.registry._freshness import WATERMARKS_ANNOTATION, watermarks
-from kcp_cache.registry._keys import KeyParts, KeyScheme, ListScope
+from kcp_cache.registry._keys import KeyParts, KeyScheme
 from kcp_cache.registry._lifecycle import LifecycleOptions, ShardLifecycle
-from kcp_cache.registry._listing import PAGE, ListResponse, Page
+from kcp_cache.registry._listing import ListResponse
 from kcp_cache.registry._nesting import MAX_NESTING, check_nesting
-from kcp_cache.registry._options import EXACT, ListOptions, Target
+from kcp_cache.registry._options import ListOptions, Target
 from kcp_cache.registry._patch import PatchError, apply_json_patch, apply_merge_patch
-from kcp_cache.registry._render import (
-    decorate,
-    encode_object,
-    list_head,
-    splicer,
-)
+from kcp_cache.registry._reader import PAGE, Reader, render, render_unstored
+from kcp_cache.registry._render import decorate, list_head
 from kcp_cache.registry._runtime_crds import RuntimeCRDWatcher
 from kcp_cache.registry._selectors import labels_of
 from kcp_cache.registry._strategy import (
@@ -43,22 +38,16 @@ from kcp_cache.registry._strategy import (
     parse_resource_version,
     prepare_create,
     prepare_update,
-    validate_namespace,
 )
-from kcp_cache.registry._watchcache import WatchHub
+from kcp_cache.registry._watchcache import WatchCache
 from kcp_cache.registry._watching import WatchSession
 from kcp_cache.storage import (
     AlreadyExists,
-    BadContinueToken,
     Conflict,
-    Expired,
-    FutureRevision,
-    InvalidKey,
     KeyValue,
     NotFound,
     Storage,
     StorageError,
-    Unavailable,
 )
 
 __all__ = [
@@ -73,39 +62,7 @@ __all__ = [
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
-_T = TypeVar("_T")
 _DELETE_CONCURRENCY = 64
-_LIST_TOO_OLD = "The resourceVersion for the provided list is too old."
-_CONTINUE_TOO_OLD = (
-    "The provided continue parameter is too old to display a consistent list result. You can "
-    "start a new list without the continue parameter, or use the continue token in this "
-    "response to retrieve the remainder of the results. Continuing with the provided token "
-    "results in an inconsistent list - objects that were created, modified, or deleted "
-    "between the time the first chunk was returned and now may show up in the list."
-)
-
-
-def _render_unstored(parts: KeyParts, target: Target, obj: dict[str, Any]) -> bytes:
-    """An object as served that was never stored (a dry-run create): no resourceVersion."""
-    decorate(obj, parts.shard, parts.cluster, 0)
-    del obj["metadata"]["resourceVersion"]
-    return encode_object(obj, target.api_version, target.partial)
-
-
-def _render(
-    kv: KeyValue, parts: KeyParts, target: Target, obj: dict[str, Any] | None = None
-) -> bytes:
-    if not target.partial:
-        info = target.info
-        spliced = splicer(info.storage_api_version, info.kind, target.api_version).render(
-            kv.value, parts.shard, parts.cluster, kv.mod_revision
-        )
-        if spliced is not None:
-            return spliced
-    if obj is None:
-        obj = orjson.loads(kv.value)
-    decorate(obj, parts.shard, parts.cluster, kv.mod_revision)
-    return encode_object(obj, target.api_version, target.partial)
 
 
 class Registry:
@@ -133,11 +90,13 @@ class Registry:
     ) -> None:
         self.storage = storage
         self._dry_run_writes = DryRunWrites(storage)
-        self.too_large_rv_wait = too_large_rv_wait
         self.catalog = catalog or ResourceCatalog()
         self.keys = KeyScheme(storage.prefix)
+        #: The read side (pages, the LIST hot loop, storage errors, revision waits).
+        self.reader = Reader(storage, self.keys, too_large_rv_wait=too_large_rv_wait)
         self.watch_buffer_bytes = watch_buffer_bytes
-        self.hub = WatchHub(
+        #: One storage watch per resource, fanned out to every WATCH of it.
+        self.watch_cache = WatchCache(
             storage,
             self.keys,
             history=watch_history,
@@ -156,7 +115,7 @@ class Registry:
         )
         #: Serves the CRDs admins add at run time (see :mod:`._runtime_crds`).
         self.runtime_crds = RuntimeCRDWatcher(
-            storage, self.catalog, on_withdrawn=self.hub.close_resource
+            storage, self.catalog, on_withdrawn=self.watch_cache.close_resource
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -172,7 +131,7 @@ class Registry:
 
     def close(self) -> None:
         """End every watch (their streams finish; handlers return)."""
-        self.hub.close()
+        self.watch_cache.close()
 
     async def aclose(self) -> None:
         """:meth:`close`, and stop the ClusterCachedResource index."""
@@ -228,57 +187,14 @@ class Registry:
             return None
         return found[0], found[1]
 
-    async def _call(self, awaitable: Awaitable[_T]) -> _T:
-        try:
-            return await awaitable
-        except FutureRevision as exc:
-            raise ApiError.too_large_resource_version(exc.requested, exc.current) from None
-        except Unavailable as exc:
-            raise ApiError.unavailable(f"storage is unavailable: {exc}") from None
+    @property
+    def too_large_rv_wait(self) -> float:
+        """How long a read from a revision the store has not reached waits for it."""
+        return self.reader.too_large_rv_wait
 
     async def wait_for_revision(self, revision: int) -> int:
-        """Wait until the store reached *revision*; returns the current revision.
-
-        Raises the 504 "Too large resource version" after ``too_large_rv_wait`` seconds.
-        The store has no "revision reached" notification that works for every engine
-        (etcd's revision moves with writes through other servers), so this polls, with a
-        short first interval because the common case is a revision only milliseconds away.
-        """
-        current = await self._call(self.storage.current_revision())
-        if current >= revision:
-            return current
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.too_large_rv_wait
-        interval = 0.005
-        while (left := deadline - loop.time()) > 0:
-            await asyncio.sleep(min(interval, left))
-            interval = min(interval * 2, 0.1)
-            current = await self._call(self.storage.current_revision())
-            if current >= revision:
-                return current
-        raise ApiError.too_large_resource_version(revision, current)
-
-    def _storage_error(self, exc: StorageError, info: ResourceInfo, name: str) -> ApiError:
-        if isinstance(exc, NotFound):
-            return ApiError.not_found(info, name)
-        if isinstance(exc, AlreadyExists):
-            return ApiError.already_exists(info, name)
-        if isinstance(exc, Conflict):
-            return ApiError.conflict(info, name)
-        if isinstance(exc, Expired):
-            return ApiError.expired(_LIST_TOO_OLD)
-        if isinstance(exc, FutureRevision):
-            return ApiError.too_large_resource_version(exc.requested, exc.current)
-        if isinstance(exc, Unavailable):
-            return ApiError.unavailable(f"storage is unavailable: {exc}")
-        if isinstance(exc, BadContinueToken):
-            # The kube token's envelope decoded, but the storage position inside it is
-            # forged or damaged: the client's error, worded as kube's bad tokens are.
-            return bad_continue_start()
-        if isinstance(exc, InvalidKey) and name:
-            # A name no key can hold (e.g. ".." in a URL): no such object can exist.
-            return ApiError.not_found(info, name)
-        return ApiError.internal(str(exc))
+        """See :meth:`Reader.wait_for_revision`."""
+        return await self.reader.wait_for_revision(revision)
 
     def _key(self, target: Target, name: str) -> str:
         info = target.info
@@ -290,18 +206,9 @@ class Registry:
             info, target.shard, target.cluster, namespace, name, target.identity
         )
 
-    def _list_scope(self, target: Target) -> ListScope:
-        return self.keys.list_scope(
-            target.info, target.shard, target.cluster, target.namespace, target.identity
-        )
-
     def _parts(self, target: Target, key: str) -> KeyParts:
         prefix = self.keys.resource_prefix(target.info, target.identity)
         return self.keys.parse(target.info, prefix, key)
-
-    def _check_namespace(self, target: Target) -> None:
-        if target.info.namespaced and target.namespace:
-            validate_namespace(target.info, target.namespace)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -311,148 +218,13 @@ class Registry:
         try:
             kv = await self.storage.get(key)
         except StorageError as exc:
-            raise self._storage_error(exc, target.info, name) from None
-        return _render(kv, self._parts(target, key), target)
+            raise self.reader.storage_error(exc, target.info, name) from None
+        return render(kv, self._parts(target, key), target)
 
     async def list_objects(self, target: Target, opts: ListOptions) -> ListResponse:
-        response = ListResponse(self, target, opts)
-        await response._read_first()
+        response = ListResponse(self.reader, target, opts)
+        await response.read_first()
         return response
-
-    def _filter_render(
-        self,
-        kvs: list[KeyValue],
-        target: Target,
-        opts: ListOptions,
-        scope: ListScope,
-        max_items: int = 0,
-    ) -> tuple[list[bytes], int]:
-        """Matching objects rendered, and how many of ``kvs`` were looked at (all, unless
-        ``max_items`` matches were found first)."""
-        # The hot loop of LIST: keep per-item work to a key split and a byte splice.
-        prefix = scope.resource_prefix
-        plen = len(prefix)
-        info = target.info
-        segments = 4 if info.namespaced else 3
-        fast = (
-            None
-            if target.partial
-            else splicer(info.storage_api_version, info.kind, target.api_version)
-        )
-        check_scope = scope.filtered
-        fields = None if opts.fields.empty else opts.fields
-        labels = None if opts.labels.empty else opts.labels
-        out: list[bytes] = []
-        append = out.append
-        for index, kv in enumerate(kvs):
-            if max_items and len(out) >= max_items:
-                return out, index
-            rest = kv.key[plen:].split("/")
-            if len(rest) != segments:
-                if len(rest) == segments + 1 and not info.builtin:
-                    rest = rest[1:]  # all-origins prefix: skip the origin segment
-                else:
-                    continue  # not an object key of this resource (defensive)
-            if check_scope or fields is not None:
-                parts = KeyParts(rest[0], rest[1], rest[2] if segments == 4 else None, rest[-1])
-                if check_scope and not scope.matches(parts):
-                    continue
-                if fields is not None and not fields.matches(parts.name, parts.namespace):
-                    continue
-            obj = None
-            if labels is not None:
-                obj = orjson.loads(kv.value)
-                if not labels.matches(labels_of(obj)):
-                    continue
-            if fast is not None:
-                data = fast.render(kv.value, rest[0], rest[1], kv.mod_revision)
-                if data is not None:
-                    append(data)
-                    continue
-            parts = KeyParts(rest[0], rest[1], rest[2] if segments == 4 else None, rest[-1])
-            append(_render(kv, parts, target, obj))
-        return out, len(kvs)
-
-    async def _read_page(
-        self,
-        target: Target,
-        opts: ListOptions,
-        *,
-        first: bool,
-        storage_token: str | None = None,
-    ) -> tuple[Page, str | None]:
-        """One response page (``limit``) or one internal page of an unlimited LIST.
-
-        A filtered page stops at the ``limit``-th match, possibly in the middle of a
-        storage page; its continue token then names that storage page and how many of
-        its keys were consumed, so the next page resumes exactly after the last item
-        returned (kube's token names the last key; the storage token is opaque).
-        """
-        info = target.info
-        self._check_namespace(target)
-        scope = self._list_scope(target)
-        revision = 0
-        skip = 0
-        continuing = storage_token is not None
-        client_token = first and bool(opts.continue_token)
-        if client_token:
-            token = decode_continue(opts.continue_token)
-            storage_token = token.start or None
-            revision, skip = token.revision, token.skip
-            continuing = True
-        elif first and opts.revision:
-            await self.wait_for_revision(opts.revision)
-            exact = opts.resource_version_match == EXACT or (
-                opts.resource_version_match == "" and opts.limit > 0
-            )
-            if exact:
-                revision = opts.revision
-        paged = opts.limit > 0
-        prefix = _narrowed_prefix(target, scope, opts)
-        filtering = scope.filtered or opts.filtered
-        items: list[bytes] = []
-        remaining: int | None = None
-        next_token: str | None = None  # the kube token for the page after this one
-        chunk = opts.limit
-        while True:
-            want = opts.limit - len(items) if paged else PAGE
-            # Unfiltered pages end exactly where the storage page ends. Filtered ones read
-            # ahead, doubling while matches are sparse (as kube does), and may stop early.
-            fetch = skip + (max(want, chunk) if paged and filtering else want)
-            chunk = min(chunk * 2, max(opts.limit, PAGE))
-            try:
-                result = await self.storage.range(
-                    prefix, limit=fetch, continue_token=storage_token, revision=revision
-                )
-            except Expired:
-                raise ApiError.expired(_CONTINUE_TOO_OLD if continuing else _LIST_TOO_OLD) from None
-            except FutureRevision:
-                if client_token:  # no token this server issued names a future revision
-                    raise bad_continue_start() from None
-                raise
-            except StorageError as exc:
-                raise self._storage_error(exc, info, "") from None
-            revision = result.revision
-            continuing = True
-            found, consumed = self._filter_render(
-                result.kvs[skip:], target, opts, scope, want if paged else 0
-            )
-            items.extend(found)
-            consumed += skip
-            skip = 0
-            if paged and len(items) >= opts.limit and consumed < len(result.kvs):
-                # Stopped mid-page: resume this same storage page past what we consumed.
-                next_token = encode_continue(revision, storage_token, consumed)
-                if not filtering and result.remaining is not None:
-                    remaining = result.remaining + len(result.kvs) - consumed
-                return Page(items, revision, next_token, remaining), None
-            storage_token = result.continue_token
-            remaining = None if filtering else result.remaining
-            if not paged or storage_token is None or len(items) >= opts.limit:
-                break
-        if paged and storage_token is not None:
-            next_token = encode_continue(revision, storage_token)
-        return Page(items, revision, next_token, remaining), storage_token
 
     # -- writes -------------------------------------------------------------------------
 
@@ -468,7 +240,7 @@ class Registry:
         store = self._writes(dry_run)
         if info.namespaced and not target.namespace:
             raise ApiError.not_found(info, "")
-        self._check_namespace(target)
+        self.reader.check_namespace(target)
         check_type(info, target.version, body, raw)
         if target.admission is not None:
             target.admission.check_body(info, body)
@@ -487,10 +259,10 @@ class Registry:
                     continue
                 raise ApiError.already_exists(info, name) from None
             except StorageError as exc:
-                raise self._storage_error(exc, info, name) from None
+                raise self.reader.storage_error(exc, info, name) from None
             if dry_run:  # nothing was stored, so there is no resourceVersion yet
-                return _render_unstored(self._parts(target, key), target, obj)
-            return _render(kv, self._parts(target, key), target, obj)
+                return render_unstored(self._parts(target, key), target, obj)
+            return render(kv, self._parts(target, key), target, obj)
         raise ApiError.already_exists(info, obj["metadata"]["name"])
 
     async def update(
@@ -498,7 +270,7 @@ class Registry:
     ) -> bytes:
         """Replace the object; with *dry_run* the answer is what would be stored."""
         info = target.info
-        self._check_namespace(target)
+        self.reader.check_namespace(target)
         check_type(info, target.version, body, raw)
         meta = body.get("metadata") or {}
         key = self._key(target, name)
@@ -508,7 +280,7 @@ class Registry:
         try:
             kv = await self.storage.get(key)
         except StorageError as exc:
-            raise self._storage_error(exc, info, name) from None
+            raise self.reader.storage_error(exc, info, name) from None
         if kv.mod_revision != expected:
             raise ApiError.conflict(info, name)
         return await self._write_update(target, key, name, kv, body, self._writes(dry_run))
@@ -535,13 +307,13 @@ class Registry:
         if obj == old:
             # Nothing changed (key order aside): no write, no event, same resourceVersion,
             # as kube does — replicators re-sending an identical object cost nothing.
-            return _render(kv, self._parts(target, key), target, old)
+            return render(kv, self._parts(target, key), target, old)
         value = orjson.dumps(obj)
         try:
             new_kv = await store.update(key, value, expected_mod_revision=kv.mod_revision)
         except StorageError as exc:
-            raise self._storage_error(exc, info, name) from None
-        return _render(new_kv, self._parts(target, key), target, obj)
+            raise self.reader.storage_error(exc, info, name) from None
+        return render(new_kv, self._parts(target, key), target, obj)
 
     async def patch(
         self, target: Target, name: str, patch_type: str, patch: Any, *, dry_run: bool = False
@@ -551,13 +323,13 @@ class Registry:
         With *dry_run* the patched object is checked and returned, not stored."""
         info = target.info
         store = self._writes(dry_run)
-        self._check_namespace(target)
+        self.reader.check_namespace(target)
         key = self._key(target, name)
         for _attempt in range(16):
             try:
                 kv = await self.storage.get(key)
             except StorageError as exc:
-                raise self._storage_error(exc, info, name) from None
+                raise self.reader.storage_error(exc, info, name) from None
             parts = self._parts(target, key)
             current = decorate(orjson.loads(kv.value), parts.shard, parts.cluster, kv.mod_revision)
             current["apiVersion"] = info.api_version(target.version)
@@ -567,7 +339,7 @@ class Registry:
                 else:
                     patched = apply_merge_patch(current, patch)
             except PatchError as exc:
-                raise ApiError(422, "Invalid", str(exc)) from None
+                raise ApiError.invalid_patch(str(exc)) from None
             if not isinstance(patched, dict):
                 raise ApiError.bad_request("the patched object is not a JSON object")
             try:
@@ -615,7 +387,7 @@ class Registry:
         :mod:`._apply`); creates the object if it does not exist. Returns the object and
         whether it was created."""
         info = target.info
-        self._check_namespace(target)
+        self.reader.check_namespace(target)
         check_type(info, target.version, body, raw)
         meta = body.get("metadata")
         if not isinstance(meta, dict):
@@ -637,7 +409,7 @@ class Registry:
             except NotFound:
                 kv = None
             except StorageError as exc:
-                raise self._storage_error(exc, info, name) from None
+                raise self.reader.storage_error(exc, info, name) from None
             if precondition not in (None, "") and (
                 kv is None or str(kv.mod_revision) != str(precondition)
             ):
@@ -666,11 +438,11 @@ class Registry:
                 except AlreadyExists:
                     continue  # created meanwhile: apply to it
                 except StorageError as exc:
-                    raise self._storage_error(exc, info, name) from None
+                    raise self.reader.storage_error(exc, info, name) from None
                 parts = self._parts(target, key)
                 if dry_run:
-                    return _render_unstored(parts, target, obj), True
-                return _render(created, parts, target, obj), True
+                    return render_unstored(parts, target, obj), True
+                return render(created, parts, target, obj), True
             try:
                 return await self._write_update(target, key, name, kv, merged, store), False
             except ApiError as exc:
@@ -691,43 +463,39 @@ class Registry:
 
         With *dry_run* every precondition is checked and nothing is deleted."""
         info = target.info
-        self._check_namespace(target)
+        self.reader.check_namespace(target)
         if governs(target):
             admit_crd_delete(self.catalog, name)
         key = self._key(target, name)
         try:
             kv = await self.storage.get(key)
         except StorageError as exc:
-            raise self._storage_error(exc, info, name) from None
+            raise self.reader.storage_error(exc, info, name) from None
         meta = orjson.loads(kv.value).get("metadata") or {}
         uid = meta.get("uid", "")
         if preconditions:
             want_uid = preconditions.get("uid")
             if want_uid and want_uid != uid:
-                raise ApiError(
-                    409,
-                    "Conflict",
-                    f'Operation cannot be fulfilled on {info.group_resource} "{name}": '
+                raise ApiError.conflict(
+                    info,
+                    name,
                     f"Precondition failed: UID in precondition: {want_uid}, "
                     f"UID in object meta: {uid}",
-                    {"name": name, "group": info.group, "kind": info.resource},
                 )
             want_rv = preconditions.get("resourceVersion")
             if want_rv and want_rv != str(kv.mod_revision):
-                raise ApiError(
-                    409,
-                    "Conflict",
-                    f'Operation cannot be fulfilled on {info.group_resource} "{name}": '
+                raise ApiError.conflict(
+                    info,
+                    name,
                     "Precondition failed: ResourceVersion in precondition: "
                     f"{want_rv}, ResourceVersion in object meta: {kv.mod_revision}",
-                    {"name": name, "group": info.group, "kind": info.resource},
                 )
         try:
             await self._writes(dry_run).delete(key, expected_mod_revision=kv.mod_revision)
         except Conflict:
             raise ApiError.conflict(info, name) from None
         except StorageError as exc:
-            raise self._storage_error(exc, info, name) from None
+            raise self.reader.storage_error(exc, info, name) from None
         details = {"name": name, "group": info.group, "kind": info.resource, "uid": uid}
         return orjson.dumps(
             {
@@ -746,29 +514,27 @@ class Registry:
         *dry_run*, would be) deleted."""
         info = target.info
         store = self._writes(dry_run)
-        self._check_namespace(target)
+        self.reader.check_namespace(target)
         if governs(target):
-            raise ApiError(
-                403,
-                "Forbidden",
+            raise ApiError.forbidden(
                 "deletecollection of the cache server's CRDs is forbidden: the bootstrapped "
                 "ones cannot be deleted; delete run-time CRDs one by one",
             )
-        scope = self._list_scope(target)
+        scope = self.reader.list_scope(target)
         deleted: list[bytes] = []
         if not scope.filtered and not opts.filtered:
             try:
                 results = await store.delete_prefix(scope.prefix)
             except StorageError as exc:
-                raise self._storage_error(exc, info, "") from None
+                raise self.reader.storage_error(exc, info, "") from None
             prefix = scope.resource_prefix
             for res in results:
                 parts = self.keys.parse(info, prefix, res.prev_kv.key)
-                deleted.append(_render(res.prev_kv, parts, target))
+                deleted.append(render(res.prev_kv, parts, target))
             revision = (
                 results[-1].revision
                 if results
-                else await self._call(self.storage.current_revision())
+                else await self.reader.call(self.storage.current_revision())
             )
         else:
             revision = 0
@@ -779,7 +545,7 @@ class Registry:
                         scope.prefix, limit=PAGE, continue_token=token, revision=revision
                     )
                 except StorageError as exc:
-                    raise self._storage_error(exc, info, "") from None
+                    raise self.reader.storage_error(exc, info, "") from None
                 revision = result.revision
                 matching: list[tuple[KeyValue, KeyParts, dict[str, Any]]] = []
                 for kv in result.kvs:
@@ -805,22 +571,29 @@ class Registry:
                         if isinstance(outcome, (NotFound, Conflict)):
                             continue  # changed or gone meanwhile: kube skips it too
                         if isinstance(outcome, StorageError):
-                            raise self._storage_error(outcome, info, parts.name)
+                            raise self.reader.storage_error(outcome, info, parts.name)
                         if isinstance(outcome, BaseException):
                             raise outcome
-                        deleted.append(_render(outcome.prev_kv, parts, target, obj))
+                        deleted.append(render(outcome.prev_kv, parts, target, obj))
                 token = result.continue_token
                 if token is None:
                     break
-            revision = await self._call(self.storage.current_revision())
+            revision = await self.reader.call(self.storage.current_revision())
         head = list_head(target.list_kind, target.api_version, revision, None, None)
         return head + b",".join(deleted) + b"]}"
 
     # -- watch --------------------------------------------------------------------------
 
     def watch(self, target: Target, opts: ListOptions) -> WatchSession:
-        self._check_namespace(target)
-        return WatchSession(self, target, opts)
+        self.reader.check_namespace(target)
+        return WatchSession(
+            self.reader,
+            self.watch_cache,
+            target,
+            opts,
+            buffer_bytes=self.watch_buffer_bytes,
+            bookmark_annotations=self.bookmark_annotations(target),
+        )
 
 
 def _patch_sets_rv(patch: Any) -> bool:
@@ -833,20 +606,3 @@ def _patch_sets_rv(patch: Any) -> bool:
             for op in patch
         )
     return False
-
-
-def _narrowed_prefix(target: Target, scope: ListScope, opts: ListOptions) -> str:
-    """The range prefix, narrowed to one name when a field selector pins it.
-
-    ``metadata.name=x`` on a concrete shard/cluster (and namespace, if namespaced) is how
-    informers watch a single object; ranging over ``…/x`` instead of the whole cluster
-    makes it a point read (the field selector still drops ``…/x2`` and the like).
-    """
-    name = opts.fields.exact("metadata.name")
-    if not name or scope.filtered or "*" in (target.shard, target.cluster):
-        return scope.prefix
-    if target.info.namespaced and not target.namespace:
-        return scope.prefix
-    if "/" in name or name in (".", "..") or "\x00" in name:
-        return scope.prefix
-    return scope.prefix + name

@@ -14,25 +14,23 @@ from typing import Any
 
 import orjson
 
+from kcp_cache.meta import CLUSTER_ANNOTATION, SHARD_ANNOTATION, partial_object_metadata
+
 __all__ = [
-    "CLUSTER_ANNOTATION",
     "INITIAL_EVENTS_END_ANNOTATION",
-    "PARTIAL_API_VERSION",
-    "SHARD_ANNOTATION",
     "Splicer",
     "bookmark_object",
     "decorate",
     "encode_object",
     "list_head",
-    "partial_metadata",
     "splicer",
     "stored_prefix",
 ]
 
-SHARD_ANNOTATION = "kcp.io/shard"
-CLUSTER_ANNOTATION = "kcp.io/cluster"
 INITIAL_EVENTS_END_ANNOTATION = "k8s.io/initial-events-end"
-PARTIAL_API_VERSION = "meta.k8s.io/v1"
+#: What a splicer's tail puts before the cluster and the shard name.
+_CLUSTER_KEY = b'","annotations":{' + orjson.dumps(CLUSTER_ANNOTATION) + b":"
+_SHARD_KEY = b"," + orjson.dumps(SHARD_ANNOTATION) + b":"
 
 
 def decorate(obj: dict[str, Any], shard: str, cluster: str, revision: int) -> dict[str, Any]:
@@ -86,9 +84,9 @@ class Splicer:
                 self._tails.clear()
             tail = self._tails[(shard, cluster)] = b"".join(
                 (
-                    b'","annotations":{"kcp.io/cluster":',
+                    _CLUSTER_KEY,
                     orjson.dumps(cluster),
-                    b',"kcp.io/shard":',
+                    _SHARD_KEY,
                     orjson.dumps(shard),
                 )
             )
@@ -110,19 +108,10 @@ def splicer(storage_api_version: str, kind: str, api_version: str) -> Splicer:
     return Splicer(storage_api_version, kind, api_version)
 
 
-def partial_metadata(obj: dict[str, Any]) -> dict[str, Any]:
-    """The ``PartialObjectMetadata`` view of a decorated object."""
-    return {
-        "kind": "PartialObjectMetadata",
-        "apiVersion": PARTIAL_API_VERSION,
-        "metadata": obj.get("metadata", {}),
-    }
-
-
 def encode_object(obj: dict[str, Any], api_version: str, partial: bool) -> bytes:
     """Encode a decorated object as served at ``api_version`` (or as partial metadata)."""
     if partial:
-        return orjson.dumps(partial_metadata(obj))
+        return orjson.dumps(partial_object_metadata(obj))
     obj["apiVersion"] = api_version
     return orjson.dumps(obj)
 

@@ -20,11 +20,11 @@ import time
 import uuid
 from typing import Any
 
+from kcp_cache.meta import CLUSTER_ANNOTATION, SHARD_ANNOTATION
 from kcp_cache.registry._catalog import ResourceInfo
 from kcp_cache.registry._errors import ApiError
 from kcp_cache.registry._goparse import GoNumberError, go_quote, parse_uint64
 from kcp_cache.registry._labels import validate_labels_and_annotations
-from kcp_cache.registry._render import CLUSTER_ANNOTATION, SHARD_ANNOTATION
 
 __all__ = [
     "check_type",

@@ -33,11 +33,11 @@ from typing import Any, Final
 
 import orjson
 
+from kcp_cache.meta import PARTIAL_API_VERSION, WILDCARD
 from kcp_cache.registry._catalog import ResourceInfo
 from kcp_cache.registry._errors import ApiError
 from kcp_cache.registry._keys import KeyParts, KeyScheme, ListScope
 from kcp_cache.registry._render import (
-    PARTIAL_API_VERSION,
     bookmark_object,
     decorate,
     encode_object,
@@ -51,7 +51,7 @@ __all__ = [
     "REPLAY_WINDOW",
     "Feed",
     "PreparedEvent",
-    "WatchHub",
+    "WatchCache",
     "Watcher",
     "error_line",
     "event_line",
@@ -361,7 +361,7 @@ class Feed:
 
     def __init__(
         self,
-        hub: WatchHub,
+        hub: WatchCache,
         storage: Storage,
         info: ResourceInfo,
         scheme: KeyScheme,
@@ -492,7 +492,7 @@ class Feed:
         self._schedule_bookmark()
 
 
-class WatchHub:
+class WatchCache:
     """Shared feeds keyed by resource prefix; create one per storage (one per server)."""
 
     def __init__(
@@ -601,7 +601,7 @@ class WatchHub:
     def close_resource(self, info: ResourceInfo) -> None:
         """End the feeds and watchers of one resource (its run-time CRD was deleted or
         changed shape: kube ends those watches too; clients relist and get a 404)."""
-        base = self.scheme.resource_prefix(info, "*")
+        base = self.scheme.resource_prefix(info, WILDCARD)
         for feed in [*self._feeds.values(), *self._private]:
             if feed.prefix.startswith(base):
                 feed.close()

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
 
 from kcp_cache.registry._errors import ApiError
-from kcp_cache.registry._listing import BATCH, PAGE
 from kcp_cache.registry._options import ListOptions, Target
+from kcp_cache.registry._reader import BATCH, PAGE, Reader
 from kcp_cache.registry._render import bookmark_object
-from kcp_cache.registry._watchcache import Watcher, error_line, event_line
+from kcp_cache.registry._watchcache import WatchCache, Watcher, error_line, event_line
 from kcp_cache.storage import Expired, StorageError
-
-if TYPE_CHECKING:
-    from kcp_cache.registry._registry import Registry
 
 __all__ = ["WatchSession"]
 
@@ -26,11 +22,21 @@ class WatchSession:
     :meth:`close` when the client goes away or the timeout fires.
     """
 
-    def __init__(self, registry: Registry, target: Target, opts: ListOptions) -> None:
-        self.registry = registry
+    def __init__(
+        self,
+        reader: Reader,
+        cache: WatchCache,
+        target: Target,
+        opts: ListOptions,
+        *,
+        buffer_bytes: int,
+        bookmark_annotations: Callable[[], dict[str, str]] | None = None,
+    ) -> None:
+        self.reader = reader
+        self.cache = cache
         self.target = target
         self.opts = opts
-        self.scope = registry._list_scope(target)
+        self.scope = reader.list_scope(target)
         self.watcher = Watcher(
             scope=self.scope,
             after=opts.revision,
@@ -40,9 +46,9 @@ class WatchSession:
             labels=opts.labels,
             fields=opts.fields,
             bookmarks=opts.allow_bookmarks,
-            max_buffer=registry.watch_buffer_bytes,
+            max_buffer=buffer_bytes,
         )
-        self.watcher.bookmark_annotations = registry.bookmark_annotations(target)
+        self.watcher.bookmark_annotations = bookmark_annotations
         rv = opts.resource_version
         if opts.send_initial_events is None:
             self.initial = rv in ("", "0")
@@ -54,24 +60,24 @@ class WatchSession:
 
     async def initial_chunks(self) -> AsyncIterator[bytes]:
         """Synthetic ``ADDED`` events for the current state (and the end bookmark)."""
-        registry, target, opts = self.registry, self.target, self.opts
+        reader, target, opts = self.reader, self.target, self.opts
         info = target.info
         if self.initial:
             # Start the shared feed first so its history covers the snapshot we read next.
-            await registry._call(registry.hub.ensure_feed(info, self.scope.resource_prefix))
+            await reader.call(self.cache.ensure_feed(info, self.scope.resource_prefix))
         if opts.revision:
             # A revision the store has not reached: wait a little, then 504 (as kube does)
             # rather than a watch that silently waits for writes that may never come.
-            await registry.wait_for_revision(opts.revision)
+            await reader.wait_for_revision(opts.revision)
         if not self.initial:
             if opts.resource_version in ("", "0"):
-                self.watcher.after = await registry._call(registry.storage.current_revision())
+                self.watcher.after = await reader.call(reader.storage.current_revision())
             return
         token: str | None = None
         revision = 0
         while True:
             try:
-                result = await registry.storage.range(
+                result = await reader.storage.range(
                     self.scope.prefix, limit=PAGE, continue_token=token, revision=revision
                 )
             except Expired as exc:
@@ -83,11 +89,11 @@ class WatchSession:
                 self.watcher.close()
                 return
             except StorageError as exc:
-                raise registry._storage_error(exc, info, "") from None
+                raise reader.storage_error(exc, info, "") from None
             revision = result.revision
             lines = [
                 event_line(b"ADDED", item)
-                for item in registry._filter_render(result.kvs, target, opts, self.scope)[0]
+                for item in reader.filter_render(result.kvs, target, opts, self.scope)[0]
             ]
             for start in range(0, len(lines), BATCH):
                 yield b"".join(lines[start : start + BATCH])
@@ -106,7 +112,7 @@ class WatchSession:
         if not self.watcher.closed:
             # A feed may have to be started (it reads the current revision): with the
             # store down that is a 503 the client retries, not an internal error.
-            await self.registry._call(self.registry.hub.subscribe(self.target.info, self.watcher))
+            await self.reader.call(self.cache.subscribe(self.target.info, self.watcher))
 
     def close(self) -> None:
         self.watcher.close()

@@ -41,6 +41,7 @@ from kcp_cache.client import (
     cluster_of,
     wait_or_timeout,
 )
+from kcp_cache.meta import WILDCARD
 
 from ._ccr_controller import CCR_RESOURCE
 from ._rest import BackoffFactory, as_rest
@@ -101,13 +102,13 @@ class APIExportReferenceController(StartStop):
         self.exports = SharedInformer(
             self.local,
             APIEXPORTS,
-            options=ListWatchOptions(APIEXPORTS, cluster="*", backoff=backoff),
+            options=ListWatchOptions(APIEXPORTS, cluster=WILDCARD, backoff=backoff),
             key_func=_key,
         )
         self.ccrs = SharedInformer(
             self.local,
             CCR_RESOURCE,
-            options=ListWatchOptions(CCR_RESOURCE, cluster="*", backoff=backoff),
+            options=ListWatchOptions(CCR_RESOURCE, cluster=WILDCARD, backoff=backoff),
             key_func=_key,
         )
         self.exports.add_event_handler(

@@ -64,6 +64,7 @@ from kcp_cache.client import (
     validate_shard_name,
     wait_or_timeout,
 )
+from kcp_cache.meta import WILDCARD
 
 from ._ccr_model import (
     CCR_FINALIZER,
@@ -139,7 +140,7 @@ class CachedResourceController(StartStop):
         self.ccrs = SharedInformer(
             self.local,
             CCR_RESOURCE,
-            options=ListWatchOptions(CCR_RESOURCE, cluster="*", backoff=backoff),
+            options=ListWatchOptions(CCR_RESOURCE, cluster=WILDCARD, backoff=backoff),
             key_func=_ccr_key,
         )
         self.ccrs.add_event_handler(

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kcp_cache.meta import CLUSTER_ANNOTATION, SHARD_ANNOTATION
+
 from ._reconcile import ORIGINAL_RESOURCE_UID_ANNOTATION, ORIGINAL_RESOURCE_VERSION_ANNOTATION
 
 __all__ = [
@@ -45,8 +47,6 @@ KIND_ANNOTATION = "cache.kcp.io/resource-kind"
 SCOPE_ANNOTATION = "cache.kcp.io/resource-scope"
 #: Which CCR wrote a copy: purges and diffs only touch a CCR's own copies.
 OWNER_ANNOTATION = "cache.kcp.io/owner"
-_SHARD = "kcp.io/shard"
-_CLUSTER = "kcp.io/cluster"
 
 
 def identity_hash(key: bytes) -> str:
@@ -142,8 +142,8 @@ def copy_body(local: Mapping[str, Any], owner: str, cached: Mapping[str, Any] | 
     meta.pop("deletionTimestamp", None)
     meta.pop("deletionGracePeriodSeconds", None)
     annotations = dict(meta.get("annotations") or {})
-    annotations.pop(_SHARD, None)
-    annotations.pop(_CLUSTER, None)
+    annotations.pop(SHARD_ANNOTATION, None)
+    annotations.pop(CLUSTER_ANNOTATION, None)
     annotations[ORIGINAL_RESOURCE_UID_ANNOTATION] = original_uid
     annotations[ORIGINAL_RESOURCE_VERSION_ANNOTATION] = original_rv
     annotations[OWNER_ANNOTATION] = owner

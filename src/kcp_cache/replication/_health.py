@@ -14,6 +14,8 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
+from kcp_cache.meta import check_line, health_report
+
 __all__ = ["HealthServer"]
 
 log = logging.getLogger("kcp_cache.replication.health")
@@ -93,11 +95,7 @@ class HealthServer:
 
     @staticmethod
     def _checks(checks: Mapping[str, bool], path: str) -> tuple[str, str, bytes]:
-        lines = [
-            f"[{'+' if ok else '-'}]{name} {'ok' if ok else 'failed'}"
-            for name, ok in checks.items()
-        ]
         ok = all(checks.values())
-        lines.append(f"{path.lstrip('/')} check {'passed' if ok else 'failed'}")
-        body = ("\n".join(lines) + "\n").encode()
+        lines = [check_line(name, ok=passed) for name, passed in checks.items()]
+        body = health_report(path.lstrip("/"), lines, failed=not ok)
         return ("200 OK" if ok else "503 Service Unavailable"), "text/plain", body

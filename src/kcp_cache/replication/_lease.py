@@ -32,6 +32,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from kcp_cache import meta
 from kcp_cache.client import (
     ApiError,
     Conflict,
@@ -41,6 +42,12 @@ from kcp_cache.client import (
     StartStop,
     cancel_and_wait,
     cluster_of,
+)
+from kcp_cache.meta import (
+    CACHE_OWNED_CLUSTER,
+    CACHE_OWNED_SHARD,
+    LIFECYCLE_GROUP,
+    LIFECYCLE_VERSION,
 )
 
 from ._keys import parse_queue_key
@@ -57,9 +64,9 @@ __all__ = [
 
 log = logging.getLogger("kcp_cache.replication.lease")
 
-SHARD_LEASES: Final = Resource("cacheserver.kcp.io", "v1alpha1", "shardleases")
-LEASE_SHARD: Final = "system:cache:server"
-LEASE_CLUSTER: Final = "system:cache"
+SHARD_LEASES: Final = Resource(LIFECYCLE_GROUP, LIFECYCLE_VERSION, meta.SHARD_LEASES)
+LEASE_SHARD: Final = CACHE_OWNED_SHARD
+LEASE_CLUSTER: Final = CACHE_OWNED_CLUSTER
 DEFAULT_RENEW_INTERVAL: Final = 10.0
 DEFAULT_LEASE_DURATION: Final = 40.0
 #: How long a marker waits for the local informer's handlers before it says "not converged".
@@ -204,7 +211,7 @@ class ShardLeaseRenewer(StartStop):
                 answer = await self._patch(spec)
             except NotFound:
                 body = {
-                    "apiVersion": "cacheserver.kcp.io/v1alpha1",
+                    "apiVersion": f"{LIFECYCLE_GROUP}/{LIFECYCLE_VERSION}",
                     "kind": "ShardLease",
                     "metadata": {"name": self.shard},
                     "spec": spec,

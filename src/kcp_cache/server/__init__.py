@@ -10,15 +10,11 @@
 The API handlers live in :mod:`kcp_cache.server.api`.
 """
 
-from kcp_cache.server._app import REQUEST_INFO_KEY as REQUEST_INFO_KEY
-from kcp_cache.server._app import CacheServerApp as CacheServerApp
-from kcp_cache.server._app import ShutdownHook as ShutdownHook
-from kcp_cache.server._app import create_app as create_app
-from kcp_cache.server._app import request_info as request_info
+from kcp_cache.meta import SYSTEM_MASTERS as SYSTEM_MASTERS
+from kcp_cache.meta import WILDCARD as WILDCARD
 from kcp_cache.server._audit import AuditLog as AuditLog
 from kcp_cache.server._audit import AuditOptions as AuditOptions
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS as DEFAULT_ALWAYS_ALLOW_PATHS
-from kcp_cache.server._auth import SYSTEM_MASTERS as SYSTEM_MASTERS
 from kcp_cache.server._auth import TLS_PEER_USER_KEY as TLS_PEER_USER_KEY
 from kcp_cache.server._auth import Authenticator as Authenticator
 from kcp_cache.server._auth import union_authenticator as union_authenticator
@@ -43,6 +39,9 @@ from kcp_cache.server._certs import load_private_key as load_private_key
 from kcp_cache.server._certs import new_ca as new_ca
 from kcp_cache.server._certs import write_kubeconfig as write_kubeconfig
 from kcp_cache.server._certs import write_pair as write_pair
+from kcp_cache.server._filters import CacheServerApp as CacheServerApp
+from kcp_cache.server._filters import ShutdownHook as ShutdownHook
+from kcp_cache.server._filters import create_app as create_app
 from kcp_cache.server._h2 import H2Settings as H2Settings
 from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
 from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
@@ -63,18 +62,18 @@ from kcp_cache.server._principals import Role as Role
 from kcp_cache.server._principals import cache_user as cache_user
 from kcp_cache.server._principals import principal_of as principal_of
 from kcp_cache.server._principals import shard_user as shard_user
+from kcp_cache.server._request_info import REQUEST_INFO_KEY as REQUEST_INFO_KEY
 from kcp_cache.server._request_info import RequestInfo as RequestInfo
 from kcp_cache.server._request_info import parse_request_info as parse_request_info
+from kcp_cache.server._request_info import request_info as request_info
 from kcp_cache.server._scope import ANONYMOUS as ANONYMOUS
-from kcp_cache.server._scope import WILDCARD as WILDCARD
 from kcp_cache.server._scope import KcpRequest as KcpRequest
 from kcp_cache.server._scope import User as User
 from kcp_cache.server._scope import kcp_request as kcp_request
-from kcp_cache.server._serve import HTTPSServer as HTTPSServer
-from kcp_cache.server._serve import bind_socket as bind_socket
-from kcp_cache.server._status import StatusError as StatusError
-from kcp_cache.server._tls import TLSConfigError as TLSConfigError
-from kcp_cache.server._tls import build_server_context as build_server_context
+from kcp_cache.server.tls import HTTPSServer as HTTPSServer
+from kcp_cache.server.tls import TLSConfigError as TLSConfigError
+from kcp_cache.server.tls import bind_socket as bind_socket
+from kcp_cache.server.tls import build_server_context as build_server_context
 
 __all__ = [
     "ANONYMOUS",
@@ -112,7 +111,6 @@ __all__ = [
     "ScopedAuthorizer",
     "ServerMetrics",
     "ShutdownHook",
-    "StatusError",
     "TLSConfigError",
     "User",
     "authorizer_for_mode",

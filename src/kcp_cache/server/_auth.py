@@ -11,21 +11,25 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from kcp_cache.registry import ApiError
 from kcp_cache.server._request_info import RequestInfo
 from kcp_cache.server._scope import User
-from kcp_cache.server._status import Scope, StatusError
+from kcp_cache.server.types import Scope
 
 __all__ = [
     "DEFAULT_ALWAYS_ALLOW_PATHS",
-    "SYSTEM_MASTERS",
     "TLS_PEER_USER_KEY",
     "Authenticator",
+    "PeerCertificate",
     "forbidden_error",
     "union_authenticator",
+    "user_from_certificate",
     "x509_authenticator",
 ]
 
-SYSTEM_MASTERS: Final = "system:masters"
 DEFAULT_ALWAYS_ALLOW_PATHS: Final = ("/healthz", "/readyz", "/livez")
 
 #: Key, inside ``scope["extensions"]["tls"]``, of the :class:`User` of a client
@@ -63,11 +67,11 @@ def union_authenticator(*authenticators: Authenticator) -> Authenticator:
     return authenticate
 
 
-def forbidden_error(user: User, info: RequestInfo) -> StatusError:
+def forbidden_error(user: User, info: RequestInfo) -> ApiError:
     """The 403 Status kube-apiserver answers with (``responsewriters.Forbidden``)."""
     if not info.is_resource_request:
         reason = f'User "{user.name}" cannot {info.verb} path "{info.path}"'
-        return StatusError(403, "Forbidden", f"forbidden: {reason}")
+        return ApiError.forbidden(f"forbidden: {reason}")
     resource = info.resource
     if info.subresource:
         resource = f"{resource}/{info.subresource}"
@@ -84,4 +88,29 @@ def forbidden_error(user: User, info: RequestInfo) -> StatusError:
     details: dict[str, object] = {"group": info.api_group, "kind": info.resource}
     if info.name:
         details["name"] = info.name
-    return StatusError(403, "Forbidden", message, details=details)
+    return ApiError.forbidden(message, details)
+
+
+class PeerCertificate:
+    """What the handshake established about the client certificate.
+
+    ``user`` is set only when OpenSSL verified the whole chain against the client CA.
+    """
+
+    __slots__ = ("certificate", "error", "user")
+
+    def __init__(
+        self, user: User | None, certificate: x509.Certificate | None, error: str | None
+    ) -> None:
+        self.user = user
+        self.certificate = certificate
+        self.error = error
+
+
+def user_from_certificate(certificate: x509.Certificate) -> User:
+    """CN → user name, O → groups (kube's x509 authenticator)."""
+    subject = certificate.subject
+    names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    name = str(names[0].value) if names else ""
+    groups = tuple(str(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+    return User(name, groups)

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from kcp_cache.meta import SYSTEM_MASTERS, WILDCARD
 from kcp_cache.registry import (
     LIFECYCLE_GROUP,
     SHARD_LEASES,
@@ -42,7 +43,7 @@ from kcp_cache.registry import (
     WriteAdmission,
     admission_chain,
 )
-from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS, SYSTEM_MASTERS, forbidden_error
+from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS, forbidden_error
 from kcp_cache.server._principals import Principal, Role, principal_of
 from kcp_cache.server._request_info import RequestInfo
 from kcp_cache.server._scope import KcpRequest, User
@@ -164,7 +165,7 @@ class ScopedAuthorizer:
         origin = OriginCheck(shard)
         if principal.role is Role.ADMIN:
             warning = None
-            if shard and shard not in (SYSTEM_SHARD, "*"):
+            if shard and shard not in (SYSTEM_SHARD, WILDCARD):
                 warning = f"admin write into shard {shard}'s space"
             return Decision(True, "admins may write anywhere", warning=warning, admission=origin)
         if principal.role is Role.SHARD:
@@ -211,7 +212,7 @@ class ScopedAuthorizer:
             and info.resource == "shards"
             and info.verb in ("update", "patch")
             and self.shard_annotation_allowlist
-            and shard not in (SYSTEM_SHARD, "*")
+            and shard not in (SYSTEM_SHARD, WILDCARD)
         ):
             allowed = ", ".join(self.shard_annotation_allowlist)
             only_annotations = AnnotationOnlyChange(

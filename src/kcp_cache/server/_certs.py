@@ -28,10 +28,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kcp_cache.meta import DEFAULT_SERVING_HOSTS, SYSTEM_MASTERS
 from kcp_cache.server._principals import SHARD_PREFIX, SHARDS_GROUP
 
 __all__ = [
-    "DEFAULT_SERVING_HOSTS",
     "CertificateFiles",
     "DevCredentials",
     "ensure_dev_credentials",
@@ -44,10 +44,8 @@ __all__ = [
     "write_pair",
 ]
 
-DEFAULT_SERVING_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 ADMIN_USER = "kcp-cache-admin"
-ADMIN_GROUP = "system:masters"
 #: The shard the development set-up issues a certificate for (kcp's first shard).
 DEV_SHARD = "root"
 
@@ -304,7 +302,7 @@ def ensure_dev_credentials(root: Path, server_url: str, serving_ca: Path) -> Dev
         ca_cert, ca_key = new_ca("kcp-cache-client-ca")
         write_pair(ca_files, [ca_cert], ca_key)
     if not _usable(admin_files) or not _signed_by(admin_files.cert, ca_cert):
-        cert, key = issue_certificate(ca_cert, ca_key, ADMIN_USER, organizations=[ADMIN_GROUP])
+        cert, key = issue_certificate(ca_cert, ca_key, ADMIN_USER, organizations=[SYSTEM_MASTERS])
         write_pair(admin_files, [cert], key)
     kubeconfig = write_kubeconfig(
         root / "admin.kubeconfig",

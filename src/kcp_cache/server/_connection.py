@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from kcp_cache.server._status import Scope
+from kcp_cache.server.types import Scope
 
 __all__ = ["CONNECTION_CONTROL_KEY", "ConnectionControl", "connection_control"]
 

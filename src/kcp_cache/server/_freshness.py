@@ -39,7 +39,8 @@ from kcp_cache.registry._freshness import (
 )
 from kcp_cache.registry._lifecycle import ShardLifecycle
 from kcp_cache.server._grammar import FRESHNESS_PATHS
-from kcp_cache.server._status import Send, send_bytes
+from kcp_cache.server._respond import send_bytes
+from kcp_cache.server.types import Send
 
 __all__ = ["FRESHNESS_PATHS", "FreshnessService"]
 

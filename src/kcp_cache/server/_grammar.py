@@ -1,9 +1,9 @@
 """kcp's URL grammar as pure functions (spec §1.2–§1.4).
 
 Each function consumes one part of the path and returns what it found plus the rest, or
-raises :class:`~kcp_cache.server._status.StatusError` with the exact code and message kcp
+raises :class:`~kcp_cache.registry.ApiError` with the exact code and message kcp
 answers with. They know nothing about ASGI so that every row of the spec's tables is a
-one-line unit test; :mod:`kcp_cache.server._pipeline` calls them in order.
+one-line unit test; :mod:`kcp_cache.server._filters` calls them in order.
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from kcp_cache.server._scope import WILDCARD
-from kcp_cache.server._status import StatusError
+from kcp_cache.meta import CACHE_SERVICE_PREFIX, WILDCARD
+from kcp_cache.registry import ApiError
+from kcp_cache.server._request_info import RequestInfo
 
 __all__ = [
     "FRESHNESS_PATHS",
     "METRICS_PATH",
-    "SERVICE_PREFIX",
     "SHARD_EXEMPT_PATHS",
     "check_cluster_invariant",
+    "check_resource_scope",
     "is_partial_metadata_accept",
     "is_shard_level_rejected",
     "parse_cluster",
@@ -27,9 +28,6 @@ __all__ = [
     "split_identity",
     "strip_service_prefix",
 ]
-
-#: The prefix under which kcp shards mount the cache server (optional standalone).
-SERVICE_PREFIX: Final = "/services/cache"
 
 #: The only shard-level path; at shard or cluster scope it is refused with 501.
 METRICS_PATH: Final = "/metrics"
@@ -56,8 +54,8 @@ def strip_service_prefix(path: str) -> str:
     ``/services/cachefoo/x`` therefore becomes ``foo/x`` (which then fails the shard
     filter); paths without the prefix are returned unchanged.
     """
-    if path.startswith(SERVICE_PREFIX):
-        return path[len(SERVICE_PREFIX) :]
+    if path.startswith(CACHE_SERVICE_PREFIX):
+        return path[len(CACHE_SERVICE_PREFIX) :]
     return path
 
 
@@ -70,16 +68,16 @@ def parse_shard(path: str) -> tuple[str | None, str]:
     if path in SHARD_EXEMPT_PATHS:
         return None, path
     if not path.startswith("/shards/"):
-        raise StatusError.bad_request("a shard name is required")
+        raise ApiError.bad_request("a shard name is required")
     rest = path[len("/shards/") :]
     slash = rest.find("/")
     if slash < 0:
-        raise StatusError.bad_request(f"unable to parse shard: no `/` found in path {rest}")
+        raise ApiError.bad_request(f"unable to parse shard: no `/` found in path {rest}")
     shard, rest = rest[:slash], rest[slash:]
     if shard == "":
-        raise StatusError.bad_request("a shard name is required")
+        raise ApiError.bad_request("a shard name is required")
     if shard != WILDCARD and _SHARD_RE.fullmatch(shard) is None:
-        raise StatusError.bad_request(f'invalid shard: "{shard}" does not match the regex')
+        raise ApiError.bad_request(f'invalid shard: "{shard}" does not match the regex')
     return shard, rest
 
 
@@ -101,9 +99,9 @@ def parse_cluster(path: str) -> tuple[str | None, str]:
     if cluster == WILDCARD:
         return cluster, rest
     if _CLUSTER_PATH_RE.fullmatch(cluster) is None:
-        raise StatusError.bad_request(f'invalid cluster: "{cluster}" does not match the regex')
+        raise ApiError.bad_request(f'invalid cluster: "{cluster}" does not match the regex')
     if ":" in cluster and not cluster.startswith(_SYSTEM_PREFIX):
-        raise StatusError.bad_request(f'invalid cluster: "{cluster}" is not a logical cluster name')
+        raise ApiError.bad_request(f'invalid cluster: "{cluster}" is not a logical cluster name')
     return cluster, rest
 
 
@@ -124,7 +122,7 @@ def check_cluster_invariant(cluster: str | None) -> None:
         and ":" in cluster
         and not cluster.startswith(_SYSTEM_PREFIX)
     ):
-        raise StatusError.internal(
+        raise ApiError.internal_verbatim(
             f'invariant violation: cluster name "{cluster}" is a workspace path, '
             "not a logical cluster name"
         )
@@ -141,10 +139,11 @@ def split_identity(resource: str) -> tuple[str, str | None]:
         return resource, None
     name, identity = resource[:colon], resource[colon + 1 :]
     if identity == "":
-        raise StatusError.internal(f'invalid resource "{name}": missing identity')
+        raise ApiError.internal_verbatim(f'invalid resource "{name}": missing identity')
     return name, identity
 
 
+_LIST_VERBS: Final = frozenset({"list", "watch"})
 _PARTIAL_KINDS: Final = frozenset({"PartialObjectMetadata", "PartialObjectMetadataList"})
 
 
@@ -158,3 +157,21 @@ def is_partial_metadata_accept(accept: str) -> bool:
             if key.strip() == "as" and value.strip().strip('"') in _PARTIAL_KINDS:
                 return True
     return False
+
+
+def check_resource_scope(shard: str | None, cluster: str | None, info: RequestInfo) -> None:
+    """What a resource request must name before a handler runs: a shard, a logical cluster,
+    and no wildcard unless the verb is ``list`` or ``watch`` (safe deviations of spec
+    §1.5/§1.6: a wildcard write would have no one key to go to)."""
+    if not shard:
+        raise ApiError.bad_request("a shard name is required")
+    if (shard == WILDCARD or cluster == WILDCARD) and info.verb not in _LIST_VERBS:
+        raise ApiError.method_not_allowed(
+            f"{info.verb} is not supported on resources of kind "
+            f'"{info.qualified_resource}" with a wildcard ("*") shard or logical '
+            "cluster; only list and watch are"
+        )
+    if not cluster:
+        raise ApiError.bad_request(
+            "resource requests need a logical cluster: use /shards/<shard>/clusters/<cluster>/…"
+        )

@@ -1,6 +1,6 @@
 """HTTP/2 (RFC 9113) on the TLS plaintext: one ASGI request cycle per stream.
 
-:class:`~kcp_cache.server._tls.TLSServerProtocol` hands a connection to :class:`H2Protocol`
+:class:`~kcp_cache.server.tls._protocol.TLSServerProtocol` hands a connection to :class:`H2Protocol`
 when ALPN chose ``h2``. Framing, HPACK and the stream state machines are the ``h2``
 package's (sans-I/O); this module does the I/O, the ASGI cycles and the limits:
 
@@ -444,20 +444,16 @@ class H2Protocol(asyncio.Protocol):
             self._tracker.events.hit(
                 "header-count", self._connection.peer(), "too many request headers"
             )
-            return ApiError(
-                431,
-                "RequestHeaderFieldsTooLarge",
-                f"more than {limits.max_header_count} request headers",
+            return ApiError.request_header_fields_too_large(
+                f"more than {limits.max_header_count} request headers"
             )
         for name, value in headers:
             if name == b":path" and len(value) > limits.max_request_line:
                 self._tracker.events.hit(
                     "request-line", self._connection.peer(), "request target too long"
                 )
-                return ApiError(
-                    414,
-                    "RequestURITooLong",
-                    f"the request target exceeds {limits.max_request_line} bytes",
+                return ApiError.request_uri_too_long(
+                    f"the request target exceeds {limits.max_request_line} bytes"
                 )
         return None
 
@@ -562,7 +558,7 @@ class H2Protocol(asyncio.Protocol):
         except Exception:
             log.exception("exception in the ASGI application")
             if not stream.response_started:
-                await self._respond(stream, ApiError(500, "InternalError", "internal error"))
+                await self._respond(stream, ApiError.internal_verbatim("internal error"))
         finally:
             self._cycle_done(stream)
 

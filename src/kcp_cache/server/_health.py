@@ -15,7 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from kcp_cache.server._status import Send, StatusError, send_bytes, status_body
+from kcp_cache.meta import check_line, excluded_line, health_report
+from kcp_cache.registry import ApiError
+from kcp_cache.server._respond import send_bytes, status_body
+from kcp_cache.server.types import Send
 from kcp_cache.storage import Storage
 
 __all__ = ["HealthCheck", "HealthEndpoints", "ReadinessChecks", "ReadinessFlag"]
@@ -138,7 +141,7 @@ class HealthEndpoints:
     async def handle(self, path: str, query_string: bytes, send: Send, method: str = "GET") -> None:
         """Answer one health request; only GET and HEAD are health probes (405 otherwise)."""
         if method not in _PROBE_METHODS:
-            error = StatusError.method_not_allowed(
+            error = ApiError.method_not_allowed(
                 f"{method} is not allowed on {path}: health endpoints answer GET and HEAD only"
             )
             await send_bytes(send, 405, status_body(error), headers=[(b"allow", b"GET, HEAD")])
@@ -155,21 +158,16 @@ class HealthEndpoints:
         if not failed and not verbose:
             await send_bytes(send, 200, b"ok", content_type=_TEXT)
             return
-        lines: list[str] = []
-        for result in results:
-            if result.error is None:
-                lines.append(f"[+]{result.name} ok")
-            elif verbose:
-                lines.append(f"[-]{result.name} failed: {result.error}")
-            else:
-                lines.append(f"[-]{result.name} failed: reason withheld")
-        for excluded_name in sorted(excluded):
-            lines.append(f"[+]{excluded_name} excluded: ok")
-        if failed:
-            for result in failed:
-                log.info("%s check %s failed: %s", name, result.name, result.error)
-            lines.append(f"{name} check failed")
-        else:
-            lines.append(f"{name} check passed")
-        body = ("\n".join(lines) + "\n").encode()
+        lines = [
+            check_line(
+                result.name,
+                ok=result.error is None,
+                reason=result.error if verbose else "reason withheld",
+            )
+            for result in results
+        ]
+        lines.extend(excluded_line(excluded_name) for excluded_name in sorted(excluded))
+        for result in failed:
+            log.info("%s check %s failed: %s", name, result.name, result.error)
+        body = health_report(name, lines, failed=bool(failed))
         await send_bytes(send, 500 if failed else 200, body, content_type=_TEXT)

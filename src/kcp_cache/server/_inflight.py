@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from kcp_cache.server._auth import SYSTEM_MASTERS
+from kcp_cache.meta import SYSTEM_MASTERS
+from kcp_cache.registry import ApiError
 from kcp_cache.server._metrics import ServerMetrics
 from kcp_cache.server._request_info import RequestInfo
 from kcp_cache.server._scope import User
-from kcp_cache.server._status import StatusError
 
 __all__ = [
     "DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT",
@@ -53,7 +53,7 @@ class InFlightLimiter:
     """Admits a request into its budget (:meth:`admit`) until :meth:`release`.
 
     ``admit`` returns the budget it took (``None`` when the request is not counted) or
-    raises the 429 :class:`StatusError`; pass what it returned to ``release`` once the
+    raises the 429 :class:`ApiError`; pass what it returned to ``release`` once the
     handler is done, however it ended.
     """
 
@@ -82,11 +82,8 @@ class InFlightLimiter:
             if SYSTEM_MASTERS in user.groups:
                 return None  # served, but outside the budget (as kube does)
             self._metrics.count_dropped_request(kind)
-            raise StatusError(
-                429,
-                "TooManyRequests",
-                "Too many requests, please try again later.",
-                {"retryAfterSeconds": RETRY_AFTER_SECONDS},
+            raise ApiError.too_many_requests(
+                "Too many requests, please try again later.", RETRY_AFTER_SECONDS
             )
         self._in_flight[kind] = current + 1
         return kind

@@ -257,10 +257,6 @@ class ServerMetrics:
         """One watch ended by the server before its client was done (see the class doc)."""
         self.watch_terminations[reason] = self.watch_terminations.get(reason, 0) + 1
 
-    def request_done(self, verb: str, resource: str, code: int, seconds: float) -> None:
-        """Part of the API layer's metrics protocol; a no-op because the shell around it
-        already counts every request (with the status code the client really saw)."""
-
     def observe_storage(self, operation: str, seconds: float) -> None:
         histogram = self.storage_durations.get(operation)
         if histogram is None:

@@ -24,6 +24,7 @@ import functools
 from dataclasses import dataclass
 from typing import Final
 
+from kcp_cache.meta import SYSTEM_MASTERS
 from kcp_cache.server._scope import User
 
 __all__ = [
@@ -45,7 +46,7 @@ SHARDS_GROUP: Final = "system:kcp:shards"
 CACHE_PREFIX: Final = "system:kcp:cache:"
 CACHES_GROUP: Final = "system:kcp:caches"
 READERS_GROUP: Final = "system:kcp:cache-readers"
-ADMIN_GROUPS: Final = frozenset({"system:masters", "system:kcp:cache:admins"})
+ADMIN_GROUPS: Final = frozenset({SYSTEM_MASTERS, "system:kcp:cache:admins"})
 
 
 class Role(enum.Enum):

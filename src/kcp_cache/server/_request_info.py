@@ -1,9 +1,13 @@
 """kube-apiserver's RequestInfo: what a path and method mean (verb, group, resource …).
 
-Authorization messages, the wildcard guard and the request metrics need to know whether a
-request is a *resource* request and which verb it is (``list`` vs ``get``, ``watch``,
-``deletecollection``). This follows ``k8s.io/apiserver/pkg/endpoints/request`` closely
-enough for every path the cache server serves.
+The one request classifier (kube's ``WithRequestInfo``): the filters parse a request once
+and store the result in ``KcpRequest.extra`` (:func:`request_info` reads it); authorization
+messages, the wildcard guard, the in-flight limits, the request metrics, audit and the API
+handlers' dispatch all read that one value. It follows
+``k8s.io/apiserver/pkg/endpoints/request`` closely enough for every path the cache server
+serves, with one deliberate extension: a *named* ``GET …/<name>?watch=1`` is ``watch``,
+because the API serves it as a watch of that one object and the verb authorized must be
+the verb served.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from typing import Final
 from urllib.parse import parse_qs
 
 from kcp_cache.registry import parse_query_bool
+from kcp_cache.server._scope import KcpRequest
 
-__all__ = ["RequestInfo", "parse_request_info"]
+__all__ = ["REQUEST_INFO_KEY", "RequestInfo", "parse_request_info", "request_info"]
 
 _METHOD_VERBS: Final = {
     "POST": "create",
@@ -25,6 +30,8 @@ _METHOD_VERBS: Final = {
     "DELETE": "delete",
 }
 _NAMESPACE_SUBRESOURCES: Final = frozenset({"status", "finalize"})
+#: Key in ``KcpRequest.extra`` of the request's :class:`RequestInfo` (identity removed).
+REQUEST_INFO_KEY: Final = "request_info"
 
 
 @dataclass(slots=True)
@@ -90,11 +97,19 @@ def parse_request_info(method: str, path: str, query_string: bytes = b"") -> Req
     resource = parts[i]
     name = parts[i + 1] if count > i + 1 else ""
     subresource = parts[i + 2] if count > i + 2 else ""
-    if not name:
-        if verb == "get":
-            verb = "watch" if _is_watch(query_string) else "list"
-        elif verb == "delete":
-            verb = "deletecollection"
+    if verb == "get":
+        if _is_watch(query_string):
+            verb = "watch"  # named: a watch of that one object (see the module docstring)
+        elif not name:
+            verb = "list"
+    elif verb == "delete" and not name:
+        verb = "deletecollection"
     return RequestInfo(
         True, path, verb, head, group, version, namespace, resource, subresource, name
     )
+
+
+def request_info(kcp: KcpRequest) -> RequestInfo | None:
+    """The :class:`RequestInfo` the filters stored, ``None`` before they ran."""
+    info = kcp.extra.get(REQUEST_INFO_KEY)
+    return info if isinstance(info, RequestInfo) else None

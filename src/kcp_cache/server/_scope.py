@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ANONYMOUS", "WILDCARD", "KcpRequest", "User", "kcp_request"]
+from kcp_cache.meta import WILDCARD
 
-WILDCARD = "*"
+__all__ = ["ANONYMOUS", "KcpRequest", "User", "kcp_request"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,17 +186,17 @@ async def test_client_disconnect_frees_the_watcher(app: ApiApp, client: Client) 
     for s in streams:
         assert (await s.next())["type"] == "ADDED"
     assert app.open_watches == 20
-    assert app.registry.hub.feed_count == 1  # one storage watch shared by all twenty
+    assert app.registry.watch_cache.feed_count == 1  # one storage watch shared by all twenty
     for s in streams:
         s.disconnect()
     await asyncio.wait_for(asyncio.gather(*(s.ended.wait() for s in streams)), 5)
     assert app.open_watches == 0
     # The shared feed lingers briefly (0.05 s in the fixture), then its storage watch ends.
     for _ in range(100):
-        if app.registry.hub.feed_count == 0:
+        if app.registry.watch_cache.feed_count == 0:
             break
         await asyncio.sleep(0.01)
-    assert app.registry.hub.feed_count == 0
+    assert app.registry.watch_cache.feed_count == 0
 
 
 async def test_shutdown_ends_open_watches(storage: MemoryStorage) -> None:

@@ -22,18 +22,18 @@ from urllib.parse import parse_qs
 import orjson
 import uvicorn
 
-from kcp_cache.server._status import Receive, Scope, Send, StatusError, send_status
-from kcp_cache.server.discovery import (
+from kcp_cache.registry import ApiError
+from kcp_cache.server._respond import send_status
+from kcp_cache.server.discovery import create_discovery_app, is_discovery_path, served_resources
+from kcp_cache.server.transforms import (
     LIST_TRANSFORMS,
     OBJECT_TRANSFORMS,
     IncludeObject,
-    create_discovery_app,
-    is_discovery_path,
     negotiate,
-    served_resources,
     table_columns_for,
     transform,
 )
+from kcp_cache.server.types import Receive, Scope, Send
 
 _PREFIX = re.compile(r"^(?:/services/cache)?/shards/([^/]+)(?:/clusters/([^/]+))?")
 
@@ -89,7 +89,7 @@ class StubServer:
                 await self.discovery(scope, receive, send)
             else:
                 await self.resources(scope, receive, send, headers, shard or "", cluster or "")
-        except StatusError as error:
+        except ApiError as error:
             await send_status(send, error)
 
     async def resources(
@@ -103,7 +103,7 @@ class StubServer:
     ) -> None:
         parts = [p for p in scope["path"].split("/") if p]
         if len(parts) < 4 or parts[0] != "apis":
-            raise StatusError(404, "NotFound", "the server could not find the requested resource")
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
         group, version = parts[1], parts[2]
         rest = parts[3:]
         namespace = ""
@@ -119,7 +119,7 @@ class StubServer:
             None,
         )
         if crd is None:
-            raise StatusError(404, "NotFound", "the server could not find the requested resource")
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
         resource = served_resources([crd], include_crd_resource=False)[0]
         query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
         body = b""
@@ -159,22 +159,22 @@ class StubServer:
         if method == "GET":
             obj = self.objects.get(key)
             if obj is None:
-                raise StatusError(404, "NotFound", f'{plural}.{group} "{name}" not found')
+                raise ApiError(404, "NotFound", f'{plural}.{group} "{name}" not found')
         elif method == "POST":
             obj = orjson.loads(body)
             name = obj["metadata"]["name"]
             key = (*key_base, name)
             if key in self.objects:
-                raise StatusError(409, "AlreadyExists", f'{plural}.{group} "{name}" already exists')
+                raise ApiError(409, "AlreadyExists", f'{plural}.{group} "{name}" already exists')
             obj["metadata"]["uid"] = str(uuid.uuid4())
             obj["metadata"]["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             await self.store(key, obj, "ADDED")
         elif method == "PATCH":
             current = self.objects.get(key)
             if current is None:
-                raise StatusError(404, "NotFound", f'{plural}.{group} "{name}" not found')
+                raise ApiError(404, "NotFound", f'{plural}.{group} "{name}" not found')
             if headers.get("content-type") != "application/merge-patch+json":
-                raise StatusError.unsupported_media_type(
+                raise ApiError.unsupported_media_type(
                     f"unknown body format: {headers.get('content-type')}"
                 )
             obj = _merge(current, orjson.loads(body))
@@ -182,12 +182,12 @@ class StubServer:
         elif method == "DELETE":
             obj = self.objects.pop(key, None)
             if obj is None:
-                raise StatusError(404, "NotFound", f'{plural}.{group} "{name}" not found')
+                raise ApiError(404, "NotFound", f'{plural}.{group} "{name}" not found')
             self.rv += 1
             for queue in self.watchers:
                 queue.put_nowait({"type": "DELETED", "object": obj})
         else:
-            raise StatusError.method_not_allowed(method)
+            raise ApiError.method_not_allowed(method)
         rendered = self.render(obj, version, shard, cluster)
         await self.reply(
             send,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kcp_cache.server.discovery import (
+from kcp_cache.server.transforms import (
     LIST_TRANSFORMS,
     OBJECT_TRANSFORMS,
     Negotiated,

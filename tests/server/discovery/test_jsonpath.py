@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kcp_cache.server.discovery import compile_path
+from kcp_cache.server.transforms import compile_path
 
 OBJ = {
     "metadata": {"name": "a", "labels": {"region": "eu", "kcp.io/x": "y"}},

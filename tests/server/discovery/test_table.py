@@ -5,16 +5,16 @@ from typing import Any
 
 import pytest
 
-from kcp_cache.server.discovery import (
+from kcp_cache.meta import partial_object_metadata
+from kcp_cache.server.discovery._resources import PrinterColumn
+from kcp_cache.server.transforms import (
     IncludeObject,
     TableColumns,
     format_age,
-    partial_object_metadata,
     partial_object_metadata_list,
     table_columns_for,
     to_table,
 )
-from kcp_cache.server.discovery._resources import PrinterColumn
 
 from ._crds import APIEXPORTS, APIRESOURCESCHEMAS, SHARDS
 

@@ -1,4 +1,4 @@
-from kcp_cache.server.discovery import sort_versions
+from kcp_cache.meta import sort_versions
 
 
 def test_kube_aware_order() -> None:

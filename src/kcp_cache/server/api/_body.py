@@ -7,17 +7,14 @@ from typing import Any
 import orjson
 
 from kcp_cache.registry import ApiError, check_nesting
-from kcp_cache.server._status import Receive, Scope
+from kcp_cache.server._respond import ClientGone
 from kcp_cache.server.api._yaml import load_yaml_as_json
+from kcp_cache.server.types import Receive, Scope
 
-__all__ = ["YAML_TYPES", "ClientGone", "decode_body", "decode_json", "media_type", "read_body"]
+__all__ = ["YAML_TYPES", "decode_body", "decode_json", "media_type", "read_body"]
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # kube-apiserver's limit for a write request
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
-
-
-class ClientGone(Exception):
-    """The client disconnected while we were reading its request."""
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -39,7 +36,7 @@ def media_type(scope: Scope) -> str:
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "RequestEntityTooLarge", f"Request entity too large: limit is {limit}")
+    return ApiError.request_entity_too_large(f"limit is {limit}")
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:

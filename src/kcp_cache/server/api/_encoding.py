@@ -27,7 +27,7 @@ from typing import Any, Final
 import orjson
 import yaml
 
-from kcp_cache.server._status import Scope, Send
+from kcp_cache.server.types import Scope, Send
 
 __all__ = [
     "DEFAULT_COMPRESSION_THRESHOLD",

@@ -44,22 +44,7 @@ def _supported(values: tuple[str, ...]) -> str:
 
 def _invalid_options(kind: str, causes: list[tuple[str, str, str]]) -> ApiError:
     """``errors.NewInvalid(meta.k8s.io/<kind>, "", errs)``; causes: (reason, field, text)."""
-    joined = ", ".join(f"{field}: {text}" for _, field, text in causes)
-    if len(causes) > 1:
-        joined = "[" + joined + "]"
-    return ApiError(
-        422,
-        "Invalid",
-        f'{kind}.meta.k8s.io "" is invalid: {joined}',
-        {
-            "group": "meta.k8s.io",
-            "kind": kind,
-            "causes": [
-                {"reason": reason, "message": text, "field": field}
-                for reason, field, text in causes
-            ],
-        },
-    )
+    return ApiError.invalid_options(kind, causes)
 
 
 def check_write_query(query: dict[str, str], kind: str) -> None:

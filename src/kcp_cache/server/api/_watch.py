@@ -23,7 +23,7 @@ from collections.abc import Callable
 from kcp_cache.registry import ApiError, WatchSession
 from kcp_cache.registry._watchcache import error_line
 from kcp_cache.server._connection import ConnectionControl
-from kcp_cache.server._status import Receive, Send
+from kcp_cache.server.types import Receive, Send
 
 __all__ = ["stream_watch"]
 

@@ -18,8 +18,11 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from .._status import ASGIApp, Receive, Scope, Send, StatusError, send_bytes, send_status
-from ._accept import DISCOVERY_GROUP, Negotiated, negotiate, parse_accept
+from kcp_cache.registry import ApiError
+from kcp_cache.server._respond import send_bytes, send_status
+from kcp_cache.server.transforms import DISCOVERY_GROUP, Negotiated, negotiate, parse_accept
+from kcp_cache.server.types import ASGIApp, Receive, Scope, Send
+
 from ._documents import (
     aggregated_discovery,
     api_group,
@@ -205,13 +208,13 @@ class DiscoveryApp:
             return
         try:
             await self._serve(scope, send)
-        except StatusError as error:
+        except ApiError as error:
             await send_status(send, error)
 
     async def _serve(self, scope: Scope, send: Send) -> None:
         method = scope.get("method", "GET")
         if method not in ("GET", "HEAD"):
-            raise StatusError.method_not_allowed(
+            raise ApiError.method_not_allowed(
                 f"the server does not allow this method on the requested resource ({method})"
             )
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -260,7 +263,7 @@ class DiscoveryApp:
             case _:
                 encoded = None
         if encoded is None:
-            raise StatusError(404, "NotFound", "the server could not find the requested resource")
+            raise ApiError.path_not_found()
         extra.append(cache_control)
         extra.append((b"etag", encoded.etag))
         if _etag_matches(headers.get("if-none-match", ""), encoded.etag):
@@ -285,9 +288,7 @@ class DiscoveryApp:
 def _negotiate(accept: str, offers: dict[tuple[str, str], tuple[str, ...]]) -> Negotiated:
     chosen = negotiate(accept, offers)
     if chosen is None:
-        raise StatusError(
-            406,
-            "NotAcceptable",
+        raise ApiError.not_acceptable(
             "only the following media types are accepted: application/json, "
             "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
         )
@@ -344,7 +345,7 @@ def create_discovery_app(
 def route_discovery(discovery: ASGIApp, api: ASGIApp) -> ASGIApp:
     """One ASGI app: :func:`is_discovery_path` paths to ``discovery``, the rest to ``api``.
 
-    Pass the result as the shell's ``api_app``; it runs behind the filters, so
+    Pass the result as the filters' ``api_app``; it runs behind them, so
     ``scope["path"]`` is already the rest after ``/shards/…/clusters/…``.
     """
 

@@ -1,7 +1,8 @@
 """The served resources, read from plain ``apiextensions.k8s.io/v1`` CRD objects.
 
-Discovery, OpenAPI and Table conversion all need the same few facts about a CRD: its
-names, scope, served versions and printer columns. :func:`served_resources` extracts
+Discovery and OpenAPI need the same few facts about a CRD: its names, scope, served
+versions and printer columns (parsed by :mod:`kcp_cache.server.transforms`, which Table
+conversion shares). :func:`served_resources` extracts
 them once from the CRD dicts a catalog provider returns, so this package depends on the
 CRD wire format only and not on the registry's internal types.
 """
@@ -14,12 +15,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._versions import sort_versions, version_priority_key
+from kcp_cache.meta import sort_versions, version_priority_key
+from kcp_cache.server.transforms import (
+    CRD_COLUMNS,
+    DEFAULT_COLUMNS,
+    PrinterColumn,
+    version_columns,
+)
 
 __all__ = [
     "CRD_KIND_RESOURCE",
     "RESOURCE_VERBS",
-    "PrinterColumn",
     "ServedResource",
     "ServedVersion",
     "group_versions",
@@ -28,43 +34,6 @@ __all__ = [
 
 #: The verbs kube-apiserver advertises for every custom resource (order as kube lists them).
 RESOURCE_VERBS = ("delete", "deletecollection", "get", "list", "patch", "create", "update", "watch")
-
-
-@dataclass(frozen=True, slots=True)
-class PrinterColumn:
-    """One ``additionalPrinterColumns`` entry (``type``: string/integer/number/boolean/date)."""
-
-    name: str
-    type: str
-    json_path: str
-    description: str = ""
-    format: str = ""
-    priority: int = 0
-
-    @classmethod
-    def from_crd(cls, column: Mapping[str, Any]) -> PrinterColumn:
-        return cls(
-            name=column["name"],
-            type=column.get("type", "string"),
-            json_path=column["jsonPath"],
-            description=column.get("description", ""),
-            format=column.get("format", ""),
-            priority=int(column.get("priority", 0)),
-        )
-
-
-#: Kube's default columns for a CRD version that declares none: just the age.
-DEFAULT_COLUMNS = (
-    PrinterColumn(
-        name="Age",
-        type="date",
-        json_path=".metadata.creationTimestamp",
-        description=(
-            "CreationTimestamp is a timestamp representing the server time when this object "
-            "was created."
-        ),
-    ),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +82,7 @@ class ServedResource:
             list_kind=names.get("listKind") or names["kind"] + "List",
             namespaced=spec.get("scope") == "Namespaced",
             versions=tuple(
-                ServedVersion(
-                    name=v["name"],
-                    columns=tuple(
-                        PrinterColumn.from_crd(c) for c in v.get("additionalPrinterColumns") or ()
-                    )
-                    or DEFAULT_COLUMNS,
-                )
-                for v in served
+                ServedVersion(name=v["name"], columns=version_columns(v)) for v in served
             ),
             storage_version=storage,
             categories=tuple(names.get("categories") or ()),
@@ -158,21 +120,7 @@ CRD_KIND_RESOURCE = ServedResource(
     kind="CustomResourceDefinition",
     list_kind="CustomResourceDefinitionList",
     namespaced=False,
-    versions=(
-        ServedVersion(
-            name="v1",
-            columns=(
-                # kube's default table convertor prints this column as the RFC 3339
-                # timestamp itself, not as an age: a "string" cell does exactly that.
-                PrinterColumn(
-                    name="Created At",
-                    type="string",
-                    json_path=".metadata.creationTimestamp",
-                    description=DEFAULT_COLUMNS[0].description,
-                ),
-            ),
-        ),
-    ),
+    versions=(ServedVersion(name="v1", columns=CRD_COLUMNS),),
     storage_version="v1",
     categories=("api-extensions",),
     short_names=("crd", "crds"),

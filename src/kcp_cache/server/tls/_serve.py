@@ -23,8 +23,8 @@ from uvicorn.server import Server
 from kcp_cache.server._accept import Acceptor
 from kcp_cache.server._h2 import H2Settings
 from kcp_cache.server._limits import ConnectionLimits, ConnectionTracker
-from kcp_cache.server._status import ASGIApp
-from kcp_cache.server._tls import abort_pending_handshakes, tls_protocol_class
+from kcp_cache.server.tls._protocol import abort_pending_handshakes, tls_protocol_class
+from kcp_cache.server.types import ASGIApp
 
 __all__ = ["HTTPSServer", "bind_socket"]
 

@@ -2,11 +2,15 @@
 
 Discovery lists a group's versions highest priority first and names the first one the
 *preferred* version; clients (kubectl's REST mapper, the Python ``DynamicClient``) pick
-a resource's version from that order. Kubernetes ranks versions with
+a resource's version from that order, and the registry picks the version a synthesized
+resource is served at by the same rule. Kubernetes ranks versions with
 ``CompareKubeAwareVersionStrings``: GA before beta before alpha, then the higher major,
 then the higher minor; versions that do not look like ``v1``/``v2beta3`` come last in
 alphabetical order. We copy that rule so clients resolve the same versions here as
 against kube-apiserver.
+
+>>> sort_versions(["v1beta1", "v2", "v1", "v1alpha3", "foo"])
+['v2', 'v1', 'v1beta1', 'v1alpha3', 'foo']
 """
 
 from __future__ import annotations

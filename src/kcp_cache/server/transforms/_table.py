@@ -19,21 +19,18 @@ from typing import Any
 
 import orjson
 
+from kcp_cache.meta import CLUSTER_ANNOTATION, META_GROUP, SHARD_ANNOTATION, partial_object_metadata
+
+from ._columns import PrinterColumn
 from ._jsonpath import JSONPath, compile_path
-from ._partial import META_GROUP, list_meta, partial_object_metadata
-from ._resources import PrinterColumn
+from ._partial import list_meta
 
 __all__ = [
-    "CLUSTER_ANNOTATION",
-    "SHARD_ANNOTATION",
     "IncludeObject",
     "TableColumns",
     "format_age",
     "to_table",
 ]
-
-SHARD_ANNOTATION = "kcp.io/shard"
-CLUSTER_ANNOTATION = "kcp.io/cluster"
 
 _NAME_DESCRIPTION = (
     "Name must be unique within a namespace. Is required when creating resources, although "

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kcp_cache.meta import META_GROUP, partial_object_metadata
+
 from ._accept import Negotiated
-from ._partial import META_GROUP, list_meta, partial_object_metadata, partial_object_metadata_list
-from ._resources import CRD_KIND_RESOURCE, ServedResource
+from ._columns import printer_columns
+from ._partial import list_meta, partial_object_metadata_list
 from ._table import IncludeObject, TableColumns, to_table
 
 __all__ = ["LIST_TRANSFORMS", "OBJECT_TRANSFORMS", "table_columns_for", "transform"]
@@ -39,9 +41,7 @@ def table_columns_for(
 
     ``shard``/``cluster``: the request used the wildcard there, so add that column.
     """
-    resource = ServedResource.from_crd(crd) if crd else CRD_KIND_RESOURCE
-    served = resource.version(version) or (resource.versions[0] if resource.versions else None)
-    return TableColumns(served.columns if served else (), shard=shard, cluster=cluster)
+    return TableColumns(printer_columns(crd, version), shard=shard, cluster=cluster)
 
 
 def transform(

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
+from kcp_cache.meta import WILDCARD
 from kcp_cache.registry import ApiError
 from kcp_cache.registry._lifecycle import ShardLifecycle
 from kcp_cache.server._audit import AuditLog, audit_event, new_audit_id
@@ -36,6 +37,7 @@ from kcp_cache.server._freshness import FRESHNESS_PATHS, FreshnessService
 from kcp_cache.server._grammar import (
     METRICS_PATH,
     check_cluster_invariant,
+    check_resource_scope,
     is_partial_metadata_accept,
     is_shard_level_rejected,
     parse_cluster,
@@ -47,36 +49,23 @@ from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
 from kcp_cache.server._inflight import InFlightLimiter
 from kcp_cache.server._lifecycle_metrics import LifecycleCollector
 from kcp_cache.server._metrics import ServerMetrics
-from kcp_cache.server._request_info import RequestInfo, parse_request_info
-from kcp_cache.server._scope import ANONYMOUS, WILDCARD, KcpRequest
-from kcp_cache.server._status import (
-    ASGIApp,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    StatusError,
-    send_bytes,
-    send_status,
-)
+from kcp_cache.server._request_info import REQUEST_INFO_KEY, parse_request_info, request_info
+from kcp_cache.server._respond import answer_error, send_bytes
+from kcp_cache.server._scope import ANONYMOUS, KcpRequest
+from kcp_cache.server.types import ASGIApp, Message, Receive, Scope, Send
 from kcp_cache.storage import Storage
 
 __all__ = [
     "DECISION_KEY",
     "MOUNT_HOPS_HEADER",
-    "REQUEST_INFO_KEY",
     "CacheServerApp",
     "ShutdownHook",
     "create_app",
-    "request_info",
 ]
 
 log = logging.getLogger("kcp_cache.server")
 #: One line per request at DEBUG (``kcp-cache-server -v 3``), like kube's httplog.
 access_log = logging.getLogger("kcp_cache.server.access")
-
-#: Key in ``KcpRequest.extra`` of the request's :class:`RequestInfo` (identity removed).
-REQUEST_INFO_KEY: Final = "request_info"
 
 
 ShutdownHook = Callable[[], Awaitable[None]]
@@ -94,12 +83,6 @@ _MOUNT_HOPS_MESSAGE: Final = (
     "the cache server does not serve requests relayed through a workspace mount "
     "(X-Kcp-Mount-Hops header present)"
 )
-
-
-def request_info(kcp: KcpRequest) -> RequestInfo | None:
-    """The :class:`RequestInfo` the filters stored for the API handlers."""
-    info = kcp.extra.get(REQUEST_INFO_KEY)
-    return info if isinstance(info, RequestInfo) else None
 
 
 class CacheServerApp:
@@ -196,17 +179,8 @@ class CacheServerApp:
 
         try:
             await self._filter(scope, receive, send_and_record)
-        except ApiError as error:
-            if code:
-                log.warning("error after the response started: %s", error.message)
-            else:
-                await send_status(send_and_record, error)
         except Exception as exc:
-            log.exception("internal error serving %s %s", scope["method"], scope["path"])
-            if not code:
-                await send_status(
-                    send_and_record, StatusError.internal(f"Internal error occurred: {exc}")
-                )
+            await answer_error(exc, scope, send_and_record, responded=bool(code))
         finally:
             if self.in_flight is not None:
                 self._release_slot(scope)
@@ -338,7 +312,7 @@ class CacheServerApp:
                 kcp.accept = value.decode("latin-1")
                 kcp.partial_metadata = is_partial_metadata_accept(kcp.accept)
             elif name == MOUNT_HOPS_HEADER:
-                raise StatusError.bad_request(_MOUNT_HOPS_MESSAGE)
+                raise ApiError.bad_request(_MOUNT_HOPS_MESSAGE)
 
         # 2. Synthetic delay (a testing aid, like kcp's --synthetic-delay).
         if self.synthetic_delay > 0:
@@ -353,7 +327,7 @@ class CacheServerApp:
         cluster, path = parse_cluster(path)
         if cluster is not None:
             if kcp.cluster is not None:
-                raise StatusError.bad_request(
+                raise ApiError.bad_request(
                     f'found cluster "{kcp.cluster}" in the request context, '
                     "when trying to read cluster from URL"
                 )
@@ -392,18 +366,7 @@ class CacheServerApp:
                 info.resource = resource
                 info.path = path
                 kcp.identity = identity
-            # Safe deviations of spec §1.5/§1.6.
-            if (kcp.shard == WILDCARD or kcp.cluster == WILDCARD) and info.verb not in _LIST_VERBS:
-                raise StatusError.method_not_allowed(
-                    f"{info.verb} is not supported on resources of kind "
-                    f'"{info.qualified_resource}" with a wildcard ("*") shard or logical '
-                    "cluster; only list and watch are"
-                )
-            if kcp.cluster is None:
-                raise StatusError.bad_request(
-                    "resource requests need a logical cluster: "
-                    "use /shards/<shard>/clusters/<cluster>/…"
-                )
+            check_resource_scope(kcp.shard, kcp.cluster, info)
             if self.freshness is not None and info.verb in _LIST_VERBS:
                 self.freshness.check_fresh_within(
                     scope.get("query_string", b""), kcp.shard or "", info.api_group, info.resource

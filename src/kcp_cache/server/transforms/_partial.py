@@ -1,10 +1,7 @@
-"""``meta.k8s.io/v1`` PartialObjectMetadata(List): objects reduced to their metadata.
+"""``meta.k8s.io/v1`` PartialObjectMetadataList: a list reduced to its items' metadata.
 
-kcp's metadata informers (spec §1.2, §2) and kubectl's Table rows ask for objects as
-``PartialObjectMetadata``: the full ``metadata`` (managedFields included, as kube's
-``meta.AsPartialObjectMetadata`` copies every ObjectMeta field) under a ``meta.k8s.io``
-kind, with no spec or status. These helpers are shared by the API handlers, the watch
-encoder and Table conversion so all three produce the same shape.
+The item shape is :func:`kcp_cache.meta.partial_object_metadata`; this adds the list
+envelope and the ``ListMeta`` a transformed list carries on.
 """
 
 from __future__ import annotations
@@ -12,23 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = [
-    "META_GROUP",
-    "list_meta",
-    "partial_object_metadata",
-    "partial_object_metadata_list",
-]
+from kcp_cache.meta import META_GROUP, partial_object_metadata
 
-META_GROUP = "meta.k8s.io"
-
-
-def partial_object_metadata(obj: Mapping[str, Any], *, version: str = "v1") -> dict[str, Any]:
-    """``obj`` as a ``PartialObjectMetadata`` (``meta.k8s.io/{version}``)."""
-    return {
-        "kind": "PartialObjectMetadata",
-        "apiVersion": f"{META_GROUP}/{version}",
-        "metadata": dict(obj.get("metadata") or {}),
-    }
+__all__ = ["list_meta", "partial_object_metadata_list"]
 
 
 def list_meta(list_obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,104 @@
+"""The printer columns of a CRD version: what a Table row shows (``kubectl get``).
+
+A version's ``additionalPrinterColumns``, or kube's default (just the age) when it
+declares none; the CRD resource itself has kube-apiserver's ``Created At`` column.
+Discovery's resource model builds its versions' columns with :func:`version_columns`, and
+Table conversion finds a request's columns with :func:`printer_columns`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kcp_cache.meta import version_priority_key
+
+__all__ = [
+    "CRD_COLUMNS",
+    "DEFAULT_COLUMNS",
+    "PrinterColumn",
+    "printer_columns",
+    "version_columns",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PrinterColumn:
+    """One ``additionalPrinterColumns`` entry (``type``: string/integer/number/boolean/date)."""
+
+    name: str
+    type: str
+    json_path: str
+    description: str = ""
+    format: str = ""
+    priority: int = 0
+
+    @classmethod
+    def from_crd(cls, column: Mapping[str, Any]) -> PrinterColumn:
+        return cls(
+            name=column["name"],
+            type=column.get("type", "string"),
+            json_path=column["jsonPath"],
+            description=column.get("description", ""),
+            format=column.get("format", ""),
+            priority=int(column.get("priority", 0)),
+        )
+
+
+#: Kube's default columns for a CRD version that declares none: just the age.
+DEFAULT_COLUMNS = (
+    PrinterColumn(
+        name="Age",
+        type="date",
+        json_path=".metadata.creationTimestamp",
+        description=(
+            "CreationTimestamp is a timestamp representing the server time when this object "
+            "was created."
+        ),
+    ),
+)
+
+
+#: Kube's default columns for a CRD version that declares none: just the age.
+DEFAULT_COLUMNS = (
+    PrinterColumn(
+        name="Age",
+        type="date",
+        json_path=".metadata.creationTimestamp",
+        description=(
+            "CreationTimestamp is a timestamp representing the server time when this object "
+            "was created."
+        ),
+    ),
+)
+#: ``customresourcedefinitions``: kube's default table convertor prints this column as the
+#: RFC 3339 timestamp itself, not as an age; a "string" cell does exactly that.
+CRD_COLUMNS = (
+    PrinterColumn(
+        name="Created At",
+        type="string",
+        json_path=".metadata.creationTimestamp",
+        description=DEFAULT_COLUMNS[0].description,
+    ),
+)
+
+
+def version_columns(version: Mapping[str, Any]) -> tuple[PrinterColumn, ...]:
+    """The columns of one entry of a CRD's ``spec.versions``."""
+    declared = version.get("additionalPrinterColumns") or ()
+    return tuple(PrinterColumn.from_crd(c) for c in declared) or DEFAULT_COLUMNS
+
+
+def printer_columns(crd: Mapping[str, Any] | None, version: str) -> tuple[PrinterColumn, ...]:
+    """The columns of ``crd`` served at ``version`` (``None``: the CRD resource itself).
+
+    A version the CRD does not serve falls back to its highest-priority served version,
+    as the Table of any version the request resolved to must have columns.
+    """
+    if not crd:
+        return CRD_COLUMNS
+    served = [v for v in crd["spec"].get("versions") or () if v.get("served", True)]
+    served.sort(key=lambda v: version_priority_key(v["name"]))
+    chosen = next((v for v in served if v["name"] == version), served[0] if served else None)
+    return version_columns(chosen) if chosen is not None else ()
