@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import client, start_server
+from _procs import async_client, client, start_server
 
 LIFECYCLE = (
     "/services/cache/shards/system:cache:server/clusters/system:cache"
@@ -47,15 +47,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def load(root: Path, port: int, shard: str, count: int) -> None:
-    import ssl
-
     import httpx2
 
-    context = ssl.create_default_context(cafile=str(root / "apiserver.crt"))
-    context.load_cert_chain(str(root / "admin.crt"), str(root / "admin.key"))
-    async with httpx2.AsyncClient(
-        base_url=f"https://127.0.0.1:{port}", verify=context, timeout=60
-    ) as http:
+    async with async_client(root, port) as http:
         queue = iter(range(count))
 
         async def worker() -> None:

@@ -88,6 +88,15 @@ async def replicating(
         await remote.http.aclose()
 
 
+async def shard_tool(cache: CacheServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kcp-cache shard ARGS`` with the server's admin kubeconfig."""
+    argv = [sys.executable, "-m", "kcp_cache.cli.tool", "shard", *args,
+            "--kubeconfig", str(cache.kubeconfig), "--context", "base"]  # fmt: skip
+    return await asyncio.to_thread(
+        subprocess.run, argv, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def cache_shard(client: httpx2.Client, name: str) -> dict[str, Any]:
     r = client.get(f"{LIFECYCLE}/cacheshards/{name}")
     return r.json() if r.status_code == 200 else {}
@@ -292,12 +301,7 @@ async def test_decommission_purges_in_batches_and_fences(cache: CacheServer) -> 
 
         task = asyncio.create_task(watch())
         try:
-            result = await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, "-m", "kcp_cache.cli.tool", "shard", "decommission", beryl,
-                 "--kubeconfig", str(cache.kubeconfig), "--context", "base"],
-                capture_output=True, text=True, timeout=60, check=False,
-            )  # fmt: skip
+            result = await shard_tool(cache, "decommission", beryl)
             assert result.returncode == 0, result.stderr
             with cache.client() as admin:
                 denied = admin.post(
@@ -336,12 +340,7 @@ async def test_decommission_purges_in_batches_and_fences(cache: CacheServer) -> 
                 assert tombstone.status_code == 200
                 assert tombstone.json()["spec"]["shard"] == beryl
                 # Coming back: a new epoch, nothing purged reappears.
-                result = await asyncio.to_thread(
-                    subprocess.run,
-                    [sys.executable, "-m", "kcp_cache.cli.tool", "shard", "register", beryl,
-                     "--kubeconfig", str(cache.kubeconfig), "--context", "base"],
-                    capture_output=True, text=True, timeout=60, check=False,
-                )  # fmt: skip
+                result = await shard_tool(cache, "register", beryl)
                 assert result.returncode == 0, result.stderr
 
                 async def active() -> bool:
@@ -360,12 +359,7 @@ async def test_decommission_purges_in_batches_and_fences(cache: CacheServer) -> 
                 ]
                 assert names == ["new"]
                 assert cache_shard(admin, beryl)["status"]["epoch"] == 2
-                listing = await asyncio.to_thread(
-                    subprocess.run,
-                    [sys.executable, "-m", "kcp_cache.cli.tool", "shard", "list",
-                     "--kubeconfig", str(cache.kubeconfig), "--context", "base"],
-                    capture_output=True, text=True, timeout=60, check=False,
-                )  # fmt: skip
+                listing = await shard_tool(cache, "list")
                 assert listing.returncode == 0, listing.stderr
                 row = next(
                     line.split() for line in listing.stdout.splitlines() if line.startswith(beryl)

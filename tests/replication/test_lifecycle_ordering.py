@@ -1,7 +1,7 @@
 """The ordering guarantee of sync markers, property-tested (beyond-kcp §3.5 test 5).
 
 Two shards, each a write controller with its lease renewer, take random creates,
-updates and deletes on their own APIs (hypothesis draws them: 5 examples × 200 rounds).
+updates and deletes on their own APIs (hypothesis draws them: 2 examples × 500 rounds).
 Three recorders watch everything that happens — each shard's local objects, the cache's
 copies, the cache's leases. Afterwards, for every converged marker the server stamped
 (cache revision C, shard S, local resourceVersion L), the cache's copies of S as of C
@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from replication_helpers import (
     APIEXPORTS,
@@ -41,7 +41,7 @@ LEASES = (
     "/services/cache/shards/system:cache:server/clusters/system:cache"
     "/apis/cacheserver.kcp.io/v1alpha1/shardleases"
 )
-ROUNDS = 200
+ROUNDS = 500
 ops = st.lists(
     st.tuples(st.sampled_from(SHARDS), st.sampled_from(("put", "delete")), st.integers(0, 11)),
     min_size=ROUNDS,
@@ -62,14 +62,20 @@ async def recording(http: httpx2.AsyncClient, path: str, rv: str) -> AsyncIterat
     ready = asyncio.Event()
 
     async def run() -> None:
-        params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true"}
-        async with http.stream("GET", path, params=params) as response:
-            assert response.status_code == 200
-            ready.set()
-            async for line in response.aiter_lines():
-                event = json.loads(line)
-                assert event["type"] != "ERROR", event
-                events.append(event)
+        since = rv
+        while True:  # a broken stream is resumed where it stopped: no event is lost
+            params = {"watch": "1", "resourceVersion": since, "allowWatchBookmarks": "true"}
+            try:
+                async with http.stream("GET", path, params=params, timeout=None) as response:
+                    assert response.status_code == 200
+                    ready.set()
+                    async for line in response.aiter_lines():
+                        event = json.loads(line)
+                        assert event["type"] != "ERROR", event
+                        events.append(event)
+                        since = event["object"]["metadata"]["resourceVersion"]
+            except httpx2.TransportError:
+                await asyncio.sleep(0.05)
 
     task = asyncio.create_task(run())
     await asyncio.wait_for(ready.wait(), 10)
@@ -241,9 +247,11 @@ async def scenario(cache: CacheServer, shards_api: CacheServer, plan: list[Any])
 
 
 @settings(
-    max_examples=5,
+    max_examples=2,
     deadline=None,
-    derandomize=False,
+    # Each example runs real processes for seconds: report a failing plan as drawn
+    # rather than shrink it through hundreds of runs.
+    phases=(Phase.generate,),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(plan=ops)

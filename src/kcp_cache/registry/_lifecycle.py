@@ -234,6 +234,8 @@ class ShardLifecycle:
                 continue  # written again (its next event is stamped) or deleted
             except StorageError as exc:
                 log.warning("could not stamp ShardLease %s: %s", name, exc)
+            except Exception:
+                log.exception("stamping ShardLease %s failed", name)
             self._wake()
 
     async def _reconcile_loop(self) -> None:
@@ -245,6 +247,10 @@ class ShardLifecycle:
                 await self.reconcile()
             except StorageError as exc:
                 log.warning("shard lifecycle: %s; retrying", exc)
+                await asyncio.sleep(self.options.tick)
+            except Exception:
+                # A bug must not stop liveness and purges for good: log it, go on.
+                log.exception("shard lifecycle pass failed; retrying")
                 await asyncio.sleep(self.options.tick)
 
     # -- the phase machine ---------------------------------------------------------------
@@ -424,6 +430,9 @@ class ShardLifecycle:
             raise
         except StorageError as exc:
             log.warning("purge of shard %s paused: %s", name, exc)
+            self._wake()
+        except Exception:
+            log.exception("purge of shard %s failed; it is retried", name)
             self._wake()
 
     async def _count_deleted(self, name: str, count: int) -> None:

@@ -10,9 +10,10 @@ Unreachable, and one *sync marker* per replicated resource:
     "every change my local informer delivered up to ``localResourceVersion`` has been
     applied in the cache" — ``converged`` is claimed only when the informers are synced,
     the local informer's handlers have queued every event up to that version, the work
-    queue holds no key of the resource (waiting, in flight or rate-limited), and no key's
-    last write found the cache there first without the cache informer having shown that
-    copy since (the controller then relies on that copy's event to look again).
+    queue holds no key of the resource (waiting, in flight or rate-limited), and the cache
+    informer has shown every write the controller made (until it does, a reconcile reads
+    a stale copy and may find nothing to do — the property test of the ordering
+    guarantee caught exactly that).
 
 The ordering guarantee rests on one rule: the marker is computed *before* the lease is
 sent, from writes whose responses were already received, so the lease write's cache
@@ -94,7 +95,7 @@ async def sync_markers(controller: WriteController) -> list[dict[str, Any]]:
                 converged = False
         if converged:
             if unfinished is None:  # after the handler wait: the keys it queued count
-                keys = controller.queue.unfinished() | controller.unconfirmed
+                keys = controller.queue.unfinished() | set(controller.unconfirmed)
                 unfinished = {_gvr(key) for key in keys}
             converged = (r.group, r.version, r.resource) not in unfinished
         filtered = replicated.filter
