@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx2
 
+from kcp_cache.testing import CacheServer
+
 BENCH = Path(__file__).resolve().parent
 SERVER_CPU = 0
 LOAD_CPU = 1
@@ -35,8 +37,9 @@ def raise_open_files() -> int:
     return target
 
 
-def _pinned(args: list[str]) -> list[str]:
-    return ["taskset", "-c", str(SERVER_CPU), *args] if (os.cpu_count() or 1) > 1 else args
+def _pin_prefix() -> tuple[str, ...]:
+    """The command prefix that pins a process to the server core (none on one core)."""
+    return ("taskset", "-c", str(SERVER_CPU)) if (os.cpu_count() or 1) > 1 else ()
 
 
 @dataclass
@@ -95,33 +98,19 @@ def _status_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def start_server(root: Path, *extra: str, timeout: float = 60.0) -> Proc:
+def start_server(root: Path, *extra: str, timeout: float = 60.0, src: Path | None = None) -> Proc:
     """``kcp-cache-server`` (embedded SQLite) on a free port, pinned to the server core.
 
-    ``timeout`` bounds the start-up (a store of a million objects takes minutes to load).
+    Started by :class:`kcp_cache.testing.CacheServer` (ready once ``/livez`` and ``/readyz``
+    answer 200); ``timeout`` bounds the start-up (a store of a million objects takes
+    minutes to load). ``src``: run the package found there instead of the installed one
+    (a baseline checkout's ``src/``, for A/B runs side by side).
     """
-    root.mkdir(parents=True, exist_ok=True)
-    port_file = root / "secure-port"
-    port_file.unlink(missing_ok=True)
-    log = root.parent / f"{root.name}.log"
-    args = [sys.executable, "-m", "kcp_cache", "--root-directory", str(root)]
-    args += ["--secure-port", "0", *extra]
-    with log.open("ab") as out:
-        process = subprocess.Popen(_pinned(args), stdout=out, stderr=subprocess.STDOUT)
-    proc = Proc(process, port_file, log)
-    proc.wait_port(timeout)
-    with client(root, proc.port) as http:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if http.get("/readyz").status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready: {log.read_text()}")
-            time.sleep(0.05)
-    return proc
+    env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
+    server = CacheServer(root, extra, None, env=env, command_prefix=_pin_prefix())
+    server.start(timeout=timeout)
+    assert server.process is not None
+    return Proc(server.process, root / "secure-port", server.log_path, server.port)
 
 
 def start_ceiling(root: Path, body: Path, list_body: Path | None) -> Proc:
@@ -134,7 +123,7 @@ def start_ceiling(root: Path, body: Path, list_body: Path | None) -> Proc:
     if list_body is not None:
         args += ["--list-body", str(list_body)]
     with log.open("ab") as out:
-        process = subprocess.Popen(_pinned(args), stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*_pin_prefix(), *args], stdout=out, stderr=subprocess.STDOUT)
     proc = Proc(process, port_file, log)
     proc.wait_port()
     return proc

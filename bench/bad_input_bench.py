@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = r"""
 import asyncio, json, sys, time
 sys.path.insert(0, sys.argv[2])
-from shell_asgi import call, header_authenticator
+from _asgi import call, header_authenticator
 from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog
 from kcp_cache.server import create_app
 from kcp_cache.server.api import create_api_app

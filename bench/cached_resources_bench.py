@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-sys.path.insert(0, str(HERE.parent / "tests" / "replication"))
+# The CachedResource test helpers (the tests are a package under the project root).
+sys.path.insert(0, str(HERE.parent))
 
-from ccr_helpers import (  # noqa: E402
+from tests.replication.ccr_helpers import (  # noqa: E402
     INSTANCES,
     PART_OF,
     ccr,
@@ -47,9 +47,9 @@ from ccr_helpers import (  # noqa: E402
     writes,
 )
 
-from harness import start_cache_server  # noqa: E402
 from kcp_cache.client import Resource  # noqa: E402
 from kcp_cache.replication import CCR_RESOURCE  # noqa: E402
+from kcp_cache.testing import start_cache_server  # noqa: E402
 
 CONCURRENCY = 16
 

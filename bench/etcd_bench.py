@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python bench/etcd_bench.py [--quick] [--check-perf] [--json F] [--plot F]``
 
-A fresh single etcd member (Debian's ``etcd``, as in ``tests/storage/etcd_server.py``) is
+A fresh single etcd member (Debian's ``etcd``, as in ``kcp_cache.testing.EtcdCluster``) is
 started on loopback; where the machine has two CPUs, etcd is pinned to CPU 0 and this
 process to CPU 1, as in perf-anchors §3. Measured, interleaved so that a slow patch of
 the VM cannot land on one side only (three rounds, median reported):
@@ -28,7 +28,6 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,13 +35,11 @@ from typing import Any
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")  # before grpc (perf-anchors §3d)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "storage"))
-
 import aetcd
 from aetcd import rpc
-from etcd_server import EtcdCluster
 
 from kcp_cache.storage.etcd import EtcdStorage
+from kcp_cache.testing import EtcdCluster
 
 try:  # the server runs on uvloop; measure what it will run on
     import uvloop

@@ -26,7 +26,6 @@ import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -35,13 +34,10 @@ from typing import Any
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")  # before grpc (perf-anchors §3d)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "storage"))
-
-from etcd_server import EtcdCluster
-
 from etcd_bench import WRITERS, closed_loop, pin, value
 from kcp_cache.storage import SQLiteStorage, Storage
 from kcp_cache.storage.etcd import EtcdStorage
+from kcp_cache.testing import EtcdCluster
 
 try:  # the server runs on uvloop; measure what it will run on
     import uvloop

@@ -26,25 +26,26 @@ import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "storage"))
 
 import aetcd  # noqa: E402
 import httpx2  # noqa: E402
 import orjson  # noqa: E402
-from etcd_server import EtcdCluster  # noqa: E402
 
 from etcd_bench import BIG, closed_loop  # noqa: E402
 from etcd_server_bench import body, cpu_seconds  # noqa: E402
-from harness import CacheServer, TestCA, start_cache_server  # noqa: E402
 from kcp_cache.storage import SQLiteStorage  # noqa: E402
+from kcp_cache.testing import (  # noqa: E402
+    CacheServer,
+    EtcdCluster,
+    TestCA,
+    start_cache_server,
+)
 
 try:
     import uvloop

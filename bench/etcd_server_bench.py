@@ -28,21 +28,17 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "storage"))
 
 import aetcd  # noqa: E402
 import httpx2  # noqa: E402
 import orjson  # noqa: E402
 from aetcd import rpc  # noqa: E402
-from etcd_server import EtcdCluster  # noqa: E402
 
 from etcd_bench import (  # noqa: E402
     BIG,
@@ -52,7 +48,12 @@ from etcd_bench import (  # noqa: E402
     time_list_variants,
     value,
 )
-from harness import CacheServer, TestCA, start_cache_server  # noqa: E402
+from kcp_cache.testing import (  # noqa: E402
+    CacheServer,
+    EtcdCluster,
+    TestCA,
+    start_cache_server,
+)
 
 try:
     import uvloop

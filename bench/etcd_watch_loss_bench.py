@@ -22,7 +22,7 @@ Side by side, on the same etcd and the same creates:
 Each round creates objects for ``--seconds`` (3 s) with autocannon (32 HTTPS connections,
 ``overallRate`` 400/s, the admin client certificate) in a cluster of the round's own,
 lists them, then waits up to 15 s for every watcher to have them all. The test etcd
-sends progress notifications every second (``tests/storage/etcd_server.py``), so each
+sends progress notifications every second (``kcp_cache.testing.EtcdCluster``), so each
 round has several.
 """
 
@@ -33,7 +33,6 @@ import asyncio
 import json
 import os
 import ssl
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,16 +42,17 @@ from typing import Any
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")  # before grpc (perf-anchors §3d)
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "storage"))
 
 import aetcd  # noqa: E402
 import httpx2  # noqa: E402
 import orjson  # noqa: E402
-from etcd_server import EtcdCluster  # noqa: E402
 
 from _procs import autocannon, raise_open_files  # noqa: E402
-from harness import CacheServer, start_cache_server  # noqa: E402
+from kcp_cache.testing import (  # noqa: E402
+    CacheServer,
+    EtcdCluster,
+    start_cache_server,
+)
 
 try:
     import uvloop

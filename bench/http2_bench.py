@@ -138,11 +138,13 @@ async def _fanout(
     }
 
 
-def bench_fanout(args: argparse.Namespace, work: Path, http2: bool) -> dict[str, Any]:
+def bench_fanout(
+    args: argparse.Namespace, work: Path, http2: bool, src: Path | None = None
+) -> dict[str, Any]:
     import uvloop
 
-    root = work / ("fanout-h2" if http2 else "fanout-h1")
-    server = start_server(root, "--storage", "memory")
+    root = work / (("fanout-h2" if http2 else "fanout-h1") + ("-base" if src else ""))
+    server = start_server(root, "--storage", "memory", src=src)
     try:
         return uvloop.run(_fanout(args, root, server, http2))
     finally:
@@ -232,11 +234,13 @@ async def _kcp_shape(args: argparse.Namespace, root: Path, server: Proc) -> dict
     }
 
 
-def bench_kcp_shape(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def bench_kcp_shape(
+    args: argparse.Namespace, work: Path, src: Path | None = None
+) -> dict[str, Any]:
     import uvloop
 
-    root = work / "kcp-shape"
-    server = start_server(root, "--storage", "memory")
+    root = work / ("kcp-shape-base" if src else "kcp-shape")
+    server = start_server(root, "--storage", "memory", src=src)
     try:
         return uvloop.run(_kcp_shape(args, root, server))
     finally:
@@ -280,6 +284,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--kcp-only", action="store_true", help="only the kcp-shape phase")
+    parser.add_argument(
+        "--h2-only", action="store_true", help="skip the HTTP/1.1 fan-out (A/B runs)"
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also run each phase on the package in this src/ directory (e.g. an export "
+        "of main) just before this checkout's, and print both",
+    )
     args = parser.parse_args()
     if args.quick:
         args.watches, args.events, args.kcp_seconds = 1000, 3, 3.0
@@ -287,17 +300,49 @@ def main() -> None:
     nofile = raise_open_files()
     if nofile < args.watches + 100:
         sys.exit(f"open-file limit {nofile} is too low for {args.watches} watches")
+    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="http2-bench-") as tmp:
         work = Path(tmp)
-        kcp = bench_kcp_shape(args, work)
+        if args.baseline_src:
+            results["baseline_kcp_shape"] = bench_kcp_shape(args, work, args.baseline_src)
+        kcp = results["kcp_shape"] = bench_kcp_shape(args, work)
         if args.kcp_only:
-            print(json.dumps(kcp, indent=2))
+            print(json.dumps(results, indent=2))
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2))
             return
-        h1 = bench_fanout(args, work, http2=False)
-        h2 = bench_fanout(args, work, http2=True)
-    print_report(h1, h2, kcp)
+        if args.baseline_src:
+            results["baseline_http2"] = bench_fanout(args, work, True, args.baseline_src)
+        h2 = results["http2"] = bench_fanout(args, work, http2=True)
+        if not args.h2_only:
+            h1 = results["http1"] = bench_fanout(args, work, http2=False)
+    if args.h2_only:
+        print(json.dumps(results, indent=2))
+    else:
+        print_report(h1, h2, kcp)
+    if args.baseline_src:
+        print_baseline(results)
     if args.json:
-        args.json.write_text(json.dumps({"http1": h1, "http2": h2, "kcp_shape": kcp}, indent=2))
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def print_baseline(results: dict[str, Any]) -> None:
+    """This checkout against the baseline package, phase by phase."""
+    print("\nthis checkout vs baseline (--baseline-src), same run:")
+    pairs = [
+        ("kcp_shape", "p99_ms", "kcp shape delivery p99 (ms)"),
+        ("kcp_shape", "p50_ms", "kcp shape delivery p50 (ms)"),
+        ("kcp_shape", "us_per_delivered_event", "kcp shape server CPU per delivery (us)"),
+        ("kcp_shape", "write_ack_p99_ms", "kcp shape write ack p99 (ms)"),
+        ("http2", "kib_per_watch", "HTTP/2 RSS per watch (KiB)"),
+        ("http2", "us_per_delivered_event", "HTTP/2 server CPU per delivered event (us)"),
+    ]
+    for phase, key, what in pairs:
+        base, ours = results.get(f"baseline_{phase}"), results.get(phase)
+        if base is None or ours is None:
+            continue
+        ratio = ours[key] / base[key] if base[key] else float("nan")
+        print(f"  {what:44} {base[key]:9.2f} -> {ours[key]:9.2f}  ({ratio:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -240,9 +240,7 @@ def main() -> None:
         print(json.dumps(run_child(args.child, args.kubeconfig, args.objects)), flush=True)
         sys.stderr.flush()
         os._exit(0)  # daemon watch threads may still sit in a blocking read
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from harness import start_cache_server
+    from kcp_cache.testing import start_cache_server
 
     with tempfile.TemporaryDirectory(prefix="informer-bench-") as tmp:
         server = start_cache_server(Path(tmp), "--storage", "memory")

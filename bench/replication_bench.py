@@ -34,9 +34,6 @@ from typing import Any
 
 import httpx2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from harness import CacheServer, start_cache_server
 from kcp_cache.client import AsyncRESTClient, shard_of
 from kcp_cache.replication import (
     CacheReader,
@@ -44,6 +41,7 @@ from kcp_cache.replication import (
     local_client,
     parse_resources,
 )
+from kcp_cache.testing import CacheServer, start_cache_server
 
 APIEXPORTS = parse_resources("apiexports")[0]
 SHARDS = ("amber", "sapphire")

@@ -31,9 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from kcp_cache.storage import SQLiteStorage
-from kcp_cache.storage._sqlite_schema import INSERT_ROW, create_database, row_checksum
-from kcp_cache.storage._store_marker import MarkerFile, StoreMarker
+from kcp_cache.storage import (
+    INSERT_ROW,
+    MarkerFile,
+    SQLiteStorage,
+    StoreMarker,
+    create_database,
+    row_checksum,
+)
 
 VALUE = random.Random(1).randbytes(1024)
 

@@ -34,7 +34,7 @@ from kcp_cache.server import (
     ensure_dev_credentials,
     ensure_serving_certificate,
 )
-from kcp_cache.server.tls._io import make_tls_io
+from kcp_cache.server.tls import make_tls_io
 
 REQUEST = b"GET /watch HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"

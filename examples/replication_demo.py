@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python examples/replication_demo.py``
 
-Starts (in a temporary directory, on free loopback ports, with real TLS):
+Starts (in a temporary directory, on free loopback ports, with real TLS, through
+:func:`kcp_cache.testing.start_cache_server`):
 
 * a cache server (``kcp-cache-server``);
 * two "shard APIs" for shards ``amber`` and ``sapphire`` — here each is a cache server
@@ -22,16 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import ssl
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import httpx2
 
 from kcp_cache.client import AsyncRESTClient, shard_of
 from kcp_cache.replication import (
@@ -41,6 +35,7 @@ from kcp_cache.replication import (
     local_client,
     parse_resources,
 )
+from kcp_cache.testing import CacheServer, start_cache_server
 
 EXPORTS = parse_resources("apiexports")
 WRITES = {
@@ -49,70 +44,32 @@ WRITES = {
 }
 
 
-class Server:
-    """One ``kcp-cache-server`` process on a free port with its own root directory."""
-
-    def __init__(self, root: Path, *args: str) -> None:
-        self.root = root
-        root.mkdir(parents=True)
-        self.log = (root.parent / f"{root.name}.log").open("wb")
-        command = [sys.executable, "-m", "kcp_cache", "--root-directory", str(root)]
-        self.process = subprocess.Popen(
-            [*command, "--secure-port", "0", *args],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.port = self._wait_ready()
-
-    def _wait_ready(self) -> int:
-        port_file, cert = self.root / "secure-port", self.root / "apiserver.crt"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited; see {self.log.name}")
-            if port_file.exists() and cert.exists():
-                port = int(port_file.read_text())
-                context = ssl.create_default_context(cafile=str(cert))
-                with contextlib.suppress(httpx2.TransportError):
-                    url = f"https://127.0.0.1:{port}/readyz"
-                    if httpx2.get(url, verify=context).status_code == 200:
-                        return port
-            time.sleep(0.05)
-        raise RuntimeError("server did not become ready")
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.root / "admin.kubeconfig"
-
-    def shard_url(self, shard: str) -> str:
-        return f"https://127.0.0.1:{self.port}/services/cache/shards/{shard}"
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(15)
-        self.log.close()
+def shard_url(server: CacheServer, shard: str) -> str:
+    """The base URL under which *server* serves *shard*'s cluster-aware API."""
+    return f"{server.base_url}/services/cache/shards/{shard}"
 
 
 @contextlib.contextmanager
-def servers(directory: Path) -> Iterator[dict[str, Server]]:
-    started: dict[str, Server] = {}
+def servers(directory: Path) -> Iterator[dict[str, CacheServer]]:
+    """The cache server and one stand-in shard API per shard, stopped on the way out."""
+    started: dict[str, CacheServer] = {}
     try:
-        started["cache"] = Server(directory / "cache")
+        started["cache"] = start_cache_server(directory / "cache")
         for shard in WRITES:
-            started[shard] = Server(directory / shard, "--storage", "memory")
+            started[shard] = start_cache_server(directory / shard, "--storage", "memory")
         yield started
     finally:
         for server in started.values():
             server.stop()
 
 
-async def demo(running: dict[str, Server]) -> None:
+async def demo(running: dict[str, CacheServer]) -> None:
     cache = running["cache"]
     # admin.kubeconfig's "base" context points at the server root; its current context
     # addresses /shards/*/clusters/* (for kubectl).
     locals_ = {
         shard: local_client(
-            running[shard].kubeconfig, server_url=running[shard].shard_url(shard), context="base"
+            running[shard].kubeconfig, server_url=shard_url(running[shard], shard), context="base"
         )
         for shard in WRITES
     }
@@ -132,7 +89,7 @@ async def demo(running: dict[str, Server]) -> None:
             await reader.wait_ready(timeout=30)
             print(f"cache server   https://127.0.0.1:{cache.port}")
             for shard in WRITES:
-                print(f"shard {shard:9}{running[shard].shard_url(shard)}")
+                print(f"shard {shard:9}{shard_url(running[shard], shard)}")
 
             # Wait for the reader's informer to deliver every object (an event, not polling).
             wanted = sum(len(v) for v in WRITES.values())

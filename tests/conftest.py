@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from kcp_cache.testing import CacheServer, start_cache_server
+
 # Storage-backend fixtures (``storage_flags`` …) that any black-box test may ask for.
-from etcd_backend import module_storage_flags, shared_etcd, storage_flags
-from full_disk import small_disk
-from harness import CacheServer, start_cache_server
+from .etcd_backend import module_storage_flags, shared_etcd, storage_flags
+from .full_disk import small_disk
 
 __all__ = ["module_storage_flags", "shared_etcd", "small_disk", "storage_flags"]
 

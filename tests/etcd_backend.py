@@ -15,7 +15,7 @@ The ``etcd`` variant is marked ``etcd`` (deselect with ``-m "not etcd"``). Every
 gets its own random ``--etcd-prefix`` on the shared single-member etcd, so servers of
 different tests never see each other's keys, and the etcd starts (about 0.1 s) only when
 the first ``[etcd]`` test needs it. Tests that kill, pause or compact etcd must start
-their own cluster (``etcd_server.running_etcd``) instead of using the shared one.
+their own cluster (``kcp_cache.testing.running_etcd``) instead of using the shared one.
 """
 
 from __future__ import annotations
@@ -26,21 +26,14 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import pytest
 
-# The etcd process helper lives with the storage tests (a plain directory, not a package).
-_STORAGE_TESTS = str(Path(__file__).parent / "storage")
-if _STORAGE_TESTS not in sys.path:
-    sys.path.insert(0, _STORAGE_TESTS)
-
-from etcd_server import EtcdCluster  # noqa: E402
+from kcp_cache.testing import EtcdCluster
 
 __all__ = [
     "STORAGE_BACKENDS",

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 #: Words that must not appear on kubectl's stderr of a successful command.

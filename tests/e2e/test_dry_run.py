@@ -15,7 +15,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 from ._kubectl import Kubectl
 

@@ -2,17 +2,23 @@
 
 Validation stays on (kubectl's default ``--validate=strict``): it must be satisfied by the
 server's OpenAPI v3 documents, not switched off.
+
+The round trip an operator makes (create from a file, Table output with the
+Shard/Cluster columns of a wildcard context, label, apply, delete) runs on its own
+in-memory server.
 """
 
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 from ._kubectl import Kubectl, LineReader
 
@@ -163,3 +169,45 @@ def test_cache_shards_through_kubectl(kubectl: Kubectl, tmp_path: Path) -> None:
         assert time.monotonic() < deadline + 10, row()
         time.sleep(0.1)
     assert "shardtombstones" in kubectl.run("api-resources", **where).stdout
+
+
+KUBECTL = Path(sys.executable).parent / "kubectl"
+
+EXPORT = """\
+apiVersion: apis.kcp.io/v1alpha1
+kind: APIExport
+metadata:
+  name: from-kubectl
+spec:
+  size: {size}
+"""
+
+
+def test_kubectl_round_trip(cache_server: Callable[..., CacheServer], tmp_path: Path) -> None:
+    server = cache_server("--storage", "memory")
+
+    def kubectl(*args: str, scoped: bool = True) -> str:
+        cmd = [str(KUBECTL), "--kubeconfig", str(server.kubeconfig)]
+        if scoped:  # the admin kubeconfig's default context is the */* wildcard
+            cmd += ["--server", f"{server.base_url}/shards/amber/clusters/acme"]
+        done = subprocess.run(
+            [*cmd, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    manifest = tmp_path / "export.yaml"
+    manifest.write_text(EXPORT.format(size=1))
+    assert "created" in kubectl("create", "-f", str(manifest))
+    table = kubectl("get", "apiexports", scoped=False)
+    header, row = table.splitlines()[:2]
+    assert header.split()[:3] == ["NAME", "SHARD", "CLUSTER"]
+    assert row.split()[:3] == ["from-kubectl", "amber", "acme"]
+    assert "labeled" in kubectl("label", "apiexport", "from-kubectl", "team=a")
+    manifest.write_text(EXPORT.format(size=2))
+    assert "configured" in kubectl("apply", "-f", str(manifest))
+    spec = kubectl("get", "apiexport", "from-kubectl", "-o", "jsonpath={.spec.size}")
+    assert spec == "2"
+    assert "from-kubectl" in kubectl("get", "apiexports", "-l", "team=a", "-o", "name")
+    assert "deleted" in kubectl("delete", "apiexport", "from-kubectl")
+    assert kubectl("get", "apiexports", "-o", "name") == ""

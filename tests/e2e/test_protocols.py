@@ -10,7 +10,7 @@ import httpx2
 import orjson
 import pytest
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 PARTIAL_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 PARTIAL = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"

@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client, dynamic, informer, watch
 from kubernetes.client.exceptions import ApiException
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 GROUP, VERSION, PLURAL = "apis.kcp.io", "v1alpha2", "apiexports"
 

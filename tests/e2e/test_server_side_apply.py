@@ -10,7 +10,7 @@ import httpx2
 import pytest
 import yaml
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 from ._kubectl import Kubectl
 

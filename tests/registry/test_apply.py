@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kcp_cache.registry import ApiError
-from kcp_cache.registry._apply import (
+from kcp_cache.registry import (
+    ApiError,
     apply_configuration,
     field_set,
     fields_v1,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kcp_cache.registry._labels import (
+from kcp_cache.registry import (
     _VALID_ANNOTATION_KEY,
     _VALID_KEY,
     _VALID_VALUE,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from kcp_cache.registry import ResourceInfo
-from kcp_cache.registry._render import decorate, encode_object, splicer
-from kcp_cache.registry._strategy import prepare_create
+from kcp_cache.registry import ResourceInfo, decorate, encode_object, prepare_create, splicer
 
 
 def test_splice_equals_decode_decorate_encode(exports: ResourceInfo) -> None:

@@ -1,7 +1,7 @@
 """Run-time CRDs at the registry level: the catalog follows the stored CRD objects.
 
 (The black-box tests with kubectl and two replicas over etcd are in
-``tests/e2e_etcd/test_etcd_runtime_crds.py``.)
+``tests/e2e/test_etcd_runtime_crds.py``.)
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from harness import running_cache_server
 from kcp_cache.registry import ResourceCatalog, RuntimeCRDWatcher
 from kcp_cache.storage import MemoryStorage
+from kcp_cache.testing import running_cache_server
 
 CRDS = (
     "/cache/apiextensions.k8s.io/customresourcedefinitions/system:cache:server/system:system-crds/"

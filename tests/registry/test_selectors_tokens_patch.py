@@ -6,13 +6,15 @@ import pytest
 
 from kcp_cache.registry import (
     ApiError,
+    PatchError,
     SelectorError,
+    apply_json_patch,
+    apply_merge_patch,
     decode_continue,
     encode_continue,
     parse_field_selector,
     parse_label_selector,
 )
-from kcp_cache.registry._patch import PatchError, apply_json_patch, apply_merge_patch
 
 LABELS = {"app": "web", "tier": "gold", "n": "5"}
 

@@ -7,8 +7,15 @@ from typing import Any
 import orjson
 import pytest
 
-from kcp_cache.registry import ApiError, Registry, ResourceCatalog, ResourceInfo, Target
-from kcp_cache.registry._strategy import prepare_create, validate_name
+from kcp_cache.registry import (
+    ApiError,
+    Registry,
+    ResourceCatalog,
+    ResourceInfo,
+    Target,
+    prepare_create,
+    validate_name,
+)
 from kcp_cache.storage import MemoryStorage
 
 

@@ -6,7 +6,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from kcp_cache.registry._strategy import new_uid, now_timestamp
+from kcp_cache.registry import new_uid, now_timestamp
 
 
 def test_new_uid_is_a_canonical_version_4_uuid() -> None:

@@ -33,7 +33,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         async with MemoryStorage() as memory:
             yield memory
         return
-    from etcd_fixtures import etcd_storage  # a real single-member etcd of this test
+    from ..storage.etcd_fixtures import etcd_storage  # a real single-member etcd of this test
 
     async with etcd_storage(tmp_path) as etcd:
         yield etcd

@@ -7,9 +7,10 @@ from typing import Any
 
 import orjson
 
-from kcp_cache.registry import ListOptions, Registry, ResourceInfo, Target
-from kcp_cache.registry._watchcache import CHUNK_BYTES, REPLAY_WINDOW
+from kcp_cache.registry import CHUNK_BYTES, REPLAY_WINDOW, Registry, ResourceInfo, Target
 from kcp_cache.storage import MemoryStorage
+
+from ._sessions import start_watch as _start
 
 
 def _body(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -27,15 +28,6 @@ async def _next_events(session: Any) -> list[dict[str, Any]]:
     chunk = await asyncio.wait_for(session.watcher.next_chunk(), 5)
     assert chunk is not None
     return [orjson.loads(line) for line in chunk.splitlines()]
-
-
-async def _start(registry: Registry, target: Target, **query: str) -> Any:
-    opts = ListOptions.from_query(query, target.info, watch=True)
-    session = registry.watch(target, opts)
-    async for _ in session.initial_chunks():
-        pass
-    await session.subscribe()
-    return session
 
 
 async def test_one_storage_watch_and_one_encoding_per_event(

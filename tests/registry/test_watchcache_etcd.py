@@ -14,9 +14,10 @@ from typing import Any
 import orjson
 import pytest
 
-from etcd_backend import SharedEtcd, unique_prefix
 from kcp_cache.registry import ListOptions, Registry, ResourceCatalog, Target
 from kcp_cache.storage.etcd import EtcdStorage
+
+from ..etcd_backend import SharedEtcd, unique_prefix
 
 
 @pytest.fixture

@@ -20,7 +20,9 @@ from typing import Any
 
 import orjson
 
-from kcp_cache.registry import ListOptions, Registry, ResourceInfo, Target
+from kcp_cache.registry import Registry, ResourceInfo, Target
+
+from ._sessions import start_watch
 
 COUNT = 200
 # Bookkeeping per event beyond the bytes and objects accounted for: the PreparedEvent,
@@ -56,12 +58,7 @@ async def _retained_per_call(call: Callable[[int], Awaitable[Any]]) -> float:
 
 async def _watch(registry: Registry, target: Target) -> Any:
     rv = str(await registry.storage.current_revision())
-    opts = ListOptions.from_query({"resourceVersion": rv}, target.info, watch=True)
-    session = registry.watch(target, opts)
-    async for _ in session.initial_chunks():
-        pass
-    await session.subscribe()
-    return session
+    return await start_watch(registry, target, resourceVersion=rv)
 
 
 async def _check_history_footprint(registry: Registry, watched: Target, write: Write) -> None:

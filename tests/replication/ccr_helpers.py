@@ -9,9 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from replication_helpers import FAST_BACKOFF, cache_rest, eventually, local_rest, unique
-
-from harness import CacheServer
 from kcp_cache.client import AsyncRESTClient, NotFound, Resource
 from kcp_cache.replication import (
     CCR_RESOURCE,
@@ -19,6 +16,9 @@ from kcp_cache.replication import (
     WriteController,
     parse_resources,
 )
+from kcp_cache.testing import CacheServer
+
+from .replication_helpers import FAST_BACKOFF, cache_rest, eventually, local_rest, unique
 
 Obj = dict[str, Any]
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import CacheServer, start_cache_server
+from kcp_cache.testing import CacheServer, start_cache_server
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from harness import CacheServer
 from kcp_cache.client import AsyncRESTClient, Backoff, Resource
 from kcp_cache.replication import (
     REPLICATION_ANNOTATIONS,
@@ -19,6 +18,7 @@ from kcp_cache.replication import (
     local_client,
     parse_resources,
 )
+from kcp_cache.testing import CacheServer
 
 Obj = dict[str, Any]
 

@@ -21,25 +21,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from ccr_helpers import (
-    APIEXPORTS,
-    FLAVORS,
-    GADGETS,
-    INSTANCE_NAMES,
-    INSTANCES,
-    PART_OF,
-    SECRETS,
-    Env,
-    ccr,
-    install_shard_types,
-    instance,
-    request_counts,
-    shard_env,
-    writes,
-)
-from replication_helpers import FAST_BACKOFF, eventually, shard_url, unique
 
-from harness import CacheServer, start_cache_server
 from kcp_cache.client import NotFound, Resource
 from kcp_cache.replication import (
     APIEXPORT_REFERENCE_MANAGER,
@@ -55,6 +37,25 @@ from kcp_cache.replication import (
     APIExportReferenceController,
     reference_ccr_name,
 )
+from kcp_cache.testing import CacheServer, start_cache_server
+
+from .ccr_helpers import (
+    APIEXPORTS,
+    FLAVORS,
+    GADGETS,
+    INSTANCE_NAMES,
+    INSTANCES,
+    PART_OF,
+    SECRETS,
+    Env,
+    ccr,
+    install_shard_types,
+    instance,
+    request_counts,
+    shard_env,
+    writes,
+)
+from .replication_helpers import FAST_BACKOFF, eventually, shard_url, unique
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from kcp_cache.replication import OWNER_ANNOTATION, Selection, converge
-from kcp_cache.replication._ccr_model import (
+from kcp_cache.replication import (
+    OWNER_ANNOTATION,
     CopyCreate,
     CopyDelete,
     CopyUpdate,
+    Selection,
+    converge,
     copy_body,
     secret_key,
 )

@@ -18,16 +18,17 @@ import httpx2
 import orjson
 import pytest
 import uvicorn
-from ccr_helpers import PART_OF, Env, ccr, install_shard_types, instance, shard_env
-from replication_helpers import eventually, unique
 
-from harness import CacheServer, start_cache_server
 from kcp_cache.client import AsyncRESTClient
 from kcp_cache.replication import (
     CCR_RESOURCE,
     REQUESTED_BY_ANNOTATION,
     REQUESTED_BY_GROUPS_ANNOTATION,
 )
+from kcp_cache.testing import CacheServer, start_cache_server
+
+from .ccr_helpers import PART_OF, Env, ccr, install_shard_types, instance, shard_env
+from .replication_helpers import eventually, unique
 
 
 class ReviewServer:
@@ -117,7 +118,7 @@ async def test_a_creator_without_permission_replicates_nothing_until_granted(
 
 
 async def _scenario(env: Env, reviews: ReviewServer) -> None:
-    from ccr_helpers import INSTANCES
+    from .ccr_helpers import INSTANCES
 
     cluster = unique("ws")
     await env.local.create(INSTANCES, instance("db-1", PART_OF), cluster=cluster)

@@ -6,7 +6,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from replication_helpers import (
+
+from kcp_cache.client import NotFound, shard_of
+from kcp_cache.replication import CacheReader, WriteController
+from kcp_cache.testing import CacheServer, start_cache_server
+
+from .replication_helpers import (
     APIEXPORTS,
     FAST_BACKOFF,
     cache_rest,
@@ -17,10 +22,6 @@ from replication_helpers import (
     new_object,
     unique,
 )
-
-from harness import CacheServer, start_cache_server
-from kcp_cache.client import NotFound, shard_of
-from kcp_cache.replication import CacheReader, WriteController
 
 EXPORTS = APIEXPORTS.resource
 

@@ -18,8 +18,13 @@ from typing import Any
 
 import httpx2
 import pytest
-from etcd_server import EtcdCluster
-from replication_helpers import (
+
+from kcp_cache.client import AsyncRESTClient, ListWatchOptions, Resource, SharedInformer
+from kcp_cache.replication import ShardLeaseRenewer, WriteController
+from kcp_cache.testing import CacheServer, EtcdCluster, start_cache_server
+
+from ..etcd_backend import run_sync
+from .replication_helpers import (
     APIEXPORTS,
     FAST_BACKOFF,
     cache_rest,
@@ -28,11 +33,6 @@ from replication_helpers import (
     new_object,
     unique,
 )
-
-from etcd_backend import run_sync
-from harness import CacheServer, start_cache_server
-from kcp_cache.client import AsyncRESTClient, ListWatchOptions, Resource, SharedInformer
-from kcp_cache.replication import ShardLeaseRenewer, WriteController
 
 LIFECYCLE = (
     "/services/cache/shards/system:cache:server/clusters/system:cache"

@@ -22,7 +22,12 @@ from typing import Any
 import httpx2
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from replication_helpers import (
+
+from kcp_cache.client import NotFound
+from kcp_cache.replication import ShardLeaseRenewer, WriteController
+from kcp_cache.testing import CacheServer
+
+from .replication_helpers import (
     APIEXPORTS,
     FAST_BACKOFF,
     cache_rest,
@@ -31,10 +36,6 @@ from replication_helpers import (
     new_object,
     unique,
 )
-
-from harness import CacheServer
-from kcp_cache.client import NotFound
-from kcp_cache.replication import ShardLeaseRenewer, WriteController
 
 SHARDS = ("amber", "sapphire")
 LEASES = (

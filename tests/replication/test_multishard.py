@@ -20,7 +20,12 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from replication_helpers import (
+
+from kcp_cache.client import INDEX_CLUSTER, NotFound, shard_of
+from kcp_cache.replication import CacheReader
+from kcp_cache.testing import CacheServer
+
+from .replication_helpers import (
     APIEXPORTS,
     FAST_BACKOFF,
     SCHEMAS,
@@ -32,10 +37,6 @@ from replication_helpers import (
     shard_url,
     unique,
 )
-
-from harness import CacheServer
-from kcp_cache.client import INDEX_CLUSTER, NotFound, shard_of
-from kcp_cache.replication import CacheReader
 
 RESOURCES = "apiexports,apiresourceschemas"
 

@@ -12,7 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from replication_helpers import (
+
+from kcp_cache.client import AsyncRESTClient, Forbidden, NotFound
+from kcp_cache.replication import WriteController, cache_client
+from kcp_cache.testing import CacheServer
+
+from .replication_helpers import (
     APIEXPORTS,
     FAST_BACKOFF,
     cache_rest,
@@ -21,10 +26,6 @@ from replication_helpers import (
     new_object,
     unique,
 )
-
-from harness import CacheServer
-from kcp_cache.client import AsyncRESTClient, Forbidden, NotFound
-from kcp_cache.replication import WriteController, cache_client
 
 
 def issue_shard_kubeconfig(cache_api: CacheServer, shard: str, out: Path) -> Path:

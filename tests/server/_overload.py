@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from harness import ADMIN, CacheServer, ClientCert
+from kcp_cache.testing import ADMIN, CacheServer, ClientCert
 
 EXPORTS = CacheServer.resource_path("amber", "acme", "apis.kcp.io", "v1alpha1", "apiexports")
 #: A client's receive buffer: small, so a few hundred KiB fill the path to it.

@@ -19,7 +19,7 @@ import h2.connection
 import h2.events
 import h2.settings
 
-from harness import ADMIN, CacheServer
+from kcp_cache.testing import ADMIN, CacheServer
 
 __all__ = ["RawH2Client"]
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from full_disk import SmallDisk
-from harness import CacheServer, ServerStartError, TestCA
 from kcp_cache.server import AuditLog, AuditOptions
+from kcp_cache.testing import CacheServer, ServerStartError, TestCA
+
+from ..full_disk import SmallDisk
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
 

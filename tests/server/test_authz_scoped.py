@@ -16,7 +16,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from harness import ClientCert, TestCA, start_cache_server
+from kcp_cache.testing import ClientCert, TestCA, start_cache_server
 
 BASE = "/services/cache/shards/{shard}/clusters/{cluster}/apis/{gv}/{resource}"
 EXPORTS = "apis.kcp.io/v1alpha1", "apiexports"

@@ -3,7 +3,7 @@ whole request path in-process (shell filters → API handlers → registry → m
 
 Whatever arrives, the answer is never a 5xx: a success, or a 4xx ``metav1.Status`` whose
 code is the HTTP status. Bounded (a few hundred examples, ~10 s) so it runs with the
-suite; the black-box table (``tests/server/api/test_bad_input_blackbox.py``) pins the
+suite; the black-box table (``tests/e2e/test_bad_input.py``) pins the
 exact answers, this looks for the inputs nobody thought of.
 """
 
@@ -20,12 +20,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from shell_asgi import call, header_authenticator
 
 from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog
 from kcp_cache.server import create_app
 from kcp_cache.server.api import create_api_app
 from kcp_cache.storage import MemoryStorage
+
+from ._asgi import call, header_authenticator
 
 CLUSTER = "/services/cache/shards/amber/clusters/acme"
 EXPORTS = f"{CLUSTER}/apis/apis.kcp.io/v1alpha1/apiexports"
@@ -314,6 +315,8 @@ def _assert_not_5xx(
     response = loop.run_until_complete(
         call(app, method, path, query=query, headers=headers, body=body)
     )
+    if _kube_answers_500(method, response.status, response.body):
+        return
     assert response.status < 500, (response.status, response.body[:300])
     if response.status >= 400 and method != "HEAD":
         status = response.json()
@@ -323,6 +326,16 @@ def _assert_not_5xx(
             response.status,
         )
         assert status["message"]
+
+
+_SET_RESOURCE_VERSION = b"resourceVersion should not be set on objects to be created"
+
+
+def _kube_answers_500(method: str, status: int, body: bytes) -> bool:
+    """The one 5xx a body may earn on purpose: kube-apiserver's storage refuses a create whose
+    ``metadata.resourceVersion`` is set with a plain error, surfaced as a 500 InternalError
+    (spec §3.1); the server keeps that answer, and the fuzz draws such bodies now and then."""
+    return method == "POST" and status == 500 and _SET_RESOURCE_VERSION in body
 
 
 def _kcps_own_5xx(path: str) -> bool:

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engines import ENGINES, Engine, MakeStorage, StorageOptions
 
 from kcp_cache.storage import Storage
+
+from .engines import ENGINES, Engine, MakeStorage, StorageOptions
 
 
 @pytest.fixture(params=[pytest.param(e, id=e.name, marks=e.marks) for e in ENGINES.values()])

@@ -92,7 +92,7 @@ async def _sqlite(tmp_path: Path, options: StorageOptions) -> AsyncIterator[Stor
 @contextlib.asynccontextmanager
 async def _etcd(tmp_path: Path, options: StorageOptions) -> AsyncIterator[Storage]:
     # A real single-member etcd per test (tests/storage/etcd_fixtures.py).
-    from etcd_fixtures import etcd_storage
+    from .etcd_fixtures import etcd_storage
 
     async with etcd_storage(
         tmp_path,

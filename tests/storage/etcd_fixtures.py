@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from etcd_server import EtcdCluster
-
 from kcp_cache.storage.etcd import EtcdStorage
+from kcp_cache.testing import EtcdCluster
 
 __all__ = ["etcd_storage"]
 

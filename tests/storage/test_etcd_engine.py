@@ -1,6 +1,6 @@
 """etcd-specific behaviour of the etcd engine, against real etcd members.
 
-The conformance suite (``test_storage_conformance.py``) already runs against the etcd
+The conformance suite (``test_conformance.py``) already runs against the etcd
 engine; these tests cover what only a distributed store has: outages, failover between
 members, compaction by another replica, large ranges, start-up errors.
 """
@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import pytest
-from etcd_server import EtcdCluster, running_etcd
 
 from kcp_cache.storage import (
     Conflict,
@@ -24,6 +23,7 @@ from kcp_cache.storage import (
     WatchStream,
 )
 from kcp_cache.storage.etcd import EtcdStorage, progress_requests_are_safe
+from kcp_cache.testing import EtcdCluster, running_etcd
 
 pytestmark = pytest.mark.etcd
 

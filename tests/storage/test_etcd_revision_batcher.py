@@ -12,8 +12,7 @@ import asyncio
 
 import pytest
 
-from kcp_cache.storage import Unavailable
-from kcp_cache.storage._etcd_mirror import RevisionBatcher
+from kcp_cache.storage import RevisionBatcher, Unavailable
 
 
 class Store:

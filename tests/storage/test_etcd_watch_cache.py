@@ -14,10 +14,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from etcd_server import EtcdCluster, running_etcd
 
 from kcp_cache.storage import KeyValue, NotFound, Unavailable
 from kcp_cache.storage.etcd import EtcdStorage
+from kcp_cache.testing import EtcdCluster, running_etcd
 
 pytestmark = pytest.mark.etcd
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kcp_cache.cli._durations import parse_duration
-from kcp_cache.registry._lifecycle import LifecycleOptions
+from kcp_cache.registry import LifecycleOptions
 
 __all__ = ["add_lifecycle_flags", "lifecycle_options"]
 

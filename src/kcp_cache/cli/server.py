@@ -32,18 +32,15 @@ from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._lifecycle_flags import add_lifecycle_flags, lifecycle_options
 from kcp_cache.cli._logging import setup_logging
-from kcp_cache.cli._stack import (
-    DEFAULT_MIN_REQUEST_TIMEOUT,
-    DEFAULT_WATCH_MAX_UNSENT_BYTES,
-    build_api_stack,
-)
 from kcp_cache.meta import DEFAULT_SERVING_HOSTS
 from kcp_cache.server import (
     AUTHORIZATION_MODES,
     DEFAULT_ALWAYS_ALLOW_PATHS,
     DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
     DEFAULT_MAX_REQUESTS_INFLIGHT,
+    DEFAULT_MIN_REQUEST_TIMEOUT,
     DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+    DEFAULT_WATCH_MAX_UNSENT_BYTES,
     AuditLog,
     AuditOptions,
     ConnectionLimits,
@@ -708,26 +705,12 @@ async def _serve(
     readiness: ReadinessChecks,
     ssl_context: SSL.Context,
 ) -> int:
-    stack = build_api_stack(
-        storage,
-        metrics=metrics,
-        readiness=readiness,
-        compression=Compression(
-            enabled=args.response_compression == "on",
-            threshold=args.response_compression_threshold,
-        ),
-        bookmark_interval=args.watch_bookmark_interval,
-        min_request_timeout=args.min_request_timeout,
-        watch_max_unsent_bytes=args.watch_max_unsent_bytes,
-        lifecycle=lifecycle_options(args),
-    )
     audit = _open_audit_log(args)
     if audit is not None:
         metrics.track_audit(audit)
     app = create_app(
+        storage,
         audit=audit,
-        storage=storage,
-        api_app=stack.app,
         always_allow_paths=[p for p in args.authorization_always_allow_paths.split(",") if p],
         synthetic_delay=args.synthetic_delay,
         metrics=metrics,
@@ -739,10 +722,18 @@ async def _serve(
         max_requests_inflight=args.max_requests_inflight,
         max_mutating_requests_inflight=args.max_mutating_requests_inflight,
         request_timeout=args.request_timeout,
-        lifecycle=stack.api.registry.lifecycle,
+        lifecycle=lifecycle_options(args),
         freshness_require_markers=args.freshness_require_markers,
+        compression=Compression(
+            enabled=args.response_compression == "on",
+            threshold=args.response_compression_threshold,
+        ),
+        bookmark_interval=args.watch_bookmark_interval,
+        min_request_timeout=args.min_request_timeout,
+        watch_max_unsent_bytes=args.watch_max_unsent_bytes,
+        bootstrap_retry_interval=BOOTSTRAP_RETRY_INTERVAL,
+        on_bootstrapped=_tune_garbage_collector,
     )
-    app.on_shutdown.append(stack.api.shutdown)
     server = HTTPSServer(
         app,
         sock=sock,
@@ -756,26 +747,7 @@ async def _serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, server, signum)
 
-    async def bootstrap() -> None:
-        # Retried until it succeeds: /readyz fails meanwhile, and must recover by itself
-        # once the store does (nobody can send the server a request that would help).
-        while True:
-            try:
-                await stack.api.startup()
-            except Exception as exc:
-                log.error(
-                    "bootstrapping the system CRDs failed (retrying in %gs; /readyz fails "
-                    "until it succeeds): %s",
-                    BOOTSTRAP_RETRY_INTERVAL,
-                    exc,
-                )
-                await asyncio.sleep(BOOTSTRAP_RETRY_INTERVAL)
-                continue
-            log.info("bootstrapped the system CRDs")
-            _tune_garbage_collector()
-            return
-
-    bootstrap_task = loop.create_task(bootstrap())
+    await app.startup()  # the CRD bootstrap; our server runs without ASGI lifespan
     log.info(
         "serving kcp's cache server on https://%s:%d (root directory %s)",
         _url_host(args.bind_address),
@@ -785,9 +757,7 @@ async def _serve(
     try:
         await server.serve(before_shutdown=app.shutdown)
     finally:
-        bootstrap_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await bootstrap_task
+        await app.shutdown()  # (once: done already when the server shut down cleanly)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         if audit is not None:

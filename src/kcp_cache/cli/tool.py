@@ -24,13 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx2
-
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.cli._shard_tool import add_shard_parser, run_shard
 from kcp_cache.cli._store_tool import add_store_parser, run_store
+from kcp_cache.client import AsyncClient, TransportError
 from kcp_cache.meta import SYSTEM_MASTERS
 from kcp_cache.replication import (
     CCR_RESOURCE,
@@ -330,14 +329,14 @@ def issue_principal_certificate(args: argparse.Namespace) -> list[Path]:
     return written
 
 
-async def _wants_cached_resources(mode: str, local_http: httpx2.AsyncClient) -> bool:
+async def _wants_cached_resources(mode: str, local_http: AsyncClient) -> bool:
     """``--cached-resources``: ``auto`` asks the shard's discovery whether it serves
     ``clustercachedresources`` (an unreachable shard counts as no: say ``true`` to insist)."""
     if mode != "auto":
         return mode == "true"
     try:
         response = await local_http.get(f"/clusters/root{CCR_RESOURCE.api_path}")
-    except httpx2.TransportError as err:
+    except TransportError as err:
         log.warning("cannot ask the shard whether it serves ClusterCachedResources: %s", err)
         return False
     if response.status_code != 200:

@@ -9,7 +9,9 @@ It talks HTTP only (through ``httpx2``) and never imports the server side. The p
   :class:`CacheServiceTransport`, :class:`ShardFromObjectTransport`; the standard stack via
   :func:`cache_transport` or, from a kubeconfig, :func:`cache_client_from_kubeconfig`.
 * **REST** — :class:`AsyncRESTClient` / :class:`RESTClient` for any resource, with typed
-  errors (:class:`NotFound`, :class:`Conflict`, :class:`Expired`, …).
+  errors (:class:`NotFound`, :class:`Conflict`, :class:`Expired`, …); the HTTP library's
+  :class:`AsyncClient` / :class:`Client` and :class:`TransportError` (no answer at all)
+  are re-exported, so code built on this package need not import the library.
 * **Informers** — :class:`SharedInformer`, :class:`SharedInformerFactory`, :class:`Store`
   with indexers, :class:`Lister`.
 * **Work queues** — :class:`WorkQueue` / :class:`RateLimitingQueue` with client-go's
@@ -18,6 +20,13 @@ It talks HTTP only (through ``httpx2``) and never imports the server side. The p
 See ``docs/client.md`` for a guide.
 """
 
+from kcp_cache.client._http import Request as Request
+from kcp_cache.client._paths import split_base as split_base
+
+# Underscore names below are internals re-exported for the white-box tests, not in __all__.
+from kcp_cache.client._transports import _CacheService as _CacheService
+from kcp_cache.client._transports import _plain_segment as _plain_segment
+from kcp_cache.client._transports import _ShardPath as _ShardPath
 from kcp_cache.meta import CACHE_SERVICE_PREFIX, CLUSTER_ANNOTATION, SHARD_ANNOTATION, WILDCARD
 
 from ._aio import StartStop, cancel_and_wait, wait_all_synced, wait_or_timeout
@@ -48,6 +57,7 @@ from ._errors import (
     Unauthorized,
 )
 from ._factory import SharedInformerFactory
+from ._http import AsyncClient, Client, TransportError
 from ._informer import DEFAULT_INDEXERS, HandlerRegistration, SharedInformer
 from ._kubeconfig import (
     KubeConfig,
@@ -125,6 +135,7 @@ __all__ = [
     "AlreadyExists",
     "ApiError",
     "AsyncCacheServiceTransport",
+    "AsyncClient",
     "AsyncDefaultShardTransport",
     "AsyncRESTClient",
     "AsyncShardFromObjectTransport",
@@ -134,6 +145,7 @@ __all__ = [
     "BadRequest",
     "BucketRateLimiter",
     "CacheServiceTransport",
+    "Client",
     "ClusterLister",
     "Conflict",
     "DefaultShardTransport",
@@ -157,6 +169,7 @@ __all__ = [
     "RateLimiter",
     "RateLimitingQueue",
     "Reflector",
+    "Request",
     "Resource",
     "ResourceResolver",
     "ResourceVersionTooLarge",
@@ -172,6 +185,7 @@ __all__ = [
     "StartStop",
     "Store",
     "TooManyRequests",
+    "TransportError",
     "Unauthorized",
     "WatchEvent",
     "WatchInactive",
@@ -201,6 +215,7 @@ __all__ = [
     "shard_of",
     "shard_of_request",
     "shard_path",
+    "split_base",
     "validate_shard_name",
     "wait_all_synced",
     "wait_or_timeout",

@@ -13,8 +13,10 @@ __all__ = ["StartStop", "cancel_and_wait", "wait_all_synced", "wait_or_timeout"]
 class StartStop:
     """``async with thing:`` for anything with ``start()`` and ``stop()`` coroutines.
 
-    Informers and controllers run until they are stopped; this gives each the same
-    context-manager shape (returns once started, stops on the way out, errors or not).
+    Informers, factories and controllers run until they are stopped; this gives each the
+    same context-manager shape (returns once started, stops on the way out, errors or not)
+    and trio's ``aclose()``, the one closing verb every resource of the package answers to
+    (the HTTP clients, transports and watch streams have it too).
     """
 
     async def start(self) -> None:
@@ -22,6 +24,10 @@ class StartStop:
 
     async def stop(self) -> None:
         raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Stop (what ``async with`` does on the way out)."""
+        await self.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -33,7 +39,7 @@ class StartStop:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stop()
+        await self.aclose()
 
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:

@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from ._aio import wait_all_synced
+from ._aio import StartStop, wait_all_synced
 from ._informer import SharedInformer
 from ._lister import Lister
 from ._resource import Resource
@@ -47,7 +46,7 @@ __all__ = ["SharedInformerFactory"]
 _UNSET: Any = object()
 
 
-class SharedInformerFactory:
+class SharedInformerFactory(StartStop):
     """Creates and shares :class:`SharedInformer` s for one endpoint (one REST client).
 
     *cluster*, *shard* and *namespace* are defaults for every informer; each call may
@@ -133,19 +132,10 @@ class SharedInformerFactory:
         return await wait_all_synced(self._informers.values(), timeout)
 
     async def shutdown(self) -> None:
-        """Stop every informer."""
+        """Stop every informer (client-go's name; :meth:`stop` and ``aclose()`` do the same)."""
         self._started = False
         for informer in list(self._informers.values()):
             await informer.stop()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
         await self.shutdown()

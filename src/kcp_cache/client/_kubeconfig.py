@@ -301,14 +301,26 @@ def async_client_from_kubeconfig(
     path: str | os.PathLike[str],
     *,
     context: str | None = None,
+    server_url: str | None = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
+    max_connections: int | None = None,
     http2: bool = True,
 ) -> AsyncClient:
-    """Async twin of :func:`client_from_kubeconfig`."""
+    """Async twin of :func:`client_from_kubeconfig`.
+
+    *server_url* replaces the kubeconfig's server (credentials and CA still come from the
+    kubeconfig); *max_connections* bounds the connection pool (the HTTP library's default
+    limits otherwise).
+    """
     config = load_kubeconfig(path, context=context)
+    if max_connections is None:
+        transport = AsyncHTTPTransport(verify=config.ssl_context, http2=http2)
+    else:
+        limits = Limits(max_connections=max_connections)
+        transport = AsyncHTTPTransport(verify=config.ssl_context, http2=http2, limits=limits)
     return AsyncClient(
-        base_url=config.server,
+        base_url=server_url or config.server,
         headers=config.headers,
         timeout=timeout,
-        transport=AsyncHTTPTransport(verify=config.ssl_context, http2=http2),
+        transport=transport,
     )

@@ -25,7 +25,7 @@ import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypedDict, Unpack
 
 import orjson
 
@@ -131,15 +131,11 @@ def _peek_continue(content: bytes) -> str | None:
     return match.group(1).decode()
 
 
-def _extensions(shard: str | None) -> dict[str, Any]:
-    return {SHARD_EXTENSION: shard} if shard else {}
-
-
-def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:
+def _selectors(options: _Selected) -> dict[str, str]:
     params = {}
-    if label_selector:
+    if label_selector := options.get("label_selector"):
         params["labelSelector"] = label_selector
-    if field_selector:
+    if field_selector := options.get("field_selector"):
         params["fieldSelector"] = field_selector
     return params
 
@@ -171,84 +167,189 @@ class _Lines:
         return [line for line in lines if line.strip()]
 
 
-class _Requests:
-    """Builds requests; shared by the sync and async clients."""
+class _Target(TypedDict, total=False):
+    """Where a request goes: ``cluster`` (a logical cluster, ``"*"`` for list/watch across
+    clusters, ``None`` for plain Kubernetes paths; defaults to the client's
+    *default_cluster*) and ``shard`` (a per-request override of the shard context; needs
+    the shard transports)."""
 
-    def __init__(self, default_cluster: str | None) -> None:
+    cluster: str | None
+    shard: str | None
+
+
+class _Scope(_Target, total=False):
+    """A :class:`_Target` plus the ``namespace`` (``None``: cluster-scoped, or all)."""
+
+    namespace: str | None
+
+
+class _Selected(_Scope, total=False):
+    """A :class:`_Scope` narrowed by label and field selectors."""
+
+    label_selector: str | None
+    field_selector: str | None
+
+
+class _ListOptions(_Selected, total=False):
+    """LIST options: page size (``limit``, default 500) and the snapshot to read."""
+
+    limit: int | None
+    resource_version: str | None
+
+
+class _WatchOptions(_Selected, total=False):
+    """WATCH options: where to start, how long, and whether to ask for bookmarks."""
+
+    resource_version: str | None
+    timeout_seconds: int | None
+    allow_bookmarks: bool
+
+
+class _PatchOptions(_Scope, total=False):
+    """PATCH options: the patch type (default ``merge``), field manager and ``force``."""
+
+    patch_type: PatchType
+    field_manager: str | None
+    force: bool
+
+
+class _DeleteOptions(_Scope, total=False):
+    """DELETE options, sent as a ``DeleteOptions`` body when any is set."""
+
+    propagation_policy: str | None
+    preconditions: Mapping[str, str] | None
+    grace_period_seconds: int | None
+
+
+class _RequestBuilder:
+    """Builds every request of the REST helpers: the one copy of paths, parameters, headers
+    and bodies, shared by :class:`AsyncRESTClient` and :class:`RESTClient`.
+
+    Like httpx's ``BaseClient.build_request``, it does no I/O: each method takes the verb's
+    keyword options as the twins received them and returns a :class:`Request` made by the
+    HTTP client's own ``build_request`` (so the client's base URL, default headers and auth
+    apply); the twins differ only in how they send it.
+    """
+
+    __slots__ = ("_build", "default_cluster")
+
+    def __init__(self, http: Client | AsyncClient, default_cluster: str | None) -> None:
+        self._build = http.build_request
         self.default_cluster = default_cluster
 
-    def cluster(self, cluster: str | None) -> str | None:
-        return cluster if cluster is not None else self.default_cluster
-
-    def list_params(
+    def _request(
         self,
-        label_selector: str | None,
-        field_selector: str | None,
-        limit: int | None,
-        resource_version: str | None,
-        continue_token: str | None,
-    ) -> dict[str, str]:
-        params = _selectors(label_selector, field_selector)
+        method: str,
+        resource: Resource,
+        scope: _Scope,
+        name: str | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] = _JSON,
+    ) -> Request:
+        cluster = scope.get("cluster")
+        if cluster is None:
+            cluster = self.default_cluster
+        path = resource_path(resource, cluster=cluster, namespace=scope.get("namespace"), name=name)
+        shard = scope.get("shard")
+        extensions = {SHARD_EXTENSION: shard} if shard else {}
+        return self._build(
+            method, path, params=params, content=content, headers=headers, extensions=extensions
+        )
+
+    def get(self, resource: Resource, name: str, scope: _Scope) -> Request:
+        """GET one object."""
+        return self._request("GET", resource, scope, name)
+
+    def list(
+        self, resource: Resource, options: _ListOptions, continue_token: str | None = None
+    ) -> Request:
+        """GET one page of a collection; a *continue_token* replaces ``resource_version``."""
+        params = _selectors(options)
+        limit = options.get("limit", 500)
         if limit:
             params["limit"] = str(limit)
+        resource_version = options.get("resource_version")
         if continue_token:
             params["continue"] = continue_token
         elif resource_version is not None:
             params["resourceVersion"] = resource_version
-        return params
+        return self._request("GET", resource, options, params=params)
 
-    @staticmethod
-    def watch_params(
-        label_selector: str | None,
-        field_selector: str | None,
-        resource_version: str | None,
-        timeout_seconds: int | None,
-        allow_bookmarks: bool,
-    ) -> dict[str, str]:
-        params = _selectors(label_selector, field_selector)
+    def watch(self, resource: Resource, options: _WatchOptions) -> Request:
+        """GET ``?watch=true`` from ``resource_version``, with bookmarks unless told not to."""
+        params = _selectors(options)
         params["watch"] = "true"
-        if allow_bookmarks:
+        if options.get("allow_bookmarks", True):
             params["allowWatchBookmarks"] = "true"
-        if resource_version:
+        if resource_version := options.get("resource_version"):
             params["resourceVersion"] = resource_version
-        if timeout_seconds:
+        if timeout_seconds := options.get("timeout_seconds"):
             params["timeoutSeconds"] = str(timeout_seconds)
-        return params
+        return self._request("GET", resource, options, params=params)
 
-    @staticmethod
-    def page(body: Obj) -> ObjectList:
-        meta = body.get("metadata") or {}
-        return ObjectList(
-            items=body.get("items") or [],
-            resource_version=str(meta.get("resourceVersion", "")),
-            kind=str(body.get("kind", "")),
-            continue_token=str(meta.get("continue") or ""),
-        )
+    def create(self, resource: Resource, body: Mapping[str, Any], scope: _Scope) -> Request:
+        """POST *body*; the namespace defaults to the body's own."""
+        namespace = scope.get("namespace") or (body.get("metadata") or {}).get("namespace")
+        scope = {**scope, "namespace": namespace}
+        return self._request("POST", resource, scope, content=orjson.dumps(body))
 
-    @staticmethod
-    def name_of(body: Mapping[str, Any]) -> tuple[str, str | None]:
+    def update(self, resource: Resource, body: Mapping[str, Any], target: _Target) -> Request:
+        """PUT *body* at the name and namespace of its metadata."""
         meta = body.get("metadata") or {}
         name = meta.get("name")
         if not name:
             raise ValueError("object has no metadata.name")
-        return str(name), meta.get("namespace")
+        scope: _Scope = {**target, "namespace": meta.get("namespace")}
+        return self._request("PUT", resource, scope, str(name), content=orjson.dumps(body))
 
-    @staticmethod
-    def delete_body(
-        propagation_policy: str | None,
-        preconditions: Mapping[str, str] | None,
-        grace_period_seconds: int | None,
-    ) -> bytes | None:
-        options: Obj = {}
-        if propagation_policy:
-            options["propagationPolicy"] = propagation_policy
-        if preconditions:
-            options["preconditions"] = dict(preconditions)
-        if grace_period_seconds is not None:
-            options["gracePeriodSeconds"] = grace_period_seconds
-        if not options:
-            return None
-        return orjson.dumps({"kind": "DeleteOptions", "apiVersion": "v1", **options})
+    def patch(self, resource: Resource, name: str, patch: Any, options: _PatchOptions) -> Request:
+        """PATCH with the content type of ``patch_type`` (*patch* may be pre-encoded bytes)."""
+        content = patch if isinstance(patch, bytes) else orjson.dumps(patch)
+        content_type = _PATCH_CONTENT_TYPES[options.get("patch_type", "merge")]
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        field_manager = options.get("field_manager")
+        params = {"fieldManager": field_manager} if field_manager else {}
+        if options.get("force", False):
+            params["force"] = "true"
+        return self._request(
+            "PATCH", resource, options, name, params=params, content=content, headers=headers
+        )
+
+    def delete(self, resource: Resource, name: str, options: _DeleteOptions) -> Request:
+        """DELETE one object, with a ``DeleteOptions`` body when any option is set."""
+        body: Obj = {}
+        if propagation_policy := options.get("propagation_policy"):
+            body["propagationPolicy"] = propagation_policy
+        if preconditions := options.get("preconditions"):
+            body["preconditions"] = dict(preconditions)
+        if (grace_period_seconds := options.get("grace_period_seconds")) is not None:
+            body["gracePeriodSeconds"] = grace_period_seconds
+        content = (
+            orjson.dumps({"kind": "DeleteOptions", "apiVersion": "v1", **body}) if body else None
+        )
+        return self._request("DELETE", resource, options, name, content=content)
+
+    def delete_collection(self, resource: Resource, options: _Selected) -> Request:
+        """DELETE every object of a collection that the selectors match."""
+        return self._request("DELETE", resource, options, params=_selectors(options))
+
+
+def _page(body: Obj) -> ObjectList:
+    meta = body.get("metadata") or {}
+    return ObjectList(
+        items=body.get("items") or [],
+        resource_version=str(meta.get("resourceVersion", "")),
+        kind=str(body.get("kind", "")),
+        continue_token=str(meta.get("continue") or ""),
+    )
+
+
+def _gather(result: ObjectList, page: ObjectList) -> None:
+    if not result.kind:
+        result.kind, result.resource_version = page.kind, page.resource_version
+    result.items.extend(page.items)
 
 
 class AsyncRESTClient:
@@ -257,58 +358,32 @@ class AsyncRESTClient:
     Every method takes ``cluster`` (a logical cluster name, ``"*"`` for list/watch across
     clusters, ``None`` for plain Kubernetes paths; defaults to *default_cluster*) and
     ``shard`` (per-request override of the shard context; needs the shard transports).
+    Namespaced verbs take ``namespace``; the verbs' own keyword options are:
+
+    * ``list`` / ``list_pages``: ``label_selector``, ``field_selector``, ``limit`` (page
+      size, default 500), ``resource_version``;
+    * ``watch``: ``label_selector``, ``field_selector``, ``resource_version``,
+      ``timeout_seconds``, ``allow_bookmarks`` (default ``True``);
+    * ``patch``: ``patch_type`` (default ``"merge"``), ``field_manager``, ``force``;
+    * ``delete``: ``propagation_policy``, ``preconditions``, ``grace_period_seconds``;
+    * ``delete_collection``: ``label_selector``, ``field_selector``.
+
+    Requests are built by one shared request builder; this class only sends and decodes.
     """
 
     def __init__(self, http: AsyncClient, *, default_cluster: str | None = None) -> None:
         self.http = http
-        self._req = _Requests(default_cluster)
+        self._requests = _RequestBuilder(http, default_cluster)
 
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        shard: str | None,
-        params: Mapping[str, str] | None = None,
-        content: bytes | None = None,
-        headers: Mapping[str, str] = _JSON,
-    ) -> Obj:
-        response = await self.http.request(
-            method,
-            path,
-            params=params,
-            content=content,
-            headers=headers,
-            extensions=_extensions(shard),
-        )
-        return _decode(response)
+    async def _send(self, request: Request) -> Obj:
+        return _decode(await self.http.send(request))
 
-    async def get(
-        self,
-        resource: Resource,
-        name: str,
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-    ) -> Obj:
+    async def get(self, resource: Resource, name: str, **scope: Unpack[_Scope]) -> Obj:
         """GET one object; raises :class:`NotFound` if absent."""
-        path = resource_path(
-            resource, cluster=self._req.cluster(cluster), namespace=namespace, name=name
-        )
-        return await self._send("GET", path, shard=shard)
+        return await self._send(self._requests.get(resource, name, scope))
 
     async def list_pages(
-        self,
-        resource: Resource,
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        limit: int | None = 500,
-        resource_version: str | None = None,
+        self, resource: Resource, **options: Unpack[_ListOptions]
     ) -> AsyncIterator[ObjectList]:
         """Yield the pages of a LIST, following ``continue`` tokens.
 
@@ -316,17 +391,10 @@ class AsyncRESTClient:
         token is read from the head of the raw body, and checked after decoding), so the
         server produces page N+1 while this process decodes page N.
         """
-        path = resource_path(resource, cluster=self._req.cluster(cluster), namespace=namespace)
 
         def fetch(token: str | None) -> asyncio.Task[Response]:
-            params = self._req.list_params(
-                label_selector, field_selector, limit, resource_version, token
-            )
-            return asyncio.ensure_future(
-                self.http.request(
-                    "GET", path, params=params, headers=_JSON, extensions=_extensions(shard)
-                )
-            )
+            request = self._requests.list(resource, options, token)
+            return asyncio.ensure_future(self.http.send(request))
 
         pending: asyncio.Task[Response] | None = fetch(None)
         try:
@@ -336,7 +404,7 @@ class AsyncRESTClient:
                 guess = _peek_continue(response.content) if response.is_success else None
                 if guess:
                     pending = fetch(guess)
-                page = self._req.page(_decode(response))
+                page = _page(_decode(response))
                 if page.continue_token != (guess or ""):
                     # The peek was wrong (unusual field order): fall back to the decoded token.
                     if pending is not None:
@@ -348,150 +416,46 @@ class AsyncRESTClient:
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)
 
-    async def list(
-        self,
-        resource: Resource,
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        limit: int | None = 500,
-        resource_version: str | None = None,
-    ) -> ObjectList:
+    async def list(self, resource: Resource, **options: Unpack[_ListOptions]) -> ObjectList:
         """LIST all objects (all pages); ``resource_version`` is the first page's snapshot."""
         result = ObjectList()
-        async for page in self.list_pages(
-            resource,
-            namespace=namespace,
-            cluster=cluster,
-            shard=shard,
-            label_selector=label_selector,
-            field_selector=field_selector,
-            limit=limit,
-            resource_version=resource_version,
-        ):
-            if not result.kind:
-                result.kind, result.resource_version = page.kind, page.resource_version
-            result.items.extend(page.items)
+        async for page in self.list_pages(resource, **options):
+            _gather(result, page)
         return result
 
-    def watch(
-        self,
-        resource: Resource,
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        resource_version: str | None = None,
-        timeout_seconds: int | None = None,
-        allow_bookmarks: bool = True,
-    ) -> AsyncWatchStream:
+    def watch(self, resource: Resource, **options: Unpack[_WatchOptions]) -> AsyncWatchStream:
         """WATCH from *resource_version*; use as ``async with … as events: async for …``.
 
         The stream ends when the server closes it (``timeoutSeconds``); an in-stream
         ``ERROR`` (e.g. 410 Expired) or an HTTP error raises the typed exception.
         """
-        path = resource_path(resource, cluster=self._req.cluster(cluster), namespace=namespace)
-        params = self._req.watch_params(
-            label_selector, field_selector, resource_version, timeout_seconds, allow_bookmarks
-        )
-        request = self.http.build_request(
-            "GET", path, params=params, headers=_JSON, extensions=_extensions(shard)
-        )
-        return AsyncWatchStream(self.http, request)
+        return AsyncWatchStream(self.http, self._requests.watch(resource, options))
 
     async def create(
-        self,
-        resource: Resource,
-        body: Mapping[str, Any],
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
+        self, resource: Resource, body: Mapping[str, Any], **scope: Unpack[_Scope]
     ) -> Obj:
         """POST a new object; raises :class:`AlreadyExists` if the name is taken."""
-        namespace = namespace or (body.get("metadata") or {}).get("namespace")
-        path = resource_path(resource, cluster=self._req.cluster(cluster), namespace=namespace)
-        return await self._send("POST", path, shard=shard, content=orjson.dumps(body))
+        return await self._send(self._requests.create(resource, body, scope))
 
     async def update(
-        self,
-        resource: Resource,
-        body: Mapping[str, Any],
-        *,
-        cluster: str | None = None,
-        shard: str | None = None,
+        self, resource: Resource, body: Mapping[str, Any], **target: Unpack[_Target]
     ) -> Obj:
         """PUT the object (name/namespace from its metadata); :class:`Conflict` if stale."""
-        name, namespace = self._req.name_of(body)
-        path = resource_path(
-            resource, cluster=self._req.cluster(cluster), namespace=namespace, name=name
-        )
-        return await self._send("PUT", path, shard=shard, content=orjson.dumps(body))
+        return await self._send(self._requests.update(resource, body, target))
 
     async def patch(
-        self,
-        resource: Resource,
-        name: str,
-        patch: Any,
-        *,
-        patch_type: PatchType = "merge",
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-        field_manager: str | None = None,
-        force: bool = False,
+        self, resource: Resource, name: str, patch: Any, **options: Unpack[_PatchOptions]
     ) -> Obj:
         """PATCH an object: ``merge`` (RFC 7386), ``json`` (RFC 6902), ``strategic``, ``apply``."""
-        path = resource_path(
-            resource, cluster=self._req.cluster(cluster), namespace=namespace, name=name
-        )
-        content = patch if isinstance(patch, bytes) else orjson.dumps(patch)
-        headers = {"Content-Type": _PATCH_CONTENT_TYPES[patch_type], "Accept": "application/json"}
-        params = {"fieldManager": field_manager} if field_manager else {}
-        if force:
-            params["force"] = "true"
-        return await self._send(
-            "PATCH", path, shard=shard, params=params, content=content, headers=headers
-        )
+        return await self._send(self._requests.patch(resource, name, patch, options))
 
-    async def delete(
-        self,
-        resource: Resource,
-        name: str,
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-        propagation_policy: str | None = None,
-        preconditions: Mapping[str, str] | None = None,
-        grace_period_seconds: int | None = None,
-    ) -> Obj:
+    async def delete(self, resource: Resource, name: str, **options: Unpack[_DeleteOptions]) -> Obj:
         """DELETE one object; returns what the server returns (the object or a Status)."""
-        path = resource_path(
-            resource, cluster=self._req.cluster(cluster), namespace=namespace, name=name
-        )
-        content = self._req.delete_body(propagation_policy, preconditions, grace_period_seconds)
-        return await self._send("DELETE", path, shard=shard, content=content)
+        return await self._send(self._requests.delete(resource, name, options))
 
-    async def delete_collection(
-        self,
-        resource: Resource,
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-    ) -> Obj:
+    async def delete_collection(self, resource: Resource, **options: Unpack[_Selected]) -> Obj:
         """DELETE every matching object of a collection."""
-        path = resource_path(resource, cluster=self._req.cluster(cluster), namespace=namespace)
-        params = _selectors(label_selector, field_selector)
-        return await self._send("DELETE", path, shard=shard, params=params)
+        return await self._send(self._requests.delete_collection(resource, options))
 
 
 class AsyncWatchStream:
@@ -552,208 +516,59 @@ class RESTClient:
 
     def __init__(self, http: Client, *, default_cluster: str | None = None) -> None:
         self.http = http
-        self._req = _Requests(default_cluster)
+        self._requests = _RequestBuilder(http, default_cluster)
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        shard: str | None,
-        params: Mapping[str, str] | None = None,
-        content: bytes | None = None,
-        headers: Mapping[str, str] = _JSON,
-    ) -> Obj:
-        response = self.http.request(
-            method,
-            path,
-            params=params,
-            content=content,
-            headers=headers,
-            extensions=_extensions(shard),
-        )
-        return _decode(response)
+    def _send(self, request: Request) -> Obj:
+        return _decode(self.http.send(request))
 
-    def get(
-        self,
-        resource: Resource,
-        name: str,
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-    ) -> Obj:
+    def get(self, resource: Resource, name: str, **scope: Unpack[_Scope]) -> Obj:
         """See :meth:`AsyncRESTClient.get`."""
-        path = resource_path(
-            resource, cluster=self._req.cluster(cluster), namespace=namespace, name=name
-        )
-        return self._send("GET", path, shard=shard)
+        return self._send(self._requests.get(resource, name, scope))
 
     def list_pages(
-        self,
-        resource: Resource,
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        limit: int | None = 500,
-        resource_version: str | None = None,
+        self, resource: Resource, **options: Unpack[_ListOptions]
     ) -> Iterator[ObjectList]:
-        """See :meth:`AsyncRESTClient.list_pages`."""
-        path = resource_path(resource, cluster=self._req.cluster(cluster), namespace=namespace)
+        """See :meth:`AsyncRESTClient.list_pages` (without the pipelining)."""
         token: str | None = None
         while True:
-            params = self._req.list_params(
-                label_selector, field_selector, limit, resource_version, token
-            )
-            page = self._req.page(self._send("GET", path, shard=shard, params=params))
+            page = _page(self._send(self._requests.list(resource, options, token)))
             yield page
             if not page.continue_token:
                 return
             token = page.continue_token
 
-    def list(
-        self,
-        resource: Resource,
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        limit: int | None = 500,
-        resource_version: str | None = None,
-    ) -> ObjectList:
+    def list(self, resource: Resource, **options: Unpack[_ListOptions]) -> ObjectList:
         """See :meth:`AsyncRESTClient.list`."""
         result = ObjectList()
-        for page in self.list_pages(
-            resource,
-            namespace=namespace,
-            cluster=cluster,
-            shard=shard,
-            label_selector=label_selector,
-            field_selector=field_selector,
-            limit=limit,
-            resource_version=resource_version,
-        ):
-            if not result.kind:
-                result.kind, result.resource_version = page.kind, page.resource_version
-            result.items.extend(page.items)
+        for page in self.list_pages(resource, **options):
+            _gather(result, page)
         return result
 
-    def watch(
-        self,
-        resource: Resource,
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        resource_version: str | None = None,
-        timeout_seconds: int | None = None,
-        allow_bookmarks: bool = True,
-    ) -> WatchStream:
+    def watch(self, resource: Resource, **options: Unpack[_WatchOptions]) -> WatchStream:
         """See :meth:`AsyncRESTClient.watch`; use as ``with … as events: for …``."""
-        path = resource_path(resource, cluster=self._req.cluster(cluster), namespace=namespace)
-        params = self._req.watch_params(
-            label_selector, field_selector, resource_version, timeout_seconds, allow_bookmarks
-        )
-        request = self.http.build_request(
-            "GET", path, params=params, headers=_JSON, extensions=_extensions(shard)
-        )
-        return WatchStream(self.http, request)
+        return WatchStream(self.http, self._requests.watch(resource, options))
 
-    def create(
-        self,
-        resource: Resource,
-        body: Mapping[str, Any],
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-    ) -> Obj:
+    def create(self, resource: Resource, body: Mapping[str, Any], **scope: Unpack[_Scope]) -> Obj:
         """See :meth:`AsyncRESTClient.create`."""
-        namespace = namespace or (body.get("metadata") or {}).get("namespace")
-        path = resource_path(resource, cluster=self._req.cluster(cluster), namespace=namespace)
-        return self._send("POST", path, shard=shard, content=orjson.dumps(body))
+        return self._send(self._requests.create(resource, body, scope))
 
-    def update(
-        self,
-        resource: Resource,
-        body: Mapping[str, Any],
-        *,
-        cluster: str | None = None,
-        shard: str | None = None,
-    ) -> Obj:
+    def update(self, resource: Resource, body: Mapping[str, Any], **target: Unpack[_Target]) -> Obj:
         """See :meth:`AsyncRESTClient.update`."""
-        name, namespace = self._req.name_of(body)
-        path = resource_path(
-            resource, cluster=self._req.cluster(cluster), namespace=namespace, name=name
-        )
-        return self._send("PUT", path, shard=shard, content=orjson.dumps(body))
+        return self._send(self._requests.update(resource, body, target))
 
     def patch(
-        self,
-        resource: Resource,
-        name: str,
-        patch: Any,
-        *,
-        patch_type: PatchType = "merge",
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-        field_manager: str | None = None,
-        force: bool = False,
+        self, resource: Resource, name: str, patch: Any, **options: Unpack[_PatchOptions]
     ) -> Obj:
         """See :meth:`AsyncRESTClient.patch`."""
-        path = resource_path(
-            resource, cluster=self._req.cluster(cluster), namespace=namespace, name=name
-        )
-        content = patch if isinstance(patch, bytes) else orjson.dumps(patch)
-        headers = {"Content-Type": _PATCH_CONTENT_TYPES[patch_type], "Accept": "application/json"}
-        params = {"fieldManager": field_manager} if field_manager else {}
-        if force:
-            params["force"] = "true"
-        return self._send(
-            "PATCH", path, shard=shard, params=params, content=content, headers=headers
-        )
+        return self._send(self._requests.patch(resource, name, patch, options))
 
-    def delete(
-        self,
-        resource: Resource,
-        name: str,
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-        propagation_policy: str | None = None,
-        preconditions: Mapping[str, str] | None = None,
-        grace_period_seconds: int | None = None,
-    ) -> Obj:
+    def delete(self, resource: Resource, name: str, **options: Unpack[_DeleteOptions]) -> Obj:
         """See :meth:`AsyncRESTClient.delete`."""
-        path = resource_path(
-            resource, cluster=self._req.cluster(cluster), namespace=namespace, name=name
-        )
-        content = self._req.delete_body(propagation_policy, preconditions, grace_period_seconds)
-        return self._send("DELETE", path, shard=shard, content=content)
+        return self._send(self._requests.delete(resource, name, options))
 
-    def delete_collection(
-        self,
-        resource: Resource,
-        *,
-        namespace: str | None = None,
-        cluster: str | None = None,
-        shard: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-    ) -> Obj:
+    def delete_collection(self, resource: Resource, **options: Unpack[_Selected]) -> Obj:
         """See :meth:`AsyncRESTClient.delete_collection`."""
-        path = resource_path(resource, cluster=self._req.cluster(cluster), namespace=namespace)
-        params = _selectors(label_selector, field_selector)
-        return self._send("DELETE", path, shard=shard, params=params)
+        return self._send(self._requests.delete_collection(resource, options))
 
 
 class WatchStream:

@@ -105,6 +105,42 @@ def _rewrite_path(
         request.url = url.copy_with(raw_path=new_path.encode("ascii") + sep + query)
 
 
+class _Forward(BaseTransport):
+    """A sync rewriting transport: ``_prepare`` the request, then hand it to the wrapped one.
+
+    The rewrites are sans-I/O (they only edit the request), so each sync/async pair shares
+    its ``_prepare`` mixin and these two shells are the only code that differs.
+    """
+
+    transport: BaseTransport
+
+    def _prepare(self, request: Request) -> None:
+        raise NotImplementedError
+
+    def handle_request(self, request: Request) -> Response:
+        self._prepare(request)
+        return self.transport.handle_request(request)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class _AsyncForward(AsyncBaseTransport):
+    """The async shell of a rewriting transport (see :class:`_Forward`)."""
+
+    transport: AsyncBaseTransport
+
+    def _prepare(self, request: Request) -> None:
+        raise NotImplementedError
+
+    async def handle_async_request(self, request: Request) -> Response:
+        self._prepare(request)
+        return await self.transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
 class _ShardPath:
     def __init__(self, *, base_path: str = "") -> None:
         self.base_path = base_path
@@ -120,7 +156,7 @@ class _ShardPath:
             )
 
 
-class ShardTransport(_ShardPath, BaseTransport):
+class ShardTransport(_ShardPath, _Forward):
     """Rewrite the path to the request's shard (kcp's ``ShardRoundTripper``).
 
     No shard (neither extension nor context) ⇒ the request passes unchanged.
@@ -131,27 +167,13 @@ class ShardTransport(_ShardPath, BaseTransport):
         super().__init__(base_path=base_path)
         self.transport = transport
 
-    def handle_request(self, request: Request) -> Response:
-        self._prepare(request)
-        return self.transport.handle_request(request)
 
-    def close(self) -> None:
-        self.transport.close()
-
-
-class AsyncShardTransport(_ShardPath, AsyncBaseTransport):
+class AsyncShardTransport(_ShardPath, _AsyncForward):
     """Async twin of :class:`ShardTransport`."""
 
     def __init__(self, transport: AsyncBaseTransport, *, base_path: str = "") -> None:
         super().__init__(base_path=base_path)
         self.transport = transport
-
-    async def handle_async_request(self, request: Request) -> Response:
-        self._prepare(request)
-        return await self.transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
 
 
 class _DefaultShard:
@@ -163,7 +185,7 @@ class _DefaultShard:
             request.extensions[SHARD_EXTENSION] = self.default
 
 
-class DefaultShardTransport(_DefaultShard, BaseTransport):
+class DefaultShardTransport(_DefaultShard, _Forward):
     """Give requests without a shard the *default* one (kcp's ``DefaultShardRoundTripper``).
 
     Like Go, it never touches the URL: it only fills in the shard that a
@@ -174,27 +196,13 @@ class DefaultShardTransport(_DefaultShard, BaseTransport):
         super().__init__(default)
         self.transport = transport
 
-    def handle_request(self, request: Request) -> Response:
-        self._prepare(request)
-        return self.transport.handle_request(request)
 
-    def close(self) -> None:
-        self.transport.close()
-
-
-class AsyncDefaultShardTransport(_DefaultShard, AsyncBaseTransport):
+class AsyncDefaultShardTransport(_DefaultShard, _AsyncForward):
     """Async twin of :class:`DefaultShardTransport`."""
 
     def __init__(self, transport: AsyncBaseTransport, default: str = WILDCARD) -> None:
         super().__init__(default)
         self.transport = transport
-
-    async def handle_async_request(self, request: Request) -> Response:
-        self._prepare(request)
-        return await self.transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
 
 
 class _CacheService:
@@ -205,34 +213,20 @@ class _CacheService:
         _rewrite_path(request, add_cache_service_prefix, self.base_path, plain=True)
 
 
-class CacheServiceTransport(_CacheService, BaseTransport):
+class CacheServiceTransport(_CacheService, _Forward):
     """Prefix paths with ``/services/cache`` unless already there (``CacheServiceRoundTripper``)."""
 
     def __init__(self, transport: BaseTransport, *, base_path: str = "") -> None:
         super().__init__(base_path=base_path)
         self.transport = transport
 
-    def handle_request(self, request: Request) -> Response:
-        self._prepare(request)
-        return self.transport.handle_request(request)
 
-    def close(self) -> None:
-        self.transport.close()
-
-
-class AsyncCacheServiceTransport(_CacheService, AsyncBaseTransport):
+class AsyncCacheServiceTransport(_CacheService, _AsyncForward):
     """Async twin of :class:`CacheServiceTransport`."""
 
     def __init__(self, transport: AsyncBaseTransport, *, base_path: str = "") -> None:
         super().__init__(base_path=base_path)
         self.transport = transport
-
-    async def handle_async_request(self, request: Request) -> Response:
-        self._prepare(request)
-        return await self.transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
 
 
 def resolve_resource_and_verb(request: Request) -> tuple[str, str]:
@@ -294,7 +288,7 @@ class _ShardFromObject:
             request.extensions[SHARD_EXTENSION] = name
 
 
-class ShardFromObjectTransport(_ShardFromObject, BaseTransport):
+class ShardFromObjectTransport(_ShardFromObject, _Forward):
     """Take the shard from the ``kcp.io/shard`` annotation of the object being written.
 
     Only for *resources* in the given set and verbs create/update/patch, and only if the
@@ -311,16 +305,12 @@ class ShardFromObjectTransport(_ShardFromObject, BaseTransport):
         super().__init__(resources, resolver)
         self.transport = transport
 
-    def handle_request(self, request: Request) -> Response:
+    def _prepare(self, request: Request) -> None:
         if self._wants_body(request):
             self._apply(request, request.read())
-        return self.transport.handle_request(request)
-
-    def close(self) -> None:
-        self.transport.close()
 
 
-class AsyncShardFromObjectTransport(_ShardFromObject, AsyncBaseTransport):
+class AsyncShardFromObjectTransport(_ShardFromObject, _AsyncForward):
     """Async twin of :class:`ShardFromObjectTransport`."""
 
     def __init__(
@@ -334,9 +324,7 @@ class AsyncShardFromObjectTransport(_ShardFromObject, AsyncBaseTransport):
         self.transport = transport
 
     async def handle_async_request(self, request: Request) -> Response:
+        # The body may be an async stream: read it the async way, then forward.
         if self._wants_body(request):
             self._apply(request, await request.aread())
         return await self.transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()

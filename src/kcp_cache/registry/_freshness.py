@@ -39,6 +39,7 @@ __all__ = [
     "FRESH",
     "STALE_STATES",
     "WATERMARKS_ANNOTATION",
+    "FreshnessState",
     "ShardFreshness",
     "freshness_report",
     "watermarks",
@@ -50,6 +51,22 @@ NEVER_SYNCED: Final = "never-synced"
 UNREACHABLE: Final = "unreachable"
 DECOMMISSIONING: Final = "decommissioning"
 UNKNOWN: Final = "unknown"
+
+
+class FreshnessState:
+    """The ``state`` values of a freshness answer (see the module docstring)."""
+
+    FRESH: Final = FRESH
+    STALE: Final = STALE
+    NEVER_SYNCED: Final = NEVER_SYNCED
+    UNREACHABLE: Final = UNREACHABLE
+    DECOMMISSIONING: Final = DECOMMISSIONING
+    UNKNOWN: Final = UNKNOWN
+    #: The states that make a wildcard answer partial (``unknown`` only when markers
+    #: are required).
+    PARTIAL: Final = frozenset({STALE, UNREACHABLE})
+
+
 #: States that make a wildcard answer partial (``unknown`` only when markers are required).
 STALE_STATES: Final = frozenset({STALE, UNREACHABLE})
 DEFAULT_RENEW_INTERVAL: Final = 10.0

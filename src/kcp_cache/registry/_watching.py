@@ -58,21 +58,29 @@ class WatchSession:
             self.initial_end_bookmark = opts.send_initial_events
         self._snapshot = 0
 
-    async def initial_chunks(self) -> AsyncIterator[bytes]:
-        """Synthetic ``ADDED`` events for the current state (and the end bookmark)."""
-        reader, target, opts = self.reader, self.target, self.opts
-        info = target.info
-        if self.initial:
-            # Start the shared feed first so its history covers the snapshot we read next.
-            await reader.call(self.cache.ensure_feed(info, self.scope.resource_prefix))
+    async def prepare(self) -> None:
+        """What a watch without initial events (``not self.initial``) does before it
+        subscribes: :meth:`initial_chunks` without an async generator, which an idle
+        watch would keep (~0.4 KiB) for as long as it runs."""
+        reader, opts = self.reader, self.opts
         if opts.revision:
             # A revision the store has not reached: wait a little, then 504 (as kube does)
             # rather than a watch that silently waits for writes that may never come.
             await reader.wait_for_revision(opts.revision)
+        if opts.resource_version in ("", "0"):
+            self.watcher.after = await reader.call(reader.storage.current_revision())
+
+    async def initial_chunks(self) -> AsyncIterator[bytes]:
+        """Synthetic ``ADDED`` events for the current state (and the end bookmark)."""
+        reader, target, opts = self.reader, self.target, self.opts
+        info = target.info
         if not self.initial:
-            if opts.resource_version in ("", "0"):
-                self.watcher.after = await reader.call(reader.storage.current_revision())
+            await self.prepare()
             return
+        # Start the shared feed first so its history covers the snapshot we read next.
+        await reader.call(self.cache.ensure_feed(info, self.scope.resource_prefix))
+        if opts.revision:
+            await reader.wait_for_revision(opts.revision)
         token: str | None = None
         revision = 0
         while True:

@@ -19,6 +19,12 @@ Each has Prometheus metrics in a private registry (:class:`ReplicationMetrics`,
 See ``docs/replication.md``.
 """
 
+from kcp_cache.replication._ccr_model import CopyCreate as CopyCreate
+from kcp_cache.replication._ccr_model import CopyDelete as CopyDelete
+from kcp_cache.replication._ccr_model import CopyUpdate as CopyUpdate
+from kcp_cache.replication._ccr_model import copy_body as copy_body
+from kcp_cache.replication._ccr_model import secret_key as secret_key
+
 from ._apiexport_refs import (
     APIEXPORT_REFERENCE_MANAGER,
     REFERENCED_BY_ANNOTATION,
@@ -44,7 +50,6 @@ from ._ccr_permission import (
 )
 from ._clients import cache_client, local_client
 from ._health import HealthServer
-from ._keys import QueueKey, parse_queue_key, queue_key
 from ._lease import (
     DEFAULT_LEASE_DURATION,
     DEFAULT_RENEW_INTERVAL,
@@ -53,6 +58,7 @@ from ._lease import (
     sync_markers,
 )
 from ._metrics import ReaderMetrics, ReplicationMetrics
+from ._queue_key import QueueKey, parse_queue_key, queue_key
 from ._read import CacheReader, FallbackLister, ReaderHealth
 from ._reconcile import (
     ORIGINAL_RESOURCE_UID_ANNOTATION,
@@ -111,6 +117,9 @@ __all__ = [
     "CacheReader",
     "CachedResourceController",
     "CachedResourceStats",
+    "CopyCreate",
+    "CopyDelete",
+    "CopyUpdate",
     "CreateInCache",
     "DeleteFromCache",
     "FallbackLister",
@@ -133,6 +142,7 @@ __all__ = [
     "check_replicate_permission",
     "comparable_metadata",
     "converge",
+    "copy_body",
     "has_replicate_annotation",
     "identity_hash",
     "local_client",
@@ -142,5 +152,6 @@ __all__ = [
     "reconcile",
     "reference_ccr_name",
     "replicates_cluster",
+    "secret_key",
     "sync_markers",
 ]

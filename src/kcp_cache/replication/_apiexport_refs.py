@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from httpx2 import TransportError
 
 from kcp_cache.client import (
     ApiError,
@@ -37,6 +36,7 @@ from kcp_cache.client import (
     SharedInformer,
     ShutDown,
     StartStop,
+    TransportError,
     cancel_and_wait,
     cluster_of,
     wait_or_timeout,
@@ -44,7 +44,7 @@ from kcp_cache.client import (
 from kcp_cache.meta import WILDCARD
 
 from ._ccr_controller import CCR_RESOURCE
-from ._rest import BackoffFactory, as_rest
+from ._clients import BackoffFactory, as_rest
 
 __all__ = [
     "APIEXPORT_REFERENCE_MANAGER",

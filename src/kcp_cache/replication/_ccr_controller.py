@@ -44,7 +44,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from httpx2 import TransportError
 
 from kcp_cache.client import (
     AlreadyExists,
@@ -58,6 +57,7 @@ from kcp_cache.client import (
     SharedInformer,
     ShutDown,
     StartStop,
+    TransportError,
     cancel_and_wait,
     cluster_of,
     resource_path,
@@ -78,7 +78,7 @@ from ._ccr_model import (
 from ._ccr_permission import check_replicate_permission
 from ._ccr_replication import CachedResourceStats, CopyReplication, CopyTarget
 from ._ccr_status import StatusWriter
-from ._rest import BackoffFactory, as_rest
+from ._clients import BackoffFactory, as_rest
 
 __all__ = ["CCR_RESOURCE", "CachedResourceController", "CachedResourceStats"]
 

@@ -18,9 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from httpx2 import TransportError
-
-from kcp_cache.client import ApiError, AsyncRESTClient, Resource
+from kcp_cache.client import ApiError, AsyncRESTClient, Resource, TransportError
 
 __all__ = [
     "REQUESTED_BY_ANNOTATION",

@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from httpx2 import TransportError
-
 from kcp_cache.client import (
     AlreadyExists,
     ApiError,
@@ -26,6 +24,7 @@ from kcp_cache.client import (
     NotFound,
     Resource,
     SharedInformer,
+    TransportError,
     cancel_and_wait,
 )
 

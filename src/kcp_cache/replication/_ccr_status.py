@@ -11,9 +11,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from httpx2 import TransportError
-
-from kcp_cache.client import ApiError, cancel_and_wait
+from kcp_cache.client import ApiError, TransportError, cancel_and_wait
 
 from ._ccr_model import set_condition
 

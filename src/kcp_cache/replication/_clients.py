@@ -1,17 +1,36 @@
-"""Clients for the two sides of replication, built from kubeconfig files."""
+"""The replication controllers' clients: built from kubeconfig files, or adopted as given.
+
+Everything HTTP comes from :mod:`kcp_cache.client`; this package never imports the HTTP
+library itself.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
 
-import httpx2
+from kcp_cache.client import (
+    AsyncClient,
+    AsyncRESTClient,
+    Backoff,
+    async_cache_client_from_kubeconfig,
+    async_client_from_kubeconfig,
+    load_kubeconfig,
+)
 
-from kcp_cache.client import async_cache_client_from_kubeconfig, load_kubeconfig
+__all__ = ["BackoffFactory", "as_rest", "cache_client", "local_client"]
 
-__all__ = ["cache_client", "local_client"]
+#: Makes the reflector's retry schedule (``Backoff`` or a ``functools.partial`` of it).
+BackoffFactory = Callable[[], Backoff]
 
-#: Requests time out; watches do not (the informers' inactivity watchdog handles dead streams).
-_TIMEOUT = httpx2.Timeout(30.0, read=None)
+
+def as_rest(client: Any) -> AsyncRESTClient:
+    """An :class:`AsyncRESTClient` for *client* (which may already be one)."""
+    if isinstance(client, AsyncRESTClient):
+        return client
+    return AsyncRESTClient(client)
 
 
 def local_client(
@@ -19,33 +38,27 @@ def local_client(
     *,
     server_url: str | None = None,
     context: str | None = None,
-) -> httpx2.AsyncClient:
+) -> AsyncClient:
     """A client for the shard's own cluster-aware API.
 
     *server_url* replaces the kubeconfig's server (e.g. a kcp shard's URL, or
     ``https://host:port/services/cache/shards/amber`` for a cache server standing in for a
     shard); credentials and CA still come from the kubeconfig.
     """
-    config = load_kubeconfig(kubeconfig, context=context)
-    server = (server_url or config.server).rstrip("/")
-    if "/clusters/" in f"{httpx2.URL(server).path}/":
+    server = (server_url or load_kubeconfig(kubeconfig, context=context).server).rstrip("/")
+    if "/clusters/" in f"{urlsplit(server).path}/":
         raise ValueError(
             f"{kubeconfig}: the shard's server URL {server} already addresses a logical "
             "cluster; give the base URL under which /clusters/{cluster}/… is served"
         )
-    return httpx2.AsyncClient(
-        base_url=server,
-        headers=config.headers,
-        verify=config.ssl_context,
-        timeout=_TIMEOUT,
-        limits=httpx2.Limits(max_connections=100),
-        http2=True,  # one multiplexed connection when the shard offers h2
+    # The client's default timeout: requests time out, watches do not (the informers'
+    # inactivity watchdog handles dead streams); HTTP/2 when the shard offers it.
+    return async_client_from_kubeconfig(
+        kubeconfig, context=context, server_url=server, max_connections=100
     )
 
 
-def cache_client(
-    kubeconfig: str | os.PathLike[str], *, context: str | None = None
-) -> httpx2.AsyncClient:
+def cache_client(kubeconfig: str | os.PathLike[str], *, context: str | None = None) -> AsyncClient:
     """A client for the cache server with kcp's shard-side transport stack (spec §5.3).
 
     The context's server must be the cache's root URL (``/services/cache`` may follow):
@@ -55,7 +68,7 @@ def cache_client(
     a hint rather than producing doubled paths.
     """
     server = load_kubeconfig(kubeconfig, context=context).server
-    path = f"{httpx2.URL(server).path.rstrip('/')}/"
+    path = f"{urlsplit(server).path.rstrip('/')}/"
     if "/shards/" in path or "/clusters/" in path:
         raise ValueError(
             f"{kubeconfig}: context {context or '(current)'} has server {server}, which "

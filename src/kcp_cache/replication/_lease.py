@@ -51,7 +51,7 @@ from kcp_cache.meta import (
     LIFECYCLE_VERSION,
 )
 
-from ._keys import parse_queue_key
+from ._queue_key import parse_queue_key
 from ._resources import replicates_cluster
 from ._write import WriteController
 

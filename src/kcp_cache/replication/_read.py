@@ -36,10 +36,10 @@ from kcp_cache.client import (
     wait_all_synced,
 )
 
+from ._clients import BackoffFactory, as_rest
 from ._metrics import ReaderMetrics
 from ._reset import DEFAULT_RESET_CHECK_PERIOD, ResetDetector
 from ._resources import DEFAULT_RESOURCES, ReplicatedResource
-from ._rest import BackoffFactory, as_rest
 
 __all__ = ["CacheReader", "FallbackLister", "ReaderHealth"]
 

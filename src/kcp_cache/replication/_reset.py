@@ -23,9 +23,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from httpx2 import TransportError
-
-from kcp_cache.client import ApiError, SharedInformer
+from kcp_cache.client import ApiError, SharedInformer, TransportError
 
 __all__ = ["DEFAULT_RESET_CHECK_PERIOD", "ResetDetector"]
 

@@ -24,8 +24,6 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from httpx2 import TransportError
-
 from kcp_cache.client import (
     INDEX_CLUSTER_NAME,
     INDEX_SHARD_CLUSTER_NAME,
@@ -42,6 +40,7 @@ from kcp_cache.client import (
     SharedInformer,
     ShutDown,
     StartStop,
+    TransportError,
     cancel_and_wait,
     cluster_of,
     shard_of,
@@ -49,8 +48,9 @@ from kcp_cache.client import (
     wait_or_timeout,
 )
 
-from ._keys import QueueKey, parse_queue_key, queue_key_for
+from ._clients import BackoffFactory, as_rest
 from ._metrics import ReplicationMetrics
+from ._queue_key import QueueKey, parse_queue_key, queue_key_for
 from ._reconcile import (
     Action,
     CreateInCache,
@@ -63,7 +63,6 @@ from ._reconcile import (
 )
 from ._reset import DEFAULT_RESET_CHECK_PERIOD, ResetDetector
 from ._resources import DEFAULT_RESOURCES, ReplicatedResource, replicates_cluster
-from ._rest import BackoffFactory, as_rest
 
 __all__ = ["DEFAULT_RESYNC_PERIOD", "WriteController"]
 

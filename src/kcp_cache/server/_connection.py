@@ -7,18 +7,21 @@ and a way to drop the connection when ``send()`` is stuck behind a client that w
 never read again (``timeoutSeconds`` reached, watcher cut off). The TLS layer puts a
 :class:`ConnectionControl` into the TLS scope extension under
 :data:`CONNECTION_CONTROL_KEY`; other hosts may leave it out, and handlers then do
-without.
+without. Where one connection carries many requests (HTTP/2), each request's own
+control — its stream — is in ``scope["extensions"]`` under the same key, and it comes
+first: dropping the connection would end every other stream on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from kcp_cache.server.types import Scope
 
 __all__ = ["CONNECTION_CONTROL_KEY", "ConnectionControl", "connection_control"]
 
-#: Key in ``scope["extensions"]["tls"]``.
+#: Key in ``scope["extensions"]`` (per request) or ``scope["extensions"]["tls"]``.
 CONNECTION_CONTROL_KEY: Final = "kcp_connection_control"
 
 
@@ -35,10 +38,24 @@ class ConnectionControl:
         """Drop the connection now, discarding :meth:`unsent_bytes`."""
         raise NotImplementedError
 
+    def on_disconnect(self, callback: Callable[[], None]) -> bool:
+        """Have ``callback`` called once when the client goes away; ``False`` if this
+        host cannot (the handler then waits on ``receive()`` for ``http.disconnect``).
+
+        A callback costs a watch one function; a task waiting on ``receive()`` costs it
+        a task, a coroutine and a future (~1 KiB).
+        """
+        return False
+
 
 def connection_control(scope: Scope) -> ConnectionControl | None:
-    """The connection's :class:`ConnectionControl`, if the host provides one."""
+    """The request's :class:`ConnectionControl` (its HTTP/2 stream, or its connection),
+    if the host provides one."""
     extensions = scope.get("extensions")
-    tls = extensions.get("tls") if isinstance(extensions, dict) else None
-    control = tls.get(CONNECTION_CONTROL_KEY) if isinstance(tls, dict) else None
+    if not isinstance(extensions, dict):
+        return None
+    control = extensions.get(CONNECTION_CONTROL_KEY)
+    if control is None:
+        tls = extensions.get("tls")
+        control = tls.get(CONNECTION_CONTROL_KEY) if isinstance(tls, dict) else None
     return control if isinstance(control, ConnectionControl) else None

@@ -1,7 +1,8 @@
 """The cache server's ASGI application: kcp's filter chain in front of the API handlers.
 
-:func:`create_app` builds it; a host can serve it standalone (``kcp-cache-server``) or
-mount it under ``/services/cache`` with its own authenticator (kcp's embedded mode).
+:func:`~kcp_cache.server.create_app` builds it with the whole API stack behind it; a host
+can serve it standalone (``kcp-cache-server``) or mount it under ``/services/cache`` with
+its own authenticator (kcp's embedded mode).
 
 The filters of spec §1.2 run as straight-line code in :meth:`CacheServerApp._filter` —
 one pure function of :mod:`._grammar` per step, no nested middleware — because every
@@ -11,19 +12,17 @@ request pays for them and the benchmarks compare a GET against a bare ASGI app.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
 from kcp_cache.meta import WILDCARD
-from kcp_cache.registry import ApiError
-from kcp_cache.registry._lifecycle import ShardLifecycle
+from kcp_cache.registry import ApiError, ShardLifecycle
 from kcp_cache.server._audit import AuditLog, audit_event, new_audit_id
 from kcp_cache.server._auth import (
-    DEFAULT_ALWAYS_ALLOW_PATHS,
     Authenticator,
-    x509_authenticator,
 )
 from kcp_cache.server._authz import (
     DECISION_KEY,
@@ -47,7 +46,6 @@ from kcp_cache.server._grammar import (
 )
 from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
 from kcp_cache.server._inflight import InFlightLimiter
-from kcp_cache.server._lifecycle_metrics import LifecycleCollector
 from kcp_cache.server._metrics import ServerMetrics
 from kcp_cache.server._request_info import REQUEST_INFO_KEY, parse_request_info, request_info
 from kcp_cache.server._respond import answer_error, send_bytes
@@ -60,7 +58,7 @@ __all__ = [
     "MOUNT_HOPS_HEADER",
     "CacheServerApp",
     "ShutdownHook",
-    "create_app",
+    "StartupTask",
 ]
 
 log = logging.getLogger("kcp_cache.server")
@@ -69,6 +67,7 @@ access_log = logging.getLogger("kcp_cache.server.access")
 
 
 ShutdownHook = Callable[[], Awaitable[None]]
+StartupTask = Callable[[], Coroutine[Any, Any, None]]
 
 _IN_FLIGHT_SLOT_KEY: Final = "in_flight_slot"
 _DEADLINE_KEY: Final = "in_flight_deadline"
@@ -86,10 +85,14 @@ _MOUNT_HOPS_MESSAGE: Final = (
 
 
 class CacheServerApp:
-    """The ASGI app returned by :func:`create_app`.
+    """The ASGI app returned by :func:`~kcp_cache.server.create_app`: kcp's filters in
+    front of the API, discovery, health and metrics.
 
-    Attributes the host uses: :attr:`metrics`, :attr:`readiness`, :attr:`on_shutdown`
-    (coroutines run by :meth:`shutdown`, e.g. the API layer ending its watch streams).
+    Attributes the host uses: :attr:`metrics`, :attr:`readiness`, :attr:`startup_tasks`
+    (started by :meth:`startup`, e.g. the CRD bootstrap, which retries until the store
+    lets it), :attr:`on_shutdown` (coroutines run by :meth:`shutdown`, e.g. the API layer
+    ending its watch streams). ASGI ``lifespan`` events call both; a host that does not
+    forward them calls them itself.
     """
 
     def __init__(
@@ -131,7 +134,9 @@ class CacheServerApp:
         self.metrics = metrics
         self.readiness = readiness
         self.health = HealthEndpoints(storage, readiness)
+        self.startup_tasks: list[StartupTask] = []
         self.on_shutdown: list[ShutdownHook] = []
+        self._started: list[asyncio.Task[None]] | None = None
         self._shut_down = False
 
     # -- ASGI entry point -------------------------------------------------------------
@@ -139,7 +144,10 @@ class CacheServerApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(dict(scope), receive, send)
+            # Rebound rather than passed: the host's dict is then held by the host alone
+            # (an HTTP/2 stream lets go of it once the cycle started; ~0.5 KiB per watch).
+            scope = dict(scope)
+            await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:  # websockets are not part of the Kubernetes API we serve
@@ -394,11 +402,24 @@ class CacheServerApp:
 
     # -- lifecycle --------------------------------------------------------------------
 
+    async def startup(self) -> None:
+        """Start the :attr:`startup_tasks` (once); returns at once, they run on."""
+        if self._started is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._started = [loop.create_task(task()) for task in self.startup_tasks]
+
     async def shutdown(self) -> None:
-        """Fail ``/readyz`` and run the :attr:`on_shutdown` hooks (once)."""
+        """Stop the startup tasks, fail ``/readyz`` and run the :attr:`on_shutdown` hooks
+        (once)."""
         if self._shut_down:
             return
         self._shut_down = True
+        for task in self._started or ():
+            task.cancel()
+        for task in self._started or ():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self.health.start_shutdown()
         for hook in self.on_shutdown:
             try:
@@ -407,85 +428,14 @@ class CacheServerApp:
                 log.exception("shutdown hook %r failed", hook)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        # Only reached when a host forwards lifespan events to us; the CLI runs
-        # start-up and shutdown itself.
+        # Reached when the ASGI server (or a host's router) forwards lifespan events;
+        # kcp-cache-server's own server runs with lifespan off and calls startup() itself.
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self.startup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-def create_app(
-    *,
-    storage: Storage | None,
-    api_app: ASGIApp,
-    authenticator: Authenticator = x509_authenticator,
-    always_allow_paths: Iterable[str] = DEFAULT_ALWAYS_ALLOW_PATHS,
-    synthetic_delay: float = 0.0,
-    metrics: ServerMetrics | None = None,
-    readiness: ReadinessChecks | None = None,
-    authorization_mode: str = "scoped",
-    shard_annotation_allowlist: Iterable[str] = DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
-    audit: AuditLog | None = None,
-    max_requests_inflight: int = 0,
-    max_mutating_requests_inflight: int = 0,
-    request_timeout: float = 0.0,
-    lifecycle: ShardLifecycle | None = None,
-    freshness_require_markers: bool = False,
-) -> CacheServerApp:
-    """Build the cache server's ASGI app around ``api_app`` (the ``/apis/…`` handlers).
-
-    * ``storage`` — its health feeds ``/healthz`` and ``/readyz`` (``None``: no check).
-    * ``authenticator`` — defaults to the x509 client certificate verified by
-      :mod:`kcp_cache.server` 's TLS layer; an embedding host passes its own (combine
-      several with :func:`union_authenticator`). No user ⇒ ``system:anonymous``.
-    * ``always_allow_paths`` — non-resource paths open to anyone.
-    * ``authorization_mode`` — ``"scoped"`` (default: each shard writes only its own space,
-      see :mod:`kcp_cache.server._authz`) or ``"kcp"`` (only ``system:masters``, spec §7);
-      ``shard_annotation_allowlist`` — what a shard may change on another's Shard copy.
-    * ``audit`` — an opened :class:`~kcp_cache.server.AuditLog` to record every request.
-    * ``metrics`` / ``readiness`` — pass the instances the API layer was built with, so
-      its watch gauge and start-up checks show up here; new ones are created otherwise.
-    * ``max_requests_inflight`` / ``max_mutating_requests_inflight`` — kube's limits on
-      concurrent read-only and mutating requests (watches not counted); beyond them a
-      request gets 429 with ``Retry-After`` (see :mod:`._inflight`). 0: unlimited (the
-      default here; ``kcp-cache-server`` defaults to kube's 400 and 200).
-    * ``request_timeout`` — a request counted against those limits that is still running
-      after this many seconds has its connection dropped, so a client that stops reading
-      its response cannot keep the slot (0: never; ``kcp-cache-server``: kube's 60 s).
-    * ``lifecycle`` — the registry's shard lifecycle controller: writes into a
-      decommissioned shard's space are fenced (403), ``/freshness`` answers, wildcard
-      reads carry completeness headers and honour ``?freshWithin=``, and ``/metrics``
-      reports phases, lease ages and purges (``freshness_require_markers``: shards that
-      send no markers count as stale).
-
-    The handler sees ``scope["path"]`` with prefix, shard and cluster consumed and the
-    ``:identity`` removed, and the facts in ``scope["kcp"]`` (:class:`KcpRequest`, with the
-    :class:`RequestInfo` under ``extra["request_info"]``).
-    """
-    metrics = metrics if metrics is not None else ServerMetrics()
-    if lifecycle is not None:
-        metrics.registry.register(LifecycleCollector(lifecycle))
-    in_flight = None
-    if max_requests_inflight or max_mutating_requests_inflight:
-        in_flight = InFlightLimiter(max_requests_inflight, max_mutating_requests_inflight, metrics)
-    return CacheServerApp(
-        storage=storage,
-        api_app=api_app,
-        authenticator=authenticator,
-        always_allow_paths=always_allow_paths,
-        synthetic_delay=synthetic_delay,
-        metrics=metrics,
-        readiness=readiness if readiness is not None else ReadinessChecks(),
-        authorization_mode=authorization_mode,
-        shard_annotation_allowlist=shard_annotation_allowlist,
-        audit=audit,
-        in_flight=in_flight,
-        request_timeout=request_timeout,
-        lifecycle=lifecycle,
-        freshness_require_markers=freshness_require_markers,
-    )

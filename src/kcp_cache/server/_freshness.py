@@ -27,22 +27,25 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from kcp_cache.registry import ApiError, parse_duration_seconds
-from kcp_cache.registry._freshness import (
-    DECOMMISSIONING,
-    FRESH,
-    NEVER_SYNCED,
-    STALE_STATES,
-    UNKNOWN,
+from kcp_cache.registry import (
+    ApiError,
+    FreshnessState,
     ShardFreshness,
+    ShardLifecycle,
     freshness_report,
+    parse_duration_seconds,
 )
-from kcp_cache.registry._lifecycle import ShardLifecycle
 from kcp_cache.server._grammar import FRESHNESS_PATHS
 from kcp_cache.server._respond import send_bytes
 from kcp_cache.server.types import Send
 
 __all__ = ["FRESHNESS_PATHS", "FreshnessService"]
+
+DECOMMISSIONING: Final = FreshnessState.DECOMMISSIONING
+FRESH: Final = FreshnessState.FRESH
+NEVER_SYNCED: Final = FreshnessState.NEVER_SYNCED
+UNKNOWN: Final = FreshnessState.UNKNOWN
+STALE_STATES: Final = FreshnessState.PARTIAL
 
 _QUERY_KEY: Final = b"freshWithin"
 

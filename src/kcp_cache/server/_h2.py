@@ -20,6 +20,11 @@ package's (sans-I/O); this module does the I/O, the ASGI cycles and the limits:
   is backed up, input is not read, so control-frame answers cannot pile up.
 * **Connection limits** as for HTTP/1.1: the tracker's phases (a connection is idle
   when no stream is open), the idle timeout, header size and count, URL length.
+* **Per-stream controls.** Each stream is the
+  :class:`~kcp_cache.server._connection.ConnectionControl` of its request (the scope's
+  ``extensions``), so what drops an HTTP/1.1 connection — a watch whose unsent backlog
+  passed ``--watch-max-unsent-bytes``, a request past ``--request-timeout`` — resets
+  only that stream (``RST_STREAM CANCEL``); the connection's other streams go on.
 * **Graceful shutdown**: GOAWAY ``NO_ERROR``; open streams finish, then the connection
   closes.
 """
@@ -32,7 +37,7 @@ import logging
 import struct
 import time
 import urllib.parse
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -47,6 +52,8 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from kcp_cache.registry import ApiError
+from kcp_cache.server._connection import CONNECTION_CONTROL_KEY, ConnectionControl
+from kcp_cache.server._h2_data import data_frame
 from kcp_cache.server._limits import ConnectionTracker, TrackedConnection
 
 __all__ = ["H2Protocol", "H2Settings"]
@@ -115,14 +122,19 @@ class _Budget:
         return True
 
 
-class _Stream:
-    """One request: its ASGI scope, unconsumed body, and what its cycle waits on."""
+class _Stream(ConnectionControl):
+    """One request: its ASGI scope, unconsumed body, and what its cycle waits on.
+
+    It is also its request's :class:`ConnectionControl`: a handler that would drop an
+    HTTP/1.1 connection resets this stream instead.
+    """
 
     __slots__ = (
         "body",
         "body_ended",
         "closed",
         "delivered",
+        "gone_callback",
         "head",
         "id",
         "protocol",
@@ -139,7 +151,7 @@ class _Stream:
     ) -> None:
         self.protocol = protocol
         self.id = stream_id
-        self.scope = scope
+        self.scope: dict[str, Any] | None = scope
         self.head = head
         self.body: list[bytes] = []
         self.body_ended = False
@@ -153,6 +165,8 @@ class _Stream:
         self.reader: asyncio.Future[None] | None = None
         self.writer: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
+        #: Called once when the peer goes away (:meth:`on_disconnect`).
+        self.gone_callback: Callable[[], None] | None = None
 
     # The ASGI callables: bound methods, lighter than two closures per stream.
     def receive(self) -> Awaitable[dict[str, Any]]:
@@ -160,6 +174,38 @@ class _Stream:
 
     def send(self, message: dict[str, Any]) -> Awaitable[None]:
         return self.protocol.send(self, message)
+
+    def hand_over_scope(self) -> dict[str, Any]:
+        """The scope, for the app; the stream keeps no reference (the app copies it, and
+        the scope's extensions refer to this stream: no cycle, one dict less per watch)."""
+        scope, self.scope = self.scope, None
+        assert scope is not None, "the scope was handed over already"
+        return scope
+
+    def unsent_bytes(self) -> int:
+        # Nothing waits per stream below the handler: a body is written one frame at a
+        # time as the peer's window allows (the chunk being sent is the handler's own
+        # count); the connection's socket buffer is shared and bounded by
+        # pause_writing, so it is no one stream's backlog.
+        return 0
+
+    def abort(self) -> None:
+        """Reset this stream now (``CANCEL``); a ``send()`` waiting on it returns."""
+        self.protocol.cancel_stream(self)
+
+    def on_disconnect(self, callback: Callable[[], None]) -> bool:
+        # A watch needs no task of its own waiting on receive() for the disconnect.
+        self.gone_callback = callback
+        return True
+
+    def mark_closed(self) -> None:
+        """The stream is gone (reset, either way, or the connection lost): the waiting
+        ``receive()``/``send()`` return and the disconnect callback runs."""
+        self.closed = True
+        self.wake()
+        callback, self.gone_callback = self.gone_callback, None
+        if callback is not None:
+            callback()
 
     def wake(self) -> None:
         """Let the waiting ``receive()`` and ``send()`` look again."""
@@ -241,6 +287,9 @@ class H2Protocol(asyncio.Protocol):
         self._server_state.connections.add(cast(Any, self))
         tls_extension = transport.get_extra_info("tls_extension")
         if tls_extension is not None:
+            # The TLS layer's own dict, not a copy: it lets go of the OpenSSL connection
+            # through it when the connection is lost. Its connection control is shadowed
+            # by each stream's own (``connection_control`` looks there first).
             self._extensions = {"tls": tls_extension}
         self._server = _address(transport.get_extra_info("sockname"))
         self._client = _address(transport.get_extra_info("peername"))
@@ -256,10 +305,10 @@ class H2Protocol(asyncio.Protocol):
         self._closing = True
         self._server_state.connections.discard(cast(Any, self))
         self._cancel_idle_timer()
-        for stream in self._streams.values():
-            stream.closed = True
-            stream.wake()
+        streams = list(self._streams.values())
         self._streams.clear()
+        for stream in streams:
+            stream.mark_closed()
         self._wake_writers()
         self._tracker.protocol_closed("h2")
 
@@ -427,6 +476,8 @@ class H2Protocol(asyncio.Protocol):
         rejection = self._check_limits(headers)
         scope, head = self._scope(headers)
         stream = _Stream(self, stream_id, scope, head)
+        if self._extensions is not None:
+            scope["extensions"] = {**self._extensions, CONNECTION_CONTROL_KEY: stream}
         if event.stream_ended is not None:
             stream.body_ended = True
         self._streams[stream_id] = stream
@@ -495,8 +546,6 @@ class H2Protocol(asyncio.Protocol):
         }
         if self._app_state:
             scope["state"] = self._app_state.copy()
-        if self._extensions is not None:
-            scope["extensions"] = self._extensions
         return scope, method == b"HEAD"
 
     def _data_received(self, event: h2.events.DataReceived) -> None:
@@ -521,8 +570,7 @@ class H2Protocol(asyncio.Protocol):
     def _stream_reset(self, event: h2.events.StreamReset) -> None:
         stream = self._streams.pop(event.stream_id, None)
         if stream is not None:
-            stream.closed = True
-            stream.wake()
+            stream.mark_closed()
             self._stream_gone()
         if event.remote_reset and not self._resets.take():
             self._terminate("h2-rapid-reset", _ERROR.ENHANCE_YOUR_CALM, "too many streams reset")
@@ -554,7 +602,7 @@ class H2Protocol(asyncio.Protocol):
 
     async def _run(self, stream: _Stream) -> None:
         try:
-            await self._app(stream.scope, stream.receive, stream.send)
+            await self._app(stream.hand_over_scope(), stream.receive, stream.send)
         except Exception:
             log.exception("exception in the ASGI application")
             if not stream.response_started:
@@ -592,7 +640,20 @@ class H2Protocol(asyncio.Protocol):
                 self._reset(stream.id, _ERROR.INTERNAL_ERROR)
             stream.closed = True
             self._stream_gone()
+        stream.gone_callback = None
         self._flush()
+
+    def cancel_stream(self, stream: _Stream) -> None:
+        """Reset ``stream`` (its handler gave up on it); its handler sees a disconnect.
+
+        It stays counted until its handler returns, as a stream the peer reset does.
+        """
+        if stream.closed or self._closing:
+            return
+        self._reset(stream.id, _ERROR.CANCEL)
+        self._flush()
+        self._write_waiters.discard(stream)
+        stream.mark_closed()
 
     def _reset(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
         with contextlib.suppress(h2.exceptions.H2Error):  # already closed
@@ -651,7 +712,7 @@ class H2Protocol(asyncio.Protocol):
             try:
                 self._h2.send_headers(stream.id, headers)
             except h2.exceptions.H2Error:
-                stream.closed = True
+                stream.mark_closed()
                 return
             self._flush()
         elif kind == "http.response.body":
@@ -687,12 +748,23 @@ class H2Protocol(asyncio.Protocol):
                 continue
             size = min(window, self._h2.max_outbound_frame_size, len(view))
             chunk, view = view[:size], view[size:]
-            try:
-                self._h2.send_data(stream.id, chunk.tobytes(), end_stream=end and not view)
-            except h2.exceptions.H2Error:
-                stream.closed = True
-                return
-            self._flush()
+            last = end and not view
+            header = None if last else data_frame(self._h2, stream.id, size)
+            if header is not None:
+                # The frame past h2's send_data (see _h2_data): its header, then the
+                # payload, as the TLS layer's writes of one loop step coalesce.
+                self._flush()
+                transport = self._transport
+                if transport is not None and not transport.is_closing():
+                    transport.write(header)
+                    transport.write(chunk)
+            else:
+                try:
+                    self._h2.send_data(stream.id, chunk.tobytes(), end_stream=last)
+                except h2.exceptions.H2Error:
+                    stream.mark_closed()
+                    return
+                self._flush()
             if not view:
                 return
 
@@ -700,7 +772,7 @@ class H2Protocol(asyncio.Protocol):
         try:
             self._h2.end_stream(stream.id)
         except h2.exceptions.H2Error:
-            stream.closed = True
+            stream.mark_closed()
             return
         self._flush()
 

@@ -9,8 +9,7 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from kcp_cache.registry import PHASES
-from kcp_cache.registry._lifecycle import ShardLifecycle
+from kcp_cache.registry import PHASES, ShardLifecycle
 
 __all__ = ["LifecycleCollector"]
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kcp_cache.meta import WILDCARD
-
 __all__ = ["ANONYMOUS", "KcpRequest", "User", "kcp_request"]
 
 
@@ -45,14 +43,6 @@ class KcpRequest:
     partial_metadata: bool = False
     accept: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def shard_is_wildcard(self) -> bool:
-        return self.shard == WILDCARD
-
-    @property
-    def cluster_is_wildcard(self) -> bool:
-        return self.cluster == WILDCARD
 
 
 def kcp_request(scope: dict[str, Any]) -> KcpRequest:

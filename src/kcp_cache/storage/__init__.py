@@ -7,6 +7,7 @@ Use :func:`open_storage` (or an engine class) to get a :class:`Storage`. Engines
 * ``EtcdStorage`` — etcd v3, for several server replicas (``kcp_cache.storage.etcd``).
 """
 
+from kcp_cache.storage._embedded import EmbeddedStorage as EmbeddedStorage
 from kcp_cache.storage._errors import (
     AlreadyExists as AlreadyExists,
 )
@@ -40,15 +41,23 @@ from kcp_cache.storage._errors import (
 from kcp_cache.storage._errors import (
     Unavailable as Unavailable,
 )
+from kcp_cache.storage._etcd_mirror import RevisionBatcher as RevisionBatcher
 from kcp_cache.storage._factory import SQLITE_FILE_NAME as SQLITE_FILE_NAME
 from kcp_cache.storage._factory import open_storage as open_storage
 from kcp_cache.storage._interface import Storage as Storage
 from kcp_cache.storage._interface import WatchStream as WatchStream
 from kcp_cache.storage._memory import MemoryStorage as MemoryStorage
+from kcp_cache.storage._persist import Persister as Persister
 from kcp_cache.storage._sqlite import SQLiteStorage as SQLiteStorage
 from kcp_cache.storage._sqlite_recover import StoreReport as StoreReport
 from kcp_cache.storage._sqlite_recover import check_store as check_store
 from kcp_cache.storage._sqlite_recover import recover_store as recover_store
+from kcp_cache.storage._sqlite_schema import INSERT_ROW as INSERT_ROW
+from kcp_cache.storage._sqlite_schema import ROW_HEADER as ROW_HEADER
+from kcp_cache.storage._sqlite_schema import create_database as create_database
+from kcp_cache.storage._sqlite_schema import row_checksum as row_checksum
+from kcp_cache.storage._store_marker import MarkerFile as MarkerFile
+from kcp_cache.storage._store_marker import StoreMarker as StoreMarker
 from kcp_cache.storage._types import DeleteResult as DeleteResult
 from kcp_cache.storage._types import Event as Event
 from kcp_cache.storage._types import EventType as EventType
@@ -56,29 +65,38 @@ from kcp_cache.storage._types import KeyValue as KeyValue
 from kcp_cache.storage._types import RangeResult as RangeResult
 
 __all__ = [
+    "INSERT_ROW",
+    "ROW_HEADER",
     "SQLITE_FILE_NAME",
     "AlreadyExists",
     "BadContinueToken",
     "Conflict",
     "DeleteResult",
+    "EmbeddedStorage",
     "Event",
     "EventType",
     "Expired",
     "FutureRevision",
     "InvalidKey",
     "KeyValue",
+    "MarkerFile",
     "MemoryStorage",
     "NotFound",
+    "Persister",
     "RangeResult",
+    "RevisionBatcher",
     "SQLiteStorage",
     "Storage",
     "StorageDamaged",
     "StorageError",
     "StorageOpenError",
+    "StoreMarker",
     "StoreReport",
     "Unavailable",
     "WatchStream",
     "check_store",
+    "create_database",
     "open_storage",
     "recover_store",
+    "row_checksum",
 ]

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from kcp_cache.server._scope import KcpRequest
+from kcp_cache.server import KcpRequest
+from kcp_cache.testing import ASGIClient
 
 from ._asgi import EXPORTS, Client, Response
 
@@ -246,24 +247,8 @@ async def test_bad_input_leaves_server_and_data_intact(
 
 async def test_missing_shard_or_cluster(client: Client) -> None:
     async def call(kcp: KcpRequest | None) -> Response:
-        out: list[Any] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            out.append(message)
-
-        scope: dict[str, Any] = {
-            "type": "http",
-            "method": "GET",
-            "path": EXPORTS,
-            "query_string": b"",
-        }
-        if kcp is not None:
-            scope["kcp"] = kcp
-        await client.app(scope, receive, send)
-        return Response(out[0]["status"], {}, out[1]["body"])
+        scope = {"kcp": kcp} if kcp is not None else {}
+        return await ASGIClient(client.app).request("GET", EXPORTS, **scope)
 
     _status(await call(None), 400, "BadRequest")
     _status(await call(KcpRequest(shard="amber")), 400, "BadRequest")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kcp_cache.server.api._encoding import (
+from kcp_cache.server.api import (
     BrokenStream,
     Compression,
     accepts_gzip,

@@ -19,7 +19,7 @@ import httpx2
 import pytest
 import yaml
 
-from harness import CacheServer
+from kcp_cache.testing import CacheServer
 
 API = "/services/cache/shards/amber/clusters/{cluster}/apis/apis.kcp.io/v1alpha1/apiexports"
 PAD = "x" * 1000  # ~1 KiB objects: 200 of them make a LIST above kube's 128 KiB threshold
@@ -46,7 +46,7 @@ def _raw_get(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from harness import start_cache_server
+    from kcp_cache.testing import start_cache_server
 
     with start_cache_server(tmp_path_factory.mktemp("encodings"), "--storage", "memory") as s:
         with s.client() as client:

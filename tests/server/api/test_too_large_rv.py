@@ -83,7 +83,7 @@ async def test_watch_from_future_rv_gets_504_after_the_wait(
     await asyncio.wait_for(stream.ended.wait(), 5)
     assert time.monotonic() - started >= WAIT
     assert stream.status == 504
-    _assert_too_large(orjson.loads(stream._pending), current + 3, current)
+    _assert_too_large(orjson.loads(stream.pending), current + 3, current)
 
 
 async def test_list_and_watch_whose_rv_arrives_within_the_wait_proceed(client: Client) -> None:

@@ -64,7 +64,7 @@ async def test_wildcard_watch_across_shards_and_clusters(client: Client) -> None
         assert int(deleted["object"]["metadata"]["resourceVersion"]) > int(
             modified["object"]["metadata"]["resourceVersion"]
         )
-        assert stream.events.empty()
+        assert stream.lines.empty()
     for stream in (everything, only_zeta, only_beryl):
         await stream.close()
 
@@ -284,4 +284,4 @@ async def test_named_watch_sees_only_that_object(client: Client) -> None:
     event = await stream.next()
     assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "only")
     await stream.close()
-    assert stream.events.empty()
+    assert stream.lines.empty()

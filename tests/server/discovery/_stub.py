@@ -23,7 +23,7 @@ import orjson
 import uvicorn
 
 from kcp_cache.registry import ApiError
-from kcp_cache.server._respond import send_status
+from kcp_cache.server import send_status
 from kcp_cache.server.discovery import create_discovery_app, is_discovery_path, served_resources
 from kcp_cache.server.transforms import (
     LIST_TRANSFORMS,

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import pytest
 
 from kcp_cache.server.discovery import create_discovery_app, is_discovery_path, route_discovery
+from kcp_cache.testing import ASGIClient, ASGIResponse
 
 from ._crds import ALL, APIEXPORTS, SHARDS
 from ._kube import deserialize
@@ -16,39 +15,13 @@ KUBECTL_DISCOVERY = AGGREGATED + ",application/json"
 PB = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
 
 
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
 async def call(
     app: Any, path: str, *, method: str = "GET", accept: str = "", query: str = "",
     headers: dict[str, str] | None = None,
-) -> Response:  # fmt: skip
-    raw = [(b"accept", accept.encode())] if accept else []
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    scope = {"type": "http", "method": method, "path": path, "headers": raw,
-             "query_string": query.encode()}  # fmt: skip
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await app(scope, receive, send)
-    start = messages[0]
-    return Response(
-        start["status"],
-        {k.decode(): v.decode() for k, v in start["headers"]},
-        b"".join(m.get("body", b"") for m in messages[1:]),
-    )
+) -> ASGIResponse:  # fmt: skip
+    raw = [("accept", accept)] if accept else []
+    raw += list((headers or {}).items())
+    return await ASGIClient(app).request(method, path, query=query, headers=raw)
 
 
 @pytest.fixture

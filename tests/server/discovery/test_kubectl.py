@@ -222,9 +222,9 @@ def test_without_field_validation_kubectl_reads_our_v2_protobuf(
 ) -> None:
     """The fallback path: a v3 document without ``fieldValidation`` sends kubectl to
     ``/openapi/v2`` as protobuf for client-side validation; it must parse ours."""
-    from kcp_cache.server.discovery import _openapi
-
-    monkeypatch.setattr(_openapi, "_WRITE_PARAMS", ("dryRun", "fieldManager"))
+    monkeypatch.setattr(
+        "kcp_cache.server.discovery._openapi._WRITE_PARAMS", ("dryRun", "fieldManager")
+    )
     app = StubServer(ALL)
     with RunningStub(app) as running:
         kubectl = Kubectl((app, running.url), tmp_path)

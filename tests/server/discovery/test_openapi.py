@@ -4,11 +4,11 @@ from typing import Any
 
 from kcp_cache.server.discovery import (
     openapi_v2,
+    openapi_v2_protobuf,
     openapi_v3_document,
     openapi_v3_index,
     served_resources,
 )
-from kcp_cache.server.discovery._openapi_pb import openapi_v2_protobuf
 
 from ._crds import ALL
 

@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 
 from kcp_cache.meta import partial_object_metadata
-from kcp_cache.server.discovery._resources import PrinterColumn
 from kcp_cache.server.transforms import (
     IncludeObject,
+    PrinterColumn,
     TableColumns,
     format_age,
     partial_object_metadata_list,

@@ -11,7 +11,12 @@ from kcp_cache.server.api._body import MAX_BODY_BYTES as MAX_BODY_BYTES
 from kcp_cache.server.api._encoding import (
     DEFAULT_COMPRESSION_THRESHOLD as DEFAULT_COMPRESSION_THRESHOLD,
 )
+from kcp_cache.server.api._encoding import BrokenStream as BrokenStream
 from kcp_cache.server.api._encoding import Compression as Compression
+from kcp_cache.server.api._encoding import accepts_gzip as accepts_gzip
+from kcp_cache.server.api._encoding import json_to_yaml as json_to_yaml
+from kcp_cache.server.api._encoding import send_body as send_body
+from kcp_cache.server.api._encoding import send_chunks as send_chunks
 from kcp_cache.server.api._request import ApiMetrics as ApiMetrics
 
 __all__ = [
@@ -19,6 +24,11 @@ __all__ = [
     "MAX_BODY_BYTES",
     "ApiApp",
     "ApiMetrics",
+    "BrokenStream",
     "Compression",
+    "accepts_gzip",
     "create_api_app",
+    "json_to_yaml",
+    "send_body",
+    "send_chunks",
 ]

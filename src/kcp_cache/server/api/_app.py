@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from kcp_cache.registry import ApiError, Bootstrapper, Registry, Target, WatchSession
 from kcp_cache.server._authz import DECISION_KEY, Decision
+from kcp_cache.server._deadlines import Deadlines
 from kcp_cache.server._grammar import check_resource_scope
 from kcp_cache.server._heap import HeapTrimmer
 from kcp_cache.server._request_info import RequestInfo, parse_request_info, request_info
@@ -78,6 +79,8 @@ class ApiApp:
         #: Open watch sessions, ended by :meth:`shutdown`.
         self.sessions: set[WatchSession] = set()
         self.heap = HeapTrimmer()
+        #: The watches' deadlines (minutes away: one loop timer per 10 s slot of them).
+        self.deadlines = Deadlines()
         self.shutting_down = False
         self._handlers: set[asyncio.Task[Any]] = set()
 

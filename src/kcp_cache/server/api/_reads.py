@@ -152,6 +152,7 @@ async def watch(req: ApiRequest) -> int:
             content_type=shape.content_type,
             reshape=reshape,
             connection=connection_control(scope),
+            deadlines=api.deadlines,
             on_terminated=metrics.watch_terminated if metrics is not None else None,
         )
     finally:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kcp_cache.registry import Registry, Target, WatchSession
+from kcp_cache.server._deadlines import Deadlines
 from kcp_cache.server._heap import HeapTrimmer
 from kcp_cache.server._request_info import RequestInfo
 from kcp_cache.server._scope import KcpRequest
@@ -46,6 +47,7 @@ class ApiServices(Protocol):
     rng: Callable[[float, float], float]
     sessions: set[WatchSession]
     heap: HeapTrimmer
+    deadlines: Deadlines
     shutting_down: bool
 
 

@@ -13,6 +13,8 @@ does exactly that in front of the API app. Resource paths (``/apis/{g}/{v}/{reso
 go to the API handlers.
 """
 
+from kcp_cache.server.discovery._openapi_pb import openapi_v2_protobuf as openapi_v2_protobuf
+
 from ._app import (
     CatalogProvider,
     DiscoveryApp,
@@ -63,6 +65,7 @@ __all__ = [
     "group_versions",
     "is_discovery_path",
     "openapi_v2",
+    "openapi_v2_protobuf",
     "openapi_v3_document",
     "openapi_v3_index",
     "route_discovery",

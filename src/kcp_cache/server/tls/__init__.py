@@ -11,6 +11,13 @@ x509 *authentication* (certificate → user) is not here: it is :mod:`kcp_cache.
 
 from kcp_cache.server.tls._context import TLSConfigError as TLSConfigError
 from kcp_cache.server.tls._context import build_server_context as build_server_context
+
+# Underscore names below are internals re-exported for the white-box tests, not in __all__.
+from kcp_cache.server.tls._io import _BULK as _BULK
+from kcp_cache.server.tls._io import _SHRINK_AT as _SHRINK_AT
+from kcp_cache.server.tls._io import FastTLSIO as FastTLSIO
+from kcp_cache.server.tls._io import make_tls_io as make_tls_io
+from kcp_cache.server.tls._protocol import _PeerChainPEM as _PeerChainPEM
 from kcp_cache.server.tls._serve import HTTPSServer as HTTPSServer
 from kcp_cache.server.tls._serve import bind_socket as bind_socket
 

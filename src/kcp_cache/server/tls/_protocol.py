@@ -368,7 +368,6 @@ class TLSServerProtocol(asyncio.Protocol):
                 "sslcontext": self.ssl_context,
                 "ssl_object": conn,
                 "tls_extension": tls_extension,
-                "kcp_peer_user": peer.user,
             },
         )
         if conn.get_alpn_proto_negotiated() == b"h2":

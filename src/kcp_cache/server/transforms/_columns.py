@@ -60,18 +60,6 @@ DEFAULT_COLUMNS = (
 )
 
 
-#: Kube's default columns for a CRD version that declares none: just the age.
-DEFAULT_COLUMNS = (
-    PrinterColumn(
-        name="Age",
-        type="date",
-        json_path=".metadata.creationTimestamp",
-        description=(
-            "CreationTimestamp is a timestamp representing the server time when this object "
-            "was created."
-        ),
-    ),
-)
 #: ``customresourcedefinitions``: kube's default table convertor prints this column as the
 #: RFC 3339 timestamp itself, not as an age; a "string" cell does exactly that.
 CRD_COLUMNS = (
