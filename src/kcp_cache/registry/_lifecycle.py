@@ -370,7 +370,12 @@ class ShardLifecycle:
             "deletedObjects": 0,
         }
         log.warning("shard %s: decommissioning (%s), epoch %d", name, reason, epoch)
-        await self.objects.update_status(CACHE_SHARDS, name, shard, status)
+        # An automatic trigger records the decision in the spec too, so that the shard
+        # comes back only when an admin says so (decommission: false, registered: true).
+        spec = (
+            None if shard.spec.get("decommission") is True else {**shard.spec, "decommission": True}
+        )
+        await self.objects.update_status(CACHE_SHARDS, name, shard, status, spec=spec)
         tombstone = f"{name}.{epoch}"
         spec = {
             "shard": name,

@@ -170,11 +170,20 @@ class LifecycleObjects(PrefixFollower):
         return kv
 
     async def update_status(
-        self, resource: str, name: str, stored: Stored, status: dict[str, Any]
+        self,
+        resource: str,
+        name: str,
+        stored: Stored,
+        status: dict[str, Any],
+        *,
+        spec: dict[str, Any] | None = None,
     ) -> KeyValue:
-        """Replace the status of *stored* (``Conflict`` if it changed since)."""
+        """Replace the status (and *spec*, if given) of *stored* (``Conflict`` if it
+        changed since)."""
         obj = copy.copy(stored.obj)
         obj["status"] = status
+        if spec is not None:
+            obj["spec"] = spec
         kv = await self.storage.update(
             self.key(resource, name), orjson.dumps(obj), expected_mod_revision=stored.mod_revision
         )

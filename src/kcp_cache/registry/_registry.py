@@ -368,6 +368,10 @@ class Registry:
                 return await self._write_update(target, key, name, kv, patched, store)
             except ApiError as exc:
                 if exc.reason == "Conflict" and not _patch_sets_rv(patch):
+                    # The racing write may not be readable yet (an embedded store reads
+                    # its committed state while a batch is being made durable): back
+                    # off a little, or all the attempts fit inside one commit.
+                    await asyncio.sleep(min(0.002 * 2**_attempt, 0.1))
                     continue
                 raise
         raise ApiError.conflict(info, name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Final, Protocol
 
+from kcp_cache.meta import WILDCARD
 from kcp_cache.registry import (
     LIFECYCLE_GROUP,
     SHARD_LEASES,
@@ -64,7 +65,7 @@ class FencedAuthorizer:
         if not decision.allowed or info.verb not in _WRITE_VERBS:
             return decision
         shard = _written_shard(user, info, kcp)
-        if shard and shard not in (SYSTEM_SHARD, "*") and self.fence.is_fenced(shard):
+        if shard and shard not in (SYSTEM_SHARD, WILDCARD) and self.fence.is_fenced(shard):
             message = f'shard "{shard}" is decommissioned'
             return Decision(False, message, ApiError.forbidden(message))
         return decision

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from kcp_cache.meta import WILDCARD
 from kcp_cache.registry import (
     ApiError,
     FreshnessState,
@@ -142,7 +143,7 @@ class FreshnessService:
         report = freshness_report(self.lifecycle, group, resource, self.clock())
         causes: list[dict[str, str]] = []
         for entry in report:
-            if shard != "*" and entry.shard != shard:
+            if shard != WILDCARD and entry.shard != shard:
                 continue
             if entry.state == DECOMMISSIONING:
                 continue
