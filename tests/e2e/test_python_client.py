@@ -110,6 +110,36 @@ def test_dynamic_client_discovery_and_reads(acme: client.ApiClient, tmp_path: Pa
     assert crds.name == "customresourcedefinitions"
 
 
+def test_generated_discovery_apis(acme: client.ApiClient) -> None:
+    assert client.VersionApi(acme).get_code().minor == "37"
+    groups = client.ApisApi(acme).get_api_versions().groups
+    kcp = next(g for g in groups if g.name == "apis.kcp.io")
+    assert kcp.preferred_version.version == "v1alpha2"
+    resources = client.ApiextensionsV1Api(acme).get_api_resources().resources
+    assert [r.name for r in resources] == ["customresourcedefinitions"]
+    assert client.CoreApi(acme).get_api_versions().versions == []
+
+
+def test_dynamic_client_resolves_preferred_and_explicit_versions(
+    acme: client.ApiClient, tmp_path: Path
+) -> None:
+    dyn = dynamic.DynamicClient(acme, cache_file=str(tmp_path / "discovery.json"))
+    preferred = dyn.resources.get(api_version="apis.kcp.io/v1alpha2", kind="APIExport")
+    assert (preferred.name, preferred.namespaced, preferred.preferred) == (
+        "apiexports",
+        False,
+        True,
+    )
+    older = dyn.resources.get(api_version="apis.kcp.io/v1alpha1", kind="APIExport")
+    assert older.preferred is False
+    roles = dyn.resources.get(api_version="rbac.authorization.k8s.io/v1", kind="Role")
+    assert roles.namespaced is True
+    created = preferred.create(body=export("from-python"))
+    assert created.metadata.annotations["kcp.io/cluster"] == "acme"
+    names = [item.metadata.name for item in preferred.get().items]
+    assert "from-python" in names
+
+
 def _exports_lister(custom: client.CustomObjectsApi) -> Any:
     """``list_func`` for the informer.
 

@@ -7,10 +7,10 @@ import pytest
 from kcp_cache.registry import KeyParts, KeyScheme, ResourceCatalog, load_bootstrap_crds
 
 TABLE = {
-    # resource.group: (kind, namespaced, served versions, storage version)
+    # resource.group: (kind, namespaced, served versions highest priority first, storage version)
     "apiresourceschemas.apis.kcp.io": ("APIResourceSchema", False, ("v1alpha1",), "v1alpha1"),
     "apiconversions.apis.kcp.io": ("APIConversion", False, ("v1alpha1",), "v1alpha1"),
-    "apiexports.apis.kcp.io": ("APIExport", False, ("v1alpha1", "v1alpha2"), "v1alpha2"),
+    "apiexports.apis.kcp.io": ("APIExport", False, ("v1alpha2", "v1alpha1"), "v1alpha2"),
     "apiexportendpointslices.apis.kcp.io": (
         "APIExportEndpointSlice",
         False,

@@ -3,10 +3,14 @@ controller needs, the two controllers, and request counts from the servers' metr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kcp_cache.client import AsyncRESTClient, NotFound, Resource
@@ -16,9 +20,16 @@ from kcp_cache.replication import (
     WriteController,
     parse_resources,
 )
-from kcp_cache.testing import CacheServer
+from kcp_cache.testing import CacheServer, start_cache_server
 
-from .replication_helpers import FAST_BACKOFF, cache_rest, eventually, local_rest, unique
+from .replication_helpers import (
+    FAST_BACKOFF,
+    cache_rest,
+    eventually,
+    local_rest,
+    shard_url,
+    unique,
+)
 
 Obj = dict[str, Any]
 
@@ -66,6 +77,19 @@ def install_shard_types(server: CacheServer) -> None:
         for crd in crds:
             response = client.post(SYSTEM_CRDS, json=crd)
             assert response.status_code in (201, 409), response.text
+
+
+@contextlib.contextmanager
+def standin_shard_api(root: Path) -> Iterator[CacheServer]:
+    """A cache server standing in for the shards' own APIs, with the types of
+    :func:`install_shard_types`; it honours finalizers (``--honor-finalizers``) as a kcp
+    shard does, so a CCR's deletion goes through its phases."""
+    server = start_cache_server(root, "--storage", "memory", "--honor-finalizers")
+    try:
+        install_shard_types(server)
+        yield server
+    finally:
+        server.stop()
 
 
 def instance(name: str, labels: dict[str, str] | None = None, **spec: Any) -> Obj:
@@ -225,3 +249,33 @@ async def shard_env(
         yield env
     finally:
         await env.close()
+
+
+async def shared_identity(env: Env, cluster: str) -> dict[str, Any]:
+    """A Secret two CCRs on one kind share as identity (as kcp#4329's references do);
+    returns the CCRs' ``spec.identity``."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "shared", "namespace": "default"},
+        "stringData": {"key": unique("k")},
+    }
+    await env.local.create(SECRETS, secret, cluster=cluster)
+    return {"secretRef": {"namespace": "default", "name": "shared"}}
+
+
+async def start_replicate(
+    shard: str, shards_api: CacheServer, cache: CacheServer, log: Path, *extra: str
+) -> asyncio.subprocess.Process:
+    """``kcp-cache replicate`` for *shard* (the CCRs and the CCR controller), output to
+    *log*."""
+    args = [
+        sys.executable, "-m", "kcp_cache.cli.tool", "replicate",
+        "--shard-name", shard,
+        "--local-kubeconfig", str(shards_api.kubeconfig), "--local-context", "base",
+        "--local-server-url", shard_url(shards_api, shard),
+        "--cache-kubeconfig", str(cache.kubeconfig), "--cache-context", "base",
+        "--resources", "clustercachedresources", *extra,
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(*args, stdout=out, stderr=subprocess.STDOUT)

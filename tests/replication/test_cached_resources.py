@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from kcp_cache.replication import (
     APIExportReferenceController,
     reference_ccr_name,
 )
-from kcp_cache.testing import CacheServer, start_cache_server
+from kcp_cache.testing import CacheServer
 
 from .ccr_helpers import (
     APIEXPORTS,
@@ -49,24 +48,22 @@ from .ccr_helpers import (
     SECRETS,
     Env,
     ccr,
-    install_shard_types,
     instance,
     request_counts,
     shard_env,
+    shared_identity,
+    standin_shard_api,
+    start_replicate,
     writes,
 )
-from .replication_helpers import FAST_BACKOFF, eventually, shard_url, unique
+from .replication_helpers import FAST_BACKOFF, eventually, unique
 
 
 @pytest.fixture(scope="module")
 def shards_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheServer]:
     """The stand-in shard API, with the core and Instance types the controller needs."""
-    server = start_cache_server(tmp_path_factory.mktemp("shards"), "--storage", "memory")
-    try:
-        install_shard_types(server)
+    with standin_shard_api(tmp_path_factory.mktemp("shards")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -241,14 +238,7 @@ async def test_two_ccrs_on_one_kind_delete_only_their_own_copies(env: Env) -> No
     the first leaves the second's copy. A third overlapping one is refused."""
     cluster = unique("ws")
     await create_instances(env, cluster)
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "shared", "namespace": "default"},
-        "stringData": {"key": unique("k")},
-    }
-    await env.local.create(SECRETS, secret, cluster=cluster)
-    ref = {"secretRef": {"namespace": "default", "name": "shared"}}
+    ref = await shared_identity(env, cluster)
     await env.local.create(
         CCR_RESOURCE, ccr("first", names=["web-server-1"], identity=ref), cluster=cluster
     )
@@ -490,10 +480,9 @@ async def test_apiexport_reference_owns_one_ccr_per_reference(env: Env) -> None:
         cached = Resource("x.io", "v1", f"flavors:{identity}")
         listed = await env.cache.list(cached, cluster=cluster, shard=env.shard)
         assert [o["metadata"]["name"] for o in listed.items] == ["small"]
-        # The stand-in ignores finalizers, so the CCR goes at once; hold the built-in
-        # write controller so the cache keeps serving the identity while the purge runs
-        # (on a kcp shard the CCR's finalizer orders this: Deleting → purge → Deleted).
-        await env.stop_writer()
+        # The CCR's finalizer orders the rest: Deleting → purge → Deleted → gone, and only
+        # then does the write controller delete the CCR's copy (the cache stops serving
+        # the identity).
         live = await env.local.get(APIEXPORTS, "flavors-export", cluster=cluster)
         live["spec"]["resources"] = live["spec"]["resources"][1:]
         await env.local.update(APIEXPORTS, live, cluster=cluster)
@@ -502,14 +491,13 @@ async def test_apiexport_reference_owns_one_ccr_per_reference(env: Env) -> None:
             try:
                 await env.get_ccr(cluster, expected)
             except NotFound:
-                pass
-            else:
-                return False
-            page = await env.cache.list(cached, cluster=cluster, shard=env.shard)
-            return not page.items
+                return True
+            return False
 
-        await eventually(dropped, what="the CCR and its copy gone")
-        await env.start_writer()
+        await eventually(dropped, what="the CCR gone")
+        # Its copy was purged before the finalizer let the CCR go.
+        with contextlib.suppress(NotFound):  # or the identity is not served any more
+            assert (await env.cache.list(cached, cluster=cluster, shard=env.shard)).items == []
 
         async def unserved() -> bool:
             try:
@@ -529,17 +517,10 @@ async def test_replicate_process_runs_the_ccr_controller_by_default(
     shard = unique("shard")
     port_file = tmp_path / "port"
     log_path = tmp_path / "replicate.log"
-    args = [
-        sys.executable, "-m", "kcp_cache.cli.tool", "replicate",
-        "--shard-name", shard,
-        "--local-kubeconfig", str(shards_api.kubeconfig), "--local-context", "base",
-        "--local-server-url", shard_url(shards_api, shard),
-        "--cache-kubeconfig", str(cache_api.kubeconfig), "--cache-context", "base",
-        "--resources", "clustercachedresources",
+    process = await start_replicate(
+        shard, shards_api, cache_api, log_path,
         "--metrics-port", "0", "--metrics-port-file", str(port_file),
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=subprocess.STDOUT)
+    )  # fmt: skip
     try:
         async with shard_env(cache_api, shards_api, shard) as env:
             cluster = unique("ws")

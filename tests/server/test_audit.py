@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kcp_cache.server import AuditLog, AuditOptions
+from kcp_cache.server import AuditLog, AuditOptions, FactsEncoder, audit_event, encode_facts
 from kcp_cache.testing import CacheServer, ServerStartError, TestCA
 
 from ..full_disk import SmallDisk
@@ -243,3 +244,102 @@ def test_the_server_keeps_serving_when_the_audit_disk_is_full(
         time.sleep(0.1)
     for line in audit_path.read_text().splitlines():
         json.loads(line)  # whole lines only
+
+
+def _facts(**changes: Any) -> tuple[Any, ...]:
+    fields: dict[str, Any] = {
+        "audit_id": "6f1c2f4e-1b7a-4c3e-9d2a-000000000007",
+        "stage": "ResponseComplete",
+        "path": "/services/cache/shards/amber/clusters/acme/api/v1/namespaces/ns/secrets/s",
+        "query": b"",
+        "verb": "get",
+        "username": "system:kcp:shard:amber",
+        "groups": ("system:kcp:shards",),
+        "source_ip": "127.0.0.1",
+        "user_agent": None,
+        "ref": ("secrets", "ns", "s", "", "v1", ""),
+        "code": 200,
+        "received": 1_800_000_000.25,
+        "now": 1_800_000_001.5,
+        "allowed": True,
+        "reason": "shard may read",
+        "shard": "amber",
+        "cluster": "acme",
+        "identity": None,
+    }
+    fields.update(changes)
+    return tuple(fields.values())
+
+
+def test_the_event_is_built_from_the_requests_facts() -> None:
+    event = audit_event(_facts())
+    assert event["requestURI"].endswith("/secrets/s")
+    assert event["objectRef"] == {
+        "resource": "secrets", "namespace": "ns", "name": "s", "apiGroup": "", "apiVersion": "v1"
+    }  # fmt: skip
+    assert "userAgent" not in event
+    assert event["requestReceivedTimestamp"] == "2027-01-15T08:00:00.250000Z"
+    assert event["stageTimestamp"] == "2027-01-15T08:00:01.500000Z"
+    assert "cache.kcp.io/identity" not in event["annotations"]
+    # Quotes, backslashes and control characters in what a client sends stay valid JSON.
+    odd = _facts(
+        query=b'labelSelector=a%3Db&x="\\', user_agent='curl/"8"\n', code=0, allowed=None,
+        ref=("instances", "", "", "machines.svm.io", "v1alpha1", "status"), identity="abc",
+    )  # fmt: skip
+    line = encode_facts(odd)
+    assert line.endswith(b"}\n")
+    assert line.count(b"\n") == 1
+    decoded = json.loads(line)
+    assert decoded["requestURI"].endswith('?labelSelector=a%3Db&x="\\')
+    assert decoded["userAgent"] == 'curl/"8"\n'
+    assert "responseStatus" not in decoded  # no response yet
+    assert decoded["objectRef"]["subresource"] == "status"
+    assert decoded["annotations"] == {
+        "cache.kcp.io/shard": "amber", "cache.kcp.io/cluster": "acme",
+        "cache.kcp.io/identity": "abc",
+    }  # fmt: skip
+    denied = audit_event(_facts(code=403, allowed=False, reason="no role"))
+    assert denied["responseStatus"] == {"metadata": {}, "code": 403, "status": "Failure"}
+    assert denied["annotations"]["authorization.k8s.io/decision"] == "forbid"
+
+
+def test_buffered_facts_give_the_garbage_collector_nothing_to_walk() -> None:
+    """What waits in the buffer is a tuple of atomic values: after one collection the
+    collector no longer tracks it (a dict or list would stay tracked and be promoted)."""
+    facts = _facts(audit_id=f"id-{time.monotonic_ns()}")  # built at run time, not a constant
+    assert gc.is_tracked(facts)
+    gc.collect()
+    assert not gc.is_tracked(facts)
+    assert gc.is_tracked(audit_event(facts))
+
+
+def test_the_writers_encoder_writes_the_reference_event() -> None:
+    """``FactsEncoder`` (what the writer thread uses) gives the very event of
+    ``audit_event`` for every shape of facts, remembered parts or not."""
+    variants = [
+        _facts(),
+        _facts(user_agent='curl/"8"\n', query=b"limit=5&x=\\", code=201, verb="create"),
+        _facts(ref=None, code=0, allowed=None, shard=None, cluster=None, source_ip=None),
+        _facts(
+            code=403,
+            allowed=False,
+            reason="no role",
+            username="system:anonymous",
+            groups=("system:unauthenticated",),
+        ),
+        _facts(
+            ref=("instances", "", "", "machines.svm.io", "v1alpha1", "status"),
+            identity="abc",
+            cluster="*",
+        ),
+        _facts(stage="ResponseStarted", verb="watch", code=200, groups=()),
+    ]
+    encoder = FactsEncoder(memo_size=2)  # small: the memo is emptied along the way
+    for round_no in range(3):
+        for n, facts in enumerate(variants):
+            facts = (f"id-{round_no}-{n}", *facts[1:])
+            line = encoder(facts)
+            assert line.endswith(b"}\n")
+            assert line.count(b"\n") == 1
+            assert json.loads(line) == audit_event(facts), line
+            assert line.startswith(b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",')

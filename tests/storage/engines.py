@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from kcp_cache.storage import MemoryStorage, SQLiteStorage, Storage
+from kcp_cache.storage import (
+    EpochStorage,
+    FollowerStorage,
+    LeaderLink,
+    MemoryStorage,
+    SQLiteStorage,
+    Storage,
+)
 
 __all__ = ["ENGINES", "Engine", "MakeStorage", "StorageOptions", "register"]
 
@@ -88,6 +95,27 @@ async def _sqlite(tmp_path: Path, options: StorageOptions) -> AsyncIterator[Stor
         yield storage
 
 
+@register("follower", embedded=False)
+@contextlib.asynccontextmanager
+async def _follower(tmp_path: Path, options: StorageOptions) -> AsyncIterator[Storage]:
+    """A follower of ``--workers`` (its leader, a SQLite store, in the same process): every
+    read and watch from its copy, every write through the leader's socket."""
+    path = tmp_path / "cache.db"
+    async with SQLiteStorage(path, shared_readers=True, **options.embedded()) as leader:
+        link = LeaderLink(leader, str(tmp_path / "leader.sock"))
+        await link.start()
+        try:
+            async with FollowerStorage(
+                path,
+                leader_socket=str(tmp_path / "leader.sock"),
+                prefix=options.prefix,
+                watch_buffer_size=options.watch_buffer_size,
+            ) as follower:
+                yield follower
+        finally:
+            await link.close()
+
+
 @register("etcd", marks=(pytest.mark.etcd,), embedded=False)
 @contextlib.asynccontextmanager
 async def _etcd(tmp_path: Path, options: StorageOptions) -> AsyncIterator[Storage]:
@@ -103,3 +131,16 @@ async def _etcd(tmp_path: Path, options: StorageOptions) -> AsyncIterator[Storag
         max_history_events=options.max_history_events,
     ) as storage:
         yield storage
+
+
+@register("memory-epoch", embedded=False)
+@contextlib.asynccontextmanager
+async def _memory_epoch(tmp_path: Path, options: StorageOptions) -> AsyncIterator[Storage]:
+    # The resourceVersion-epoch wrapper of a cache hierarchy (storage/_epoch.py): every
+    # revision in and out carries the store's epoch, and the suite must not notice.
+    storage = EpochStorage(MemoryStorage(**options.embedded()), 0x5A5A5)
+    await storage.start()
+    try:
+        yield storage
+    finally:
+        await storage.close()

@@ -30,9 +30,20 @@ from OpenSSL import SSL
 
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
+from kcp_cache.cli._hierarchy import Hierarchy, add_hierarchy_flags, store_identity, with_epoch
 from kcp_cache.cli._lifecycle_flags import add_lifecycle_flags, lifecycle_options
 from kcp_cache.cli._logging import setup_logging
+from kcp_cache.cli._numbers import integer_at_least
+from kcp_cache.cli._workers import (
+    LEADER_SOCKET_NAME,
+    WorkerGroup,
+    WorkerRole,
+    add_worker_flags,
+    private_socket_directory,
+    watch_parent,
+)
 from kcp_cache.meta import DEFAULT_SERVING_HOSTS
+from kcp_cache.registry import RevisionIssuer
 from kcp_cache.server import (
     AUTHORIZATION_MODES,
     DEFAULT_ALWAYS_ALLOW_PATHS,
@@ -57,7 +68,16 @@ from kcp_cache.server import (
     raise_descriptor_limit,
 )
 from kcp_cache.server.api import DEFAULT_COMPRESSION_THRESHOLD, Compression
-from kcp_cache.storage import Storage, StorageError, open_storage
+from kcp_cache.storage import (
+    SQLITE_FILE_NAME,
+    EpochStorage,
+    FollowerStorage,
+    LeaderLink,
+    SQLiteStorage,
+    Storage,
+    StorageError,
+    open_storage,
+)
 
 __all__ = ["PORT_FILE_NAME", "build_parser", "main"]
 
@@ -264,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_limit_flags(parser)
     add_lifecycle_flags(parser)
+    add_worker_flags(parser)
+    add_hierarchy_flags(parser)
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
         "--synthetic-delay",
@@ -271,6 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_duration,
         default=0.0,
         help="sleep this long before serving every request (a testing aid, e.g. 100ms)",
+    )
+    misc.add_argument(
+        "--honor-finalizers",
+        action="store_true",
+        help="a DELETE of an object with finalizers marks it (deletionTimestamp) and it goes "
+        "when the last finalizer is removed, as on a Kubernetes API server; for a server "
+        "standing in for a shard's API in tests (kcp's cache server deletes at once, the "
+        "default)",
     )
     misc.add_argument(
         "-v",
@@ -447,14 +477,7 @@ def _connection_limits(args: argparse.Namespace) -> ConnectionLimits:
 # -- overload protection: in-flight requests and watch streams (kube's flags) ----------
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
-    return value
+_non_negative_int = integer_at_least(0)
 
 
 _BYTE_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "k": 1000, "M": 1000**2, "G": 1000**3}
@@ -569,11 +592,22 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean {text!r}: use true or false")
 
 
-def _storage_from_args(args: argparse.Namespace, root: Path) -> Storage:
-    kind = args.storage or ("etcd" if args.etcd_servers else "sqlite")
+def _storage_kind(args: argparse.Namespace) -> str:
+    kind: str = args.storage or ("etcd" if args.etcd_servers else "sqlite")
+    return kind
+
+
+def _storage_from_args(args: argparse.Namespace, root: Path, role: WorkerRole) -> Storage:
+    kind = _storage_kind(args)
     if args.etcd_servers and kind != "etcd":
         raise StartupError(f"--etcd-servers cannot be combined with --storage {kind}")
+    if role.follower:
+        return FollowerStorage(
+            root / SQLITE_FILE_NAME, leader_socket=role.leader_socket or "", prefix=_prefix(args)
+        )
     options: dict[str, object] = {}
+    if kind == "sqlite" and role.grouped:
+        options["shared_readers"] = True  # the followers read the file
     if args.compaction_retention is not None:
         options["history_retention"] = args.compaction_retention
     if args.compaction_interval is not None:
@@ -588,20 +622,24 @@ def _storage_from_args(args: argparse.Namespace, root: Path) -> Storage:
         options["cert_file"] = args.etcd_certfile
         options["key_file"] = args.etcd_keyfile
         options["watch_cache"] = args.watch_cache
-    prefix = args.etcd_prefix.rstrip("/") or "/"
-    if prefix == "/registry":
-        # kcp rewrites the generic apiserver default to /cache (kcp#4292); do the same so
-        # a flag copied from a kube-apiserver command line still finds the cache's keys.
-        log.info("--etcd-prefix /registry is the generic default; using /cache as kcp does")
-        prefix = "/cache"
     try:
-        return open_storage(kind, root_directory=root, prefix=prefix, **options)
+        return open_storage(kind, root_directory=root, prefix=_prefix(args), **options)
     except ImportError as exc:
         raise StartupError(
             f"the {kind} storage is not available ({exc}); install kcp-cache[etcd]"
         ) from None
     except (ValueError, TypeError, StorageError) as exc:
         raise StartupError(f"cannot open {kind} storage: {exc}") from None
+
+
+def _prefix(args: argparse.Namespace) -> str:
+    prefix: str = args.etcd_prefix.rstrip("/") or "/"
+    if prefix == "/registry":
+        # kcp rewrites the generic apiserver default to /cache (kcp#4292); do the same so
+        # a flag copied from a kube-apiserver command line still finds the cache's keys.
+        log.info("--etcd-prefix /registry is the generic default; using /cache as kcp does")
+        prefix = "/cache"
+    return prefix
 
 
 def _write_port_file(root: Path, port: int) -> None:
@@ -616,8 +654,13 @@ def _write_port_file(root: Path, port: int) -> None:
         raise StartupError(f"cannot write the port file {path}: {exc.strerror}") from None
 
 
-def _tls_context(args: argparse.Namespace, root: Path, server_url: str) -> SSL.Context:
-    """The serving context; generates the certificates and kubeconfig that are missing."""
+def _tls_context(
+    args: argparse.Namespace, root: Path, server_url: str, *, first_worker: bool = True
+) -> SSL.Context:
+    """The serving context; generates the certificates and kubeconfig that are missing.
+
+    Only the first worker of ``--workers`` writes them; the others use its files.
+    """
     try:
         if args.tls_cert_file:
             cert_file, key_file = Path(args.tls_cert_file), Path(args.tls_private_key_file)
@@ -630,6 +673,8 @@ def _tls_context(args: argparse.Namespace, root: Path, server_url: str) -> SSL.C
             if created:
                 log.info("generated a self-signed serving certificate %s", cert_file)
         client_ca = args.client_ca_file
+        if client_ca is None and not first_worker:
+            client_ca = str(root / "client-ca.crt")
         if client_ca is None:
             creds = ensure_dev_credentials(root, server_url, cert_file)
             client_ca = str(creds.client_ca.cert)
@@ -647,15 +692,9 @@ def _tls_context(args: argparse.Namespace, root: Path, server_url: str) -> SSL.C
         raise StartupError(f"cannot write {exc.filename or root}: {exc.strerror}") from None
 
 
-async def _run(args: argparse.Namespace) -> int:
-    root = _prepare_root(args.root_directory)
-    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
-        raise StartupError("--tls-cert-file and --tls-private-key-file must be given together")
-    if args.response_compression_threshold < 0:
-        raise StartupError("--response-compression-threshold must not be negative")
-
+def _listen(args: argparse.Namespace, role: WorkerRole) -> socket.socket:
     try:
-        sock = bind_socket(args.bind_address, args.secure_port)
+        return bind_socket(args.bind_address, args.secure_port, reuse_port=role.grouped)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             reason = "address already in use"
@@ -664,25 +703,69 @@ async def _run(args: argparse.Namespace) -> int:
         raise StartupError(
             f"cannot listen on {args.bind_address}:{args.secure_port}: {reason}"
         ) from None
+
+
+async def _run(args: argparse.Namespace) -> int:
+    root = _prepare_root(args.root_directory)
+    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
+        raise StartupError("--tls-cert-file and --tls-private-key-file must be given together")
+    if args.response_compression_threshold < 0:
+        raise StartupError("--response-compression-threshold must not be negative")
+    role = WorkerRole.from_args(args)
+    if role.grouped and _storage_kind(args) == "memory":
+        raise StartupError(
+            f"--workers {args.workers} needs a store the processes share (sqlite or etcd); "
+            "the memory engine's data lives in one process"
+        )
+    if role.grouped and getattr(args, "parent_url", None):
+        # Every worker would mirror the parent and push to it on its own.
+        raise StartupError(f"--workers {args.workers} cannot be combined with --parent-url yet")
+
+    # A follower joins the port only once its copy of the store has caught up (that
+    # is its readiness): connections the kernel gave it before would wait for the load.
+    sock = None if role.follower else _listen(args, role)
     try:
-        port: int = sock.getsockname()[1]
-        metrics = ServerMetrics()
+        metrics = ServerMetrics(worker=role.label)
         readiness = ReadinessChecks()
         # The store first: it takes the root directory's lock, so a second server on the
         # same directory stops here before touching its certificates or kubeconfig.
-        storage = metrics.instrument_storage(_storage_from_args(args, root))
+        try:
+            raw = _storage_from_args(args, root, role)
+            engine = with_epoch(args, raw)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        storage = metrics.instrument_storage(engine)
         try:
             await storage.start()
         except (StorageError, OSError, ValueError) as exc:
             with contextlib.suppress(Exception):
                 await storage.close()
             raise StartupError(f"cannot open storage: {exc}") from None
+        link: LeaderLink | None = None
         try:
+            if sock is None:
+                sock = _listen(args, role)
+            port: int = sock.getsockname()[1]
             server_url = f"https://{_url_host(args.bind_address)}:{port}"
-            ssl_context = _tls_context(args, root, server_url)
-            _write_port_file(root, port)
-            code = await _serve(args, root, sock, port, storage, metrics, readiness, ssl_context)
+            ssl_context = _tls_context(args, root, server_url, first_worker=role.index == 0)
+            group = None
+            if role.index == 0:
+                _write_port_file(root, port)
+            if role.index == 0 and role.grouped:
+                socket_path = None
+                if isinstance(raw, SQLiteStorage):
+                    socket_path = os.path.join(private_socket_directory(), LEADER_SOCKET_NAME)
+                    link = LeaderLink(raw, socket_path)
+                    await link.start()
+                group = WorkerGroup(
+                    args.argv, count=role.count, port=port, leader_socket=socket_path
+                )
+            code = await _serve(
+                args, root, sock, port, storage, metrics, readiness, ssl_context, role, group
+            )
         finally:
+            if link is not None:
+                await link.close()
             try:
                 await storage.close()
             except Exception as exc:  # reported, but the process still ends
@@ -690,9 +773,12 @@ async def _run(args: argparse.Namespace) -> int:
                 code = 1
             else:
                 log.info("shut down cleanly")
+        if isinstance(raw, FollowerStorage) and raw.leader_lost.is_set():
+            code = 1  # stopped because the leader went away, not because it was asked to
         return code
     finally:
-        sock.close()
+        if sock is not None:
+            sock.close()
 
 
 async def _serve(
@@ -704,8 +790,25 @@ async def _serve(
     metrics: ServerMetrics,
     readiness: ReadinessChecks,
     ssl_context: SSL.Context,
+    role: WorkerRole,
+    group: WorkerGroup | None,
 ) -> int:
-    audit = _open_audit_log(args)
+    try:
+        hierarchy = Hierarchy(
+            args,
+            storage,
+            metrics,
+            base_url=f"https://{_url_host(args.bind_address)}:{port}",
+            root=root,
+        )
+    except (ValueError, OSError) as exc:
+        raise StartupError(f"cache hierarchy: {exc}") from None
+    if args.require_parent_for_readiness:
+        readiness.register("parent", hierarchy.ready)
+    engine = getattr(storage, "inner", storage)
+    epoch = engine.epoch if isinstance(engine, EpochStorage) else 0
+    issuer = RevisionIssuer(lambda: epoch, hierarchy.home.cache_of_epoch) if epoch else None
+    audit = _open_audit_log(args, role)
     if audit is not None:
         metrics.track_audit(audit)
     app = create_app(
@@ -731,9 +834,15 @@ async def _serve(
         bookmark_interval=args.watch_bookmark_interval,
         min_request_timeout=args.min_request_timeout,
         watch_max_unsent_bytes=args.watch_max_unsent_bytes,
+        honor_finalizers=args.honor_finalizers,
         bootstrap_retry_interval=BOOTSTRAP_RETRY_INTERVAL,
-        on_bootstrapped=_tune_garbage_collector,
+        on_bootstrapped=lambda: _after_bootstrap(group),
+        home=hierarchy.home_writes,
+        revision_issuer=issuer,
     )
+    app.routes.update(hierarchy.routes)
+    app.store_header = f"{hierarchy.name}/{store_identity(storage)}".encode()
+    app.on_shutdown.append(hierarchy.stop)
     server = HTTPSServer(
         app,
         sock=sock,
@@ -748,6 +857,11 @@ async def _serve(
         loop.add_signal_handler(signum, _on_signal, server, signum)
 
     await app.startup()  # the CRD bootstrap; our server runs without ASGI lifespan
+    try:
+        await hierarchy.start(epoch=epoch)
+    except StorageError as exc:
+        raise StartupError(f"cache hierarchy: {exc}") from None
+    stop_watches = _group_stop_watches(server, storage, role)
     log.info(
         "serving kcp's cache server on https://%s:%d (root directory %s)",
         _url_host(args.bind_address),
@@ -758,6 +872,10 @@ async def _serve(
         await server.serve(before_shutdown=app.shutdown)
     finally:
         await app.shutdown()  # (once: done already when the server shut down cleanly)
+        for task in stop_watches:
+            task.cancel()
+        if group is not None:
+            await group.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         if audit is not None:
@@ -766,12 +884,40 @@ async def _serve(
     return 0
 
 
-def _open_audit_log(args: argparse.Namespace) -> AuditLog | None:
+def _after_bootstrap(group: WorkerGroup | None) -> None:
+    _tune_garbage_collector()
+    if group is not None:
+        group.start()  # the other workers find the CRDs in place
+
+
+def _group_stop_watches(
+    server: HTTPSServer, storage: Storage, role: WorkerRole
+) -> list[asyncio.Task[None]]:
+    """A worker other than the first stops with the group: when worker 0 is gone, or
+    (a follower) when its leader can no longer be reached."""
+    if role.index == 0:
+        return []
+    tasks = [watch_parent(server.request_exit)]
+    engine: object = storage
+    while not isinstance(engine, FollowerStorage) and hasattr(engine, "inner"):
+        engine = engine.inner  # the metrics and epoch wrappers
+    if isinstance(engine, FollowerStorage):
+
+        async def leader_lost() -> None:
+            await engine.leader_lost.wait()
+            server.request_exit()
+
+        tasks.append(asyncio.get_running_loop().create_task(leader_lost()))
+    return tasks
+
+
+def _open_audit_log(args: argparse.Namespace, role: WorkerRole) -> AuditLog | None:
     if not args.audit_log_path:
         return None
+    path = role.own_file(args.audit_log_path)  # each worker rotates its own file
     try:
         options = AuditOptions(
-            args.audit_log_path,
+            path,
             max_size_mib=args.audit_log_maxsize,
             max_backups=args.audit_log_maxbackup,
             max_age_days=args.audit_log_maxage,
@@ -783,10 +929,8 @@ def _open_audit_log(args: argparse.Namespace) -> AuditLog | None:
     try:
         audit.open()
     except OSError as exc:
-        raise StartupError(
-            f"cannot open the audit log {args.audit_log_path}: {exc.strerror or exc}"
-        ) from None
-    log.info("writing the audit log to %s", args.audit_log_path)
+        raise StartupError(f"cannot open the audit log {path}: {exc.strerror or exc}") from None
+    log.info("writing the audit log to %s", path)
     return audit
 
 
@@ -813,6 +957,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the server; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.watch_bookmark_interval <= 0:
         parser.error("--watch-bookmark-interval must be positive")
     setup_logging(args.verbosity, args.log_format)

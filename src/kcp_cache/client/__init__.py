@@ -57,7 +57,15 @@ from ._errors import (
     Unauthorized,
 )
 from ._factory import SharedInformerFactory
-from ._http import AsyncClient, Client, TransportError
+from ._http import (
+    AsyncBaseTransport,
+    AsyncClient,
+    AsyncHTTPTransport,
+    Client,
+    Response,
+    Timeout,
+    TransportError,
+)
 from ._informer import DEFAULT_INDEXERS, HandlerRegistration, SharedInformer
 from ._kubeconfig import (
     KubeConfig,
@@ -134,9 +142,11 @@ __all__ = [
     "WILDCARD",
     "AlreadyExists",
     "ApiError",
+    "AsyncBaseTransport",
     "AsyncCacheServiceTransport",
     "AsyncClient",
     "AsyncDefaultShardTransport",
+    "AsyncHTTPTransport",
     "AsyncRESTClient",
     "AsyncShardFromObjectTransport",
     "AsyncShardTransport",
@@ -173,6 +183,7 @@ __all__ = [
     "Resource",
     "ResourceResolver",
     "ResourceVersionTooLarge",
+    "Response",
     "ServerAddress",
     "ServerError",
     "ServerTimeout",
@@ -184,6 +195,7 @@ __all__ = [
     "ShutDown",
     "StartStop",
     "Store",
+    "Timeout",
     "TooManyRequests",
     "TransportError",
     "Unauthorized",

@@ -16,6 +16,9 @@ client-go's ``Reflector.ListAndWatch``, for asyncio:
   lost its data and its revisions started over: relist with a consistent read rather than
   retry a resourceVersion that may never come (client-go's
   ``isTooLargeResourceVersionError``);
+* a watch answered by another store than the list (the ``X-Kcp-Cache-Store`` header of
+  our cache servers changed: a fail-over to another cache, or a server that lost its
+  data) relists too: the resourceVersion meant something only to the old store;
 * connection failures and 5xx/429 retry the watch from the last resourceVersion after an
   exponential backoff with jitter; other API errors relist after the backoff;
 * an inactivity watchdog drops a stream that delivered nothing (not even a bookmark) for
@@ -50,6 +53,14 @@ Obj = dict[str, Any]
 
 class WatchInactive(Exception):
     """The watch stream delivered nothing for longer than the inactivity timeout."""
+
+
+class StoreChanged(Exception):
+    """The watch reached another store than the one the list came from."""
+
+    @property
+    def message(self) -> str:
+        return str(self)
 
 
 class ReflectorSink(Protocol):
@@ -118,6 +129,8 @@ class Reflector:
         #: The shard watermarks of the latest bookmark that carried them (kcp-cache's
         #: ``cache.kcp.io/shard-watermarks``): ``{shard: {"cacheRevision": …, …}}``.
         self.watermarks: dict[str, dict[str, str]] = {}
+        #: ``X-Kcp-Cache-Store`` of the last list ("" if the server sends none).
+        self.store = ""
         #: Counters, for tests and metrics.
         self.lists = 0
         self.watches = 0
@@ -136,7 +149,7 @@ class Reflector:
                     backoff.reset()
                     continue  # normal close after progress: resume at once
                 delay = backoff.next()  # closed without progress: do not spin
-            except (Gone, ResourceVersionTooLarge) as err:
+            except (Gone, ResourceVersionTooLarge, StoreChanged) as err:
                 # Before ServerError: a too-large resourceVersion is a 504, but retrying it
                 # would wait forever for a server whose revisions went back.
                 log.info("%s: %s; relisting", self._name, err.message)
@@ -178,6 +191,8 @@ class Reflector:
         async for page in self.rest.list_pages(
             self.options.resource, limit=limit, resource_version="", **self.options.scope()
         ):
+            if not resource_version:
+                self.store = page.store
             resource_version = resource_version or page.resource_version
             entries.extend(self.sink.prepare(page.items))
         return entries, resource_version
@@ -208,6 +223,10 @@ class Reflector:
         try:
             async with asyncio.timeout_at(loop.time() + inactivity) as watchdog:
                 await stream.__aenter__()
+                if self.store and stream.store and stream.store != self.store:
+                    raise StoreChanged(
+                        f"the watch reached store {stream.store}, the list came from {self.store}"
+                    )
                 async for event in stream:
                     watchdog.reschedule(loop.time() + inactivity)
                     rv = event.resource_version

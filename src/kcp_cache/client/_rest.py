@@ -29,6 +29,8 @@ from typing import Any, Literal, Self, TypedDict, Unpack
 
 import orjson
 
+from kcp_cache.meta import STORE_HEADER
+
 from ._context import SHARD_EXTENSION
 from ._errors import ApiError
 from ._gc import gc_paused
@@ -79,6 +81,8 @@ class ObjectList:
     resource_version: str = ""
     kind: str = ""
     continue_token: str = ""
+    #: The ``X-Kcp-Cache-Store`` header of the response ("" if the server sends none).
+    store: str = ""
 
 
 def raise_for_status(response: Response) -> None:
@@ -405,6 +409,7 @@ class AsyncRESTClient:
                 if guess:
                     pending = fetch(guess)
                 page = _page(_decode(response))
+                page.store = response.headers.get(STORE_HEADER, "")
                 if page.continue_token != (guess or ""):
                     # The peek was wrong (unusual field order): fall back to the decoded token.
                     if pending is not None:
@@ -498,6 +503,11 @@ class AsyncWatchStream:
                 event = _event(line)
                 if event is not None:
                     yield event
+
+    @property
+    def store(self) -> str:
+        """The ``X-Kcp-Cache-Store`` header of the open stream ("" if none, or not open)."""
+        return self._response.headers.get(STORE_HEADER, "") if self._response else ""
 
     def __aiter__(self) -> Self:
         return self

@@ -3,17 +3,19 @@
 Strings, tables and formats both stacks must agree on live here and nowhere else: the
 kcp names (:data:`WILDCARD`, :data:`SHARD_ANNOTATION`, :data:`CLUSTER_ANNOTATION`,
 :data:`SYSTEM_MASTERS`, :data:`CACHE_SERVICE_PREFIX`, :data:`DEFAULT_SERVING_HOSTS`), the
-shard lifecycle's group, resources and bookmark annotation, kube's
-version priority, the health-check text and the PartialObjectMetadata shape. This package
-sits below every other one and imports nothing of ours (an import-linter contract keeps it
-so).
+cache hierarchy's (:data:`FEED_PATH`, :data:`STORE_HEADER`, :data:`CACHE_OWNED_SHARD`),
+the shard lifecycle's group, resources and bookmark annotation, kube's version priority,
+the health-check text and the PartialObjectMetadata shape. This package sits below every
+other one and imports nothing of ours (an import-linter contract keeps it so).
 """
 
 from kcp_cache.meta._health import check_line as check_line
 from kcp_cache.meta._health import excluded_line as excluded_line
 from kcp_cache.meta._health import health_report as health_report
-from kcp_cache.meta._lifecycle import CACHE_OWNED_CLUSTER as CACHE_OWNED_CLUSTER
-from kcp_cache.meta._lifecycle import CACHE_OWNED_SHARD as CACHE_OWNED_SHARD
+from kcp_cache.meta._hierarchy import CACHE_OWNED_CLUSTER as CACHE_OWNED_CLUSTER
+from kcp_cache.meta._hierarchy import CACHE_OWNED_SHARD as CACHE_OWNED_SHARD
+from kcp_cache.meta._hierarchy import FEED_PATH as FEED_PATH
+from kcp_cache.meta._hierarchy import STORE_HEADER as STORE_HEADER
 from kcp_cache.meta._lifecycle import CACHE_SHARDS as CACHE_SHARDS
 from kcp_cache.meta._lifecycle import LIFECYCLE_GROUP as LIFECYCLE_GROUP
 from kcp_cache.meta._lifecycle import LIFECYCLE_VERSION as LIFECYCLE_VERSION
@@ -39,6 +41,7 @@ __all__ = [
     "CACHE_SHARDS",
     "CLUSTER_ANNOTATION",
     "DEFAULT_SERVING_HOSTS",
+    "FEED_PATH",
     "LIFECYCLE_GROUP",
     "LIFECYCLE_VERSION",
     "META_GROUP",
@@ -46,6 +49,7 @@ __all__ = [
     "SHARD_ANNOTATION",
     "SHARD_LEASES",
     "SHARD_TOMBSTONES",
+    "STORE_HEADER",
     "SYSTEM_MASTERS",
     "WATERMARKS_ANNOTATION",
     "WILDCARD",

@@ -11,8 +11,6 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
-    "CACHE_OWNED_CLUSTER",
-    "CACHE_OWNED_SHARD",
     "CACHE_SHARDS",
     "LIFECYCLE_GROUP",
     "LIFECYCLE_VERSION",
@@ -27,8 +25,6 @@ LIFECYCLE_VERSION: Final = "v1alpha1"
 CACHE_SHARDS: Final = "cacheshards"
 SHARD_LEASES: Final = "shardleases"
 SHARD_TOMBSTONES: Final = "shardtombstones"
-#: Where the cache-owned objects live: this shard and logical cluster.
-CACHE_OWNED_SHARD: Final = "system:cache:server"
-CACHE_OWNED_CLUSTER: Final = "system:cache"
+# They live at the cache-owned location (meta's CACHE_OWNED_SHARD / _CLUSTER).
 #: The bookmark annotation: ``{"<shard>": {"cacheRevision": …, "localResourceVersion": …}}``.
 WATERMARKS_ANNOTATION: Final = "cache.kcp.io/shard-watermarks"

@@ -24,15 +24,25 @@ from kcp_cache.registry._bootstrap import SYSTEM_SHARD as SYSTEM_SHARD
 from kcp_cache.registry._bootstrap import Bootstrapper as Bootstrapper
 from kcp_cache.registry._catalog import CRD_GROUP as CRD_GROUP
 from kcp_cache.registry._catalog import CRD_RESOURCE as CRD_RESOURCE
+from kcp_cache.registry._catalog import CRD_RESOURCE_INFO as CRD_RESOURCE_INFO
 from kcp_cache.registry._catalog import ResourceCatalog as ResourceCatalog
 from kcp_cache.registry._catalog import ResourceInfo as ResourceInfo
+from kcp_cache.registry._catalog import ServedVersion as ServedVersion
+from kcp_cache.registry._catalog import group_versions as group_versions
 from kcp_cache.registry._catalog import load_bootstrap_crds as load_bootstrap_crds
+from kcp_cache.registry._columns import CRD_COLUMNS as CRD_COLUMNS
+from kcp_cache.registry._columns import DEFAULT_COLUMNS as DEFAULT_COLUMNS
+from kcp_cache.registry._columns import PrinterColumn as PrinterColumn
 from kcp_cache.registry._continue import decode_continue as decode_continue
 from kcp_cache.registry._continue import encode_continue as encode_continue
 from kcp_cache.registry._dryrun import DRY_RUN_ALL as DRY_RUN_ALL
 from kcp_cache.registry._dryrun import DryRunWrites as DryRunWrites
 from kcp_cache.registry._dryrun import parse_dry_run as parse_dry_run
 from kcp_cache.registry._errors import ApiError as ApiError
+from kcp_cache.registry._feed import DEFAULT_PROGRESS_INTERVAL as DEFAULT_PROGRESS_INTERVAL
+from kcp_cache.registry._feed import FeedEvent as FeedEvent
+from kcp_cache.registry._feed import FeedFilter as FeedFilter
+from kcp_cache.registry._feed import FeedSource as FeedSource
 from kcp_cache.registry._freshness import FreshnessState as FreshnessState
 from kcp_cache.registry._freshness import ShardFreshness as ShardFreshness
 from kcp_cache.registry._freshness import freshness_report as freshness_report
@@ -41,6 +51,9 @@ from kcp_cache.registry._goparse import go_quote as go_quote
 from kcp_cache.registry._goparse import parse_duration_seconds as parse_duration_seconds
 from kcp_cache.registry._goparse import parse_int64 as parse_int64
 from kcp_cache.registry._goparse import parse_query_bool as parse_query_bool
+from kcp_cache.registry._home import LOCAL_ONLY as LOCAL_ONLY
+from kcp_cache.registry._home import HomeMap as HomeMap
+from kcp_cache.registry._issuer import RevisionIssuer as RevisionIssuer
 from kcp_cache.registry._keys import KeyParts as KeyParts
 from kcp_cache.registry._keys import KeyScheme as KeyScheme
 from kcp_cache.registry._keys import ListScope as ListScope
@@ -65,6 +78,7 @@ from kcp_cache.registry._lifecycle_names import SHARD_LEASES as SHARD_LEASES
 from kcp_cache.registry._lifecycle_names import SHARD_TOMBSTONES as SHARD_TOMBSTONES
 from kcp_cache.registry._lifecycle_names import SYSTEM_CACHE_CLUSTER as SYSTEM_CACHE_CLUSTER
 from kcp_cache.registry._lifecycle_names import Phase as Phase
+from kcp_cache.registry._mirror_store import MirrorStore as MirrorStore
 from kcp_cache.registry._nesting import MAX_NESTING as MAX_NESTING
 from kcp_cache.registry._nesting import check_nesting as check_nesting
 from kcp_cache.registry._options import ListOptions as ListOptions
@@ -102,12 +116,17 @@ __all__ = [
     "APPLY_PATCH",
     "CACHE_SHARDS",
     "CHUNK_BYTES",
+    "CRD_COLUMNS",
     "CRD_GROUP",
     "CRD_RESOURCE",
+    "CRD_RESOURCE_INFO",
+    "DEFAULT_COLUMNS",
+    "DEFAULT_PROGRESS_INTERVAL",
     "DRY_RUN_ALL",
     "JSON_PATCH",
     "LIFECYCLE_GROUP",
     "LIFECYCLE_VERSION",
+    "LOCAL_ONLY",
     "MAX_NESTING",
     "MERGE_PATCH",
     "PHASES",
@@ -121,9 +140,13 @@ __all__ = [
     "ApiError",
     "Bootstrapper",
     "DryRunWrites",
+    "FeedEvent",
+    "FeedFilter",
+    "FeedSource",
     "FieldSelector",
     "FreshnessState",
     "GoNumberError",
+    "HomeMap",
     "KeyParts",
     "KeyScheme",
     "LabelSelector",
@@ -131,15 +154,19 @@ __all__ = [
     "ListOptions",
     "ListResponse",
     "ListScope",
+    "MirrorStore",
     "NameCheck",
     "OriginCheck",
     "PatchError",
     "Phase",
+    "PrinterColumn",
     "Registry",
     "ResourceCatalog",
     "ResourceInfo",
+    "RevisionIssuer",
     "RuntimeCRDWatcher",
     "SelectorError",
+    "ServedVersion",
     "ShardFreshness",
     "ShardLifecycle",
     "Target",
@@ -162,6 +189,7 @@ __all__ = [
     "fields_v1",
     "freshness_report",
     "go_quote",
+    "group_versions",
     "load_bootstrap_crds",
     "new_uid",
     "now_timestamp",

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from kcp_cache.meta import WILDCARD, sort_versions
-from kcp_cache.registry._catalog import ResourceInfo
+from kcp_cache.registry._catalog import ResourceInfo, ServedVersion
 from kcp_cache.registry._follow import PrefixFollower
 from kcp_cache.storage import KeyValue, Storage
 
@@ -160,7 +160,8 @@ class CachedResourceIndex(PrefixFollower):
             list_kind=first.kind + "List",
             singular=first.kind.lower(),
             namespaced=first.namespaced,
-            served_versions=tuple(versions),
+            # A synthetic type has no CRD and so no printer columns (just the name).
+            versions=tuple(ServedVersion(v, columns=()) for v in versions),
             storage_version=versions[0],
         )
         return info, origin

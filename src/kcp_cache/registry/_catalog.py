@@ -2,27 +2,34 @@
 
 The bootstrapped types of spec §4 are kept as CustomResourceDefinition data files in
 ``registry/crds/`` (one YAML per CRD, schema already replaced by preserve-unknown-fields).
-A :class:`ResourceInfo` is everything the handlers and the strategies need to know about
-one resource; it keeps the CRD object it came from so discovery documents (issue 5) can
-be generated from the catalog later without a second source of truth.
+A :class:`ResourceInfo` is everything the server needs to know about one resource — the
+handlers and strategies, Table conversion (its versions' printer columns), discovery and
+OpenAPI all read this one model, parsed once per CRD; it keeps the CRD object it came from.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.resources
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import yaml
 
+from kcp_cache.meta import sort_versions, version_priority_key
+
+from ._columns import CRD_COLUMNS, DEFAULT_COLUMNS, PrinterColumn, version_columns
+
 __all__ = [
     "CRD_GROUP",
     "CRD_RESOURCE",
+    "CRD_RESOURCE_INFO",
     "ResourceCatalog",
     "ResourceInfo",
+    "ServedVersion",
+    "group_versions",
     "load_bootstrap_crds",
 ]
 
@@ -32,12 +39,21 @@ VALIDATE_NAME_ANNOTATION = "internal.kcp.io/validate-name"
 
 
 @dataclass(frozen=True, slots=True)
+class ServedVersion:
+    """A served version of a resource and the printer columns its Table shows."""
+
+    name: str
+    columns: tuple[PrinterColumn, ...] = DEFAULT_COLUMNS
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceInfo:
     """One served resource.
 
-    ``builtin`` resources (only ``customresourcedefinitions``) have no origin segment in
-    their storage keys (spec §2). ``path_segment_names`` relaxes name validation from
-    DNS-1123 subdomain to path-segment rules (the four RBAC CRDs).
+    ``versions`` holds only the served versions, in kube's priority order (highest
+    first). ``builtin`` resources (only ``customresourcedefinitions``) have no origin
+    segment in their storage keys (spec §2). ``path_segment_names`` relaxes name
+    validation from DNS-1123 subdomain to path-segment rules (the four RBAC CRDs).
     """
 
     group: str
@@ -46,13 +62,19 @@ class ResourceInfo:
     list_kind: str
     singular: str
     namespaced: bool
-    served_versions: tuple[str, ...]
+    versions: tuple[ServedVersion, ...]
     storage_version: str
     categories: tuple[str, ...] = ()
     short_names: tuple[str, ...] = ()
     path_segment_names: bool = False
     builtin: bool = False
     crd: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: The served version names, highest priority first (derived from ``versions``;
+    #: a field rather than a property because every request's resolve reads it).
+    served_versions: tuple[str, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "served_versions", tuple(v.name for v in self.versions))
 
     @property
     def group_resource(self) -> str:
@@ -63,6 +85,24 @@ class ResourceInfo:
     def group_kind(self) -> str:
         """``Kind.group`` as kube prints it in ``Invalid`` messages."""
         return f"{self.kind}.{self.group}" if self.group else self.kind
+
+    @property
+    def scope(self) -> str:
+        """``Namespaced`` or ``Cluster``, as CRDs and discovery spell it."""
+        return "Namespaced" if self.namespaced else "Cluster"
+
+    def version(self, name: str) -> ServedVersion | None:
+        """The served version *name*, or ``None``."""
+        return next((v for v in self.versions if v.name == name), None)
+
+    def columns(self, version: str) -> tuple[PrinterColumn, ...]:
+        """The printer columns of *version*.
+
+        A version not served falls back to the highest-priority served one, as the Table
+        of any version a request resolved to must have columns.
+        """
+        chosen = self.version(version) or (self.versions[0] if self.versions else None)
+        return chosen.columns if chosen is not None else ()
 
     def api_version(self, version: str) -> str:
         return f"{self.group}/{version}" if self.group else version
@@ -76,7 +116,10 @@ class ResourceInfo:
         spec = crd["spec"]
         names = spec["names"]
         versions = spec["versions"]
-        served = tuple(v["name"] for v in versions if v.get("served", True))
+        served = sorted(
+            (v for v in versions if v.get("served", True)),
+            key=lambda v: version_priority_key(v["name"]),
+        )
         storage = next(v["name"] for v in versions if v.get("storage"))
         annotations = crd.get("metadata", {}).get("annotations") or {}
         return cls(
@@ -86,7 +129,7 @@ class ResourceInfo:
             list_kind=names.get("listKind") or names["kind"] + "List",
             singular=names.get("singular") or names["kind"].lower(),
             namespaced=spec["scope"] == "Namespaced",
-            served_versions=served,
+            versions=tuple(ServedVersion(v["name"], version_columns(v)) for v in served),
             storage_version=storage,
             categories=tuple(names.get("categories") or ()),
             short_names=tuple(names.get("shortNames") or ()),
@@ -95,6 +138,8 @@ class ResourceInfo:
         )
 
 
+#: ``apiextensions.k8s.io/v1 customresourcedefinitions`` — served by the cache server
+#: itself (spec §1.8), with kube-apiserver's names and its ``Created At`` column.
 CRD_RESOURCE_INFO = ResourceInfo(
     group=CRD_GROUP,
     resource=CRD_RESOURCE,
@@ -102,12 +147,20 @@ CRD_RESOURCE_INFO = ResourceInfo(
     list_kind="CustomResourceDefinitionList",
     singular="customresourcedefinition",
     namespaced=False,
-    served_versions=("v1",),
+    versions=(ServedVersion("v1", CRD_COLUMNS),),
     storage_version="v1",
     categories=("api-extensions",),
     short_names=("crd", "crds"),
     builtin=True,
 )
+
+
+def group_versions(resources: Iterable[ResourceInfo]) -> dict[str, list[str]]:
+    """Served versions per group, highest priority first; groups in name order."""
+    found: dict[str, set[str]] = {}
+    for resource in resources:
+        found.setdefault(resource.group, set()).update(resource.served_versions)
+    return {group: sort_versions(found[group]) for group in sorted(found)}
 
 
 @functools.cache
@@ -158,6 +211,7 @@ class ResourceCatalog:
         self._runtime: dict[str, ResourceInfo] = {}  # by CRD name
         self._runtime_by_gr: dict[tuple[str, str], ResourceInfo] = {}
         self._crds_cache: list[dict[str, Any]] | None = None
+        self._discovery: tuple[ResourceInfo, ...] | None = None
 
     @property
     def crds(self) -> list[dict[str, Any]]:
@@ -167,10 +221,19 @@ class ResourceCatalog:
             self._crds_cache = [*self.bootstrap_crds, *runtime]
         return self._crds_cache
 
-    def discovery_crds(self) -> list[dict[str, Any]]:
-        """The CRDs discovery documents: core-group run-time CRDs (a stand-in shard API's
-        ``namespaces``/``secrets``) are served under ``/api/v1`` but not advertised."""
-        return [c for c in self.crds if (c.get("spec") or {}).get("group")]
+    def discovery_resources(self) -> tuple[ResourceInfo, ...]:
+        """What discovery and OpenAPI advertise, sorted by group and resource (so every
+        document built from it is deterministic: stable hashes and ETags).
+
+        Resources with no served version are left out, as kube-apiserver does; so are
+        core-group run-time CRDs (a stand-in shard API's ``namespaces``/``secrets``), which
+        are served under ``/api/v1`` but not advertised. Kept until the set changes, so
+        an unchanged catalog answers with the very same tuple.
+        """
+        if self._discovery is None:
+            chosen = (info for info in self._all().values() if info.group and info.versions)
+            self._discovery = tuple(sorted(chosen, key=lambda r: (r.group, r.resource)))
+        return self._discovery
 
     def is_bootstrapped(self, group: str, resource: str) -> bool:
         """True for the fixed resources a run-time CRD may not define."""
@@ -202,7 +265,7 @@ class ResourceCatalog:
             self._runtime_by_gr[(info.group, info.resource)] = info
         else:
             info = None
-        self._crds_cache = None
+        self._crds_cache = self._discovery = None
         return old, info
 
     def runtime_resources(self) -> list[ResourceInfo]:
@@ -213,7 +276,7 @@ class ResourceCatalog:
         """Forget every run-time CRD (before a relist)."""
         self._runtime.clear()
         self._runtime_by_gr.clear()
-        self._crds_cache = None
+        self._crds_cache = self._discovery = None
 
     def resolve(self, group: str, version: str, resource: str) -> ResourceInfo | None:
         """The resource served at ``group/version``, or ``None`` (→ 404)."""
@@ -230,13 +293,3 @@ class ResourceCatalog:
 
     def __len__(self) -> int:
         return len(self._all())
-
-    def group_versions(self) -> dict[str, list[str]]:
-        """Served versions per group (for discovery)."""
-        out: dict[str, list[str]] = {}
-        for info in self._all().values():
-            versions = out.setdefault(info.group, [])
-            for v in info.served_versions:
-                if v not in versions:
-                    versions.append(v)
-        return out

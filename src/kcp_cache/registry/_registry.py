@@ -19,7 +19,9 @@ from kcp_cache.registry._catalog import ResourceCatalog, ResourceInfo
 from kcp_cache.registry._crd_admission import admit_crd_delete, admit_crd_write, governs
 from kcp_cache.registry._dryrun import DryRunWrites, WriteStore
 from kcp_cache.registry._errors import ApiError
+from kcp_cache.registry._finalizers import check_no_new_finalizers, mark_deleting, released
 from kcp_cache.registry._freshness import WATERMARKS_ANNOTATION, watermarks
+from kcp_cache.registry._issuer import RevisionIssuer
 from kcp_cache.registry._keys import KeyParts, KeyScheme
 from kcp_cache.registry._lifecycle import LifecycleOptions, ShardLifecycle
 from kcp_cache.registry._listing import ListResponse
@@ -87,8 +89,14 @@ class Registry:
         feed_linger: float = 5.0,
         too_large_rv_wait: float = 3.0,
         lifecycle: LifecycleOptions | None = None,
+        honor_finalizers: bool = False,
     ) -> None:
         self.storage = storage
+        #: Refuses resourceVersions issued by another cache (``--resource-version-epoch``).
+        self.issuer: RevisionIssuer | None = None
+        #: kube's finalizer semantics instead of kcp's immediate delete (see
+        #: :mod:`._finalizers`): only for a server standing in for a shard's API.
+        self.honor_finalizers = honor_finalizers
         self._dry_run_writes = DryRunWrites(storage)
         self.catalog = catalog or ResourceCatalog()
         self.keys = KeyScheme(storage.prefix)
@@ -222,6 +230,8 @@ class Registry:
         return render(kv, self._parts(target, key), target)
 
     async def list_objects(self, target: Target, opts: ListOptions) -> ListResponse:
+        if self.issuer is not None and opts.revision:
+            self.issuer.check(opts.revision)
         response = ListResponse(self.reader, target, opts)
         await response.read_first()
         return response
@@ -304,6 +314,12 @@ class Registry:
             admission.check_update(info, old, obj)
         if governs(target):
             obj = admit_crd_write(self.catalog, obj, old)
+        if self.honor_finalizers:
+            check_no_new_finalizers(info, name, old, obj)
+            if released(obj):
+                # The last finalizer of an object being deleted is gone: it goes now.
+                await self._delete_kv(target, key, name, kv, store)
+                return render(kv, self._parts(target, key), target, obj)
         if obj == old:
             # Nothing changed (key order aside): no write, no event, same resourceVersion,
             # as kube does — replicators re-sending an identical object cost nothing.
@@ -494,12 +510,23 @@ class Registry:
                     "Precondition failed: ResourceVersion in precondition: "
                     f"{want_rv}, ResourceVersion in object meta: {kv.mod_revision}",
                 )
-        try:
-            await self._writes(dry_run).delete(key, expected_mod_revision=kv.mod_revision)
-        except Conflict:
-            raise ApiError.conflict(info, name) from None
-        except StorageError as exc:
-            raise self.reader.storage_error(exc, info, name) from None
+        store = self._writes(dry_run)
+        if self.honor_finalizers:
+            obj = orjson.loads(kv.value)
+            marked = mark_deleting(obj, now_timestamp())
+            if marked is not None:
+                # Finalizers hold it: kube answers 200 with the object, now being deleted.
+                if marked is not obj:
+                    try:
+                        kv = await store.update(
+                            key, orjson.dumps(marked), expected_mod_revision=kv.mod_revision
+                        )
+                    except Conflict:
+                        raise ApiError.conflict(info, name) from None
+                    except StorageError as exc:
+                        raise self.reader.storage_error(exc, info, name) from None
+                return render(kv, self._parts(target, key), target, marked)
+        await self._delete_kv(target, key, name, kv, store)
         details = {"name": name, "group": info.group, "kind": info.resource, "uid": uid}
         return orjson.dumps(
             {
@@ -510,6 +537,16 @@ class Registry:
                 "details": details,
             }
         )
+
+    async def _delete_kv(
+        self, target: Target, key: str, name: str, kv: KeyValue, store: WriteStore
+    ) -> None:
+        try:
+            await store.delete(key, expected_mod_revision=kv.mod_revision)
+        except Conflict:
+            raise ApiError.conflict(target.info, name) from None
+        except StorageError as exc:
+            raise self.reader.storage_error(exc, target.info, name) from None
 
     async def delete_collection(
         self, target: Target, opts: ListOptions, *, dry_run: bool = False
@@ -526,7 +563,7 @@ class Registry:
             )
         scope = self.reader.list_scope(target)
         deleted: list[bytes] = []
-        if not scope.filtered and not opts.filtered:
+        if not scope.filtered and not opts.filtered and not self.honor_finalizers:
             try:
                 results = await store.delete_prefix(scope.prefix)
             except StorageError as exc:
@@ -542,6 +579,7 @@ class Registry:
             )
         else:
             revision = 0
+            now = now_timestamp()
             token: str | None = None
             while True:
                 try:
@@ -559,8 +597,21 @@ class Registry:
                     ):
                         continue
                     obj = orjson.loads(kv.value)
-                    if opts.labels.matches(labels_of(obj)):
+                    if not opts.labels.matches(labels_of(obj)):
+                        continue
+                    marked = mark_deleting(obj, now) if self.honor_finalizers else None
+                    if marked is None:
                         matching.append((kv, parts, obj))
+                    elif marked is not obj:  # finalizers hold it: mark it as being deleted
+                        try:
+                            kv = await store.update(
+                                kv.key, orjson.dumps(marked), expected_mod_revision=kv.mod_revision
+                            )
+                        except (NotFound, Conflict):
+                            continue  # changed or gone meanwhile: skipped, as below
+                        except StorageError as exc:
+                            raise self.reader.storage_error(exc, info, parts.name) from None
+                        deleted.append(render(kv, parts, target, marked))
                 # Concurrent deletes let the store group-commit them; results keep key order.
                 for start in range(0, len(matching), _DELETE_CONCURRENCY):
                     batch = matching[start : start + _DELETE_CONCURRENCY]
@@ -590,6 +641,8 @@ class Registry:
 
     def watch(self, target: Target, opts: ListOptions) -> WatchSession:
         self.reader.check_namespace(target)
+        if self.issuer is not None and opts.revision:
+            self.issuer.check(opts.revision)
         return WatchSession(
             self.reader,
             self.watch_cache,

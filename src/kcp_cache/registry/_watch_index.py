@@ -12,19 +12,27 @@ are offered the event.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
-from kcp_cache.registry._keys import KeyParts
+from kcp_cache.registry._keys import KeyParts, ListScope
 
-if TYPE_CHECKING:
-    from kcp_cache.registry._watchcache import Watcher
-
-__all__ = ["WatcherIndex"]
+__all__ = ["Scoped", "WatcherIndex"]
 
 _Bucket = tuple[str | None, str | None, str | None]
 
 
-class WatcherIndex:
+class Scoped(Protocol):
+    """What the index reads of a watcher: its scope (so it need not import the watch
+    cache, which imports it)."""
+
+    @property
+    def scope(self) -> ListScope: ...
+
+
+Watcher = TypeVar("Watcher", bound=Scoped)
+
+
+class WatcherIndex(Generic[Watcher]):
     """A set of watchers that also answers "which of them may want this key?"."""
 
     __slots__ = ("_buckets", "_count")

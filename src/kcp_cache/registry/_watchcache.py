@@ -387,7 +387,7 @@ class Feed:
         self.last_revision = after_revision
         self.history: deque[PreparedEvent] = deque()
         self.history_limit = history
-        self.watchers = WatcherIndex()
+        self.watchers: WatcherIndex[Watcher] = WatcherIndex()
         self._stream = storage.watch(prefix, after_revision=after_revision)
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._bookmark_interval = bookmark_interval

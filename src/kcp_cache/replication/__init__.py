@@ -49,6 +49,7 @@ from ._ccr_permission import (
     check_replicate_permission,
 )
 from ._clients import cache_client, local_client
+from ._export import DEFAULT_DELETE_GUARD, Exporter
 from ._health import HealthServer
 from ._lease import (
     DEFAULT_LEASE_DURATION,
@@ -58,6 +59,8 @@ from ._lease import (
     sync_markers,
 )
 from ._metrics import ReaderMetrics, ReplicationMetrics
+from ._mirror import Mirror, MirrorSink
+from ._mirror_watch import WatchMirror
 from ._queue_key import QueueKey, parse_queue_key, queue_key
 from ._read import CacheReader, FallbackLister, ReaderHealth
 from ._reconcile import (
@@ -92,6 +95,7 @@ __all__ = [
     "APIEXPORT_REFERENCE_MANAGER",
     "CCR_FINALIZER",
     "CCR_RESOURCE",
+    "DEFAULT_DELETE_GUARD",
     "DEFAULT_LEASE_DURATION",
     "DEFAULT_RENEW_INTERVAL",
     "DEFAULT_RESET_CHECK_PERIOD",
@@ -122,8 +126,11 @@ __all__ = [
     "CopyUpdate",
     "CreateInCache",
     "DeleteFromCache",
+    "Exporter",
     "FallbackLister",
     "HealthServer",
+    "Mirror",
+    "MirrorSink",
     "NoAction",
     "PermissionVerdict",
     "QueueKey",
@@ -137,6 +144,7 @@ __all__ = [
     "ShardLeaseRenewer",
     "UpdateInCache",
     "UpdateLocal",
+    "WatchMirror",
     "WriteController",
     "cache_client",
     "check_replicate_permission",

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from kcp_cache.client import (
     AlreadyExists,
@@ -36,11 +36,15 @@ from ._ccr_model import (
     converge_one,
     counts,
 )
+from ._clients import BackoffFactory
 
-if TYPE_CHECKING:
-    from ._ccr_controller import CachedResourceController
-
-__all__ = ["CachedResourceStats", "CopyReplication", "CopyTarget", "name_key"]
+__all__ = [
+    "CachedResourceStats",
+    "CopyReplication",
+    "CopyTarget",
+    "ReplicationHost",
+    "name_key",
+]
 
 log = logging.getLogger("kcp_cache.replication.cachedresources")
 
@@ -87,12 +91,35 @@ class CachedResourceStats:
     cache_type_checks: int = 0
 
 
+class ReplicationHost(Protocol):
+    """What a :class:`CopyReplication` needs of the controller that owns it.
+
+    The controller satisfies it structurally; naming only this much keeps the replication
+    below the controller (no import back up, so no cycle).
+    """
+
+    local: AsyncRESTClient
+    cache: AsyncRESTClient
+    shard: str
+    stats: CachedResourceStats
+    backoff: BackoffFactory
+    write_concurrency: int
+    cache_type_poll: float
+    retry_delay: float
+
+    def _status_changed(self, key: str) -> None:
+        """Marks the status of the CCR *key* dirty."""
+
+    async def _cache_serves(self, cluster: str, name: str, target: CopyTarget) -> bool:
+        """Whether the cache serves the CCR's identity yet."""
+
+
 class CopyReplication:
     """One CCR's scoped informer pair and the worker that converges its copies."""
 
     def __init__(
         self,
-        controller: CachedResourceController,
+        controller: ReplicationHost,
         key: str,
         target: CopyTarget,
         selection: Selection,

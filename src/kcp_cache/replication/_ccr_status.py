@@ -9,26 +9,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
-from kcp_cache.client import ApiError, TransportError, cancel_and_wait
+from kcp_cache.client import ApiError, SharedInformer, TransportError, cancel_and_wait
 
 from ._ccr_model import set_condition
+from ._ccr_replication import CopyReplication
 
-if TYPE_CHECKING:
-    from ._ccr_controller import CachedResourceController
-
-__all__ = ["StatusWriter"]
+__all__ = ["StatusHost", "StatusWriter"]
 
 log = logging.getLogger("kcp_cache.replication.cachedresources")
 
 Obj = dict[str, Any]
 
 
+class StatusHost(Protocol):
+    """What a :class:`StatusWriter` needs of the controller that owns it.
+
+    The controller satisfies it structurally; naming only this much keeps the status
+    writer below the controller (no import back up, so no cycle).
+    """
+
+    status_interval: float
+
+    @property
+    def replications(self) -> Mapping[str, CopyReplication]:
+        """The running replications by CCR key."""
+
+    @property
+    def ccrs(self) -> SharedInformer:
+        """The informer over the CCRs themselves (the live objects)."""
+
+    async def _write_status(self, cluster: str, name: str, status: Obj) -> Obj | None:
+        """Writes *status* to the CCR *cluster*/*name*; the CCR as written, if it was."""
+
+
 class StatusWriter:
     """Coalesces one CCR's status: at most one write per interval, none if unchanged."""
 
-    def __init__(self, controller: CachedResourceController, key: str) -> None:
+    def __init__(self, controller: StatusHost, key: str) -> None:
         self.controller = controller
         self.key = key
         self.cluster, self.name = key.split("|", 1)
@@ -111,11 +131,15 @@ class StatusWriter:
         status["conditions"] = conditions
         return status
 
-    async def flush(self) -> None:
-        live = self.controller.ccrs.store.get(self.key)
+    async def flush(self, live: Obj | None = None) -> Obj | None:
+        """Write the status if it differs from *live*'s (default: the informer's copy).
+
+        Returns the object as written, or ``None`` when nothing was written."""
         if live is None:
-            return
+            live = self.controller.ccrs.store.get(self.key)
+            if live is None:
+                return None
         status = self.desired(live)
         if status is None or status == live.get("status"):
-            return
-        await self.controller._write_status(self.cluster, self.name, status)
+            return None
+        return await self.controller._write_status(self.cluster, self.name, status)

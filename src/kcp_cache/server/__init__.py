@@ -16,6 +16,10 @@ from kcp_cache.meta import SYSTEM_MASTERS as SYSTEM_MASTERS
 from kcp_cache.meta import WILDCARD as WILDCARD
 from kcp_cache.server._audit import AuditLog as AuditLog
 from kcp_cache.server._audit import AuditOptions as AuditOptions
+from kcp_cache.server._audit_event import AuditFacts as AuditFacts
+from kcp_cache.server._audit_event import FactsEncoder as FactsEncoder
+from kcp_cache.server._audit_event import audit_event as audit_event
+from kcp_cache.server._audit_event import encode_facts as encode_facts
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS as DEFAULT_ALWAYS_ALLOW_PATHS
 from kcp_cache.server._auth import TLS_PEER_USER_KEY as TLS_PEER_USER_KEY
 from kcp_cache.server._auth import Authenticator as Authenticator
@@ -43,6 +47,8 @@ from kcp_cache.server._certs import write_kubeconfig as write_kubeconfig
 from kcp_cache.server._certs import write_pair as write_pair
 from kcp_cache.server._deadlines import Deadline as Deadline
 from kcp_cache.server._deadlines import Deadlines as Deadlines
+from kcp_cache.server._feed import FEED_PATH as FEED_PATH
+from kcp_cache.server._feed import FeedEndpoint as FeedEndpoint
 from kcp_cache.server._filters import CacheServerApp as CacheServerApp
 from kcp_cache.server._filters import ShutdownHook as ShutdownHook
 from kcp_cache.server._filters import StartupTask as StartupTask
@@ -60,6 +66,7 @@ from kcp_cache.server._h2_data import data_frame as data_frame
 from kcp_cache.server._health import ReadinessChecks as ReadinessChecks
 from kcp_cache.server._health import ReadinessFlag as ReadinessFlag
 from kcp_cache.server._heap import HeapTrimmer as HeapTrimmer
+from kcp_cache.server._home_writes import HomeWrites as HomeWrites
 from kcp_cache.server._http import _lighten as _lighten
 from kcp_cache.server._http import _Pipeline as _Pipeline
 from kcp_cache.server._inflight import (
@@ -113,12 +120,14 @@ __all__ = [
     "DEFAULT_MIN_REQUEST_TIMEOUT",
     "DEFAULT_SHARD_ANNOTATION_ALLOWLIST",
     "DEFAULT_WATCH_MAX_UNSENT_BYTES",
+    "FEED_PATH",
     "READERS_GROUP",
     "REQUEST_INFO_KEY",
     "SYSTEM_MASTERS",
     "TLS_PEER_USER_KEY",
     "WILDCARD",
     "ASGIApp",
+    "AuditFacts",
     "AuditLog",
     "AuditOptions",
     "Authenticator",
@@ -131,9 +140,12 @@ __all__ = [
     "Deadlines",
     "Decision",
     "DevCredentials",
+    "FactsEncoder",
+    "FeedEndpoint",
     "H2Settings",
     "HTTPSServer",
     "HeapTrimmer",
+    "HomeWrites",
     "InstrumentedStorage",
     "KcpAuthorizer",
     "KcpRequest",
@@ -152,12 +164,14 @@ __all__ = [
     "StartupTask",
     "TLSConfigError",
     "User",
+    "audit_event",
     "authorizer_for_mode",
     "bind_socket",
     "build_server_context",
     "cache_user",
     "check_cluster_invariant",
     "create_app",
+    "encode_facts",
     "ensure_dev_credentials",
     "ensure_serving_certificate",
     "is_partial_metadata_accept",

@@ -28,13 +28,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
-import itertools
 import logging
 import os
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,83 +40,15 @@ from typing import IO, Any, Final
 
 import orjson
 
-__all__ = ["AuditLog", "AuditOptions", "audit_event", "new_audit_id", "timestamp"]
+from kcp_cache.server._audit_event import AuditFacts, FactsEncoder
+
+__all__ = ["AuditLog", "AuditOptions"]
 
 log = logging.getLogger("kcp_cache.server.audit")
 
 _INTERVAL: Final = 0.05
 _BATCH: Final = 1024
 _MIB: Final = 1024 * 1024
-
-
-# Audit ids are UUID-shaped: a random version-4 prefix per process and a counter, unique
-# without a random draw per request (a uuid4 costs ~2 µs; this ~0.3 µs).
-_ID_PREFIX: Final = str(uuid.uuid4())[:24]
-_ids = itertools.count(1)
-
-
-def new_audit_id() -> str:
-    """A request's audit id: UUID-shaped and unique (random per process, then counted)."""
-    return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFFFFFF:012x}"
-
-
-_second_cache: tuple[int, str] = (-1, "")
-
-
-def timestamp(seconds: float) -> str:
-    """kube's ``metav1.MicroTime`` text: RFC 3339 in UTC with microseconds."""
-    global _second_cache
-    whole = int(seconds)
-    cached = _second_cache
-    if cached[0] != whole:
-        moment = datetime.datetime.fromtimestamp(whole, datetime.UTC)
-        cached = _second_cache = (whole, moment.strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{cached[1]}.{int((seconds - whole) * 1_000_000):06d}Z"
-
-
-def audit_event(
-    *,
-    audit_id: str,
-    stage: str,
-    method: str,
-    request_uri: str,
-    verb: str,
-    username: str,
-    groups: tuple[str, ...],
-    source_ip: str | None,
-    user_agent: str | None,
-    object_ref: dict[str, str] | None,
-    code: int,
-    received: float,
-    now: float,
-    annotations: dict[str, str],
-) -> dict[str, Any]:
-    """One ``audit.k8s.io/v1`` ``Event`` at the ``Metadata`` level."""
-    event: dict[str, Any] = {
-        "kind": "Event",
-        "apiVersion": "audit.k8s.io/v1",
-        "level": "Metadata",
-        "auditID": audit_id,
-        "stage": stage,
-        "requestURI": request_uri,
-        "verb": verb,
-        "user": {"username": username, "groups": list(groups)},
-        "sourceIPs": [source_ip] if source_ip else [],
-    }
-    if user_agent:
-        event["userAgent"] = user_agent
-    if object_ref:
-        event["objectRef"] = object_ref
-    if code:
-        status: dict[str, Any] = {"metadata": {}, "code": code}
-        if code >= 400:
-            status["status"] = "Failure"
-        event["responseStatus"] = status
-    event["requestReceivedTimestamp"] = timestamp(received)
-    event["stageTimestamp"] = timestamp(now)
-    if annotations:
-        event["annotations"] = annotations
-    return event
 
 
 @dataclass(frozen=True)
@@ -160,13 +90,14 @@ class AuditLog:
         self.options = options
         self._clock = clock
         # A deque: append and popleft are atomic, so the request path takes no lock.
-        self._buffer: collections.deque[dict[str, Any]] = collections.deque()
+        self._buffer: collections.deque[AuditFacts | dict[str, Any]] = collections.deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._file: IO[bytes] | None = None
         self._size = 0
         self._warn = _RateLimitedLog()
         self._counting = threading.Lock()  # the loop and the writer both count drops
+        self._encode = FactsEncoder()  # used by the writer thread only
         #: Events written, dropped (buffer full or write failed), and failed writes.
         self.events_written = 0
         self.events_dropped = 0
@@ -198,8 +129,10 @@ class AuditLog:
 
     # -- the request path ---------------------------------------------------------------
 
-    def record(self, event: dict[str, Any]) -> None:
-        """Queue one event; never blocks (a full buffer drops it, counted and logged)."""
+    def record(self, event: AuditFacts | dict[str, Any]) -> None:
+        """Queue one event — a request's :data:`~._audit_event.AuditFacts` (the writer
+        builds the ``Event``) or a finished ``Event`` dict; never blocks (a full buffer
+        drops it, counted and logged)."""
         if len(self._buffer) < self.options.buffer_events:
             self._buffer.append(event)
         else:
@@ -219,15 +152,26 @@ class AuditLog:
             stopping = self._stop.wait(_INTERVAL)
             buffer = self._buffer
             while buffer:
-                batch: list[dict[str, Any]] = []
+                # One growing bytearray, each line freed as soon as it is copied in:
+                # a list of a thousand ~1 KiB lines kept until a join costs twice the
+                # encoding in fresh memory (page faults) — measured 7.5 vs 3.5 µs/event.
+                data = bytearray()
+                count = 0
+                encode = self._encode
                 with contextlib.suppress(IndexError):
-                    while len(batch) < _BATCH:
-                        batch.append(buffer.popleft())
-                self._write(b"".join(orjson.dumps(e) + b"\n" for e in batch), len(batch))
+                    while count < _BATCH:
+                        item = buffer.popleft()
+                        data += (
+                            encode(item)
+                            if type(item) is tuple
+                            else orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
+                        )
+                        count += 1
+                self._write(data, count)
             if stopping:
                 return
 
-    def _write(self, data: bytes, count: int) -> None:
+    def _write(self, data: bytearray, count: int) -> None:
         try:
             if self.options.path == "-":
                 sys.stdout.buffer.write(data)

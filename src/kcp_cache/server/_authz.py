@@ -44,6 +44,8 @@ from kcp_cache.registry import (
     admission_chain,
 )
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS, forbidden_error
+from kcp_cache.server._feed import FEED_PATH
+from kcp_cache.server._home_writes import HomeWrites
 from kcp_cache.server._principals import Principal, Role, principal_of
 from kcp_cache.server._request_info import RequestInfo
 from kcp_cache.server._scope import KcpRequest, User
@@ -90,6 +92,11 @@ class Decision:
     warning: str | None = None
     admission: WriteAdmission | None = None
     check_identity: bool = False
+
+
+#: Every read by a known principal is allowed with the same decision: built once (no
+#: enum value, f-string and dataclass per request). Decisions are never mutated.
+_READ_DECISIONS: Final = {role: Decision(True, f"{role.value} may read") for role in Role}
 
 
 class RequestAuthorizer(Protocol):
@@ -147,9 +154,12 @@ class ScopedAuthorizer:
         always_allow_paths: Iterable[str] = DEFAULT_ALWAYS_ALLOW_PATHS,
         *,
         shard_annotation_allowlist: Iterable[str] = DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+        home: HomeWrites | None = None,
     ) -> None:
         self._open = _AlwaysAllowPaths(always_allow_paths)
         self.shard_annotation_allowlist = tuple(shard_annotation_allowlist)
+        #: The cache hierarchy's home rule (None: a lone cache, every shard is at home).
+        self.home = home
 
     def decide(self, user: User, info: RequestInfo, kcp: KcpRequest) -> Decision:
         principal = principal_of(user)
@@ -158,9 +168,30 @@ class ScopedAuthorizer:
         if principal.role is Role.OTHER:
             return Decision(False, "no role at the cache server", forbidden_error(user, info))
         if info.verb in _READ_VERBS:
-            return Decision(True, f"{principal.role.value} may read")
+            return _READ_DECISIONS[principal.role]
         if info.verb not in _WRITE_VERBS:
             return Decision(False, f"verb {info.verb} is not allowed", forbidden_error(user, info))
+        if self.home is not None:
+            if principal.role is Role.CACHE:
+                allowed, reason, error, admission = self.home.cache_write(principal, info, kcp)
+                return Decision(allowed, reason, error, admission=admission)
+            refusal = self.home.refusal(principal, kcp)
+            if refusal is not None:
+                return Decision(False, "shard homed at another cache", refusal)
+        decision = self._role_write(principal, user, info, kcp)
+        if (
+            decision.allowed
+            and self.home is not None
+            and (principal.role is Role.ADMIN or principal.name == kcp.shard)
+        ):
+            # A write into its own space (or an admin's) claims an unclaimed shard here;
+            # the cordon exception's writes into another shard's space do not.
+            self.home.claim(kcp)
+        return decision
+
+    def _role_write(
+        self, principal: Principal, user: User, info: RequestInfo, kcp: KcpRequest
+    ) -> Decision:
         shard = kcp.shard or ""
         origin = OriginCheck(shard)
         if principal.role is Role.ADMIN:
@@ -233,6 +264,8 @@ class ScopedAuthorizer:
     def _non_resource(self, principal: Principal, user: User, info: RequestInfo) -> Decision:
         if principal.role is Role.ADMIN:
             return Decision(True, "admins may do anything")
+        if principal.role is Role.CACHE and info.path == FEED_PATH and info.verb == "get":
+            return Decision(True, "caches read the replication feed")
         if info.path in self._open:
             return Decision(True, "always-allowed path")
         if (
@@ -249,12 +282,15 @@ def authorizer_for_mode(
     always_allow_paths: Iterable[str] = DEFAULT_ALWAYS_ALLOW_PATHS,
     *,
     shard_annotation_allowlist: Iterable[str] = DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
+    home: HomeWrites | None = None,
 ) -> RequestAuthorizer:
-    """The authorizer of ``--authorization-mode`` *mode* (``scoped`` or ``kcp``)."""
+    """The authorizer of ``--authorization-mode`` *mode* (``scoped`` or ``kcp``).
+
+    *home* — the cache hierarchy's home rule; ``kcp`` mode, kcp's own, ignores it."""
     if mode == "kcp":
         return KcpAuthorizer(always_allow_paths)
     if mode == "scoped":
         return ScopedAuthorizer(
-            always_allow_paths, shard_annotation_allowlist=shard_annotation_allowlist
+            always_allow_paths, shard_annotation_allowlist=shard_annotation_allowlist, home=home
         )
     raise ValueError(f"unknown authorization mode {mode!r}; use one of {AUTHORIZATION_MODES}")

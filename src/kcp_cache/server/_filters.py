@@ -18,9 +18,10 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
-from kcp_cache.meta import WILDCARD
+from kcp_cache.meta import STORE_HEADER, WILDCARD
 from kcp_cache.registry import ApiError, ShardLifecycle
-from kcp_cache.server._audit import AuditLog, audit_event, new_audit_id
+from kcp_cache.server._audit import AuditLog
+from kcp_cache.server._audit_event import AuditFacts, ObjectRef, new_audit_id
 from kcp_cache.server._auth import (
     Authenticator,
 )
@@ -45,9 +46,15 @@ from kcp_cache.server._grammar import (
     strip_service_prefix,
 )
 from kcp_cache.server._health import HealthEndpoints, ReadinessChecks
+from kcp_cache.server._home_writes import QUERY_KEY, HomeWrites
 from kcp_cache.server._inflight import InFlightLimiter
 from kcp_cache.server._metrics import ServerMetrics
-from kcp_cache.server._request_info import REQUEST_INFO_KEY, parse_request_info, request_info
+from kcp_cache.server._request_info import (
+    REQUEST_INFO_KEY,
+    RequestInfo,
+    parse_request_info,
+    request_info,
+)
 from kcp_cache.server._respond import answer_error, send_bytes
 from kcp_cache.server._scope import ANONYMOUS, KcpRequest
 from kcp_cache.server.types import ASGIApp, Message, Receive, Scope, Send
@@ -75,6 +82,7 @@ _HEALTH_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz"})
 _LIST_VERBS: Final = frozenset({"list", "watch"})
 _SHARD_LEVEL_BODY: Final = b"shard-level endpoint not available at shard or workspace scope"
 _TEXT: Final = b"text/plain; charset=utf-8"
+_STORE_HEADER: Final = STORE_HEADER.encode()
 #: Set by kcp's workspace mount proxy on every hop (``pkg/mounts/hops.go``); the cache
 #: server is never a mount target, so a request carrying it is refused.
 MOUNT_HOPS_HEADER: Final = b"x-kcp-mount-hops"
@@ -112,6 +120,7 @@ class CacheServerApp:
         request_timeout: float = 0.0,
         lifecycle: ShardLifecycle | None = None,
         freshness_require_markers: bool = False,
+        home: HomeWrites | None = None,
     ) -> None:
         self.storage = storage
         self.audit = audit
@@ -124,12 +133,19 @@ class CacheServerApp:
             authorization_mode,
             always_allow_paths,
             shard_annotation_allowlist=shard_annotation_allowlist,
+            home=home,
         )
         self.freshness: FreshnessService | None = None
         if lifecycle is not None:
             # The shard lifecycle (beyond-kcp §3.3, §3.5): fenced writes, freshness.
             self.authorizer = FencedAuthorizer(self.authorizer, lifecycle)
             self.freshness = FreshnessService(lifecycle, require_markers=freshness_require_markers)
+        #: Extra non-resource endpoints (the replication feed, ``/readyz/parent``),
+        #: served after authentication and authorization like every other path.
+        self.routes: dict[str, ASGIApp] = {}
+        #: ``X-Kcp-Cache-Store: <cacheName>/<storeUID>`` on every response (beyond-kcp
+        #: §3.0): a client that sees it change knows its resourceVersions mean nothing.
+        self.store_header: bytes | None = None
         self.synthetic_delay = synthetic_delay
         self.metrics = metrics
         self.readiness = readiness
@@ -175,6 +191,8 @@ class CacheServerApp:
                     info = request_info(kcp)
                     if info is not None and kcp.shard == WILDCARD and info.verb in _LIST_VERBS:
                         extra.extend(self.freshness.headers(info.api_group, info.resource))
+                if self.store_header is not None:
+                    extra.append((_STORE_HEADER, self.store_header))
                 if audit is not None:
                     extra.append((b"audit-id", audit_id.encode()))
                     info = request_info(kcp) if isinstance(kcp, KcpRequest) else None
@@ -201,59 +219,36 @@ class CacheServerApp:
 
     def _audit_event(
         self, scope: Scope, audit_id: str, stage: str, code: int, received: float
-    ) -> dict[str, Any]:
+    ) -> AuditFacts:
+        # Only what the request already knows, in one flat tuple: the writer thread
+        # builds and encodes the Event (the _audit_event module says why no dict).
         kcp = scope.get("kcp")
         if not isinstance(kcp, KcpRequest):
             kcp = KcpRequest()
-        info = request_info(kcp)
-        annotations: dict[str, str] = {}
+        info = kcp.extra.get(REQUEST_INFO_KEY)
+        ref: ObjectRef | None = None
+        if isinstance(info, RequestInfo):
+            verb = info.verb
+            if info.is_resource_request:
+                ref = (info.resource, info.namespace or "", info.name or "", info.api_group,
+                       info.api_version, info.subresource or "")  # fmt: skip
+        else:
+            verb = scope.get("method", "").lower()
         decision = kcp.extra.get(DECISION_KEY)
-        if isinstance(decision, Decision):
-            annotations["authorization.k8s.io/decision"] = "allow" if decision.allowed else "forbid"
-            annotations["authorization.k8s.io/reason"] = decision.reason
-        object_ref: dict[str, str] | None = None
-        if info is not None and info.is_resource_request:
-            object_ref = {"resource": info.resource}
-            if info.namespace:
-                object_ref["namespace"] = info.namespace
-            if info.name:
-                object_ref["name"] = info.name
-            object_ref["apiGroup"] = info.api_group
-            object_ref["apiVersion"] = info.api_version
-            if info.subresource:
-                object_ref["subresource"] = info.subresource
-        if kcp.shard is not None:
-            annotations["cache.kcp.io/shard"] = kcp.shard
-        if kcp.cluster is not None:
-            annotations["cache.kcp.io/cluster"] = kcp.cluster
-        if kcp.identity:
-            annotations["cache.kcp.io/identity"] = kcp.identity
-        query = scope.get("query_string", b"")
-        uri = scope.get("kcp_original_path", scope.get("path", ""))
-        if query:
-            uri += "?" + query.decode("latin-1")
+        allowed, reason = (
+            (decision.allowed, decision.reason) if isinstance(decision, Decision) else (None, "")
+        )
         agent = None
         for name, value in scope.get("headers", ()):
             if name == b"user-agent":
                 agent = value.decode("latin-1")
                 break
         client = scope.get("client")
-        return audit_event(
-            audit_id=audit_id,
-            stage=stage,
-            method=scope.get("method", ""),
-            request_uri=uri,
-            verb=info.verb if info is not None else scope.get("method", "").lower(),
-            username=kcp.user.name,
-            groups=kcp.user.groups,
-            source_ip=client[0] if client else None,
-            user_agent=agent,
-            object_ref=object_ref,
-            code=code,
-            received=received,
-            now=time.time(),
-            annotations=annotations,
-        )
+        user = kcp.user
+        return (audit_id, stage, scope.get("kcp_original_path", scope.get("path", "")),
+                scope.get("query_string", b""), verb, user.name, user.groups,
+                client[0] if client else None, agent, ref, code, received, time.time(),
+                allowed, reason, kcp.shard, kcp.cluster, kcp.identity)  # fmt: skip
 
     def _release_slot(self, scope: Scope) -> None:
         kcp = scope.get("kcp")
@@ -354,6 +349,7 @@ class CacheServerApp:
         kcp.user = user if user is not None else ANONYMOUS
         info = parse_request_info(scope["method"], path, scope.get("query_string", b""))
         kcp.extra[REQUEST_INFO_KEY] = info
+        kcp.extra[QUERY_KEY] = scope.get("query_string", b"")
         if self.in_flight is not None:
             # kube's max-in-flight filter: after authentication (system:masters is
             # exempt), before authorization; released in _http once the handler is done.
@@ -397,6 +393,9 @@ class CacheServerApp:
                 return
             if path in FRESHNESS_PATHS and self.freshness is not None:
                 await self.freshness.handle(scope.get("query_string", b""), send)
+            route = self.routes.get(path)
+            if route is not None:
+                await route(scope, receive, send)
                 return
         await self.api_app(scope, receive, send)
 

@@ -37,8 +37,18 @@ METRICS_PATH: Final = "/metrics"
 #: The freshness report of the shard lifecycle (beyond-kcp §3.5; ``_freshness`` is its
 #: name in the design, ``freshness`` the one the issue asked for).
 FRESHNESS_PATHS: Final = frozenset({"/freshness", "/_freshness"})
+#: Paths without ``/shards/…``: health, metrics, the cache hierarchy's replication feed
+#: and parent readiness (beyond-kcp §3.1), and the freshness report.
 SHARD_EXEMPT_PATHS: Final = frozenset(
-    {"/livez", "/readyz", "/healthz", METRICS_PATH, *FRESHNESS_PATHS}
+    {
+        "/livez",
+        "/readyz",
+        "/healthz",
+        METRICS_PATH,
+        "/_replication/v1/feed",
+        "/readyz/parent",
+        *FRESHNESS_PATHS,
+    }
 )
 
 _SHARD_RE: Final = re.compile(r"[a-z0-9\-:]{0,61}")

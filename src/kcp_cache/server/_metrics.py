@@ -182,8 +182,13 @@ class ServerMetrics:
     Add more collectors to :attr:`registry`; they appear on ``/metrics`` too.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, worker: str | None = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        #: ``kcp-cache-server --workers``: every sample is labelled ``worker="<index>"``,
+        #: since one port's scrapes land on any of the processes.
+        self.worker = worker
         self.request_counts: dict[tuple[str, str, str, str, str], int] = {}
         self.request_durations: dict[tuple[str, str, str, str], _Histogram] = {}
         self.storage_durations: dict[str, _Histogram] = {}
@@ -278,7 +283,22 @@ class ServerMetrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text body and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self.worker is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(_Labelled(self.registry, "worker", self.worker)), CONTENT_TYPE_LATEST
+
+
+class _Labelled(Collector):
+    """A registry view whose samples all carry one more label."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, value: str) -> None:
+        self._registry, self._name, self._value = registry, name, value
+
+    def collect(self) -> Iterator[Metric]:
+        extra = {self._name: self._value}
+        for metric in self._registry.collect():
+            metric.samples = [s._replace(labels={**s.labels, **extra}) for s in metric.samples]
+            yield metric
 
 
 class InstrumentedStorage(Storage):

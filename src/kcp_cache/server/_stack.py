@@ -20,12 +20,14 @@ from kcp_cache.registry import (
     LifecycleOptions,
     Registry,
     ResourceCatalog,
+    RevisionIssuer,
 )
 from kcp_cache.server._audit import AuditLog
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS, Authenticator, x509_authenticator
 from kcp_cache.server._authz import DEFAULT_SHARD_ANNOTATION_ALLOWLIST
 from kcp_cache.server._filters import CacheServerApp
 from kcp_cache.server._health import ReadinessChecks
+from kcp_cache.server._home_writes import HomeWrites
 from kcp_cache.server._inflight import InFlightLimiter
 from kcp_cache.server._lifecycle_metrics import LifecycleCollector
 from kcp_cache.server._metrics import ServerMetrics
@@ -69,11 +71,14 @@ def create_app(
     bookmark_interval: float = 60.0,
     min_request_timeout: float = DEFAULT_MIN_REQUEST_TIMEOUT,
     watch_max_unsent_bytes: int = DEFAULT_WATCH_MAX_UNSENT_BYTES,
+    honor_finalizers: bool = False,
     bootstrap_retry_interval: float = 1.0,
     on_bootstrapped: Callable[[], None] | None = None,
     api_app: ASGIApp | None = None,
     lifecycle: LifecycleOptions | None = None,
     freshness_require_markers: bool = False,
+    home: HomeWrites | None = None,
+    revision_issuer: RevisionIssuer | None = None,
 ) -> CacheServerApp:
     """The cache server over ``storage`` (opened by the caller), as one ASGI app.
 
@@ -98,6 +103,10 @@ def create_app(
     ended; ``bookmark_interval`` — seconds between bookmarks; ``compression`` — when GET
     and LIST responses are gzipped (default: kube's, from 128 KiB).
 
+    ``honor_finalizers`` — kube's finalizer semantics on DELETE (the object is marked and
+    goes with its last finalizer), for a server standing in for a shard's API
+    (``--honor-finalizers``); kcp's cache server deletes at once, the default.
+
     ``metrics`` / ``readiness`` — pass instances to share them (the CLI registers its
     connection tracker's collector in the metrics); new ones are made otherwise.
     ``on_bootstrapped`` runs once the system CRDs are stored. ``synthetic_delay`` delays
@@ -108,6 +117,9 @@ def create_app(
     shards, ``/freshness``, completeness headers and ``?freshWithin=`` on wildcard reads,
     watermarks on bookmarks and lifecycle metrics (``freshness_require_markers``: shards
     that send no markers count as stale). ``None``: none of it.
+    In a cache hierarchy (docs/hierarchy.md): ``home`` — the home rule, writes into a shard
+    homed at another cache are refused; ``revision_issuer`` — resourceVersions issued by
+    another cache are 410 Gone.
 
     ``api_app`` replaces the whole API stack (registry, bootstrap, API, discovery) with
     another ASGI app behind the same filters — for testing the filters alone; then
@@ -130,10 +142,14 @@ def create_app(
             bookmark_interval=bookmark_interval,
             min_request_timeout=min_request_timeout,
             watch_max_unsent_bytes=watch_max_unsent_bytes,
+            honor_finalizers=honor_finalizers,
             lifecycle=lifecycle,
         )
-        api_app = route_discovery(create_discovery_app(api.registry.catalog.discovery_crds), api)
+        api_app = route_discovery(
+            create_discovery_app(api.registry.catalog.discovery_resources), api
+        )
         readiness.register(BOOTSTRAP_CHECK, _bootstrapped_check(api))
+        api.registry.issuer = revision_issuer
     in_flight = None
     if max_requests_inflight or max_mutating_requests_inflight:
         in_flight = InFlightLimiter(max_requests_inflight, max_mutating_requests_inflight, metrics)
@@ -152,6 +168,7 @@ def create_app(
         request_timeout=request_timeout,
         lifecycle=api.registry.lifecycle if api is not None else None,
         freshness_require_markers=freshness_require_markers,
+        home=home,
     )
     if api is not None and api.registry.lifecycle is not None:
         metrics.registry.register(LifecycleCollector(api.registry.lifecycle))
@@ -175,6 +192,7 @@ def _api(
     min_request_timeout: float,
     watch_max_unsent_bytes: int,
     lifecycle: LifecycleOptions | None,
+    honor_finalizers: bool,
 ) -> ApiApp:
     """The registry over ``storage`` and the API handlers over it, with the bootstrapper."""
     catalog = ResourceCatalog()
@@ -184,6 +202,7 @@ def _api(
         bookmark_interval=bookmark_interval,
         watch_buffer_bytes=watch_max_unsent_bytes,
         lifecycle=lifecycle,
+        honor_finalizers=honor_finalizers,
     )
     return create_api_app(
         registry,

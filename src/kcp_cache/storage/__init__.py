@@ -4,10 +4,17 @@ Use :func:`open_storage` (or an engine class) to get a :class:`Storage`. Engines
 
 * :class:`MemoryStorage` — in-process, for tests and ``--storage memory``.
 * :class:`SQLiteStorage` — the durable embedded default (WAL, group commit).
+* :class:`FollowerStorage` — a read-only copy of a SQLite store that another process
+  (its :class:`LeaderLink`) owns and writes: the followers of ``--workers``.
 * ``EtcdStorage`` — etcd v3, for several server replicas (``kcp_cache.storage.etcd``).
 """
 
 from kcp_cache.storage._embedded import EmbeddedStorage as EmbeddedStorage
+from kcp_cache.storage._epoch import EPOCH_SHIFT as EPOCH_SHIFT
+from kcp_cache.storage._epoch import EpochStorage as EpochStorage
+from kcp_cache.storage._epoch import ForeignRevision as ForeignRevision
+from kcp_cache.storage._epoch import epoch_for as epoch_for
+from kcp_cache.storage._epoch import epoch_of as epoch_of
 from kcp_cache.storage._errors import (
     AlreadyExists as AlreadyExists,
 )
@@ -44,8 +51,10 @@ from kcp_cache.storage._errors import (
 from kcp_cache.storage._etcd_mirror import RevisionBatcher as RevisionBatcher
 from kcp_cache.storage._factory import SQLITE_FILE_NAME as SQLITE_FILE_NAME
 from kcp_cache.storage._factory import open_storage as open_storage
+from kcp_cache.storage._follower import FollowerStorage as FollowerStorage
 from kcp_cache.storage._interface import Storage as Storage
 from kcp_cache.storage._interface import WatchStream as WatchStream
+from kcp_cache.storage._leader import LeaderLink as LeaderLink
 from kcp_cache.storage._memory import MemoryStorage as MemoryStorage
 from kcp_cache.storage._persist import Persister as Persister
 from kcp_cache.storage._sqlite import SQLiteStorage as SQLiteStorage
@@ -65,6 +74,7 @@ from kcp_cache.storage._types import KeyValue as KeyValue
 from kcp_cache.storage._types import RangeResult as RangeResult
 
 __all__ = [
+    "EPOCH_SHIFT",
     "INSERT_ROW",
     "ROW_HEADER",
     "SQLITE_FILE_NAME",
@@ -73,12 +83,16 @@ __all__ = [
     "Conflict",
     "DeleteResult",
     "EmbeddedStorage",
+    "EpochStorage",
     "Event",
     "EventType",
     "Expired",
+    "FollowerStorage",
+    "ForeignRevision",
     "FutureRevision",
     "InvalidKey",
     "KeyValue",
+    "LeaderLink",
     "MarkerFile",
     "MemoryStorage",
     "NotFound",
@@ -96,6 +110,8 @@ __all__ = [
     "WatchStream",
     "check_store",
     "create_database",
+    "epoch_for",
+    "epoch_of",
     "open_storage",
     "recover_store",
     "row_checksum",

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
+from collections.abc import Callable
 
 from kcp_cache.storage._commit import GroupCommitter
 from kcp_cache.storage._errors import NotFound, Unavailable
@@ -81,8 +83,18 @@ class EmbeddedStorage(Storage):
         self._unpersisted_compaction: tuple[int, list[Event]] | None = None
         #: Compactions whose persisting failed (the ``compaction_failures`` metric).
         self.compaction_failures = 0
+        #: Called with ``(revision, compacted)`` after each committed batch and each
+        #: compaction (the leader of ``--workers`` tells its followers; see _leader.py).
+        self.commit_listeners: list[Callable[[int, int], None]] = []
         self._started = False
         self._closed = False
+        self._store_id = secrets.randbits(63)
+
+    @property
+    def store_id(self) -> int:
+        """This store's identity: random per instance here (an in-memory store is new at
+        every start); a durable engine returns the one it keeps with its data."""
+        return self._store_id
 
     # -- hooks for the engines -------------------------------------------------------
 
@@ -101,11 +113,19 @@ class EmbeddedStorage(Storage):
         persister = await self._open()
         self._persister = persister
         self._hub.published_revision = self._state.revision  # the loaded state
-        self._committer = GroupCommitter(self._state, persister, self._hub.publish)
+        self._committer = GroupCommitter(self._state, persister, self._publish)
         self._started = True
         self._compactor = asyncio.get_running_loop().create_task(
             self._compaction_loop(), name="kcp-cache storage compaction"
         )
+
+    def _publish(self, events: list[Event]) -> None:
+        self._hub.publish(events)
+        self._notify_listeners()
+
+    def _notify_listeners(self) -> None:
+        for listener in self.commit_listeners:
+            listener(self._state.revision, self._state.compacted)
 
     async def close(self) -> None:
         if not self._started or self._closed:
@@ -226,6 +246,7 @@ class EmbeddedStorage(Storage):
                 before, dropped = unpersisted[0], unpersisted[1] + dropped
             if not dropped:
                 return
+            self._notify_listeners()
             assert self._persister is not None
             try:
                 await self._persister.compact(self._state.compacted, before, dropped)

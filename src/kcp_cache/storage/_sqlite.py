@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -63,6 +62,9 @@ class SQLiteStorage(EmbeddedStorage):
       the process *and* a power loss. ``"NORMAL"``: faster, still survives a crash of
       the process (SIGKILL), but may lose the last acknowledged writes on power loss or
       an OS crash (WAL mode does not fsync on every commit).
+    * ``shared_readers`` — let read-only connections of other processes read the file
+      (SQLite's normal locking mode instead of the exclusive one): the followers of
+      ``kcp-cache-server --workers`` (:class:`~kcp_cache.storage.FollowerStorage`).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class SQLiteStorage(EmbeddedStorage):
         path: str | os.PathLike[str],
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        shared_readers: bool = False,
         prefix: str = "/cache",
         history_retention: float = 300.0,
         max_history_events: int = 100_000,
@@ -84,7 +87,12 @@ class SQLiteStorage(EmbeddedStorage):
             watch_buffer_size=watch_buffer_size,
         )
         self.path = Path(path)
-        self._file = SQLiteFile(self.path, synchronous=synchronous.upper())
+        self._file = SQLiteFile(self.path, synchronous=synchronous.upper(), shared=shared_readers)
+
+    @property
+    def store_id(self) -> int:
+        """The identity recorded in the database when it was created (0 until open)."""
+        return self._file.store_id
 
     async def _open(self) -> Persister:
         try:
@@ -93,13 +101,7 @@ class SQLiteStorage(EmbeddedStorage):
             self._file.thread.stop()
             raise
         try:
-            self._state.load(
-                loaded.current,
-                loaded.history,
-                revision=loaded.revision,
-                compacted=loaded.compacted,
-                now=time.time(),
-            )
+            loaded.install(self._state)
         except ValueError as exc:
             await self._close_backend()
             raise StorageOpenError(f"SQLite storage {self.path} is inconsistent: {exc}") from None

@@ -34,11 +34,13 @@ import fcntl
 import gc
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 from kcp_cache.storage._errors import StorageDamaged, StorageOpenError
+from kcp_cache.storage._mvcc import MVCCState
 from kcp_cache.storage._sqlite_migrate import migrate_v1
 from kcp_cache.storage._sqlite_schema import (
     INSERT_ROW,
@@ -89,6 +91,16 @@ class LoadedState:
     revision: int
     compacted: int
 
+    def install(self, state: MVCCState) -> None:
+        """Make this the committed state of ``state`` (``ValueError`` if inconsistent)."""
+        state.load(
+            self.current,
+            self.history,
+            revision=self.revision,
+            compacted=self.compacted,
+            now=time.time(),
+        )
+
 
 @dataclass(slots=True)
 class _Meta:
@@ -100,17 +112,22 @@ class _Meta:
 class SQLiteFile:
     """The database file, its lock, its side file and its writer thread."""
 
-    def __init__(self, path: Path, *, synchronous: str) -> None:
+    def __init__(self, path: Path, *, synchronous: str, shared: bool = False) -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         self.path = path
         self.synchronous = synchronous
+        self.shared = shared
         self.thread = WriterThread(name=f"kcp-cache-sqlite {path.name}")
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._marker = MarkerFile(marker_path(path))
         self._store_id = 0
         self._revision = 0  # the highest revision written to the file
+
+    @property
+    def store_id(self) -> int:
+        return self._store_id
 
     def _damaged(self, finding: str, path: Path | None = None) -> StorageDamaged:
         return StorageDamaged(path or self.path, finding, root_directory=self.path.parent)
@@ -169,7 +186,7 @@ class SQLiteFile:
         # its files as they are, and closing a read-write connection would checkpoint
         # (and delete) the very WAL that is in question.
         loaded, store_id = self._verify_and_load(marker)
-        conn = self._conn = connect(self.path, self.synchronous)
+        conn = self._conn = connect(self.path, self.synchronous, shared=self.shared)
         self._switch_to_wal(conn)
         self._store_id = store_id
         self._revision = loaded.revision
@@ -237,7 +254,7 @@ class SQLiteFile:
         self._marker.open(StoreMarker(store_id, 0))
         self.path.unlink(missing_ok=True)
         create_database(self.path, store_id)
-        conn = self._conn = connect(self.path, self.synchronous)
+        conn = self._conn = connect(self.path, self.synchronous, shared=self.shared)
         self._switch_to_wal(conn)
         self._store_id = store_id
         self._revision = 0
@@ -268,6 +285,13 @@ class SQLiteFile:
                 f"{revision + 1}..{marker.revision} are lost (WAL missing, damaged, cut "
                 "short or replaced, or an older copy of the database)"
             )
+
+    def replay(
+        self, conn: sqlite3.Connection, store_id: int, compacted: int, revision: int
+    ) -> LoadedState:
+        """Verify and read back the state through ``conn`` (also another process's
+        read-only connection: a follower of ``--workers`` loads its mirror so)."""
+        return self._load(conn, _Meta(store_id, compacted, revision))
 
     def _load(self, conn: sqlite3.Connection, meta: _Meta) -> LoadedState:
         # Start-up allocates an object or two per row and keeps them all: the cyclic

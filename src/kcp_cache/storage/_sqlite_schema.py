@@ -111,13 +111,18 @@ def new_store_id() -> int:
     return secrets.randbits(63)
 
 
-def connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    """The engine's connection settings (exclusive lock, WAL); nothing is written."""
+def connect(path: Path, synchronous: str, *, shared: bool = False) -> sqlite3.Connection:
+    """The engine's connection settings (exclusive lock, WAL); nothing is written.
+
+    ``shared`` keeps SQLite's normal locking mode, so that read-only connections of
+    other processes (the followers of ``--workers``) can read the WAL alongside.
+    """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         # EXCLUSIVE before the first WAL access: no shared-memory index, and no other
         # process (one that ignores our lock file) can open the file behind our back.
-        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+        if not shared:
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA cache_size = -16384")  # KiB; reads are served from memory
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -254,6 +255,21 @@ class CacheServer:
                     if time.monotonic() > deadline:
                         raise ServerStartError(f"{path} did not turn 200 in time:\n{self.logs()}")
                     time.sleep(POLL_INTERVAL)
+
+    def wait_workers(self, count: int, timeout: float = START_TIMEOUT) -> None:
+        """With ``--workers``: wait until each of ``count`` workers has answered a
+        ``/metrics`` request (each on a new connection, which the kernel gives to any of
+        them), so that a test's connections land on all of them."""
+        seen: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while len(seen) < count:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"only workers {sorted(seen)} answered:\n{self.logs()}")
+            with self.client(timeout=5.0) as client, contextlib.suppress(TransportError):
+                text = client.get("/metrics").text
+                seen.update(re.findall(r'worker="(\d+)"', text[:4000])[:1])
+            time.sleep(POLL_INTERVAL / 5)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""

@@ -1,8 +1,12 @@
-"""Small CRD fixtures shaped like the bootstrapped ones (spec §4), independent of the registry."""
+"""Small CRD fixtures shaped like the bootstrapped ones (spec §4), independent of the
+bootstrapped set, and the registry's model of them that discovery, OpenAPI and Table read."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from kcp_cache.registry import ResourceCatalog, ResourceInfo
 
 PRESERVE = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
 AGE = {"jsonPath": ".metadata.creationTimestamp", "name": "Age", "type": "date"}
@@ -93,3 +97,13 @@ ROLES = crd(
 )
 
 ALL = [APIEXPORTS, APIRESOURCESCHEMAS, SHARDS, ROLES]
+
+
+def served(crds: Iterable[dict[str, Any]]) -> tuple[ResourceInfo, ...]:
+    """What a catalog of *crds* advertises (with the built-in ``customresourcedefinitions``)."""
+    return ResourceCatalog(list(crds)).discovery_resources()
+
+
+def info(crd: dict[str, Any]) -> ResourceInfo:
+    """The registry's model of one CRD."""
+    return ResourceInfo.from_crd(crd)

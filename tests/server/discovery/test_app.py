@@ -4,10 +4,11 @@ from typing import Any
 
 import pytest
 
+from kcp_cache.registry import ResourceCatalog
 from kcp_cache.server.discovery import create_discovery_app, is_discovery_path, route_discovery
 from kcp_cache.testing import ASGIClient, ASGIResponse
 
-from ._crds import ALL, APIEXPORTS, SHARDS
+from ._crds import ALL, APIEXPORTS, SHARDS, crd, info, served, version
 from ._kube import deserialize
 
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
@@ -26,7 +27,7 @@ async def call(
 
 @pytest.fixture
 def app() -> Any:
-    return create_discovery_app(lambda: ALL)
+    return create_discovery_app(lambda: served(ALL))
 
 
 async def test_version(app: Any) -> None:
@@ -122,15 +123,37 @@ async def test_write_methods_rejected(app: Any) -> None:
 
 async def test_documents_follow_the_provider() -> None:
     crds = [SHARDS]
-    app = create_discovery_app(lambda: crds)
+    app = create_discovery_app(lambda: served(crds))
     before = await call(app, "/apis")
     assert [g["name"] for g in before.json()["groups"]] == ["apiextensions.k8s.io", "core.kcp.io"]
     crds.append(APIEXPORTS)
     after = await call(app, "/apis")
     assert "apis.kcp.io" in [g["name"] for g in after.json()["groups"]]
     assert before.headers["etag"] != after.headers["etag"]
-    bare = create_discovery_app(lambda: [SHARDS], include_crd_resource=False)
+    bare = create_discovery_app(lambda: (info(SHARDS),))
     assert [g["name"] for g in (await call(bare, "/apis")).json()["groups"]] == ["core.kcp.io"]
+
+
+async def test_documents_follow_run_time_crds_of_the_catalog() -> None:
+    catalog = ResourceCatalog([SHARDS])
+    app = create_discovery_app(catalog.discovery_resources)
+    before = await call(app, "/apis")
+    assert catalog.discovery_resources() is catalog.discovery_resources()  # unchanged: same
+    widgets = crd("x.io", "Widget", [version("v1", storage=True)])
+    catalog.set_runtime("widgets.x.io", widgets)
+    added = await call(app, "/apis")
+    assert [g["name"] for g in added.json()["groups"]] == [
+        "apiextensions.k8s.io",
+        "core.kcp.io",
+        "x.io",
+    ]
+    assert added.headers["etag"] != before.headers["etag"]
+    resources = (await call(app, "/apis/x.io/v1")).json()["resources"]
+    assert [r["name"] for r in resources] == ["widgets"]
+    catalog.set_runtime("widgets.x.io", None)
+    removed = await call(app, "/apis")
+    assert removed.headers["etag"] == before.headers["etag"]
+    assert (await call(app, "/apis/x.io/v1")).status == 404
 
 
 @pytest.mark.parametrize(

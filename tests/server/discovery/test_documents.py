@@ -4,23 +4,23 @@ import re
 
 import pytest
 
+from kcp_cache.registry import CRD_RESOURCE_INFO
 from kcp_cache.server.discovery import (
     aggregated_discovery,
     api_group,
     api_group_list,
     api_resource_list,
     api_versions,
-    served_resources,
     version_info,
 )
 
-from ._crds import ALL, APIEXPORTS, crd, version
+from ._crds import ALL, APIEXPORTS, crd, served, version
 from ._kube import deserialize
 
 
 @pytest.fixture
 def resources():  # type: ignore[no-untyped-def]
-    return served_resources(ALL)
+    return served(ALL)
 
 
 def test_version_info_parses_and_looks_like_kube() -> None:
@@ -108,11 +108,11 @@ def test_namespaced_scope(resources) -> None:  # type: ignore[no-untyped-def]
 
 def test_unserved_versions_are_hidden() -> None:
     definition = crd("x.io", "Thing", [version("v1", storage=True), version("v2", served=False)])
-    resources = served_resources([definition], include_crd_resource=False)
+    resources = served([definition])
     assert api_resource_list(resources, "x.io", "v2") is None
     assert api_group(resources, "x.io")["preferredVersion"]["version"] == "v1"  # type: ignore[index]
     nothing_served = crd("y.io", "Other", [version("v1", storage=True, served=False)])
-    assert served_resources([nothing_served], include_crd_resource=False) == []
+    assert served([nothing_served]) == (CRD_RESOURCE_INFO,)
 
 
 def test_aggregated_discovery_v2(resources) -> None:  # type: ignore[no-untyped-def]
@@ -143,7 +143,7 @@ def test_aggregated_core_is_empty() -> None:
 
 
 def test_documents_are_deterministic() -> None:
-    one = api_group_list(served_resources(ALL))
-    other = api_group_list(served_resources(list(reversed(ALL))))
+    one = api_group_list(served(ALL))
+    other = api_group_list(served(list(reversed(ALL))))
     assert one == other
     assert APIEXPORTS["spec"]["versions"][0]["name"] == "v1alpha1"  # input untouched

@@ -7,12 +7,11 @@ from kcp_cache.server.discovery import (
     openapi_v2_protobuf,
     openapi_v3_document,
     openapi_v3_index,
-    served_resources,
 )
 
-from ._crds import ALL
+from ._crds import ALL, served
 
-RESOURCES = served_resources(ALL)
+RESOURCES = served(ALL)
 
 
 def _patch_operations(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -36,7 +35,7 @@ def test_every_gv_is_indexed_with_a_hash_under_openapi_v3() -> None:
 
 def test_hash_follows_content() -> None:
     before = openapi_v3_index(RESOURCES)["paths"]["apis/apis.kcp.io/v1alpha1"]
-    fewer = served_resources([c for c in ALL if c["spec"]["names"]["kind"] != "APIResourceSchema"])
+    fewer = served([c for c in ALL if c["spec"]["names"]["kind"] != "APIResourceSchema"])
     after = openapi_v3_index(fewer)["paths"]["apis/apis.kcp.io/v1alpha1"]
     assert before != after
     unchanged = openapi_v3_index(fewer)["paths"]["apis/core.kcp.io/v1alpha1"]

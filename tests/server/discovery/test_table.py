@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 
 from kcp_cache.meta import partial_object_metadata
+from kcp_cache.registry import CRD_RESOURCE_INFO, PrinterColumn
 from kcp_cache.server.transforms import (
     IncludeObject,
-    PrinterColumn,
     TableColumns,
     format_age,
     partial_object_metadata_list,
@@ -16,7 +16,7 @@ from kcp_cache.server.transforms import (
     to_table,
 )
 
-from ._crds import APIEXPORTS, APIRESOURCESCHEMAS, SHARDS
+from ._crds import APIEXPORTS, APIRESOURCESCHEMAS, SHARDS, info
 
 
 def _ago(**delta: float) -> str:
@@ -50,7 +50,7 @@ def _list(*items: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_printer_columns_of_the_crd() -> None:
-    table = to_table(_list(_obj("s1"), _obj("s2")), table_columns_for(SHARDS, "v1alpha1"))
+    table = to_table(_list(_obj("s1"), _obj("s2")), table_columns_for(info(SHARDS), "v1alpha1"))
     assert table["kind"] == "Table"
     assert table["apiVersion"] == "meta.k8s.io/v1"
     assert table["metadata"] == {
@@ -69,7 +69,7 @@ def test_printer_columns_of_the_crd() -> None:
 
 
 def test_default_columns_are_name_and_age() -> None:
-    columns = table_columns_for(APIRESOURCESCHEMAS, "v1alpha1")
+    columns = table_columns_for(info(APIRESOURCESCHEMAS), "v1alpha1")
     table = to_table(_obj("x"), columns)
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Age"]
     assert table["rows"][0]["cells"] == ["x", "5m"]
@@ -77,26 +77,26 @@ def test_default_columns_are_name_and_age() -> None:
 
 
 def test_columns_are_per_version_with_filters() -> None:
-    columns = table_columns_for(APIEXPORTS, "v1alpha1")
+    columns = table_columns_for(info(APIEXPORTS), "v1alpha1")
     ready = {"conditions": [{"type": "VirtualWorkspaceURLsReady", "status": "True"}]}
     table = to_table(_list(_obj("e", status=ready), _obj("f")), columns)
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Age", "Ready"]
     assert [r["cells"][2] for r in table["rows"]] == ["True", None]
-    v2 = table_columns_for(APIEXPORTS, "v1alpha2")
+    v2 = table_columns_for(info(APIEXPORTS), "v1alpha2")
     assert [c["name"] for c in v2.definitions()] == ["Name", "Age"]
 
 
 def test_wildcard_columns_follow_the_name() -> None:
-    columns = table_columns_for(SHARDS, "v1alpha1", shard=True, cluster=True)
+    columns = table_columns_for(info(SHARDS), "v1alpha1", shard=True, cluster=True)
     table = to_table(_list(_obj("s1")), columns)
     assert [c["name"] for c in table["columnDefinitions"]][:3] == ["Name", "Shard", "Cluster"]
     assert table["rows"][0]["cells"][:3] == ["s1", "amber", "root"]
-    only_cluster = table_columns_for(SHARDS, "v1alpha1", cluster=True)
+    only_cluster = table_columns_for(info(SHARDS), "v1alpha1", cluster=True)
     assert to_table(_obj("s"), only_cluster)["rows"][0]["cells"][:2] == ["s", "root"]
 
 
 def test_crd_resource_columns() -> None:
-    columns = table_columns_for(None, "v1")
+    columns = table_columns_for(CRD_RESOURCE_INFO, "v1")
     assert [c["name"] for c in columns.definitions()] == ["Name", "Created At"]
     crd = {"metadata": {"name": "shards.core.kcp.io", "creationTimestamp": "2026-01-02T03:04:05Z"}}
     # As kube prints it: the timestamp, not an age.
@@ -104,7 +104,7 @@ def test_crd_resource_columns() -> None:
 
 
 def test_include_object_modes() -> None:
-    columns = table_columns_for(SHARDS, "v1alpha1")
+    columns = table_columns_for(info(SHARDS), "v1alpha1")
     obj = _obj("s1")
     default = to_table(obj, columns)["rows"][0]["object"]
     assert default == {

@@ -206,15 +206,8 @@ def _include_object(query: dict[str, str]) -> IncludeObject:
 
 
 def _table_columns(target: Target) -> TableColumns:
-    info = target.info
     wild_shard, wild_cluster = target.shard == WILDCARD, target.cluster == WILDCARD
-    if info.builtin or info.crd:
-        columns = table_columns_for(
-            info.crd or None, target.version, shard=wild_shard, cluster=wild_cluster
-        )
-    else:  # a synthetic ClusterCachedResource type: no printer columns
-        columns = TableColumns((), shard=wild_shard, cluster=wild_cluster)
-    return columns
+    return table_columns_for(target.info, target.version, shard=wild_shard, cluster=wild_cluster)
 
 
 def _as_table(

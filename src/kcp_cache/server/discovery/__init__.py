@@ -3,8 +3,9 @@
 What real clients read besides CRUD: the discovery documents kubectl and the Python
 ``DynamicClient`` read (legacy and aggregated ``apidiscovery.k8s.io/v2``) and the OpenAPI
 documents kubectl's validation and ``apply`` consult. The builders are pure functions of
-plain ``apiextensions.k8s.io/v1`` CustomResourceDefinition dicts;
-:func:`create_discovery_app` wraps them in an ASGI app. (The response transforms —
+the served resources, the registry's :class:`~kcp_cache.registry.ResourceInfo` (one model
+of a CRD for discovery, OpenAPI and Table); :func:`create_discovery_app` wraps them in an
+ASGI app over a provider of them (the catalog's ``discovery_resources``). (The response transforms —
 Table, PartialObjectMetadata, ``Accept`` negotiation — are :mod:`kcp_cache.server.transforms`.)
 
 Routing: mount :func:`create_discovery_app` behind the shard/cluster filters and send
@@ -38,31 +39,20 @@ from ._openapi import (
     openapi_v3_index,
     schema_name,
 )
-from ._resources import (
-    CRD_KIND_RESOURCE,
-    RESOURCE_VERBS,
-    ServedResource,
-    ServedVersion,
-    group_versions,
-    served_resources,
-)
+from ._resources import RESOURCE_VERBS, storage_version_hash
 
 __all__ = [
-    "CRD_KIND_RESOURCE",
     "DEFAULT_PATCH_TYPES",
     "KUBE_VERSION",
     "RESOURCE_VERBS",
     "CatalogProvider",
     "DiscoveryApp",
-    "ServedResource",
-    "ServedVersion",
     "aggregated_discovery",
     "api_group",
     "api_group_list",
     "api_resource_list",
     "api_versions",
     "create_discovery_app",
-    "group_versions",
     "is_discovery_path",
     "openapi_v2",
     "openapi_v2_protobuf",
@@ -70,6 +60,6 @@ __all__ = [
     "openapi_v3_index",
     "route_discovery",
     "schema_name",
-    "served_resources",
+    "storage_version_hash",
     "version_info",
 ]

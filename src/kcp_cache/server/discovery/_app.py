@@ -2,8 +2,8 @@
 
 Mount it behind the shard/cluster filters, next to the API handlers:
 :func:`is_discovery_path` tells which of the two a (filter-rewritten) path belongs to.
-Every document is a pure function of the served CRDs, so documents are built once per
-distinct CRD set, encoded once, and served with a strong ``ETag`` (``If-None-Match`` →
+Every document is a pure function of the served resources, so documents are built once
+per distinct resource set, encoded once, and served with a strong ``ETag`` (``If-None-Match`` →
 304). The same documents are served under every shard and cluster: the catalogue is
 global (spec §1.8).
 """
@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from kcp_cache.registry import ApiError
+from kcp_cache.registry import ApiError, ResourceInfo
 from kcp_cache.server._respond import send_bytes, send_status
 from kcp_cache.server.transforms import DISCOVERY_GROUP, Negotiated, negotiate, parse_accept
 from kcp_cache.server.types import ASGIApp, Receive, Scope, Send
@@ -38,7 +38,6 @@ from ._openapi import (
     openapi_v3_index,
 )
 from ._openapi_pb import OPENAPI_V2_PROTOBUF, OPENAPI_V2_PROTOBUF_TYPES, openapi_v2_protobuf
-from ._resources import ServedResource, served_resources
 
 __all__ = [
     "CatalogProvider",
@@ -48,7 +47,9 @@ __all__ = [
     "route_discovery",
 ]
 
-CatalogProvider = Callable[[], Iterable[Mapping[str, Any]]]
+#: Returns the served resources (what discovery advertises), e.g.
+#: ``ResourceCatalog.discovery_resources``.
+CatalogProvider = Callable[[], Iterable[ResourceInfo]]
 
 _AGGREGATED: dict[tuple[str, str], tuple[str, ...]] = {
     (DISCOVERY_GROUP, "APIGroupDiscoveryList"): ("v2", "v2beta1")
@@ -88,11 +89,11 @@ class _Encoded:
 
 
 class _Documents:
-    """All documents for one CRD set, built lazily and kept encoded."""
+    """All documents for one resource set, built lazily and kept encoded."""
 
     def __init__(
         self,
-        resources: list[ServedResource],
+        resources: tuple[ResourceInfo, ...],
         version: Mapping[str, Any],
         patch_types: Sequence[str],
     ) -> None:
@@ -176,7 +177,7 @@ class _Documents:
 
 
 class DiscoveryApp:
-    """ASGI app serving discovery and OpenAPI documents for ``catalog_provider()``'s CRDs."""
+    """ASGI app serving discovery and OpenAPI documents for ``catalog_provider()``'s resources."""
 
     def __init__(
         self,
@@ -184,24 +185,29 @@ class DiscoveryApp:
         *,
         version: Mapping[str, Any] | None = None,
         patch_types: Sequence[str] = DEFAULT_PATCH_TYPES,
-        include_crd_resource: bool = True,
     ) -> None:
         self.catalog_provider = catalog_provider
         self.version = dict(version) if version is not None else version_info()
         self.patch_types = tuple(patch_types)
-        self.include_crd_resource = include_crd_resource
-        self._fingerprint = b""
         self._documents: _Documents | None = None
 
     def documents(self) -> _Documents:
-        """The documents of the current CRD set (rebuilt only when the set changed)."""
-        crds = list(self.catalog_provider())
-        fingerprint = hashlib.sha256(orjson.dumps(crds, option=orjson.OPT_SORT_KEYS)).digest()
-        if self._documents is None or fingerprint != self._fingerprint:
-            resources = served_resources(crds, include_crd_resource=self.include_crd_resource)
-            self._documents = _Documents(resources, self.version, self.patch_types)
-            self._fingerprint = fingerprint
-        return self._documents
+        """The documents of the current resource set (rebuilt only when the set changed).
+
+        ``ResourceInfo`` equality covers every field a document reads, so comparing the
+        provider's answer with the last one is the change detection (run-time CRDs come
+        and go); the catalog answers with the same tuple while nothing changed, which
+        makes the common case one identity check.
+        """
+        resources = self.catalog_provider()
+        if not isinstance(resources, tuple):
+            resources = tuple(resources)
+        documents = self._documents
+        if documents is None or (
+            resources is not documents.resources and resources != documents.resources
+        ):
+            documents = self._documents = _Documents(resources, self.version, self.patch_types)
+        return documents
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -323,23 +329,17 @@ def create_discovery_app(
     *,
     version: Mapping[str, Any] | None = None,
     patch_types: Sequence[str] = DEFAULT_PATCH_TYPES,
-    include_crd_resource: bool = True,
 ) -> DiscoveryApp:
     """The discovery/OpenAPI ASGI app.
 
-    ``catalog_provider()`` returns the current CRD objects (``apiextensions.k8s.io/v1``
-    dicts); it is called per request, and documents are rebuilt only when its answer
-    changes. ``version`` overrides the ``/version`` document, ``patch_types`` the patch
-    content types advertised in OpenAPI (add ``application/apply-patch+yaml`` once the
-    API implements server-side apply). ``include_crd_resource`` adds the
-    built-in ``apiextensions.k8s.io/v1 customresourcedefinitions`` resource.
+    ``catalog_provider()`` returns the served resources in the order the documents list
+    them (:meth:`ResourceCatalog.discovery_resources
+    <kcp_cache.registry.ResourceCatalog.discovery_resources>`: sorted, with the built-in
+    ``customresourcedefinitions``); it is called per request, and documents are rebuilt
+    only when its answer changes. ``version`` overrides the ``/version`` document,
+    ``patch_types`` the patch content types advertised in OpenAPI.
     """
-    return DiscoveryApp(
-        catalog_provider,
-        version=version,
-        patch_types=patch_types,
-        include_crd_resource=include_crd_resource,
-    )
+    return DiscoveryApp(catalog_provider, version=version, patch_types=patch_types)
 
 
 def route_discovery(discovery: ASGIApp, api: ASGIApp) -> ASGIApp:

@@ -15,8 +15,10 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from kcp_cache.registry import ResourceInfo, group_versions
+
 from ... import __version__
-from ._resources import ServedResource, group_versions
+from ._resources import RESOURCE_VERBS, storage_version_hash
 
 __all__ = [
     "KUBE_VERSION",
@@ -85,7 +87,7 @@ def _group_entry(group: str, versions: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def api_group_list(resources: Iterable[ServedResource]) -> dict[str, Any]:
+def api_group_list(resources: Iterable[ResourceInfo]) -> dict[str, Any]:
     """``/apis`` (legacy): every group with its versions, preferred version first."""
     return {
         "kind": "APIGroupList",
@@ -94,7 +96,7 @@ def api_group_list(resources: Iterable[ServedResource]) -> dict[str, Any]:
     }
 
 
-def api_group(resources: Iterable[ServedResource], group: str) -> dict[str, Any] | None:
+def api_group(resources: Iterable[ResourceInfo], group: str) -> dict[str, Any] | None:
     """``/apis/{group}``, or ``None`` when no resource of ``group`` is served (→ 404)."""
     versions = group_versions(resources).get(group)
     if not versions:
@@ -102,24 +104,24 @@ def api_group(resources: Iterable[ServedResource], group: str) -> dict[str, Any]
     return {"kind": "APIGroup", "apiVersion": "v1", **_group_entry(group, versions)}
 
 
-def _legacy_resource(resource: ServedResource) -> dict[str, Any]:
+def _legacy_resource(resource: ResourceInfo) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "name": resource.plural,
+        "name": resource.resource,
         "singularName": resource.singular,
         "namespaced": resource.namespaced,
         "kind": resource.kind,
-        "verbs": list(resource.verbs),
+        "verbs": list(RESOURCE_VERBS),
     }
     if resource.short_names:
         entry["shortNames"] = list(resource.short_names)
     if resource.categories:
         entry["categories"] = list(resource.categories)
-    entry["storageVersionHash"] = resource.storage_version_hash
+    entry["storageVersionHash"] = storage_version_hash(resource)
     return entry
 
 
 def api_resource_list(
-    resources: Iterable[ServedResource], group: str, version: str
+    resources: Iterable[ResourceInfo], group: str, version: str
 ) -> dict[str, Any] | None:
     """``/apis/{group}/{version}``, or ``None`` when nothing is served there (→ 404)."""
     served = [r for r in resources if r.group == group and r.version(version) is not None]
@@ -133,13 +135,13 @@ def api_resource_list(
     }
 
 
-def _aggregated_resource(resource: ServedResource, version: str) -> dict[str, Any]:
+def _aggregated_resource(resource: ResourceInfo, version: str) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "resource": resource.plural,
+        "resource": resource.resource,
         "responseKind": {"group": resource.group, "version": version, "kind": resource.kind},
         "scope": resource.scope,
         "singularResource": resource.singular,
-        "verbs": list(resource.verbs),
+        "verbs": list(RESOURCE_VERBS),
     }
     if resource.short_names:
         entry["shortNames"] = list(resource.short_names)
@@ -148,7 +150,7 @@ def _aggregated_resource(resource: ServedResource, version: str) -> dict[str, An
     return entry
 
 
-def aggregated_discovery(resources: Iterable[ServedResource]) -> dict[str, Any]:
+def aggregated_discovery(resources: Iterable[ResourceInfo]) -> dict[str, Any]:
     """``/apis`` as ``apidiscovery.k8s.io/v2 APIGroupDiscoveryList``.
 
     Within a group the versions come highest priority first: clients take the first as

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from ._resources import ServedResource, group_versions
+from kcp_cache.registry import ResourceInfo, group_versions
 
 __all__ = [
     "DEFAULT_PATCH_TYPES",
@@ -210,7 +210,7 @@ class _Builder:
         verb: str,
         operation_id: str,
         description: str,
-        resource: ServedResource,
+        resource: ResourceInfo,
         version: str,
         params: Iterable[str],
         responses: dict[str, Any],
@@ -246,7 +246,7 @@ class _Builder:
             op["schemes"] = ["https"]
         return op
 
-    def paths(self, resource: ServedResource, version: str) -> dict[str, Any]:
+    def paths(self, resource: ResourceInfo, version: str) -> dict[str, Any]:
         """The collection and item paths of ``resource`` at ``version``."""
         kind = resource.kind
         name = schema_name(resource.group, version, kind)
@@ -255,9 +255,9 @@ class _Builder:
         scoped = "Namespaced" if resource.namespaced else ""
         base = f"/apis/{resource.group}/{version}"
         if resource.namespaced:
-            collection = f"{base}/namespaces/{{namespace}}/{resource.plural}"
+            collection = f"{base}/namespaces/{{namespace}}/{resource.resource}"
         else:
-            collection = f"{base}/{resource.plural}"
+            collection = f"{base}/{resource.resource}"
         item = collection + "/{name}"
         path_param = _path_param_v3 if self.v3 else _path_param_v2
         shared = self.query(["pretty"])
@@ -322,7 +322,7 @@ class _Builder:
             },
         }  # fmt: skip
         if resource.namespaced:
-            paths[f"{base}/{resource.plural}"] = {
+            paths[f"{base}/{resource.resource}"] = {
                 "get": op(
                     "list", f"list{gv}{kind}ForAllNamespaces", f"list objects of kind {kind}",
                     params=_LIST_PARAMS, responses=self.responses(["200"], list_name),
@@ -331,7 +331,7 @@ class _Builder:
             }  # fmt: skip
         return paths
 
-    def schemas(self, resource: ServedResource, version: str) -> dict[str, Any]:
+    def schemas(self, resource: ResourceInfo, version: str) -> dict[str, Any]:
         """The kind and list schemas of ``resource`` at ``version``."""
         gvk = {"group": resource.group, "version": version, "kind": resource.kind}
         list_gvk = {**gvk, "kind": resource.list_kind}
@@ -415,13 +415,13 @@ class _Builder:
 
 
 def _gv_resources(
-    resources: Iterable[ServedResource], group: str, version: str
-) -> list[ServedResource]:
+    resources: Iterable[ResourceInfo], group: str, version: str
+) -> list[ResourceInfo]:
     return [r for r in resources if r.group == group and r.version(version) is not None]
 
 
 def openapi_v3_document(
-    resources: Iterable[ServedResource],
+    resources: Iterable[ResourceInfo],
     group: str,
     version: str,
     *,
@@ -451,7 +451,7 @@ def document_hash(document: Any) -> str:
 
 
 def openapi_v3_index(
-    resources: Iterable[ServedResource],
+    resources: Iterable[ResourceInfo],
     *,
     patch_types: Sequence[str] = DEFAULT_PATCH_TYPES,
 ) -> dict[str, Any]:
@@ -472,7 +472,7 @@ def openapi_v3_index(
 
 
 def openapi_v2(
-    resources: Iterable[ServedResource],
+    resources: Iterable[ResourceInfo],
     *,
     patch_types: Sequence[str] = DEFAULT_PATCH_TYPES,
 ) -> dict[str, Any]:

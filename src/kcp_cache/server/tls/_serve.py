@@ -31,8 +31,13 @@ __all__ = ["HTTPSServer", "bind_socket"]
 log = logging.getLogger("kcp_cache.server")
 
 
-def bind_socket(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
+def bind_socket(
+    host: str, port: int, *, backlog: int = 2048, reuse_port: bool = False
+) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: any free port).
+
+    ``reuse_port``: ``SO_REUSEPORT``, so that the processes of ``--workers`` each listen
+    on the same port and the kernel spreads new connections across them.
 
     Raises ``OSError`` (``EADDRINUSE`` for a busy port) before anything else starts.
     """
@@ -43,6 +48,8 @@ def bind_socket(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)

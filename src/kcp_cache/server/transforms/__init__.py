@@ -6,7 +6,8 @@ handlers and discovery (which sits beside them and negotiates its own documents)
 * :func:`negotiate` / :func:`parse_accept` pick the shape an ``Accept`` header asks for
   among a handler's offers (:data:`OBJECT_TRANSFORMS`, :data:`LIST_TRANSFORMS`);
 * :func:`transform` applies it — a ``meta.k8s.io`` Table (:func:`to_table`, with the
-  printer columns of :func:`table_columns_for` and JSONPath cells) or a
+  printer columns a :class:`~kcp_cache.registry.ResourceInfo` holds, via
+  :func:`table_columns_for`, and JSONPath cells) or a
   PartialObjectMetadata(List).
 """
 
@@ -15,11 +16,6 @@ from kcp_cache.server.transforms._accept import MediaRange as MediaRange
 from kcp_cache.server.transforms._accept import Negotiated as Negotiated
 from kcp_cache.server.transforms._accept import negotiate as negotiate
 from kcp_cache.server.transforms._accept import parse_accept as parse_accept
-from kcp_cache.server.transforms._columns import CRD_COLUMNS as CRD_COLUMNS
-from kcp_cache.server.transforms._columns import DEFAULT_COLUMNS as DEFAULT_COLUMNS
-from kcp_cache.server.transforms._columns import PrinterColumn as PrinterColumn
-from kcp_cache.server.transforms._columns import printer_columns as printer_columns
-from kcp_cache.server.transforms._columns import version_columns as version_columns
 from kcp_cache.server.transforms._jsonpath import JSONPath as JSONPath
 from kcp_cache.server.transforms._jsonpath import compile_path as compile_path
 from kcp_cache.server.transforms._partial import list_meta as list_meta
@@ -36,8 +32,6 @@ from kcp_cache.server.transforms._transforms import table_columns_for as table_c
 from kcp_cache.server.transforms._transforms import transform as transform
 
 __all__ = [
-    "CRD_COLUMNS",
-    "DEFAULT_COLUMNS",
     "DISCOVERY_GROUP",
     "LIST_TRANSFORMS",
     "OBJECT_TRANSFORMS",
@@ -45,7 +39,6 @@ __all__ = [
     "JSONPath",
     "MediaRange",
     "Negotiated",
-    "PrinterColumn",
     "TableColumns",
     "compile_path",
     "format_age",
@@ -53,9 +46,7 @@ __all__ = [
     "negotiate",
     "parse_accept",
     "partial_object_metadata_list",
-    "printer_columns",
     "table_columns_for",
     "to_table",
     "transform",
-    "version_columns",
 ]

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 
 from kcp_cache.meta import CLUSTER_ANNOTATION, META_GROUP, SHARD_ANNOTATION, partial_object_metadata
+from kcp_cache.registry import PrinterColumn
 
-from ._columns import PrinterColumn
 from ._jsonpath import JSONPath, compile_path
 from ._partial import list_meta
 

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from kcp_cache.meta import META_GROUP, partial_object_metadata
+from kcp_cache.registry import ResourceInfo
 
 from ._accept import Negotiated
-from ._columns import printer_columns
 from ._partial import list_meta, partial_object_metadata_list
 from ._table import IncludeObject, TableColumns, to_table
 
@@ -35,13 +35,13 @@ LIST_TRANSFORMS: dict[tuple[str, str], tuple[str, ...]] = {
 
 
 def table_columns_for(
-    crd: Mapping[str, Any] | None, version: str, *, shard: bool = False, cluster: bool = False
+    info: ResourceInfo, version: str, *, shard: bool = False, cluster: bool = False
 ) -> TableColumns:
-    """The Table columns of ``crd`` at ``version`` (``None``/empty: the CRD resource itself).
+    """The Table columns of the resource *info* at *version* (:meth:`ResourceInfo.columns`).
 
     ``shard``/``cluster``: the request used the wildcard there, so add that column.
     """
-    return TableColumns(printer_columns(crd, version), shard=shard, cluster=cluster)
+    return TableColumns(info.columns(version), shard=shard, cluster=cluster)
 
 
 def transform(

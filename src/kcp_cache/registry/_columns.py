@@ -2,8 +2,8 @@
 
 A version's ``additionalPrinterColumns``, or kube's default (just the age) when it
 declares none; the CRD resource itself has kube-apiserver's ``Created At`` column.
-Discovery's resource model builds its versions' columns with :func:`version_columns`, and
-Table conversion finds a request's columns with :func:`printer_columns`.
+:class:`~kcp_cache.registry.ResourceInfo` parses them once per CRD version; Table
+conversion, discovery and OpenAPI read them from there.
 """
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kcp_cache.meta import version_priority_key
-
 __all__ = [
     "CRD_COLUMNS",
     "DEFAULT_COLUMNS",
     "PrinterColumn",
-    "printer_columns",
     "version_columns",
 ]
 
@@ -76,17 +73,3 @@ def version_columns(version: Mapping[str, Any]) -> tuple[PrinterColumn, ...]:
     """The columns of one entry of a CRD's ``spec.versions``."""
     declared = version.get("additionalPrinterColumns") or ()
     return tuple(PrinterColumn.from_crd(c) for c in declared) or DEFAULT_COLUMNS
-
-
-def printer_columns(crd: Mapping[str, Any] | None, version: str) -> tuple[PrinterColumn, ...]:
-    """The columns of ``crd`` served at ``version`` (``None``: the CRD resource itself).
-
-    A version the CRD does not serve falls back to its highest-priority served version,
-    as the Table of any version the request resolved to must have columns.
-    """
-    if not crd:
-        return CRD_COLUMNS
-    served = [v for v in crd["spec"].get("versions") or () if v.get("served", True)]
-    served.sort(key=lambda v: version_priority_key(v["name"]))
-    chosen = next((v for v in served if v["name"] == version), served[0] if served else None)
-    return version_columns(chosen) if chosen is not None else ()

@@ -1,0 +1,334 @@
+"""``--workers 2`` against ``--workers 1`` on this 2-core machine, in one run.
+
+Run: ``.venv/bin/python bench/workers_bench.py [--quick] [--rounds N] [--json F]``
+
+Nothing is pinned: the point is to let the server use both cores, and the load generator
+has to share them with it, as any client on this machine would. Each round starts a
+server with ``--workers 1`` and one with ``--workers 2`` (order alternating between
+rounds; the same seeded store each time) and measures, one server at a time:
+
+1. **GETs** of one 1 KiB object: autocannon (npm, presents the client certificate), 64
+   connections from ``--generators`` processes (2: on a loaded machine one node process
+   gets one task's share of the CPU and caps both configurations alike), which the
+   kernel spreads over the workers (``SO_REUSEPORT``). Reported:
+   req/s, and the CPU time of the server processes (leader + followers, from ``/proc``)
+   and of the load generator per request.
+2. **Watch fan-out**: ``--watchers`` idle watch streams (raw asyncio TLS connections from
+   this process, ``_watchers.py``), then one CREATE at a time; the time until every
+   watcher has the event, median over ``--events`` events.
+
+Then **memory per follower**: a ``--workers 2`` server with ``--objects`` objects of 1 KiB,
+RSS of the leader and of the follower (which holds a full copy of the state).
+
+The machine is shared, so the load average is recorded with every measurement, and
+ratios are taken within a round. Target: ≥ 1.6× for GETs and for the fan-out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _procs import Proc, autocannon, client, raise_open_files, start_server
+from _watchers import WatchHub
+
+EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def loadavg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def export(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apis.kcp.io/v1alpha1",
+        "kind": "APIExport",
+        "metadata": {"name": name},
+        "spec": {"note": "x" * 900},
+    }
+
+
+def group_pids(proc: Proc) -> list[int]:
+    """The server process and the workers it started."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    return [proc.pid, *map(int, children)]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_workers(root: Path, port: int, count: int) -> None:
+    """Until each worker has answered (new connections land on any of them)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while len(seen) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only workers {seen} answered")
+        with client(root, port) as http:
+            text = http.get("/metrics").text[:4000]
+        marker = text.find('worker="')
+        if marker >= 0:
+            seen.add(text[marker + 8 : text.index('"', marker + 8)])
+        time.sleep(0.02)
+
+
+def served_gets(root: Path, port: int, workers: int) -> dict[str, float]:
+    """GETs of apiexports each worker has answered (its ``/metrics``, reached by trying
+    new connections until every worker has answered one)."""
+    counts: dict[str, float] = {}
+    deadline = time.monotonic() + 60
+    while len(counts) < workers and time.monotonic() < deadline:
+        with client(root, port) as http:
+            text = http.get("/metrics").text
+        total, worker = 0.0, "0"
+        for line in text.splitlines():
+            if (
+                line.startswith("apiserver_request_total{")
+                and 'resource="apiexports"' in line
+                and 'verb="GET"' in line
+            ):
+                total += float(line.rsplit(" ", 1)[1])
+            if 'worker="' in line:
+                worker = line.split('worker="', 1)[1].split('"', 1)[0]
+        counts[worker] = total
+    return counts
+
+
+def start(root: Path, workers: int) -> Proc:
+    proc = start_server(root, "--workers", str(workers), pinned=False)
+    if workers > 1:
+        wait_workers(root, proc.port, workers)
+    return proc
+
+
+def measure_get(root: Path, proc: Proc, duration: float, generators: int) -> dict[str, Any]:
+    url = f"https://127.0.0.1:{proc.port}{EXPORTS}/get-me"
+    pids = group_pids(proc)
+    workers = len(pids)
+    load = loadavg()
+    before = served_gets(root, proc.port, workers)
+    cpu = [cpu_seconds(p) for p in pids]
+    gen = children_cpu()
+    # Several generators (64 connections in all): on a loaded machine one node process
+    # gets one runnable task's share of the CPU and would cap both configurations.
+    with ThreadPoolExecutor(generators) as pool:
+        runs = list(
+            pool.map(
+                lambda _: autocannon(root, url, duration=duration, connections=64 // generators),
+                range(generators),
+            )
+        )
+    used = [cpu_seconds(p) - c for p, c in zip(pids, cpu, strict=True)]
+    generator = children_cpu() - gen
+    for run in runs:
+        if run["non2xx"] or run["errors"]:
+            raise RuntimeError(f"unclean run: {run}")
+    after = served_gets(root, proc.port, workers)
+    requests = sum(run["requests"] for run in runs)
+    served = {w: after[w] - before.get(w, 0.0) for w in after}
+    return {
+        "rps": sum(run["rps"] for run in runs),
+        "generators": generators,
+        "requests": requests,
+        "server_cpu_us": sum(used) / requests * 1e6,
+        # Per worker: its share of the requests and its CPU per request (the scaling
+        # figure that a loaded machine does not distort: a core-second buys as many).
+        "per_worker": {
+            w: {
+                "requests": served.get(w, 0.0),
+                "cpu_us": used[int(w)] / served[w] * 1e6 if served.get(w) else None,
+            }
+            for w in sorted(served)
+        },
+        "loadgen_cpu_us": generator / requests * 1e6,
+        "load_avg": load,
+    }
+
+
+async def measure_fanout(root: Path, proc: Proc, watchers: int, events: int) -> dict[str, Any]:
+    with client(root, proc.port) as http:
+        rv = http.get(EXPORTS).json()["metadata"]["resourceVersion"]
+        hub = WatchHub(root, proc.port, f"{EXPORTS}?watch=1&resourceVersion={rv}")
+        opened = await hub.open(watchers)
+        await asyncio.sleep(1.0)
+        pids = group_pids(proc)
+        load = loadavg()
+        cpu = sum(cpu_seconds(p) for p in pids)
+        times = []
+        for i in range(events):
+            name = f"fan-{time.monotonic_ns()}-{i}"
+            done = hub.expect(name.encode())
+            sent = time.perf_counter()
+            response = await asyncio.to_thread(http.post, EXPORTS, json=export(name))
+            assert response.status_code == 201, response.text
+            await asyncio.wait_for(done, 60)
+            times.append(max(hub.times) - sent)
+        used = sum(cpu_seconds(p) for p in pids) - cpu
+        hub.close()
+    return {
+        "watchers": watchers,
+        "open_s": round(opened, 2),
+        "median_s": statistics.median(times),
+        "max_s": max(times),
+        "server_cpu_ms_per_event": used / events * 1e3,
+        "lost": hub.lost,
+        "load_avg": load,
+    }
+
+
+def limit_hits(root: Path, port: int) -> dict[str, list[str]]:
+    """``kcp_cache_connection_limit_hits_total`` samples of each worker (tries new
+    connections until both workers answered, or 40 times)."""
+    found: dict[str, list[str]] = {}
+    for _ in range(40):
+        with client(root, port) as http:
+            text = http.get("/metrics").text
+        lines = [ln for ln in text.splitlines() if ln.startswith("kcp_cache_connection_limit")]
+        marker = text.find('worker="')
+        worker = text[marker + 8 : text.index('"', marker + 8)] if marker >= 0 else "?"
+        found[worker] = lines
+        if len(found) >= 2:
+            break
+    return found
+
+
+def seed(root: Path, port: int, count: int) -> None:
+    names = ["get-me", *(f"seed-{i}" for i in range(count))]
+    done = 0
+    while done < len(names):
+        # A connection the server drops (its idle timer racing the next request on a
+        # starved machine) is replaced; a create it may have done answers 409 next time.
+        try:
+            with client(root, port) as http:
+                while done < len(names):
+                    response = http.post(EXPORTS, json=export(names[done]))
+                    assert response.status_code in (201, 409), response.text
+                    done += 1
+        except httpx2.TransportError as exc:
+            log(f"  seeding: {exc!r} after {done} creates; again on a new connection")
+            for worker, hits in limit_hits(root, port).items():
+                log(f"  worker {worker} connection limit hits: {hits}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, 1 round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per GET run")
+    parser.add_argument("--generators", type=int, default=2, help="autocannon processes")
+    parser.add_argument("--watchers", type=int, default=2000)
+    parser.add_argument("--events", type=int, default=15)
+    parser.add_argument("--objects", type=int, default=10_000, help="for the memory figure")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--memory-only", action="store_true", help="skip the rounds")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.duration, args.watchers, args.events = 1, 3.0, 500, 5
+        args.objects = 1000
+    raise_open_files()
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "rounds": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp:
+        root = Path(tmp) / "root"
+        proc = start(root, 1)
+        seed(root, proc.port, 100)
+        autocannon(root, f"https://127.0.0.1:{proc.port}{EXPORTS}/get-me", duration=2)
+        proc.stop()
+        for round_no in range(0 if args.memory_only else args.rounds):
+            order = [1, 2] if round_no % 2 == 0 else [2, 1]
+            row: dict[str, Any] = {}
+            for workers in order:
+                log(f"round {round_no + 1}/{args.rounds}: --workers {workers} (load {loadavg()})")
+                proc = start(root, workers)
+                try:
+                    get = measure_get(root, proc, args.duration, args.generators)
+                    fan = asyncio.run(measure_fanout(root, proc, args.watchers, args.events))
+                finally:
+                    proc.stop()
+                row[str(workers)] = {"get": get, "fanout": fan}
+                log(f"  GET {get['rps']:.0f} req/s, fan-out {fan['median_s'] * 1e3:.0f} ms")
+            row["get_ratio"] = row["2"]["get"]["rps"] / row["1"]["get"]["rps"]
+            row["fanout_ratio"] = row["1"]["fanout"]["median_s"] / row["2"]["fanout"]["median_s"]
+            log(f"  ratios: GET {row['get_ratio']:.2f}x, fan-out {row['fanout_ratio']:.2f}x")
+            results["rounds"].append(row)
+
+        log(f"memory: --workers 2 with {args.objects} objects of 1 KiB")
+        proc = start(root, 2)
+        try:
+            seed(root, proc.port, args.objects)
+            time.sleep(1.0)
+            leader, follower = group_pids(proc)
+            with client(root, proc.port) as http:
+                http.get(EXPORTS)  # both hold the state; one LIST warms nothing but itself
+            results["memory"] = {
+                "objects": args.objects + 101,
+                "leader_rss_mib": rss_kib(leader) / 1024,
+                "follower_rss_mib": rss_kib(follower) / 1024,
+            }
+        finally:
+            proc.stop()
+        log(f"  {results['memory']}")
+        empty = Path(tmp) / "empty"
+        proc = start(empty, 2)
+        try:
+            leader, follower = group_pids(proc)
+            results["memory"]["empty_follower_rss_mib"] = rss_kib(follower) / 1024
+            results["memory"]["empty_leader_rss_mib"] = rss_kib(leader) / 1024
+        finally:
+            proc.stop()
+        # What the servers logged beyond INFO (a restarted worker, a dropped link).
+        for path in sorted(Path(tmp).glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if " INFO " not in line:
+                    log(f"  {path.name}: {line}")
+    rounds = results["rounds"]
+    results["summary"] = {
+        "get_ratio_median": statistics.median(r["get_ratio"] for r in rounds) if rounds else None,
+        "fanout_ratio_median": statistics.median(r["fanout_ratio"] for r in rounds)
+        if rounds
+        else None,
+        "load_avg_end": loadavg(),
+    }
+    print(json.dumps(results["summary"]))
+    if args.json:
+        args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""One audit event: the facts a request leaves behind, and the ``Event`` JSON they become.
+
+The request path keeps only :data:`AuditFacts` — one flat tuple of strings, numbers and
+tuples it already has (no dict, no datetime, no list) — and the audit log's writer thread
+turns them into kube's ``audit.k8s.io/v1`` ``Event`` (:func:`encode_facts`). Why a tuple:
+an event waits up to one writer interval in the buffer, and every dict or list waiting
+there is a container the garbage collector has to walk and promote into its old
+generation, which then makes every full collection slower (the audit log cost ~2.5 µs of
+GC per request that way, more than building the event). A tuple of atomic values is
+untracked by the collector the first time it sees it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import uuid
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "AuditFacts",
+    "FactsEncoder",
+    "ObjectRef",
+    "audit_event",
+    "encode_facts",
+    "new_audit_id",
+    "timestamp",
+]
+
+#: ``(resource, namespace, name, apiGroup, apiVersion, subresource)``, ``""`` for absent.
+ObjectRef = tuple[str, str, str, str, str, str]
+
+#: What :func:`encode_facts` needs, in this order: audit id, stage, request path, query
+#: string (raw bytes), verb, username, groups, source IP, user agent, object reference,
+#: response code (0: none yet), received and stage times (``time.time()``), the
+#: authorization decision (``None``: none was made) and its reason, shard, cluster and
+#: identity (``None``: not in the request).
+AuditFacts = tuple[
+    str,
+    str,
+    str,
+    bytes,
+    str,
+    str,
+    tuple[str, ...],
+    str | None,
+    str | None,
+    ObjectRef | None,
+    int,
+    float,
+    float,
+    bool | None,
+    str,
+    str | None,
+    str | None,
+    str | None,
+]
+
+# Audit ids are UUID-shaped: a random version-4 prefix per process and a counter, unique
+# without a random draw per request (a uuid4 costs ~2 µs; this ~0.3 µs).
+_ID_PREFIX: Final = str(uuid.uuid4())[:24]
+_ids = itertools.count(1)
+
+
+def new_audit_id() -> str:
+    """A request's audit id: UUID-shaped and unique (random per process, then counted)."""
+    return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFFFFFF:012x}"
+
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def timestamp(seconds: float) -> str:
+    """kube's ``metav1.MicroTime`` text: RFC 3339 in UTC with microseconds (the part up to
+    the second is formatted once per second)."""
+    global _second_cache
+    whole = int(seconds)
+    cached = _second_cache
+    if cached[0] != whole:
+        moment = datetime.datetime.fromtimestamp(whole, datetime.UTC)
+        cached = _second_cache = (whole, moment.strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{int((seconds - whole) * 1_000_000):06d}Z"
+
+
+def _object_ref(ref: ObjectRef) -> dict[str, str]:
+    resource, namespace, name, api_group, api_version, subresource = ref
+    object_ref = {"resource": resource}
+    if namespace:
+        object_ref["namespace"] = namespace
+    if name:
+        object_ref["name"] = name
+    object_ref["apiGroup"] = api_group
+    object_ref["apiVersion"] = api_version
+    if subresource:
+        object_ref["subresource"] = subresource
+    return object_ref
+
+
+def _annotations(
+    allowed: bool | None, reason: str, shard: str | None, cluster: str | None, identity: str | None
+) -> dict[str, str]:
+    annotations: dict[str, str] = {}
+    if allowed is not None:
+        annotations["authorization.k8s.io/decision"] = "allow" if allowed else "forbid"
+        annotations["authorization.k8s.io/reason"] = reason
+    if shard is not None:
+        annotations["cache.kcp.io/shard"] = shard
+    if cluster is not None:
+        annotations["cache.kcp.io/cluster"] = cluster
+    if identity:
+        annotations["cache.kcp.io/identity"] = identity
+    return annotations
+
+
+def audit_event(facts: AuditFacts) -> dict[str, Any]:
+    """The ``audit.k8s.io/v1`` ``Event`` at the ``Metadata`` level that *facts* describe."""
+    (audit_id, stage, path, query, verb, username, groups, source_ip, user_agent, ref,
+     code, received, now, allowed, reason, shard, cluster, identity) = facts  # fmt: skip
+    event: dict[str, Any] = {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": audit_id,
+        "stage": stage,
+        "requestURI": f"{path}?{query.decode('latin-1')}" if query else path,
+        "verb": verb,
+        "user": {"username": username, "groups": list(groups)},
+        "sourceIPs": [source_ip] if source_ip else [],
+    }
+    if user_agent:
+        event["userAgent"] = user_agent
+    if ref is not None:
+        event["objectRef"] = _object_ref(ref)
+    if code:
+        status: dict[str, Any] = {"metadata": {}, "code": code}
+        if code >= 400:
+            status["status"] = "Failure"
+        event["responseStatus"] = status
+    event["requestReceivedTimestamp"] = timestamp(received)
+    event["stageTimestamp"] = timestamp(now)
+    annotations = _annotations(allowed, reason, shard, cluster, identity)
+    if annotations:
+        event["annotations"] = annotations
+    return event
+
+
+def encode_facts(facts: AuditFacts) -> bytes:
+    """One JSON line (newline included) of the event *facts* describe, the reference
+    encoding (:class:`FactsEncoder` writes the same event faster)."""
+    return orjson.dumps(audit_event(facts), option=orjson.OPT_APPEND_NEWLINE)
+
+
+_HEAD: Final = b'{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata",'
+
+
+class FactsEncoder:
+    """Encodes events as :func:`encode_facts` does — the same keys and values, in another
+    key order — at about two thirds of its cost: the part of an event that repeats from
+    request to request (user, groups, source IP, agent, and the annotations: decision,
+    reason, shard, cluster, identity) is encoded once and remembered, and the response
+    status once per code; only the rest is a new dict per event.
+
+    One per writer thread (the memos take no lock); a memo is emptied when it reaches
+    *memo_size* entries, so a stream of distinct clients cannot grow it without bound.
+    """
+
+    def __init__(self, memo_size: int = 4096) -> None:
+        self._who: dict[tuple[Any, ...], bytes] = {}
+        self._status: dict[int, dict[str, Any]] = {}
+        self._memo_size = memo_size
+
+    def __call__(self, facts: AuditFacts) -> bytes:
+        (audit_id, stage, path, query, verb, username, groups, source_ip, user_agent, ref,
+         code, received, now, allowed, reason, shard, cluster, identity) = facts  # fmt: skip
+        who_key = (username, groups, source_ip, user_agent, allowed, reason, shard, cluster,
+                   identity)  # fmt: skip
+        who = self._who.get(who_key)
+        if who is None:
+            who = self._remember_who(who_key)
+        event: dict[str, Any] = {
+            "auditID": audit_id,
+            "stage": stage,
+            "requestURI": f"{path}?{query.decode('latin-1')}" if query else path,
+            "verb": verb,
+        }
+        if ref is not None:
+            event["objectRef"] = _object_ref(ref)
+        if code:
+            status = self._status.get(code)
+            if status is None:
+                status = self._status[code] = {"metadata": {}, "code": code}
+                if code >= 400:
+                    status["status"] = "Failure"
+            event["responseStatus"] = status
+        event["requestReceivedTimestamp"] = timestamp(received)
+        event["stageTimestamp"] = timestamp(now)
+        # {"kind"…,"level":"Metadata", + the event's members + , + the remembered members}
+        return b"".join((_HEAD, orjson.dumps(event)[1:-1], b",", who))
+
+    def _remember_who(self, key: tuple[Any, ...]) -> bytes:
+        username, groups, source_ip, user_agent, allowed, reason, shard, cluster, identity = key
+        who: dict[str, Any] = {
+            "user": {"username": username, "groups": list(groups)},
+            "sourceIPs": [source_ip] if source_ip else [],
+        }
+        if user_agent:
+            who["userAgent"] = user_agent
+        annotations = _annotations(allowed, reason, shard, cluster, identity)
+        if annotations:
+            who["annotations"] = annotations
+        if len(self._who) >= self._memo_size:
+            self._who.clear()
+        # Without its opening brace, with the line's newline: the tail of every line.
+        encoded = self._who[key] = orjson.dumps(who, option=orjson.OPT_APPEND_NEWLINE)[1:]
+        return encoded

@@ -1,0 +1,191 @@
+"""A follower of ``--workers`` that falls behind, and one whose leader goes away.
+
+The conformance suite already runs against a follower (``engines.py``: every read and
+watch from its copy, every write through the leader). These tests starve a follower —
+its event loop runs on a thread of its own and is held up, as a stopped process would
+be — while the leader writes and compacts past it, and check that it reloads and then
+answers exactly as the leader does (410 for a compacted start on either).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from kcp_cache.storage import (
+    Expired,
+    FollowerStorage,
+    LeaderLink,
+    SQLiteStorage,
+    Unavailable,
+)
+
+_T = TypeVar("_T")
+PREFIX = "/cache/things/"
+
+
+class _LoopThread:
+    """An event loop on its own thread: the follower's 'process', which can be stalled."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    async def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def stall(self) -> threading.Event:
+        """Hold the loop up until the returned event is set."""
+        resume = threading.Event()
+        self.loop.call_soon_threadsafe(resume.wait)
+        return resume
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+async def leader(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStorage, LeaderLink]]:
+    async with SQLiteStorage(tmp_path / "cache.db", shared_readers=True) as store:
+        link = LeaderLink(store, str(tmp_path / "leader.sock"))
+        await link.start()
+        yield store, link
+        await link.close()
+
+
+@pytest.fixture
+async def follower(
+    tmp_path: Path, leader: tuple[SQLiteStorage, LeaderLink]
+) -> AsyncIterator[tuple[FollowerStorage, _LoopThread]]:
+    thread = _LoopThread()
+    store, _ = leader
+    await store.create(PREFIX + "a", b"a0")
+    await store.create(PREFIX + "b", b"b0")
+    copy = FollowerStorage(tmp_path / "cache.db", leader_socket=str(tmp_path / "leader.sock"))
+    await thread.run(copy.start())
+    yield copy, thread
+    await thread.run(copy.close())
+    thread.stop()
+
+
+async def test_a_follower_the_compaction_passed_reloads(
+    leader: tuple[SQLiteStorage, LeaderLink], follower: tuple[FollowerStorage, _LoopThread]
+) -> None:
+    store, _ = leader
+    copy, thread = follower
+    start = await store.current_revision()
+
+    async def open_watch() -> Any:
+        return copy.watch(PREFIX, after_revision=start)
+
+    stream = await thread.run(open_watch())
+    resume = thread.stall()
+    try:
+        for i in range(20):
+            current = await store.get(PREFIX + "a")
+            await store.update(
+                PREFIX + "a", b"a%d" % (i + 1), expected_mod_revision=current.mod_revision
+            )
+        await store.delete(PREFIX + "b")
+        await store.create(PREFIX + "c", b"c0")
+        await store.compact(await store.current_revision() - 1)  # on disk too, past the copy
+    finally:
+        resume.set()
+    # A consistent read waits for the copy to catch up — here by reloading.
+    assert (await thread.run(copy.get(PREFIX + "a"))).value == b"a20"
+    assert copy.resyncs == 1
+    mine = await thread.run(copy.range(PREFIX))
+    theirs = await store.range(PREFIX)
+    assert mine == theirs
+    assert copy.compacted_revision == store.compacted_revision
+    # The watch open across the reload ended; its client resumes and gets 410 — as it
+    # would from the leader.
+    with pytest.raises(Unavailable):
+        await thread.run(stream.__anext__())
+    for storage, runner in ((copy, thread.run), (store, _direct)):
+
+        async def resume_watch(s: Any = storage) -> Any:
+            return await s.watch(PREFIX, after_revision=start).__anext__()
+
+        with pytest.raises(Expired):
+            await runner(resume_watch())
+    # From the revision the leader still has, the copy replays exactly the leader's event.
+    since = store.compacted_revision
+
+    async def first_event(s: Any) -> Any:
+        stream = s.watch(PREFIX, after_revision=since)
+        try:
+            return await stream.__anext__()
+        finally:
+            await stream.close()
+
+    assert await thread.run(first_event(copy)) == await first_event(store)
+
+
+async def test_a_follower_that_only_lags_catches_up_without_reloading(
+    leader: tuple[SQLiteStorage, LeaderLink], follower: tuple[FollowerStorage, _LoopThread]
+) -> None:
+    store, _ = leader
+    copy, thread = follower
+    start = await store.current_revision()
+    resume = thread.stall()
+    try:
+        for i in range(50):
+            await store.create(PREFIX + f"n{i}", b"x")
+    finally:
+        resume.set()
+
+    async def events() -> list[int]:
+        stream = copy.watch(PREFIX, after_revision=start)
+        return [(await stream.__anext__()).revision for _ in range(50)]
+
+    assert await thread.run(events()) == list(range(start + 1, start + 51))
+    assert copy.resyncs == 0
+
+
+async def test_a_write_through_the_follower_is_read_back_there_at_once(
+    leader: tuple[SQLiteStorage, LeaderLink], follower: tuple[FollowerStorage, _LoopThread]
+) -> None:
+    store, _ = leader
+    copy, thread = follower
+
+    async def write_then_read() -> tuple[int, int, bytes]:
+        kv = await copy.create(PREFIX + "mine", b"v")
+        # No consistent read here: the copy's own state already has the write.
+        return kv.mod_revision, copy._state.revision, copy._state.current[PREFIX + "mine"].value
+
+    revision, copy_revision, value = await thread.run(write_then_read())
+    assert copy_revision >= revision
+    assert value == b"v"
+    assert (await store.get(PREFIX + "mine")).mod_revision == revision
+
+
+async def test_a_follower_whose_leader_goes_away_stops_serving(
+    leader: tuple[SQLiteStorage, LeaderLink], follower: tuple[FollowerStorage, _LoopThread]
+) -> None:
+    _, link = leader
+    copy, thread = follower
+    await link.close()
+
+    async def lost() -> None:
+        await asyncio.wait_for(copy.leader_lost.wait(), 5)
+
+    await thread.run(lost())
+    with pytest.raises(Unavailable):
+        await thread.run(copy.get(PREFIX + "a"))
+    with pytest.raises(Unavailable):
+        await thread.run(copy.create(PREFIX + "z", b"z"))
+    with pytest.raises(Unavailable):
+        await thread.run(copy.check_health())
+
+
+async def _direct(coro: Coroutine[Any, Any, _T]) -> _T:
+    return await coro
