@@ -136,14 +136,26 @@ def start_ceiling(root: Path, body: Path, list_body: Path | None) -> Proc:
     return proc
 
 
-def client(root: Path, port: int, **kwargs: Any) -> httpx2.Client:
-    """An admin client for a server (or ceiling) using ``root``'s certificates."""
+def _admin_tls(root: Path) -> Any:
     import ssl
 
     context = ssl.create_default_context(cafile=str(root / "apiserver.crt"))
     context.load_cert_chain(str(root / "admin.crt"), str(root / "admin.key"))
+    return context
+
+
+def client(root: Path, port: int, **kwargs: Any) -> httpx2.Client:
+    """An admin client for a server (or ceiling) using ``root``'s certificates."""
     kwargs.setdefault("timeout", 60.0)
-    return httpx2.Client(base_url=f"https://127.0.0.1:{port}", verify=context, **kwargs)
+    return httpx2.Client(base_url=f"https://127.0.0.1:{port}", verify=_admin_tls(root), **kwargs)
+
+
+def async_client(root: Path, port: int, **kwargs: Any) -> httpx2.AsyncClient:
+    """:func:`client`'s asyncio twin."""
+    kwargs.setdefault("timeout", 60.0)
+    return httpx2.AsyncClient(
+        base_url=f"https://127.0.0.1:{port}", verify=_admin_tls(root), **kwargs
+    )
 
 
 def ensure_autocannon() -> Path:

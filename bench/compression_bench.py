@@ -17,7 +17,6 @@ import asyncio
 import gzip
 import json
 import os
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,11 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx2
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import Proc, client, pin_self_to_load_cpu, start_server
+from _procs import Proc, async_client, client, pin_self_to_load_cpu, start_server
 
 LIST_PATH = "/services/cache/shards/amber/clusters/bench/apis/apis.kcp.io/v1alpha2/apiexports"
 
@@ -46,11 +43,7 @@ def export(name: str, pad: int) -> dict[str, Any]:
 
 
 async def fill(root: Path, port: int, count: int) -> None:
-    context = ssl.create_default_context(cafile=str(root / "apiserver.crt"))
-    context.load_cert_chain(str(root / "admin.crt"), str(root / "admin.key"))
-    async with httpx2.AsyncClient(
-        base_url=f"https://127.0.0.1:{port}", verify=context, timeout=60
-    ) as http:
+    async with async_client(root, port) as http:
         # ~1 KiB as served: 700 bytes of padding plus metadata, annotations, uid, timestamps.
         queue = list(range(count))
 

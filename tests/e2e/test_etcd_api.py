@@ -126,7 +126,7 @@ def test_a_non_default_prefix_is_honoured(
         assert client.post(exports_path("amber", "acme"), json=export("mine")).status_code == 201
     keys = [kv.key for kv in etcd_get_prefix(etcd.endpoints, custom + "/")]
     assert f"{custom}/apis.kcp.io/apiexports/customresources/amber/acme/mine" in keys
-    assert len([k for k in keys if "/customresourcedefinitions/" in k]) == 23
+    assert len([k for k in keys if "/customresourcedefinitions/" in k]) == 26
     # Another prefix on the same etcd is another cache: it does not see the object.
     with second.client() as client:
         listed = client.get(exports_path("*", "*")).json()["items"]

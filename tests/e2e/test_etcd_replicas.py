@@ -96,7 +96,7 @@ def test_replicas_started_together_bootstrap_the_crds_once(
     try:
         _start_together(servers)
         crds = etcd_get_prefix(etcd3.endpoints, prefix + CRDS)
-        assert len(crds) == 23
+        assert len(crds) == 26
         # Each CRD was created by exactly one replica; the others found it in place.
         assert {kv.version for kv in crds} == {1}
         for server in servers:
@@ -125,7 +125,7 @@ async def test_concurrent_bootstraps_create_and_upgrade_each_crd_once(
         catalog = ResourceCatalog()
         await asyncio.gather(*(Bootstrapper(e, catalog).run() for e in engines))
         crds = etcd_get_prefix(etcd3.endpoints, prefix + CRDS)
-        assert len(crds) == 23
+        assert len(crds) == 26
         assert {kv.version for kv in crds} == {1}  # AlreadyExists → re-read, no overwrite
 
         # A new release with changed CRDs, rolled out to every replica at once.

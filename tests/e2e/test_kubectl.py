@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -168,6 +169,38 @@ def test_wildcard_watch_rows_carry_shard_and_cluster(kubectl: Kubectl) -> None:
         assert row.split()[:3] == ["roamer", "beech", "far"]  # a watch event's Table row
     finally:
         reader.stop()
+
+
+def test_cache_shards_through_kubectl(kubectl: Kubectl, tmp_path: Path) -> None:
+    """The lifecycle types are served like the others: kubectl creates, patches and
+    prints them with their printer columns (the server fills the status)."""
+    where = {"shard": "system:cache:server", "cluster": "system:cache"}
+    path = tmp_path / "cacheshard.yaml"
+    path.write_text(
+        "apiVersion: cacheserver.kcp.io/v1alpha1\nkind: CacheShard\n"
+        "metadata:\n  name: kubectl-gamma\nspec:\n  registered: true\n"
+    )
+    created = kubectl.run("create", "-f", str(path), **where).stdout
+    assert created.strip() == "cacheshard.cacheserver.kcp.io/kubectl-gamma created"
+
+    def row() -> list[str]:
+        table = kubectl.run("get", "cacheshards", **where).stdout.splitlines()
+        assert table[0].split() == ["NAME", "PHASE", "EPOCH", "HEARTBEAT", "OBJECTS", "AGE"]
+        return next(line.split() for line in table[1:] if line.startswith("kubectl-gamma"))
+
+    deadline = time.monotonic() + 10
+    while row()[1:3] != ["Active", "1"]:
+        assert time.monotonic() < deadline, row()
+        time.sleep(0.1)
+    patched = kubectl.run(
+        "patch", "cacheshard", "kubectl-gamma", "--type", "merge",
+        "-p", '{"spec":{"decommission":true}}', **where,
+    ).stdout  # fmt: skip
+    assert "cacheshard.cacheserver.kcp.io/kubectl-gamma patched" in patched
+    while row()[1] != "Purged":
+        assert time.monotonic() < deadline + 10, row()
+        time.sleep(0.1)
+    assert "shardtombstones" in kubectl.run("api-resources", **where).stdout
 
 
 EXPORT = """\

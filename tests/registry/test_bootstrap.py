@@ -15,14 +15,14 @@ async def test_bootstrap_is_idempotent_and_repairs_drift(storage: MemoryStorage)
     assert not boot.ready
     await boot.run()
     assert boot.ready
-    assert await storage.current_revision() == 23
+    assert await storage.current_revision() == 26
     listed = await storage.range("/cache/apiextensions.k8s.io/customresourcedefinitions/")
-    assert len(listed.kvs) == 23
+    assert len(listed.kvs) == 26
     assert all("/system:cache:server/system:system-crds/" in kv.key for kv in listed.kvs)
 
     again = Bootstrapper(storage, catalog)
     await again.run()
-    assert await storage.current_revision() == 23  # nothing rewritten
+    assert await storage.current_revision() == 26  # nothing rewritten
 
     key = boot.key("shards.core.kcp.io")
     kv = await storage.get(key)

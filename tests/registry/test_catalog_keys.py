@@ -25,6 +25,10 @@ TABLE = {
         "v1alpha1",
     ),
     "shards.core.kcp.io": ("Shard", False, ("v1alpha1",), "v1alpha1"),
+    # The cache server's own lifecycle types (beyond-kcp §3.3).
+    "cacheshards.cacheserver.kcp.io": ("CacheShard", False, ("v1alpha1",), "v1alpha1"),
+    "shardleases.cacheserver.kcp.io": ("ShardLease", False, ("v1alpha1",), "v1alpha1"),
+    "shardtombstones.cacheserver.kcp.io": ("ShardTombstone", False, ("v1alpha1",), "v1alpha1"),
     # Added after spec §4 (beyond-kcp §1.5): kcp now keeps these in the cache.
     "caches.core.kcp.io": ("Cache", False, ("v1alpha1",), "v1alpha1"),
     "permissionclaimpolicies.admin.kcp.io": (
@@ -90,9 +94,9 @@ TABLE = {
 }
 
 
-def test_the_23_bootstrapped_crds_match_spec_table_and_kcps_newer_types() -> None:
+def test_the_26_bootstrapped_crds_match_spec_table_and_kcps_newer_types() -> None:
     crds = load_bootstrap_crds()
-    assert len(crds) == 23
+    assert len(crds) == 26
     catalog = ResourceCatalog(crds)
     got = {
         info.group_resource: (
@@ -136,7 +140,7 @@ def test_resolve() -> None:
     crd = catalog.resolve("apiextensions.k8s.io", "v1", "customresourcedefinitions")
     assert crd is not None
     assert crd.builtin
-    assert len(catalog) == 24  # 23 bootstrapped CRDs + the CRD resource itself
+    assert len(catalog) == 27  # 26 bootstrapped CRDs + the CRD resource itself
 
 
 @pytest.fixture

@@ -272,6 +272,41 @@ def test_reserved_and_admin_view_spaces(scoped: Env) -> None:
         assert amber.post(admin_view, json=policy).status_code == 201
 
 
+def test_a_shard_writes_its_own_lease_and_no_other(scoped: Env) -> None:
+    leases = url(
+        "system:cache:server", "system:cache", ("cacheserver.kcp.io/v1alpha1", "shardleases")
+    )
+
+    def lease(name: str) -> dict[str, Any]:
+        return {"apiVersion": "cacheserver.kcp.io/v1alpha1", "kind": "ShardLease",
+                "metadata": {"name": name}, "spec": {"leaseDurationSeconds": 40}}  # fmt: skip
+
+    with scoped.client("shard-amber") as amber:
+        assert amber.post(leases, json=lease("amber")).status_code == 201
+        merge = {"content-type": "application/merge-patch+json"}
+        r = amber.patch(f"{leases}/amber", content=b'{"spec":{"renewTime":"x"}}', headers=merge)
+        assert r.status_code == 200
+        denied = amber.post(leases, json=lease("sapphire"))
+        assert denied.status_code == 403
+        assert denied.json()["message"] == (
+            'user "system:kcp:shard:amber" may write only the ShardLease "amber"'
+        )
+        r = amber.patch(f"{leases}/sapphire", content=b'{"spec":{}}', headers=merge)
+        assert r.status_code == 403
+        assert amber.delete(f"{leases}/amber").status_code == 403
+        shards = url(
+            "system:cache:server", "system:cache", ("cacheserver.kcp.io/v1alpha1", "cacheshards")
+        )
+        cache_shard = {"apiVersion": "cacheserver.kcp.io/v1alpha1", "kind": "CacheShard",
+                       "metadata": {"name": "amber"}, "spec": {"registered": True}}  # fmt: skip
+        assert amber.post(shards, json=cache_shard).status_code == 403
+    with scoped.client("reader") as reader:
+        assert reader.post(leases, json=lease("front-proxy")).status_code == 403
+    with scoped.client("admin") as admin:
+        assert admin.get(f"{leases}/sapphire").status_code == 404
+        assert admin.get(f"{leases}/amber").json()["spec"]["renewTime"] == "x"
+
+
 def test_kcp_mode_is_exactly_spec_7(tmp_path: Path) -> None:
     env = Env(tmp_path, "kcp")
     try:

@@ -514,6 +514,31 @@ async def test_delete_prefix_is_one_event_per_key(storage: Storage) -> None:
     assert await storage.delete_prefix("/cache/dp/") == []
 
 
+async def test_delete_prefix_in_bounded_batches(storage: Storage) -> None:
+    """``limit`` deletes the first keys in key order; repeating it empties the prefix
+    (how a decommissioned shard's data is purged) and touches nothing else."""
+    kept = await storage.create("/cache/dpb-other/x", b"keep")
+    names = [f"k{i:02d}" for i in range(7)]
+    kvs = {n: await storage.create(f"/cache/dpb/{n}", n.encode()) for n in names}
+    start = await storage.current_revision()
+    watch = storage.watch("/cache/dpb/", after_revision=start)
+    batches: list[list[str]] = []
+    try:
+        while results := await storage.delete_prefix("/cache/dpb/", limit=3):
+            batches.append([r.prev_kv.key.rsplit("/", 1)[1] for r in results])
+            assert all(r.prev_kv == kvs[r.prev_kv.key.rsplit("/", 1)[1]] for r in results)
+        events = await take(watch, 7)
+    finally:
+        await watch.close()
+    assert batches == [names[0:3], names[3:6], names[6:7]]
+    assert [e.revision for e in events] == list(range(start + 1, start + 8))
+    assert [e.prev_kv.value for e in events if e.prev_kv] == [n.encode() for n in names]
+    assert (await storage.range("/cache/dpb/")).kvs == []
+    assert await storage.get(kept.key) == kept
+    with pytest.raises(ValueError, match="negative"):
+        await storage.delete_prefix("/cache/dpb/", limit=-1)
+
+
 async def test_watch_close_ends_iteration(storage: Storage) -> None:
     watch = storage.watch(P, after_revision=await storage.current_revision())
     waiting = asyncio.ensure_future(anext(watch))

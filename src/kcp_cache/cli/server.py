@@ -31,6 +31,7 @@ from OpenSSL import SSL
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._hierarchy import Hierarchy, add_hierarchy_flags, store_identity, with_epoch
+from kcp_cache.cli._lifecycle_flags import add_lifecycle_flags, lifecycle_options
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.cli._numbers import integer_at_least
 from kcp_cache.cli._workers import (
@@ -291,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         "never passes an event not yet sent (default: 1m, as kube-apiserver)",
     )
     _add_limit_flags(parser)
+    add_lifecycle_flags(parser)
     add_worker_flags(parser)
     add_hierarchy_flags(parser)
     misc = parser.add_argument_group("testing and logging")
@@ -833,6 +835,8 @@ async def _serve(
         max_requests_inflight=args.max_requests_inflight,
         max_mutating_requests_inflight=args.max_mutating_requests_inflight,
         request_timeout=args.request_timeout,
+        lifecycle=lifecycle_options(args),
+        freshness_require_markers=args.freshness_require_markers,
         compression=Compression(
             enabled=args.response_compression == "on",
             threshold=args.response_compression_threshold,

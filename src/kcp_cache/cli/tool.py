@@ -27,16 +27,20 @@ from typing import Any
 from kcp_cache import __version__
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._logging import setup_logging
+from kcp_cache.cli._shard_tool import add_shard_parser, run_shard
 from kcp_cache.cli._store_tool import add_store_parser, run_store
 from kcp_cache.client import AsyncClient, TransportError
 from kcp_cache.meta import SYSTEM_MASTERS
 from kcp_cache.replication import (
     CCR_RESOURCE,
+    DEFAULT_LEASE_DURATION,
+    DEFAULT_RENEW_INTERVAL,
     DEFAULT_RESET_CHECK_PERIOD,
     DEFAULT_RESOURCES,
     APIExportReferenceController,
     CachedResourceController,
     HealthServer,
+    ShardLeaseRenewer,
     WriteController,
     cache_client,
     local_client,
@@ -148,8 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     logging_group = replicate.add_argument_group("logging")
     logging_group.add_argument("-v", "--verbosity", type=int, default=0, help="log verbosity")
     logging_group.add_argument("--log-format", choices=["text", "json"], default="text")
+    lease = replicate.add_argument_group("the shard's lease (liveness and sync markers)")
+    lease.add_argument(
+        "--lease-renew-interval",
+        type=parse_duration,
+        default=DEFAULT_RENEW_INTERVAL,
+        help="how often the shard's ShardLease is renewed with its sync markers; 0: no lease",
+    )
+    lease.add_argument(
+        "--lease-duration",
+        type=parse_duration,
+        default=DEFAULT_LEASE_DURATION,
+        help="the leaseDurationSeconds the cache judges liveness by",
+    )
     _add_certs_command(commands)
     add_store_parser(commands)
+    add_shard_parser(commands)
     return parser
 
 
@@ -222,6 +240,7 @@ async def _replicate(args: argparse.Namespace) -> int:
         return checks
 
     health: HealthServer | None = None
+    lease: ShardLeaseRenewer | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -240,6 +259,11 @@ async def _replicate(args: argparse.Namespace) -> int:
             log.info("health and metrics on http://%s:%d", args.metrics_bind_address, port)
         log.info("replicating shard %s: %s", controller.shard, ", ".join(r.name for r in resources))
         await controller.start()
+        if args.lease_renew_interval > 0:
+            lease = ShardLeaseRenewer(
+                controller, interval=args.lease_renew_interval, duration=args.lease_duration
+            )
+            await lease.start()
         for extra in extras:
             await extra.start()
         if extras:
@@ -247,6 +271,8 @@ async def _replicate(args: argparse.Namespace) -> int:
         await stop.wait()
         log.info("shutting down")
     finally:
+        if lease is not None:
+            await lease.stop()
         for extra in extras:
             await extra.stop()
         await controller.stop()
@@ -327,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "store":
         return run_store(args)
+    if args.command == "shard":
+        return run_shard(args)
     setup_logging(args.verbosity, args.log_format)
     # One INFO line per HTTP request from httpx2 drowns the controller's own logs.
     logging.getLogger("httpx2").setLevel(logging.DEBUG if args.verbosity >= 4 else logging.WARNING)

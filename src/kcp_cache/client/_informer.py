@@ -324,6 +324,28 @@ class SharedInformer(StartStop):
     def last_sync_resource_version(self) -> str:
         return self.reflector.last_sync_resource_version
 
+    def freshness(self) -> dict[str, bool]:
+        """Per shard, whether this informer holds all of its data the cache has confirmed.
+
+        From the shard watermarks a kcp-cache server puts on watch bookmarks: shard S
+        counts as complete when the informer's last-seen resourceVersion is at least S's
+        marker ``cacheRevision`` — the cache revision of the lease write that said "all
+        of S's changes up to its local version L are applied", so this is exact, not a
+        guess (beyond-kcp §3.5). Empty until a bookmark with watermarks arrived (other
+        servers send none).
+        """
+        try:
+            seen = int(self.last_sync_resource_version or 0)
+        except ValueError:
+            return {}
+        out: dict[str, bool] = {}
+        for shard, mark in self.reflector.watermarks.items():
+            try:
+                out[shard] = seen >= int(mark.get("cacheRevision", ""))
+            except ValueError:
+                out[shard] = False
+        return out
+
     async def start(self) -> None:
         """Start the reflector and handler tasks (idempotent). Returns at once."""
         if self._task is not None:

@@ -34,6 +34,10 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import orjson
+
+from kcp_cache.meta import WATERMARKS_ANNOTATION
+
 from ._errors import ApiError, Gone, ResourceVersionTooLarge, ServerError, TooManyRequests
 from ._http import TransportError
 from ._ratelimit import Backoff
@@ -122,6 +126,9 @@ class Reflector:
         self._rng = rng or random.Random()
         #: The newest resourceVersion applied to the sink ("" before the first list).
         self.last_sync_resource_version = ""
+        #: The shard watermarks of the latest bookmark that carried them (kcp-cache's
+        #: ``cache.kcp.io/shard-watermarks``): ``{shard: {"cacheRevision": …, …}}``.
+        self.watermarks: dict[str, dict[str, str]] = {}
         #: ``X-Kcp-Cache-Store`` of the last list ("" if the server sends none).
         self.store = ""
         #: Counters, for tests and metrics.
@@ -194,6 +201,11 @@ class Reflector:
         low = self.options.min_watch_timeout
         return max(1, int(self._rng.uniform(low, 2 * low)))
 
+    def _note_watermarks(self, obj: Any) -> None:
+        marks = _watermarks(obj)
+        if marks is not None:
+            self.watermarks = marks
+
     async def _watch(self) -> bool:
         """One watch; returns whether it made progress (an event or a bookmark)."""
         self.watches += 1
@@ -220,6 +232,8 @@ class Reflector:
                     rv = event.resource_version
                     if event.type != "BOOKMARK":
                         self.sink.apply(event)
+                    else:
+                        self._note_watermarks(event.object)
                     if rv:
                         self.last_sync_resource_version = rv
                     progressed = True
@@ -230,6 +244,22 @@ class Reflector:
         finally:
             await stream.aclose()
         return progressed
+
+
+def _watermarks(obj: Any) -> dict[str, dict[str, str]] | None:
+    """The watermarks a bookmark object carries, or ``None`` (absent or malformed)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    text = annotations.get(WATERMARKS_ANNOTATION) if isinstance(annotations, dict) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        marks = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(marks, dict):
+        return None
+    return {k: v for k, v in marks.items() if isinstance(v, dict)}
 
 
 def _describe(err: BaseException) -> str:

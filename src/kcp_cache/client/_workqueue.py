@@ -121,6 +121,11 @@ class WorkQueue(Generic[T]):
         """How many items workers hold right now."""
         return len(self._processing)
 
+    def unfinished(self) -> set[T]:
+        """Every item waiting, being processed or delayed: what is not done yet (a
+        controller's sync marker may claim convergence only when none of its keys is)."""
+        return self._dirty | self._processing | set(self._delayed)
+
     def _wake_one(self) -> None:
         while self._getters:
             waiter = self._getters.popleft()

@@ -11,6 +11,7 @@ The registry knows Kubernetes objects, not HTTP. Entry points:
 """
 
 from kcp_cache.registry._admission import AnnotationOnlyChange as AnnotationOnlyChange
+from kcp_cache.registry._admission import NameCheck as NameCheck
 from kcp_cache.registry._admission import OriginCheck as OriginCheck
 from kcp_cache.registry._admission import WriteAdmission as WriteAdmission
 from kcp_cache.registry._admission import admission_chain as admission_chain
@@ -42,8 +43,12 @@ from kcp_cache.registry._feed import DEFAULT_PROGRESS_INTERVAL as DEFAULT_PROGRE
 from kcp_cache.registry._feed import FeedEvent as FeedEvent
 from kcp_cache.registry._feed import FeedFilter as FeedFilter
 from kcp_cache.registry._feed import FeedSource as FeedSource
+from kcp_cache.registry._freshness import FreshnessState as FreshnessState
+from kcp_cache.registry._freshness import ShardFreshness as ShardFreshness
+from kcp_cache.registry._freshness import freshness_report as freshness_report
 from kcp_cache.registry._goparse import GoNumberError as GoNumberError
 from kcp_cache.registry._goparse import go_quote as go_quote
+from kcp_cache.registry._goparse import parse_duration_seconds as parse_duration_seconds
 from kcp_cache.registry._goparse import parse_int64 as parse_int64
 from kcp_cache.registry._goparse import parse_query_bool as parse_query_bool
 from kcp_cache.registry._home import LOCAL_ONLY as LOCAL_ONLY
@@ -63,6 +68,16 @@ from kcp_cache.registry._labels import _value_errors as _value_errors
 from kcp_cache.registry._labels import (
     validate_labels_and_annotations as validate_labels_and_annotations,
 )
+from kcp_cache.registry._lifecycle import LifecycleOptions as LifecycleOptions
+from kcp_cache.registry._lifecycle import ShardLifecycle as ShardLifecycle
+from kcp_cache.registry._lifecycle_names import CACHE_SHARDS as CACHE_SHARDS
+from kcp_cache.registry._lifecycle_names import LIFECYCLE_GROUP as LIFECYCLE_GROUP
+from kcp_cache.registry._lifecycle_names import LIFECYCLE_VERSION as LIFECYCLE_VERSION
+from kcp_cache.registry._lifecycle_names import PHASES as PHASES
+from kcp_cache.registry._lifecycle_names import SHARD_LEASES as SHARD_LEASES
+from kcp_cache.registry._lifecycle_names import SHARD_TOMBSTONES as SHARD_TOMBSTONES
+from kcp_cache.registry._lifecycle_names import SYSTEM_CACHE_CLUSTER as SYSTEM_CACHE_CLUSTER
+from kcp_cache.registry._lifecycle_names import Phase as Phase
 from kcp_cache.registry._mirror_store import MirrorStore as MirrorStore
 from kcp_cache.registry._nesting import MAX_NESTING as MAX_NESTING
 from kcp_cache.registry._nesting import check_nesting as check_nesting
@@ -99,6 +114,7 @@ from kcp_cache.registry._watchcache import error_line as error_line
 
 __all__ = [
     "APPLY_PATCH",
+    "CACHE_SHARDS",
     "CHUNK_BYTES",
     "CRD_COLUMNS",
     "CRD_GROUP",
@@ -108,10 +124,16 @@ __all__ = [
     "DEFAULT_PROGRESS_INTERVAL",
     "DRY_RUN_ALL",
     "JSON_PATCH",
+    "LIFECYCLE_GROUP",
+    "LIFECYCLE_VERSION",
     "LOCAL_ONLY",
     "MAX_NESTING",
     "MERGE_PATCH",
+    "PHASES",
     "REPLAY_WINDOW",
+    "SHARD_LEASES",
+    "SHARD_TOMBSTONES",
+    "SYSTEM_CACHE_CLUSTER",
     "SYSTEM_CRDS_CLUSTER",
     "SYSTEM_SHARD",
     "AnnotationOnlyChange",
@@ -122,17 +144,21 @@ __all__ = [
     "FeedFilter",
     "FeedSource",
     "FieldSelector",
+    "FreshnessState",
     "GoNumberError",
     "HomeMap",
     "KeyParts",
     "KeyScheme",
     "LabelSelector",
+    "LifecycleOptions",
     "ListOptions",
     "ListResponse",
     "ListScope",
     "MirrorStore",
+    "NameCheck",
     "OriginCheck",
     "PatchError",
+    "Phase",
     "PrinterColumn",
     "Registry",
     "ResourceCatalog",
@@ -141,6 +167,8 @@ __all__ = [
     "RuntimeCRDWatcher",
     "SelectorError",
     "ServedVersion",
+    "ShardFreshness",
+    "ShardLifecycle",
     "Target",
     "WatchCache",
     "WatchSession",
@@ -159,12 +187,14 @@ __all__ = [
     "error_line",
     "field_set",
     "fields_v1",
+    "freshness_report",
     "go_quote",
     "group_versions",
     "load_bootstrap_crds",
     "new_uid",
     "now_timestamp",
     "parse_dry_run",
+    "parse_duration_seconds",
     "parse_field_selector",
     "parse_fields_v1",
     "parse_int64",

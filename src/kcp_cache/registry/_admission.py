@@ -20,6 +20,7 @@ from kcp_cache.registry._errors import ApiError
 
 __all__ = [
     "AnnotationOnlyChange",
+    "NameCheck",
     "OriginCheck",
     "WriteAdmission",
     "admission_chain",
@@ -54,6 +55,24 @@ class OriginCheck:
             raise ApiError.forbidden(
                 f'{SHARD_ANNOTATION} "{claimed}" does not match the request\'s shard "{self.shard}"'
             )
+
+    def check_update(self, info: ResourceInfo, old: Obj, new: Obj) -> None:
+        return None
+
+
+class NameCheck:
+    """The object's ``metadata.name`` must be *name* (a shard writes its own lease only;
+    a create names its object in the body, not in the URL)."""
+
+    def __init__(self, name: str, denied_message: str) -> None:
+        self.name = name
+        self.denied_message = denied_message
+
+    def check_body(self, info: ResourceInfo, body: Obj) -> None:
+        meta = body.get("metadata")
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        if name != self.name:
+            raise ApiError.forbidden(self.denied_message)
 
     def check_update(self, info: ResourceInfo, old: Obj, new: Obj) -> None:
         return None

@@ -1,6 +1,6 @@
 """Writing the bootstrapped CRDs into the store at start-up (spec §4, §1.7).
 
-The 23 CRD objects are stored in shard ``system:cache:server``, cluster
+The 26 CRD objects are stored in shard ``system:cache:server``, cluster
 ``system:system-crds`` — where kcp shards list and watch them to learn which cached
 resources exist. Bootstrapping is idempotent: missing CRDs are created, changed ones
 updated (uid and creationTimestamp kept), identical ones left alone, so a restart on the

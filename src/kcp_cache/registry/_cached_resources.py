@@ -102,6 +102,11 @@ class CachedResourceIndex(PrefixFollower):
         else:
             self._entries[key] = entry
 
+    def identities(self) -> set[tuple[str, str, str]]:
+        """(group, resource, identity) of every replicated ClusterCachedResource: the
+        origins under which shards' identity-typed objects are stored."""
+        return {(e.group, e.resource, e.identity) for e in self._entries.values()}
+
     # -- resolution -----------------------------------------------------------------
 
     def has_identity(self, shard: str, cluster: str, identity: str) -> bool:

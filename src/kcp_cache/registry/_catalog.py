@@ -176,10 +176,12 @@ def _bootstrap_crds_json() -> bytes:
 
 
 def load_bootstrap_crds() -> list[dict[str, Any]]:
-    """The 23 bootstrapped CRD objects, read from the packaged data files.
+    """The 26 bootstrapped CRD objects, read from the packaged data files.
 
     Spec §4's 21, plus ``caches.core.kcp.io`` and ``permissionclaimpolicies.admin.kcp.io``,
-    which kcp has kept in the cache since (beyond-kcp §1.5).
+    which kcp has kept in the cache since (beyond-kcp §1.5), plus the cache server's own
+    ``cacheshards``, ``shardleases`` and ``shardtombstones`` (``cacheserver.kcp.io``,
+    beyond-kcp §3.3).
 
     Each call returns fresh objects the caller may modify.
     """

@@ -44,9 +44,15 @@ class PrefixFollower(abc.ABC):
     def _replace(self, kvs: list[KeyValue]) -> None:
         """Make the view exactly *kvs* (a complete listing of the prefix)."""
 
-    @abc.abstractmethod
     def _apply(self, key: str, value: bytes | None) -> None:
-        """One watch event: *key* now holds *value* (``None``: deleted)."""
+        """One watch event: *key* now holds *value* (``None``: deleted). Override this,
+        or :meth:`_apply_event` for views that need the revision too."""
+        raise NotImplementedError
+
+    def _apply_event(self, kv: KeyValue) -> None:
+        """One watch event with its revision (``kv.value`` empty: deleted); by default
+        :meth:`_apply`, for views that need only the bytes."""
+        self._apply(kv.key, kv.value if kv.value else None)
 
     async def start(self) -> None:
         """List, then watch in the background; returns once the first list is loaded."""
@@ -69,7 +75,7 @@ class PrefixFollower(abc.ABC):
                 stream = self._storage.watch(self._prefix, after_revision=revision)
                 try:
                     async for event in stream:
-                        self._apply(event.kv.key, event.kv.value if event.kv.value else None)
+                        self._apply_event(event.kv)
                 finally:
                     await stream.close()
             except asyncio.CancelledError:

@@ -13,7 +13,14 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["GoNumberError", "go_quote", "parse_int64", "parse_query_bool", "parse_uint64"]
+__all__ = [
+    "GoNumberError",
+    "go_quote",
+    "parse_duration_seconds",
+    "parse_int64",
+    "parse_query_bool",
+    "parse_uint64",
+]
 
 _INT: Final = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _UINT: Final = re.compile(r"[0-9]+", re.ASCII)
@@ -94,3 +101,34 @@ def parse_query_bool(value: str | None) -> bool:
     if value is None:
         return False
     return not (value == "0" or value.lower() == "false")
+
+
+_DURATION_UNITS: Final = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration_seconds(text: str) -> float:
+    """Seconds in a Go duration (``100ms``, ``1.5s``, ``2m30s``, ``1h``) or a plain number
+    of seconds; ``ValueError`` with a message for anything else, or a negative value."""
+    value = text.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        if seconds < 0 or seconds != seconds:
+            raise ValueError(f"invalid duration {text!r}: must not be negative")
+        return seconds
+    if value == "" or _DURATION_PART.sub("", value) != "":
+        raise ValueError(
+            f"invalid duration {text!r}: use a number of seconds or units like 100ms, 5s, 1m30s"
+        )
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value))

@@ -8,6 +8,7 @@ possible) so the HTTP layer only frames them. Every error is an :class:`ApiError
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -19,8 +20,10 @@ from kcp_cache.registry._crd_admission import admit_crd_delete, admit_crd_write,
 from kcp_cache.registry._dryrun import DryRunWrites, WriteStore
 from kcp_cache.registry._errors import ApiError
 from kcp_cache.registry._finalizers import check_no_new_finalizers, mark_deleting, released
+from kcp_cache.registry._freshness import WATERMARKS_ANNOTATION, watermarks
 from kcp_cache.registry._issuer import RevisionIssuer
 from kcp_cache.registry._keys import KeyParts, KeyScheme
+from kcp_cache.registry._lifecycle import LifecycleOptions, ShardLifecycle
 from kcp_cache.registry._listing import ListResponse
 from kcp_cache.registry._nesting import MAX_NESTING, check_nesting
 from kcp_cache.registry._options import ListOptions, Target
@@ -85,6 +88,7 @@ class Registry:
         watch_history: int = 2048,
         feed_linger: float = 5.0,
         too_large_rv_wait: float = 3.0,
+        lifecycle: LifecycleOptions | None = None,
         honor_finalizers: bool = False,
     ) -> None:
         self.storage = storage
@@ -111,6 +115,12 @@ class Registry:
         self.cached_resources = (
             CachedResourceIndex(storage, self.keys.resource_prefix(ccr)) if ccr else None
         )
+        #: The shard lifecycle controller (beyond-kcp §3.3), when *lifecycle* is given.
+        self.lifecycle = (
+            ShardLifecycle(storage, self.catalog, self.cached_resources, lifecycle)
+            if lifecycle is not None
+            else None
+        )
         #: Serves the CRDs admins add at run time (see :mod:`._runtime_crds`).
         self.runtime_crds = RuntimeCRDWatcher(
             storage, self.catalog, on_withdrawn=self.watch_cache.close_resource
@@ -124,6 +134,8 @@ class Registry:
         await self.runtime_crds.start()
         if self.cached_resources is not None:
             await self.cached_resources.start()
+        if self.lifecycle is not None:
+            await self.lifecycle.start()
 
     def close(self) -> None:
         """End every watch (their streams finish; handlers return)."""
@@ -132,9 +144,24 @@ class Registry:
     async def aclose(self) -> None:
         """:meth:`close`, and stop the ClusterCachedResource index."""
         self.close()
+        if self.lifecycle is not None:
+            await self.lifecycle.close()
         await self.runtime_crds.close()
         if self.cached_resources is not None:
             await self.cached_resources.close()
+
+    def bookmark_annotations(self, target: Target) -> Callable[[], dict[str, str]] | None:
+        """What a watch of *target* adds to its bookmarks: the shard watermarks (§3.5)."""
+        lifecycle = self.lifecycle
+        if lifecycle is None:
+            return None
+        group, resource = target.info.group, target.info.resource
+
+        def annotations() -> dict[str, str]:
+            marks = watermarks(lifecycle, group, resource)
+            return {WATERMARKS_ANNOTATION: orjson.dumps(marks).decode()}
+
+        return annotations
 
     def has_cached_resource(self, shard: str, cluster: str, identity: str) -> bool:
         """Whether a ClusterCachedResource with *identity* is replicated in (shard, cluster)."""
@@ -357,6 +384,10 @@ class Registry:
                 return await self._write_update(target, key, name, kv, patched, store)
             except ApiError as exc:
                 if exc.reason == "Conflict" and not _patch_sets_rv(patch):
+                    # The racing write may not be readable yet (an embedded store reads
+                    # its committed state while a batch is being made durable): back
+                    # off a little, or all the attempts fit inside one commit.
+                    await asyncio.sleep(min(0.002 * 2**_attempt, 0.1))
                     continue
                 raise
         raise ApiError.conflict(info, name)
@@ -613,7 +644,12 @@ class Registry:
         if self.issuer is not None and opts.revision:
             self.issuer.check(opts.revision)
         return WatchSession(
-            self.reader, self.watch_cache, target, opts, buffer_bytes=self.watch_buffer_bytes
+            self.reader,
+            self.watch_cache,
+            target,
+            opts,
+            buffer_bytes=self.watch_buffer_bytes,
+            bookmark_annotations=self.bookmark_annotations(target),
         )
 
 

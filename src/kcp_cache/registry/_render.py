@@ -134,9 +134,16 @@ def list_head(
 
 
 def bookmark_object(
-    kind: str, api_version: str, revision: int, *, initial_events_end: bool = False
+    kind: str,
+    api_version: str,
+    revision: int,
+    *,
+    initial_events_end: bool = False,
+    annotations: dict[str, str] | None = None,
 ) -> bytes:
     meta: dict[str, Any] = {"resourceVersion": str(revision)}
-    if initial_events_end:
-        meta["annotations"] = {INITIAL_EVENTS_END_ANNOTATION: "true"}
+    if initial_events_end or annotations:
+        meta["annotations"] = dict(annotations or {})
+        if initial_events_end:
+            meta["annotations"][INITIAL_EVENTS_END_ANNOTATION] = "true"
     return orjson.dumps({"kind": kind, "apiVersion": api_version, "metadata": meta})

@@ -156,6 +156,7 @@ class Watcher:
         "_waiter",
         "after",
         "api_version",
+        "bookmark_annotations",
         "bookmark_kind",
         "closed",
         "cut_off",
@@ -191,6 +192,8 @@ class Watcher:
         self.labels = labels
         self.fields = fields
         self._bookmarks = bookmarks
+        #: Extra annotations of each periodic bookmark (the shard watermarks of §3.5).
+        self.bookmark_annotations: Callable[[], dict[str, str]] | None = None
         #: Unsent bytes beyond which the watcher is cut off (:attr:`cut_off`).
         self.max_buffer = max_buffer
         # A list, not a deque: an idle watcher's empty deque costs ~600 bytes (its first
@@ -251,7 +254,12 @@ class Watcher:
             return
         self.after = revision
         av = PARTIAL_API_VERSION if self.partial else self.api_version
-        self._push(event_line(b"BOOKMARK", bookmark_object(self.bookmark_kind, av, revision)))
+        extra = self.bookmark_annotations() if self.bookmark_annotations is not None else None
+        self._push(
+            event_line(
+                b"BOOKMARK", bookmark_object(self.bookmark_kind, av, revision, annotations=extra)
+            )
+        )
 
     def fail(self, error: ApiError) -> None:
         """End the stream with an ``ERROR`` event (e.g. 410 when history is gone)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from kcp_cache.registry._errors import ApiError
 from kcp_cache.registry._options import ListOptions, Target
@@ -30,6 +30,7 @@ class WatchSession:
         opts: ListOptions,
         *,
         buffer_bytes: int,
+        bookmark_annotations: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.reader = reader
         self.cache = cache
@@ -47,6 +48,7 @@ class WatchSession:
             bookmarks=opts.allow_bookmarks,
             max_buffer=buffer_bytes,
         )
+        self.watcher.bookmark_annotations = bookmark_annotations
         rv = opts.resource_version
         if opts.send_initial_events is None:
             self.initial = rv in ("", "0")

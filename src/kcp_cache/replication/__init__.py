@@ -51,6 +51,13 @@ from ._ccr_permission import (
 from ._clients import cache_client, local_client
 from ._export import DEFAULT_DELETE_GUARD, Exporter
 from ._health import HealthServer
+from ._lease import (
+    DEFAULT_LEASE_DURATION,
+    DEFAULT_RENEW_INTERVAL,
+    SHARD_LEASES,
+    ShardLeaseRenewer,
+    sync_markers,
+)
 from ._metrics import ReaderMetrics, ReplicationMetrics
 from ._mirror import Mirror, MirrorSink
 from ._mirror_watch import WatchMirror
@@ -89,6 +96,8 @@ __all__ = [
     "CCR_FINALIZER",
     "CCR_RESOURCE",
     "DEFAULT_DELETE_GUARD",
+    "DEFAULT_LEASE_DURATION",
+    "DEFAULT_RENEW_INTERVAL",
     "DEFAULT_RESET_CHECK_PERIOD",
     "DEFAULT_RESOURCES",
     "DEFAULT_RESYNC_PERIOD",
@@ -105,6 +114,7 @@ __all__ = [
     "REQUESTED_BY_ANNOTATION",
     "REQUESTED_BY_GROUPS_ANNOTATION",
     "SCOPE_ANNOTATION",
+    "SHARD_LEASES",
     "UNSCHEDULABLE_ANNOTATION",
     "APIExportReferenceController",
     "Action",
@@ -131,6 +141,7 @@ __all__ = [
     "ReplicationMetrics",
     "ResetDetector",
     "Selection",
+    "ShardLeaseRenewer",
     "UpdateInCache",
     "UpdateLocal",
     "WatchMirror",
@@ -150,4 +161,5 @@ __all__ = [
     "reference_ccr_name",
     "replicates_cluster",
     "secret_key",
+    "sync_markers",
 ]

@@ -129,6 +129,12 @@ class WriteController(StartStop):
             )
         #: When the oldest not-yet-replicated local change of a key was seen (loop time).
         self._seen_at: dict[str, float] = {}
+        #: Keys written to the cache whose write the cache informer has not shown yet:
+        #: whether the copy must be there, and the resourceVersion it must have reached.
+        #: Until then a reconcile of the key reads a stale copy (and may see nothing to
+        #: do), so the key is not known to be converged (see ``_lease``'s markers). The
+        #: echo queues the key again, and that reconcile confirms it.
+        self.unconfirmed: dict[str, tuple[bool, int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         #: Relists an informer whose server lost its data (see ``_reset``); None: off.
         self.reset_detector = (
@@ -295,9 +301,12 @@ class WriteController(StartStop):
             log.error("dropping %s: %s", key, err)
             self.metrics.reconciled(replicated.name, "none", "dropped")
             return
+        expected = self.unconfirmed.get(key)
+        if expected is not None and _shows(cached, expected):
+            del self.unconfirmed[key]  # the cache informer shows our last write now
         action = reconcile(self.shard, replicated, local, cached)
         try:
-            result = await self.perform(replicated, parsed, action)
+            result, written = await self._perform(replicated, parsed, action)
         except (ApiError, TransportError) as err:
             retries = self.queue.num_requeues(key)
             level = logging.INFO if isinstance(err, (Conflict, TransportError)) else logging.WARNING
@@ -307,12 +316,31 @@ class WriteController(StartStop):
             self.queue.add_rate_limited(key)
             return
         self.queue.forget(key)
+        if written is not None:
+            self.unconfirmed[key] = written
         self.metrics.reconciled(replicated.name, action.verb, result)
         seen = self._seen_at.pop(key, None)
         if seen is not None and not isinstance(action, NoAction):
             self.metrics.observe_lag(replicated.name, asyncio.get_running_loop().time() - seen)
         if not isinstance(action, NoAction):
             log.debug("%s %s", action.verb, key)
+
+    async def _perform(
+        self, replicated: ReplicatedResource, key: QueueKey, action: Action
+    ) -> tuple[str, tuple[bool, int] | None]:
+        """:meth:`perform`, and what the cache informer must show before the key counts
+        as converged (``None``: nothing was written to the cache): the copy present at
+        the answer's version after a create or update (any version if the create found
+        it there first), absent after a delete.
+        """
+        result, answer = await self._write(replicated, key, action)
+        if isinstance(action, (NoAction, UpdateLocal)):
+            return result, None
+        if isinstance(action, DeleteFromCache):
+            return result, (False, 0)
+        if result == "already-done":
+            return result, (True, 0)
+        return result, (True, _revision((answer or {}).get("metadata", {}).get("resourceVersion")))
 
     async def perform(self, replicated: ReplicatedResource, key: QueueKey, action: Action) -> str:
         """Carry out *action* against this shard's space in the cache (or, for
@@ -322,12 +350,21 @@ class WriteController(StartStop):
         was there first (a create that found the copy, a delete that found none) — the
         informer had not seen it yet; its event queues the key again.
         """
+        result, _answer = await self._write(replicated, key, action)
+        return result
+
+    async def _write(
+        self, replicated: ReplicatedResource, key: QueueKey, action: Action
+    ) -> tuple[str, Obj | None]:
+        """:meth:`perform`'s work; also returns the cache's answer to a create or update."""
         resource, cluster = replicated.resource, key.cluster
         if isinstance(action, NoAction):
-            return "success"
+            return "success", None
         if isinstance(action, UpdateInCache):
-            await self.cache.update(resource, action.body, cluster=cluster, shard=self.shard)
-            return "success"
+            updated = await self.cache.update(
+                resource, action.body, cluster=cluster, shard=self.shard
+            )
+            return "success", updated
         if isinstance(action, UpdateLocal):
             await self.local.patch(
                 resource,
@@ -336,8 +373,9 @@ class WriteController(StartStop):
                 namespace=action.namespace or None,
                 cluster=cluster,
             )
-            return "success"
+            return "success", None
         result = "success"
+        answer: Obj | None = None
         if isinstance(action, (DeleteFromCache, RecreateInCache)):
             delete = action.delete if isinstance(action, RecreateInCache) else action
             try:
@@ -347,11 +385,13 @@ class WriteController(StartStop):
         if isinstance(action, (CreateInCache, RecreateInCache)):
             create = action.create if isinstance(action, RecreateInCache) else action
             try:
-                await self.cache.create(resource, create.body, cluster=cluster, shard=self.shard)
+                answer = await self.cache.create(
+                    resource, create.body, cluster=cluster, shard=self.shard
+                )
                 result = "success"
             except AlreadyExists:
                 result = "already-done"
-        return result
+        return result, answer
 
     async def _delete(
         self, replicated: ReplicatedResource, cluster: str, action: DeleteFromCache
@@ -365,3 +405,22 @@ class WriteController(StartStop):
             shard=self.shard,
             preconditions=preconditions,
         )
+
+
+def _revision(value: Any) -> int:
+    """A resourceVersion as a number (0 when absent or not a number)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _shows(cached: Obj | None, expected: tuple[bool, int]) -> bool:
+    """Whether the cache informer's copy reflects a write expecting *expected*."""
+    present, revision = expected
+    if not present:
+        return cached is None
+    return (
+        cached is not None
+        and _revision((cached.get("metadata") or {}).get("resourceVersion")) >= revision
+    )

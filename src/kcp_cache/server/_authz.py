@@ -9,8 +9,9 @@ default, gives each principal of :mod:`._principals` what it needs and no more
   OpenAPI; only admins read ``/metrics``;
 * shard S writes only under ``/shards/S/…``; two exceptions: the admin view's space
   (shard ``system:cache:server``, cluster ``system:global-admin``, group ``admin.kcp.io``),
-  and kcp#4371's cordon — an update of another shard's ``shards.core.kcp.io`` copy that
-  changes nothing but the allow-listed annotations;
+  kcp#4371's cordon — an update of another shard's ``shards.core.kcp.io`` copy that
+  changes nothing but the allow-listed annotations — and its own ``ShardLease`` in the
+  cache-owned space (shard ``system:cache:server``, cluster ``system:cache``);
 * readers never write; caches write only for the shards homed at them — the cache
   hierarchy is what says which, so until it is configured a cache writes nothing;
 * admins write anywhere; a write into a shard's space answers with a ``Warning``;
@@ -31,11 +32,16 @@ from typing import Final, Protocol
 
 from kcp_cache.meta import SYSTEM_MASTERS, WILDCARD
 from kcp_cache.registry import (
+    LIFECYCLE_GROUP,
+    SHARD_LEASES,
+    SYSTEM_CACHE_CLUSTER,
     SYSTEM_SHARD,
     AnnotationOnlyChange,
     ApiError,
+    NameCheck,
     OriginCheck,
     WriteAdmission,
+    admission_chain,
 )
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS, forbidden_error
 from kcp_cache.server._feed import FEED_PATH
@@ -66,8 +72,8 @@ _ADMIN_VIEW_GROUP: Final = "admin.kcp.io"
 DEFAULT_SHARD_ANNOTATION_ALLOWLIST: Final = ("experimental.core.kcp.io/unschedulable",)
 _WRITE_VERBS: Final = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 _READ_VERBS: Final = frozenset({"get", "list", "watch"})
-#: Non-resource paths every known principal may read (discovery and OpenAPI).
-_PUBLIC_READ_PREFIXES: Final = ("/api", "/openapi", "/version")
+#: Non-resource paths every known principal may read (discovery, OpenAPI, freshness).
+_PUBLIC_READ_PREFIXES: Final = ("/api", "/openapi", "/version", "/freshness", "/_freshness")
 
 
 @dataclass(slots=True)
@@ -218,6 +224,20 @@ class ScopedAuthorizer:
             and info.api_group == _ADMIN_VIEW_GROUP
         ):
             return Decision(True, "shards write the admin view's space", admission=origin)
+        if (
+            shard == SYSTEM_SHARD
+            and kcp.cluster == SYSTEM_CACHE_CLUSTER
+            and info.api_group == LIFECYCLE_GROUP
+            and info.resource == SHARD_LEASES
+            and info.verb in ("create", "update", "patch")
+            and info.name in ("", own)
+        ):
+            own_lease = NameCheck(own, f'user "{user.name}" may write only the ShardLease "{own}"')
+            return Decision(
+                True,
+                f"shard {own} writes its own lease",
+                admission=admission_chain(origin, own_lease),
+            )
         if (
             info.api_group == "core.kcp.io"
             and info.resource == "shards"

@@ -18,8 +18,8 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
-from kcp_cache.meta import STORE_HEADER
-from kcp_cache.registry import ApiError
+from kcp_cache.meta import STORE_HEADER, WILDCARD
+from kcp_cache.registry import ApiError, ShardLifecycle
 from kcp_cache.server._audit import AuditLog
 from kcp_cache.server._audit_event import AuditFacts, ObjectRef, new_audit_id
 from kcp_cache.server._auth import (
@@ -32,6 +32,8 @@ from kcp_cache.server._authz import (
     authorizer_for_mode,
 )
 from kcp_cache.server._connection import connection_control
+from kcp_cache.server._fencing import FencedAuthorizer
+from kcp_cache.server._freshness import FRESHNESS_PATHS, FreshnessService
 from kcp_cache.server._grammar import (
     METRICS_PATH,
     check_cluster_invariant,
@@ -77,6 +79,7 @@ StartupTask = Callable[[], Coroutine[Any, Any, None]]
 _IN_FLIGHT_SLOT_KEY: Final = "in_flight_slot"
 _DEADLINE_KEY: Final = "in_flight_deadline"
 _HEALTH_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz"})
+_LIST_VERBS: Final = frozenset({"list", "watch"})
 _SHARD_LEVEL_BODY: Final = b"shard-level endpoint not available at shard or workspace scope"
 _TEXT: Final = b"text/plain; charset=utf-8"
 _STORE_HEADER: Final = STORE_HEADER.encode()
@@ -115,6 +118,8 @@ class CacheServerApp:
         audit: AuditLog | None = None,
         in_flight: InFlightLimiter | None = None,
         request_timeout: float = 0.0,
+        lifecycle: ShardLifecycle | None = None,
+        freshness_require_markers: bool = False,
         home: HomeWrites | None = None,
     ) -> None:
         self.storage = storage
@@ -130,6 +135,11 @@ class CacheServerApp:
             shard_annotation_allowlist=shard_annotation_allowlist,
             home=home,
         )
+        self.freshness: FreshnessService | None = None
+        if lifecycle is not None:
+            # The shard lifecycle (beyond-kcp §3.3, §3.5): fenced writes, freshness.
+            self.authorizer = FencedAuthorizer(self.authorizer, lifecycle)
+            self.freshness = FreshnessService(lifecycle, require_markers=freshness_require_markers)
         #: Extra non-resource endpoints (the replication feed, ``/readyz/parent``),
         #: served after authentication and authorization like every other path.
         self.routes: dict[str, ASGIApp] = {}
@@ -177,6 +187,10 @@ class CacheServerApp:
                     # kube's warning header: code 299, agent "-", quoted text.
                     text = decision.warning.replace('"', "'")
                     extra.append((b"warning", f'299 - "{text}"'.encode()))
+                if code == 200 and self.freshness is not None and isinstance(kcp, KcpRequest):
+                    info = request_info(kcp)
+                    if info is not None and kcp.shard == WILDCARD and info.verb in _LIST_VERBS:
+                        extra.extend(self.freshness.headers(info.api_group, info.resource))
                 if self.store_header is not None:
                     extra.append((_STORE_HEADER, self.store_header))
                 if audit is not None:
@@ -357,6 +371,10 @@ class CacheServerApp:
                 info.path = path
                 kcp.identity = identity
             check_resource_scope(kcp.shard, kcp.cluster, info)
+            if self.freshness is not None and info.verb in _LIST_VERBS:
+                self.freshness.check_fresh_within(
+                    scope.get("query_string", b""), kcp.shard or "", info.api_group, info.resource
+                )
 
         scope["path"] = path
         # raw_path no longer matches the consumed path; ASGI allows leaving it out.
@@ -373,6 +391,8 @@ class CacheServerApp:
                 body, content_type = self.metrics.exposition()
                 await send_bytes(send, 200, body, content_type=content_type.encode())
                 return
+            if path in FRESHNESS_PATHS and self.freshness is not None:
+                await self.freshness.handle(scope.get("query_string", b""), send)
             route = self.routes.get(path)
             if route is not None:
                 await route(scope, receive, send)

@@ -16,6 +16,7 @@ from kcp_cache.registry import ApiError
 from kcp_cache.server._request_info import RequestInfo
 
 __all__ = [
+    "FRESHNESS_PATHS",
     "METRICS_PATH",
     "SHARD_EXEMPT_PATHS",
     "check_cluster_invariant",
@@ -33,10 +34,21 @@ METRICS_PATH: Final = "/metrics"
 
 #: Paths served without a ``/shards/…`` segment. Exact matches only: ``/readyz/ping``
 #: needs a shard like any other path (kcp does the same).
-#: Paths without ``/shards/…``: health, metrics, and the cache hierarchy's replication
-#: feed and parent readiness (beyond-kcp §3.1).
+#: The freshness report of the shard lifecycle (beyond-kcp §3.5; ``_freshness`` is its
+#: name in the design, ``freshness`` the one the issue asked for).
+FRESHNESS_PATHS: Final = frozenset({"/freshness", "/_freshness"})
+#: Paths without ``/shards/…``: health, metrics, the cache hierarchy's replication feed
+#: and parent readiness (beyond-kcp §3.1), and the freshness report.
 SHARD_EXEMPT_PATHS: Final = frozenset(
-    {"/livez", "/readyz", "/healthz", METRICS_PATH, "/_replication/v1/feed", "/readyz/parent"}
+    {
+        "/livez",
+        "/readyz",
+        "/healthz",
+        METRICS_PATH,
+        "/_replication/v1/feed",
+        "/readyz/parent",
+        *FRESHNESS_PATHS,
+    }
 )
 
 _SHARD_RE: Final = re.compile(r"[a-z0-9\-:]{0,61}")

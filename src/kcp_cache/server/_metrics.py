@@ -378,10 +378,10 @@ class InstrumentedStorage(Storage):
         finally:
             self._metrics.observe_storage("delete", time.perf_counter() - start)
 
-    async def delete_prefix(self, prefix: str) -> list[DeleteResult]:
+    async def delete_prefix(self, prefix: str, *, limit: int = 0) -> list[DeleteResult]:
         start = time.perf_counter()
         try:
-            return await self._inner.delete_prefix(prefix)
+            return await self._inner.delete_prefix(prefix, limit=limit)
         finally:
             self._metrics.observe_storage("delete_prefix", time.perf_counter() - start)
 

@@ -15,7 +15,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog, RevisionIssuer
+from kcp_cache.registry import (
+    Bootstrapper,
+    LifecycleOptions,
+    Registry,
+    ResourceCatalog,
+    RevisionIssuer,
+)
 from kcp_cache.server._audit import AuditLog
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS, Authenticator, x509_authenticator
 from kcp_cache.server._authz import DEFAULT_SHARD_ANNOTATION_ALLOWLIST
@@ -23,6 +29,7 @@ from kcp_cache.server._filters import CacheServerApp
 from kcp_cache.server._health import ReadinessChecks
 from kcp_cache.server._home_writes import HomeWrites
 from kcp_cache.server._inflight import InFlightLimiter
+from kcp_cache.server._lifecycle_metrics import LifecycleCollector
 from kcp_cache.server._metrics import ServerMetrics
 from kcp_cache.server.api import ApiApp, Compression, create_api_app
 from kcp_cache.server.discovery import create_discovery_app, route_discovery
@@ -68,6 +75,8 @@ def create_app(
     bootstrap_retry_interval: float = 1.0,
     on_bootstrapped: Callable[[], None] | None = None,
     api_app: ASGIApp | None = None,
+    lifecycle: LifecycleOptions | None = None,
+    freshness_require_markers: bool = False,
     home: HomeWrites | None = None,
     revision_issuer: RevisionIssuer | None = None,
 ) -> CacheServerApp:
@@ -103,6 +112,11 @@ def create_app(
     ``on_bootstrapped`` runs once the system CRDs are stored. ``synthetic_delay`` delays
     every request (a testing aid, like kcp's ``--synthetic-delay``).
 
+    ``lifecycle`` runs the shard lifecycle controller with these options (beyond-kcp
+    §3.3, §3.5): liveness from ShardLeases, fenced batched purges of decommissioned
+    shards, ``/freshness``, completeness headers and ``?freshWithin=`` on wildcard reads,
+    watermarks on bookmarks and lifecycle metrics (``freshness_require_markers``: shards
+    that send no markers count as stale). ``None``: none of it.
     In a cache hierarchy (docs/hierarchy.md): ``home`` — the home rule, writes into a shard
     homed at another cache are refused; ``revision_issuer`` — resourceVersions issued by
     another cache are 410 Gone.
@@ -129,6 +143,7 @@ def create_app(
             min_request_timeout=min_request_timeout,
             watch_max_unsent_bytes=watch_max_unsent_bytes,
             honor_finalizers=honor_finalizers,
+            lifecycle=lifecycle,
         )
         api_app = route_discovery(
             create_discovery_app(api.registry.catalog.discovery_resources), api
@@ -151,8 +166,12 @@ def create_app(
         audit=audit,
         in_flight=in_flight,
         request_timeout=request_timeout,
+        lifecycle=api.registry.lifecycle if api is not None else None,
+        freshness_require_markers=freshness_require_markers,
         home=home,
     )
+    if api is not None and api.registry.lifecycle is not None:
+        metrics.registry.register(LifecycleCollector(api.registry.lifecycle))
     if api is not None:
         bootstrap_api = api
 
@@ -172,6 +191,7 @@ def _api(
     bookmark_interval: float,
     min_request_timeout: float,
     watch_max_unsent_bytes: int,
+    lifecycle: LifecycleOptions | None,
     honor_finalizers: bool,
 ) -> ApiApp:
     """The registry over ``storage`` and the API handlers over it, with the bootstrapper."""
@@ -181,6 +201,7 @@ def _api(
         catalog,
         bookmark_interval=bookmark_interval,
         watch_buffer_bytes=watch_max_unsent_bytes,
+        lifecycle=lifecycle,
         honor_finalizers=honor_finalizers,
     )
     return create_api_app(

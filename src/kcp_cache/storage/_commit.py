@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from kcp_cache.storage._errors import AlreadyExists, Conflict, NotFound, Unavailable
@@ -137,12 +138,20 @@ class GroupCommitter:
         event = self._delete_event(existing, self._last_assigned + 1)
         return self._submit([event], DeleteResult(existing, event.revision))
 
-    def delete_prefix(self, prefix: str) -> asyncio.Future[list[DeleteResult]]:
-        """Delete every key under ``prefix`` in one batch, one revision per key."""
+    def delete_prefix(self, prefix: str, limit: int = 0) -> asyncio.Future[list[DeleteResult]]:
+        """Delete every key under ``prefix`` (the first ``limit`` if > 0) in one batch,
+        one revision per key."""
         self._check_open()
         end = prefix_end(prefix)
-        keys = set(self._state.current.irange(prefix, end, inclusive=(True, False)))
-        keys.update(k for k in self._pending if k.startswith(prefix))
+        pending = [k for k in self._pending if k.startswith(prefix)]
+        committed: Iterable[str] = self._state.current.irange(prefix, end, inclusive=(True, False))
+        if limit:
+            # At most len(pending) of the first committed keys can be deleted already,
+            # so this many are enough for `limit` live ones: a bounded batch of a large
+            # prefix does not walk the whole prefix.
+            committed = itertools.islice(committed, limit + len(pending))
+        keys = set(committed)
+        keys.update(pending)
         events: list[Event] = []
         results: list[DeleteResult] = []
         revision = self._last_assigned
@@ -153,6 +162,8 @@ class GroupCommitter:
             revision += 1
             events.append(self._delete_event(existing, revision))
             results.append(DeleteResult(existing, revision))
+            if len(results) == limit:
+                break
         if not events:
             done: asyncio.Future[list[DeleteResult]] = asyncio.get_running_loop().create_future()
             done.set_result(results)

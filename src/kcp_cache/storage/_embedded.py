@@ -216,9 +216,11 @@ class EmbeddedStorage(Storage):
         validate_key(self.prefix, key)
         return await self._live().delete(key, expected_mod_revision)
 
-    async def delete_prefix(self, prefix: str) -> list[DeleteResult]:
+    async def delete_prefix(self, prefix: str, *, limit: int = 0) -> list[DeleteResult]:
         validate_prefix(self.prefix, prefix)
-        return await self._live().delete_prefix(prefix)
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        return await self._live().delete_prefix(prefix, limit)
 
     # -- watch and history -----------------------------------------------------------
 

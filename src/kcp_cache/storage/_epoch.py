@@ -208,11 +208,11 @@ class EpochStorage(Storage):
             raise self._conflict(key, expected_mod_revision, exc) from None
         return DeleteResult(_kv(result.prev_kv, self.base), result.revision + self.base)
 
-    async def delete_prefix(self, prefix: str) -> list[DeleteResult]:
+    async def delete_prefix(self, prefix: str, *, limit: int = 0) -> list[DeleteResult]:
         base = self.base
         return [
             DeleteResult(_kv(r.prev_kv, base), r.revision + base)
-            for r in await self.inner.delete_prefix(prefix)
+            for r in await self.inner.delete_prefix(prefix, limit=limit)
         ]
 
     # -- watch and history -----------------------------------------------------------

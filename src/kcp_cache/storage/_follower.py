@@ -387,10 +387,12 @@ class FollowerStorage(EmbeddedStorage):
         )
         return _deleted(reply, blobs)[0]
 
-    async def delete_prefix(self, prefix: str) -> list[DeleteResult]:
+    async def delete_prefix(self, prefix: str, *, limit: int = 0) -> list[DeleteResult]:
         validate_prefix(self.prefix, prefix)
+        if limit < 0:
+            raise ValueError("limit must not be negative")
         self._live()
-        reply, blobs = await self._forward({"op": "delete_prefix", "key": prefix})
+        reply, blobs = await self._forward({"op": "delete_prefix", "key": prefix, "limit": limit})
         return _deleted(reply, blobs)
 
     async def compact(self, revision: int) -> None:

@@ -136,8 +136,13 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def delete_prefix(self, prefix: str) -> list[DeleteResult]:
-        """Delete every key under ``prefix``, one revision per key, in key order."""
+    async def delete_prefix(self, prefix: str, *, limit: int = 0) -> list[DeleteResult]:
+        """Delete every key under ``prefix``, one revision per key, in key order.
+
+        ``limit`` > 0 deletes only the first ``limit`` keys: a caller removing a large
+        prefix (a decommissioned shard's data) does it in bounded batches, so that no
+        single write holds the store, and the watchers, for long.
+        """
 
     # -- watch and history -----------------------------------------------------------
 

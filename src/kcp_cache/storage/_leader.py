@@ -133,7 +133,7 @@ class LeaderLink:
                 reply["deleted"] = [[encode_kv(result.prev_kv), result.revision]]
                 out = [result.prev_kv.value]
             elif op == "delete_prefix":
-                results = await store.delete_prefix(header["key"])
+                results = await store.delete_prefix(header["key"], limit=header.get("limit", 0))
                 reply["deleted"] = [[encode_kv(r.prev_kv), r.revision] for r in results]
                 out = [r.prev_kv.value for r in results]
             elif op == "compact":

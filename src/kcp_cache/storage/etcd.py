@@ -518,18 +518,21 @@ class EtcdStorage(Storage):
         deleted = response.responses[0].response_delete_range
         return DeleteResult(kv_from_proto(deleted.prev_kvs[0]), response.header.revision)
 
-    async def delete_prefix(self, prefix: str) -> list[DeleteResult]:
-        """Delete every key under ``prefix`` as it is now, one etcd revision per key.
+    async def delete_prefix(self, prefix: str, *, limit: int = 0) -> list[DeleteResult]:
+        """Delete every key under ``prefix`` as it is now (the first ``limit`` if > 0),
+        one etcd revision per key.
 
         One ranged etcd delete would give all keys the same revision, which the storage
         interface rules out (each event needs its own revision to resume after). Keys
         created under the prefix while this runs are not deleted.
         """
         validate_prefix(self._root, prefix)
+        if limit < 0:
+            raise ValueError("limit must not be negative")
         raw = prefix.encode()
         listing = await self._call(
             "Range",
-            rpc.RangeRequest(key=raw, range_end=_prefix_end(raw), keys_only=True),
+            rpc.RangeRequest(key=raw, range_end=_prefix_end(raw), keys_only=True, limit=limit),
             idempotent=True,
         )
         results = []

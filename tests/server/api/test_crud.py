@@ -248,7 +248,7 @@ async def test_crds_are_bootstrapped_and_listable(client: Client) -> None:
     r = await client.at("*", "*").get(crds)
     assert r.status == 200
     items = r.json()["items"]
-    assert len(items) == 23
+    assert len(items) == 26
     names = {i["metadata"]["name"] for i in items}
     assert "apiexports.apis.kcp.io" in names
     for item in items:
