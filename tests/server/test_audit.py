@@ -248,7 +248,7 @@ def test_the_server_keeps_serving_when_the_audit_disk_is_full(
 
 def _facts(**changes: Any) -> tuple[Any, ...]:
     fields: dict[str, Any] = {
-        "audit_id": "6f1c2f4e-1b7a-4c3e-9d2a-000000000007",
+        "audit_id": b"6f1c2f4e-1b7a-4c3e-9d2a-000000000007",
         "stage": "ResponseComplete",
         "path": "/services/cache/shards/amber/clusters/acme/api/v1/namespaces/ns/secrets/s",
         "query": b"",
@@ -306,7 +306,7 @@ def test_the_event_is_built_from_the_requests_facts() -> None:
 def test_buffered_facts_give_the_garbage_collector_nothing_to_walk() -> None:
     """What waits in the buffer is a tuple of atomic values: after one collection the
     collector no longer tracks it (a dict or list would stay tracked and be promoted)."""
-    facts = _facts(audit_id=f"id-{time.monotonic_ns()}")  # built at run time, not a constant
+    facts = _facts(audit_id=f"id-{time.monotonic_ns()}".encode())  # built at run time, not a constant
     assert gc.is_tracked(facts)
     gc.collect()
     assert not gc.is_tracked(facts)
@@ -337,7 +337,7 @@ def test_the_writers_encoder_writes_the_reference_event() -> None:
     encoder = FactsEncoder(memo_size=2)  # small: the memo is emptied along the way
     for round_no in range(3):
         for n, facts in enumerate(variants):
-            facts = (f"id-{round_no}-{n}", *facts[1:])
+            facts = (f"id-{round_no}-{n}".encode(), *facts[1:])
             line = encoder(facts)
             assert line.endswith(b"}\n")
             assert line.count(b"\n") == 1

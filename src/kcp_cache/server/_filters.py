@@ -173,7 +173,7 @@ class CacheServerApp:
         start = time.perf_counter()
         code = 0
         audit = self.audit
-        audit_id = new_audit_id() if audit is not None else ""
+        audit_id = new_audit_id() if audit is not None else b""
         received = time.time() if audit is not None else 0.0
 
         async def send_and_record(message: Message) -> None:
@@ -194,7 +194,7 @@ class CacheServerApp:
                 if self.store_header is not None:
                     extra.append((_STORE_HEADER, self.store_header))
                 if audit is not None:
-                    extra.append((b"audit-id", audit_id.encode()))
+                    extra.append((b"audit-id", audit_id))
                     info = request_info(kcp) if isinstance(kcp, KcpRequest) else None
                     if info is not None and info.verb == "watch":
                         audit.record(self._audit_event(scope, audit_id, "ResponseStarted",
@@ -218,7 +218,7 @@ class CacheServerApp:
                 self._log_access(scope, code, seconds)
 
     def _audit_event(
-        self, scope: Scope, audit_id: str, stage: str, code: int, received: float
+        self, scope: Scope, audit_id: bytes, stage: str, code: int, received: float
     ) -> AuditFacts:
         # Only what the request already knows, in one flat tuple: the writer thread
         # builds and encodes the Event (the _audit_event module says why no dict).
