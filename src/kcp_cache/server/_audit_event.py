@@ -191,23 +191,29 @@ class FactsEncoder:
         what = self._what.get(what_key)
         if what is None:
             what = self._remember_what(what_key)
-        stage_json = _STAGES.get(stage)
-        if stage_json is None:
-            stage_json = orjson.dumps(stage)
+        stage_json = _STAGES.get(stage) or orjson.dumps(stage)
         uri = orjson.dumps(f"{path}?{query.decode('latin-1')}" if query else path)
+        # The two times as timestamp() writes them, the part up to the second remembered
+        # (inline: a method call per time costs as much as its formatting).
+        received_s = int(received)
+        now_s = int(now)
+        second = self._second
+        if second[0] != received_s:
+            second = self._remember_second(received_s)
+        received_text = second[1]
+        if now_s != received_s:
+            second = self._remember_second(now_s)
         # {"kind"…,"level":"Metadata", + id, stage, URI + what + times + , + who (its "}\n")
-        return b'%s"auditID":"%s","stage":%s,"requestURI":%s,%s"requestReceivedTimestamp":"%s","stageTimestamp":"%s",%s' % (  # noqa: E501
-            _HEAD, audit_id, stage_json, uri, what, self._timestamp(received), self._timestamp(now), who,
+        return b'%s"auditID":"%s","stage":%s,"requestURI":%s,%s"requestReceivedTimestamp":"%s.%06dZ","stageTimestamp":"%s.%06dZ",%s' % (  # noqa: E501
+            _HEAD, audit_id, stage_json, uri, what,
+            received_text, int((received - received_s) * 1_000_000),
+            second[1], int((now - now_s) * 1_000_000), who,
         )  # fmt: skip
 
-    def _timestamp(self, seconds: float) -> bytes:
-        # As timestamp(), with the part up to the second remembered by this encoder.
-        whole = int(seconds)
-        second = self._second
-        if second[0] != whole:
-            moment = datetime.datetime.fromtimestamp(whole, datetime.UTC)
-            second = self._second = (whole, moment.strftime("%Y-%m-%dT%H:%M:%S").encode())
-        return b"%s.%06dZ" % (second[1], int((seconds - whole) * 1_000_000))
+    def _remember_second(self, whole: int) -> tuple[int, bytes]:
+        moment = datetime.datetime.fromtimestamp(whole, datetime.UTC)
+        second = self._second = (whole, moment.strftime("%Y-%m-%dT%H:%M:%S").encode())
+        return second
 
     def _remember_what(self, key: tuple[Any, ...]) -> bytes:
         verb, ref, code = key

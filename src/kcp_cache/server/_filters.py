@@ -92,6 +92,11 @@ _MOUNT_HOPS_MESSAGE: Final = (
 )
 
 
+def _is_watch(kcp: object) -> bool:
+    info = kcp.extra.get(REQUEST_INFO_KEY) if isinstance(kcp, KcpRequest) else None
+    return isinstance(info, RequestInfo) and info.verb == "watch"
+
+
 class CacheServerApp:
     """The ASGI app returned by :func:`~kcp_cache.server.create_app`: kcp's filters in
     front of the API, discovery, health and metrics.
@@ -195,8 +200,7 @@ class CacheServerApp:
                     extra.append((_STORE_HEADER, self.store_header))
                 if audit is not None:
                     extra.append((b"audit-id", audit_id))
-                    info = request_info(kcp) if isinstance(kcp, KcpRequest) else None
-                    if info is not None and info.verb == "watch":
+                    if scope["method"] == "GET" and _is_watch(kcp):
                         audit.record(self._audit_event(scope, audit_id, "ResponseStarted",
                                                        code, received))  # fmt: skip
                 if extra:
@@ -223,21 +227,24 @@ class CacheServerApp:
         # Only what the request already knows, in one flat tuple: the writer thread
         # builds and encodes the Event (the _audit_event module says why no dict).
         kcp = scope.get("kcp")
-        if not isinstance(kcp, KcpRequest):
+        if not isinstance(kcp, KcpRequest):  # failed before the filters ran
             kcp = KcpRequest()
-        info = kcp.extra.get(REQUEST_INFO_KEY)
+        extra = kcp.extra
+        info = extra.get(REQUEST_INFO_KEY)
         ref: ObjectRef | None = None
         if isinstance(info, RequestInfo):
             verb = info.verb
             if info.is_resource_request:
-                ref = (info.resource, info.namespace or "", info.name or "", info.api_group,
-                       info.api_version, info.subresource or "")  # fmt: skip
+                ref = (info.resource, info.namespace, info.name, info.api_group,
+                       info.api_version, info.subresource)  # fmt: skip
         else:
             verb = scope.get("method", "").lower()
-        decision = kcp.extra.get(DECISION_KEY)
-        allowed, reason = (
-            (decision.allowed, decision.reason) if isinstance(decision, Decision) else (None, "")
-        )
+        decision = extra.get(DECISION_KEY)
+        allowed: bool | None = None
+        reason = ""
+        if isinstance(decision, Decision):
+            allowed = decision.allowed
+            reason = decision.reason
         agent = None
         for name, value in scope.get("headers", ()):
             if name == b"user-agent":
@@ -245,7 +252,7 @@ class CacheServerApp:
                 break
         client = scope.get("client")
         user = kcp.user
-        return (audit_id, stage, scope.get("kcp_original_path", scope.get("path", "")),
+        return (audit_id, stage, scope.get("kcp_original_path") or scope.get("path", ""),
                 scope.get("query_string", b""), verb, user.name, user.groups,
                 client[0] if client else None, agent, ref, code, received, time.time(),
                 allowed, reason, kcp.shard, kcp.cluster, kcp.identity)  # fmt: skip
