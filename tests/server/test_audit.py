@@ -5,7 +5,10 @@ from __future__ import annotations
 import gc
 import json
 import os
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ from typing import Any
 import pytest
 
 from kcp_cache.server import AuditLog, AuditOptions, FactsEncoder, audit_event, encode_facts
+from kcp_cache.server._audit_event import new_audit_id
 from kcp_cache.testing import CacheServer, ServerStartError, TestCA
 
 from ..full_disk import SmallDisk
@@ -303,10 +307,27 @@ def test_the_event_is_built_from_the_requests_facts() -> None:
     assert denied["annotations"]["authorization.k8s.io/decision"] == "forbid"
 
 
+def test_audit_ids_are_uuids_unique_within_and_across_processes() -> None:
+    """A per-process random prefix and a counter: every id parses as a UUID, none repeats
+    in a process, and another process (a --workers worker, a restart) draws another
+    prefix."""
+    ids = [new_audit_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    assert all(str(uuid.UUID(i.decode())) == i.decode() for i in ids)
+    code = "from kcp_cache.server._audit_event import new_audit_id; print(new_audit_id().decode())"
+    others = {
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        ).stdout.strip()[:24]
+        for _ in range(2)
+    }
+    assert len(others | {ids[0][:24].decode()}) == 3
+
+
 def test_buffered_facts_give_the_garbage_collector_nothing_to_walk() -> None:
     """What waits in the buffer is a tuple of atomic values: after one collection the
     collector no longer tracks it (a dict or list would stay tracked and be promoted)."""
-    facts = _facts(audit_id=f"id-{time.monotonic_ns()}".encode())  # built at run time, not a constant
+    facts = _facts(audit_id=f"id-{time.monotonic_ns()}".encode())  # built at run time
     assert gc.is_tracked(facts)
     gc.collect()
     assert not gc.is_tracked(facts)
