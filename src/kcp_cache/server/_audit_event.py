@@ -156,45 +156,39 @@ def encode_facts(facts: AuditFacts) -> bytes:
 
 
 _HEAD: Final = b'{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata",'
-_STAGES: Final = {stage: orjson.dumps(stage) for stage in ("ResponseStarted", "ResponseComplete")}
+_ID_HEAD: Final = _HEAD + b'"auditID":"'
 
 
 class FactsEncoder:
     """Encodes events as :func:`encode_facts` does — the same keys and values, in another
-    key order — at about a third of its cost: an event is mostly parts that repeat from
-    request to request, so each is encoded once and remembered — who (user, groups, source
-    IP, agent, and the annotations: decision, reason, shard, cluster, identity) and what
-    (verb, object reference, response status) — and a line is one bytes formatting of the
-    remembered parts, the audit id (ours: no escaping needed), the request URI (orjson)
-    and the two timestamps. No dict is built per event.
+    key order — at about half its cost: an event is mostly parts that repeat from request
+    to request — who (user, groups, source IP, agent, and the annotations: decision,
+    reason, shard, cluster, identity) and what (stage, verb, object reference, response
+    status) — so those are encoded once and remembered, and a line is one bytes formatting
+    of the remembered parts, the audit id (ours: no escaping needed), the request URI
+    (orjson) and the two timestamps. No dict is built per event.
 
-    One per writer thread (the memos take no lock); a memo is emptied when it reaches
+    One per writer thread (the memo takes no lock); it is emptied when it reaches
     *memo_size* entries, so a stream of distinct clients or objects cannot grow it
     without bound.
     """
 
     def __init__(self, memo_size: int = 4096) -> None:
-        self._who: dict[tuple[Any, ...], bytes] = {}
-        self._what: dict[tuple[Any, ...], bytes] = {}
+        self._parts: dict[tuple[Any, ...], tuple[bytes, bytes, bytes]] = {}
         self._memo_size = memo_size
         self._second: tuple[int, bytes] = (-1, b"")
 
     def __call__(self, facts: AuditFacts) -> bytes:
         (audit_id, stage, path, query, verb, username, groups, source_ip, user_agent, ref,
          code, received, now, allowed, reason, shard, cluster, identity) = facts  # fmt: skip
-        who_key = (username, groups, source_ip, user_agent, allowed, reason, shard, cluster,
-                   identity)  # fmt: skip
-        who = self._who.get(who_key)
-        if who is None:
-            who = self._remember_who(who_key)
-        what_key = (verb, ref, code)
-        what = self._what.get(what_key)
-        if what is None:
-            what = self._remember_what(what_key)
-        stage_json = _STAGES.get(stage) or orjson.dumps(stage)
-        uri = orjson.dumps(f"{path}?{query.decode('latin-1')}" if query else path)
-        # The two times as timestamp() writes them, the part up to the second remembered
-        # (inline: a method call per time costs as much as its formatting).
+        key = (stage, verb, ref, code, username, groups, source_ip, user_agent, allowed,
+               reason, shard, cluster, identity)  # fmt: skip
+        parts = self._parts.get(key)
+        if parts is None:
+            parts = self._remember(key)
+        # The two times as timestamp() writes them (%d truncates as int() does), the part
+        # up to the second remembered (inline: a method call per time costs as much as its
+        # formatting).
         received_s = int(received)
         now_s = int(now)
         second = self._second
@@ -203,20 +197,26 @@ class FactsEncoder:
         received_text = second[1]
         if now_s != received_s:
             second = self._remember_second(now_s)
-        # {"kind"…,"level":"Metadata", + id, stage, URI + what + times + , + who (its "}\n")
-        return b'%s"auditID":"%s","stage":%s,"requestURI":%s,%s"requestReceivedTimestamp":"%s.%06dZ","stageTimestamp":"%s.%06dZ",%s' % (  # noqa: E501
-            _HEAD, audit_id, stage_json, uri, what,
-            received_text, int((received - received_s) * 1_000_000),
-            second[1], int((now - now_s) * 1_000_000), who,
-        )  # fmt: skip
+        # {"kind"…,"level":"Metadata","auditID":" + id + ","stage":…,"requestURI": + URI
+        # + ,what…,"requestReceivedTimestamp":" + the times + who…}\n
+        return b"".join((
+            _ID_HEAD, audit_id, parts[0],
+            orjson.dumps(f"{path}?{query.decode('latin-1')}" if query else path), parts[1],
+            b'%s.%06dZ","stageTimestamp":"%s.%06dZ",' % (
+                received_text, (received - received_s) * 1_000_000,
+                second[1], (now - now_s) * 1_000_000,
+            ),
+            parts[2],
+        ))  # fmt: skip
 
     def _remember_second(self, whole: int) -> tuple[int, bytes]:
         moment = datetime.datetime.fromtimestamp(whole, datetime.UTC)
         second = self._second = (whole, moment.strftime("%Y-%m-%dT%H:%M:%S").encode())
         return second
 
-    def _remember_what(self, key: tuple[Any, ...]) -> bytes:
-        verb, ref, code = key
+    def _remember(self, key: tuple[Any, ...]) -> tuple[bytes, bytes, bytes]:
+        (stage, verb, ref, code, username, groups, source_ip, user_agent, allowed, reason,
+         shard, cluster, identity) = key  # fmt: skip
         what: dict[str, Any] = {"verb": verb}
         if ref is not None:
             what["objectRef"] = _object_ref(ref)
@@ -225,14 +225,6 @@ class FactsEncoder:
             if code >= 400:
                 status["status"] = "Failure"
             what["responseStatus"] = status
-        if len(self._what) >= self._memo_size:
-            self._what.clear()
-        # Without its braces, with a trailing comma: the middle of a line.
-        encoded = self._what[key] = orjson.dumps(what)[1:-1] + b","
-        return encoded
-
-    def _remember_who(self, key: tuple[Any, ...]) -> bytes:
-        username, groups, source_ip, user_agent, allowed, reason, shard, cluster, identity = key
         who: dict[str, Any] = {
             "user": {"username": username, "groups": list(groups)},
             "sourceIPs": [source_ip] if source_ip else [],
@@ -242,8 +234,13 @@ class FactsEncoder:
         annotations = _annotations(allowed, reason, shard, cluster, identity)
         if annotations:
             who["annotations"] = annotations
-        if len(self._who) >= self._memo_size:
-            self._who.clear()
-        # Without its opening brace, with the line's newline: the tail of every line.
-        encoded = self._who[key] = orjson.dumps(who, option=orjson.OPT_APPEND_NEWLINE)[1:]
-        return encoded
+        if len(self._parts) >= self._memo_size:
+            self._parts.clear()
+        parts = self._parts[key] = (
+            b'","stage":%s,"requestURI":' % orjson.dumps(stage),
+            # Without its braces, between commas: the middle of a line.
+            b',%s,"requestReceivedTimestamp":"' % orjson.dumps(what)[1:-1],
+            # Without its opening brace, with the line's newline: the tail of every line.
+            orjson.dumps(who, option=orjson.OPT_APPEND_NEWLINE)[1:],
+        )
+        return parts
