@@ -287,7 +287,7 @@ def test_the_event_is_built_from_the_requests_facts() -> None:
     assert "cache.kcp.io/identity" not in event["annotations"]
     # Quotes, backslashes and control characters in what a client sends stay valid JSON.
     odd = _facts(
-        query=b'labelSelector=a%3Db&x="\\', user_agent='curl/"8"\n', code=0, allowed=None,
+        query=b'labelSelector=a%3Db&x="\\', user_agent=b'curl/"8"\n', code=0, allowed=None,
         ref=("instances", "", "", "machines.svm.io", "v1alpha1", "status"), identity="abc",
     )  # fmt: skip
     line = encode_facts(odd)
@@ -339,7 +339,7 @@ def test_the_writers_encoder_writes_the_reference_event() -> None:
     ``audit_event`` for every shape of facts, remembered parts or not."""
     variants = [
         _facts(),
-        _facts(user_agent='curl/"8"\n', query=b"limit=5&x=\\", code=201, verb="create"),
+        _facts(user_agent=b'curl/"8"\n', query=b"limit=5&x=\\", code=201, verb="create"),
         _facts(ref=None, code=0, allowed=None, shard=None, cluster=None, source_ip=None),
         _facts(
             code=403,

@@ -33,11 +33,12 @@ __all__ = [
 ObjectRef = tuple[str, str, str, str, str, str]
 
 #: What :func:`encode_facts` needs, in this order: audit id (ASCII bytes, as
-#: :func:`new_audit_id` makes it and the ``Audit-ID`` header sends it), stage, request path, query
-#: string (raw bytes), verb, username, groups, source IP, user agent, object reference,
-#: response code (0: none yet), received and stage times (``time.time()``), the
-#: authorization decision (``None``: none was made) and its reason, shard, cluster and
-#: identity (``None``: not in the request).
+#: :func:`new_audit_id` makes it and the ``Audit-ID`` header sends it), stage, request
+#: path, query string (raw bytes), verb, username, groups, source IP, user agent (raw
+#: header bytes: decoded only when its part of an event is first encoded), object
+#: reference, response code (0: none yet), received and stage times (``time.time()``),
+#: the authorization decision (``None``: none was made) and its reason, shard, cluster
+#: and identity (``None``: not in the request).
 AuditFacts = tuple[
     bytes,
     str,
@@ -47,7 +48,7 @@ AuditFacts = tuple[
     str,
     tuple[str, ...],
     str | None,
-    str | None,
+    bytes | None,
     ObjectRef | None,
     int,
     float,
@@ -133,7 +134,7 @@ def audit_event(facts: AuditFacts) -> dict[str, Any]:
         "sourceIPs": [source_ip] if source_ip else [],
     }
     if user_agent:
-        event["userAgent"] = user_agent
+        event["userAgent"] = user_agent.decode("latin-1")
     if ref is not None:
         event["objectRef"] = _object_ref(ref)
     if code:
@@ -230,7 +231,7 @@ class FactsEncoder:
             "sourceIPs": [source_ip] if source_ip else [],
         }
         if user_agent:
-            who["userAgent"] = user_agent
+            who["userAgent"] = user_agent.decode("latin-1")
         annotations = _annotations(allowed, reason, shard, cluster, identity)
         if annotations:
             who["annotations"] = annotations

@@ -248,7 +248,7 @@ class CacheServerApp:
         agent = None
         for name, value in scope.get("headers", ()):
             if name == b"user-agent":
-                agent = value.decode("latin-1")
+                agent = value
                 break
         client = scope.get("client")
         user = kcp.user
