@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from kcp_cache.registry._apply import apply_configuration
+from kcp_cache.registry._cache_admission import admit_cache_write, governs_caches
 from kcp_cache.registry._cached_resources import CachedResourceIndex
 from kcp_cache.registry._catalog import ResourceCatalog, ResourceInfo
 from kcp_cache.registry._crd_admission import admit_crd_delete, admit_crd_write, governs
@@ -258,6 +259,8 @@ class Registry:
         obj = prepare_create(info, body, target.namespace)
         if governs(target):
             obj = admit_crd_write(self.catalog, obj, None)
+        elif governs_caches(target):
+            admit_cache_write(target, obj)
         for _attempt in range(8):
             name = obj["metadata"]["name"]
             key = self._key(target, name)
@@ -314,6 +317,8 @@ class Registry:
             admission.check_update(info, old, obj)
         if governs(target):
             obj = admit_crd_write(self.catalog, obj, old)
+        elif governs_caches(target):
+            admit_cache_write(target, obj)
         if self.honor_finalizers:
             check_no_new_finalizers(info, name, old, obj)
             if released(obj):
@@ -453,6 +458,8 @@ class Registry:
                 obj = prepare_create(info, merged, target.namespace)
                 if governs(target):
                     obj = admit_crd_write(self.catalog, obj, None)
+                elif governs_caches(target):
+                    admit_cache_write(target, obj)
                 try:
                     created = await store.create(key, orjson.dumps(obj))
                 except AlreadyExists:
