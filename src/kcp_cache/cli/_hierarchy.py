@@ -391,7 +391,13 @@ class Hierarchy:
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._pending_work.add(task)
-        task.add_done_callback(self._pending_work.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._pending_work.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("applying a change of this cache's Cache object failed",
+                      exc_info=task.exception())  # fmt: skip
 
     # -- policies ----------------------------------------------------------------------
 

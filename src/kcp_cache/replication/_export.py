@@ -171,7 +171,6 @@ class Exporter(StartStop):
         #: which every object went away while the cursor was lost is swept too.
         self.sweep_scope = sweep_scope
         self._resend = False
-        self._restarting = asyncio.Lock()
         self.cursor_file = cursor_file
         self._backoff = backoff()
         self.on_change = on_change
@@ -227,12 +226,9 @@ class Exporter(StartStop):
         await self.resend()
 
     async def resend(self) -> None:
-        """Re-send the snapshot now (and sweep after it), from a fresh export pass."""
+        """Re-send the snapshot (and sweep after it) in a fresh export pass. The current
+        pass ends at its next line (PROGRESS comes every interval even when idle)."""
         self._resend = True
-        async with self._restarting:
-            if self._task is not None:
-                await cancel_and_wait(self._task)
-                self._task = asyncio.create_task(self.run(), name="exporter")
 
     async def run(self) -> None:
         """Export until cancelled; each failure pauses, then resumes from the cursor."""
@@ -268,6 +264,8 @@ class Exporter(StartStop):
         try:
             async for event in feed:
                 kind = event.type
+                if self._resend and not snapshot and kind != "SNAPSHOT":
+                    return  # a re-send was asked for: start over from a snapshot
                 if kind == "SNAPSHOT":
                     snapshot = True
                     continue
