@@ -73,8 +73,19 @@ def test_flags_are_written_into_the_cache_object_and_bad_specs_are_refused(
             status = refused.json()
             assert status["reason"] == "Invalid"
             assert field in {c["field"] for c in status["details"]["causes"]}, status
-        good = {"export": [{"group": "*", "resource": "*", "labelSelector": {
-            "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["secret"]}]}}]}
+        good = {
+            "export": [
+                {
+                    "group": "*",
+                    "resource": "*",
+                    "labelSelector": {
+                        "matchExpressions": [
+                            {"key": "tier", "operator": "NotIn", "values": ["secret"]}
+                        ]
+                    },
+                }
+            ]
+        }
         accepted = merge_patch(region, cache_url(region, "eu-1"), {"spec": good})
         assert accepted.status_code == 200, accepted.text
         # A restart without export flags keeps the admin's spec.
