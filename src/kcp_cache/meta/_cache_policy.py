@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kcp_cache.meta._names import WILDCARD
+
 __all__ = ["PolicyError", "PolicyRule", "ResourcePolicy", "policy_from_flags"]
 
 _OPERATORS: Final = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
@@ -72,7 +74,7 @@ class PolicyRule:
 
     def covers(self, group: str, resource: str) -> bool:
         """Whether the rule names *group*/*resource* (storage spelling: ``core``)."""
-        return self.group in ("*", group) and self.resource in ("*", resource)
+        return self.group in (WILDCARD, group) and self.resource in (WILDCARD, resource)
 
     def selects(self, obj: Mapping[str, Any]) -> bool:
         labels = (obj.get("metadata") or {}).get("labels") or {}
@@ -83,7 +85,7 @@ class PolicyRule:
     @property
     def exact(self) -> bool:
         """Names one type and selects every object of it."""
-        return "*" not in (self.group, self.resource) and not (
+        return WILDCARD not in (self.group, self.resource) and not (
             self.match_labels or self.expressions
         )
 
@@ -227,7 +229,7 @@ def policy_from_flags(resources: Iterable[str], labels: Mapping[str, str]) -> li
         return None
     selector = {"labelSelector": {"matchLabels": dict(labels)}} if labels else {}
     if not names:
-        return [{"group": "*", "resource": "*", **selector}]
+        return [{"group": WILDCARD, "resource": WILDCARD, **selector}]
     out = []
     for name in names:
         group, slash, resource = name.partition("/")

@@ -325,11 +325,14 @@ class Exporter(StartStop):
         """Write one object at the parent, if the policy exports it. Returns the
         wildcard collection (every cluster of its shard) it belongs to, for the sweep
         after a snapshot, and whether it went up."""
+        group, resource = relative_key.split("/", 2)[:2]
+        if not snapshot and not self.policy.covers(group, resource):
+            if object_path(relative_key, None)[0] != CACHE_OWNED_SHARD:
+                return None, False  # a type that does not go up: not even decoded
         obj = orjson.loads(value)
         shard, collection, name = object_path(relative_key, obj)
         # The cache-owned objects (other caches' Cache objects) always go, never swept.
         wildcard = None if shard == CACHE_OWNED_SHARD else _wildcard(collection, relative_key)
-        group, resource = relative_key.split("/", 2)[:2]
         if wildcard is not None and not self.policy.wants(group, resource, obj):
             if not snapshot and self.policy.covers(group, resource):
                 # It stopped matching its rule's selector: its copy goes. (In a snapshot
