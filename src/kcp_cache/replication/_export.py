@@ -326,9 +326,12 @@ class Exporter(StartStop):
         wildcard collection (every cluster of its shard) it belongs to, for the sweep
         after a snapshot, and whether it went up."""
         group, resource = relative_key.split("/", 2)[:2]
-        if not snapshot and not self.policy.covers(group, resource):
-            if object_path(relative_key, None)[0] != CACHE_OWNED_SHARD:
-                return None, False  # a type that does not go up: not even decoded
+        if (
+            not snapshot
+            and not self.policy.covers(group, resource)
+            and object_path(relative_key, None)[0] != CACHE_OWNED_SHARD
+        ):
+            return None, False  # a type that does not go up: not even decoded
         obj = orjson.loads(value)
         shard, collection, name = object_path(relative_key, obj)
         # The cache-owned objects (other caches' Cache objects) always go, never swept.
