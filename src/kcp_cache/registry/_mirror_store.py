@@ -102,14 +102,17 @@ class MirrorStore:
         if resync:
             self._state["resyncs"] = self.resyncs + 1
 
-    def imports(self, relative_key: str, value: bytes) -> bool:
-        """Whether the import policy wants the stored object *value* of the key."""
+    def imports(self, relative_key: str, value: bytes | None) -> bool:
+        """Whether the import policy wants the stored object *value* of the key
+        (``None``: whether it wants any object of the key's type)."""
         policy = self.policy
         if policy.everything or key_shard(relative_key) == CACHE_OWNED_SHARD:
             return True
         group, resource = relative_key.split("/", 2)[:2]
         if not policy.covers(group, resource):
             return False
+        if value is None:
+            return True
         try:
             obj = orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -120,7 +123,10 @@ class MirrorStore:
         if not self._mirrors(relative_key):
             return
         if not self.imports(relative_key, value):
-            await self.delete(relative_key)  # not (or no longer) imported
+            # Not imported. An object of an imported type that stopped matching its
+            # rule's selector goes; in a snapshot the sweep at its end does that.
+            if self._snapshot_keys is None and self.imports(relative_key, None):
+                await self.delete(relative_key)
             return
         if self._snapshot_keys is not None:
             self._snapshot_keys.add(relative_key)
