@@ -386,7 +386,7 @@ class Hierarchy:
     def _claims_grew(self) -> None:
         exporter = self.exporter
         if exporter is not None:
-            self._spawn(exporter.resend())
+            self._spawn(exporter.resend("this cache claimed a shard (--workers)"))
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)

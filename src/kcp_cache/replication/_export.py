@@ -223,11 +223,13 @@ class Exporter(StartStop):
         if policy == self.policy:
             return
         self.policy = policy
-        await self.resend()
+        await self.resend("the export policy changed")
 
-    async def resend(self) -> None:
+    async def resend(self, reason: str) -> None:
         """Re-send the snapshot (and sweep after it) in a fresh export pass. The current
         pass ends at its next line (PROGRESS comes every interval even when idle)."""
+        if not self._resend:
+            log.info("re-sending the snapshot to the parent: %s", reason)
         self._resend = True
 
     async def run(self) -> None:
