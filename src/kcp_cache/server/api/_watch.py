@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 
 from kcp_cache.registry import ApiError, WatchSession, error_line
@@ -28,6 +29,8 @@ from kcp_cache.server._detached import Detached, DetachedResponse
 from kcp_cache.server.types import Receive, Send
 
 __all__ = ["stream_watch"]
+
+log = logging.getLogger(__name__)
 
 
 async def stream_watch(
@@ -248,9 +251,22 @@ class _WatchStream:
     def pump(self) -> None:
         """Write what is queued while the stream takes it; end the watch once closed."""
         self.scheduled = False
-        connection, watcher = self.connection, self.watcher
-        if self.response is None or connection is None:
+        if self.response is None:
             return  # ended already
+        try:
+            self._pump()
+        except Exception:
+            # No handler above to end the response: reset the stream and finish here.
+            log.exception("watch stream failed")
+            if self.connection is not None:
+                self.connection.abort()
+            self.on_disconnect()
+            if self.response is not None:
+                self.end()
+
+    def _pump(self) -> None:
+        connection, watcher = self.connection, self.watcher
+        assert connection is not None
         while not self.disconnected:
             pending = self.pending
             if pending is None:
