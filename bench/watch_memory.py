@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _h2_watchers import H2WatchHub
 from _procs import client, raise_open_files
 from _watchers import WatchHub
-
 from kcp_cache.testing import CacheServer
 
 GROUP_PATH = "/services/cache/shards/amber/clusters/watch/apis/apis.kcp.io/v1alpha2/apiexports"

@@ -15,7 +15,7 @@ import asyncio
 import gc
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,7 @@ def _request_path_tasks() -> list[asyncio.Task[Any]]:
     ]
 
 
-async def _open_watches(served: Served) -> float:
+def _open_watches(served: Served) -> float:
     metrics = served.app.metrics.exposition()[0].decode()
     for line in metrics.splitlines():
         if line.startswith("kcp_cache_open_watches{") and "apiexports" in line:
@@ -110,9 +110,9 @@ async def _open_watches(served: Served) -> float:
     return 0.0
 
 
-async def _until(predicate: Any, what: str, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if await predicate():
+async def _until(predicate: Callable[[], object], what: str) -> None:
+    for _ in range(250):
+        if predicate():
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
@@ -149,8 +149,8 @@ class _RawH2:
         self.conn.reset_stream(stream)
         self.writer.write(self.conn.data_to_send())
 
-    async def until(self, done: Any, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def until(self, done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(5):
             while not done():
                 data = await self.reader.read(65536)
                 assert data, "the server closed the connection"
@@ -181,7 +181,7 @@ async def test_a_detached_watch_is_released_when_its_stream_is_reset(served: Ser
         assert _watch_objects() == before + 1
         # Detached: no coroutine of the request path waits for this watch's events.
         assert _request_path_tasks() == []
-        assert await _open_watches(served) == 1
+        assert _open_watches(served) == 1
         body = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport",
                 "metadata": {"name": "detached"}}  # fmt: skip
         assert (await served.client.post(EXPORTS, json=body)).status_code == 201
@@ -190,8 +190,8 @@ async def test_a_detached_watch_is_released_when_its_stream_is_reset(served: Ser
         assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "detached")
         raw.reset(watch)
 
-        async def released() -> bool:
-            return await _open_watches(served) == 0 and _watch_objects() == before
+        def released() -> bool:
+            return _open_watches(served) == 0 and _watch_objects() == before
 
         await _until(released, "the reset watch to be released")
         # The connection serves on.
@@ -201,7 +201,7 @@ async def test_a_detached_watch_is_released_when_its_stream_is_reset(served: Ser
     finally:
         raw.close()
     await _until(lambda: _stages_of(served.audit_path, audit_id, 2), "the audit lines")
-    assert await _stages_of(served.audit_path, audit_id, 2) == [
+    assert _stages_of(served.audit_path, audit_id, 2) == [
         "ResponseStarted",
         "ResponseComplete",
     ]
@@ -217,15 +217,15 @@ async def test_a_detached_watch_is_released_when_its_timeout_ends_it(served: Ser
         body = await asyncio.wait_for(watch.aread(), 5)  # the server ends the stream
     assert body == b""  # ended cleanly (END_STREAM), not reset: nothing happened meanwhile
 
-    async def released() -> bool:
-        return await _open_watches(served) == 0 and _watch_objects() == before
+    def released() -> bool:
+        return _open_watches(served) == 0 and _watch_objects() == before
 
     await _until(released, "the timed-out watch to be released")
     # The connection serves on.
     assert (await served.client.get(EXPORTS)).status_code == 200
 
 
-async def _stages_of(path: Path, audit_id: str, want: int) -> list[str] | None:
+def _stages_of(path: Path, audit_id: str, want: int) -> list[str] | None:
     if not path.exists():
         return None
     stages = [

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["Detached", "DetachedResponse"]
 
@@ -37,13 +38,15 @@ class DetachedResponse:
     __slots__ = ("_finishers",)
 
     def __init__(self) -> None:
-        self._finishers: list[Callable[[], None]] | None = []
+        # (callback, *args) tuples: a partial and its own args tuple would cost a watch
+        # ~80 bytes more per layer.
+        self._finishers: list[tuple[Any, ...]] | None = []
 
-    def on_finish(self, callback: Callable[[], None]) -> None:
-        """Have ``callback`` called when the response ends."""
+    def on_finish(self, callback: Callable[..., None], *args: Any) -> None:
+        """Have ``callback(*args)`` called when the response ends."""
         if self._finishers is None:
             raise RuntimeError("the detached response has finished already")
-        self._finishers.append(callback)
+        self._finishers.append((callback, *args))
 
     @property
     def finished(self) -> bool:
@@ -52,9 +55,9 @@ class DetachedResponse:
     def finish(self) -> None:
         """The response ended: run the callbacks (each once; a failing one is logged)."""
         finishers, self._finishers = self._finishers, None
-        for callback in finishers or ():
+        for callback, *args in finishers or ():
             try:
-                callback()
+                callback(*args)
             except Exception:
                 log.exception("finishing a detached response failed in %r", callback)
 

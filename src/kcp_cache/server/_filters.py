@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
@@ -33,7 +33,7 @@ from kcp_cache.server._authz import (
     authorizer_for_mode,
 )
 from kcp_cache.server._connection import connection_control
-from kcp_cache.server._detached import Detached
+from kcp_cache.server._detached import Detached, DetachedResponse
 from kcp_cache.server._fencing import FencedAuthorizer
 from kcp_cache.server._freshness import FRESHNESS_PATHS, FreshnessService
 from kcp_cache.server._grammar import (
@@ -211,7 +211,7 @@ class CacheServerApp:
         except Detached as signal:
             # A watch going on without this coroutine: the request ends with its response.
             detached = True
-            signal.response.on_finish(self._end_later(scope, start, code, audit_id, received))
+            self._end_later(signal.response, scope, start, code, audit_id, received)
             raise
         except Exception as exc:
             await answer_error(exc, scope, send_and_record, responded=bool(code))
@@ -232,16 +232,25 @@ class CacheServerApp:
             self._log_access(scope, code, seconds)
 
     def _end_later(
-        self, scope: Scope, start: float, code: int, audit_id: str, received: float
-    ) -> Callable[[], None]:
+        self,
+        response: DetachedResponse,
+        scope: Scope,
+        start: float,
+        code: int,
+        audit_id: str,
+        received: float,
+    ) -> None:
         """:meth:`_end`, for when a detached response ends. Where only the metrics need
         doing (no audit, no access log, no in-flight slot: watches hold none), it keeps
         their labels rather than the scope and its request records (~2 KiB a watch)."""
         kcp = scope.get("kcp")
         holds_slot = isinstance(kcp, KcpRequest) and kcp.extra.get(_IN_FLIGHT_SLOT_KEY)
         if self.audit is not None or holds_slot or access_log.isEnabledFor(logging.DEBUG):
-            return functools.partial(self._end, scope, start, code, audit_id, received)
-        return functools.partial(self._observe_labels, self._labels(scope), code, start)
+            response.on_finish(self._end, scope, start, code, audit_id, received)
+            return
+        # Interned: the labels are the same strings for every watch of a resource.
+        labels = tuple(sys.intern(label) for label in self._labels(scope))
+        response.on_finish(self._observe_labels, labels, code, start)
 
     def _audit_event(
         self, scope: Scope, audit_id: str, stage: str, code: int, received: float
@@ -314,7 +323,7 @@ class CacheServerApp:
         verb, group, version, resource = self._labels(scope)
         self.metrics.observe_request(verb, group, version, resource, code, seconds)
 
-    def _observe_labels(self, labels: tuple[str, str, str, str], code: int, start: float) -> None:
+    def _observe_labels(self, labels: tuple[str, ...], code: int, start: float) -> None:
         verb, group, version, resource = labels
         seconds = time.perf_counter() - start
         self.metrics.observe_request(verb, group, version, resource, code, seconds)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import struct
 import time
@@ -622,7 +621,7 @@ class H2Protocol(asyncio.Protocol):
             # The response goes on without the app's coroutine (a watch, driven by its
             # feed): the cycle ends with it, this task now.
             detached = True
-            signal.response.on_finish(functools.partial(self._cycle_done, stream))
+            signal.response.on_finish(self._cycle_done, stream)
         except Exception:
             log.exception("exception in the ASGI application")
             if not stream.response_started:

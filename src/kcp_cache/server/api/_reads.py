@@ -8,8 +8,8 @@ was already decided by the filters and is rendered by the registry.
 
 from __future__ import annotations
 
-import functools
 import logging
+import sys
 from collections.abc import Mapping
 
 import orjson
@@ -162,8 +162,9 @@ async def watch(req: ApiRequest) -> int:
     except Detached as signal:
         # The watch goes on without this coroutine (an HTTP/2 stream driven by the feed).
         detached = True
-        group_resource = target.info.group_resource
-        signal.response.on_finish(functools.partial(_watch_ended, api, watcher, group_resource))
+        # Interned: the watches of a resource share the string they keep for the metrics.
+        group_resource = sys.intern(target.info.group_resource)
+        signal.response.on_finish(_watch_ended, api, watcher, group_resource)
         raise
     finally:
         if not detached:
