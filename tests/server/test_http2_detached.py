@@ -40,6 +40,7 @@ from kcp_cache.server.api._watch import _WatchStream
 from kcp_cache.storage import MemoryStorage
 from kcp_cache.testing import TestCA
 
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
 
 
@@ -59,7 +60,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     audit_path = tmp_path / "audit.log"
     audit = AuditLog(AuditOptions(str(audit_path)))
     audit.open()
-    app = create_app(storage, audit=audit)
+    app = create_app(storage, audit=audit, bookmark_interval=0.2)
     await app.startup()
     serving, _ = ensure_serving_certificate(tmp_path)
     ca = TestCA(tmp_path / "ca")
@@ -137,10 +138,10 @@ class _RawH2:
         reader, writer = await asyncio.open_connection("127.0.0.1", served.port, ssl=context)
         return cls(reader, writer)
 
-    def get(self, path: str) -> int:
+    def get(self, path: str, accept: str = "application/json") -> int:
         stream = self.conn.get_next_available_stream_id()
         headers = [(":method", "GET"), (":path", path), (":scheme", "https"),
-                   (":authority", "127.0.0.1")]  # fmt: skip
+                   (":authority", "127.0.0.1"), ("accept", accept)]  # fmt: skip
         self.conn.send_headers(stream, headers, end_stream=True)
         self.writer.write(self.conn.data_to_send())
         return stream
@@ -174,7 +175,8 @@ async def test_a_detached_watch_is_released_when_its_stream_is_reset(served: Ser
     before = _watch_objects()
     raw = await _RawH2.connect(served)
     try:
-        watch = raw.get(EXPORTS + "?watch=1")
+        # kubectl get -w: each event rewritten as a Table, by the detached writer too.
+        watch = raw.get(EXPORTS + "?watch=1", TABLE)
         await raw.until(lambda: watch in raw.headers)
         assert raw.headers[watch][b":status"] == b"200"
         audit_id = raw.headers[watch][b"audit-id"].decode()
@@ -187,7 +189,8 @@ async def test_a_detached_watch_is_released_when_its_stream_is_reset(served: Ser
         assert (await served.client.post(EXPORTS, json=body)).status_code == 201
         await raw.until(lambda: b"\n" in raw.data.get(watch, b""))
         event = json.loads(raw.data[watch])
-        assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "detached")
+        assert (event["type"], event["object"]["kind"]) == ("ADDED", "Table")
+        assert event["object"]["rows"][0]["cells"][0] == "detached"
         raw.reset(watch)
 
         def released() -> bool:
@@ -209,13 +212,16 @@ async def test_a_detached_watch_is_released_when_its_stream_is_reset(served: Ser
 
 async def test_a_detached_watch_is_released_when_its_timeout_ends_it(served: Served) -> None:
     before = _watch_objects()
-    params = {"watch": "1", "timeoutSeconds": "1"}
+    params = {"watch": "1", "timeoutSeconds": "1", "allowWatchBookmarks": "true"}
     async with served.client.stream("GET", EXPORTS, params=params) as watch:
         assert watch.status_code == 200
         assert _watch_objects() == before + 1
         assert _request_path_tasks() == []
         body = await asyncio.wait_for(watch.aread(), 5)  # the server ends the stream
-    assert body == b""  # ended cleanly (END_STREAM), not reset: nothing happened meanwhile
+    # Ended cleanly (END_STREAM, not a reset), with the periodic bookmarks meanwhile.
+    events = [json.loads(line) for line in body.splitlines()]
+    assert events
+    assert {e["type"] for e in events} == {"BOOKMARK"}
 
     def released() -> bool:
         return _open_watches(served) == 0 and _watch_objects() == before

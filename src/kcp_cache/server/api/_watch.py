@@ -3,16 +3,24 @@
 The handler never trusts ``send()`` to notice a vanished client (uvicorn drops sends
 silently after a disconnect): a small task waits on ``receive()`` for
 ``http.disconnect`` and closes the watch, which wakes the handler at once — or, where
-the host can call back (an HTTP/2 stream), a callback does, with no task per watch. The timeout
-is a timer on the event loop, not a polling loop, so an idle stream costs one task and
-one future.
+the host can call back (an HTTP/2 stream), a callback does, with no task per watch. The
+timeout is a timer on the event loop (shared per 10 s slot when minutes away), not a
+polling loop.
+
+On an HTTP/2 stream the live phase needs no coroutine at all: once the response has
+started, the watch **detaches** (:mod:`kcp_cache.server._detached`) — the watcher's
+``notify`` schedules the writes, the stream's window says when more may go, and the
+request path above the handler unwinds, leaving one slotted object per watch instead of
+its suspended frames, task and scope. HTTP/1.1 keeps the coroutine (uvicorn's protocol
+has no way to write without ``send()``); both behave the same.
 
 A client that stops reading makes ``send()`` wait (the TLS transport's flow control),
 possibly for ever. So when the watch has to end while a ``send()`` is stuck — its
 ``timeoutSeconds`` is up, or the watcher was cut off for having too much unsent data —
 the handler drops the connection (:class:`~kcp_cache.server._connection.ConnectionControl`)
 instead of waiting for a reader that may never come; the client sees the stream end and
-resumes from the last resourceVersion it read, as after kube closes a watch.
+resumes from the last resourceVersion it read, as after kube closes a watch. A detached
+watch whose write waits for the window counts as stuck the same way.
 """
 
 from __future__ import annotations
