@@ -748,12 +748,12 @@ class H2Protocol(asyncio.Protocol):
                 stream.wake()
 
     async def _send_body(self, stream: _Stream, body: bytes, *, end: bool) -> None:
-        view: memoryview | None = memoryview(body)
+        view = memoryview(body)
         while True:
-            assert view is not None
-            view = self._write(stream, view, end=end)
-            if not view:  # all written, or the stream is gone
+            rest = self._write(stream, view, end=end)
+            if not rest:  # all written, or the stream is gone
                 return
+            view = rest
             # The peer's window (stream or connection) is exhausted, or the socket is
             # backed up: wait rather than buffer.
             await self._wait(stream, reading=False)
@@ -766,7 +766,7 @@ class H2Protocol(asyncio.Protocol):
         if stream.response_done:
             return None
         rest = self._write(stream, data[:0] if stream.head else data, end=end)
-        if end and rest is not None and not rest:
+        if end and not rest:  # as send() does for its last body message
             stream.response_done = True
             stream.wake()
         return rest
