@@ -23,6 +23,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import httpx2
 import pytest
 
@@ -123,20 +124,28 @@ class _RawH2:
     """A bare HTTP/2 client (``h2`` over asyncio TLS) that can reset a stream, which
     ``httpx2`` does not do when a response is closed early."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, ack: bool
+    ) -> None:
         self.reader, self.writer = reader, writer
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        if not ack:  # a client that stops reading: a small window it never reopens
+            self.conn.local_settings = h2.settings.Settings(
+                client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024}
+            )
         self.conn.initiate_connection()
+        self.ack = ack
         self.headers: dict[int, dict[bytes, bytes]] = {}
         self.data: dict[int, bytes] = {}
+        self.reset_by_server: set[int] = set()
         self.writer.write(self.conn.data_to_send())
 
     @classmethod
-    async def connect(cls, served: Served) -> _RawH2:
+    async def connect(cls, served: Served, *, ack: bool = True) -> _RawH2:
         context = served.ssl_context
         context.set_alpn_protocols(["h2"])
         reader, writer = await asyncio.open_connection("127.0.0.1", served.port, ssl=context)
-        return cls(reader, writer)
+        return cls(reader, writer, ack=ack)
 
     def get(self, path: str, accept: str = "application/json") -> int:
         stream = self.conn.get_next_available_stream_id()
@@ -159,12 +168,14 @@ class _RawH2:
                     if isinstance(event, h2.events.ResponseReceived):
                         self.headers[event.stream_id] = dict(event.headers)
                     elif isinstance(event, h2.events.DataReceived):
-                        self.data[event.stream_id] = (
-                            self.data.get(event.stream_id, b"") + event.data
-                        )
-                        self.conn.acknowledge_received_data(
-                            event.flow_controlled_length, event.stream_id
-                        )
+                        got = self.data.get(event.stream_id, b"")
+                        self.data[event.stream_id] = got + event.data
+                        if self.ack:
+                            self.conn.acknowledge_received_data(
+                                event.flow_controlled_length, event.stream_id
+                            )
+                    elif isinstance(event, h2.events.StreamReset):
+                        self.reset_by_server.add(event.stream_id)
                 self.writer.write(self.conn.data_to_send())
 
     def close(self) -> None:
@@ -240,3 +251,32 @@ def _stages_of(path: Path, audit_id: str, want: int) -> list[str] | None:
         if line and (event := json.loads(line))["auditID"] == audit_id
     ]
     return stages if len(stages) >= want else None
+
+
+async def test_a_detached_watch_stuck_on_its_window_is_reset_at_its_timeout(
+    served: Served,
+) -> None:
+    """The client stops reading: the detached writer holds the rest of a chunk for the
+    window, which counts as a stuck ``send()``; the timeout resets the stream (the
+    client resumes from the last resourceVersion it read) and releases the watch."""
+    before = _watch_objects()
+    timeouts = served.app.metrics.watch_terminations.get("timeout", 0)
+    raw = await _RawH2.connect(served, ack=False)
+    try:
+        watch = raw.get(EXPORTS + "?watch=1&timeoutSeconds=1")
+        await raw.until(lambda: watch in raw.headers)
+        pad = {"pad": "p" * 1000}
+        for i in range(3):  # 3 KiB of events against a 1 KiB window
+            body = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport",
+                    "metadata": {"name": f"stuck-{i}", "annotations": pad}}  # fmt: skip
+            assert (await served.client.post(EXPORTS, json=body)).status_code == 201
+        await raw.until(lambda: watch in raw.reset_by_server)
+        assert 0 < len(raw.data.get(watch, b"")) <= 1024  # what the window let through
+
+        def released() -> bool:
+            return _open_watches(served) == 0 and _watch_objects() == before
+
+        await _until(released, "the stuck watch to be released")
+        assert served.app.metrics.watch_terminations.get("timeout", 0) == timeouts + 1
+    finally:
+        raw.close()
