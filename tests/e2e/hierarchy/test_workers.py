@@ -21,10 +21,17 @@ from .helpers import apiexport, eventually, get, names, path, start_child, start
 
 
 @pytest.fixture
-def topology(tmp_path: Path) -> Iterator[tuple[CacheServer, CacheServer]]:
+def topology(
+    tmp_path: Path, storage_flags: tuple[str, ...]
+) -> Iterator[tuple[CacheServer, CacheServer]]:
+    """R, and below it E with ``--workers 2`` on SQLite (a leader and a follower) or on
+    etcd (two servers of one store: worker 0 mirrors and exports)."""
     root = start_root(tmp_path, "--home-shards", "amber")
     try:
-        region = start_child(tmp_path, "eu-1", root, "--home-shards", "sapphire", "--workers", "2")
+        region = start_child(
+            tmp_path, "eu-1", root, "--home-shards", "sapphire", "--workers", "2",
+            *storage_flags,
+        )  # fmt: skip
         try:
             region.wait_workers(2)
             yield root, region
