@@ -170,7 +170,10 @@ class Exporter(StartStop):
         #: those the snapshot had: every type of every shard homed here, so a type of
         #: which every object went away while the cursor was lost is swept too.
         self.sweep_scope = sweep_scope
-        self._resend = False
+        #: Re-sends asked for, and how many of them a completed snapshot covers (one
+        #: asked for while a snapshot is being sent needs another).
+        self._requested = 0
+        self._resent = 0
         self.cursor_file = cursor_file
         self._backoff = backoff()
         self.on_change = on_change
@@ -228,9 +231,12 @@ class Exporter(StartStop):
     async def resend(self, reason: str) -> None:
         """Re-send the snapshot (and sweep after it) in a fresh export pass. The current
         pass ends at its next line (PROGRESS comes every interval even when idle)."""
-        if not self._resend:
-            log.info("re-sending the snapshot to the parent: %s", reason)
-        self._resend = True
+        log.info("re-sending the snapshot to the parent: %s", reason)
+        self._requested += 1
+
+    @property
+    def _resend(self) -> bool:
+        return self._requested > self._resent
 
     async def run(self) -> None:
         """Export until cancelled; each failure pauses, then resumes from the cursor."""
@@ -260,6 +266,7 @@ class Exporter(StartStop):
                     await self._put(*first)
                 except ParentRefused as exc:
                     log.info("the parent did not take this cache's Cache object: %s", exc)
+        covers = self._requested  # the re-sends a snapshot of this pass answers
         feed = self.open_feed(since)
         snapshot = False
         exported: dict[str, set[str]] = {}  # wildcard collection → keys, during a snapshot
@@ -286,7 +293,7 @@ class Exporter(StartStop):
                     for wildcard, keys in exported.items():
                         await self._sweep(wildcard, keys, event.rev)
                     exported.clear()
-                    self._resend = False
+                    self._resent = covers
                 if kind in ("PUT", "DELETE"):
                     self.exported += 1
                     self._backoff.reset()
