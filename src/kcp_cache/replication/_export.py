@@ -33,7 +33,7 @@ import orjson
 from kcp_cache.client import AsyncClient, Backoff, Response, StartStop, cancel_and_wait
 from kcp_cache.meta import CACHE_OWNED_SHARD, CLUSTER_ANNOTATION, SHARD_ANNOTATION, ResourcePolicy
 
-from ._export_guard import DEFAULT_DELETE_GUARD, DeleteGuard
+from ._export_guard import DEFAULT_DELETE_GUARD, DeleteGuard, wildcard_type
 
 __all__ = ["DEFAULT_DELETE_GUARD", "ExportEvent", "Exporter", "object_path"]
 
@@ -42,6 +42,11 @@ log = logging.getLogger("kcp_cache.replication.export")
 _CRDS: Final = ("apiextensions.k8s.io", "customresourcedefinitions")
 _CUSTOM_RESOURCES: Final = "customresources"
 _CURSOR_SAVE_INTERVAL: Final = 1.0
+#: Stands for "a snapshot taken now" in a marker check (newer than every marker).
+_ANY_REVISION: Final = 2**63 - 1
+#: How often a sweep the guard refused is looked at again (a local read per shard and
+#: type): once the shard's marker says converged, the snapshot is re-sent and swept.
+REFUSED_RECHECK_INTERVAL: Final = 5.0
 
 
 def _wildcard(collection: str, relative_key: str) -> str:
@@ -174,6 +179,9 @@ class Exporter(StartStop):
         #: asked for while a snapshot is being sent needs another).
         self._requested = 0
         self._resent = 0
+        #: Wildcard collections whose last sweep the guard refused.
+        self.refused: set[str] = set()
+        self._rechecked_at = 0.0
         self.cursor_file = cursor_file
         self._backoff = backoff()
         self.on_change = on_change
@@ -288,12 +296,15 @@ class Exporter(StartStop):
                     await self._delete(event.key, event.value)
                 elif kind == "SNAPSHOT_END":
                     snapshot = False
+                    self.refused.clear()
                     for wildcard in self.sweep_scope() if self.sweep_scope else ():
                         exported.setdefault(wildcard, set())
                     for wildcard, keys in exported.items():
                         await self._sweep(wildcard, keys, event.rev)
                     exported.clear()
                     self._resent = covers
+                elif kind == "PROGRESS" and self.refused:
+                    await self._recheck_refused()
                 if kind in ("PUT", "DELETE"):
                     self.exported += 1
                     self._backoff.reset()
@@ -323,10 +334,30 @@ class Exporter(StartStop):
                 meta = item.get("metadata") or {}
                 _shard, collection, name = object_path(key, item)
                 stale.append((f"{collection}/{name}", str(meta.get("uid") or "")))
-        if not stale or not await self.guard.allows(wildcard, len(stale), len(items), revision):
+        if not stale:
+            return
+        if not await self.guard.allows(wildcard, len(stale), len(items), revision):
+            self.refused.add(wildcard)
             return
         for object_url, uid in stale:
             await self._delete_at(object_url, uid or None)
+
+    async def _recheck_refused(self) -> None:
+        """Re-send the snapshot once a refused sweep's shard reports this cache
+        converged (its write controller caught up, e.g. after this cache lost its
+        store): the sweep after it then deletes what really went away."""
+        now = time.monotonic()
+        if now - self._rechecked_at < REFUSED_RECHECK_INTERVAL or self.guard.converged is None:
+            return
+        self._rechecked_at = now
+        for wildcard in sorted(self.refused):
+            shard, group, resource = wildcard_type(wildcard)
+            if await self.guard.converged(shard, group, resource, _ANY_REVISION):
+                self.refused.clear()
+                await self.resend(
+                    f"shard {shard}'s marker now says converged for {group}/{resource}"
+                )
+                return
 
     async def _put(
         self, relative_key: str, value: bytes, *, snapshot: bool = False

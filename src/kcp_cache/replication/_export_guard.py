@@ -12,7 +12,8 @@ that report (its ``cacheRevision``) is not newer than the snapshot — so the sn
 holds all of the shard's objects of the type, and what it lacks really went away.
 
 A refused pass deletes nothing, logs one line and counts
-``kcp_cache_export_delete_guard_refusals_total``.
+``kcp_cache_export_delete_guard_refusals_total``; the exporter looks at the marker again
+every few seconds and re-sends its snapshot once it says converged.
 """
 
 from __future__ import annotations

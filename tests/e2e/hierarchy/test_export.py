@@ -151,7 +151,8 @@ def test_the_guard_asks_the_freshness_marker_and_the_sweep_covers_every_type(
     """E re-sends its snapshot (cursor lost). R holds copies E does not: 5 APIExports
     (more than 20% of 9) and 2 APIResourceSchemas, a type E has no object of at all.
     Without a marker the guard refuses both sweeps (one log line each, the metric
-    counts them); with sapphire's marker saying E is converged both are swept."""
+    counts them) until the marker arrives; with sapphire's marker saying E is converged
+    both are swept at once."""
     root = start_root(tmp_path)
     region = start_child(tmp_path, "eu-1", root, "--home-shards", "sapphire")
     schemas_at_root = path(root, "sapphire", "g", resource=SCHEMAS)
@@ -187,6 +188,15 @@ def test_the_guard_asks_the_freshness_marker_and_the_sweep_covers_every_type(
             assert len(refused) == 2, refused
             assert names(root, schemas_at_root) == {"s0", "s1"}
             assert len(names(root, path(root, "sapphire", "g"))) == 9
+            # The shard's write controller catches up and reports E converged: the
+            # refused sweeps are looked at again, the snapshot re-sent and swept.
+            _converged_lease(region, "sapphire")
+            eventually(lambda: names(root, path(root, "sapphire", "g"))
+                       == {"k1", "k2", "k3", "k4"}, timeout=30,
+                       what="the APIExport strays swept once converged")  # fmt: skip
+            eventually(lambda: names(root, schemas_at_root) == set(),
+                       what="the schema strays swept once converged")  # fmt: skip
+            assert _refusals(region) == 2
     finally:
         region.stop()
         root.stop()
