@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from kcp_cache.cli._placement import ShardPlacement
 from kcp_cache.client import (
     AsyncClient,
     AsyncHTTPTransport,
@@ -233,6 +234,7 @@ class Hierarchy:
             enabled=named,
         )
         self.home_writes = HomeWrites(self.home)
+        self.placement = ShardPlacement(storage, self.home, flush_timeout=args.rehome_flush_timeout)
         self.feed = FeedSource(storage, self.home, progress_interval=args.feed_progress_interval)
         self.routes: dict[str, Any] = {
             FEED_PATH: FeedEndpoint(self.feed),
@@ -273,8 +275,15 @@ class Hierarchy:
                     on_change=self._publish_status,
                 )
             self.home_writes.on_forced = self.mirror.refresh
+            # A shard moved away (or a lost claim): a fresh snapshot sweeps what the new
+            # home does not have; until the mirror caught up once, home writes wait.
+            self.home.on_moved_away = self.mirror.refresh
+            mirror = self.mirror
+            self.home_writes.confirmed = lambda: getattr(mirror, "caught_up", True)
             wanted = FeedFilter(
-                home_of=self.name, resources=frozenset(_names(args.export_resources))
+                home_of=self.name,
+                resources=frozenset(_names(args.export_resources)),
+                forward_cache_shards=named,
             )
             self.exporter = Exporter(
                 self._http,
@@ -284,6 +293,7 @@ class Hierarchy:
                 prelude=self._own_cache_object,
                 selection=_selection(args.export_label_selector),
                 delete_guard=args.export_delete_guard,
+                shards=self.placement.forwarding(self._http) if named else None,
             )
         self.storage = storage
 
@@ -332,6 +342,7 @@ class Hierarchy:
         if epoch:
             self.home.set_status(storeEpoch=epoch)
         await self.home.start()
+        self.placement.start()
         if self.mirror is not None:
             await self.mirror.start()
         if self.exporter is not None:
@@ -352,6 +363,7 @@ class Hierarchy:
         for part in (self.exporter, self.mirror):
             if part is not None:
                 await part.stop()
+        await self.placement.stop()
         await self.home.stop()
         for http in (self._http, self._watch_http):
             if http is not None:

@@ -93,6 +93,9 @@ from kcp_cache.registry._registry import MERGE_PATCH as MERGE_PATCH
 from kcp_cache.registry._registry import ListResponse as ListResponse
 from kcp_cache.registry._registry import Registry as Registry
 from kcp_cache.registry._registry import WatchSession as WatchSession
+from kcp_cache.registry._rehome import DEFAULT_FLUSH_TIMEOUT as DEFAULT_FLUSH_TIMEOUT
+from kcp_cache.registry._rehome import MoveFlusher as MoveFlusher
+from kcp_cache.registry._rehome import ShardAuthority as ShardAuthority
 from kcp_cache.registry._render import decorate as decorate
 from kcp_cache.registry._render import encode_object as encode_object
 from kcp_cache.registry._render import splicer as splicer
@@ -121,6 +124,7 @@ __all__ = [
     "CRD_RESOURCE",
     "CRD_RESOURCE_INFO",
     "DEFAULT_COLUMNS",
+    "DEFAULT_FLUSH_TIMEOUT",
     "DEFAULT_PROGRESS_INTERVAL",
     "DRY_RUN_ALL",
     "JSON_PATCH",
@@ -155,6 +159,7 @@ __all__ = [
     "ListResponse",
     "ListScope",
     "MirrorStore",
+    "MoveFlusher",
     "NameCheck",
     "OriginCheck",
     "PatchError",
@@ -167,6 +172,7 @@ __all__ = [
     "RuntimeCRDWatcher",
     "SelectorError",
     "ServedVersion",
+    "ShardAuthority",
     "ShardFreshness",
     "ShardLifecycle",
     "Target",

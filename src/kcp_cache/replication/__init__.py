@@ -50,6 +50,7 @@ from ._ccr_permission import (
 )
 from ._clients import cache_client, local_client
 from ._export import DEFAULT_DELETE_GUARD, Exporter
+from ._export_shards import ShardForwarding
 from ._health import HealthServer
 from ._lease import (
     DEFAULT_LEASE_DURATION,
@@ -141,6 +142,7 @@ __all__ = [
     "ReplicationMetrics",
     "ResetDetector",
     "Selection",
+    "ShardForwarding",
     "ShardLeaseRenewer",
     "UpdateInCache",
     "UpdateLocal",

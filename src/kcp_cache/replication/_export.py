@@ -34,6 +34,7 @@ from kcp_cache.client import AsyncClient, Backoff, Response, StartStop, cancel_a
 from kcp_cache.meta import CACHE_OWNED_SHARD, CLUSTER_ANNOTATION, SHARD_ANNOTATION
 
 from ._ccr_model import Selection
+from ._export_shards import CACHE_SHARD_KEYS, ShardForwarding
 
 __all__ = ["DEFAULT_DELETE_GUARD", "ExportEvent", "Exporter", "object_path"]
 
@@ -101,6 +102,21 @@ class ParentRefused(RuntimeError):
     """The parent answered a write with an error the exporter cannot resolve itself."""
 
 
+class ParentFenced(ParentRefused):
+    """The parent refuses the shard for good (decommissioned there, or homed at another
+    cache): the change is dropped, not retried — a late export must not block the rest,
+    nor bring the shard's data back."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+#: ``details.causes[].reason`` of the parent's refusals that are final for a shard.
+_FINAL_REFUSALS: Final = frozenset({"ShardDecommissioned", "ShardHomedElsewhere"})
+_FENCED_RETRIES: Final = 3
+
+
 def object_path(relative_key: str, value: dict[str, Any] | None) -> tuple[str, str, str]:
     """``(shard, collection path, name)`` of a storage key at the parent's API.
 
@@ -160,8 +176,13 @@ class Exporter(StartStop):
         prelude: Prelude | None = None,
         selection: Selection | None = None,
         delete_guard: float = DEFAULT_DELETE_GUARD,
+        shards: ShardForwarding | None = None,
     ) -> None:
         self.http = http
+        #: Claims and ``CacheShard`` changes (a cache in a hierarchy; None: data only).
+        self.shards = shards
+        #: Changes the parent refused for good (:class:`ParentFenced`).
+        self.dropped = 0
         self.open_feed = open_feed
         self.prelude = prelude
         #: Only objects with these labels go up (``--export-label-selector``); one that
@@ -254,11 +275,11 @@ class Exporter(StartStop):
                     snapshot = True
                     continue
                 if kind == "PUT":
-                    wildcard = await self._put(event.key, event.value)
+                    wildcard = await self._unless_fenced(self._put, event.key, event.value)
                     if snapshot and wildcard:
                         exported.setdefault(wildcard, set()).add(event.key)
                 elif kind == "DELETE":
-                    await self._delete(event.key, event.value)
+                    await self._unless_fenced(self._delete, event.key, event.value)
                 elif kind == "SNAPSHOT_END":
                     snapshot = False
                     for wildcard, keys in exported.items():
@@ -275,6 +296,22 @@ class Exporter(StartStop):
             await feed.aclose()  # type: ignore[attr-defined]
 
     # -- writes ------------------------------------------------------------------------
+
+    async def _unless_fenced(
+        self, write: Callable[[str, bytes], Awaitable[str | None]], key: str, value: bytes
+    ) -> str | None:
+        """*write*, dropped if the parent refuses it for good. Retried a little first:
+        a parent that has just stored this shard's claim may not have taken it in yet."""
+        for attempt in range(_FENCED_RETRIES):
+            try:
+                return await write(key, value)
+            except ParentFenced as exc:
+                if exc.reason != "ShardHomedElsewhere" or attempt + 1 == _FENCED_RETRIES:
+                    self.dropped += 1
+                    log.warning("dropping a change the parent refuses for good: %s", exc)
+                    return None
+                await asyncio.sleep(0.2 * (attempt + 1))
+        return None
 
     async def _sweep(self, wildcard: str, keys: set[str]) -> None:
         """After a snapshot: delete the parent's copies (in one shard, of one type) that
@@ -308,8 +345,17 @@ class Exporter(StartStop):
     async def _put(self, relative_key: str, value: bytes) -> str | None:
         """Write one object at the parent; returns the wildcard collection (every
         cluster of its shard) it belongs to, for the sweep after a snapshot."""
+        if self.shards is not None and relative_key.startswith(CACHE_SHARD_KEYS):
+            await self.shards.forward(value)
+            return None
         obj = orjson.loads(value)
         shard, collection, name = object_path(relative_key, obj)
+        if (
+            self.shards is not None
+            and shard != CACHE_OWNED_SHARD
+            and not await self.shards.ensure_claim(shard)
+        ):
+            return None  # another cache's claim won: the parent keeps the winner's data
         # The cache-owned objects (other caches' Cache objects) are never swept.
         wildcard = None if shard == CACHE_OWNED_SHARD else _wildcard(collection, relative_key)
         if (
@@ -354,6 +400,8 @@ class Exporter(StartStop):
         raise ParentRefused(f"{relative_key} kept changing at the parent")
 
     async def _delete(self, relative_key: str, old_value: bytes) -> None:
+        if relative_key.startswith(CACHE_SHARD_KEYS):
+            return  # CacheShards are deleted at the root, and flow down
         old = orjson.loads(old_value) if old_value else None
         _shard, collection, name = object_path(relative_key, old)
         await self._delete_at(f"{collection}/{name}", None)
@@ -380,4 +428,19 @@ class Exporter(StartStop):
     @staticmethod
     def _check(response: Response, what: str, key: str) -> None:
         if response.status_code >= 300:
-            raise ParentRefused(f"{what} {key}: {response.status_code} {response.text[:300]}")
+            message = f"{what} {key}: {response.status_code} {response.text[:300]}"
+            reason = _final_refusal(response) if response.status_code == 403 else None
+            if reason is not None:
+                raise ParentFenced(message, reason)
+            raise ParentRefused(message)
+
+
+def _final_refusal(response: Response) -> str | None:
+    try:
+        causes = (response.json().get("details") or {}).get("causes") or ()
+    except (ValueError, AttributeError):
+        return None
+    for cause in causes:
+        if isinstance(cause, dict) and cause.get("reason") in _FINAL_REFUSALS:
+            return str(cause["reason"])
+    return None
