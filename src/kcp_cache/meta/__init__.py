@@ -20,6 +20,7 @@ from kcp_cache.meta._hierarchy import STORE_HEADER as STORE_HEADER
 from kcp_cache.meta._hierarchy import SYNCED_ANNOTATION as SYNCED_ANNOTATION
 from kcp_cache.meta._hierarchy import cache_shard_changes as cache_shard_changes
 from kcp_cache.meta._hierarchy import cache_shard_digest as cache_shard_digest
+from kcp_cache.meta._hierarchy import cache_shard_sequence as cache_shard_sequence
 from kcp_cache.meta._lifecycle import CACHE_SHARDS as CACHE_SHARDS
 from kcp_cache.meta._lifecycle import LIFECYCLE_GROUP as LIFECYCLE_GROUP
 from kcp_cache.meta._lifecycle import LIFECYCLE_VERSION as LIFECYCLE_VERSION
@@ -61,6 +62,7 @@ __all__ = [
     "WILDCARD",
     "cache_shard_changes",
     "cache_shard_digest",
+    "cache_shard_sequence",
     "check_line",
     "excluded_line",
     "health_report",

@@ -17,6 +17,7 @@ __all__ = [
     "SYNCED_ANNOTATION",
     "cache_shard_changes",
     "cache_shard_digest",
+    "cache_shard_sequence",
 ]
 
 #: The replication feed, below :data:`~kcp_cache.meta.CACHE_SERVICE_PREFIX`.
@@ -41,13 +42,29 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cache_shard_digest(obj: Mapping[str, Any]) -> str:
-    """The :data:`SYNCED_ANNOTATION` value for a ``CacheShard`` as it is now.
+def cache_shard_digest(obj: Mapping[str, Any], sequence: int = 1) -> str:
+    """The :data:`SYNCED_ANNOTATION` value for a ``CacheShard`` as it is now: the root's
+    stamp *sequence* (it grows with every version the root stamps, so a mirror never
+    goes back to an older one), then the digests of spec and status.
 
     >>> cache_shard_digest({"spec": {}, "status": {}}) == cache_shard_digest({})
     True
     """
-    return f"{_digest(obj.get('spec'))}.{_digest(obj.get('status'))}"
+    return f"{sequence}.{_digest(obj.get('spec'))}.{_digest(obj.get('status'))}"
+
+
+def _stamp(obj: Mapping[str, Any]) -> list[str] | None:
+    meta = obj.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    synced = annotations.get(SYNCED_ANNOTATION) if isinstance(annotations, Mapping) else None
+    parts = synced.split(".") if isinstance(synced, str) else []
+    return parts if len(parts) == 3 and parts[0].isdigit() else None
+
+
+def cache_shard_sequence(obj: Mapping[str, Any]) -> int:
+    """The root's stamp sequence of a ``CacheShard`` copy (0: never stamped)."""
+    stamp = _stamp(obj)
+    return int(stamp[0]) if stamp else 0
 
 
 def cache_shard_changes(obj: Mapping[str, Any]) -> tuple[bool, bool]:
@@ -61,10 +78,7 @@ def cache_shard_changes(obj: Mapping[str, Any]) -> tuple[bool, bool]:
     >>> cache_shard_changes(stamped)
     (False, False)
     """
-    meta = obj.get("metadata")
-    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
-    synced = annotations.get(SYNCED_ANNOTATION) if isinstance(annotations, Mapping) else None
-    if not isinstance(synced, str) or "." not in synced:
+    stamp = _stamp(obj)
+    if stamp is None:
         return True, True
-    spec, status = synced.split(".", 1)
-    return spec != _digest(obj.get("spec")), status != _digest(obj.get("status"))
+    return stamp[1] != _digest(obj.get("spec")), stamp[2] != _digest(obj.get("status"))

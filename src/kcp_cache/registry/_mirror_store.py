@@ -30,7 +30,7 @@ from typing import Any, Final
 import orjson
 
 from kcp_cache.registry._home import CACHE_SHARD_KEYS, LOCAL_ONLY, HomeMap, key_shard
-from kcp_cache.registry._shard_sync import changed_here, mirror_takes
+from kcp_cache.registry._shard_sync import changed_here, mirror_value
 from kcp_cache.registry._upsert import upsert
 from kcp_cache.storage import Conflict, KeyValue, NotFound, Storage
 
@@ -111,10 +111,7 @@ class MirrorStore:
 
     async def _put_cache_shard(self, relative_key: str, value: bytes) -> None:
         def value_for(current: KeyValue | None) -> bytes:
-            if mirror_takes(current.value if current is not None else None, value):
-                return value
-            assert current is not None
-            return current.value  # changed here, not forwarded yet: keep it
+            return mirror_value(current.value if current is not None else None, value)
 
         await upsert(self.storage, self.storage.prefix + relative_key, value_for,
                      attempts=_ATTEMPTS)  # fmt: skip

@@ -10,12 +10,14 @@ and come back down once the root stored them:
   of its spec and status; a copy whose content matches its stamp is the root's,
   one that does not was changed at this cache (:func:`cache_shard_changes`);
 * the **feed never carries a changed copy**: only the root's versions flow down;
-* the **mirror keeps a changed copy** against a parent version carrying the same stamp
-  (the version the change was made on: the change is newer) and takes any other
-  (the root decided since: it wins) — :func:`mirror_takes`;
+* the root's stamp carries a **sequence number**, so a mirror that replays part of the
+  feed after a reconnect never goes back to an older version;
+* the **mirror keeps a status changed here** while it still stands against the parent's
+  (:func:`status_stands`: same epoch or newer, same active home, no move started since)
+  and takes everything else from the parent — :func:`mirror_value`;
 * the **exporter forwards a changed copy** (``replication/_export_shards.py``): the spec
-  always (an admin's word), the status only onto the version it was made on, and only
-  from the shard's home (the parent's authorizer checks it).
+  always (an admin's word), the status under the same rule, and only from the shard's
+  home (the parent's authorizer checks it).
 """
 
 from __future__ import annotations
@@ -31,10 +33,17 @@ from kcp_cache.meta import (
     SYNCED_ANNOTATION,
     cache_shard_changes,
     cache_shard_digest,
+    cache_shard_sequence,
 )
 from kcp_cache.registry._strategy import new_uid, now_timestamp
 
-__all__ = ["changed_here", "mirror_takes", "new_cache_shard", "stamped"]
+__all__ = [
+    "changed_here",
+    "mirror_value",
+    "new_cache_shard",
+    "stamped",
+    "status_stands",
+]
 
 
 def _annotations(obj: dict[str, Any]) -> dict[str, Any]:
@@ -44,9 +53,14 @@ def _annotations(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def stamped(obj: dict[str, Any]) -> dict[str, Any]:
-    """*obj* with the root's stamp of its current content."""
+    """*obj* with the root's stamp of its current content (the next sequence number if
+    the content changed since the last stamp; *obj* itself if it did not)."""
+    spec_changed, status_changed = cache_shard_changes(obj)
+    if not (spec_changed or status_changed):
+        return obj
     meta = dict(obj.get("metadata") or {})
-    meta["annotations"] = {**_annotations(obj), SYNCED_ANNOTATION: cache_shard_digest(obj)}
+    stamp = cache_shard_digest(obj, cache_shard_sequence(obj) + 1)
+    meta["annotations"] = {**_annotations(obj), SYNCED_ANNOTATION: stamp}
     return {**obj, "metadata": meta}
 
 
@@ -62,17 +76,44 @@ def changed_here(value: bytes) -> bool:
     return bool(spec_changed or status_changed)
 
 
-def mirror_takes(local: bytes | None, incoming: bytes) -> bool:
-    """Whether the mirror stores the parent's *incoming* copy over the *local* one."""
-    if local is None or not changed_here(local):
-        return True
+def _status(obj: dict[str, Any]) -> dict[str, Any]:
+    status = obj.get("status")
+    return status if isinstance(status, dict) else {}
+
+
+def _epoch(obj: dict[str, Any]) -> int:
+    epoch = _status(obj).get("epoch")
+    return epoch if isinstance(epoch, int) else 0
+
+
+def status_stands(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    """Whether a status written here (*mine*) is still good against the root's *theirs*:
+    same epoch or newer (the home's fence bumps it), the same active home, and no move
+    the root started since. Otherwise the root decided something and its status wins."""
+    if _epoch(mine) < _epoch(theirs):
+        return False
+    if _status(mine).get("activeHome") != _status(theirs).get("activeHome"):
+        return False
+    moving = _status(theirs).get("phase") == "Rehoming"
+    return not moving or _status(mine).get("phase") == "Rehoming"
+
+
+def mirror_value(local: bytes | None, incoming: bytes) -> bytes:
+    """What the mirror stores for the parent's *incoming* copy over the *local* one: the
+    parent's, except a status changed here that still stands (not forwarded yet)."""
+    if local is None:
+        return incoming
     try:
         mine, theirs = orjson.loads(local), orjson.loads(incoming)
     except orjson.JSONDecodeError:
-        return True
-    return bool(
-        _annotations(mine).get(SYNCED_ANNOTATION) != _annotations(theirs).get(SYNCED_ANNOTATION)
-    )
+        return incoming
+    if not isinstance(mine, dict) or not isinstance(theirs, dict):
+        return incoming
+    if cache_shard_sequence(theirs) < cache_shard_sequence(mine):
+        return local  # a replay of an older root version (the feed resumed before it)
+    if not cache_shard_changes(mine)[1] or not status_stands(mine, theirs):
+        return incoming
+    return orjson.dumps({**theirs, "status": _status(mine)})
 
 
 def new_cache_shard(name: str, home: str, *, claimed_by: str | None = None) -> dict[str, Any]:

@@ -11,10 +11,10 @@ of everything else it exports:
   is not sent (the parent would refuse it anyway), and the mirror soon brings the
   winner's ``CacheShard`` down, which makes this cache refuse the shard's writes;
 * **changes** — a copy changed here (an admin's spec edit, the home's status): the spec
-  is written onto the parent's copy always (an admin's word); the status only onto
-  the version it was made on (same :data:`~kcp_cache.meta.SYNCED_ANNOTATION`): if the
-  root decided something since (a new epoch, a move), the stale status is dropped and
-  the home's lifecycle controller writes again from the new state.
+  is written onto the parent's copy always (an admin's word); the status only while it
+  stands (same epoch or newer, same active home, no move started since): if the root
+  decided something since, the stale status is dropped and the home's lifecycle
+  controller writes again from the new state.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class ShardForwarding:
             new = dict(current)
             if spec_changed:
                 new["spec"] = obj.get("spec")
-            if status_changed and _annotations(current).get(SYNCED_ANNOTATION) == base:
+            if status_changed and _status_stands(obj, current):
                 new["status"] = obj.get("status")
             if new == current:
                 return
@@ -182,6 +182,24 @@ class ShardForwarding:
         _check(response, f"get of CacheShard {name}")
         result: dict[str, Any] = response.json()
         return result
+
+
+def _status(obj: dict[str, Any]) -> dict[str, Any]:
+    status = obj.get("status")
+    return status if isinstance(status, dict) else {}
+
+
+def _status_stands(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    """The registry's ``status_stands`` (``registry/_shard_sync.py``), on this side of the
+    layers: same epoch or newer, same active home, no move the root started since."""
+    epochs = [_status(o).get("epoch") for o in (mine, theirs)]
+    mine_epoch, their_epoch = (e if isinstance(e, int) else 0 for e in epochs)
+    if mine_epoch < their_epoch:
+        return False
+    if _status(mine).get("activeHome") != _status(theirs).get("activeHome"):
+        return False
+    moving = _status(theirs).get("phase") == "Rehoming"
+    return not moving or _status(mine).get("phase") == "Rehoming"
 
 
 def _check(response: Response, what: str) -> None:

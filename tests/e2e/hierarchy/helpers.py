@@ -152,3 +152,9 @@ def cache_cert(directory: Path, name: str) -> ClientCert:
     :func:`start_child` issued it)."""
     creds = directory / f"creds-{name}"
     return ClientCert(creds / f"cache-{name}.crt", creds / f"cache-{name}.key")
+
+
+def post(server: CacheServer, shard: str, name: str, cluster: str = "c") -> httpx2.Response:
+    """An admin's create of APIExport *name* in (*shard*, *cluster*) at *server*."""
+    with server.client() as client:
+        return client.post(path(server, shard, cluster), json=apiexport(name))

@@ -22,6 +22,7 @@ from .helpers import (
     get,
     patch_cache_shard,
     path,
+    post,
     start_child,
     start_root,
 )
@@ -32,7 +33,9 @@ def _uids(server: CacheServer) -> dict[str, str]:
     return {o["metadata"]["name"]: o["metadata"]["uid"] for o in items}
 
 
-def _writer(server: CacheServer, prefix: str, codes: list[tuple[int, str]], stop: threading.Event) -> None:
+def _writer(
+    server: CacheServer, prefix: str, codes: list[tuple[int, str]], stop: threading.Event
+) -> None:
     with server.client() as client:
         n = 0
         while not stop.is_set():
@@ -64,10 +67,12 @@ def test_scenario_10_sapphire_moves_from_e_to_r(tmp_path: Path) -> None:
             epoch = cache_shard(root, "sapphire")["status"]["epoch"]  # type: ignore[index]
             patch_cache_shard(root, "sapphire", {"spec": {"homeCache": "root"}})
             moved = eventually(
-                lambda: (s := cache_shard(root, "sapphire"))
-                and s["status"].get("activeHome") == "root"
-                and s["status"].get("phase") == "Active"
-                and s,
+                lambda: (
+                    (s := cache_shard(root, "sapphire"))
+                    and s["status"].get("activeHome") == "root"
+                    and s["status"].get("phase") == "Active"
+                    and s
+                ),
                 what="sapphire homed at R",
             )
             eventually(lambda: any(code == 403 for code, _ in codes[-3:]),
@@ -126,9 +131,8 @@ def test_a_move_while_the_old_home_is_down(tmp_path: Path) -> None:
     root = start_root(tmp_path, "--rehome-flush-timeout", "1")
     region = start_child(tmp_path, "eu-1", root, "--home-shards", "sapphire")
     try:
-        with region.client() as client:
-            for n in range(5):
-                assert client.post(path(region, "sapphire", "c"), json=apiexport(f"o{n}")).status_code == 201
+        for n in range(5):
+            assert post(region, "sapphire", f"o{n}").status_code == 201
         eventually(lambda: len(_uids(root)) == 5, what="5 objects at R")
         eventually(lambda: (cache_shard(root, "sapphire") or {}).get("status", {})
                    .get("activeHome") == "eu-1", what="sapphire placed at E")  # fmt: skip
@@ -136,14 +140,15 @@ def test_a_move_while_the_old_home_is_down(tmp_path: Path) -> None:
         region.stop()
         patch_cache_shard(root, "sapphire", {"spec": {"homeCache": "root"}})
         moved = eventually(
-            lambda: (s := cache_shard(root, "sapphire"))
-            and s["status"].get("activeHome") == "root"
-            and s,
+            lambda: (
+                (s := cache_shard(root, "sapphire"))
+                and s["status"].get("activeHome") == "root"
+                and s
+            ),
             what="the move completed without E",
         )
         assert moved["status"]["lastRehome"]["flushed"] is False
-        with root.client() as client:
-            assert client.post(path(root, "sapphire", "c"), json=apiexport("at-r")).status_code == 201
+        assert post(root, "sapphire", "at-r").status_code == 201
 
         region.start()
         codes: list[int] = []
