@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from kcp_cache.meta import CLAIM_ANNOTATION
 from kcp_cache.registry._bootstrap import SYSTEM_SHARD
 from kcp_cache.registry._cached_resources import CachedResourceIndex
 from kcp_cache.registry._catalog import ResourceCatalog
@@ -312,7 +313,17 @@ class ShardLifecycle:
             if lease is None or lease.status.get("receivedTime") is None:
                 return
             status = {"phase": Phase.ACTIVE, "epoch": 1, **self._heartbeat(lease)}
-            await self.objects.create(CACHE_SHARDS, name, {}, status)
+            spec: dict[str, Any] = {}
+            annotations: dict[str, str] = {}
+            home = self.home
+            if home is not None and home.enabled:
+                # In a hierarchy the first sight of a shard is a claim (beyond-kcp §3.1
+                # "Home defaulting"): the first to reach the root wins.
+                claimant = home.claim(name) or home.name
+                spec = {"homeCache": claimant}
+                status["activeHome"] = claimant
+                annotations = {CLAIM_ANNOTATION: claimant}
+            await self.objects.create(CACHE_SHARDS, name, spec, status, annotations)
             return
         status = shard.status
         phase = status.get("phase")
