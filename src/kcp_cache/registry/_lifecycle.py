@@ -506,6 +506,10 @@ class ShardLifecycle:
                 await self.objects.update_status(CACHE_SHARDS, name, shard, status)
                 return
             except Conflict:
+                # Yield first: the write we conflict with may still be committing, and a
+                # loop that never awaits would never let it finish (a mirror writes the
+                # same CacheShard in a cache hierarchy).
+                await asyncio.sleep(0.01)
                 shard_kv = await self.storage.get(self.objects.key(CACHE_SHARDS, name))
                 self.objects.apply_kv(shard_kv, deleted=False)
 
@@ -520,6 +524,7 @@ class ShardLifecycle:
                 await self.objects.update_status(CACHE_SHARDS, name, shard, status)
                 break
             except Conflict:
+                await asyncio.sleep(0.01)  # as in _count_deleted
                 self.objects.apply_kv(
                     await self.storage.get(self.objects.key(CACHE_SHARDS, name)), deleted=False
                 )
