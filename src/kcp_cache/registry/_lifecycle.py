@@ -274,12 +274,16 @@ class ShardLifecycle:
             except (Conflict, NotFound, AlreadyExists):
                 self._wake()  # changed under us: look again on the next pass
 
-    def _homed_elsewhere(self, name: str) -> bool:
+    def _homed_elsewhere(self, name: str, lease: Stored | None) -> bool:
         home = self.home
         if home is None or not home.enabled:
             return False
         owner = home.home_of(name)
-        return owner is not None and owner != home.name
+        if owner is None and lease is not None:
+            owner = home.claim(name)  # its lease came here: a claim (§3.1 home defaulting)
+        if owner is None:
+            return not home.is_root  # nobody's yet: the root keeps its CacheShard
+        return owner != home.name
 
     async def _reconcile_copies(self, name: str, shard: Stored | None, memory: _Memory) -> None:
         """At a cache that is not the shard's home: nothing to write; a decommissioned
@@ -306,7 +310,7 @@ class ShardLifecycle:
         memory = self._memory.setdefault(name, _Memory())
         lease = self.lease(name)
         shard = self.objects.get(CACHE_SHARDS, name)
-        if self._homed_elsewhere(name):
+        if self._homed_elsewhere(name, lease):
             await self._reconcile_copies(name, shard, memory)
             return
         if shard is None:
