@@ -119,6 +119,20 @@ def test_scenario_10_sapphire_moves_from_e_to_r(tmp_path: Path) -> None:
             for server in (root, region):
                 assert get(server, path(server, "sapphire", "c", "early0")).status_code == 404
             time.sleep(0.2)
+
+        # And back: from the root (nothing to flush) to E, which takes the writes once
+        # its mirror brings the switch; R then refuses them, naming E.
+        patch_cache_shard(root, "sapphire", {"spec": {"homeCache": "eu-1"}})
+        eventually(lambda: post(region, "sapphire", "back").status_code == 201,
+                   what="E taking sapphire's writes again")  # fmt: skip
+        back = cache_shard(root, "sapphire")
+        assert back is not None
+        assert back["status"]["epoch"] == epoch + 2
+        assert back["status"]["lastRehome"]["from"] == "root"
+        refused_at_root = post(root, "sapphire", "no")
+        assert refused_at_root.status_code == 403, refused_at_root.text
+        assert region.base_url in refused_at_root.json()["message"]
+        eventually(lambda: "back" in _uids(root), what="E's write exported to R")
     finally:
         region.stop()
         root.stop()
