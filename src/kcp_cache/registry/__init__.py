@@ -57,8 +57,6 @@ from kcp_cache.registry._issuer import RevisionIssuer as RevisionIssuer
 from kcp_cache.registry._keys import KeyParts as KeyParts
 from kcp_cache.registry._keys import KeyScheme as KeyScheme
 from kcp_cache.registry._keys import ListScope as ListScope
-
-# Underscore names below are internals re-exported for the white-box tests, not in __all__.
 from kcp_cache.registry._labels import _VALID_ANNOTATION_KEY as _VALID_ANNOTATION_KEY
 from kcp_cache.registry._labels import _VALID_KEY as _VALID_KEY
 from kcp_cache.registry._labels import _VALID_VALUE as _VALID_VALUE
@@ -105,6 +103,10 @@ from kcp_cache.registry._selectors import LabelSelector as LabelSelector
 from kcp_cache.registry._selectors import SelectorError as SelectorError
 from kcp_cache.registry._selectors import parse_field_selector as parse_field_selector
 from kcp_cache.registry._selectors import parse_label_selector as parse_label_selector
+
+# Underscore names below are internals re-exported for the white-box tests, not in __all__.
+from kcp_cache.registry._shard_sync import mirror_value as mirror_value
+from kcp_cache.registry._shard_sync import stamped as stamped
 from kcp_cache.registry._strategy import new_uid as new_uid
 from kcp_cache.registry._strategy import now_timestamp as now_timestamp
 from kcp_cache.registry._strategy import prepare_create as prepare_create
