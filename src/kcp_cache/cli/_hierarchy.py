@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from kcp_cache.cli._placement import ShardPlacement
 from kcp_cache.client import (
     AsyncClient,
     AsyncHTTPTransport,
@@ -287,6 +288,7 @@ class Hierarchy:
             owns_status=leader,
         )
         self.home_writes = HomeWrites(self.home)
+        self.placement = ShardPlacement(storage, self.home, flush_timeout=args.rehome_flush_timeout)
         self.feed = FeedSource(storage, self.home, progress_interval=args.feed_progress_interval)
         self.routes: dict[str, Any] = {PARENT_READYZ_PATH: self._parent_readyz}
         if args.serve_replication_feed:
@@ -326,6 +328,11 @@ class Hierarchy:
             else:
                 self.mirror = AutoMirror(self._http, self._feed_mirror, self._watch_mirror)
             self.home_writes.on_forced = self.mirror.refresh
+            # A shard moved away (or a lost claim): a fresh snapshot sweeps what the new
+            # home does not have; until the mirror caught up once, home writes wait.
+            self.home.on_moved_away = self.mirror.refresh
+            mirror = self.mirror
+            self.home_writes.confirmed = lambda: getattr(mirror, "caught_up", True)
             guard = DeleteGuard(
                 args.export_delete_guard,
                 converged=lambda shard, group, resource, revision: marker_converged(
@@ -333,7 +340,8 @@ class Hierarchy:
                 ),
                 registry=metrics.registry,
             )
-            wanted = FeedFilter(home_of=self.name)  # the export policy filters the rest
+            # the export policy filters the rest
+            wanted = FeedFilter(home_of=self.name, forward_cache_shards=named)
             self.exporter = Exporter(
                 self._http,
                 lambda since: self.feed.events(since, wanted),
@@ -342,6 +350,7 @@ class Hierarchy:
                 prelude=self._own_cache_object,
                 guard=guard,
                 sweep_scope=self._sweep_scope,
+                shards=self.placement.forwarding(self._http) if named else None,
             )
             self._sweep_types = _sweep_types()
             if grouped:
@@ -490,6 +499,7 @@ class Hierarchy:
             if self.sink is not None:
                 self.sink.policy = self.own.import_policy
             self.own.on_change = self._policies_changed
+        self.placement.start()
         if self.mirror is not None:
             await self.mirror.start()
         if self.exporter is not None:
@@ -514,6 +524,7 @@ class Hierarchy:
         for part in (self.exporter, self.mirror):
             if part is not None:
                 await part.stop()
+        await self.placement.stop()
         if self.own is not None:
             await self.own.close()
         await self.home.stop()

@@ -34,6 +34,7 @@ from kcp_cache.cli._hierarchy import Hierarchy, add_hierarchy_flags, store_ident
 from kcp_cache.cli._lifecycle_flags import add_lifecycle_flags, lifecycle_options
 from kcp_cache.cli._logging import setup_logging
 from kcp_cache.cli._numbers import integer_at_least
+from kcp_cache.cli._placement import add_placement_flags
 from kcp_cache.cli._workers import (
     LEADER_SOCKET_NAME,
     WorkerGroup,
@@ -295,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lifecycle_flags(parser)
     add_worker_flags(parser)
     add_hierarchy_flags(parser)
+    add_placement_flags(parser)
     misc = parser.add_argument_group("testing and logging")
     misc.add_argument(
         "--synthetic-delay",

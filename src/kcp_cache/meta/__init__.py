@@ -17,8 +17,13 @@ from kcp_cache.meta._health import excluded_line as excluded_line
 from kcp_cache.meta._health import health_report as health_report
 from kcp_cache.meta._hierarchy import CACHE_OWNED_CLUSTER as CACHE_OWNED_CLUSTER
 from kcp_cache.meta._hierarchy import CACHE_OWNED_SHARD as CACHE_OWNED_SHARD
+from kcp_cache.meta._hierarchy import CLAIM_ANNOTATION as CLAIM_ANNOTATION
 from kcp_cache.meta._hierarchy import FEED_PATH as FEED_PATH
 from kcp_cache.meta._hierarchy import STORE_HEADER as STORE_HEADER
+from kcp_cache.meta._hierarchy import SYNCED_ANNOTATION as SYNCED_ANNOTATION
+from kcp_cache.meta._hierarchy import cache_shard_changes as cache_shard_changes
+from kcp_cache.meta._hierarchy import cache_shard_digest as cache_shard_digest
+from kcp_cache.meta._hierarchy import cache_shard_sequence as cache_shard_sequence
 from kcp_cache.meta._lifecycle import CACHE_SHARDS as CACHE_SHARDS
 from kcp_cache.meta._lifecycle import LIFECYCLE_GROUP as LIFECYCLE_GROUP
 from kcp_cache.meta._lifecycle import LIFECYCLE_VERSION as LIFECYCLE_VERSION
@@ -42,6 +47,7 @@ __all__ = [
     "CACHE_OWNED_SHARD",
     "CACHE_SERVICE_PREFIX",
     "CACHE_SHARDS",
+    "CLAIM_ANNOTATION",
     "CLUSTER_ANNOTATION",
     "DEFAULT_SERVING_HOSTS",
     "FEED_PATH",
@@ -53,11 +59,15 @@ __all__ = [
     "SHARD_LEASES",
     "SHARD_TOMBSTONES",
     "STORE_HEADER",
+    "SYNCED_ANNOTATION",
     "SYSTEM_MASTERS",
     "WATERMARKS_ANNOTATION",
     "WILDCARD",
     "PolicyError",
     "ResourcePolicy",
+    "cache_shard_changes",
+    "cache_shard_digest",
+    "cache_shard_sequence",
     "check_line",
     "excluded_line",
     "health_report",

@@ -58,8 +58,6 @@ from kcp_cache.registry._issuer import RevisionIssuer as RevisionIssuer
 from kcp_cache.registry._keys import KeyParts as KeyParts
 from kcp_cache.registry._keys import KeyScheme as KeyScheme
 from kcp_cache.registry._keys import ListScope as ListScope
-
-# Underscore names below are internals re-exported for the white-box tests, not in __all__.
 from kcp_cache.registry._labels import _VALID_ANNOTATION_KEY as _VALID_ANNOTATION_KEY
 from kcp_cache.registry._labels import _VALID_KEY as _VALID_KEY
 from kcp_cache.registry._labels import _VALID_VALUE as _VALID_VALUE
@@ -95,6 +93,9 @@ from kcp_cache.registry._registry import MERGE_PATCH as MERGE_PATCH
 from kcp_cache.registry._registry import ListResponse as ListResponse
 from kcp_cache.registry._registry import Registry as Registry
 from kcp_cache.registry._registry import WatchSession as WatchSession
+from kcp_cache.registry._rehome import DEFAULT_FLUSH_TIMEOUT as DEFAULT_FLUSH_TIMEOUT
+from kcp_cache.registry._rehome import MoveFlusher as MoveFlusher
+from kcp_cache.registry._rehome import ShardAuthority as ShardAuthority
 from kcp_cache.registry._render import decorate as decorate
 from kcp_cache.registry._render import encode_object as encode_object
 from kcp_cache.registry._render import splicer as splicer
@@ -104,6 +105,10 @@ from kcp_cache.registry._selectors import LabelSelector as LabelSelector
 from kcp_cache.registry._selectors import SelectorError as SelectorError
 from kcp_cache.registry._selectors import parse_field_selector as parse_field_selector
 from kcp_cache.registry._selectors import parse_label_selector as parse_label_selector
+
+# Underscore names below are internals re-exported for the white-box tests, not in __all__.
+from kcp_cache.registry._shard_sync import mirror_value as mirror_value
+from kcp_cache.registry._shard_sync import stamped as stamped
 from kcp_cache.registry._strategy import new_uid as new_uid
 from kcp_cache.registry._strategy import now_timestamp as now_timestamp
 from kcp_cache.registry._strategy import prepare_create as prepare_create
@@ -123,6 +128,7 @@ __all__ = [
     "CRD_RESOURCE",
     "CRD_RESOURCE_INFO",
     "DEFAULT_COLUMNS",
+    "DEFAULT_FLUSH_TIMEOUT",
     "DEFAULT_PROGRESS_INTERVAL",
     "DRY_RUN_ALL",
     "JSON_PATCH",
@@ -157,6 +163,7 @@ __all__ = [
     "ListResponse",
     "ListScope",
     "MirrorStore",
+    "MoveFlusher",
     "NameCheck",
     "OriginCheck",
     "OwnCache",
@@ -170,6 +177,7 @@ __all__ = [
     "RuntimeCRDWatcher",
     "SelectorError",
     "ServedVersion",
+    "ShardAuthority",
     "ShardFreshness",
     "ShardLifecycle",
     "Target",

@@ -30,7 +30,8 @@ from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Final
 
-from kcp_cache.registry._home import LOCAL_ONLY, HomeMap
+from kcp_cache.registry._home import CACHE_SHARD_KEYS, LOCAL_ONLY, HomeMap
+from kcp_cache.registry._shard_sync import changed_here
 from kcp_cache.storage import Event, EventType, Expired, Storage, StorageError, WatchStream
 
 __all__ = ["DEFAULT_PROGRESS_INTERVAL", "FeedEvent", "FeedFilter", "FeedSource"]
@@ -62,11 +63,25 @@ class FeedFilter:
     (what it exports: its whole subtree);
     ``resources``: only these ``group/resource`` names (empty: all) — and the ``Cache``
     objects, always.
+
+    ``CacheShard`` objects: a mirror gets the root's versions only; an exporter
+    (``forward_cache_shards``) gets, whatever their home, the copies changed at this
+    cache, to forward them up (:mod:`._shard_sync`).
     """
 
     exclude_home_of: str | None = None
     home_of: str | None = None
     resources: Collection[str] = ()
+    forward_cache_shards: bool = False
+
+    def wants_value(self, home: HomeMap, relative_key: str, value: bytes | None) -> bool:
+        """:meth:`wants`, with the rule for ``CacheShard`` copies (*value* ``None``: a
+        delete, which only flows down)."""
+        if relative_key.startswith(CACHE_SHARD_KEYS):
+            if value is None:
+                return not self.forward_cache_shards
+            return changed_here(value) == self.forward_cache_shards
+        return self.wants(home, relative_key)
 
     def wants(self, home: HomeMap, relative_key: str) -> bool:
         owner = home.home_of_key(relative_key)
@@ -125,7 +140,7 @@ class FeedSource:
             page = await storage.range(prefix, limit=_PAGE, continue_token=token, revision=revision)
             for kv in page.kvs:
                 relative = kv.key[len(prefix) :]
-                if wanted.wants(self.home, relative):
+                if wanted.wants_value(self.home, relative, kv.value):
                     yield FeedEvent("PUT", kv.mod_revision, relative, kv.value)
             token = page.continue_token
             if token is None:
@@ -157,9 +172,10 @@ class FeedSource:
                     raise item
                 last = item.revision
                 relative = item.kv.key[len(prefix) :]
-                if not wanted.wants(self.home, relative):
+                put = item.type is EventType.PUT
+                if not wanted.wants_value(self.home, relative, item.kv.value if put else None):
                     continue
-                if item.type is EventType.PUT:
+                if put:
                     yield FeedEvent("PUT", last, relative, item.kv.value)
                 else:
                     # The old value rides along in-process (the exporter needs its

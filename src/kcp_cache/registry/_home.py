@@ -8,12 +8,14 @@ map is kept in the ``Cache`` objects (``caches.core.kcp.io``) at the cache-owned
 and the mirror carries everyone else's down, so every cache learns every other cache's
 shards and address from the same data it replicates.
 
-An admin places a shard with ``CacheShard.spec.homeCache`` (``cacheserver.kcp.io``, at the
-same location; read from this cache's store — CacheShards are not replicated between
-caches yet). A shard nobody placed or claims is claimed by the first cache that accepts a
-write for it (``--auto-home``). When two caches claim one shard, a cache trusts its own claim and,
-between others, the older ``Cache`` object (a loser refuses nothing it cannot know about;
-``HomeConflict`` is not reported yet).
+The ``CacheShard`` objects (``cacheserver.kcp.io``, at the same location) place shards
+for good: ``status.activeHome`` (then ``spec.homeCache``) overrides every claim. The
+root's copies are authoritative and flow down to every cache (:mod:`._shard_sync`); a
+shard nobody placed or claims is claimed by the first cache that accepts a write for it
+(``--auto-home``), and the claim reaches the root as a ``CacheShard`` create, so the first
+claim by root revision wins. A cache whose claim lost sets the ``HomeConflict``
+condition on its ``Cache`` status and refuses the shard's writes. While a shard moves
+(``status.phase: Rehoming``) nobody takes its writes (:mod:`kcp_cache.server._home_writes`).
 
 The map is read on every write, so lookups are dictionary reads; a background task
 follows the ``Cache`` objects' storage prefix to keep it current.
@@ -25,15 +27,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
-from kcp_cache.meta import CACHE_OWNED_CLUSTER
+from kcp_cache.meta import CACHE_OWNED_CLUSTER, CLAIM_ANNOTATION
 from kcp_cache.registry._bootstrap import SYSTEM_SHARD
+from kcp_cache.registry._shard_sync import new_cache_shard, stamped
 from kcp_cache.registry._strategy import new_uid, now_timestamp
 from kcp_cache.registry._upsert import upsert
 from kcp_cache.storage import (
+    AlreadyExists,
     EventType,
     Expired,
     KeyValue,
@@ -43,8 +48,11 @@ from kcp_cache.storage import (
 
 __all__ = [
     "CACHE_CLUSTER",
+    "CACHE_SHARD_KEYS",
     "LOCAL_ONLY",
+    "TREE_ROOT",
     "HomeMap",
+    "Placement",
     "key_shard",
 ]
 
@@ -57,6 +65,57 @@ LOCAL_ONLY: Final = ""
 _CACHES: Final = "core.kcp.io/caches/customresources/"
 _CRDS: Final = "apiextensions.k8s.io/customresourcedefinitions/"
 _CACHE_SHARDS: Final = "cacheserver.kcp.io/cacheshards/customresources/"
+#: The relative key prefix of the ``CacheShard`` objects.
+CACHE_SHARD_KEYS: Final = f"{_CACHE_SHARDS}{SYSTEM_SHARD}/{CACHE_OWNED_CLUSTER}/"
+#: :meth:`HomeMap.home_of_key` for what the root owns (the ``CacheShard`` objects): no
+#: cache's subtree holds it, so every child mirrors it and no exporter sends it as data.
+TREE_ROOT: Final = "/"
+_FENCED_PHASES: Final = frozenset({"Decommissioning", "Purged"})
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What a shard's ``CacheShard`` says about where it lives."""
+
+    #: ``status.activeHome``, else ``spec.homeCache`` (``None``: neither is set).
+    home: str | None
+    phase: str | None = None
+    epoch: int = 0
+    #: The cache whose claim created the object (:data:`CLAIM_ANNOTATION`).
+    claimed_by: str | None = None
+    #: During ``Rehoming``: ``(from, to)``.
+    move: tuple[str, str] | None = None
+    flushed: bool = False
+    decommission: bool = False
+
+    @property
+    def fenced(self) -> bool:
+        return self.decommission or self.phase in _FENCED_PHASES
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> Placement:
+        spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
+        annotations = _dict(_dict(obj.get("metadata")).get("annotations"))
+        home = status.get("activeHome") or spec.get("homeCache")
+        rehome = _dict(status.get("rehome"))
+        phase = status.get("phase") if isinstance(status.get("phase"), str) else None
+        move = None
+        if phase == "Rehoming" and rehome.get("from") and rehome.get("to"):
+            move = (str(rehome["from"]), str(rehome["to"]))
+        epoch = status.get("epoch")
+        return cls(
+            home=str(home) if isinstance(home, str) and home else None,
+            phase=phase,
+            epoch=epoch if isinstance(epoch, int) else 0,
+            claimed_by=annotations.get(CLAIM_ANNOTATION),
+            move=move,
+            flushed=rehome.get("flushed") is True,
+            decommission=spec.get("decommission") is True,
+        )
 
 
 def key_shard(relative_key: str) -> str:
@@ -68,6 +127,9 @@ def key_shard(relative_key: str) -> str:
     if relative_key.startswith(_CRDS):
         return parts[2]
     return parts[3] if len(parts) > 3 else ""
+
+
+_NOWHERE: Final = Placement(home=None)
 
 
 class HomeMap:
@@ -111,8 +173,15 @@ class HomeMap:
         self._others: dict[str, tuple[int, frozenset[str], str, str]] = {}
         self._claims: dict[str, str] = {}
         self._epochs: dict[int, str] = {}
-        #: ``CacheShard.spec.homeCache`` of the shards an admin placed.
-        self._assigned: dict[str, str] = {}
+        #: What each shard's ``CacheShard`` says (activeHome, phase, a move under way).
+        self.placements: dict[str, Placement] = {}
+        #: Shards this cache claimed whose ``CacheShard`` names another cache.
+        self.conflicts: dict[str, str] = {}
+        #: Called when a shard homed here is now homed elsewhere (moved or lost): the
+        #: mirror then takes a fresh snapshot, whose sweep drops what the new home lacks.
+        self.on_moved_away: Callable[[], None] | None = None
+        #: At the root: called when a ``CacheShard`` changes (the authority reconciles).
+        self.on_cache_shard: Callable[[], None] | None = None
         self.status: dict[str, Any] = {}
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -131,12 +200,30 @@ class HomeMap:
         """The shard's home cache, ``None`` if nobody claimed it. An admin's
         ``CacheShard.spec.homeCache`` comes first, then this cache's claims, then the
         others'."""
-        assigned = self._assigned.get(shard)
-        if assigned is not None:
-            return assigned
+        placement = self.placements.get(shard)
+        if placement is not None and placement.home is not None:
+            return placement.home
         if shard in self.own:
             return self.name
         return self._claims.get(shard)
+
+    @property
+    def is_root(self) -> bool:
+        return self.enabled and not self.parent
+
+    def moving(self, shard: str) -> Placement | None:
+        """The shard's placement while it moves between caches (phase ``Rehoming``)."""
+        placement = self.placements.get(shard)
+        return placement if placement is not None and placement.move is not None else None
+
+    def is_fenced(self, shard: str) -> bool:
+        """The shard is decommissioned (its ``CacheShard`` says so, at any cache)."""
+        placement = self.placements.get(shard)
+        return placement is not None and placement.fenced
+
+    def unconfirmed_claims(self) -> set[str]:
+        """The shards homed here by a claim alone: no ``CacheShard`` names a home."""
+        return {s for s in self.own if self.placements.get(s, _NOWHERE).home is None}
 
     def url_of(self, cache: str) -> str:
         """A cache's ``spec.baseURL`` (empty if unknown)."""
@@ -186,6 +273,8 @@ class HomeMap:
         if shard == SYSTEM_SHARD:
             if relative_key.startswith(_CACHES):
                 return relative_key.rsplit("/", 1)[-1]
+            if relative_key.startswith(CACHE_SHARD_KEYS):
+                return TREE_ROOT
             return LOCAL_ONLY
         return self.home_of(shard)
 
@@ -204,7 +293,7 @@ class HomeMap:
 
     def shards_in_subtree(self) -> set[str]:
         """Every shard homed at this cache or below it (what its exporter covers)."""
-        known = set(self.own) | set(self._claims) | set(self._assigned)
+        known = set(self.own) | set(self._claims) | set(self.placements)
         return {s for s in known if self.in_subtree(self.home_of(s), self.name)}
 
     def set_status(self, **fields: Any) -> None:
@@ -288,6 +377,8 @@ class HomeMap:
             await self.write_own()
             self._tasks.append(asyncio.create_task(self._writer(), name="home-writer"))
         shards_revision = await self.load_cache_shards()
+        if self.enabled:
+            self._dirty.set()  # the root places its claims
         self._tasks.append(
             asyncio.create_task(
                 self._follow(self.caches_prefix, revision, self._observe, self.load),
@@ -340,20 +431,77 @@ class HomeMap:
         return f"{self.storage.prefix}{_CACHE_SHARDS}{SYSTEM_SHARD}/{CACHE_CLUSTER}/"
 
     def _observe_cache_shard(self, kv: KeyValue | None, key: str) -> None:
-        shard = key.rsplit("/", 1)[-1]
-        home = None
-        if kv is not None:
+        self.observe_cache_shard(key.rsplit("/", 1)[-1], kv.value if kv is not None else None)
+
+    def observe_cache_shard(self, shard: str, value: bytes | None) -> None:
+        """Take in one ``CacheShard`` (``None``: deleted). Called by the storage watch,
+        and by the mirror right after it stores one, so that the home map changes in the
+        parent's revision order, not a watch delay later."""
+        placement = None
+        if value is not None:
             with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
-                home = (orjson.loads(kv.value).get("spec") or {}).get("homeCache")
-        if isinstance(home, str) and home:
-            self._assigned[shard] = home
+                obj = orjson.loads(value)
+                if isinstance(obj, dict):
+                    placement = Placement.of(obj)
+        before = self.home_of(shard)
+        if placement is None:
+            self.placements.pop(shard, None)
         else:
-            self._assigned.pop(shard, None)
+            self.placements[shard] = placement
+        after = self.home_of(shard)
+        self._check_conflict(shard, placement)
+        if before == self.name and after not in (None, self.name):
+            log.warning("shard %s is now homed at cache %s, not here", shard, after)
+            if self.on_moved_away is not None:
+                self.on_moved_away()
+        if self.on_cache_shard is not None:
+            self.on_cache_shard()
+
+    def _check_conflict(self, shard: str, placement: Placement | None) -> None:
+        lost = (
+            placement is not None
+            and placement.home not in (None, self.name)
+            and shard in self.own
+            and placement.claimed_by not in (None, self.name)
+            and placement.move is None
+        )
+        changed = False
+        if lost and placement is not None and self.conflicts.get(shard) != placement.home:
+            assert placement.home is not None
+            self.conflicts[shard] = placement.home
+            log.warning(
+                "HomeConflict: cache %s claimed shard %s, the root keeps the claim of %s",
+                self.name, shard, placement.home,
+            )  # fmt: skip
+            changed = True
+        elif not lost and self.conflicts.pop(shard, None) is not None:
+            changed = True
+        if changed:
+            self._publish_conditions()
+
+    def _publish_conditions(self) -> None:
+        if self.conflicts:
+            listed = ", ".join(f'"{s}" (homed at "{c}")' for s, c in sorted(self.conflicts.items()))
+            condition = {
+                "type": "HomeConflict",
+                "status": "True",
+                "reason": "ClaimLost",
+                "message": f"this cache claimed shards another cache's claim won: {listed}; "
+                "their writes are refused here",
+                "lastTransitionTime": now_timestamp(),
+            }
+        else:
+            condition = {"type": "HomeConflict", "status": "False", "reason": "NoConflict",
+                         "lastTransitionTime": now_timestamp()}  # fmt: skip
+        conditions = [
+            c for c in self.status.get("conditions") or () if c.get("type") != "HomeConflict"
+        ]
+        self.set_status(conditions=[*conditions, condition])
 
     async def load_cache_shards(self) -> int:
-        """Read every ``CacheShard``'s ``spec.homeCache``; returns the revision read at."""
+        """Read every ``CacheShard``'s placement; returns the revision read at."""
         result = await self.storage.range(self.cache_shards_prefix)
-        self._assigned.clear()
+        self.placements.clear()
         for kv in result.kvs:
             self._observe_cache_shard(kv, kv.key)
         return result.revision
@@ -365,10 +513,21 @@ class HomeMap:
             self._dirty.clear()
             try:
                 await self.write_own()
+                if self.is_root:
+                    await self.place_claims()
             except StorageError as exc:
                 log.warning("writing Cache %s failed (retrying): %s", self.name, exc)
                 self._dirty.set()
                 await asyncio.sleep(1.0)
+
+    async def place_claims(self) -> None:
+        """At the root: a ``CacheShard`` for each shard homed here by a claim alone, so
+        that the root's record of who is homed where is complete (a child's later claim
+        of the same shard is refused)."""
+        for shard in sorted(self.unconfirmed_claims()):
+            obj = stamped(new_cache_shard(shard, self.name, claimed_by=self.name))
+            with contextlib.suppress(AlreadyExists):
+                await self.storage.create(self.cache_shards_prefix + shard, orjson.dumps(obj))
 
     async def write_own(self) -> None:
         """Create or update this cache's ``Cache`` object from the flags and claims."""

@@ -42,9 +42,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from kcp_cache.meta import CLAIM_ANNOTATION
 from kcp_cache.registry._bootstrap import SYSTEM_SHARD
 from kcp_cache.registry._cached_resources import CachedResourceIndex
 from kcp_cache.registry._catalog import ResourceCatalog
+from kcp_cache.registry._home import HomeMap
 from kcp_cache.registry._keys import CORE_GROUP, CUSTOM_RESOURCES, KeyScheme
 from kcp_cache.registry._lifecycle_names import (
     CACHE_SHARDS,
@@ -117,6 +119,8 @@ class _Memory:
     shard_object_gone_since: float | None = None
     purge: asyncio.Task[None] | None = None
     progress: PurgeProgress = field(default_factory=PurgeProgress)
+    #: The epoch whose copies a cache that is not the shard's home purged.
+    purged_copies_epoch: int | None = None
 
 
 class ShardLifecycle:
@@ -145,6 +149,9 @@ class ShardLifecycle:
             else None
         )
         self.holder = f"{socket.gethostname()}/{os.getpid()}"
+        #: In a cache hierarchy: only the shard's home cache writes its ``CacheShard``
+        #: status; the others purge their copies when it is decommissioned.
+        self.home: HomeMap | None = None
         self._memory: dict[str, _Memory] = {}
         self._woken = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -267,15 +274,60 @@ class ShardLifecycle:
             except (Conflict, NotFound, AlreadyExists):
                 self._wake()  # changed under us: look again on the next pass
 
+    def _homed_elsewhere(self, name: str, lease: Stored | None) -> bool:
+        home = self.home
+        if home is None or not home.enabled:
+            return False
+        owner = home.home_of(name)
+        if owner is None and lease is not None:
+            owner = home.claim(name)  # its lease came here: a claim (§3.1 home defaulting)
+        if owner is None:
+            return not home.is_root  # nobody's yet: the root keeps its CacheShard
+        return owner != home.name
+
+    async def _reconcile_copies(self, name: str, shard: Stored | None, memory: _Memory) -> None:
+        """At a cache that is not the shard's home: nothing to write; a decommissioned
+        shard's copies here are purged (the home's ``CacheShard`` carries the fence
+        through the tree), once per epoch."""
+        if shard is None:
+            return
+        fenced = shard.spec.get("decommission") is True or shard.status.get("phase") in _FENCED
+        epoch = shard.status.get("epoch")
+        epoch = epoch if isinstance(epoch, int) else 0
+        if not fenced:
+            memory.purged_copies_epoch = None
+            return
+        if memory.purged_copies_epoch == epoch or (memory.purge and not memory.purge.done()):
+            return
+        memory.purged_copies_epoch = epoch
+        memory.progress = PurgeProgress(started=time.monotonic())
+        log.warning("shard %s: decommissioned at its home; purging the copies here", name)
+        memory.purge = asyncio.get_running_loop().create_task(
+            self._purge(name, memory.progress, own=False), name=f"purge copies {name}"
+        )
+
     async def _reconcile_one(self, name: str, now: float) -> None:
         memory = self._memory.setdefault(name, _Memory())
         lease = self.lease(name)
         shard = self.objects.get(CACHE_SHARDS, name)
+        if self._homed_elsewhere(name, lease):
+            await self._reconcile_copies(name, shard, memory)
+            return
         if shard is None:
             if lease is None or lease.status.get("receivedTime") is None:
                 return
             status = {"phase": Phase.ACTIVE, "epoch": 1, **self._heartbeat(lease)}
-            await self.objects.create(CACHE_SHARDS, name, {}, status)
+            spec: dict[str, Any] = {}
+            annotations: dict[str, str] = {}
+            home = self.home
+            if home is not None and home.enabled:
+                # In a hierarchy the first sight of a shard is a claim (beyond-kcp §3.1
+                # "Home defaulting"): the first to reach the root wins.
+                claimant = home.claim(name) or home.name
+                spec = {"homeCache": claimant}
+                status["activeHome"] = claimant
+                annotations = {CLAIM_ANNOTATION: claimant}
+            await self.objects.create(CACHE_SHARDS, name, spec, status, annotations)
             return
         status = shard.status
         phase = status.get("phase")
@@ -413,7 +465,9 @@ class ShardLifecycle:
             (last if info.resource == "clustercachedresources" else out).append(key)
         return out + last
 
-    async def _purge(self, name: str, progress: PurgeProgress) -> None:
+    async def _purge(self, name: str, progress: PurgeProgress, *, own: bool = True) -> None:
+        """Delete the shard's objects here; *own*: this is its home, which counts them in
+        its ``CacheShard``, deletes its lease and finishes the phase."""
         opts = self.options
         try:
             # Two passes: a write admitted just before the fence may land after the
@@ -422,10 +476,15 @@ class ShardLifecycle:
                 for prefix in self.purge_prefixes(name):
                     while batch := await self.storage.delete_prefix(prefix, limit=opts.batch_size):
                         progress.deleted += len(batch)
-                        await self._count_deleted(name, len(batch))
+                        if own:
+                            await self._count_deleted(name, len(batch))
                         await asyncio.sleep(opts.batch_interval)
                 if attempt == 0:
                     await asyncio.sleep(max(opts.batch_interval, 0.2))
+            if not own:
+                progress.finished = time.monotonic()
+                log.warning("shard %s: %d copies purged", name, progress.deleted)
+                return
             if self.objects.get(SHARD_LEASES, name) is not None:
                 with contextlib.suppress(NotFound):
                     await self.storage.delete(self.objects.key(SHARD_LEASES, name))
@@ -451,6 +510,10 @@ class ShardLifecycle:
                 await self.objects.update_status(CACHE_SHARDS, name, shard, status)
                 return
             except Conflict:
+                # Yield first: the write we conflict with may still be committing, and a
+                # loop that never awaits would never let it finish (a mirror writes the
+                # same CacheShard in a cache hierarchy).
+                await asyncio.sleep(0.01)
                 shard_kv = await self.storage.get(self.objects.key(CACHE_SHARDS, name))
                 self.objects.apply_kv(shard_kv, deleted=False)
 
@@ -465,6 +528,7 @@ class ShardLifecycle:
                 await self.objects.update_status(CACHE_SHARDS, name, shard, status)
                 break
             except Conflict:
+                await asyncio.sleep(0.01)  # as in _count_deleted
                 self.objects.apply_kv(
                     await self.storage.get(self.objects.key(CACHE_SHARDS, name)), deleted=False
                 )

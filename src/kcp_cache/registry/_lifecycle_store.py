@@ -150,14 +150,19 @@ class LifecycleObjects(PrefixFollower):
     # -- writes ------------------------------------------------------------------------
 
     async def create(
-        self, resource: str, name: str, spec: dict[str, Any], status: dict[str, Any]
+        self,
+        resource: str,
+        name: str,
+        spec: dict[str, Any],
+        status: dict[str, Any],
+        annotations: dict[str, str] | None = None,
     ) -> KeyValue:
         """Create *name* in the registry's storage layout; ``AlreadyExists`` if present."""
         obj = {
             "apiVersion": f"{LIFECYCLE_GROUP}/{LIFECYCLE_VERSION}",
             "kind": KINDS[resource],
             "metadata": {
-                "annotations": {},
+                "annotations": dict(annotations or {}),
                 "name": name,
                 "uid": new_uid(),
                 "creationTimestamp": now_timestamp(),

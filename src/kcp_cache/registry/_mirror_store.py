@@ -19,6 +19,12 @@ internal key (``<prefix>_hierarchy/mirror``, outside every resource's prefix), w
 at most once per :data:`CURSOR_SAVE_INTERVAL`, so a restart resumes from it; re-applying
 a few events after a crash is harmless because a PUT of the bytes already stored is
 skipped and a DELETE of a missing key is a no-op.
+
+``CacheShard`` objects come down like the root's data, except that a copy changed here
+and not yet forwarded is kept against the parent version it was made on
+(:func:`~._shard_sync.mirror_takes`), and the home map takes each one in as soon as it
+is stored — in the parent's order, so a shard's new home switches exactly after the
+data that preceded the switch. Data of a decommissioned shard is not stored.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from typing import Any, Final
 import orjson
 
 from kcp_cache.meta import CACHE_OWNED_SHARD, ResourcePolicy
-from kcp_cache.registry._home import LOCAL_ONLY, HomeMap, key_shard
+from kcp_cache.registry._home import CACHE_SHARD_KEYS, LOCAL_ONLY, HomeMap, key_shard
+from kcp_cache.registry._shard_sync import changed_here, mirror_value
 from kcp_cache.registry._upsert import upsert
-from kcp_cache.storage import Conflict, NotFound, Storage
+from kcp_cache.storage import Conflict, KeyValue, NotFound, Storage
 
 __all__ = ["CURSOR_SAVE_INTERVAL", "MirrorStore"]
 
@@ -130,8 +137,23 @@ class MirrorStore:
             return
         if self._snapshot_keys is not None:
             self._snapshot_keys.add(relative_key)
+        if relative_key.startswith(CACHE_SHARD_KEYS):
+            await self._put_cache_shard(relative_key, value)
+            return
+        if self.home.is_fenced(key_shard(relative_key)):
+            return  # decommissioned: what still arrives of it is late
         await self._put(self.storage.prefix + relative_key, value)
         self.applied += 1
+
+    async def _put_cache_shard(self, relative_key: str, value: bytes) -> None:
+        def value_for(current: KeyValue | None) -> bytes:
+            return mirror_value(current.value if current is not None else None, value)
+
+        await upsert(self.storage, self.storage.prefix + relative_key, value_for,
+                     attempts=_ATTEMPTS)  # fmt: skip
+        self.applied += 1
+        kv = await self.storage.get(self.storage.prefix + relative_key)
+        self.home.observe_cache_shard(relative_key.rsplit("/", 1)[-1], kv.value)
 
     async def delete(self, relative_key: str) -> None:
         if not self._mirrors(relative_key):
@@ -141,6 +163,8 @@ class MirrorStore:
             self.applied += 1
         except NotFound:
             pass
+        if relative_key.startswith(CACHE_SHARD_KEYS):
+            self.home.observe_cache_shard(relative_key.rsplit("/", 1)[-1], None)
 
     async def end_snapshot(self, revision: int) -> int:
         """Sweep: delete mirrored keys the snapshot did not have. Returns how many."""
@@ -152,7 +176,11 @@ class MirrorStore:
             page = await self.storage.range(prefix, limit=500, continue_token=token)
             for kv in page.kvs:
                 relative = kv.key[len(prefix) :]
-                if relative not in keys and self._mirrors(relative):
+                if (
+                    relative not in keys
+                    and self._mirrors(relative)
+                    and not (relative.startswith(CACHE_SHARD_KEYS) and changed_here(kv.value))
+                ):
                     try:
                         await self.storage.delete(kv.key, expected_mod_revision=kv.mod_revision)
                         swept += 1

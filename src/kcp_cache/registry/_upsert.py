@@ -8,6 +8,7 @@ revision read, and start over if someone wrote in between.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from kcp_cache.storage import AlreadyExists, Conflict, KeyValue, NotFound, Storage, Unavailable
@@ -40,5 +41,7 @@ async def upsert(
                 await storage.update(key, value, expected_mod_revision=current.mod_revision)
             return True
         except (AlreadyExists, Conflict, NotFound):
+            # Yield before reading again: the write we ran into may still be committing.
+            await asyncio.sleep(0.01)
             continue
     raise Unavailable(f"{key} kept changing while it was written")

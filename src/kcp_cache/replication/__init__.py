@@ -51,6 +51,7 @@ from ._ccr_permission import (
 from ._clients import cache_client, local_client
 from ._export import Exporter
 from ._export_guard import DEFAULT_DELETE_GUARD, ConvergedCheck, DeleteGuard
+from ._export_shards import ShardForwarding
 from ._health import HealthServer
 from ._lease import (
     DEFAULT_LEASE_DURATION,
@@ -146,6 +147,7 @@ __all__ = [
     "ReplicationMetrics",
     "ResetDetector",
     "Selection",
+    "ShardForwarding",
     "ShardLeaseRenewer",
     "UpdateInCache",
     "UpdateLocal",

@@ -25,8 +25,9 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from functools import partial
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import orjson
 
@@ -34,6 +35,7 @@ from kcp_cache.client import AsyncClient, Backoff, Response, StartStop, cancel_a
 from kcp_cache.meta import CACHE_OWNED_SHARD, CLUSTER_ANNOTATION, SHARD_ANNOTATION, ResourcePolicy
 
 from ._export_guard import DEFAULT_DELETE_GUARD, DeleteGuard, wildcard_type
+from ._export_shards import CACHE_SHARD_KEYS, ShardForwarding
 
 __all__ = ["DEFAULT_DELETE_GUARD", "ExportEvent", "Exporter", "object_path"]
 
@@ -102,6 +104,22 @@ class ParentRefused(RuntimeError):
     """The parent answered a write with an error the exporter cannot resolve itself."""
 
 
+class ParentFenced(ParentRefused):
+    """The parent refuses the shard for good (decommissioned there, or homed at another
+    cache): the change is dropped, not retried — a late export must not block the rest,
+    nor bring the shard's data back."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+#: ``details.causes[].reason`` of the parent's refusals that are final for a shard.
+_FINAL_REFUSALS: Final = frozenset({"ShardDecommissioned", "ShardHomedElsewhere"})
+_FENCED_RETRIES: Final = 3
+_T = TypeVar("_T")
+
+
 def object_path(relative_key: str, value: dict[str, Any] | None) -> tuple[str, str, str]:
     """``(shard, collection path, name)`` of a storage key at the parent's API.
 
@@ -162,8 +180,13 @@ class Exporter(StartStop):
         policy: ResourcePolicy | None = None,
         guard: DeleteGuard | None = None,
         sweep_scope: Callable[[], Iterable[str]] | None = None,
+        shards: ShardForwarding | None = None,
     ) -> None:
         self.http = http
+        #: Claims and ``CacheShard`` changes (a cache in a hierarchy; None: data only).
+        self.shards = shards
+        #: Changes the parent refused for good (:class:`ParentFenced`).
+        self.dropped = 0
         self.open_feed = open_feed
         self.prelude = prelude
         #: What goes up (``Cache.spec.export``); an object that stops matching its
@@ -287,13 +310,16 @@ class Exporter(StartStop):
                     snapshot = True
                     continue
                 if kind == "PUT":
-                    wildcard, sent = await self._put(event.key, event.value, snapshot=snapshot)
+                    dropped: tuple[str | None, bool] = (None, False)
+                    wildcard, sent = await self._unless_fenced(
+                        partial(self._put, snapshot=snapshot), event.key, event.value, dropped
+                    )
                     if snapshot and wildcard:
                         keys = exported.setdefault(wildcard, set())
                         if sent:
                             keys.add(event.key)
                 elif kind == "DELETE":
-                    await self._delete(event.key, event.value)
+                    await self._unless_fenced(self._delete, event.key, event.value, dropped=None)
                 elif kind == "SNAPSHOT_END":
                     snapshot = False
                     self.refused.clear()
@@ -316,6 +342,22 @@ class Exporter(StartStop):
             await feed.aclose()  # type: ignore[attr-defined]
 
     # -- writes ------------------------------------------------------------------------
+
+    async def _unless_fenced(
+        self, write: Callable[[str, bytes], Awaitable[_T]], key: str, value: bytes, dropped: _T
+    ) -> _T:
+        """*write*, dropped if the parent refuses it for good. Retried a little first:
+        a parent that has just stored this shard's claim may not have taken it in yet."""
+        for attempt in range(_FENCED_RETRIES):
+            try:
+                return await write(key, value)
+            except ParentFenced as exc:
+                if exc.reason != "ShardHomedElsewhere" or attempt + 1 == _FENCED_RETRIES:
+                    self.dropped += 1
+                    log.warning("dropping a change the parent refuses for good: %s", exc)
+                    return dropped
+                await asyncio.sleep(0.2 * (attempt + 1))
+        return dropped
 
     async def _sweep(self, wildcard: str, keys: set[str], revision: int) -> None:
         """After a snapshot at *revision*: delete the parent's copies (in one shard, of
@@ -365,6 +407,9 @@ class Exporter(StartStop):
         """Write one object at the parent, if the policy exports it. Returns the
         wildcard collection (every cluster of its shard) it belongs to, for the sweep
         after a snapshot, and whether it went up."""
+        if self.shards is not None and relative_key.startswith(CACHE_SHARD_KEYS):
+            await self.shards.forward(value)
+            return None, False
         group, resource = relative_key.split("/", 2)[:2]
         if (
             not snapshot
@@ -374,6 +419,12 @@ class Exporter(StartStop):
             return None, False  # a type that does not go up: not even decoded
         obj = orjson.loads(value)
         shard, collection, name = object_path(relative_key, obj)
+        if (
+            self.shards is not None
+            and shard != CACHE_OWNED_SHARD
+            and not await self.shards.ensure_claim(shard)
+        ):
+            return None, False  # another cache's claim won: the parent keeps the winner's data
         # The cache-owned objects (other caches' Cache objects) always go, never swept.
         wildcard = None if shard == CACHE_OWNED_SHARD else _wildcard(collection, relative_key)
         if wildcard is not None and not self.policy.wants(group, resource, obj):
@@ -417,6 +468,8 @@ class Exporter(StartStop):
         raise ParentRefused(f"{relative_key} kept changing at the parent")
 
     async def _delete(self, relative_key: str, old_value: bytes) -> None:
+        if relative_key.startswith(CACHE_SHARD_KEYS):
+            return  # CacheShards are deleted at the root, and flow down
         old = orjson.loads(old_value) if old_value else None
         shard, collection, name = object_path(relative_key, old)
         group, resource = relative_key.split("/", 2)[:2]
@@ -446,4 +499,19 @@ class Exporter(StartStop):
     @staticmethod
     def _check(response: Response, what: str, key: str) -> None:
         if response.status_code >= 300:
-            raise ParentRefused(f"{what} {key}: {response.status_code} {response.text[:300]}")
+            message = f"{what} {key}: {response.status_code} {response.text[:300]}"
+            reason = _final_refusal(response) if response.status_code == 403 else None
+            if reason is not None:
+                raise ParentFenced(message, reason)
+            raise ParentRefused(message)
+
+
+def _final_refusal(response: Response) -> str | None:
+    try:
+        causes = (response.json().get("details") or {}).get("causes") or ()
+    except (ValueError, AttributeError):
+        return None
+    for cause in causes:
+        if isinstance(cause, dict) and cause.get("reason") in _FINAL_REFUSALS:
+            return str(cause["reason"])
+    return None

@@ -30,7 +30,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from kcp_cache.client import AsyncClient, Backoff, StartStop, cancel_and_wait
-from kcp_cache.meta import CACHE_SERVICE_PREFIX, FEED_PATH
+from kcp_cache.meta import CACHE_SERVICE_PREFIX, CACHE_SHARDS, FEED_PATH, LIFECYCLE_GROUP
 
 __all__ = ["FEED_URL_PATH", "Mirror", "MirrorSink"]
 
@@ -38,6 +38,9 @@ log = logging.getLogger("kcp_cache.replication.mirror")
 
 #: The feed below the cache server's base URL.
 FEED_URL_PATH: Final = CACHE_SERVICE_PREFIX + FEED_PATH
+#: Keys applied alone, after everything before them: a ``CacheShard`` can move a shard's
+#: home, which must switch after the data that preceded it in the parent's order.
+_BARRIER_KEYS: Final = f"{LIFECYCLE_GROUP}/{CACHE_SHARDS}/"
 
 
 class MirrorSink(Protocol):
@@ -91,6 +94,9 @@ class Mirror(StartStop):
         self.revision = 0
         self.last_progress = 0.0
         self.last_error = ""
+        #: Everything the parent had when this cache started has been applied (a
+        #: snapshot's end, or a PROGRESS line after the stream's first).
+        self.caught_up = False
         self.events_received = Counter(
             "kcp_cache_feed_events_received",
             "Lines received from the parent's replication feed, by type.",
@@ -102,6 +108,7 @@ class Mirror(StartStop):
         self._pipeline = _Pipeline(window)
         #: The newest revision submitted to the pipeline (applied once it drains).
         self._pending = 0
+        self._progress_lines = 0
 
     # -- status ------------------------------------------------------------------------
 
@@ -179,6 +186,7 @@ class Mirror(StartStop):
             self._backoff.reset()
             self._changed()
             snapshot = False
+            self._progress_lines = 0
             try:
                 async for line in response.aiter_lines():
                     if self._refresh and not snapshot:
@@ -195,6 +203,14 @@ class Mirror(StartStop):
         rev = int(event.get("rev", 0))
         self.events_received.labels(str(kind)).inc()
         sink = self.sink
+        if kind in ("PUT", "DELETE") and str(event.get("key", "")).startswith(_BARRIER_KEYS):
+            await self._pipeline.drain()
+            if kind == "PUT":
+                await sink.put(event["key"], orjson.dumps(event["value"]))
+            else:
+                await sink.delete(event["key"])
+            self._pending = max(self._pending, rev)
+            return snapshot
         if kind == "PUT":
             value = orjson.dumps(event["value"])
             await self._pipeline.submit(event["key"], lambda: sink.put(event["key"], value))
@@ -216,13 +232,17 @@ class Mirror(StartStop):
             log.info("mirrored the parent's snapshot at %d (%d stale keys swept)", rev, swept)
             self.revision = rev
             self.synced = True
+            self.caught_up = True
             self.last_progress = time.time()
             self._changed()
             return False
         elif kind == "PROGRESS":
             self.last_progress = float(event.get("time") or time.time())
+            self._progress_lines += 1
             if not snapshot:
                 self.synced = True
+                if self._progress_lines > 1:
+                    self.caught_up = True
         else:
             log.debug("ignoring feed line of type %r", kind)
             return snapshot

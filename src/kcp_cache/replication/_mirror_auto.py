@@ -91,6 +91,14 @@ class AutoMirror(StartStop):
         return self.chosen is not None and self.chosen.synced
 
     @property
+    def caught_up(self) -> bool:
+        """Whether the chosen mirror applied its parent's state once (a watch mirror
+        has no such moment: it counts as caught up)."""
+        if self.chosen is None:
+            return False
+        return getattr(self.chosen, "caught_up", True)
+
+    @property
     def last_error(self) -> str:
         return self.chosen.last_error if self.chosen is not None else self._last_error
 

@@ -67,5 +67,7 @@ class FencedAuthorizer:
         shard = _written_shard(user, info, kcp)
         if shard and shard not in (SYSTEM_SHARD, WILDCARD) and self.fence.is_fenced(shard):
             message = f'shard "{shard}" is decommissioned'
-            return Decision(False, message, ApiError.forbidden(message))
+            details = {"name": shard, "causes": [{"reason": "ShardDecommissioned",
+                                                  "message": message}]}  # fmt: skip
+            return Decision(False, message, ApiError.forbidden(message, details))
         return decision

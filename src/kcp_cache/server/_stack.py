@@ -150,6 +150,9 @@ def create_app(
         )
         readiness.register(BOOTSTRAP_CHECK, _bootstrapped_check(api))
         api.registry.issuer = revision_issuer
+        if home is not None and api.registry.lifecycle is not None:
+            # Only a shard's home cache writes its CacheShard status (docs/hierarchy.md).
+            api.registry.lifecycle.home = home.home
     in_flight = None
     if max_requests_inflight or max_mutating_requests_inflight:
         in_flight = InFlightLimiter(max_requests_inflight, max_mutating_requests_inflight, metrics)

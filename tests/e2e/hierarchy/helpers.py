@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 
 import httpx2
 
-from kcp_cache.testing import CacheServer, start_cache_server
+from kcp_cache.testing import CacheServer, ClientCert, start_cache_server
 
 T = TypeVar("T")
 
@@ -152,3 +152,42 @@ def names(server: CacheServer, url: str) -> set[str]:
     response = get(server, url)
     assert response.status_code == 200, response.text
     return {o["metadata"]["name"] for o in response.json()["items"]}
+
+
+CACHE_SHARDS_URL: Final = (
+    "/services/cache/shards/system:cache:server/clusters/system:cache"
+    "/apis/cacheserver.kcp.io/v1alpha1/cacheshards"
+)
+MERGE: Final = {"content-type": "application/merge-patch+json"}
+
+
+def cache_shard(server: CacheServer, name: str) -> dict[str, Any] | None:
+    """*server*'s copy of ``CacheShard/<name>`` (``None``: it has none)."""
+    response = get(server, f"{CACHE_SHARDS_URL}/{name}")
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def patch_cache_shard(server: CacheServer, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    """An admin's merge patch of ``CacheShard/<name>`` at *server*."""
+    with server.client() as client:
+        response = client.patch(f"{CACHE_SHARDS_URL}/{name}", json=patch, headers=MERGE)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def cache_cert(directory: Path, name: str) -> ClientCert:
+    """Cache *name*'s ``system:kcp:cache:<name>`` certificate at its parent (as
+    :func:`start_child` issued it)."""
+    creds = directory / f"creds-{name}"
+    return ClientCert(creds / f"cache-{name}.crt", creds / f"cache-{name}.key")
+
+
+def post(server: CacheServer, shard: str, name: str, cluster: str = "c") -> httpx2.Response:
+    """An admin's create of APIExport *name* in (*shard*, *cluster*) at *server*."""
+    with server.client() as client:
+        return client.post(path(server, shard, cluster), json=apiexport(name))

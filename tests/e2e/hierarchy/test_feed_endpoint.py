@@ -16,7 +16,7 @@ import pytest
 
 from kcp_cache.testing import CacheServer, ClientCert
 
-from .helpers import apiexport, path, start_root
+from .helpers import apiexport, cache_shard, eventually, path, start_root
 
 FEED = "/services/cache/_replication/v1/feed"
 
@@ -56,6 +56,8 @@ def _lines(client: httpx2.Client, query: str, until: Any) -> list[dict[str, Any]
 def test_a_snapshot_then_live_changes_and_progress(root: CacheServer) -> None:
     with root.client() as client:
         assert client.post(path(root, "amber", "f1"), json=apiexport("a")).status_code == 201
+        # The write claimed amber: the root's CacheShard for it comes just after.
+        eventually(lambda: cache_shard(root, "amber"), what="amber's CacheShard")
         snap = _lines(client, "since=0", lambda line: line["type"] == "SNAPSHOT_END")
         assert snap[0]["type"] == "SNAPSHOT"
         assert snap[-1]["rev"] == snap[0]["rev"]
@@ -88,8 +90,9 @@ def test_filters(root: CacheServer) -> None:
         only_shards = _lines(client, "since=0&resources=core.kcp.io/shards",
                              lambda line: line["type"] == "SNAPSHOT_END")  # fmt: skip
         keys = [line["key"] for line in only_shards if line["type"] == "PUT"]
-        # Only the asked type, and the Cache objects, which always flow.
-        assert all(k.startswith(("core.kcp.io/shards/", "core.kcp.io/caches/")) for k in keys)
+        # Only the asked type, and the Cache and CacheShard objects, which always flow.
+        always = ("core.kcp.io/caches/", "cacheserver.kcp.io/cacheshards/")
+        assert all(k.startswith(("core.kcp.io/shards/", *always)) for k in keys)
         mine = _lines(client, "since=0&excludeHomeOf=root",
                       lambda line: line["type"] == "SNAPSHOT_END")  # fmt: skip
         assert not [line for line in mine if line["type"] == "PUT" and "/amber/" in line["key"]]
