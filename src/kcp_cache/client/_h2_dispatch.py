@@ -8,53 +8,71 @@ until *its* next event: the filed response waits for unrelated traffic (a POST a
 in 1 ms hung for the 10 s timeout behind an idle informer's watch).
 
 :func:`install` replaces ``AsyncHTTP2Connection._receive_stream_event``: while another
-task holds the read lock, a stream waits for that reader's next dispatch (then looks at
-its own events again) instead of for the lock. Applied once, only to the method it
-knows (the connection class must have the attributes the replacement uses).
+task holds the read lock, a stream waits for that lock's next release (then looks at its
+own events again) instead of queueing for the lock. The read lock is replaced by a
+:class:`_ReleaseNotifyingLock`, so *every* holder wakes the waiters when it lets go — also
+``httpcore2``'s own ``_wait_for_outgoing_flow`` (a request body waiting for window),
+which reads and files events under the lock too: a wake-up only after *our* reads left
+streams asleep whose response that body's read had filed, until some other stream read.
+Applied once, only to the class it knows (it must have the attributes used here).
 """
 
 from __future__ import annotations
 
 import asyncio
+import types
 from typing import Any, Final
 
 import h2.events
 from httpcore2 import RemoteProtocolError
 from httpcore2._async import http2 as _http2
+from httpcore2._synchronization import AsyncLock
 
 __all__ = ["install"]
 
-_WAITERS: Final = "_kcp_dispatch_waiters"
 _REQUIRED: Final = ("_events", "_read_lock", "_receive_events", "_write_outgoing_data")
 
 
-def _locked(lock: Any) -> bool:
-    inner = getattr(lock, "_anyio_lock", None)  # set up on first use, asyncio backend
-    return bool(inner is not None and inner.locked())
+class _ReleaseNotifyingLock(AsyncLock):
+    """``httpcore2``'s lock, plus: who waits for :meth:`released` is woken on release."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._release_waiters: list[asyncio.Future[None]] = []
 
-def _wake(connection: Any) -> None:
-    waiters: list[asyncio.Future[None]] = connection.__dict__.pop(_WAITERS, [])
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_result(None)
+    def locked(self) -> bool:
+        inner = getattr(self, "_anyio_lock", None)  # set up on first use, asyncio backend
+        return bool(inner is not None and inner.locked())
+
+    async def released(self) -> None:
+        """Return once the current holder has released the lock."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._release_waiters.append(waiter)
+        await waiter
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: types.TracebackType | None = None,
+    ) -> None:
+        await super().__aexit__(exc_type, exc_value, traceback)
+        waiters, self._release_waiters = self._release_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 async def _receive_stream_event(self: Any, request: Any, stream_id: int) -> Any:
     """Return the next event of ``stream_id``, reading the network if no one else does."""
     while not self._events.get(stream_id):
-        if _locked(self._read_lock):
-            waiter = asyncio.get_running_loop().create_future()
-            self.__dict__.setdefault(_WAITERS, []).append(waiter)
-            await waiter
+        lock: _ReleaseNotifyingLock = self._read_lock
+        if lock.locked():
+            await lock.released()  # its holder's read may have filed our event
             continue
-        async with self._read_lock:
-            try:
-                if not self._events.get(stream_id):
-                    await self._receive_events(request, stream_id)
-            finally:
-                _wake(self)  # also on errors: the waiters then see the saved exception
-        _wake(self)
+        async with lock:
+            if not self._events.get(stream_id):
+                await self._receive_events(request, stream_id)
         await self._write_outgoing_data(request)
     event = self._events[stream_id].pop(0)
     if isinstance(event, h2.events.StreamReset):
@@ -67,8 +85,15 @@ def install() -> None:
     cls: Any = getattr(_http2, "AsyncHTTP2Connection", None)
     if cls is None or getattr(cls, "_kcp_dispatch_fix", False):
         return
-    probe = cls.__init__.__code__.co_names + tuple(vars(cls))
+    init = cls.__init__
+    probe = init.__code__.co_names + tuple(vars(cls))
     if not all(name in probe for name in _REQUIRED) or "_receive_stream_event" not in vars(cls):
         return
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._read_lock = _ReleaseNotifyingLock()
+
+    cls.__init__ = __init__
     cls._receive_stream_event = _receive_stream_event
     cls._kcp_dispatch_fix = True
