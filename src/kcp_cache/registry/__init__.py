@@ -102,6 +102,7 @@ from kcp_cache.registry._selectors import LabelSelector as LabelSelector
 from kcp_cache.registry._selectors import SelectorError as SelectorError
 from kcp_cache.registry._selectors import parse_field_selector as parse_field_selector
 from kcp_cache.registry._selectors import parse_label_selector as parse_label_selector
+from kcp_cache.registry._strategy import OBJECT_META_FIELDS as OBJECT_META_FIELDS
 from kcp_cache.registry._strategy import new_uid as new_uid
 from kcp_cache.registry._strategy import now_timestamp as now_timestamp
 from kcp_cache.registry._strategy import prepare_create as prepare_create
@@ -129,6 +130,7 @@ __all__ = [
     "LOCAL_ONLY",
     "MAX_NESTING",
     "MERGE_PATCH",
+    "OBJECT_META_FIELDS",
     "PHASES",
     "REPLAY_WINDOW",
     "SHARD_LEASES",
