@@ -13,8 +13,8 @@ kube decodes a custom resource strictly and, by the request's ``fieldValidation`
 
 Paths are kube's: dotted field names, ``[i]`` for list items. The check runs on every
 write (``Warn`` is the default), so finding that a JSON body has no duplicate is cheap
-(:func:`_json_duplicates`): the ``:`` of its text against the members and the ``:`` in
-the strings decoded; only a body that may repeat a key is parsed again to say where.
+(:func:`_json_duplicates`): the ``:`` of its text against those of the decoded body
+encoded again; only a body that may repeat a key is parsed again to say where.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
+import orjson
 import yaml
 
 from kcp_cache.registry import OBJECT_META_FIELDS, ApiError, go_quote
@@ -67,35 +68,12 @@ def _duplicates(raw: bytes, media: str, body: dict[str, Any]) -> list[str]:
     return _json_duplicates(raw, body)
 
 
-def _members_colons(value: Any) -> int:
-    """How many ``:`` a body has in its JSON text if no key repeats: one per object member,
-    plus those inside its keys and strings."""
-    count = 0
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            count += len(item)
-            for key, child in item.items():
-                count += key.count(":")
-                if isinstance(child, str):
-                    count += child.count(":")
-                elif isinstance(child, (dict, list)):
-                    stack.append(child)
-        elif isinstance(item, list):
-            for child in item:
-                if isinstance(child, str):
-                    count += child.count(":")
-                elif isinstance(child, (dict, list)):
-                    stack.append(child)
-    return count
-
-
 def _json_duplicates(raw: bytes, body: dict[str, Any]) -> list[str]:
-    # A repeated key drops a member (and its strings) from what was decoded, so the text
-    # then has more ":" than the decoded body accounts for. A ":" written as \u003a is in
+    # The decoded body encoded again has one ":" per member plus those inside its strings
+    # (orjson escapes no ":"). A repeated key drops a member, and its strings, from what
+    # was decoded: the text then has more ":" than that. A ":" written as \u003a is in
     # the decoded strings but not in the text: such a body takes the exact path.
-    if b"\\u003" not in raw and raw.count(b":") == _members_colons(body):
+    if b"\\u003" not in raw and raw.count(b":") == orjson.dumps(body).count(b":"):
         return []
     tree = json.loads(raw, object_pairs_hook=_Pairs)
     return list(_paths_of_repeats(tree, ""))
