@@ -10,6 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 
+def failure_status(code: int, reason: str, message: str, **extra: Any) -> dict[str, Any]:
+    """A ``Status`` of ``Failure`` (*extra*: ``details`` …), as ``errors.StatusError`` sends."""
+    status: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    status.update(extra)
+    return status
+
+
 def too_large_rv_status(requested: int, current: int, **overrides: Any) -> dict[str, Any]:
     """``storage.NewTooLargeResourceVersionError`` as a 504 ``Status`` (*overrides* replace
     top-level fields: older servers' variants)."""

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ...kube_status import failure_status
 from ._asgi import EXPORTS, Client, Response
 
 DUPLICATED = (
@@ -37,23 +38,12 @@ def warnings(response: Response) -> list[str]:
     return [v.decode() for k, v in start["headers"] if k == b"warning"]
 
 
-def _strict_error(message: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": "BadRequest",
-        "code": 400,
-    }
-
-
 async def test_strict_refuses_an_unknown_metadata_field(client: Client) -> None:
     body = _export("strict-unknown", foo="bar")
     r = await client.post(EXPORTS, body, query={"fieldValidation": "Strict"})
     assert r.status == 400
-    assert r.json() == _strict_error('strict decoding error: unknown field "metadata.foo"')
+    message = 'strict decoding error: unknown field "metadata.foo"'
+    assert r.json() == failure_status(400, "BadRequest", message)
     assert (await client.get(f"{EXPORTS}/strict-unknown")).status == 404
 
 
