@@ -14,7 +14,16 @@ from kcp_cache.testing import CacheServer, start_cache_server
 from .etcd_backend import module_storage_flags, shared_etcd, storage_flags
 from .full_disk import small_disk
 
-__all__ = ["module_storage_flags", "shared_etcd", "small_disk", "storage_flags"]
+# A hung async test prints its tasks' await chains before pytest-timeout ends it.
+from .task_dump import pytest_runtest_call
+
+__all__ = [
+    "module_storage_flags",
+    "pytest_runtest_call",
+    "shared_etcd",
+    "small_disk",
+    "storage_flags",
+]
 
 
 @pytest.fixture

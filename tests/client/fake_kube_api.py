@@ -16,6 +16,8 @@ from typing import Any
 import httpx2
 import orjson
 
+from ..kube_status import failure_status
+
 Obj = dict[str, Any]
 
 _CLOSE = object()
@@ -23,18 +25,7 @@ _DROP = object()
 
 
 def status(code: int, reason: str, message: str) -> httpx2.Response:
-    return httpx2.Response(
-        code,
-        json={
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": code,
-        },
-    )
+    return httpx2.Response(code, json=failure_status(code, reason, message))
 
 
 class FakeKubeApi:

@@ -30,20 +30,14 @@ from kcp_cache.client import (
     WatchEvent,
 )
 
+from ..kube_status import failure_status
+
 CONFIGMAPS = Resource("", "v1", "configmaps", namespaced=True)
 EXPORTS = Resource("apis.kcp.io", "v1alpha2", "apiexports")
 
 
 def status(code: int, reason: str, message: str = "m") -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
+    return failure_status(code, reason, message)
 
 
 class Backend:

@@ -34,48 +34,30 @@ from ..e2e.test_client import (
     store_state,
     writer,
 )
+from ..kube_status import too_large_rv_status
 from .client_helpers import Recorder, eventually
 from .fake_kube_api import FakeKubeApi
 from .test_reflector import make_informer
 from .test_reflector import store_state as fake_store_state
 
 
-def too_large_status(requested: int, current: int, **overrides: Any) -> dict[str, Any]:
-    """What kube-apiserver (and our server) sends, as storage.NewTooLargeResourceVersionError."""
-    status: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": f"Timeout: Too large resource version: {requested}, current: {current}",
-        "reason": "Timeout",
-        "details": {
-            "causes": [
-                {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
-            ],
-            "retryAfterSeconds": 1,
-        },
-        "code": 504,
-    }
-    status.update(overrides)
-    return status
-
-
 @pytest.mark.parametrize(
     ("status", "too_large"),
     [
-        (too_large_status(9, 3), True),
+        (too_large_rv_status(9, 3), True),
         # kube 1.17.0–1.18.5: the cause has the message but no type.
         (
-            too_large_status(9, 3, details={"causes": [{"message": "Too large resource version"}]}),
+            too_large_rv_status(
+                9, 3, details={"causes": [{"message": "Too large resource version"}]}
+            ),
             True,
         ),
         # kube < 1.17: only the message says so.
-        (too_large_status(9, 3, details={"retryAfterSeconds": 1}), True),
+        (too_large_rv_status(9, 3, details={"retryAfterSeconds": 1}), True),
         # The cause type alone is enough, whatever the reason.
-        (too_large_status(9, 3, reason="", message="x"), True),
+        (too_large_rv_status(9, 3, reason="", message="x"), True),
         # Any other timeout is just a timeout.
-        (too_large_status(9, 3, message="Timeout: request did not complete", details={}), False),
+        (too_large_rv_status(9, 3, message="Timeout: request did not complete", details={}), False),
     ],
     ids=["cause-type", "cause-message", "message", "cause-only", "other-timeout"],
 )
@@ -98,7 +80,7 @@ async def test_too_large_rv_relists_with_a_consistent_read(in_stream: bool) -> N
         assert await informer.wait_for_sync(timeout=5)
         await eventually(lambda: api.open_watches == 1)
         resume_rv = api.watch_requests[-1].url.params["resourceVersion"]
-        status = too_large_status(int(resume_rv), 7)
+        status = too_large_rv_status(int(resume_rv), 7)
         if in_stream:
             reply = httpx2.Response(
                 200, content=orjson.dumps({"type": "ERROR", "object": status}) + b"\n"

@@ -20,6 +20,7 @@ from kcp_cache.server import (
 from kcp_cache.server.types import Receive, Scope, Send
 from kcp_cache.storage import MemoryStorage, Unavailable
 
+from ..kube_status import failure_status as status
 from ._asgi import ADMIN, call, echo_api, header_authenticator
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
@@ -28,20 +29,6 @@ EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/
 @pytest.fixture
 def app() -> CacheServerApp:
     return create_app(storage=None, api_app=echo_api, authenticator=header_authenticator)
-
-
-def status(code: int, reason: str, message: str, **extra: Any) -> dict[str, Any]:
-    body = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    body.update(extra)
-    return body
 
 
 async def test_filters_record_shard_cluster_and_consume_the_path(app: CacheServerApp) -> None:

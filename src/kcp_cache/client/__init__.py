@@ -91,6 +91,7 @@ from ._ratelimit import (
 from ._reflector import ListWatchOptions, Reflector, WatchInactive
 from ._resource import Resource, resource_path
 from ._rest import (
+    DEFAULT_REQUEST_TIMEOUT,
     AsyncRESTClient,
     AsyncWatchStream,
     ObjectList,
@@ -133,6 +134,7 @@ __all__ = [
     "CACHE_SERVICE_PREFIX",
     "CLUSTER_ANNOTATION",
     "DEFAULT_INDEXERS",
+    "DEFAULT_REQUEST_TIMEOUT",
     "INDEX_CLUSTER",
     "INDEX_CLUSTER_NAME",
     "INDEX_NAMESPACE",

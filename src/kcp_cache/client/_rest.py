@@ -34,10 +34,11 @@ from kcp_cache.meta import STORE_HEADER
 from ._context import SHARD_EXTENSION
 from ._errors import ApiError
 from ._gc import gc_paused
-from ._http import AsyncClient, Client, Request, Response
+from ._http import AsyncClient, Client, ReadTimeout, Request, Response
 from ._resource import Resource, resource_path
 
 __all__ = [
+    "DEFAULT_REQUEST_TIMEOUT",
     "AsyncRESTClient",
     "AsyncWatchStream",
     "ObjectList",
@@ -58,6 +59,11 @@ _PATCH_CONTENT_TYPES: dict[str, str] = {
     "apply": "application/apply-patch+yaml",
 }
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+
+#: The deadline of one non-watch request of :class:`AsyncRESTClient`, in seconds. Above
+#: the server's own ``--request-timeout`` (60 s, as kube-apiserver's): a server that is
+#: alive has answered by then, if only with a 504.
+DEFAULT_REQUEST_TIMEOUT = 70.0
 _EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK"})
 
 
@@ -373,14 +379,42 @@ class AsyncRESTClient:
     * ``delete_collection``: ``label_selector``, ``field_selector``.
 
     Requests are built by one shared request builder; this class only sends and decodes.
+
+    Every request but a watch has a deadline, *request_timeout* seconds (``None``: none),
+    after which it raises :class:`httpx2.ReadTimeout` (a ``TransportError``: reflectors
+    retry it). It is a deadline of the request, not a socket read timeout: over HTTP/2
+    one request's socket timeout would end the whole connection, every watch on it
+    included; this cancels only its own stream.
     """
 
-    def __init__(self, http: AsyncClient, *, default_cluster: str | None = None) -> None:
+    def __init__(
+        self,
+        http: AsyncClient,
+        *,
+        default_cluster: str | None = None,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
         self.http = http
+        self.request_timeout = request_timeout
         self._requests = _RequestBuilder(http, default_cluster)
 
+    async def _exchange(self, request: Request) -> Response:
+        """Send *request* and read its response, within ``request_timeout``."""
+        timeout = self.request_timeout
+        if timeout is None:
+            return await self.http.send(request)
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                return await self.http.send(request)
+        except TimeoutError as err:
+            if not deadline.expired():
+                raise
+            message = f"no response within {timeout:g}s: {request.method} {request.url.path}"
+            raise ReadTimeout(message, request=request) from err
+
     async def _send(self, request: Request) -> Obj:
-        return _decode(await self.http.send(request))
+        return _decode(await self._exchange(request))
 
     async def get(self, resource: Resource, name: str, **scope: Unpack[_Scope]) -> Obj:
         """GET one object; raises :class:`NotFound` if absent."""
@@ -398,7 +432,7 @@ class AsyncRESTClient:
 
         def fetch(token: str | None) -> asyncio.Task[Response]:
             request = self._requests.list(resource, options, token)
-            return asyncio.ensure_future(self.http.send(request))
+            return asyncio.ensure_future(self._exchange(request))
 
         pending: asyncio.Task[Response] | None = fetch(None)
         try:

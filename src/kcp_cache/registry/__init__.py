@@ -106,9 +106,10 @@ from kcp_cache.registry._selectors import SelectorError as SelectorError
 from kcp_cache.registry._selectors import parse_field_selector as parse_field_selector
 from kcp_cache.registry._selectors import parse_label_selector as parse_label_selector
 
-# Underscore names below are internals re-exported for the white-box tests, not in __all__.
+# mirror_value and stamped: re-exported for the white-box tests only (not in __all__).
 from kcp_cache.registry._shard_sync import mirror_value as mirror_value
 from kcp_cache.registry._shard_sync import stamped as stamped
+from kcp_cache.registry._strategy import OBJECT_META_FIELDS as OBJECT_META_FIELDS
 from kcp_cache.registry._strategy import new_uid as new_uid
 from kcp_cache.registry._strategy import now_timestamp as now_timestamp
 from kcp_cache.registry._strategy import prepare_create as prepare_create
@@ -137,6 +138,7 @@ __all__ = [
     "LOCAL_ONLY",
     "MAX_NESTING",
     "MERGE_PATCH",
+    "OBJECT_META_FIELDS",
     "PHASES",
     "REPLAY_WINDOW",
     "SHARD_LEASES",

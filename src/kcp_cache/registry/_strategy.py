@@ -27,6 +27,7 @@ from kcp_cache.registry._goparse import GoNumberError, go_quote, parse_uint64
 from kcp_cache.registry._labels import validate_labels_and_annotations
 
 __all__ = [
+    "OBJECT_META_FIELDS",
     "check_type",
     "generate_name",
     "missing_resource_version",
@@ -52,8 +53,8 @@ _LABEL_MSG = (
 # Characters kube uses for generateName suffixes (no vowels, no look-alikes).
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
-# ObjectMeta fields; anything else under metadata is dropped (kube's ObjectMeta coercion).
-_OBJECT_META_FIELDS = frozenset(
+#: ObjectMeta fields; anything else under metadata is dropped (kube's ObjectMeta coercion).
+OBJECT_META_FIELDS = frozenset(
     {
         "name",
         "generateName",
@@ -211,7 +212,7 @@ def _coerce_meta(body: dict[str, Any]) -> dict[str, Any]:
     meta = body.get("metadata") or {}
     # Unknown metadata fields are dropped and wrongly typed known ones rejected, as kube's
     # decoding into ObjectMeta does (a 400, before any validation).
-    meta = {k: v for k, v in meta.items() if k in _OBJECT_META_FIELDS and v is not None}
+    meta = {k: v for k, v in meta.items() if k in OBJECT_META_FIELDS and v is not None}
     for key in ("labels", "annotations"):
         value = meta.get(key)
         if value is None:

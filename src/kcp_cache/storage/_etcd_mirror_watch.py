@@ -12,18 +12,16 @@ again whether the copy or etcd serves it).
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 from kcp_cache.storage._errors import StorageError, Unavailable
-from kcp_cache.storage._interface import WatchStream
 from kcp_cache.storage._types import Event
+from kcp_cache.storage._watch_buffer import BufferedWatchStream
 
 __all__ = ["MirrorWatchStream"]
 
 
-class MirrorWatchStream(WatchStream):
+class MirrorWatchStream(BufferedWatchStream):
     """Events under ``prefix`` with revision > ``after_revision``, fed by the copy."""
 
     def __init__(
@@ -37,18 +35,15 @@ class MirrorWatchStream(WatchStream):
         check: Callable[[], Awaitable[None]] | None,
         on_close: Callable[[MirrorWatchStream], None],
     ) -> None:
+        super().__init__()
         self.prefix = prefix
         self._after = after_revision
-        self._buffer: deque[Event] = deque(replay)
+        self._buffer.extend(replay)
         self._buffer_size = buffer_size
         self._progress = after_revision
         self._copy_revision = copy_revision
         self._check = check  # run before the first event (compaction probe)
         self._on_close = on_close
-        self._waiter: asyncio.Future[None] | None = None
-        self._terminal: StorageError | None = None
-        self._ended = False
-        self._done = False
         if len(self._buffer) > buffer_size:
             self.abort_now(
                 Unavailable(
@@ -81,18 +76,11 @@ class MirrorWatchStream(WatchStream):
         """End after the events already buffered (no gap), with ``error``."""
         if not self._ended:
             self._progress = self.progress_revision
-            self._terminal = error
-            self._ended = True
+            self._end(error)
             self._on_close(self)
-            self._wake()
 
     async def abort(self, error: StorageError) -> None:
         self.abort_now(error)
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     # -- WatchStream -------------------------------------------------------------------
 
@@ -118,23 +106,11 @@ class MirrorWatchStream(WatchStream):
                 event = self._buffer.popleft()
                 self._progress = max(self._progress, event.revision - 1)
                 return event
-            if self._done:
-                raise StopAsyncIteration
-            if self._ended:
-                self._done = True
-                if self._terminal is None:
-                    raise StopAsyncIteration
-                raise self._terminal
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            self._raise_end()
+            await self._wait()
 
     async def close(self) -> None:
         if not self._ended:
             self._buffer.clear()
-            self._ended = True
-            self._terminal = None
+            self._end(None)
             self._on_close(self)
-            self._wake()

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +45,7 @@ from kcp_cache.storage._etcd_conn import EtcdEndpoint, describe_rpc_error
 from kcp_cache.storage._etcd_grpc import grpc, rpc
 from kcp_cache.storage._interface import WatchStream
 from kcp_cache.storage._types import Event, EventType, KeyValue
+from kcp_cache.storage._watch_buffer import BufferedWatchStream
 
 __all__ = ["EtcdWatchStream", "FailedWatchStream", "event_from_proto", "kv_from_proto"]
 
@@ -93,7 +93,7 @@ class FailedWatchStream(WatchStream):
         self._error = None
 
 
-class EtcdWatchStream(WatchStream):
+class EtcdWatchStream(BufferedWatchStream):
     """Events under ``[key, range_end)`` with revision > ``after_revision``."""
 
     def __init__(
@@ -110,6 +110,7 @@ class EtcdWatchStream(WatchStream):
         keep_prefix: bytes | None = None,
         on_progress: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__()  # the buffer (received, not yet yielded; the reader bounds it)
         self._endpoint = endpoint
         self._keep = keep_prefix
         self._on_progress = on_progress
@@ -120,15 +121,7 @@ class EtcdWatchStream(WatchStream):
         self._received = after_revision
         self._progress_interval = progress_interval
         self._on_compacted = on_compacted
-        # Received, not yet yielded; the reader enforces the bound.
-        self._buffer: deque[Event] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        # What iteration ends with once the buffer is drained: an error, or None for a
-        # normal end; set when _ended is.
-        self._terminal: StorageError | None = None
-        self._closed = False
-        self._ended = False  # the terminal item is set (by the reader, close or abort)
-        self._done = False
+        self._closed = False  # _ended is set by the reader, close or abort
         self._last_response = time.monotonic()
         self._progress_requested = False
         self._create = rpc.WatchRequest(
@@ -158,18 +151,8 @@ class EtcdWatchStream(WatchStream):
         while True:
             if self._buffer:
                 return self._buffer.popleft()
-            if self._done:
-                raise StopAsyncIteration
-            if self._ended:
-                self._done = True
-                if self._terminal is None:
-                    raise StopAsyncIteration
-                raise self._terminal
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            self._raise_end()
+            await self._wait()
 
     async def close(self) -> None:
         if await self._stop():
@@ -180,16 +163,6 @@ class EtcdWatchStream(WatchStream):
         """End the stream with ``error`` after the events already buffered (no gap)."""
         if await self._stop():
             self._end(error)
-
-    def _end(self, terminal: StorageError | None) -> None:
-        self._terminal = terminal
-        self._ended = True
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     async def _stop(self) -> bool:
         if self._closed:

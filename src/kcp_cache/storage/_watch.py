@@ -15,13 +15,10 @@ the buffer bound is what keeps one slow consumer from holding unbounded memory.
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-
 from kcp_cache.storage._errors import Expired, Unavailable
-from kcp_cache.storage._interface import WatchStream
 from kcp_cache.storage._mvcc import MVCCState
 from kcp_cache.storage._types import Event
+from kcp_cache.storage._watch_buffer import BufferedWatchStream
 
 __all__ = ["EmbeddedWatchStream", "WatchHub"]
 
@@ -73,18 +70,21 @@ class WatchHub:
         return sum(len(s) for s in self._by_prefix.values())
 
 
-class EmbeddedWatchStream(WatchStream):
-    """One watch; see the module docstring for its two modes."""
+class EmbeddedWatchStream(BufferedWatchStream):
+    """One watch; see the module docstring for its two modes.
+
+    Its end is its own: a failure drops what is buffered and is raised on every call,
+    ``close`` ends iteration at once.
+    """
 
     def __init__(self, hub: WatchHub, prefix: str, after_revision: int) -> None:
+        super().__init__()
         self._hub = hub
         self._state = hub.state
         self.prefix = prefix
         self._after = after_revision
         # Next revision to examine in history while catching up; None once live.
         self._cursor: int | None = after_revision + 1
-        self._buffer: deque[Event] = deque()
-        self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._closed = False
 
@@ -110,11 +110,7 @@ class EmbeddedWatchStream(WatchStream):
                 continue
             if self._buffer:
                 return self._buffer.popleft()
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
 
     def _catch_up(self) -> Event | None:
         """The next matching history event, or None after switching to live mode."""
@@ -174,11 +170,6 @@ class EmbeddedWatchStream(WatchStream):
             self._buffer.clear()
         self._hub.remove(self)
         self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     async def close(self) -> None:
         self._closed = True

@@ -18,6 +18,7 @@ from kcp_cache.registry import Registry
 from kcp_cache.server.api import ApiApp, create_api_app
 from kcp_cache.storage import MemoryStorage
 
+from ...kube_status import too_large_rv_status
 from ._asgi import EXPORTS, Client
 
 WAIT = 0.2  # the conftest's too_large_rv_wait
@@ -25,24 +26,6 @@ WAIT = 0.2  # the conftest's too_large_rv_wait
 
 def _export(name: str) -> dict[str, Any]:
     return {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIExport", "metadata": {"name": name}}
-
-
-def _assert_too_large(status: dict[str, Any], requested: int, current: int) -> None:
-    assert status == {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": f"Timeout: Too large resource version: {requested}, current: {current}",
-        "reason": "Timeout",
-        "details": {
-            "causes": [
-                {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
-            ],
-            "retryAfterSeconds": 1,
-        },
-        "code": 504,
-    }
 
 
 async def _current(client: Client) -> int:
@@ -66,7 +49,7 @@ async def test_list_from_future_rv_gets_504_after_the_wait(
     r = await client.get(EXPORTS, query={"resourceVersion": str(current + 5), **query})
     assert time.monotonic() - started >= WAIT
     assert r.status == 504
-    _assert_too_large(r.json(), current + 5, current)
+    assert r.json() == too_large_rv_status(current + 5, current)
 
 
 @pytest.mark.parametrize("initial", [None, "true"])
@@ -83,7 +66,7 @@ async def test_watch_from_future_rv_gets_504_after_the_wait(
     await asyncio.wait_for(stream.ended.wait(), 5)
     assert time.monotonic() - started >= WAIT
     assert stream.status == 504
-    _assert_too_large(orjson.loads(stream.pending), current + 3, current)
+    assert orjson.loads(stream.pending) == too_large_rv_status(current + 3, current)
 
 
 async def test_list_and_watch_whose_rv_arrives_within_the_wait_proceed(client: Client) -> None:
@@ -118,4 +101,4 @@ async def test_wait_is_configurable_and_defaults_to_kubes_three_seconds(
     r = await Client(app).get(EXPORTS, query={"resourceVersion": str(current + 1)})
     assert time.monotonic() - started < 1.0
     assert r.status == 504
-    _assert_too_large(r.json(), current + 1, current)
+    assert r.json() == too_large_rv_status(current + 1, current)

@@ -23,6 +23,11 @@ from kcp_cache.registry import (
 )
 from kcp_cache.server._respond import send_bytes
 from kcp_cache.server.api._body import decode_body, decode_json, media_type, read_body
+from kcp_cache.server.api._field_validation import (
+    field_validation,
+    problems_warnings,
+    validate_fields,
+)
 from kcp_cache.server.api._options import (
     check_delete_options,
     check_delete_query,
@@ -44,29 +49,34 @@ _BAD_PATCH_TYPE = (
 )
 
 
-async def _read_write_body(req: ApiRequest, kind: str) -> tuple[Any, bytes]:
+async def _read_write_body(
+    req: ApiRequest, kind: str
+) -> tuple[Any, bytes, list[tuple[bytes, bytes]]]:
+    """The decoded body, its bytes, and the ``Warning`` headers its fields earn."""
     check_write_query(req.query, kind)
     media = media_type(req.scope)
     if media not in _WRITE_TYPES:
         raise ApiError.unsupported_media_type(_BAD_WRITE_TYPE)
     raw = await read_body(req.scope, req.receive, req.api.max_body_bytes)
-    return decode_body(raw, media), raw
+    body = decode_body(raw, media)
+    problems = validate_fields(raw, media, body, field_validation(req.query))
+    return body, raw, problems_warnings(problems) if problems else []
 
 
 async def create(req: ApiRequest) -> int:
     dry_run = _dry_run(req.scope, "CreateOptions")
-    body, raw = await _read_write_body(req, "CreateOptions")
+    body, raw, warnings = await _read_write_body(req, "CreateOptions")
     created = await req.api.registry.create(req.target, body, raw, dry_run=dry_run)
-    await send_bytes(req.send, 201, created)
+    await send_bytes(req.send, 201, created, headers=warnings)
     return 201
 
 
 async def update(req: ApiRequest) -> int:
     assert req.name is not None
     dry_run = _dry_run(req.scope, "UpdateOptions")
-    body, raw = await _read_write_body(req, "UpdateOptions")
+    body, raw, warnings = await _read_write_body(req, "UpdateOptions")
     updated = await req.api.registry.update(req.target, req.name, body, raw, dry_run=dry_run)
-    await send_bytes(req.send, 200, updated)
+    await send_bytes(req.send, 200, updated, headers=warnings)
     return 200
 
 
@@ -92,6 +102,9 @@ async def patch(req: ApiRequest) -> int:
     check_write_query(query, "PatchOptions")
     raw = await read_body(scope, req.receive, req.api.max_body_bytes)
     body = decode_json(raw, "error decoding patch")
+    # A merge patch is an object of the type's fields; a JSON patch is a list of
+    # operations, whose values are not checked here.
+    problems = validate_fields(raw, media, body, field_validation(query))
     if media == JSON_PATCH:
         if body is None:  # Go decodes null into an empty operation list
             body = []
@@ -101,7 +114,7 @@ async def patch(req: ApiRequest) -> int:
                 f"json: cannot unmarshal {_json_type(body)} into Go value of type jsonpatch.Patch"
             )
     patched = await req.api.registry.patch(req.target, req.name, media, body, dry_run=dry_run)
-    await send_bytes(req.send, 200, patched)
+    await send_bytes(req.send, 200, patched, headers=problems_warnings(problems))
     return 200
 
 
@@ -116,11 +129,12 @@ async def _apply(req: ApiRequest, name: str, dry_run: bool) -> int:
     force = parse_query_bool(query.get("force"))
     raw = await read_body(req.scope, req.receive, req.api.max_body_bytes)
     body = decode_body(raw, "application/yaml")  # YAML is a superset of JSON
+    problems = validate_fields(raw, "application/yaml", body, field_validation(query))
     answer, created = await req.api.registry.apply(
         req.target, name, body, raw, field_manager=manager, force=force, dry_run=dry_run
     )
     code = 201 if created else 200
-    await send_bytes(req.send, code, answer)
+    await send_bytes(req.send, code, answer, headers=problems_warnings(problems))
     return code
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from kcp_cache.client import NotFound
 from kcp_cache.replication import CCR_FINALIZER, CCR_RESOURCE, OWNER_ANNOTATION
 from kcp_cache.testing import CacheServer, start_cache_server
 
-from .ccr_helpers import (
+from ..ccr_helpers import (
     INSTANCES,
     PART_OF,
     Env,
@@ -30,29 +30,13 @@ from .ccr_helpers import (
     instance,
     shard_env,
     shared_identity,
-    standin_shard_api,
     start_replicate,
 )
-from .replication_helpers import eventually, unique
+from ..replication_helpers import eventually, unique
 
 #: A finalizer of the test's own: it keeps the CCR after the controller removed its one,
 #: so that the Deleted phase can be read from the object itself.
 HOLD = "test.kcp.io/hold"
-
-
-@pytest.fixture(scope="module")
-def shards_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheServer]:
-    """The stand-in shard API, with the core and Instance types the controller needs."""
-    with standin_shard_api(tmp_path_factory.mktemp("shards")) as server:
-        yield server
-
-
-@pytest.fixture
-async def env(cache_api: CacheServer, shards_api: CacheServer) -> AsyncIterator[Env]:
-    async with shard_env(cache_api, shards_api) as environment:
-        await environment.start_writer()
-        await environment.start_controller()
-        yield environment
 
 
 async def cache_ccr_names(env: Env, cluster: str) -> set[str]:

@@ -15,11 +15,9 @@ import contextlib
 import hashlib
 import re
 import signal
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx2
-import pytest
 
 from kcp_cache.client import NotFound, Resource
 from kcp_cache.replication import (
@@ -38,7 +36,7 @@ from kcp_cache.replication import (
 )
 from kcp_cache.testing import CacheServer
 
-from .ccr_helpers import (
+from ..ccr_helpers import (
     APIEXPORTS,
     FLAVORS,
     GADGETS,
@@ -52,26 +50,10 @@ from .ccr_helpers import (
     request_counts,
     shard_env,
     shared_identity,
-    standin_shard_api,
     start_replicate,
     writes,
 )
-from .replication_helpers import FAST_BACKOFF, eventually, unique
-
-
-@pytest.fixture(scope="module")
-def shards_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheServer]:
-    """The stand-in shard API, with the core and Instance types the controller needs."""
-    with standin_shard_api(tmp_path_factory.mktemp("shards")) as server:
-        yield server
-
-
-@pytest.fixture
-async def env(cache_api: CacheServer, shards_api: CacheServer) -> AsyncIterator[Env]:
-    async with shard_env(cache_api, shards_api) as environment:
-        await environment.start_writer()
-        await environment.start_controller()
-        yield environment
+from ..replication_helpers import FAST_BACKOFF, eventually, unique
 
 
 async def create_instances(env: Env, cluster: str) -> None:
