@@ -44,7 +44,7 @@ __all__ = ["ROWS_BUFFER_LIMIT", "LeaderLink"]
 log = logging.getLogger(__name__)
 
 #: Bytes queued for a follower beyond which commits are announced without their rows.
-ROWS_BUFFER_LIMIT = 4 << 20
+ROWS_BUFFER_LIMIT = 1 << 20
 
 
 class _Follower:
