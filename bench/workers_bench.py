@@ -7,15 +7,21 @@ has to share them with it, as any client on this machine would. Each round start
 server with ``--workers 1`` and one with ``--workers 2`` (order alternating between
 rounds; the same seeded store each time) and measures, one server at a time:
 
-1. **GETs** of one 1 KiB object: autocannon (npm, presents the client certificate), 64
-   connections from ``--generators`` processes (2: on a loaded machine one node process
-   gets one task's share of the CPU and caps both configurations alike), which the
-   kernel spreads over the workers (``SO_REUSEPORT``). Reported:
-   req/s, and the CPU time of the server processes (leader + followers, from ``/proc``)
-   and of the load generator per request.
-2. **Watch fan-out**: ``--watchers`` idle watch streams (raw asyncio TLS connections from
-   this process, ``_watchers.py``), then one CREATE at a time; the time until every
-   watcher has the event, median over ``--events`` events.
+1. **GETs** of one 1 KiB object: h2load (Debian's ``nghttp2-client``, C, ~30 µs of CPU
+   per request; with ``_client_cert_shim.c`` preloaded it presents the admin client
+   certificate and verifies the server, see ``_h2load.py``) or, with ``--generator
+   autocannon``, autocannon (node, 50–150 µs per request), 64 HTTP/1.1 keep-alive
+   connections from ``--generators`` processes, which the kernel spreads over the
+   workers (``SO_REUSEPORT``). Reported: req/s, and the CPU time of the server processes
+   (leader + followers, from ``/proc``; per worker from its ``/metrics``) and of the load
+   generator per request — on two cores the generator's share is what bounds the ratio.
+2. **Watch fan-out**: ``--watchers`` idle watch streams — by default HTTP/2, 20 streams
+   on each of 100 connections (kcp's informers' shape; ``_h2_watchers.py``, counting
+   the new object's ``"name":"…"`` in the decrypted bytes, so that the client's share
+   of the cores stays small), or with ``--watch-protocol h1`` one raw TLS connection
+   each (``_watchers.py``) — then one CREATE at a time; the time until every watcher has
+   the event, median over ``--events`` events, with the CPU per event of the servers
+   and of this process (the client).
 
 Then **memory per follower**: a ``--workers 2`` server with ``--objects`` objects of 1 KiB,
 RSS of the leader and of the follower (which holds a full copy of the state).

@@ -257,3 +257,22 @@ async def test_a_follower_whose_leader_goes_away_stops_serving(
 
 async def _direct(coro: Coroutine[Any, Any, _T]) -> _T:
     return await coro
+
+
+async def test_followers_are_told_of_a_batch_before_the_leaders_own_watchers(
+    tmp_path: Path,
+) -> None:
+    """The commit listeners (the leader's link) run before the batch is published to the
+    leader's watchers, so a follower's fan-out starts while the leader does its own."""
+    async with SQLiteStorage(tmp_path / "cache.db") as store:
+        seen: list[tuple[int, int, list[int]]] = []
+
+        def listener(events: list[Any], revision: int, compacted: int) -> None:
+            seen.append((revision, store._hub.published_revision, [e.revision for e in events]))
+
+        store.commit_listeners.append(listener)
+        kv = await store.create(PREFIX + "x", b"1")
+        revision, published, rows = seen[-1]
+        assert rows == [kv.mod_revision]
+        assert revision == kv.mod_revision
+        assert published < kv.mod_revision  # not yet handed to this process's watchers
