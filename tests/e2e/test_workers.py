@@ -84,17 +84,6 @@ def test_memory_engine_refuses_workers(tmp_path: Path) -> None:
     assert "--workers 2 needs a store the processes share" in result.stderr
 
 
-def test_workers_refuse_a_parent_cache(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "kcp_cache", "--root-directory", str(tmp_path / "r"),
-         "--workers", "2", "--cache-name", "region", "--parent-url", "https://127.0.0.1:1",
-         "--parent-kubeconfig", str(tmp_path / "none"), "--secure-port", "0"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 1
-    assert "--workers 2 cannot be combined with --parent-url" in result.stderr
-
-
 def test_read_your_writes_across_processes(workers: CacheServer) -> None:
     """Each write is at once visible to a GET, a LIST and a watch from its RV on new
     connections — whichever process wrote it and whichever reads."""

@@ -104,3 +104,39 @@ async def test_a_lone_cache_claims_nothing(store: MemoryStorage) -> None:
             await store.get(home.cache_key("root"))
     finally:
         await home.stop()
+
+
+async def test_workers_of_one_cache_share_their_claims(store: MemoryStorage) -> None:
+    """``--workers``: the leader and a follower each claim for the cache; neither's write
+    of the Cache object drops the other's claim, each learns the other's, the follower
+    never overwrites the leader's status, and the leader hears of a claim it learned."""
+    leader = HomeMap(store, "eu-1", base_url="https://e", grouped=True)
+    follower = HomeMap(store, "eu-1", base_url="https://e", grouped=True, owns_status=False)
+    learned: list[str] = []
+    leader.on_claims = lambda: learned.append("claims")
+    await leader.start()
+    await follower.start()
+    try:
+        leader.set_status(upstream={"connected": True})
+        assert follower.claim("ruby") == "eu-1"
+        assert leader.claim("opal") == "eu-1"
+        key = leader.cache_key("eu-1")
+
+        async def spec_and_status() -> tuple[list[str], dict[str, Any]]:
+            obj = orjson.loads((await store.get(key)).value)
+            return obj["spec"]["homeShards"], obj["status"]
+
+        for _ in range(200):
+            shards, status = await spec_and_status()
+            if shards == ["opal", "ruby"] and "ruby" in leader.own and "opal" in follower.own:
+                break
+            await asyncio.sleep(0.01)
+        assert shards == ["opal", "ruby"]
+        assert status.get("upstream") == {"connected": True}
+        assert leader.home_of("ruby") == "eu-1"
+        assert follower.home_of("opal") == "eu-1"
+        assert learned  # the leader's exporter re-sends its snapshot
+        assert leader.shards_in_subtree() == {"opal", "ruby"}
+    finally:
+        await follower.stop()
+        await leader.stop()

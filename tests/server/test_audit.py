@@ -5,7 +5,10 @@ from __future__ import annotations
 import gc
 import json
 import os
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ from typing import Any
 import pytest
 
 from kcp_cache.server import AuditLog, AuditOptions, FactsEncoder, audit_event, encode_facts
+from kcp_cache.server._audit_event import new_audit_id
 from kcp_cache.testing import CacheServer, ServerStartError, TestCA
 
 from ..full_disk import SmallDisk
@@ -248,7 +252,7 @@ def test_the_server_keeps_serving_when_the_audit_disk_is_full(
 
 def _facts(**changes: Any) -> tuple[Any, ...]:
     fields: dict[str, Any] = {
-        "audit_id": "6f1c2f4e-1b7a-4c3e-9d2a-000000000007",
+        "audit_id": b"6f1c2f4e-1b7a-4c3e-9d2a-000000000007",
         "stage": "ResponseComplete",
         "path": "/services/cache/shards/amber/clusters/acme/api/v1/namespaces/ns/secrets/s",
         "query": b"",
@@ -283,7 +287,7 @@ def test_the_event_is_built_from_the_requests_facts() -> None:
     assert "cache.kcp.io/identity" not in event["annotations"]
     # Quotes, backslashes and control characters in what a client sends stay valid JSON.
     odd = _facts(
-        query=b'labelSelector=a%3Db&x="\\', user_agent='curl/"8"\n', code=0, allowed=None,
+        query=b'labelSelector=a%3Db&x="\\', user_agent=b'curl/"8"\n', code=0, allowed=None,
         ref=("instances", "", "", "machines.svm.io", "v1alpha1", "status"), identity="abc",
     )  # fmt: skip
     line = encode_facts(odd)
@@ -303,10 +307,27 @@ def test_the_event_is_built_from_the_requests_facts() -> None:
     assert denied["annotations"]["authorization.k8s.io/decision"] == "forbid"
 
 
+def test_audit_ids_are_uuids_unique_within_and_across_processes() -> None:
+    """A per-process random prefix and a counter: every id parses as a UUID, none repeats
+    in a process, and another process (a --workers worker, a restart) draws another
+    prefix."""
+    ids = [new_audit_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    assert all(str(uuid.UUID(i.decode())) == i.decode() for i in ids)
+    code = "from kcp_cache.server._audit_event import new_audit_id; print(new_audit_id().decode())"
+    others = {
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        ).stdout.strip()[:24]
+        for _ in range(2)
+    }
+    assert len(others | {ids[0][:24].decode()}) == 3
+
+
 def test_buffered_facts_give_the_garbage_collector_nothing_to_walk() -> None:
     """What waits in the buffer is a tuple of atomic values: after one collection the
     collector no longer tracks it (a dict or list would stay tracked and be promoted)."""
-    facts = _facts(audit_id=f"id-{time.monotonic_ns()}")  # built at run time, not a constant
+    facts = _facts(audit_id=f"id-{time.monotonic_ns()}".encode())  # built at run time
     assert gc.is_tracked(facts)
     gc.collect()
     assert not gc.is_tracked(facts)
@@ -318,7 +339,7 @@ def test_the_writers_encoder_writes_the_reference_event() -> None:
     ``audit_event`` for every shape of facts, remembered parts or not."""
     variants = [
         _facts(),
-        _facts(user_agent='curl/"8"\n', query=b"limit=5&x=\\", code=201, verb="create"),
+        _facts(user_agent=b'curl/"8"\n', query=b"limit=5&x=\\", code=201, verb="create"),
         _facts(ref=None, code=0, allowed=None, shard=None, cluster=None, source_ip=None),
         _facts(
             code=403,
@@ -337,7 +358,7 @@ def test_the_writers_encoder_writes_the_reference_event() -> None:
     encoder = FactsEncoder(memo_size=2)  # small: the memo is emptied along the way
     for round_no in range(3):
         for n, facts in enumerate(variants):
-            facts = (f"id-{round_no}-{n}", *facts[1:])
+            facts = (f"id-{round_no}-{n}".encode(), *facts[1:])
             line = encoder(facts)
             assert line.endswith(b"}\n")
             assert line.count(b"\n") == 1

@@ -727,9 +727,6 @@ async def _run(args: argparse.Namespace) -> int:
             f"--workers {args.workers} needs a store the processes share (sqlite or etcd); "
             "the memory engine's data lives in one process"
         )
-    if role.grouped and getattr(args, "parent_url", None):
-        # Every worker would mirror the parent and push to it on its own.
-        raise StartupError(f"--workers {args.workers} cannot be combined with --parent-url yet")
 
     # A follower joins the port only once its copy of the store has caught up (that
     # is its readiness): connections the kernel gave it before would wait for the load.
@@ -810,6 +807,8 @@ async def _serve(
             metrics,
             base_url=f"https://{_url_host(args.bind_address)}:{port}",
             root=root,
+            leader=role.index == 0,
+            grouped=role.grouped,
         )
     except (ValueError, OSError) as exc:
         raise StartupError(f"cache hierarchy: {exc}") from None

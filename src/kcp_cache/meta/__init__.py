@@ -9,6 +9,9 @@ the health-check text and the PartialObjectMetadata shape. This package sits bel
 other one and imports nothing of ours (an import-linter contract keeps it so).
 """
 
+from kcp_cache.meta._cache_policy import PolicyError as PolicyError
+from kcp_cache.meta._cache_policy import ResourcePolicy as ResourcePolicy
+from kcp_cache.meta._cache_policy import policy_from_flags as policy_from_flags
 from kcp_cache.meta._health import check_line as check_line
 from kcp_cache.meta._health import excluded_line as excluded_line
 from kcp_cache.meta._health import health_report as health_report
@@ -53,10 +56,13 @@ __all__ = [
     "SYSTEM_MASTERS",
     "WATERMARKS_ANNOTATION",
     "WILDCARD",
+    "PolicyError",
+    "ResourcePolicy",
     "check_line",
     "excluded_line",
     "health_report",
     "partial_object_metadata",
+    "policy_from_flags",
     "sort_versions",
     "version_priority_key",
 ]

@@ -46,6 +46,7 @@ from kcp_cache.registry._feed import FeedSource as FeedSource
 from kcp_cache.registry._freshness import FreshnessState as FreshnessState
 from kcp_cache.registry._freshness import ShardFreshness as ShardFreshness
 from kcp_cache.registry._freshness import freshness_report as freshness_report
+from kcp_cache.registry._freshness import marker_converged as marker_converged
 from kcp_cache.registry._goparse import GoNumberError as GoNumberError
 from kcp_cache.registry._goparse import go_quote as go_quote
 from kcp_cache.registry._goparse import parse_duration_seconds as parse_duration_seconds
@@ -84,6 +85,7 @@ from kcp_cache.registry._nesting import check_nesting as check_nesting
 from kcp_cache.registry._options import ListOptions as ListOptions
 from kcp_cache.registry._options import Target as Target
 from kcp_cache.registry._options import check_resource_version as check_resource_version
+from kcp_cache.registry._own_cache import OwnCache as OwnCache
 from kcp_cache.registry._patch import PatchError as PatchError
 from kcp_cache.registry._patch import apply_json_patch as apply_json_patch
 from kcp_cache.registry._patch import apply_merge_patch as apply_merge_patch
@@ -157,6 +159,7 @@ __all__ = [
     "MirrorStore",
     "NameCheck",
     "OriginCheck",
+    "OwnCache",
     "PatchError",
     "Phase",
     "PrinterColumn",
@@ -191,6 +194,7 @@ __all__ = [
     "go_quote",
     "group_versions",
     "load_bootstrap_crds",
+    "marker_converged",
     "new_uid",
     "now_timestamp",
     "parse_dry_run",

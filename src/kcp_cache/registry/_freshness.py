@@ -30,10 +30,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kcp_cache.meta import WATERMARKS_ANNOTATION
+import orjson
+
+from kcp_cache.meta import LIFECYCLE_GROUP, SHARD_LEASES, WATERMARKS_ANNOTATION
+from kcp_cache.registry._bootstrap import SYSTEM_SHARD
+from kcp_cache.registry._keys import CUSTOM_RESOURCES
 from kcp_cache.registry._lifecycle import ShardLifecycle, lease_duration
-from kcp_cache.registry._lifecycle_names import Phase
-from kcp_cache.registry._lifecycle_store import Stored
+from kcp_cache.registry._lifecycle_names import SYSTEM_CACHE_CLUSTER, Phase
+from kcp_cache.registry._lifecycle_store import Stored, lease_digest
+from kcp_cache.storage import Storage, StorageError
 
 __all__ = [
     "FRESH",
@@ -42,6 +47,7 @@ __all__ = [
     "FreshnessState",
     "ShardFreshness",
     "freshness_report",
+    "marker_converged",
     "watermarks",
 ]
 
@@ -196,3 +202,40 @@ def watermarks(lifecycle: ShardLifecycle, group: str, resource: str) -> dict[str
             entry["localResourceVersion"] = versions.pop()
         out[name] = entry
     return out
+
+
+def lease_key(storage_prefix: str, shard: str) -> str:
+    """The storage key of *shard*'s ``ShardLease``."""
+    return (
+        f"{storage_prefix.rstrip('/')}/{LIFECYCLE_GROUP}/{SHARD_LEASES}/{CUSTOM_RESOURCES}/"
+        f"{SYSTEM_SHARD}/{SYSTEM_CACHE_CLUSTER}/{shard}"
+    )
+
+
+async def marker_converged(
+    storage: Storage, shard: str, group: str, resource: str, revision: int
+) -> bool:
+    """Whether *shard*'s stamped marker for ``group/resource`` says this cache held all
+    of the shard's objects of the type at cache *revision*: ``converged: true``, and
+    the lease write that carried it (``status.cacheRevision``) at or before *revision*
+    — every data write the marker covers was acknowledged before it, so it is in a
+    snapshot taken at *revision*. The export delete guard asks this (beyond-kcp §3.1,
+    "child lost its store"): a child that lost its store lost the lease too."""
+    try:
+        kv = await storage.get(lease_key(storage.prefix, shard))
+        lease = Stored(orjson.loads(kv.value), kv.mod_revision)
+    except (StorageError, orjson.JSONDecodeError):
+        return False
+    if lease.status.get("specDigest") != lease_digest(lease.spec):
+        return False  # not stamped (yet): its cacheRevision is not this write's
+    try:
+        stamped_at = int(str(lease.status.get("cacheRevision")))
+    except ValueError:
+        return False
+    wanted_group = "" if group == "core" else group
+    markers = _markers(lease, wanted_group, resource)
+    return (
+        bool(markers)
+        and stamped_at <= revision
+        and all(m.get("converged") is True for m in markers)
+    )

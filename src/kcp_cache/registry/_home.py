@@ -87,8 +87,20 @@ class HomeMap:
         home_shards: Iterable[str] = (),
         auto_home: bool = True,
         enabled: bool = True,
+        grouped: bool = False,
+        owns_status: bool = True,
     ) -> None:
         self.storage = storage
+        #: With ``--workers``, every process of the group claims shards for this cache:
+        #: each write of the ``Cache`` object keeps the claims already stored, each
+        #: process learns the others' from the store, and ``on_claims`` is called when
+        #: this process's set grows (the leader's exporter then re-sends its snapshot: a
+        #: write a follower took for a shard it had just claimed may have passed the
+        #: leader's feed before the leader knew the claim).
+        self.grouped = grouped
+        #: Only the leader writes ``status`` (its mirror's view); the others keep it.
+        self.owns_status = owns_status
+        self.on_claims: Callable[[], None] | None = None
         self.name = cache_name
         self.base_url = base_url
         self.parent = parent
@@ -186,7 +198,14 @@ class HomeMap:
             self._dirty.set()
             log.info("shard %s is now homed at cache %s", shard, self.name)
             home = self.name
+            if self.grouped and self.on_claims is not None:
+                self.on_claims()
         return home
+
+    def shards_in_subtree(self) -> set[str]:
+        """Every shard homed at this cache or below it (what its exporter covers)."""
+        known = set(self.own) | set(self._claims) | set(self._assigned)
+        return {s for s in known if self.in_subtree(self.home_of(s), self.name)}
 
     def set_status(self, **fields: Any) -> None:
         """Merge *fields* into ``status`` of this cache's ``Cache`` object (written soon)."""
@@ -210,6 +229,8 @@ class HomeMap:
     def _observe(self, kv: KeyValue | None, key: str) -> None:
         name = key.rsplit("/", 1)[-1]
         if name == self.name:
+            if self.grouped and kv is not None:
+                self._learn_own_claims(kv)
             return
         if kv is None:
             self._others.pop(name, None)
@@ -247,8 +268,18 @@ class HomeMap:
             obj = orjson.loads(kv.value)
             self.own.update(str(s) for s in (obj.get("spec") or {}).get("homeShards") or ())
             status = obj.get("status")
-            if isinstance(status, dict):
+            if isinstance(status, dict) and self.owns_status:
                 self.status = {**status, **self.status}
+
+    def _learn_own_claims(self, kv: KeyValue) -> None:
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+            stored = (orjson.loads(kv.value).get("spec") or {}).get("homeShards") or ()
+            new = {str(s) for s in stored} - self.own
+            if new:
+                self.own |= new
+                self._rebuild()
+                if self.on_claims is not None:
+                    self.on_claims()
 
     async def start(self) -> None:
         """Load the map, write this cache's ``Cache`` object, follow changes."""
@@ -346,6 +377,13 @@ class HomeMap:
     def _own_object(self, current: KeyValue | None) -> bytes:
         old: dict[str, Any] = orjson.loads(current.value) if current is not None else {}
         meta = old.get("metadata") or {}
+        old_spec = old.get("spec") or {}
+        shards = set(self.own)
+        if self.grouped:
+            shards.update(str(s) for s in old_spec.get("homeShards") or ())
+        status = dict(old.get("status") or {})
+        if self.owns_status:
+            status.update(self.status)
         obj = {
             "apiVersion": "core.kcp.io/v1alpha1",
             "kind": "Cache",
@@ -356,12 +394,14 @@ class HomeMap:
                 "creationTimestamp": meta.get("creationTimestamp") or now_timestamp(),
                 "generation": meta.get("generation") or 1,
             },
+            # Other spec fields (an admin's export and import policies) are kept.
             "spec": {
+                **old_spec,
                 "baseURL": self.base_url,
                 "externalURL": "",
                 "parent": self.parent.rstrip("/"),
-                "homeShards": sorted(self.own),
+                "homeShards": sorted(shards),
             },
-            "status": {**(old.get("status") or {}), **self.status},
+            "status": status,
         }
         return orjson.dumps(obj)

@@ -8,6 +8,7 @@ re-attached as annotations when an object is read (spec §3.1).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -100,8 +101,8 @@ class KeyScheme:
     ) -> ListScope:
         base = self.resource_prefix(info, identity)
         ns = namespace if info.namespaced else None
-        want_shard = None if shard == WILDCARD else shard
-        want_cluster = None if cluster == WILDCARD else cluster
+        want_shard = None if shard == WILDCARD else sys.intern(shard)
+        want_cluster = None if cluster == WILDCARD else sys.intern(cluster)
         if shard == WILDCARD:
             prefix = base
             filtered = want_cluster is not None or ns is not None
@@ -112,7 +113,10 @@ class KeyScheme:
             prefix, filtered = f"{base}{shard}/{cluster}/{ns}/", False
         else:
             prefix, filtered = f"{base}{shard}/{cluster}/", False
-        return ListScope(prefix, base, want_shard, want_cluster, ns, filtered)
+        # Interned: every watch keeps its scope, and the watches of one scope share it.
+        return ListScope(
+            sys.intern(prefix), sys.intern(base), want_shard, want_cluster, ns, filtered
+        )
 
     def parse(self, info: ResourceInfo, resource_prefix: str, key: str) -> KeyParts:
         """Shard, cluster, namespace and name of a key under ``resource_prefix``."""

@@ -7,7 +7,12 @@ is consistent at any single cache.
 
 What is mirrored is *marked* by where it lives: keys of shards homed elsewhere, which
 HTTP writes here are refused for (:mod:`._home`). Keys homed at this cache and keys
-that never leave a cache are skipped, so nothing loops back down.
+that never leave a cache are skipped, so nothing loops back down. ``policy``
+(``Cache.spec.import``) says which of the rest are mirrored: an object it does not
+want is removed here (so one that loses a selected label upstream goes), and
+:meth:`MirrorStore.sweep_unimported` removes what a narrowed policy no longer wants.
+The cache-owned objects (``system:cache:server``) always flow: every cache's home map
+is made of them.
 
 The cursor — the parent revision up to which everything was applied — is kept under an
 internal key (``<prefix>_hierarchy/mirror``, outside every resource's prefix), written
@@ -23,7 +28,8 @@ from typing import Any, Final
 
 import orjson
 
-from kcp_cache.registry._home import LOCAL_ONLY, HomeMap
+from kcp_cache.meta import CACHE_OWNED_SHARD, ResourcePolicy
+from kcp_cache.registry._home import LOCAL_ONLY, HomeMap, key_shard
 from kcp_cache.registry._upsert import upsert
 from kcp_cache.storage import Conflict, NotFound, Storage
 
@@ -36,8 +42,15 @@ _ATTEMPTS: Final = 5
 class MirrorStore:
     """The sink of :class:`kcp_cache.replication.Mirror`: applies feed events here."""
 
-    def __init__(self, storage: Storage, home: HomeMap, parent_url: str) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        home: HomeMap,
+        parent_url: str,
+        policy: ResourcePolicy | None = None,
+    ) -> None:
         self.storage = storage
+        self.policy = policy or ResourcePolicy()
         self.home = home
         self.parent_url = parent_url
         self.cursor_key = f"{storage.prefix}_hierarchy/mirror"
@@ -89,12 +102,36 @@ class MirrorStore:
         if resync:
             self._state["resyncs"] = self.resyncs + 1
 
+    def imports(self, relative_key: str, value: bytes | None) -> bool:
+        """Whether the import policy wants the stored object *value* of the key
+        (``None``: whether it wants any object of the key's type)."""
+        policy = self.policy
+        if policy.everything or key_shard(relative_key) == CACHE_OWNED_SHARD:
+            return True
+        group, resource = relative_key.split("/", 2)[:2]
+        if not policy.covers(group, resource):
+            return False
+        if value is None:
+            return True
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(obj, dict) and policy.wants(group, resource, obj)
+
     async def put(self, relative_key: str, value: bytes) -> None:
+        if not self._mirrors(relative_key):
+            return
+        if not self.imports(relative_key, value):
+            # Not imported. An object of an imported type that stopped matching its
+            # rule's selector goes; in a snapshot the sweep at its end does that.
+            if self._snapshot_keys is None and self.imports(relative_key, None):
+                await self.delete(relative_key)
+            return
         if self._snapshot_keys is not None:
             self._snapshot_keys.add(relative_key)
-        if self._mirrors(relative_key):
-            await self._put(self.storage.prefix + relative_key, value)
-            self.applied += 1
+        await self._put(self.storage.prefix + relative_key, value)
+        self.applied += 1
 
     async def delete(self, relative_key: str) -> None:
         if not self._mirrors(relative_key):
@@ -126,6 +163,25 @@ class MirrorStore:
                 break
         await self.save_cursor(revision, force=True)
         return swept
+
+    async def sweep_unimported(self) -> int:
+        """Delete the mirrored keys the import policy no longer wants; returns how many."""
+        prefix = self.storage.prefix
+        swept = 0
+        token: str | None = None
+        while True:
+            page = await self.storage.range(prefix, limit=500, continue_token=token)
+            for kv in page.kvs:
+                relative = kv.key[len(prefix) :]
+                if self._mirrors(relative) and not self.imports(relative, kv.value):
+                    try:
+                        await self.storage.delete(kv.key, expected_mod_revision=kv.mod_revision)
+                        swept += 1
+                    except (NotFound, Conflict):
+                        pass
+            token = page.continue_token
+            if token is None:
+                return swept
 
     async def _put(self, key: str, value: bytes) -> None:
         await upsert(self.storage, key, lambda _current: value, attempts=_ATTEMPTS)

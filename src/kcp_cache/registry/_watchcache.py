@@ -165,6 +165,7 @@ class Watcher:
         "in_flight",
         "labels",
         "max_buffer",
+        "notify",
         "on_close",
         "partial",
         "scope",
@@ -212,6 +213,9 @@ class Watcher:
         self.transport_unsent: Callable[[], int] | None = None
         #: Set by the handler: called once when the watcher closes, for any reason.
         self.on_close: Callable[[], None] | None = None
+        #: Set by a handler that takes chunks with :meth:`take` instead of awaiting
+        #: :meth:`next_chunk`: called whenever there is something to take (or closed).
+        self.notify: Callable[[], None] | None = None
 
     # -- called by the feed (synchronously, never awaits) -------------------------------
 
@@ -299,6 +303,9 @@ class Watcher:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        notify = self.notify
+        if notify is not None:
+            notify()
 
     # -- called by the HTTP handler ----------------------------------------------------
 
@@ -332,6 +339,16 @@ class Watcher:
                 await self._waiter
             finally:
                 self._waiter = None
+        return self.take(max_bytes)
+
+    def take(self, max_bytes: int = CHUNK_BYTES) -> bytes | None:
+        """:meth:`next_chunk` without waiting: ``None`` if nothing is queued (then
+        :attr:`closed` says whether anything will be). The chunk counts as in flight
+        until the handler sets :attr:`in_flight` back to 0 (it was sent)."""
+        buffer = self._buffer
+        if not buffer:
+            self._wake_room()
+            return None
         if self._buffered <= max_bytes:
             chunk = b"".join(buffer) if len(buffer) > 1 else buffer[0]
             buffer.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 
 from kcp_cache.registry._errors import ApiError
@@ -40,7 +41,8 @@ class WatchSession:
         self.watcher = Watcher(
             scope=self.scope,
             after=opts.revision,
-            api_version=target.info.api_version(target.version),
+            # Interned: one string for all the watches of a resource version.
+            api_version=sys.intern(target.info.api_version(target.version)),
             kind=target.info.kind,
             partial=target.partial,
             labels=opts.labels,

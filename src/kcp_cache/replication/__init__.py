@@ -49,7 +49,8 @@ from ._ccr_permission import (
     check_replicate_permission,
 )
 from ._clients import cache_client, local_client
-from ._export import DEFAULT_DELETE_GUARD, Exporter
+from ._export import Exporter
+from ._export_guard import DEFAULT_DELETE_GUARD, ConvergedCheck, DeleteGuard
 from ._health import HealthServer
 from ._lease import (
     DEFAULT_LEASE_DURATION,
@@ -60,6 +61,7 @@ from ._lease import (
 )
 from ._metrics import ReaderMetrics, ReplicationMetrics
 from ._mirror import Mirror, MirrorSink
+from ._mirror_auto import AutoMirror
 from ._mirror_watch import WatchMirror
 from ._queue_key import QueueKey, parse_queue_key, queue_key
 from ._read import CacheReader, FallbackLister, ReaderHealth
@@ -118,14 +120,17 @@ __all__ = [
     "UNSCHEDULABLE_ANNOTATION",
     "APIExportReferenceController",
     "Action",
+    "AutoMirror",
     "CacheReader",
     "CachedResourceController",
     "CachedResourceStats",
+    "ConvergedCheck",
     "CopyCreate",
     "CopyDelete",
     "CopyUpdate",
     "CreateInCache",
     "DeleteFromCache",
+    "DeleteGuard",
     "Exporter",
     "FallbackLister",
     "HealthServer",

@@ -24,16 +24,16 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import orjson
 
 from kcp_cache.client import AsyncClient, Backoff, Response, StartStop, cancel_and_wait
-from kcp_cache.meta import CACHE_OWNED_SHARD, CLUSTER_ANNOTATION, SHARD_ANNOTATION
+from kcp_cache.meta import CACHE_OWNED_SHARD, CLUSTER_ANNOTATION, SHARD_ANNOTATION, ResourcePolicy
 
-from ._ccr_model import Selection
+from ._export_guard import DEFAULT_DELETE_GUARD, DeleteGuard, wildcard_type
 
 __all__ = ["DEFAULT_DELETE_GUARD", "ExportEvent", "Exporter", "object_path"]
 
@@ -42,10 +42,11 @@ log = logging.getLogger("kcp_cache.replication.export")
 _CRDS: Final = ("apiextensions.k8s.io", "customresourcedefinitions")
 _CUSTOM_RESOURCES: Final = "customresources"
 _CURSOR_SAVE_INTERVAL: Final = 1.0
-
-
-#: ``--export-delete-guard``: a sweep deletes at most this share of what the parent has.
-DEFAULT_DELETE_GUARD: Final = 0.2
+#: Stands for "a snapshot taken now" in a marker check (newer than every marker).
+_ANY_REVISION: Final = 2**63 - 1
+#: How often a sweep the guard refused is looked at again (a local read per shard and
+#: type): once the shard's marker says converged, the snapshot is re-sent and swept.
+REFUSED_RECHECK_INTERVAL: Final = 5.0
 
 
 def _wildcard(collection: str, relative_key: str) -> str:
@@ -158,19 +159,29 @@ class Exporter(StartStop):
         backoff: Callable[[], Backoff] = lambda: Backoff(initial=0.2, maximum=5.0),
         on_change: Callable[[], None] | None = None,
         prelude: Prelude | None = None,
-        selection: Selection | None = None,
-        delete_guard: float = DEFAULT_DELETE_GUARD,
+        policy: ResourcePolicy | None = None,
+        guard: DeleteGuard | None = None,
+        sweep_scope: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.http = http
         self.open_feed = open_feed
         self.prelude = prelude
-        #: Only objects with these labels go up (``--export-label-selector``); one that
-        #: stops matching is deleted at the parent. The cache-owned objects always go.
-        self.selection = selection
-        #: The share of a shard's objects of one type at the parent that one sweep may
-        #: delete (``--export-delete-guard``); a larger one is refused and counted.
-        self.delete_guard = delete_guard
-        self.guard_refusals = 0
+        #: What goes up (``Cache.spec.export``); an object that stops matching its
+        #: rule's selector is deleted at the parent. The cache-owned objects always go.
+        self.policy = policy or ResourcePolicy()
+        #: How much of a shard's copies of one type one sweep may delete.
+        self.guard = guard or DeleteGuard(DEFAULT_DELETE_GUARD)
+        #: Wildcard collections (``/shards/S/clusters/*/…``) every sweep covers besides
+        #: those the snapshot had: every type of every shard homed here, so a type of
+        #: which every object went away while the cursor was lost is swept too.
+        self.sweep_scope = sweep_scope
+        #: Re-sends asked for, and how many of them a completed snapshot covers (one
+        #: asked for while a snapshot is being sent needs another).
+        self._requested = 0
+        self._resent = 0
+        #: Wildcard collections whose last sweep the guard refused.
+        self.refused: set[str] = set()
+        self._rechecked_at = 0.0
         self.cursor_file = cursor_file
         self._backoff = backoff()
         self.on_change = on_change
@@ -216,12 +227,31 @@ class Exporter(StartStop):
             if self.on_change is not None:
                 self.on_change()
 
+    async def set_policy(self, policy: ResourcePolicy) -> None:
+        """Export by *policy* from now on: the exporter re-sends its snapshot under the
+        new policy, and the sweep after it deletes (within the guard) the parent's
+        copies that no longer go up."""
+        if policy == self.policy:
+            return
+        self.policy = policy
+        await self.resend("the export policy changed")
+
+    async def resend(self, reason: str) -> None:
+        """Re-send the snapshot (and sweep after it) in a fresh export pass. The current
+        pass ends at its next line (PROGRESS comes every interval even when idle)."""
+        log.info("re-sending the snapshot to the parent: %s", reason)
+        self._requested += 1
+
+    @property
+    def _resend(self) -> bool:
+        return self._requested > self._resent
+
     async def run(self) -> None:
         """Export until cancelled; each failure pauses, then resumes from the cursor."""
         self.revision = self.load_cursor()
         while True:
             try:
-                await self._export_from(self.revision)
+                await self._export_from(0 if self._resend else self.revision)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -244,26 +274,37 @@ class Exporter(StartStop):
                     await self._put(*first)
                 except ParentRefused as exc:
                     log.info("the parent did not take this cache's Cache object: %s", exc)
+        covers = self._requested  # the re-sends a snapshot of this pass answers
         feed = self.open_feed(since)
         snapshot = False
         exported: dict[str, set[str]] = {}  # wildcard collection → keys, during a snapshot
         try:
             async for event in feed:
                 kind = event.type
+                if self._resend and not snapshot and kind != "SNAPSHOT":
+                    return  # a re-send was asked for: start over from a snapshot
                 if kind == "SNAPSHOT":
                     snapshot = True
                     continue
                 if kind == "PUT":
-                    wildcard = await self._put(event.key, event.value)
+                    wildcard, sent = await self._put(event.key, event.value, snapshot=snapshot)
                     if snapshot and wildcard:
-                        exported.setdefault(wildcard, set()).add(event.key)
+                        keys = exported.setdefault(wildcard, set())
+                        if sent:
+                            keys.add(event.key)
                 elif kind == "DELETE":
                     await self._delete(event.key, event.value)
                 elif kind == "SNAPSHOT_END":
                     snapshot = False
+                    self.refused.clear()
+                    for wildcard in self.sweep_scope() if self.sweep_scope else ():
+                        exported.setdefault(wildcard, set())
                     for wildcard, keys in exported.items():
-                        await self._sweep(wildcard, keys)
+                        await self._sweep(wildcard, keys, event.rev)
                     exported.clear()
+                    self._resent = covers
+                elif kind == "PROGRESS" and self.refused:
+                    await self._recheck_refused()
                 if kind in ("PUT", "DELETE"):
                     self.exported += 1
                     self._backoff.reset()
@@ -276,10 +317,11 @@ class Exporter(StartStop):
 
     # -- writes ------------------------------------------------------------------------
 
-    async def _sweep(self, wildcard: str, keys: set[str]) -> None:
-        """After a snapshot: delete the parent's copies (in one shard, of one type) that
-        the snapshot did not have — unless that is more than ``delete_guard`` of them,
-        which looks like this cache lost its store rather than its objects."""
+    async def _sweep(self, wildcard: str, keys: set[str], revision: int) -> None:
+        """After a snapshot at *revision*: delete the parent's copies (in one shard, of
+        one type) that the snapshot did not send — unless the guard refuses (more than
+        its share of them, the shard's marker not converged: a lost store, not lost
+        objects)."""
         response = await self.http.get(wildcard)
         if response.status_code == 404:
             return
@@ -294,31 +336,52 @@ class Exporter(StartStop):
                 stale.append((f"{collection}/{name}", str(meta.get("uid") or "")))
         if not stale:
             return
-        if len(stale) > self.delete_guard * len(items):
-            self.guard_refusals += 1
-            log.warning(
-                "not deleting %d of %d objects under %s at the parent: more than the delete "
-                "guard (%.0f%%) in one pass",
-                len(stale), len(items), wildcard, self.delete_guard * 100,
-            )  # fmt: skip
+        if not await self.guard.allows(wildcard, len(stale), len(items), revision):
+            self.refused.add(wildcard)
             return
         for object_url, uid in stale:
             await self._delete_at(object_url, uid or None)
 
-    async def _put(self, relative_key: str, value: bytes) -> str | None:
-        """Write one object at the parent; returns the wildcard collection (every
-        cluster of its shard) it belongs to, for the sweep after a snapshot."""
+    async def _recheck_refused(self) -> None:
+        """Re-send the snapshot once a refused sweep's shard reports this cache
+        converged (its write controller caught up, e.g. after this cache lost its
+        store): the sweep after it then deletes what really went away."""
+        now = time.monotonic()
+        if now - self._rechecked_at < REFUSED_RECHECK_INTERVAL or self.guard.converged is None:
+            return
+        self._rechecked_at = now
+        for wildcard in sorted(self.refused):
+            shard, group, resource = wildcard_type(wildcard)
+            if await self.guard.converged(shard, group, resource, _ANY_REVISION):
+                self.refused.clear()
+                await self.resend(
+                    f"shard {shard}'s marker now says converged for {group}/{resource}"
+                )
+                return
+
+    async def _put(
+        self, relative_key: str, value: bytes, *, snapshot: bool = False
+    ) -> tuple[str | None, bool]:
+        """Write one object at the parent, if the policy exports it. Returns the
+        wildcard collection (every cluster of its shard) it belongs to, for the sweep
+        after a snapshot, and whether it went up."""
+        group, resource = relative_key.split("/", 2)[:2]
+        if (
+            not snapshot
+            and not self.policy.covers(group, resource)
+            and object_path(relative_key, None)[0] != CACHE_OWNED_SHARD
+        ):
+            return None, False  # a type that does not go up: not even decoded
         obj = orjson.loads(value)
         shard, collection, name = object_path(relative_key, obj)
-        # The cache-owned objects (other caches' Cache objects) are never swept.
+        # The cache-owned objects (other caches' Cache objects) always go, never swept.
         wildcard = None if shard == CACHE_OWNED_SHARD else _wildcard(collection, relative_key)
-        if (
-            self.selection is not None
-            and shard != CACHE_OWNED_SHARD
-            and not self.selection.matches(obj)
-        ):
-            await self._delete_at(f"{collection}/{name}", None)
-            return None
+        if wildcard is not None and not self.policy.wants(group, resource, obj):
+            if not snapshot and self.policy.covers(group, resource):
+                # It stopped matching its rule's selector: its copy goes. (In a snapshot
+                # the sweep after it deletes such copies, within the delete guard.)
+                await self._delete_at(f"{collection}/{name}", None)
+            return wildcard, False
         body = dict(obj)
         meta = dict(body.get("metadata") or {})
         annotations = dict(meta.get("annotations") or {})
@@ -333,9 +396,9 @@ class Exporter(StartStop):
                 if response.status_code == 409:
                     continue  # created meanwhile: compare again
                 self._check(response, "create", relative_key)
-                return wildcard
+                return wildcard, True
             if _comparable(current) == _comparable(body):
-                return wildcard
+                return wildcard, True
             current_meta = current.get("metadata") or {}
             if current_meta.get("uid") != meta.get("uid"):
                 # A different object of the same name: replace it, as the write
@@ -350,12 +413,15 @@ class Exporter(StartStop):
             if response.status_code == 409:
                 continue  # changed meanwhile
             self._check(response, "update", relative_key)
-            return wildcard
+            return wildcard, True
         raise ParentRefused(f"{relative_key} kept changing at the parent")
 
     async def _delete(self, relative_key: str, old_value: bytes) -> None:
         old = orjson.loads(old_value) if old_value else None
-        _shard, collection, name = object_path(relative_key, old)
+        shard, collection, name = object_path(relative_key, old)
+        group, resource = relative_key.split("/", 2)[:2]
+        if shard != CACHE_OWNED_SHARD and not self.policy.covers(group, resource):
+            return  # a type that does not go up: the parent has no copy
         await self._delete_at(f"{collection}/{name}", None)
 
     async def _delete_at(self, path: str, uid: str | None) -> None:

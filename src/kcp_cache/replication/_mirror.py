@@ -116,6 +116,7 @@ class Mirror(StartStop):
         return {
             "mode": "feed",
             "connected": self.connected,
+            "synced": self.synced,
             "revision": str(self.revision),
             "lagSeconds": round(lag, 3) if lag is not None else None,
             "resyncs": self.sink.resyncs,

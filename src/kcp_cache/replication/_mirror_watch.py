@@ -125,7 +125,11 @@ class WatchMirror(StartStop):
             await informer.stop()
 
     def refresh(self) -> None:
-        """Nothing to do: an informer's next relist repairs a forced write."""
+        """Hand every informer's objects to the sink again: that puts the parent's copy
+        back after a forced write, and brings what a widened import policy now wants."""
+        for group_resource, informer in self.informers.items():
+            for obj in informer.store.list():
+                self._put(group_resource, obj)
 
     async def _discover(self) -> dict[str, Resource]:
         backoff = self._backoff()

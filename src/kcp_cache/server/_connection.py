@@ -47,6 +47,27 @@ class ConnectionControl:
         """
         return False
 
+    #: The host can carry a response without its handler's coroutine
+    #: (:mod:`~kcp_cache.server._detached`): :meth:`write_now` and :meth:`on_writable`
+    #: work, and the host's request cycle lets :class:`~kcp_cache.server._detached.Detached`
+    #: through.
+    detachable = False
+
+    def write_now(self, data: memoryview, *, end: bool = False) -> memoryview | None:
+        """Write as much of ``data`` as the connection takes now, without waiting
+        (``end``: and end the response once all of it is written).
+
+        Returns the rest (empty once all of it is written), ``None`` if the response
+        can no longer be written (the stream or connection is gone). Only where
+        :attr:`detachable`.
+        """
+        raise NotImplementedError
+
+    def on_writable(self, callback: Callable[[], None] | None) -> None:
+        """Have ``callback`` called (once) when :meth:`write_now` may take more; only
+        where :attr:`detachable`."""
+        raise NotImplementedError
+
 
 def connection_control(scope: Scope) -> ConnectionControl | None:
     """The request's :class:`ConnectionControl` (its HTTP/2 stream, or its connection),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
@@ -32,6 +33,7 @@ from kcp_cache.server._authz import (
     authorizer_for_mode,
 )
 from kcp_cache.server._connection import connection_control
+from kcp_cache.server._detached import Detached, DetachedResponse
 from kcp_cache.server._fencing import FencedAuthorizer
 from kcp_cache.server._freshness import FRESHNESS_PATHS, FreshnessService
 from kcp_cache.server._grammar import (
@@ -90,6 +92,11 @@ _MOUNT_HOPS_MESSAGE: Final = (
     "the cache server does not serve requests relayed through a workspace mount "
     "(X-Kcp-Mount-Hops header present)"
 )
+
+
+def _is_watch(kcp: object) -> bool:
+    info = kcp.extra.get(REQUEST_INFO_KEY) if isinstance(kcp, KcpRequest) else None
+    return isinstance(info, RequestInfo) and info.verb == "watch"
 
 
 class CacheServerApp:
@@ -173,7 +180,7 @@ class CacheServerApp:
         start = time.perf_counter()
         code = 0
         audit = self.audit
-        audit_id = new_audit_id() if audit is not None else ""
+        audit_id = new_audit_id() if audit is not None else b""
         received = time.time() if audit is not None else 0.0
 
         async def send_and_record(message: Message) -> None:
@@ -194,58 +201,93 @@ class CacheServerApp:
                 if self.store_header is not None:
                     extra.append((_STORE_HEADER, self.store_header))
                 if audit is not None:
-                    extra.append((b"audit-id", audit_id.encode()))
-                    info = request_info(kcp) if isinstance(kcp, KcpRequest) else None
-                    if info is not None and info.verb == "watch":
+                    extra.append((b"audit-id", audit_id))
+                    if scope["method"] == "GET" and _is_watch(kcp):
                         audit.record(self._audit_event(scope, audit_id, "ResponseStarted",
                                                        code, received))  # fmt: skip
                 if extra:
                     message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
 
+        detached = False
         try:
             await self._filter(scope, receive, send_and_record)
+        except Detached as signal:
+            # A watch going on without this coroutine: the request ends with its response.
+            detached = True
+            self._end_later(signal.response, scope, start, code, audit_id, received)
+            raise
         except Exception as exc:
             await answer_error(exc, scope, send_and_record, responded=bool(code))
         finally:
-            if self.in_flight is not None:
-                self._release_slot(scope)
-            seconds = time.perf_counter() - start
-            self._observe(scope, code, seconds)
-            if audit is not None:
-                audit.record(self._audit_event(scope, audit_id, "ResponseComplete", code, received))
-            if access_log.isEnabledFor(logging.DEBUG):
-                self._log_access(scope, code, seconds)
+            if not detached:
+                self._end(scope, start, code, audit_id, received)
+
+    def _end(self, scope: Scope, start: float, code: int, audit_id: bytes, received: float) -> None:
+        """The request is over: its in-flight slot, metrics, audit and access lines."""
+        if self.in_flight is not None:
+            self._release_slot(scope)
+        seconds = time.perf_counter() - start
+        self._observe(scope, code, seconds)
+        if self.audit is not None:
+            event = self._audit_event(scope, audit_id, "ResponseComplete", code, received)
+            self.audit.record(event)
+        if access_log.isEnabledFor(logging.DEBUG):
+            self._log_access(scope, code, seconds)
+
+    def _end_later(
+        self,
+        response: DetachedResponse,
+        scope: Scope,
+        start: float,
+        code: int,
+        audit_id: bytes,
+        received: float,
+    ) -> None:
+        """:meth:`_end`, for when a detached response ends. Where only the metrics need
+        doing (no audit, no access log, no in-flight slot: watches hold none), it keeps
+        their labels rather than the scope and its request records (~2 KiB a watch)."""
+        kcp = scope.get("kcp")
+        holds_slot = isinstance(kcp, KcpRequest) and kcp.extra.get(_IN_FLIGHT_SLOT_KEY)
+        if self.audit is not None or holds_slot or access_log.isEnabledFor(logging.DEBUG):
+            response.on_finish(self._end, scope, start, code, audit_id, received)
+            return
+        # Interned: the labels are the same strings for every watch of a resource.
+        labels = tuple(sys.intern(label) for label in self._labels(scope))
+        response.on_finish(self._observe_labels, labels, code, start)
 
     def _audit_event(
-        self, scope: Scope, audit_id: str, stage: str, code: int, received: float
+        self, scope: Scope, audit_id: bytes, stage: str, code: int, received: float
     ) -> AuditFacts:
         # Only what the request already knows, in one flat tuple: the writer thread
         # builds and encodes the Event (the _audit_event module says why no dict).
         kcp = scope.get("kcp")
-        if not isinstance(kcp, KcpRequest):
+        if not isinstance(kcp, KcpRequest):  # failed before the filters ran
             kcp = KcpRequest()
-        info = kcp.extra.get(REQUEST_INFO_KEY)
+        extra = kcp.extra
+        info = extra.get(REQUEST_INFO_KEY)
         ref: ObjectRef | None = None
         if isinstance(info, RequestInfo):
             verb = info.verb
             if info.is_resource_request:
-                ref = (info.resource, info.namespace or "", info.name or "", info.api_group,
-                       info.api_version, info.subresource or "")  # fmt: skip
+                ref = (info.resource, info.namespace, info.name, info.api_group,
+                       info.api_version, info.subresource)  # fmt: skip
         else:
             verb = scope.get("method", "").lower()
-        decision = kcp.extra.get(DECISION_KEY)
-        allowed, reason = (
-            (decision.allowed, decision.reason) if isinstance(decision, Decision) else (None, "")
-        )
+        decision = extra.get(DECISION_KEY)
+        allowed: bool | None = None
+        reason = ""
+        if isinstance(decision, Decision):
+            allowed = decision.allowed
+            reason = decision.reason
         agent = None
         for name, value in scope.get("headers", ()):
             if name == b"user-agent":
-                agent = value.decode("latin-1")
+                agent = value
                 break
         client = scope.get("client")
         user = kcp.user
-        return (audit_id, stage, scope.get("kcp_original_path", scope.get("path", "")),
+        return (audit_id, stage, scope.get("kcp_original_path") or scope.get("path", ""),
                 scope.get("query_string", b""), verb, user.name, user.groups,
                 client[0] if client else None, agent, ref, code, received, time.time(),
                 allowed, reason, kcp.shard, kcp.cluster, kcp.identity)  # fmt: skip
@@ -285,18 +327,26 @@ class CacheServerApp:
         )
 
     def _observe(self, scope: Scope, code: int, seconds: float) -> None:
+        verb, group, version, resource = self._labels(scope)
+        self.metrics.observe_request(verb, group, version, resource, code, seconds)
+
+    def _observe_labels(self, labels: tuple[str, ...], code: int, start: float) -> None:
+        verb, group, version, resource = labels
+        seconds = time.perf_counter() - start
+        self.metrics.observe_request(verb, group, version, resource, code, seconds)
+
+    @staticmethod
+    def _labels(scope: Scope) -> tuple[str, str, str, str]:
+        """The request metrics' verb, group, version and resource labels."""
         kcp = scope.get("kcp")
         info = request_info(kcp) if isinstance(kcp, KcpRequest) else None
-        method = scope["method"]
+        method: str = scope["method"]
         if info is None or not info.is_resource_request:
-            self.metrics.observe_request(method, "", "", "", code, seconds)
-            return
+            return method, "", "", ""
         verb = method
         if info.verb in ("list", "watch", "deletecollection"):
             verb = info.verb.upper()
-        self.metrics.observe_request(
-            verb, info.api_group, info.api_version, info.resource, code, seconds
-        )
+        return verb, info.api_group, info.api_version, info.resource
 
     # -- the filter chain of spec §1.2 ------------------------------------------------
 

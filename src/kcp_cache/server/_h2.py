@@ -53,6 +53,7 @@ from uvicorn.server import ServerState
 
 from kcp_cache.registry import ApiError
 from kcp_cache.server._connection import CONNECTION_CONTROL_KEY, ConnectionControl
+from kcp_cache.server._detached import Detached
 from kcp_cache.server._h2_data import data_frame
 from kcp_cache.server._limits import ConnectionTracker, TrackedConnection
 
@@ -141,10 +142,12 @@ class _Stream(ConnectionControl):
         "reader",
         "response_done",
         "response_started",
+        "resume",
         "scope",
-        "task",
         "writer",
     )
+
+    detachable = True
 
     def __init__(
         self, protocol: H2Protocol, stream_id: int, scope: dict[str, Any], head: bool
@@ -164,7 +167,8 @@ class _Stream(ConnectionControl):
         #: What ``receive()`` and ``send()`` wait on (the peer's data, the window).
         self.reader: asyncio.Future[None] | None = None
         self.writer: asyncio.Future[None] | None = None
-        self.task: asyncio.Task[None] | None = None
+        #: A detached response's writer, waiting for the window (:meth:`on_writable`).
+        self.resume: Callable[[], None] | None = None
         #: Called once when the peer goes away (:meth:`on_disconnect`).
         self.gone_callback: Callable[[], None] | None = None
 
@@ -198,6 +202,12 @@ class _Stream(ConnectionControl):
         self.gone_callback = callback
         return True
 
+    def write_now(self, data: memoryview, *, end: bool = False) -> memoryview | None:
+        return self.protocol.write_now(self, data, end=end)
+
+    def on_writable(self, callback: Callable[[], None] | None) -> None:
+        self.resume = callback
+
     def mark_closed(self) -> None:
         """The stream is gone (reset, either way, or the connection lost): the waiting
         ``receive()``/``send()`` return and the disconnect callback runs."""
@@ -215,6 +225,10 @@ class _Stream(ConnectionControl):
             reader.set_result(None)
         if writer is not None and not writer.done():
             writer.set_result(None)
+        resume = self.resume
+        if resume is not None:
+            self.resume = None
+            resume()
 
 
 class H2Protocol(asyncio.Protocol):
@@ -485,7 +499,6 @@ class H2Protocol(asyncio.Protocol):
         self._server_state.total_requests += 1
         coro = self._run(stream) if rejection is None else self._reject(stream, rejection)
         task = self._loop.create_task(coro)
-        stream.task = task
         self._server_state.tasks.add(task)
         task.add_done_callback(self._server_state.tasks.discard)
 
@@ -601,14 +614,21 @@ class H2Protocol(asyncio.Protocol):
     # -- the ASGI cycle ---------------------------------------------------------------
 
     async def _run(self, stream: _Stream) -> None:
+        detached = False
         try:
             await self._app(stream.hand_over_scope(), stream.receive, stream.send)
+        except Detached as signal:
+            # The response goes on without the app's coroutine (a watch, driven by its
+            # feed): the cycle ends with it, this task now.
+            detached = True
+            signal.response.on_finish(self._cycle_done, stream)
         except Exception:
             log.exception("exception in the ASGI application")
             if not stream.response_started:
                 await self._respond(stream, ApiError.internal_verbatim("internal error"))
         finally:
-            self._cycle_done(stream)
+            if not detached:
+                self._cycle_done(stream)
 
     async def _reject(self, stream: _Stream, error: ApiError) -> None:
         try:
@@ -730,22 +750,43 @@ class H2Protocol(asyncio.Protocol):
     async def _send_body(self, stream: _Stream, body: bytes, *, end: bool) -> None:
         view = memoryview(body)
         while True:
-            if stream.closed or self._closing:
+            rest = self._write(stream, view, end=end)
+            if not rest:  # all written, or the stream is gone
                 return
+            view = rest
+            # The peer's window (stream or connection) is exhausted, or the socket is
+            # backed up: wait rather than buffer.
+            await self._wait(stream, reading=False)
+
+    def write_now(self, stream: _Stream, data: memoryview, *, end: bool) -> memoryview | None:
+        """A detached response's write (:meth:`_Stream.write_now`): what the windows
+        take now; once the rest may go, the stream's :meth:`~_Stream.wake` says so."""
+        if not stream.response_started:
+            raise RuntimeError("http.response.body before http.response.start")
+        if stream.response_done:
+            return None
+        rest = self._write(stream, data[:0] if stream.head else data, end=end)
+        if end and not rest:  # as send() does for its last body message
+            stream.response_done = True
+            stream.wake()
+        return rest
+
+    def _write(self, stream: _Stream, view: memoryview, *, end: bool) -> memoryview | None:
+        """Write frames of ``view`` while the windows allow; the rest (empty: all of
+        it), ``None`` if the stream is gone. With a rest left, the stream is woken
+        when its window or the connection's opens."""
+        while True:
+            if stream.closed or self._closing:
+                return None
             if not view:
                 if end:
                     self._end_stream(stream)
-                return
+                return view
             window = self._h2.local_flow_control_window(stream.id) if self._writable else 0
             if window <= 0:
-                # The peer's window (stream or connection) is exhausted, or the socket
-                # is backed up: wait rather than buffer.
-                if self._writable and self._h2.outbound_flow_control_window > 0:
-                    await self._wait(stream, reading=False)  # this stream's window
-                else:
-                    self._write_waiters.add(stream)
-                    await self._wait(stream, reading=False)
-                continue
+                if not self._writable or self._h2.outbound_flow_control_window <= 0:
+                    self._write_waiters.add(stream)  # else: this stream's own window
+                return view
             size = min(window, self._h2.max_outbound_frame_size, len(view))
             chunk, view = view[:size], view[size:]
             last = end and not view
@@ -763,10 +804,10 @@ class H2Protocol(asyncio.Protocol):
                     self._h2.send_data(stream.id, chunk.tobytes(), end_stream=last)
                 except h2.exceptions.H2Error:
                     stream.mark_closed()
-                    return
+                    return None
                 self._flush()
             if not view:
-                return
+                return view
 
     def _end_stream(self, stream: _Stream) -> None:
         try:

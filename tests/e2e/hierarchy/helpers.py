@@ -119,3 +119,36 @@ def status_of(server: CacheServer, name: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     status: dict[str, Any] = response.json().get("status") or {}
     return status
+
+
+SCHEMAS: Final = ("apis.kcp.io", "v1alpha1", "apiresourceschemas")
+
+
+def cache_url(server: CacheServer, name: str) -> str:
+    """Cache *name*'s ``Cache`` object at *server* (the cache-owned location)."""
+    return (
+        f"{server.base_url}/services/cache/shards/system:cache:server/clusters/system:cache"
+        f"/apis/core.kcp.io/v1alpha1/caches/{name}"
+    )
+
+
+def merge_patch(server: CacheServer, url: str, body: dict[str, Any]) -> httpx2.Response:
+    """A JSON merge patch as an admin of *server*."""
+    with server.client() as client:
+        return client.patch(
+            url, json=body, headers={"content-type": "application/merge-patch+json"}
+        )
+
+
+def schema(name: str, **labels: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if labels:
+        meta["labels"] = labels
+    return {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIResourceSchema",
+            "metadata": meta, "spec": {"group": "g.io"}}  # fmt: skip
+
+
+def names(server: CacheServer, url: str) -> set[str]:
+    response = get(server, url)
+    assert response.status_code == 200, response.text
+    return {o["metadata"]["name"] for o in response.json()["items"]}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .helpers import apiexport, eventually, get, path, start_child, start_root
+from .helpers import apiexport, eventually, get, path, start_child, start_root, status_of
 
 ROLES = ("rbac.authorization.k8s.io", "v1", "roles")
 
@@ -54,6 +54,42 @@ def test_a_region_mirrors_its_parent_through_watches(tmp_path: Path) -> None:
             refused = client.post(path(region, "amber", "w"), json=apiexport("no"))
         assert refused.status_code == 403
         assert get(region, "/services/cache/readyz/parent").status_code == 200
+    finally:
+        region.stop()
+        root.stop()
+
+
+def test_auto_mode_falls_back_to_watches_when_the_parent_has_no_feed(tmp_path: Path) -> None:
+    """``--parent-mode auto`` (the default) asks the parent for its feed once: a parent
+    that answers 404 (here ours with ``--serve-replication-feed false``, as kcp's Go
+    cache server) is mirrored through watches; ours with the feed, through the feed."""
+    root = start_root(tmp_path, "--home-shards", "amber", "--serve-replication-feed", "false")
+    with root.client() as client:
+        assert client.get("/services/cache/_replication/v1/feed").status_code == 404
+        assert client.post(path(root, "amber", "a"), json=apiexport("x")).status_code == 201
+    region = start_child(tmp_path, "eu-1", root)
+    try:
+        eventually(lambda: get(region, path(region, "amber", "a", "x")).status_code == 200,
+                   what="x at E")  # fmt: skip
+        eventually(lambda: status_of(region, "eu-1").get("upstream", {}).get("mode") == "watch",
+                   what="E's upstream mode: watch")  # fmt: skip
+        assert "does not serve the replication feed" in region.logs()
+        with root.client() as client:
+            assert client.delete(path(root, "amber", "a", "x")).status_code == 200
+        eventually(lambda: get(region, path(region, "amber", "a", "x")).status_code == 404,
+                   what="x gone at E")  # fmt: skip
+    finally:
+        region.stop()
+        root.stop()
+    # The same root with its feed: auto picks the feed.
+    root.extra_args = tuple(
+        a for a in root.extra_args if a not in ("--serve-replication-feed", "false")
+    )
+    root.start()
+    region.start()
+    try:
+        eventually(lambda: status_of(region, "eu-1").get("upstream", {}).get("mode") == "feed",
+                   what="E's upstream mode: feed")  # fmt: skip
     finally:
         region.stop()
         root.stop()

@@ -17,7 +17,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from kcp_cache.registry import ApiError, Bootstrapper, Registry, Target, WatchSession
+from kcp_cache.registry import ApiError, Bootstrapper, Registry, Target, Watcher
 from kcp_cache.server._authz import DECISION_KEY, Decision
 from kcp_cache.server._deadlines import Deadlines
 from kcp_cache.server._grammar import check_resource_scope
@@ -76,8 +76,9 @@ class ApiApp:
         self.min_request_timeout = min_request_timeout
         self.metrics = metrics
         self.rng = rng
-        #: Open watch sessions, ended by :meth:`shutdown`.
-        self.sessions: set[WatchSession] = set()
+        #: The open watches' watchers, closed by :meth:`shutdown` (a watch detached from
+        #: its handler keeps its watcher, not its session).
+        self.sessions: set[Watcher] = set()
         self.heap = HeapTrimmer()
         #: The watches' deadlines (minutes away: one loop timer per 10 s slot of them).
         self.deadlines = Deadlines()
@@ -104,8 +105,8 @@ class ApiApp:
     async def shutdown(self, grace: float = 5.0) -> None:
         """End every open watch stream cleanly and wait (bounded) for handlers to return."""
         self.shutting_down = True
-        for session in list(self.sessions):
-            session.close()
+        for watcher in list(self.sessions):
+            watcher.close()
         await self.registry.aclose()
         pending = [t for t in self._handlers if not t.done()]
         if pending:

@@ -9,13 +9,15 @@ was already decided by the filters and is rendered by the registry.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 
 import orjson
 
 from kcp_cache.meta import WILDCARD
-from kcp_cache.registry import ApiError, ListOptions, Target, check_resource_version
+from kcp_cache.registry import ApiError, ListOptions, Target, Watcher, check_resource_version
 from kcp_cache.server._connection import connection_control
+from kcp_cache.server._detached import Detached
 from kcp_cache.server._scope import KcpRequest
 from kcp_cache.server.api._encoding import (
     BrokenStream,
@@ -24,7 +26,7 @@ from kcp_cache.server.api._encoding import (
     send_body,
     send_chunks,
 )
-from kcp_cache.server.api._request import ApiRequest
+from kcp_cache.server.api._request import ApiRequest, ApiServices
 from kcp_cache.server.api._watch import stream_watch
 from kcp_cache.server.transforms import (
     LIST_TRANSFORMS,
@@ -139,10 +141,12 @@ async def watch(req: ApiRequest) -> int:
     if api.shutting_down:
         raise ApiError.unavailable("the server is shutting down")
     session = api.registry.watch(target, opts)
+    watcher = session.watcher
     metrics = api.metrics
-    api.sessions.add(session)
+    api.sessions.add(watcher)
     if metrics is not None:
         metrics.watch_opened(target.info.group_resource)
+    detached = False
     try:
         return await stream_watch(
             session,
@@ -155,11 +159,23 @@ async def watch(req: ApiRequest) -> int:
             deadlines=api.deadlines,
             on_terminated=metrics.watch_terminated if metrics is not None else None,
         )
+    except Detached as signal:
+        # The watch goes on without this coroutine (an HTTP/2 stream driven by the feed).
+        detached = True
+        # Interned: the watches of a resource share the string they keep for the metrics.
+        group_resource = sys.intern(target.info.group_resource)
+        signal.response.on_finish(_watch_ended, api, watcher, group_resource)
+        raise
     finally:
-        api.sessions.discard(session)
-        api.heap.request()  # what the stream buffered goes back to the OS
-        if metrics is not None:
-            metrics.watch_closed(target.info.group_resource)
+        if not detached:
+            _watch_ended(api, watcher, target.info.group_resource)
+
+
+def _watch_ended(api: ApiServices, watcher: Watcher, group_resource: str) -> None:
+    api.sessions.discard(watcher)
+    api.heap.request()  # what the stream buffered goes back to the OS
+    if api.metrics is not None:
+        api.metrics.watch_closed(group_resource)
 
 
 def _negotiate(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from kcp_cache.registry import Registry, Target, WatchSession
+from kcp_cache.registry import Registry, Target, Watcher
 from kcp_cache.server._deadlines import Deadlines
 from kcp_cache.server._heap import HeapTrimmer
 from kcp_cache.server._request_info import RequestInfo
@@ -45,7 +45,8 @@ class ApiServices(Protocol):
     max_body_bytes: int
     min_request_timeout: float
     rng: Callable[[float, float], float]
-    sessions: set[WatchSession]
+    #: The open watches' watchers (closed on shutdown).
+    sessions: set[Watcher]
     heap: HeapTrimmer
     deadlines: Deadlines
     shutting_down: bool
