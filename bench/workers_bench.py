@@ -7,15 +7,21 @@ has to share them with it, as any client on this machine would. Each round start
 server with ``--workers 1`` and one with ``--workers 2`` (order alternating between
 rounds; the same seeded store each time) and measures, one server at a time:
 
-1. **GETs** of one 1 KiB object: autocannon (npm, presents the client certificate), 64
-   connections from ``--generators`` processes (2: on a loaded machine one node process
-   gets one task's share of the CPU and caps both configurations alike), which the
-   kernel spreads over the workers (``SO_REUSEPORT``). Reported:
-   req/s, and the CPU time of the server processes (leader + followers, from ``/proc``)
-   and of the load generator per request.
-2. **Watch fan-out**: ``--watchers`` idle watch streams (raw asyncio TLS connections from
-   this process, ``_watchers.py``), then one CREATE at a time; the time until every
-   watcher has the event, median over ``--events`` events.
+1. **GETs** of one 1 KiB object: h2load (Debian's ``nghttp2-client``, C, ~30 µs of CPU
+   per request; with ``_client_cert_shim.c`` preloaded it presents the admin client
+   certificate and verifies the server, see ``_h2load.py``) or, with ``--generator
+   autocannon``, autocannon (node, 50–150 µs per request), 64 HTTP/1.1 keep-alive
+   connections from ``--generators`` processes, which the kernel spreads over the
+   workers (``SO_REUSEPORT``). Reported: req/s, and the CPU time of the server processes
+   (leader + followers, from ``/proc``; per worker from its ``/metrics``) and of the load
+   generator per request — on two cores the generator's share is what bounds the ratio.
+2. **Watch fan-out**: ``--watchers`` idle watch streams — by default HTTP/2, 20 streams
+   on each of 100 connections (kcp's informers' shape; ``_h2_watchers.py``, counting
+   the new object's ``"name":"…"`` in the decrypted bytes, so that the client's share
+   of the cores stays small), or with ``--watch-protocol h1`` one raw TLS connection
+   each (``_watchers.py``) — then one CREATE at a time; the time until every watcher has
+   the event, median over ``--events`` events, with the CPU per event of the servers
+   and of this process (the client).
 
 Then **memory per follower**: a ``--workers 2`` server with ``--objects`` objects of 1 KiB,
 RSS of the leader and of the follower (which holds a full copy of the state).
@@ -45,6 +51,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _h2_watchers import H2WatchHub
+from _h2load import available as h2load_available
+from _h2load import h2load
 from _procs import Proc, autocannon, client, raise_open_files, start_server
 from _watchers import WatchHub
 
@@ -135,7 +144,9 @@ def start(root: Path, workers: int) -> Proc:
     return proc
 
 
-def measure_get(root: Path, proc: Proc, duration: float, generators: int) -> dict[str, Any]:
+def measure_get(
+    root: Path, proc: Proc, duration: float, generators: int, generator: str
+) -> dict[str, Any]:
     url = f"https://127.0.0.1:{proc.port}{EXPORTS}/get-me"
     pids = group_pids(proc)
     workers = len(pids)
@@ -145,10 +156,11 @@ def measure_get(root: Path, proc: Proc, duration: float, generators: int) -> dic
     gen = children_cpu()
     # Several generators (64 connections in all): on a loaded machine one node process
     # gets one runnable task's share of the CPU and would cap both configurations.
+    tool = h2load if generator == "h2load" else autocannon
     with ThreadPoolExecutor(generators) as pool:
         runs = list(
             pool.map(
-                lambda _: autocannon(root, url, duration=duration, connections=64 // generators),
+                lambda _: tool(root, url, duration=duration, connections=64 // generators),
                 range(generators),
             )
         )
@@ -162,6 +174,7 @@ def measure_get(root: Path, proc: Proc, duration: float, generators: int) -> dic
     served = {w: after[w] - before.get(w, 0.0) for w in after}
     return {
         "rps": sum(run["rps"] for run in runs),
+        "generator": generator,
         "generators": generators,
         "requests": requests,
         "server_cpu_us": sum(used) / requests * 1e6,
@@ -179,32 +192,53 @@ def measure_get(root: Path, proc: Proc, duration: float, generators: int) -> dic
     }
 
 
-async def measure_fanout(root: Path, proc: Proc, watchers: int, events: int) -> dict[str, Any]:
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def measure_fanout(
+    root: Path, proc: Proc, watchers: int, events: int, protocol: str, per_connection: int
+) -> dict[str, Any]:
     with client(root, proc.port) as http:
         rv = http.get(EXPORTS).json()["metadata"]["resourceVersion"]
-        hub = WatchHub(root, proc.port, f"{EXPORTS}?watch=1&resourceVersion={rv}")
-        opened = await hub.open(watchers)
+        path = f"{EXPORTS}?watch=1&resourceVersion={rv}"
+        hub: WatchHub | H2WatchHub
+        if protocol == "h2":
+            hub = H2WatchHub(root, proc.port)
+            connections = max(1, watchers // per_connection)
+            opened = await hub.open([[path] * per_connection for _ in range(connections)])
+            hub.scan_raw()  # the client's parsing must not take the cores the servers need
+        else:
+            hub = WatchHub(root, proc.port, path)
+            opened = await hub.open(watchers)
         await asyncio.sleep(1.0)
         pids = group_pids(proc)
         load = loadavg()
         cpu = sum(cpu_seconds(p) for p in pids)
+        mine = self_cpu()
         times = []
         for i in range(events):
             name = f"fan-{time.monotonic_ns()}-{i}"
-            done = hub.expect(name.encode())
+            done = hub.expect(b'"name":"%s"' % name.encode())
             sent = time.perf_counter()
             response = await asyncio.to_thread(http.post, EXPORTS, json=export(name))
             assert response.status_code == 201, response.text
             await asyncio.wait_for(done, 60)
             times.append(max(hub.times) - sent)
         used = sum(cpu_seconds(p) for p in pids) - cpu
+        client_used = self_cpu() - mine
         hub.close()
     return {
+        "protocol": protocol,
         "watchers": watchers,
         "open_s": round(opened, 2),
         "median_s": statistics.median(times),
         "max_s": max(times),
         "server_cpu_ms_per_event": used / events * 1e3,
+        # The watchers' side (this process: receiving and parsing every delivery; the
+        # CREATE's client too), on the same two cores.
+        "client_cpu_ms_per_event": client_used / events * 1e3,
         "lost": hub.lost,
         "load_avg": load,
     }
@@ -249,8 +283,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, 1 round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per GET run")
-    parser.add_argument("--generators", type=int, default=2, help="autocannon processes")
+    parser.add_argument("--generators", type=int, default=2, help="load generator processes")
+    parser.add_argument(
+        "--generator",
+        choices=("h2load", "autocannon"),
+        default="h2load" if h2load_available() else "autocannon",
+        help="GET load generator (h2load: C, ~30 µs per request; autocannon: node, 50-150)",
+    )
     parser.add_argument("--watchers", type=int, default=2000)
+    parser.add_argument(
+        "--watch-protocol",
+        choices=("h2", "h1"),
+        default="h2",
+        help="h2: streams on few connections (kcp's informers' shape); h1: one each",
+    )
+    parser.add_argument("--streams-per-connection", type=int, default=20, help="with h2")
     parser.add_argument("--events", type=int, default=15)
     parser.add_argument("--objects", type=int, default=10_000, help="for the memory figure")
     parser.add_argument("--json", type=Path)
@@ -268,7 +315,8 @@ def main() -> None:
         root = Path(tmp) / "root"
         proc = start(root, 1)
         seed(root, proc.port, 100)
-        autocannon(root, f"https://127.0.0.1:{proc.port}{EXPORTS}/get-me", duration=2)
+        warm = h2load if args.generator == "h2load" else autocannon
+        warm(root, f"https://127.0.0.1:{proc.port}{EXPORTS}/get-me", duration=2)
         proc.stop()
         for round_no in range(0 if args.memory_only else args.rounds):
             order = [1, 2] if round_no % 2 == 0 else [2, 1]
@@ -277,8 +325,17 @@ def main() -> None:
                 log(f"round {round_no + 1}/{args.rounds}: --workers {workers} (load {loadavg()})")
                 proc = start(root, workers)
                 try:
-                    get = measure_get(root, proc, args.duration, args.generators)
-                    fan = asyncio.run(measure_fanout(root, proc, args.watchers, args.events))
+                    get = measure_get(root, proc, args.duration, args.generators, args.generator)
+                    fan = asyncio.run(
+                        measure_fanout(
+                            root,
+                            proc,
+                            args.watchers,
+                            args.events,
+                            args.watch_protocol,
+                            args.streams_per_connection,
+                        )
+                    )
                 finally:
                     proc.stop()
                 row[str(workers)] = {"get": get, "fanout": fan}

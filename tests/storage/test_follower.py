@@ -24,6 +24,7 @@ from kcp_cache.storage import (
     SQLiteStorage,
     Unavailable,
 )
+from kcp_cache.storage._leader import ROWS_BUFFER_LIMIT
 
 _T = TypeVar("_T")
 PREFIX = "/cache/things/"
@@ -53,9 +54,17 @@ class _LoopThread:
 
 
 @pytest.fixture
-async def leader(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStorage, LeaderLink]]:
+def rows_buffer_limit() -> int:
+    """The leader's limit for sending rows with its notices (0: the file only)."""
+    return ROWS_BUFFER_LIMIT
+
+
+@pytest.fixture
+async def leader(
+    tmp_path: Path, rows_buffer_limit: int
+) -> AsyncIterator[tuple[SQLiteStorage, LeaderLink]]:
     async with SQLiteStorage(tmp_path / "cache.db", shared_readers=True) as store:
-        link = LeaderLink(store, str(tmp_path / "leader.sock"))
+        link = LeaderLink(store, str(tmp_path / "leader.sock"), rows_buffer_limit=rows_buffer_limit)
         await link.start()
         yield store, link
         await link.close()
@@ -76,6 +85,7 @@ async def follower(
     thread.stop()
 
 
+@pytest.mark.parametrize("rows_buffer_limit", [0])  # rows in frames would carry it over
 async def test_a_follower_the_compaction_passed_reloads(
     leader: tuple[SQLiteStorage, LeaderLink], follower: tuple[FollowerStorage, _LoopThread]
 ) -> None:
@@ -130,8 +140,11 @@ async def test_a_follower_the_compaction_passed_reloads(
     assert await thread.run(first_event(copy)) == await first_event(store)
 
 
+@pytest.mark.parametrize("rows_buffer_limit", [ROWS_BUFFER_LIMIT, 0], ids=["frames", "file"])
 async def test_a_follower_that_only_lags_catches_up_without_reloading(
-    leader: tuple[SQLiteStorage, LeaderLink], follower: tuple[FollowerStorage, _LoopThread]
+    leader: tuple[SQLiteStorage, LeaderLink],
+    follower: tuple[FollowerStorage, _LoopThread],
+    rows_buffer_limit: int,
 ) -> None:
     store, _ = leader
     copy, thread = follower
@@ -149,6 +162,61 @@ async def test_a_follower_that_only_lags_catches_up_without_reloading(
 
     assert await thread.run(events()) == list(range(start + 1, start + 51))
     assert copy.resyncs == 0
+    # With rows in the frames every batch was applied from them, none read from the file.
+    assert (copy.rows_applied >= 50) == (rows_buffer_limit > 0)
+    assert await thread.run(copy.range(PREFIX)) == await store.range(PREFIX)
+
+
+async def test_a_stalled_follower_gets_notices_without_rows_past_the_limit(
+    tmp_path: Path,
+) -> None:
+    """The leader does not queue rows without bound for a follower that does not read:
+    past the limit it sends the revision only, and the follower reads the file."""
+    async with SQLiteStorage(tmp_path / "cache.db", shared_readers=True) as store:
+        link = LeaderLink(store, str(tmp_path / "leader.sock"), rows_buffer_limit=64 << 10)
+        await link.start()
+        thread = _LoopThread()
+        copy = FollowerStorage(tmp_path / "cache.db", leader_socket=str(tmp_path / "leader.sock"))
+        await thread.run(copy.start())
+        try:
+            resume = thread.stall()
+            try:
+                for i in range(200):  # 200 × 8 KiB: more than the socket and the limit hold
+                    await store.create(PREFIX + f"big{i}", b"x" * 8192)
+                (follower,) = link._followers
+                queued = follower.writer.transport.get_write_buffer_size()
+            finally:
+                resume.set()
+            assert queued < (64 << 10) + 8192 + 1024  # bounded: the limit plus one frame
+            # Caught up by the frames alone (no consistent read, which reads the file):
+            # the first batches from their rows, the rest from the file.
+            await thread.run(copy._reached(await store.current_revision()))
+            assert 0 < copy.rows_applied < 200
+            assert await thread.run(copy.range(PREFIX)) == await store.range(PREFIX)
+        finally:
+            await thread.run(copy.close())
+            thread.stop()
+            await link.close()
+
+
+async def test_a_row_that_does_not_follow_the_copy_is_read_from_the_file(
+    leader: tuple[SQLiteStorage, LeaderLink], follower: tuple[FollowerStorage, _LoopThread]
+) -> None:
+    store, _ = leader
+    copy, thread = follower
+    a = await store.get(PREFIX + "a")
+    revision = await store.current_revision()
+
+    async def apply(prev_mod: int) -> tuple[bool, int]:
+        row = [PREFIX + "a", a.create_revision, revision + 1, prev_mod, False]
+        copy._target = revision + 1
+        return copy._apply_rows([row], [b"forged"]), copy._state.revision
+
+    # A previous mod revision that is not the copy's: not applied.
+    assert await thread.run(apply(a.mod_revision + 7)) == (False, revision)
+    # The real write then comes from the file, checked, as the leader wrote it.
+    await store.update(PREFIX + "a", b"a1", expected_mod_revision=a.mod_revision)
+    assert (await thread.run(copy.get(PREFIX + "a"))).value == b"a1"
 
 
 async def test_a_write_through_the_follower_is_read_back_there_at_once(
@@ -189,3 +257,22 @@ async def test_a_follower_whose_leader_goes_away_stops_serving(
 
 async def _direct(coro: Coroutine[Any, Any, _T]) -> _T:
     return await coro
+
+
+async def test_followers_are_told_of_a_batch_before_the_leaders_own_watchers(
+    tmp_path: Path,
+) -> None:
+    """The commit listeners (the leader's link) run before the batch is published to the
+    leader's watchers, so a follower's fan-out starts while the leader does its own."""
+    async with SQLiteStorage(tmp_path / "cache.db") as store:
+        seen: list[tuple[int, int, list[int]]] = []
+
+        def listener(events: list[Any], revision: int, compacted: int) -> None:
+            seen.append((revision, store._hub.published_revision, [e.revision for e in events]))
+
+        store.commit_listeners.append(listener)
+        kv = await store.create(PREFIX + "x", b"1")
+        revision, published, rows = seen[-1]
+        assert rows == [kv.mod_revision]
+        assert revision == kv.mod_revision
+        assert published < kv.mod_revision  # not yet handed to this process's watchers

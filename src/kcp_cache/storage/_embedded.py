@@ -83,9 +83,11 @@ class EmbeddedStorage(Storage):
         self._unpersisted_compaction: tuple[int, list[Event]] | None = None
         #: Compactions whose persisting failed (the ``compaction_failures`` metric).
         self.compaction_failures = 0
-        #: Called with ``(revision, compacted)`` after each committed batch and each
-        #: compaction (the leader of ``--workers`` tells its followers; see _leader.py).
-        self.commit_listeners: list[Callable[[int, int], None]] = []
+        #: Called with ``(events, revision, compacted)`` after each committed batch (its
+        #: events) and each compaction (no events): the leader of ``--workers`` tells its
+        #: followers (see _leader.py). Called before the batch goes to local watchers,
+        #: so that a follower's fan-out starts while this process does its own.
+        self.commit_listeners: list[Callable[[list[Event], int, int], None]] = []
         self._started = False
         self._closed = False
         self._store_id = secrets.randbits(63)
@@ -120,12 +122,12 @@ class EmbeddedStorage(Storage):
         )
 
     def _publish(self, events: list[Event]) -> None:
+        self._notify_listeners(events)
         self._hub.publish(events)
-        self._notify_listeners()
 
-    def _notify_listeners(self) -> None:
+    def _notify_listeners(self, events: list[Event]) -> None:
         for listener in self.commit_listeners:
-            listener(self._state.revision, self._state.compacted)
+            listener(events, self._state.revision, self._state.compacted)
 
     async def close(self) -> None:
         if not self._started or self._closed:
@@ -246,7 +248,7 @@ class EmbeddedStorage(Storage):
                 before, dropped = unpersisted[0], unpersisted[1] + dropped
             if not dropped:
                 return
-            self._notify_listeners()
+            self._notify_listeners([])
             assert self._persister is not None
             try:
                 await self._persister.compact(self._state.compacted, before, dropped)

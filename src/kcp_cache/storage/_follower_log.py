@@ -91,7 +91,6 @@ class FollowerLog:
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         if version == self._data_version:
             return []
-        self._data_version = version
         conn.execute("BEGIN")
         try:
             meta = self._meta(conn)
@@ -102,7 +101,10 @@ class FollowerLog:
             rows = conn.execute(SELECT_ROWS + " WHERE rev > ? ORDER BY rev", (cursor,)).fetchall()
         finally:
             conn.execute("COMMIT")
-        return self._events(rows, cursor, current)
+        events = self._events(rows, cursor, current)
+        # Only now: a read that failed (or must resync) is not "seen" and is tried again.
+        self._data_version = version
+        return events
 
     def _events(
         self,

@@ -7,11 +7,16 @@ through read-only connections, so all they need from the leader is
   ``delete``, ``delete_prefix``), answered with what the store returned or the error it
   raised, plus the leader's revision at that moment;
 * an explicit compaction (``compact``; the automatic one runs on the leader anyway);
-* a wake-up after every committed batch and compaction (``{"rev", "compacted"}``), so
-  that they tail the log when there is something to read instead of polling it.
+* every committed batch, with its rows, and every compaction (``{"rev", "compacted"}``
+  and ``"rows"``), so that they apply a batch without reading the file for it, and read
+  the file only when there is something the frames did not carry.
 
-Wake-ups are coalesced: however many batches commit in one turn of the event loop, each
-follower gets one frame with the latest revision. The socket lives in a directory only
+A batch is sent as soon as it is committed, before this process hands it to its own
+watchers: the followers' fan-out then runs on the other cores while the leader does its
+own. A follower that does not read its socket (stopped, or slow) gets no more rows once
+:data:`ROWS_BUFFER_LIMIT` bytes wait for it, only the revision: it catches up from the
+file, which stays the source of truth (and checked: row checksums, revision chain), so
+the leader's memory does not grow with a stalled follower. The socket lives in a directory only
 the server's user can enter; what crosses it carries no identity, because followers
 authenticate and authorize every request themselves and forward storage operations only.
 """
@@ -25,31 +30,46 @@ from typing import Any
 
 from kcp_cache.storage._embedded import EmbeddedStorage
 from kcp_cache.storage._errors import StorageError
-from kcp_cache.storage._worker_wire import encode_error, encode_frame, encode_kv, read_frame
+from kcp_cache.storage._types import Event
+from kcp_cache.storage._worker_wire import (
+    encode_error,
+    encode_frame,
+    encode_kv,
+    encode_rows,
+    read_frame,
+)
 
-__all__ = ["LeaderLink"]
+__all__ = ["ROWS_BUFFER_LIMIT", "LeaderLink"]
 
 log = logging.getLogger(__name__)
 
+#: Bytes queued for a follower beyond which commits are announced without their rows.
+ROWS_BUFFER_LIMIT = 1 << 20
+
 
 class _Follower:
-    """One connected follower: its writer and whether a wake-up is already queued."""
+    """One connected follower: its writer and the answers being worked on."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
-        self.wake_queued = False
         self.tasks: set[asyncio.Task[None]] = set()
 
 
 class LeaderLink:
-    """Serves the followers of ``store`` on the Unix socket ``path``."""
+    """Serves the followers of ``store`` on the Unix socket ``path``.
 
-    def __init__(self, store: EmbeddedStorage, path: str) -> None:
+    ``rows_buffer_limit``: bytes queued for a follower beyond which its commit notices
+    carry no rows (0: never send rows; the followers then read every batch from the file).
+    """
+
+    def __init__(
+        self, store: EmbeddedStorage, path: str, *, rows_buffer_limit: int = ROWS_BUFFER_LIMIT
+    ) -> None:
         self.store = store
         self.path = path
+        self.rows_buffer_limit = rows_buffer_limit
         self._server: asyncio.AbstractServer | None = None
         self._followers: set[_Follower] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def follower_count(self) -> int:
@@ -57,7 +77,6 @@ class LeaderLink:
         return len(self._followers)
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_unix_server(self._serve, path=self.path)
         self.store.commit_listeners.append(self._on_commit)
 
@@ -76,15 +95,26 @@ class LeaderLink:
 
     # -- wake-ups ------------------------------------------------------------------------
 
-    def _on_commit(self, revision: int, compacted: int) -> None:
-        assert self._loop is not None
+    def _on_commit(self, events: list[Event], revision: int, compacted: int) -> None:
+        if not self._followers:
+            return
+        notice = encode_frame({"rev": revision, "compacted": compacted})
+        batch = None
         for follower in self._followers:
-            if not follower.wake_queued:
-                follower.wake_queued = True
-                self._loop.call_soon(self._wake, follower)
+            writer = follower.writer
+            if writer.is_closing():
+                continue
+            if events and writer.transport.get_write_buffer_size() < self.rows_buffer_limit:
+                if batch is None:  # encoded once, for every follower
+                    rows, values = encode_rows(events)
+                    header = {"rev": revision, "compacted": compacted, "rows": rows}
+                    batch = encode_frame(header, values)
+                writer.write(batch)
+            else:
+                writer.write(notice)
 
     def _wake(self, follower: _Follower) -> None:
-        follower.wake_queued = False
+        """Tell a (new) follower where the store stands."""
         state = self.store._state
         if not follower.writer.is_closing():
             follower.writer.write(

@@ -4,8 +4,9 @@ A frame is ``header length (4 bytes) · blob count (2 bytes) · blob lengths (4 
 each) · header (JSON) · blobs``: the header says what the frame is, the blobs are the
 values it carries, untouched (values are opaque bytes; base64 in JSON would cost a copy
 and a third more bytes). Followers send requests (``{"id", "op", ...}``); the leader
-answers each (``{"id", ...}``) and, unasked, announces every committed revision and
-compaction (``{"rev", "compacted"}``).
+answers each (``{"id", ...}``) and, unasked, announces every committed batch and
+compaction (``{"rev", "compacted"}``), a committed batch with its rows (``"rows"``,
+:func:`encode_rows`) so that the follower can apply it without reading the file.
 
 Storage errors cross the socket by name (:func:`encode_error`, :func:`decode_error`), so
 that a write a follower forwards fails with the very error the leader's store raised.
@@ -29,7 +30,7 @@ from kcp_cache.storage._errors import (
     StorageError,
     Unavailable,
 )
-from kcp_cache.storage._types import KeyValue
+from kcp_cache.storage._types import Event, EventType, KeyValue
 
 __all__ = [
     "Frame",
@@ -38,6 +39,7 @@ __all__ = [
     "encode_error",
     "encode_frame",
     "encode_kv",
+    "encode_rows",
     "read_frame",
 ]
 
@@ -75,6 +77,27 @@ def encode_kv(kv: KeyValue) -> list[Any]:
 
 def decode_kv(fields: list[Any], value: bytes) -> KeyValue:
     return KeyValue(fields[0], value, fields[1], fields[2])
+
+
+def encode_rows(events: list[Event]) -> tuple[list[list[Any]], list[bytes]]:
+    """A committed batch as the leader's log rows hold it: per event ``[key, create
+    revision, revision, previous mod revision (0 for a new key), deleted]`` in the
+    header, the values (empty for a delete) as blobs."""
+    rows: list[list[Any]] = []
+    values: list[bytes] = []
+    for event in events:
+        kv, prev = event.kv, event.prev_kv
+        rows.append(
+            [
+                kv.key,
+                kv.create_revision,
+                kv.mod_revision,
+                prev.mod_revision if prev is not None else 0,
+                event.type is EventType.DELETE,
+            ]
+        )
+        values.append(kv.value)
+    return rows, values
 
 
 def encode_error(exc: StorageError) -> dict[str, Any]:
