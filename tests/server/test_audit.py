@@ -15,8 +15,14 @@ from typing import Any
 
 import pytest
 
-from kcp_cache.server import AuditLog, AuditOptions, FactsEncoder, audit_event, encode_facts
-from kcp_cache.server._audit_event import new_audit_id
+from kcp_cache.server import (
+    AuditLog,
+    AuditOptions,
+    FactsEncoder,
+    audit_event,
+    encode_facts,
+    new_audit_id,
+)
 from kcp_cache.testing import CacheServer, ServerStartError, TestCA
 
 from ..full_disk import SmallDisk

@@ -37,7 +37,7 @@ from kcp_cache.server import (
     create_app,
     ensure_serving_certificate,
 )
-from kcp_cache.server.api._watch import _WatchStream
+from kcp_cache.server.api import _WatchStream
 from kcp_cache.storage import MemoryStorage
 from kcp_cache.testing import TestCA
 

@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 import pytest
 
 from kcp_cache.storage import (
+    ROWS_BUFFER_LIMIT,
     Expired,
     FollowerStorage,
     LeaderLink,
     SQLiteStorage,
     Unavailable,
 )
-from kcp_cache.storage._leader import ROWS_BUFFER_LIMIT
 
 _T = TypeVar("_T")
 PREFIX = "/cache/things/"

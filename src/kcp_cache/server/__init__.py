@@ -20,6 +20,7 @@ from kcp_cache.server._audit_event import AuditFacts as AuditFacts
 from kcp_cache.server._audit_event import FactsEncoder as FactsEncoder
 from kcp_cache.server._audit_event import audit_event as audit_event
 from kcp_cache.server._audit_event import encode_facts as encode_facts
+from kcp_cache.server._audit_event import new_audit_id as new_audit_id
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS as DEFAULT_ALWAYS_ALLOW_PATHS
 from kcp_cache.server._auth import TLS_PEER_USER_KEY as TLS_PEER_USER_KEY
 from kcp_cache.server._auth import Authenticator as Authenticator
@@ -180,6 +181,7 @@ __all__ = [
     "kcp_request",
     "load_certificate",
     "load_private_key",
+    "new_audit_id",
     "new_ca",
     "parse_cluster",
     "parse_request_info",

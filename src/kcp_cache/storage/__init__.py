@@ -54,6 +54,7 @@ from kcp_cache.storage._factory import open_storage as open_storage
 from kcp_cache.storage._follower import FollowerStorage as FollowerStorage
 from kcp_cache.storage._interface import Storage as Storage
 from kcp_cache.storage._interface import WatchStream as WatchStream
+from kcp_cache.storage._leader import ROWS_BUFFER_LIMIT as ROWS_BUFFER_LIMIT
 from kcp_cache.storage._leader import LeaderLink as LeaderLink
 from kcp_cache.storage._memory import MemoryStorage as MemoryStorage
 from kcp_cache.storage._persist import Persister as Persister
@@ -76,6 +77,7 @@ from kcp_cache.storage._types import RangeResult as RangeResult
 __all__ = [
     "EPOCH_SHIFT",
     "INSERT_ROW",
+    "ROWS_BUFFER_LIMIT",
     "ROW_HEADER",
     "SQLITE_FILE_NAME",
     "AlreadyExists",

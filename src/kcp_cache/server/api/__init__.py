@@ -19,6 +19,9 @@ from kcp_cache.server.api._encoding import send_body as send_body
 from kcp_cache.server.api._encoding import send_chunks as send_chunks
 from kcp_cache.server.api._request import ApiMetrics as ApiMetrics
 
+# Re-exported for the white-box tests only (not in __all__).
+from kcp_cache.server.api._watch import _WatchStream as _WatchStream
+
 __all__ = [
     "DEFAULT_COMPRESSION_THRESHOLD",
     "MAX_BODY_BYTES",
