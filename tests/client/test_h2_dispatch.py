@@ -1,10 +1,5 @@
 """The client's HTTP/2 fixes (``client/_h2_dispatch.py``) against a real server.
 
-* One HTTP/2 connection carries a large request body that waits for the server's window
-  (``httpcore2``'s ``_wait_for_outgoing_flow`` reads the socket under the read lock) and
-  a GET that waits for its response meanwhile. The body's read files the GET's response;
-  the GET must be woken when that read lets go of the lock, not when some other stream
-  reads.
 * Responses closed before their end: their streams are reset, and what still arrives for
   them gives the connection's window back (else 16 MiB of them stall the connection).
 """
@@ -13,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,57 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheServer]:
 def _connection(client: AsyncClient) -> Any:
     (pooled,) = client._transport._pool.connections  # type: ignore[attr-defined]
     return pooled._connection
-
-
-async def _trial(client: AsyncClient) -> bool:
-    """One body-and-GET round; whether the GET's response was filed by another's read."""
-    connection = _connection(client)
-    readers: set[asyncio.Task[Any] | None] = set()
-    receive_events = connection._receive_events
-
-    async def spy(*args: Any, **kwargs: Any) -> None:
-        readers.add(asyncio.current_task())
-        await receive_events(*args, **kwargs)
-
-    connection._receive_events = spy
-    got_answer = asyncio.Event()
-
-    async def body() -> AsyncIterator[bytes]:
-        yield b" " * BODY
-        # The rest comes once the GET is answered (or after a while): no read meanwhile.
-        await asyncio.wait_for(got_answer.wait(), 5)
-        yield b"{}"
-
-    posting = asyncio.create_task(client.post(EXPORTS, content=body()))
-    try:
-        # httpcore2's state has no event to wait on: poll until the body waits for window.
-        while not connection._read_lock._anyio_lock.locked():  # noqa: ASYNC110
-            await asyncio.sleep(0)
-        get = asyncio.create_task(client.get(EXPORTS))
-        response = await asyncio.wait_for(get, 2)
-        assert response.status_code == 200
-        got_answer.set()
-        assert (await posting).status_code == 400  # blanks then "{}": not an object
-    finally:
-        got_answer.set()
-        del connection._receive_events
-        await asyncio.gather(posting, return_exceptions=True)
-    return get not in readers
-
-
-async def test_a_response_filed_by_a_body_waiting_for_window_wakes_its_stream(
-    server: CacheServer,
-) -> None:
-    async with AsyncClient(
-        base_url=server.base_url, verify=server.ssl_context(), http2=True, timeout=30
-    ) as client:
-        await client.get(EXPORTS)  # the connection, its settings exchanged
-        filed_by_another = 0
-        for _ in range(10):  # a few rounds: the GET's response must come in the body's read
-            filed_by_another += await _trial(client)
-            if filed_by_another == 3:
-                break
-    assert filed_by_another, "the case under test did not happen"
 
 
 async def test_responses_closed_early_are_reset_and_give_the_window_back(

@@ -30,6 +30,7 @@ data that preceded the switch. Data of a decommissioned shard is not stored.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
@@ -169,31 +170,24 @@ class MirrorStore:
     async def end_snapshot(self, revision: int) -> int:
         """Sweep: delete mirrored keys the snapshot did not have. Returns how many."""
         keys, self._snapshot_keys = self._snapshot_keys or set(), None
-        prefix = self.storage.prefix
-        swept = 0
-        token: str | None = None
-        while True:
-            page = await self.storage.range(prefix, limit=500, continue_token=token)
-            for kv in page.kvs:
-                relative = kv.key[len(prefix) :]
-                if (
-                    relative not in keys
-                    and self._mirrors(relative)
-                    and not (relative.startswith(CACHE_SHARD_KEYS) and changed_here(kv.value))
-                ):
-                    try:
-                        await self.storage.delete(kv.key, expected_mod_revision=kv.mod_revision)
-                        swept += 1
-                    except (NotFound, Conflict):
-                        pass
-            token = page.continue_token
-            if token is None:
-                break
+
+        def unsent(relative: str, value: bytes) -> bool:
+            # A CacheShard changed here waits for the root's answer, not for a snapshot.
+            return relative not in keys and not (
+                relative.startswith(CACHE_SHARD_KEYS) and changed_here(value)
+            )
+
+        swept = await self._sweep(unsent)
         await self.save_cursor(revision, force=True)
         return swept
 
     async def sweep_unimported(self) -> int:
         """Delete the mirrored keys the import policy no longer wants; returns how many."""
+        return await self._sweep(lambda relative, value: not self.imports(relative, value))
+
+    async def _sweep(self, doomed: Callable[[str, bytes], bool]) -> int:
+        """Delete every mirrored key for which *doomed* (relative key, value) holds, each
+        only if unchanged since it was read; returns how many went."""
         prefix = self.storage.prefix
         swept = 0
         token: str | None = None
@@ -201,7 +195,7 @@ class MirrorStore:
             page = await self.storage.range(prefix, limit=500, continue_token=token)
             for kv in page.kvs:
                 relative = kv.key[len(prefix) :]
-                if self._mirrors(relative) and not self.imports(relative, kv.value):
+                if self._mirrors(relative) and doomed(relative, kv.value):
                     try:
                         await self.storage.delete(kv.key, expected_mod_revision=kv.mod_revision)
                         swept += 1
