@@ -332,7 +332,7 @@ class Hierarchy:
             # home does not have; until the mirror caught up once, home writes wait.
             self.home.on_moved_away = self.mirror.refresh
             mirror = self.mirror
-            self.home_writes.confirmed = lambda: getattr(mirror, "caught_up", True)
+            self.home_writes.confirmed = lambda: mirror.caught_up
             guard = DeleteGuard(
                 args.export_delete_guard,
                 converged=lambda shard, group, resource, revision: marker_converged(

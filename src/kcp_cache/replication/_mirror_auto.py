@@ -94,9 +94,7 @@ class AutoMirror(StartStop):
     def caught_up(self) -> bool:
         """Whether the chosen mirror applied its parent's state once (a watch mirror
         has no such moment: it counts as caught up)."""
-        if self.chosen is None:
-            return False
-        return getattr(self.chosen, "caught_up", True)
+        return self.chosen is not None and self.chosen.caught_up
 
     @property
     def last_error(self) -> str:

@@ -98,6 +98,9 @@ class WatchMirror(StartStop):
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = False
         self.synced = False
+        #: A watch mirror has no moment when the parent's state is applied once: it
+        #: counts as caught up from the start (home writes never wait for it).
+        self.caught_up = True
         self.last_progress = 0.0
         self.last_error = ""
         self.revision = 0
