@@ -15,9 +15,17 @@ cost of one GET, start-up excluded:
   only fills), so the request path's share and the writer's can be told apart.
 
 ``--baseline DIR`` runs the ``kcp_cache`` package found in ``DIR`` (e.g. a ``git archive``
-of ``main``'s ``src``) as well, for a before/after in one run. Needs ``valgrind``.
+of ``main``'s ``src``) as well, for a before/after in one run.
 
-    .venv/bin/python bench/audit_instructions_bench.py [--requests 4000] [--baseline DIR]
+``--real`` counts the real ``kcp-cache-server`` instead — TLS, the HTTP layer, the writer
+thread and the file writes' user-space part — with GETs over one keep-alive connection
+(``kcp`` mode with the admin certificate, the same with the audit log, ``scoped`` + audit
+with shard ``amber``'s certificate). Its ratio is what ``authz_audit_bench.py`` would
+report if every instruction cost the same time; the gap between the two says how much
+slower the audit's instructions (interpreted Python) run than the average of a GET
+(much of it OpenSSL and llhttp in C). Needs ``valgrind``.
+
+    .venv/bin/python bench/audit_instructions_bench.py [--requests 4000] [--baseline DIR] [--real]
 """
 
 from __future__ import annotations
@@ -130,13 +138,80 @@ def per_request(python: str, src: Path | None, requests: int, variant: str) -> f
     return (full - warm) / requests
 
 
+REAL_VARIANTS = {
+    "kcp": ("--authorization-mode", "kcp"),
+    "kcp + audit": ("--authorization-mode", "kcp", "--audit-log-path", "{audit}"),
+    "scoped + audit": ("--audit-log-path", "{audit}"),
+}
+
+
+def real_server_instructions(flags: tuple[str, ...], requests: int) -> int:
+    """Instructions the real server executes from start to shutdown, with ``requests``
+    GETs over one TLS keep-alive connection in between (valgrind's ``I refs``)."""
+    import ssl
+
+    import httpx2
+
+    from authz_audit_bench import PATH, export, shard_certificate
+    from kcp_cache.testing import CacheServer
+
+    with tempfile.TemporaryDirectory(prefix="kcp-audit-instr-") as tmp:
+        work = Path(tmp)
+        root = work / "server"
+        args = tuple(flag.format(audit=work / "audit.jsonl") for flag in flags)
+        log = work / "valgrind.txt"
+        valgrind = ("valgrind", "--tool=cachegrind", "--cache-sim=no",
+                    "--cachegrind-out-file=/dev/null", f"--log-file={log}")  # fmt: skip
+        server = CacheServer(root, ("--storage", "memory", *args), None, command_prefix=valgrind)
+        server.start(timeout=600)
+        try:
+            context = ssl.create_default_context(cafile=str(root / "apiserver.crt"))
+            context.load_cert_chain(str(root / "admin.crt"), str(root / "admin.key"))
+            base = f"https://127.0.0.1:{server.port}"
+            with httpx2.Client(base_url=base, verify=context, timeout=120) as http:
+                answer = http.post(PATH.format(cluster="bench"), json=export("one"))
+                assert answer.status_code == 201, answer.text
+            if "--authorization-mode" not in args:  # scoped: a shard's certificate
+                cert = shard_certificate(root)
+                context = ssl.create_default_context(cafile=str(root / "apiserver.crt"))
+                context.load_cert_chain(cert["cert"], cert["key"])
+            with httpx2.Client(base_url=base, verify=context, timeout=120) as http:
+                for _ in range(requests):
+                    answer = http.get(PATH.format(cluster="bench") + "/one")
+                    assert answer.status_code == 200, answer.text
+        finally:
+            server.stop()
+        text = log.read_text()
+    found = re.search(r"I\s+refs:\s+([\d,]+)", text)
+    if found is None:
+        raise RuntimeError(f"no instruction count from valgrind: {text[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def real_main(requests: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    counts = {}
+    for name, flags in REAL_VARIANTS.items():
+        warm = real_server_instructions(flags, WARM_UP)
+        full = real_server_instructions(flags, WARM_UP + requests)
+        counts[name] = (full - warm) / requests
+    reference = counts["kcp"]
+    print(f"real server: instructions per GET ({requests} GETs over TLS, one connection)")
+    for name, count in counts.items():
+        print(f"  {name:20} {count / 1000:7.1f}k  kcp/this {reference / count:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--baseline", type=Path, help="a tree's src/ to measure as well")
+    parser.add_argument("--real", action="store_true", help="count the real server over TLS")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed")
+    if args.real:
+        real_main(args.requests)
+        return
     trees: dict[str, Path | None] = {"this tree": None}
     if args.baseline is not None:
         trees["baseline"] = args.baseline.resolve()
