@@ -167,6 +167,39 @@ async def test_a_follower_that_only_lags_catches_up_without_reloading(
     assert await thread.run(copy.range(PREFIX)) == await store.range(PREFIX)
 
 
+@pytest.mark.parametrize("rows_buffer_limit", [0])  # notices without rows: the file tells
+async def test_consistent_reads_on_one_turn_of_the_loop_share_one_look_at_the_file(
+    leader: tuple[SQLiteStorage, LeaderLink],
+    follower: tuple[FollowerStorage, _LoopThread],
+    rows_buffer_limit: int,
+) -> None:
+    """A read on the turn of the loop that already caught up with the file relies on that
+    catch-up (its request came before it); a read on a later turn looks again, and sees a
+    write the leader acknowledged in between."""
+    store, _ = leader
+    copy, thread = follower
+    looked, written = threading.Event(), threading.Event()
+
+    async def reads() -> tuple[bytes, bytes, bytes, int, int]:
+        first = await copy.get(PREFIX + "a")
+        shared = copy.reads_sharing_a_check
+        looked.set()
+        written.wait(10)  # the leader writes while this turn of the loop goes on
+        same_turn = await copy.get(PREFIX + "a")
+        after_same_turn = copy.reads_sharing_a_check - shared
+        await asyncio.sleep(0)  # the next turn
+        later = await copy.get(PREFIX + "a")
+        after_later = copy.reads_sharing_a_check - shared
+        return first.value, same_turn.value, later.value, after_same_turn, after_later
+
+    reading = asyncio.ensure_future(thread.run(reads()))
+    assert await asyncio.to_thread(looked.wait, 10)
+    current = await store.get(PREFIX + "a")
+    await store.update(PREFIX + "a", b"a1", expected_mod_revision=current.mod_revision)
+    written.set()
+    assert await reading == (b"a0", b"a0", b"a1", 1, 1)
+
+
 async def test_a_stalled_follower_gets_notices_without_rows_past_the_limit(
     tmp_path: Path,
 ) -> None:
