@@ -175,6 +175,10 @@ class EmbeddedStorage(Storage):
     async def get(self, key: str) -> KeyValue:
         validate_key(self.prefix, key)
         self._live()
+        return self._current(key)
+
+    def _current(self, key: str) -> KeyValue:
+        """The key's current value in the in-memory state (``NotFound`` if none)."""
         kv: KeyValue | None = self._state.current.get(key)
         if kv is None:
             raise NotFound(key)

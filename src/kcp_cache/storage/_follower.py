@@ -375,6 +375,13 @@ class FollowerStorage(EmbeddedStorage):
 
     async def _consistent(self) -> None:
         """Return once the copy holds every write acknowledged before this call."""
+        if not self._caught_up_now():
+            await self._tail_caught_up()
+
+    def _caught_up_now(self) -> bool:
+        """Whether the copy holds every write acknowledged before this call, found out
+        at once (no await: a read's usual case costs no coroutine of its own); False
+        leaves it to :meth:`_tail_caught_up`."""
         if self._lost is not None:
             raise Unavailable(self._lost)
         if not self._reloading:
@@ -388,7 +395,7 @@ class FollowerStorage(EmbeddedStorage):
                 # acknowledged before the catch-up, so the catch-up saw it. Under load
                 # a turn serves several GETs; each check costs a query (~4 µs).
                 self.reads_sharing_a_check += 1
-                return
+                return True
             # At once, on this turn of the loop: SQLite's data_version says in a few
             # microseconds whether anything was committed since the last look, and a tail
             # is read on the event loop anyway. Waiting for the tail task instead cost a
@@ -403,7 +410,11 @@ class FollowerStorage(EmbeddedStorage):
                 self._checked_this_turn = True
                 asyncio.get_running_loop().call_soon(self._end_of_turn)
                 self._release_waiters()
-                return
+                return True
+        return False
+
+    async def _tail_caught_up(self) -> None:
+        """Wait (at most ``reach_timeout``) for the tail task's next catch-up."""
         sync: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._syncs.append(sync)
         self._tail_wanted.set()
@@ -430,8 +441,9 @@ class FollowerStorage(EmbeddedStorage):
     async def get(self, key: str) -> KeyValue:
         validate_key(self.prefix, key)
         self._live()
-        await self._consistent()
-        return await super().get(key)
+        if not self._caught_up_now():
+            await self._tail_caught_up()
+        return self._current(key)  # validated and live: no super().get coroutine
 
     async def range(
         self,
