@@ -112,7 +112,7 @@ class FollowerStorage(EmbeddedStorage):
         self.rows_applied = 0
         self._reloading = False
         #: A catch-up with the file made on this turn of the event loop, which every
-        #: request already received may rely on (see :meth:`_consistent`).
+        #: request already received may rely on (see :meth:`_caught_up_now`).
         self._checked_this_turn = False
         #: Consistent reads answered from that catch-up without asking the file again.
         self.reads_sharing_a_check = 0
