@@ -100,7 +100,9 @@ class _Connection(asyncio.Protocol):
                 found = data.count(marker)
                 if self._tail:
                     found += (self._tail + data[:edge]).count(marker)
-                self._tail = data[-edge:] if len(data) >= edge else (self._tail + data)[-edge:]
+                # The last ``edge`` bytes (a start offset, not -edge: data[-0:] is all).
+                kept = data if len(data) >= edge else self._tail + data
+                self._tail = kept[max(0, len(kept) - edge) :]
                 if found:
                     hub.arrived(found)
             return

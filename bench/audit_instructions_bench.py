@@ -152,6 +152,7 @@ def real_server_instructions(flags: tuple[str, ...], requests: int) -> int:
 
     import httpx2
 
+    from _procs import client
     from authz_audit_bench import PATH, export, shard_certificate
     from kcp_cache.testing import CacheServer
 
@@ -165,17 +166,19 @@ def real_server_instructions(flags: tuple[str, ...], requests: int) -> int:
         server = CacheServer(root, ("--storage", "memory", *args), None, command_prefix=valgrind)
         server.start(timeout=600)
         try:
-            context = ssl.create_default_context(cafile=str(root / "apiserver.crt"))
-            context.load_cert_chain(str(root / "admin.crt"), str(root / "admin.key"))
-            base = f"https://127.0.0.1:{server.port}"
-            with httpx2.Client(base_url=base, verify=context, timeout=120) as http:
+            with client(root, server.port, timeout=120) as http:
                 answer = http.post(PATH.format(cluster="bench"), json=export("one"))
                 assert answer.status_code == 201, answer.text
-            if "--authorization-mode" not in args:  # scoped: a shard's certificate
+            if "--authorization-mode" in args:  # kcp mode: the admin, as the reference
+                reader = client(root, server.port, timeout=120)
+            else:  # scoped: a shard's certificate
                 cert = shard_certificate(root)
                 context = ssl.create_default_context(cafile=str(root / "apiserver.crt"))
                 context.load_cert_chain(cert["cert"], cert["key"])
-            with httpx2.Client(base_url=base, verify=context, timeout=120) as http:
+                reader = httpx2.Client(
+                    base_url=f"https://127.0.0.1:{server.port}", verify=context, timeout=120
+                )
+            with reader as http:
                 for _ in range(requests):
                     answer = http.get(PATH.format(cluster="bench") + "/one")
                     assert answer.status_code == 200, answer.text
