@@ -159,9 +159,8 @@ class FeedSource:
             yield FeedEvent("PROGRESS", last, time=time.time())
             while True:
                 try:
-                    item = await asyncio.wait_for(
-                        queue.get(), max(0.0, deadline - time.monotonic())
-                    )
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        item = await queue.get()
                 except TimeoutError:
                     if queue.empty():
                         last = max(last, stream.progress_revision)

@@ -248,7 +248,8 @@ class ShardLifecycle:
     async def _reconcile_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.options.tick)
+                async with asyncio.timeout(self.options.tick):
+                    await self._woken.wait()
             self._woken.clear()
             try:
                 await self.reconcile()

@@ -95,7 +95,8 @@ class _Loop:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._woken.wait()
             self._woken.clear()
             try:
                 await self.reconcile()

@@ -90,7 +90,8 @@ async def sync_markers(controller: WriteController) -> list[dict[str, Any]]:
         converged = controller.has_synced() and local.running and cache.has_synced()
         if converged:
             try:
-                await asyncio.wait_for(local.wait_for_handlers(), _HANDLER_WAIT)
+                async with asyncio.timeout(_HANDLER_WAIT):
+                    await local.wait_for_handlers()
             except TimeoutError:
                 converged = False
         if converged:

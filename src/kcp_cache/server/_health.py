@@ -98,7 +98,8 @@ async def _run(name: str, check: HealthCheck) -> _Result:
     try:
         outcome = check()
         if inspect.isawaitable(outcome):
-            await asyncio.wait_for(outcome, CHECK_TIMEOUT)
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                await outcome
     except TimeoutError:
         return _Result(name, f"no answer within {CHECK_TIMEOUT:g}s")
     except Exception as exc:

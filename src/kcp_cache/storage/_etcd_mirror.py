@@ -147,7 +147,8 @@ class EtcdMirror:
     async def wait_loaded(self, patience: float) -> bool:
         """Wait up to ``patience`` s for the first copy; whether it is there."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._loaded.wait(), patience)
+            async with asyncio.timeout(patience):
+                await self._loaded.wait()
         return self.state is not None
 
     async def close(self) -> None:
@@ -185,7 +186,8 @@ class EtcdMirror:
         entry = (revision, next(self._sequence), future)
         heapq.heappush(self._waiters, entry)
         try:
-            await asyncio.wait_for(asyncio.shield(future), patience)
+            async with asyncio.timeout(patience):
+                await asyncio.shield(future)
         except TimeoutError:
             return None
         finally:

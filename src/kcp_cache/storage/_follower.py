@@ -295,7 +295,8 @@ class FollowerStorage(EmbeddedStorage):
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (revision, id(future), future))
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.reach_timeout)
+            async with asyncio.timeout(self.reach_timeout):
+                await asyncio.shield(future)
         except TimeoutError:
             raise Unavailable(
                 f"this follower did not reach revision {revision} in {self.reach_timeout:g}s "
@@ -358,7 +359,8 @@ class FollowerStorage(EmbeddedStorage):
         self._calls[call_id] = future
         self._writer.write(encode_frame(header, blobs))
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.reach_timeout)
+            async with asyncio.timeout(self.reach_timeout):
+                return await asyncio.shield(future)
         except TimeoutError:
             self._calls.pop(call_id, None)
             raise Unavailable(
@@ -419,7 +421,8 @@ class FollowerStorage(EmbeddedStorage):
         self._syncs.append(sync)
         self._tail_wanted.set()
         try:
-            await asyncio.wait_for(asyncio.shield(sync), self.reach_timeout)
+            async with asyncio.timeout(self.reach_timeout):
+                await asyncio.shield(sync)
         except TimeoutError:
             raise Unavailable(
                 f"this follower did not catch up with the leader's store in {self.reach_timeout:g}s"

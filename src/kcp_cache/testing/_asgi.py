@@ -170,7 +170,8 @@ class ASGIStream:
 
     async def next_line(self, wait: float = 5.0) -> bytes:
         """The next complete body line (``TimeoutError`` after *wait* seconds)."""
-        return await asyncio.wait_for(self.lines.get(), wait)
+        async with asyncio.timeout(wait):
+            return await self.lines.get()
 
     async def next_json(self, wait: float = 5.0) -> Any:
         """The next body line, decoded as JSON."""
@@ -189,7 +190,8 @@ class ASGIStream:
         """Disconnect and give the app *wait* seconds to notice and return."""
         self.disconnect()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.task), wait)
+            async with asyncio.timeout(wait):
+                await asyncio.shield(self.task)
 
     async def __aenter__(self) -> Self:
         return self

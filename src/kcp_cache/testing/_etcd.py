@@ -299,15 +299,17 @@ class _PortTaken(RuntimeError):
 async def _healthy(member: EtcdMember) -> bool:
     context = member.tls.client_context() if member.tls is not None else None
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", member.client_port, ssl=context), timeout=1.0
-        )
+        async with asyncio.timeout(1.0):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", member.client_port, ssl=context
+            )
     except (OSError, TimeoutError, ssl.SSLError):
         return False
     try:
         writer.write(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         await writer.drain()
-        response = await asyncio.wait_for(reader.read(), timeout=2.0)
+        async with asyncio.timeout(2.0):
+            response = await reader.read()
     except (OSError, TimeoutError):
         return False
     finally:
@@ -325,14 +327,12 @@ async def _post_json(member: EtcdMember, path: str, body: object) -> Any:
     """POST ``body`` as JSON to etcd's gateway; ``None`` if the member does not answer."""
     payload = json.dumps(body).encode()
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
+        async with asyncio.timeout(1.0):
+            reader, writer = await asyncio.open_connection(
                 "127.0.0.1",
                 member.client_port,
                 ssl=member.tls.client_context() if member.tls else None,
-            ),
-            timeout=1.0,
-        )
+            )
     except (OSError, TimeoutError):
         return None
     try:
@@ -342,7 +342,8 @@ async def _post_json(member: EtcdMember, path: str, body: object) -> Any:
             + payload
         )
         await writer.drain()
-        response = await asyncio.wait_for(reader.read(), timeout=2.0)
+        async with asyncio.timeout(2.0):
+            response = await reader.read()
     except (OSError, TimeoutError):
         return None
     finally:
