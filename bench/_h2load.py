@@ -49,15 +49,23 @@ def ensure_shim() -> Path:
 
 
 def h2load(
-    root: Path, url: str, *, duration: float, connections: int = 64, http2: bool = False
+    root: Path,
+    url: str,
+    *,
+    duration: float,
+    connections: int = 64,
+    http2: bool = False,
+    cert: str | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     """One h2load run, flat out for ``duration`` seconds, one request in flight per
-    connection (HTTP/1.1 keep-alive, no pipelining; or HTTP/2, one stream each)."""
+    connection (HTTP/1.1 keep-alive, no pipelining; or HTTP/2, one stream each),
+    presenting *cert* and *key* (default: the admin's)."""
     env = dict(
         os.environ,
         LD_PRELOAD=str(ensure_shim()),
-        KCP_BENCH_CERT=str(root / "admin.crt"),
-        KCP_BENCH_KEY=str(root / "admin.key"),
+        KCP_BENCH_CERT=cert or str(root / "admin.crt"),
+        KCP_BENCH_KEY=key or str(root / "admin.key"),
         KCP_BENCH_CA=str(root / "apiserver.crt"),
     )
     args = ["h2load", "-c", str(connections), "-m", "1", "-D", f"{duration:g}"]

@@ -71,8 +71,12 @@ class Proc:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far (all threads)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return pid_cpu_seconds(self.pid)
+
+    def children(self) -> list[int]:
+        """The pids of the processes it started (the audit log's writer, followers)."""
+        text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+        return [int(pid) for pid in text.split()]
 
     def reset_peak(self) -> None:
         """Make VmHWM start over at the current RSS (Linux ``clear_refs`` 5)."""
@@ -89,6 +93,12 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def pid_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process *pid* so far (all threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _status_kib(pid: int, field: str) -> int:

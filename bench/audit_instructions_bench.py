@@ -45,7 +45,8 @@ import asyncio, gc, sys, tempfile
 from pathlib import Path
 import orjson
 from kcp_cache.registry import Bootstrapper, Registry, ResourceCatalog
-from kcp_cache.server import AuditLog, AuditOptions, User, create_app
+from kcp_cache.audit import AuditLog, AuditOptions
+from kcp_cache.server import User, create_app
 from kcp_cache.server.api import create_api_app
 from kcp_cache.storage import MemoryStorage
 

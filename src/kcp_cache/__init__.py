@@ -3,6 +3,7 @@
 Layers (imports point down only, enforced by import-linter):
 
 * :mod:`kcp_cache.storage` — a revisioned key-value store of bytes (SQLite, memory, etcd).
+* :mod:`kcp_cache.audit` — the audit log and its writer process (imports nothing else of ours).
 * :mod:`kcp_cache.registry` — Kubernetes objects: resources, keys, kcp strategies, watch fan-out.
 * :mod:`kcp_cache.server` — the HTTP/ASGI surface: kcp's URL grammar, authn/z, verbs, watch streams.
 * :mod:`kcp_cache.client` — shard-aware ``httpx2`` transports, REST helper, informers, work queues.

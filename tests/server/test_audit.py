@@ -1,10 +1,12 @@
-"""The audit log: kube's Event lines from the real binary, rotation, a full disk, a full buffer."""
+"""The audit log: kube's Event lines from the real binary, rotation, a full disk, a full
+buffer, and its writer process (killed, outliving nobody, deaf to the group's signals)."""
 
 from __future__ import annotations
 
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from kcp_cache.server import (
+from kcp_cache.audit import (
+    AuditFile,
     AuditLog,
     AuditOptions,
     FactsEncoder,
@@ -31,7 +34,7 @@ EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/
 
 
 def read_events(path: Path, want: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The events in *path* once there are at least *want* (the writer is a thread)."""
+    """The events in *path* once there are at least *want* (the writer is a process)."""
     deadline = time.monotonic() + timeout
     while True:
         text = path.read_text() if path.exists() else ""
@@ -143,41 +146,151 @@ def event(n: int, size: int = 0) -> dict[str, Any]:
     return {"kind": "Event", "auditID": str(n), "pad": "x" * size}
 
 
+def line(n: int, size: int = 0) -> bytes:
+    return json.dumps(event(n, size)).encode() + b"\n"
+
+
 def test_rotation_by_size_count_and_age(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     clock = [1_000_000.0]
-    audit = AuditLog(
+    audit = AuditFile(
         AuditOptions(str(path), max_size_mib=1, max_backups=2, max_age_days=1),
         clock=lambda: clock[0],
     )
     audit.open()
-    try:
-        for n in range(5):
-            audit.record(event(n, 700_000))  # two never fit in 1 MiB: each one rotates
-            clock[0] += 1
-            deadline = time.monotonic() + 5
-            while audit.events_written < n + 1 and time.monotonic() < deadline:
-                time.sleep(0.01)
-    finally:
-        audit.close()
+    for n in range(5):
+        audit.write(line(n, 700_000))  # two never fit in 1 MiB: each one rotates
+        clock[0] += 1
+    audit.close()
     backups = sorted(p.name for p in tmp_path.glob("audit-*.log"))
     assert len(backups) == 2  # --audit-log-maxbackup
-    assert [json.loads(line)["auditID"] for line in path.read_text().splitlines()] == ["4"]
+    assert [json.loads(text)["auditID"] for text in path.read_text().splitlines()] == ["4"]
     # Age: a backup older than a day goes at the next rotation.
     old = tmp_path / backups[0]
     os.utime(old, (clock[0] - 3 * 86400, clock[0] - 3 * 86400))
-    audit = AuditLog(
+    audit = AuditFile(
         AuditOptions(str(path), max_size_mib=1, max_age_days=1), clock=lambda: clock[0]
     )
     audit.open()
+    audit.write(line(9, 700_000))
+    audit.close()
+    assert not old.exists()
+    assert (tmp_path / backups[1]).exists()
+
+
+def test_the_writer_process_rotates_the_file(tmp_path: Path) -> None:
+    """The same rules, applied by the writer process the server starts."""
+    path = tmp_path / "audit.log"
+    audit = AuditLog(AuditOptions(str(path), max_size_mib=1, max_backups=1))
+    audit.open()
     try:
-        audit.record(event(9, 700_000))
-        deadline = time.monotonic() + 5
-        while audit.events_written < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        for n in range(3):
+            audit.record(event(n, 700_000))
+            wait_until(lambda n=n: audit.events_written == n + 1)
     finally:
         audit.close()
-    assert not old.exists()
+    assert len(list(tmp_path.glob("audit-*.log"))) == 1
+    assert [json.loads(text)["auditID"] for text in path.read_text().splitlines()] == ["2"]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_killed_writer_is_counted_logged_and_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "audit.log"
+    audit = AuditLog(AuditOptions(str(path)))
+    audit.open()
+    try:
+        audit.record(event(1))
+        wait_until(lambda: audit.events_written == 1)
+        first = audit.writer_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: not _alive(first))
+        for n in range(2, 12):
+            audit.record(event(n))
+        wait_until(lambda: audit.events_written == 11)
+        assert audit.writers_started == 2
+        assert audit.writer_pid not in (None, first)
+    finally:
+        audit.close()
+    assert audit.events_dropped == 0  # it died between batches: nothing was in flight
+    assert [e["auditID"] for e in read_events(path, 11)] == [str(n) for n in range(1, 12)]
+    assert f"the audit log writer (pid {first}) exited with code -9" in caplog.text
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_writer_that_dies_mid_batch_loses_only_that_batch(tmp_path: Path) -> None:
+    """SIGSTOP the writer, queue a batch, kill it while the batch waits for its answer:
+    that batch is counted as lost, and the next events reach a new writer."""
+    path = tmp_path / "audit.log"
+    audit = AuditLog(AuditOptions(str(path)))
+    audit.open()
+    try:
+        first = audit.writer_pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)
+        for n in range(5):
+            audit.record(event(n))
+        wait_until(lambda: not audit._buffer)  # the sender took the batch, and waits
+        time.sleep(0.1)
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: audit.events_dropped == 5)
+        time.sleep(1.0)  # past the one-second gap between writer starts
+        audit.record(event(99))
+        wait_until(lambda: audit.events_written == 1)
+    finally:
+        audit.close()
+    assert [e["auditID"] for e in read_events(path, 1)] == ["99"]
+
+
+def test_the_writer_outlasts_signals_to_the_service_and_ends_with_the_log(
+    tmp_path: Path,
+) -> None:
+    """A service manager's SIGTERM (or a SIGINT) to every process of the service: the
+    writer stays for the server's last events, and goes when the log closes. A
+    terminal's Ctrl-C does not even reach it: it has a process group of its own."""
+    path = tmp_path / "audit.log"
+    audit = AuditLog(AuditOptions(str(path)))
+    audit.open()
+    pid = audit.writer_pid
+    assert pid is not None
+    assert os.getpgid(pid) == pid != os.getpgid(0)
+    audit.record(event(6))
+    wait_until(lambda: audit.events_written == 1)  # running, its handlers in place
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.1)
+    audit.record(event(7))
+    audit.close()
+    assert [e["auditID"] for e in read_events(path, 2)] == ["6", "7"]
+    assert audit.writers_started == 1
+    assert not _alive(pid)
+
+
+def test_the_writer_goes_when_the_server_is_killed(
+    cache_server: Callable[..., CacheServer], tmp_path: Path
+) -> None:
+    server = cache_server("--storage", "memory", "--audit-log-path", str(tmp_path / "a.log"))
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    (writer,) = (int(pid) for pid in children.read_text().split())
+    assert "kcp_cache.audit._writer" in Path(f"/proc/{writer}/cmdline").read_text()
+    server.process.kill()
+    server.process.wait()
+    wait_until(lambda: not _alive(writer))  # its input ended: no orphan left behind
 
 
 def test_a_full_buffer_drops_instead_of_blocking(tmp_path: Path) -> None:
@@ -320,7 +433,7 @@ def test_audit_ids_are_uuids_unique_within_and_across_processes() -> None:
     ids = [new_audit_id() for _ in range(1000)]
     assert len(set(ids)) == len(ids)
     assert all(str(uuid.UUID(i.decode())) == i.decode() for i in ids)
-    code = "from kcp_cache.server._audit_event import new_audit_id; print(new_audit_id().decode())"
+    code = "from kcp_cache.audit import new_audit_id; print(new_audit_id().decode())"
     others = {
         subprocess.run(
             [sys.executable, "-c", code], check=True, capture_output=True, text=True
@@ -341,7 +454,7 @@ def test_buffered_facts_give_the_garbage_collector_nothing_to_walk() -> None:
 
 
 def test_the_writers_encoder_writes_the_reference_event() -> None:
-    """``FactsEncoder`` (what the writer thread uses) gives the very event of
+    """``FactsEncoder`` (what the writer process uses) gives the very event of
     ``audit_event`` for every shape of facts, remembered parts or not."""
     variants = [
         _facts(),

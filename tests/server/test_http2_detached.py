@@ -27,9 +27,8 @@ import h2.settings
 import httpx2
 import pytest
 
+from kcp_cache.audit import AuditLog, AuditOptions
 from kcp_cache.server import (
-    AuditLog,
-    AuditOptions,
     CacheServerApp,
     HTTPSServer,
     bind_socket,

@@ -29,6 +29,7 @@ from pathlib import Path
 from OpenSSL import SSL
 
 from kcp_cache import __version__
+from kcp_cache.audit import AuditLog, AuditOptions
 from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._hierarchy import Hierarchy, add_hierarchy_flags, store_identity, with_epoch
 from kcp_cache.cli._lifecycle_flags import add_lifecycle_flags, lifecycle_options
@@ -53,8 +54,6 @@ from kcp_cache.server import (
     DEFAULT_MIN_REQUEST_TIMEOUT,
     DEFAULT_SHARD_ANNOTATION_ALLOWLIST,
     DEFAULT_WATCH_MAX_UNSENT_BYTES,
-    AuditLog,
-    AuditOptions,
     ConnectionLimits,
     H2Settings,
     HTTPSServer,

@@ -14,13 +14,6 @@ The API handlers live in :mod:`kcp_cache.server.api`.
 
 from kcp_cache.meta import SYSTEM_MASTERS as SYSTEM_MASTERS
 from kcp_cache.meta import WILDCARD as WILDCARD
-from kcp_cache.server._audit import AuditLog as AuditLog
-from kcp_cache.server._audit import AuditOptions as AuditOptions
-from kcp_cache.server._audit_event import AuditFacts as AuditFacts
-from kcp_cache.server._audit_event import FactsEncoder as FactsEncoder
-from kcp_cache.server._audit_event import audit_event as audit_event
-from kcp_cache.server._audit_event import encode_facts as encode_facts
-from kcp_cache.server._audit_event import new_audit_id as new_audit_id
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS as DEFAULT_ALWAYS_ALLOW_PATHS
 from kcp_cache.server._auth import TLS_PEER_USER_KEY as TLS_PEER_USER_KEY
 from kcp_cache.server._auth import Authenticator as Authenticator
@@ -128,9 +121,6 @@ __all__ = [
     "TLS_PEER_USER_KEY",
     "WILDCARD",
     "ASGIApp",
-    "AuditFacts",
-    "AuditLog",
-    "AuditOptions",
     "Authenticator",
     "Authorizer",
     "CacheServerApp",
@@ -141,7 +131,6 @@ __all__ = [
     "Deadlines",
     "Decision",
     "DevCredentials",
-    "FactsEncoder",
     "FeedEndpoint",
     "H2Settings",
     "HTTPSServer",
@@ -165,14 +154,12 @@ __all__ = [
     "StartupTask",
     "TLSConfigError",
     "User",
-    "audit_event",
     "authorizer_for_mode",
     "bind_socket",
     "build_server_context",
     "cache_user",
     "check_cluster_invariant",
     "create_app",
-    "encode_facts",
     "ensure_dev_credentials",
     "ensure_serving_certificate",
     "is_partial_metadata_accept",
@@ -181,7 +168,6 @@ __all__ = [
     "kcp_request",
     "load_certificate",
     "load_private_key",
-    "new_audit_id",
     "new_ca",
     "parse_cluster",
     "parse_request_info",

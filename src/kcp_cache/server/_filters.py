@@ -19,10 +19,9 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
+from kcp_cache.audit import AuditFacts, AuditLog, ObjectRef, new_audit_id
 from kcp_cache.meta import STORE_HEADER, WILDCARD
 from kcp_cache.registry import ApiError, ShardLifecycle
-from kcp_cache.server._audit import AuditLog
-from kcp_cache.server._audit_event import AuditFacts, ObjectRef, new_audit_id
 from kcp_cache.server._auth import (
     Authenticator,
 )
@@ -260,7 +259,7 @@ class CacheServerApp:
         self, scope: Scope, audit_id: bytes, stage: str, code: int, received: float
     ) -> AuditFacts:
         # Only what the request already knows, in one flat tuple: the writer thread
-        # builds and encodes the Event (the _audit_event module says why no dict).
+        # builds and encodes the Event (kcp_cache.audit._event says why no dict).
         kcp = scope.get("kcp")
         if not isinstance(kcp, KcpRequest):  # failed before the filters ran
             kcp = KcpRequest()

@@ -28,7 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from kcp_cache.server._audit import AuditLog
+from kcp_cache.audit import AuditLog
 from kcp_cache.storage import DeleteResult, KeyValue, RangeResult, Storage, WatchStream
 
 __all__ = ["InstrumentedStorage", "ServerMetrics"]

@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
+from kcp_cache.audit import AuditLog
 from kcp_cache.registry import (
     Bootstrapper,
     LifecycleOptions,
@@ -22,7 +23,6 @@ from kcp_cache.registry import (
     ResourceCatalog,
     RevisionIssuer,
 )
-from kcp_cache.server._audit import AuditLog
 from kcp_cache.server._auth import DEFAULT_ALWAYS_ALLOW_PATHS, Authenticator, x509_authenticator
 from kcp_cache.server._authz import DEFAULT_SHARD_ANNOTATION_ALLOWLIST
 from kcp_cache.server._filters import CacheServerApp
