@@ -281,8 +281,11 @@ def test_each_worker_writes_its_own_audit_log_and_labels_its_metrics(
     server.wait_workers(2)
     for i in range(20):
         assert _fresh(server, "POST", EXPORTS, json=_export(f"a{i}")).status_code == 201
-    # Every sample of every worker's /metrics says which worker it is.
-    for _ in range(6):
+    # Every sample of every worker's /metrics says which worker it is; the follower's
+    # also count the changes it applied from the leader's commit notices.
+    scraped: set[str] = set()
+    applied = 0.0
+    for _ in range(50):
         samples = [
             line
             for line in _fresh(server, "GET", "/metrics").text.splitlines()
@@ -291,6 +294,15 @@ def test_each_worker_writes_its_own_audit_log_and_labels_its_metrics(
         workers = {line.split('worker="', 1)[1][0] for line in samples if 'worker="' in line}
         assert len(workers) == 1
         assert all('worker="' in line for line in samples)
+        scraped |= workers
+        for line in samples:
+            if line.startswith("kcp_cache_follower_rows_applied_total{"):
+                assert workers == {"1"}  # the leader has no such counter
+                applied = float(line.split()[-1])
+        if scraped == {"0", "1"} and applied:
+            break
+    assert scraped == {"0", "1"}
+    assert applied >= 20  # each create reached the follower as rows of a commit notice
     server.stop()
     creates = []
     ids = []

@@ -3,6 +3,7 @@ buffer, and its writer process (killed, outliving nobody, deaf to the group's si
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -231,6 +232,42 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_sent_from_the_event_loop_a_killed_writer_is_replaced(tmp_path: Path) -> None:
+    """The server's way: the sender is a task on its loop (no thread of its own), and a
+    writer that dies is replaced from there too, without blocking the loop."""
+    path = tmp_path / "audit.log"
+    audit = AuditLog(AuditOptions(str(path)))
+    audit.open(asyncio.get_running_loop())
+    assert audit._thread is None
+    try:
+        audit.record(event(1))
+        await wait_until_async(lambda: audit.events_written == 1)
+        first = audit.writer_pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)  # hung: the batch below waits for its answer
+        audit.record(event(2))
+        await wait_until_async(lambda: not audit._buffer)
+        beat = time.monotonic()
+        await asyncio.sleep(0.2)
+        assert time.monotonic() - beat < 0.5  # the loop kept running meanwhile
+        os.kill(first, signal.SIGKILL)
+        await wait_until_async(lambda: audit.events_dropped == 1)
+        await asyncio.sleep(1.0)  # past the one-second gap between writer starts
+        audit.record(event(3))
+        await wait_until_async(lambda: audit.events_written == 2)
+        assert audit.writers_started == 2
+    finally:
+        await audit.aclose()
+    assert [e["auditID"] for e in read_events(path, 2)] == ["1", "3"]
+
+
+async def wait_until_async(condition: Callable[[], bool], patience: float = 10.0) -> None:
+    deadline = time.monotonic() + patience
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
 
 
 def test_a_writer_that_dies_mid_batch_loses_only_that_batch(tmp_path: Path) -> None:

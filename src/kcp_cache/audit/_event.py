@@ -102,6 +102,13 @@ def _object_ref(ref: ObjectRef) -> dict[str, str]:
     return object_ref
 
 
+def _response_status(code: int) -> dict[str, Any]:
+    status: dict[str, Any] = {"metadata": {}, "code": code}
+    if code >= 400:
+        status["status"] = "Failure"
+    return status
+
+
 def _annotations(
     allowed: bool | None, reason: str, shard: str | None, cluster: str | None, identity: str | None
 ) -> dict[str, str]:
@@ -138,10 +145,7 @@ def audit_event(facts: AuditFacts) -> dict[str, Any]:
     if ref is not None:
         event["objectRef"] = _object_ref(ref)
     if code:
-        status: dict[str, Any] = {"metadata": {}, "code": code}
-        if code >= 400:
-            status["status"] = "Failure"
-        event["responseStatus"] = status
+        event["responseStatus"] = _response_status(code)
     event["requestReceivedTimestamp"] = timestamp(received)
     event["stageTimestamp"] = timestamp(now)
     annotations = _annotations(allowed, reason, shard, cluster, identity)
@@ -222,10 +226,7 @@ class FactsEncoder:
         if ref is not None:
             what["objectRef"] = _object_ref(ref)
         if code:
-            status: dict[str, Any] = {"metadata": {}, "code": code}
-            if code >= 400:
-                status["status"] = "Failure"
-            what["responseStatus"] = status
+            what["responseStatus"] = _response_status(code)
         who: dict[str, Any] = {
             "user": {"username": username, "groups": list(groups)},
             "sourceIPs": [source_ip] if source_ip else [],

@@ -9,12 +9,13 @@ the stream opens and ``ResponseComplete`` when it ends.
 
 **The request path never waits for the disk, nor encodes JSON.** A request appends its
 :data:`~._event.AuditFacts` tuple to a bounded buffer (``--audit-log-buffer-size``
-events, default 10,000). One sender thread takes the buffer every 50 ms (waking it per
-event would cost a thread switch per request) and hands it, in frames of up to 1,024
-events, to the **writer process** (:mod:`._writer`), which encodes the lines, writes and
-rotates the file and answers how it went. Encoding and writing are ~70 % of what an event
-costs; in a process of its own that work runs on another core instead of taking turns
-with the event loop for the GIL.
+events, default 10,000). The sender — a task on the server's event loop, or a thread for
+a log opened without one — takes the buffer every 50 ms (not per event: a wake-up per
+request would cost more than the event) and hands it, in frames of up to 1,024 events,
+to the **writer process** (:mod:`._writer`), which encodes the lines, writes and rotates
+the file and answers how it went. Encoding and writing were about half of what an event
+cost the server; in a process of their own they run on another core instead of taking
+turns with the event loop for the GIL.
 
 When the buffer is full the event is *dropped*: counted
 (``kcp_cache_audit_events_dropped_total``) and logged (at most once a second) — the same
@@ -27,6 +28,7 @@ and a new one started (at most one a second).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import json
@@ -43,7 +45,7 @@ from typing import Any, Final
 from kcp_cache.audit._event import AuditFacts
 from kcp_cache.audit._file import AuditFile
 from kcp_cache.audit._options import AuditOptions
-from kcp_cache.audit._wire import encode_frame, read_frame
+from kcp_cache.audit._wire import encode_frame, read_frame, read_frame_async
 
 __all__ = ["AuditLog"]
 
@@ -78,6 +80,9 @@ class AuditLog:
         self._buffer: collections.deque[AuditFacts | dict[str, Any]] = collections.deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Event | None = None
+        self._on_loop = False
         self._process: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._started_at = -_RESTART_GAP
@@ -97,18 +102,28 @@ class AuditLog:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Open (create) the file, start the writer process and the sender thread;
-        ``OSError`` if the file cannot be opened."""
+    def open(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Open (create) the file and start the writer process and the sender;
+        ``OSError`` if the file cannot be opened.
+
+        The sender is a thread of its own, or — given *loop*, as the server does — a task
+        on that event loop with a non-blocking socket: then no second thread takes turns
+        with the loop for the GIL (close it with :meth:`aclose`)."""
         checked = AuditFile(self.options)
         checked.open()  # the error belongs to the caller, at start-up, not to a log line
         checked.close()
+        self._on_loop = loop is not None
         self._start_writer()
+        if loop is not None:
+            self._stopping = asyncio.Event()
+            self._task = loop.create_task(self._send_from_loop(), name="kcp-cache audit log")
+            return
         self._thread = threading.Thread(target=self._run, name="kcp-cache audit log", daemon=True)
         self._thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is buffered (waiting at most *timeout* seconds) and stop the writer."""
+        """Write what is buffered (waiting at most *timeout* seconds) and stop the writer
+        (for a log opened without a loop)."""
         if self._thread is None:
             return
         deadline = time.monotonic() + timeout
@@ -116,6 +131,24 @@ class AuditLog:
         self._thread.join(timeout)
         self._thread = None
         self._stop_writer(max(0.1, deadline - time.monotonic()))
+
+    async def aclose(self, patience: float = 5.0) -> None:
+        """:meth:`close`, from the event loop (either kind of sender)."""
+        task = self._task
+        if task is None:
+            await asyncio.to_thread(self.close, patience)
+            return
+        self._task = None
+        assert self._stopping is not None
+        self._stopping.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(patience):
+                await asyncio.shield(task)
+        if not task.done():  # a writer stuck on its disk: what it holds is lost
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(self._stop_writer, 1.0)
 
     # -- the request path ---------------------------------------------------------------
 
@@ -135,45 +168,79 @@ class AuditLog:
                 self.events_dropped,
             )
 
-    # -- the sender thread --------------------------------------------------------------
+    # -- the sender: a thread, or a task on the server's loop --------------------------
 
     def _run(self) -> None:
         while True:
             stopping = self._stop.wait(_INTERVAL)
-            buffer = self._buffer
-            while buffer and self._writer_running():
-                batch: list[AuditFacts | dict[str, Any]] = []
-                with contextlib.suppress(IndexError):
-                    while len(batch) < _BATCH:
-                        batch.append(buffer.popleft())
-                self._send(batch)
+            while self._buffer and self._writer_running():
+                self._send(self._take_batch())
             if stopping:
-                if buffer:  # the writer is down and cannot come back in time
-                    self._lose(len(buffer))
-                    log.error("closing the audit log: %d events lost", len(buffer))
+                self._lose_the_rest()
                 return
 
+    async def _send_from_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._stopping is not None
+        while True:
+            stopping = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_INTERVAL):
+                    stopping = await self._stopping.wait()
+            while self._buffer and self._writer_running():
+                batch = self._take_batch()
+                frame = self._frame(batch)
+                if frame is None:
+                    continue
+                sock = self._sock
+                assert sock is not None
+                try:
+                    await loop.sock_sendall(sock, frame)
+                    answer = await read_frame_async(loop, sock)
+                except (OSError, EOFError) as exc:
+                    self._writer_failed(len(batch), exc, patience=0.0)  # the loop waits not
+                    continue
+                self._answered(*answer)
+            if stopping:
+                self._lose_the_rest()
+                return
+
+    def _take_batch(self) -> list[AuditFacts | dict[str, Any]]:
+        batch: list[AuditFacts | dict[str, Any]] = []
+        buffer = self._buffer
+        with contextlib.suppress(IndexError):
+            while len(batch) < _BATCH:
+                batch.append(buffer.popleft())
+        return batch
+
+    def _lose_the_rest(self) -> None:
+        if self._buffer:  # the writer is down and cannot come back in time
+            self._lose(len(self._buffer))
+            log.error("closing the audit log: %d events lost", len(self._buffer))
+
     def _send(self, batch: list[AuditFacts | dict[str, Any]]) -> None:
+        frame = self._frame(batch)
+        if frame is None:
+            return
         sock = self._sock
         assert sock is not None
         try:
-            frame = encode_frame(batch)
+            sock.sendall(frame)
+            answer = read_frame(sock)
+        except (OSError, EOFError) as exc:
+            self._writer_failed(len(batch), exc, patience=1.0)
+            return
+        self._answered(*answer)
+
+    def _frame(self, batch: list[AuditFacts | dict[str, Any]]) -> bytes | None:
+        try:
+            return encode_frame(batch)
         except ValueError as exc:  # not an event of ours: a bug, but never the writer's
             self._lose(len(batch))
             log.error("cannot pass %d audit events to the writer: %s", len(batch), exc)
-            return
-        try:
-            sock.sendall(frame)
-            written, lost, error = read_frame(sock)
-        except (OSError, EOFError) as exc:
-            self._lose(len(batch))
-            log.error(
-                "the audit log writer (pid %s) stopped: %s; starting another",
-                self.writer_pid,
-                exc,
-            )
-            self._stop_writer(1.0)
-            return
+            return None
+
+    def _answered(self, written: int, lost: int, error: str | None) -> None:
         self.events_written += written
         if lost:
             self._lose(lost, failed_write=True)
@@ -185,6 +252,13 @@ class AuditLog:
                 self.events_dropped,
             )
 
+    def _writer_failed(self, count: int, exc: BaseException, *, patience: float) -> None:
+        self._lose(count)
+        log.error(
+            "the audit log writer (pid %s) stopped: %s; starting another", self.writer_pid, exc
+        )
+        self._stop_writer(patience)
+
     def _lose(self, count: int, *, failed_write: bool = False) -> None:
         with self._counting:
             self.events_dropped += count
@@ -194,6 +268,7 @@ class AuditLog:
 
     def _start_writer(self) -> None:
         ours, theirs = socket.socketpair()
+        ours.setblocking(not self._on_loop)  # the loop's sock_* calls need non-blocking
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(
             p for p in (_PACKAGE_ROOT, environment.get("PYTHONPATH")) if p

@@ -9,12 +9,13 @@ which marshal's format is stable.
 
 from __future__ import annotations
 
+import asyncio
 import marshal
 import socket
 import struct
 from typing import Any, Final
 
-__all__ = ["encode_frame", "read_frame", "send_frame"]
+__all__ = ["encode_frame", "read_frame", "read_frame_async", "send_frame"]
 
 _LENGTH: Final = struct.Struct("<I")
 
@@ -42,6 +43,26 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     got = 0
     while got < size:
         n = sock.recv_into(view[got:])
+        if n == 0:
+            raise EOFError("the other end of the audit pipe closed it")
+        got += n
+    return bytes(buffer)
+
+
+async def read_frame_async(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Any:
+    """:func:`read_frame` on an event loop (*sock* non-blocking)."""
+    (size,) = _LENGTH.unpack(await _read_exactly_async(loop, sock, _LENGTH.size))
+    return marshal.loads(await _read_exactly_async(loop, sock, size))
+
+
+async def _read_exactly_async(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int
+) -> bytes:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = await loop.sock_recv_into(sock, view[got:])
         if n == 0:
             raise EOFError("the other end of the audit pipe closed it")
         got += n

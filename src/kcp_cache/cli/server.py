@@ -889,7 +889,7 @@ async def _serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         if audit is not None:
-            await asyncio.to_thread(audit.close)
+            await audit.aclose()
     log.info("stopped serving; closing the store")
     return 0
 
@@ -937,7 +937,7 @@ def _open_audit_log(args: argparse.Namespace, role: WorkerRole) -> AuditLog | No
         raise StartupError(f"audit log: {exc}") from None
     audit = AuditLog(options)
     try:
-        audit.open()
+        audit.open(asyncio.get_running_loop())  # sent from the loop: no thread of its own
     except OSError as exc:
         raise StartupError(f"cannot open the audit log {path}: {exc.strerror or exc}") from None
     log.info("writing the audit log to %s", path)

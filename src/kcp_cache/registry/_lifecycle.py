@@ -251,6 +251,9 @@ class ShardLifecycle:
                 async with asyncio.timeout(self.options.tick):
                     await self._woken.wait()
             self._woken.clear()
+            # Once a turn of the loop at least: a set event returns at once, and a pass
+            # that conflicted (and woke itself) must first let the watch bring the news.
+            await asyncio.sleep(0)
             try:
                 await self.reconcile()
             except StorageError as exc:

@@ -98,6 +98,9 @@ class _Loop:
                 async with asyncio.timeout(1.0):
                     await self._woken.wait()
             self._woken.clear()
+            # Once a turn of the loop at least: a set event returns at once, and a pass
+            # that conflicted (and woke itself) must first let the watch bring the news.
+            await asyncio.sleep(0)
             try:
                 await self.reconcile()
             except StorageError as exc:

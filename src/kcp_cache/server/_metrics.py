@@ -77,6 +77,17 @@ class _Histogram:
         return out
 
 
+#: A ``--workers`` follower's counters (``storage/_follower.py``), where the engine has them.
+_FOLLOWER_COUNTERS = (
+    ("rows_applied", "kcp_cache_follower_rows_applied",
+     "Changes this follower applied from the leader's commit notices."),
+    ("resyncs", "kcp_cache_follower_resyncs",
+     "Full reloads of this follower's copy after the leader compacted past its cursor."),
+    ("reads_sharing_a_check", "kcp_cache_follower_reads_sharing_a_check",
+     "Consistent reads answered from a catch-up made on the same turn of the event loop."),
+)  # fmt: skip
+
+
 class _FastCollector(Collector):
     def __init__(self, metrics: ServerMetrics) -> None:
         self._metrics = metrics
@@ -123,6 +134,11 @@ class _FastCollector(Collector):
                 "Writes of the audit log that failed (e.g. a full disk).",
                 value=audit.write_failures,
             )
+        engine = getattr(m.storage, "inner", m.storage)  # under the epoch's revisions
+        for attribute, name, text in _FOLLOWER_COUNTERS:
+            value = getattr(engine, attribute, None)
+            if isinstance(value, int):
+                yield CounterMetricFamily(name, text, value=value)
         failures = getattr(m.storage, "compaction_failures", None)
         if isinstance(failures, int):
             yield CounterMetricFamily(
@@ -171,6 +187,8 @@ class ServerMetrics:
     * ``kcp_cache_storage_operation_duration_seconds{operation}`` — see
       :meth:`instrument_storage`
     * ``kcp_cache_compressed_responses_total{resource}`` — GET/LIST responses sent gzipped
+    * ``kcp_cache_follower_rows_applied_total``, ``…_resyncs_total``,
+      ``…_reads_sharing_a_check_total`` — a ``--workers`` follower's engine counters
     * ``kcp_cache_storage_compaction_failures_total`` — the instrumented engine's
       ``compaction_failures`` counter (embedded engines)
     * ``apiserver_dropped_requests_total{request_kind}`` and
