@@ -34,6 +34,7 @@ from typing import Any
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")  # before grpc (perf-anchors §3d)
 
+from _procs import pid_cpu_seconds as cpu_seconds
 from etcd_bench import WRITERS, closed_loop, pin, value
 from kcp_cache.storage import SQLiteStorage, Storage
 from kcp_cache.storage.etcd import EtcdStorage
@@ -50,12 +51,6 @@ PAGE = 500
 
 def key(i: int) -> str:
     return f"{RESOURCE}shard{i % 10}/cluster{i // 10 % 10}/obj-{i:08d}"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def paged_range(storage: Storage) -> int:

@@ -40,6 +40,7 @@ import httpx2  # noqa: E402
 import orjson  # noqa: E402
 from aetcd import rpc  # noqa: E402
 
+from _procs import pid_cpu_seconds as cpu_seconds  # noqa: E402
 from etcd_bench import (  # noqa: E402
     BIG,
     WRITERS,
@@ -72,12 +73,6 @@ def body(name: str) -> bytes:
         f'"metadata":{{"name":"{name}"}},"spec":{{"pad":"'
     )
     return head.encode() + b"x" * max(0, 1024 - len(head) - 3) + b'"}}'
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:

@@ -29,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _procs import async_client, client, start_server
+from _procs import pid_cpu_seconds as cpu_seconds
 
 LIFECYCLE = (
     "/services/cache/shards/system:cache:server/clusters/system:cache"
@@ -39,11 +40,6 @@ ALL = "/services/cache/shards/*/clusters/*/apis/apis.kcp.io/v1alpha1/apiexports"
 
 def exports(shard: str) -> str:
     return f"/services/cache/shards/{shard}/clusters/bench/apis/apis.kcp.io/v1alpha1/apiexports"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks
 
 
 async def load(root: Path, port: int, shard: str, count: int) -> None:

@@ -55,6 +55,7 @@ from _h2_watchers import H2WatchHub
 from _h2load import available as h2load_available
 from _h2load import h2load
 from _procs import Proc, async_client, autocannon, client, raise_open_files, start_server
+from _procs import pid_cpu_seconds as cpu_seconds
 from _watchers import WatchHub
 
 EXPORTS = "/services/cache/shards/amber/clusters/acme/apis/apis.kcp.io/v1alpha1/apiexports"
@@ -81,11 +82,6 @@ def group_pids(proc: Proc) -> list[int]:
     """The server process and the workers it started."""
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
     return [proc.pid, *map(int, children)]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:

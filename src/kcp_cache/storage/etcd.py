@@ -320,6 +320,7 @@ class EtcdStorage(Storage):
 
     async def get(self, key: str) -> KeyValue:
         validate_key(self._root, key)
+        started = time.monotonic()
         state = await self._fresh_copy()
         if state is not None:
             self.cache_hits += 1
@@ -327,7 +328,9 @@ class EtcdStorage(Storage):
             if kv is None:
                 raise NotFound(key)
             return kv
-        response = await self._call("Range", rpc.RangeRequest(key=key.encode()), idempotent=True)
+        response = await self._call(
+            "Range", rpc.RangeRequest(key=key.encode()), idempotent=True, budget=self._left(started)
+        )
         if not response.kvs:
             raise NotFound(key)
         return kv_from_proto(response.kvs[0])
@@ -349,10 +352,20 @@ class EtcdStorage(Storage):
         if revision and revision < self._compacted:
             raise Expired(revision, self._compacted)
         if self._mirror is not None:
+            started = time.monotonic()
             cached = await self._range_cached(prefix, start_after, limit, revision)
             if cached is not None:
                 return cached
+            return await self._range_etcd(
+                prefix, start_after, limit, revision, budget=self._left(started)
+            )
         return await self._range_etcd(prefix, start_after, limit, revision)
+
+    def _left(self, started: float) -> float:
+        """What remains of a read's one deadline after a wait for the watch cache that
+        began at *started* (a hung etcd answers in ``request_timeout``, not in that plus
+        the cache wait)."""
+        return max(0.001, self._conn.request_timeout - (time.monotonic() - started))
 
     async def _range_cached(
         self, prefix: str, start_after: str | None, limit: int, revision: int
@@ -380,14 +393,23 @@ class EtcdStorage(Storage):
         return _page_result(state, prefix, start_after, limit, revision)
 
     async def _range_etcd(
-        self, prefix: str, start_after: str | None, limit: int, revision: int
+        self,
+        prefix: str,
+        start_after: str | None,
+        limit: int,
+        revision: int,
+        *,
+        budget: float | None = None,
     ) -> RangeResult:
-        """One page read from etcd itself."""
+        """One page read from etcd itself (within *budget* seconds, default the
+        connection's request timeout)."""
         start = prefix.encode() if start_after is None else start_after.encode() + b"\0"
         request = rpc.RangeRequest(
             key=start, range_end=_prefix_end(prefix.encode()), revision=revision, limit=limit
         )
-        response = await self._call("Range", request, idempotent=True, revision=revision)
+        response = await self._call(
+            "Range", request, idempotent=True, revision=revision, budget=budget
+        )
         kvs = [kv_from_proto(kv) for kv in response.kvs]
         read_at = revision or response.header.revision
         token = None
