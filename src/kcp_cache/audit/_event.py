@@ -1,7 +1,7 @@
 """One audit event: the facts a request leaves behind, and the ``Event`` JSON they become.
 
 The request path keeps only :data:`AuditFacts` — one flat tuple of strings, numbers and
-tuples it already has (no dict, no datetime, no list) — and the audit log's writer thread
+tuples it already has (no dict, no datetime, no list) — and the audit log's writer process
 turns them into kube's ``audit.k8s.io/v1`` ``Event`` (:func:`encode_facts`). Why a tuple:
 an event waits up to one writer interval in the buffer, and every dict or list waiting
 there is a container the garbage collector has to walk and promote into its old
@@ -173,7 +173,7 @@ class FactsEncoder:
     of the remembered parts, the audit id (ours: no escaping needed), the request URI
     (orjson) and the two timestamps. No dict is built per event.
 
-    One per writer thread (the memo takes no lock); it is emptied when it reaches
+    One per writer process (the memo takes no lock); it is emptied when it reaches
     *memo_size* entries, so a stream of distinct clients or objects cannot grow it
     without bound.
     """

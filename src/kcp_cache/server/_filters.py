@@ -258,7 +258,7 @@ class CacheServerApp:
     def _audit_event(
         self, scope: Scope, audit_id: bytes, stage: str, code: int, received: float
     ) -> AuditFacts:
-        # Only what the request already knows, in one flat tuple: the writer thread
+        # Only what the request already knows, in one flat tuple: the audit writer process
         # builds and encodes the Event (kcp_cache.audit._event says why no dict).
         kcp = scope.get("kcp")
         if not isinstance(kcp, KcpRequest):  # failed before the filters ran

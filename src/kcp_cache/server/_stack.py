@@ -91,7 +91,7 @@ def create_app(
     * ``authorization_mode`` — ``"scoped"`` (default: each shard writes only its own space,
       see :mod:`kcp_cache.server._authz`) or ``"kcp"`` (only ``system:masters``, as kcp);
       ``shard_annotation_allowlist`` — what a shard may change on another's Shard copy.
-    * ``audit`` — an opened :class:`~kcp_cache.server.AuditLog` to record every request.
+    * ``audit`` — an opened :class:`~kcp_cache.audit.AuditLog` to record every request.
 
     Limits (kube's): ``max_requests_inflight`` / ``max_mutating_requests_inflight`` —
     concurrent read-only and mutating requests (watches not counted), beyond which a
