@@ -81,8 +81,8 @@ class AuditLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
+        #: Set on the way out of a log sent from a loop (``None``: a thread sends).
         self._stopping: asyncio.Event | None = None
-        self._on_loop = False
         self._process: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._started_at = -_RESTART_GAP
@@ -112,10 +112,10 @@ class AuditLog:
         checked = AuditFile(self.options)
         checked.open()  # the error belongs to the caller, at start-up, not to a log line
         checked.close()
-        self._on_loop = loop is not None
-        self._start_writer()
         if loop is not None:
             self._stopping = asyncio.Event()
+        self._start_writer()
+        if loop is not None:
             self._task = loop.create_task(self._send_from_loop(), name="kcp-cache audit log")
             return
         self._thread = threading.Thread(target=self._run, name="kcp-cache audit log", daemon=True)
@@ -268,7 +268,8 @@ class AuditLog:
 
     def _start_writer(self) -> None:
         ours, theirs = socket.socketpair()
-        ours.setblocking(not self._on_loop)  # the loop's sock_* calls need non-blocking
+        # The loop's sock_* calls need a non-blocking socket.
+        ours.setblocking(self._stopping is None)
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(
             p for p in (_PACKAGE_ROOT, environment.get("PYTHONPATH")) if p

@@ -56,6 +56,7 @@ from kcp_cache.registry._lifecycle_names import (
 )
 from kcp_cache.registry._lifecycle_shards import ShardObjects
 from kcp_cache.registry._lifecycle_store import LifecycleObjects, Stored, lease_digest
+from kcp_cache.registry._wake import next_pass
 from kcp_cache.storage import AlreadyExists, Conflict, NotFound, Storage, StorageError
 
 __all__ = ["DEFAULT_LEASE_DURATION", "LifecycleOptions", "ShardLifecycle"]
@@ -247,13 +248,7 @@ class ShardLifecycle:
 
     async def _reconcile_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.options.tick):
-                    await self._woken.wait()
-            self._woken.clear()
-            # Once a turn of the loop at least: a set event returns at once, and a pass
-            # that conflicted (and woke itself) must first let the watch bring the news.
-            await asyncio.sleep(0)
+            await next_pass(self._woken, self.options.tick)
             try:
                 await self.reconcile()
             except StorageError as exc:

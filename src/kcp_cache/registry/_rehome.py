@@ -38,6 +38,7 @@ import orjson
 
 from kcp_cache.registry._home import HomeMap
 from kcp_cache.registry._shard_sync import stamped
+from kcp_cache.registry._wake import next_pass
 from kcp_cache.storage import Conflict, KeyValue, NotFound, Storage, StorageError
 
 __all__ = ["DEFAULT_FLUSH_TIMEOUT", "MoveFlusher", "ShardAuthority"]
@@ -94,13 +95,7 @@ class _Loop:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._woken.wait()
-            self._woken.clear()
-            # Once a turn of the loop at least: a set event returns at once, and a pass
-            # that conflicted (and woke itself) must first let the watch bring the news.
-            await asyncio.sleep(0)
+            await next_pass(self._woken, 1.0)
             try:
                 await self.reconcile()
             except StorageError as exc:
