@@ -520,3 +520,16 @@ def test_the_writers_encoder_writes_the_reference_event() -> None:
             assert line.count(b"\n") == 1
             assert json.loads(line) == audit_event(facts), line
             assert line.startswith(b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",')
+
+
+def test_the_sender_lingers_briefly_while_busy_and_backs_off_when_idle() -> None:
+    """The sender's pacing: a few milliseconds of events per batch while they flow (held
+    longer, they cost the request path, see ``_log._LINGER``), doubling waits up to
+    50 ms while there is nothing to send (an idle server does not spin)."""
+    from kcp_cache.audit import _log
+
+    assert _log._next_wait(_log._IDLE_INTERVAL, True) == _log._LINGER == 0.005
+    waits = [_log._LINGER]
+    for _ in range(6):
+        waits.append(_log._next_wait(waits[-1], False))
+    assert waits == [0.005, 0.01, 0.02, 0.04, 0.05, 0.05, 0.05]

@@ -20,7 +20,6 @@ looks like a shard's, issued for some other purpose, is nobody special.
 from __future__ import annotations
 
 import enum
-import functools
 from dataclasses import dataclass
 from typing import Final
 
@@ -49,7 +48,9 @@ READERS_GROUP: Final = "system:kcp:cache-readers"
 ADMIN_GROUPS: Final = frozenset({SYSTEM_MASTERS, "system:kcp:cache:admins"})
 
 
-class Role(enum.Enum):
+class Role(enum.StrEnum):
+    # A StrEnum, not an Enum: str's hash is C, Enum's is a Python call, and every read
+    # looks its decision up by role.
     ADMIN = "admin"
     SHARD = "shard"
     CACHE = "cache"
@@ -65,11 +66,28 @@ class Principal:
     name: str = ""
 
 
-@functools.lru_cache(maxsize=4096)
+#: ``principal_of``'s answers by (name, groups): a tuple key hashes and compares in C,
+#: where the frozen dataclass ``User`` would call its generated ``__hash__`` and
+#: ``__eq__`` (an ``lru_cache`` keyed by the user cost ~0.3 µs a request).
+_PRINCIPALS: Final[dict[tuple[str, tuple[str, ...]], Principal]] = {}
+_PRINCIPALS_KEPT: Final = 4096
+
+
 def principal_of(user: User) -> Principal:
     """The role *user* plays (admin wins over the others, as its groups allow all).
 
-    Cached: every request asks, and a server sees few distinct users."""
+    Cached: every request asks, and a server sees few distinct users (when more than
+    4,096 have asked, the cache starts afresh)."""
+    key = (user.name, user.groups)
+    principal = _PRINCIPALS.get(key)
+    if principal is None:
+        if len(_PRINCIPALS) >= _PRINCIPALS_KEPT:
+            _PRINCIPALS.clear()
+        principal = _PRINCIPALS[key] = _principal(user)
+    return principal
+
+
+def _principal(user: User) -> Principal:
     groups = user.groups
     if not ADMIN_GROUPS.isdisjoint(groups):
         return Principal(Role.ADMIN)
