@@ -55,12 +55,15 @@ def h2load(
     duration: float,
     connections: int = 64,
     http2: bool = False,
+    streams: int = 1,
     cert: str | None = None,
     key: str | None = None,
 ) -> dict[str, Any]:
-    """One h2load run, flat out for ``duration`` seconds, one request in flight per
-    connection (HTTP/1.1 keep-alive, no pipelining; or HTTP/2, one stream each),
-    presenting *cert* and *key* (default: the admin's)."""
+    """One h2load run, flat out for ``duration`` seconds: HTTP/1.1 keep-alive, one
+    request in flight per connection (no pipelining), or HTTP/2 with *streams* requests
+    in flight on each connection; presenting *cert* and *key* (default: the admin's)."""
+    if streams != 1 and not http2:
+        raise ValueError("HTTP/1.1 runs keep one request in flight per connection")
     env = dict(
         os.environ,
         LD_PRELOAD=str(ensure_shim()),
@@ -68,7 +71,7 @@ def h2load(
         KCP_BENCH_KEY=key or str(root / "admin.key"),
         KCP_BENCH_CA=str(root / "apiserver.crt"),
     )
-    args = ["h2load", "-c", str(connections), "-m", "1", "-D", f"{duration:g}"]
+    args = ["h2load", "-c", str(connections), "-m", str(streams), "-D", f"{duration:g}"]
     if not http2:
         args.append("--h1")
     done = subprocess.run(

@@ -29,6 +29,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from kcp_cache.server._h2 import response_headers
 from kcp_cache.testing import CacheServer, running_cache_server
 
 from .h2_client import RawH2Client
@@ -521,3 +522,35 @@ async def test_a_request_beside_idle_watches_is_answered_at_once(server: CacheSe
                 task.cancel()
             await asyncio.gather(*watches, return_exceptions=True)
     assert started == [200] * 5
+
+
+def test_response_headers_keep_what_http2_carries_and_refuse_the_rest() -> None:
+    """The connection turns h2's own outbound checks off; ``response_headers`` does them:
+    names in lower case, HTTP/1.1's connection headers dropped, anything HTTP/2 may not
+    carry refused (the stream is then reset: the app's response cannot be sent)."""
+    assert response_headers(
+        201,
+        [(b"date", b"Wed, 02 Dec 2026 21:00:00 GMT")],
+        [
+            (b"Content-Type", b"application/json"),
+            (b"connection", b"close"),
+            (b"transfer-encoding", b"chunked"),
+            (b"warning", b'299 - "admin write into shard amber\'s space"'),
+        ],
+    ) == [
+        (b":status", b"201"),
+        (b"date", b"Wed, 02 Dec 2026 21:00:00 GMT"),
+        (b"content-type", b"application/json"),
+        (b"warning", b'299 - "admin write into shard amber\'s space"'),
+    ]
+    for name, value in [
+        (b"x-split", b"one\r\nx-injected: two"),
+        (b"x-nul", b"a\x00b"),
+        (b"x-padded", b" leading"),
+        (b"x-padded", b"trailing\t"),
+        (b"bad name", b"v"),
+        (b"x:colon", b"v"),
+        (b"", b"v"),
+    ]:
+        with pytest.raises(RuntimeError, match="invalid HTTP header"):
+            response_headers(200, [], [(name, value)])

@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import re
 import struct
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -71,6 +73,31 @@ _LINGER: Final = 1.0
 _HOP_BY_HOP: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
+#: A response header name: a token, in lower case (RFC 9110 §5.1, RFC 9113 §8.2.1).
+_BAD_NAME: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
+#: A field value: no control character but tab (RFC 9110 §5.5; uvicorn checks HTTP/1.1
+#: responses alike), and no white space at either end (RFC 9113 §8.2.1).
+_BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]$")
+
+
+def response_headers(
+    status: int, defaults: Iterable[tuple[bytes, bytes]], headers: Iterable[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """A response's HTTP/2 header list: ``:status``, then *defaults* and the app's
+    *headers* with names in lower case and HTTP/1.1's connection headers left out;
+    ``RuntimeError`` for a name or value HTTP/2 may not carry.
+
+    One pass here instead of ``h2``'s outbound normalisation and validation (a chain of
+    generators per header: ~13 µs of a ~270 µs GET), which the connection turns off."""
+    out = [(b":status", str(status).encode())]
+    for name, value in itertools.chain(defaults, headers):
+        name = name.lower()
+        if name in _HOP_BY_HOP:
+            continue
+        if not name or _BAD_NAME.search(name) is not None or _BAD_VALUE.search(value):
+            raise RuntimeError(f"invalid HTTP header {name!r}: {value!r}")
+        out.append((name, value))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +283,12 @@ class H2Protocol(asyncio.Protocol):
         limits = tracker.limits
         self._h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(
-                client_side=False, header_encoding=None, validate_inbound_headers=True
+                client_side=False,
+                header_encoding=None,
+                validate_inbound_headers=True,
+                # Checked by response_headers instead, in one pass.
+                normalize_outbound_headers=False,
+                validate_outbound_headers=False,
             )
         )
         self._h2.local_settings = h2.settings.Settings(
@@ -723,12 +755,9 @@ class H2Protocol(asyncio.Protocol):
             stream.response_started = True
             if stream.closed or self._closing:
                 return
-            headers = [(b":status", str(message["status"]).encode())]
-            headers += self._server_state.default_headers
-            for name, value in message.get("headers", ()):
-                name = name.lower()
-                if name not in _HOP_BY_HOP:
-                    headers.append((name, value))
+            headers = response_headers(
+                message["status"], self._server_state.default_headers, message.get("headers", ())
+            )
             try:
                 self._h2.send_headers(stream.id, headers)
             except h2.exceptions.H2Error:
