@@ -175,6 +175,9 @@ class ScopedAuthorizer:
             if principal.role is Role.CACHE:
                 allowed, reason, error, admission = self.home.cache_write(principal, info, kcp)
                 return Decision(allowed, reason, error, admission=admission)
+            root_only = self.home.root_only(info, kcp)
+            if root_only is not None:
+                return Decision(False, "CacheShards are deleted at the root", root_only)
             refusal = self.home.refusal(principal, kcp)
             if refusal is not None:
                 return Decision(False, "shard homed at another cache", refusal)

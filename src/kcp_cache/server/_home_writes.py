@@ -15,7 +15,9 @@ cache takes part in a hierarchy (``--cache-name``; beyond-kcp §3.1):
   moved away while this cache was down is refused, not written into a stale epoch;
 * a cache's principal (``system:kcp:cache:C``, its exporter) may write the shards homed
   at C or below it, its own ``Cache`` object and those below it (create, update, delete),
-  and ``CacheShard`` objects — their status only for shards homed at C or below.
+  and ``CacheShard`` objects — their status only for shards homed at C or below;
+* ``CacheShard`` objects are deleted at the root only: below it a delete is 403 for
+  everyone (the mirror would bring the root's copy back).
 """
 
 from __future__ import annotations
@@ -171,6 +173,27 @@ class HomeWrites:
                 f'is not homed at cache "{cache}" or below it'
             )
         return False, "shard not homed at the writing cache", _elsewhere(message), None
+
+    def root_only(self, info: RequestInfo, kcp: KcpRequest) -> ApiError | None:
+        """The 403 for a delete of ``CacheShard`` objects below the root, for everyone:
+        the root places shards and every other cache mirrors its copies (forwarding
+        creates and changes up), so a delete here would be undone by the next sync — a
+        deleted object that comes back."""
+        home = self.home
+        if (
+            kcp.shard != SYSTEM_SHARD
+            or not home.enabled
+            or home.is_root
+            or info.api_group != LIFECYCLE_GROUP
+            or info.resource != CACHE_SHARDS
+            or info.verb not in ("delete", "deletecollection")
+        ):
+            return None
+        what = f'CacheShard "{info.name}"' if info.name else "CacheShard objects"
+        return ApiError.forbidden(
+            f'{what} may be deleted only at the root cache: cache "{home.name}" mirrors them '
+            f"from its parent ({home.parent}), whose copy would come back"
+        )
 
     def refusal(self, principal: Principal, kcp: KcpRequest) -> ApiError | None:
         """Why this cache does not take a write into the URL's shard (``None``: it may,

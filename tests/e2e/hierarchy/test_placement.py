@@ -2,7 +2,8 @@
 "Who writes what", "Home defaulting").
 
 * ``CacheShard`` objects: the root's copies flow down to every cache; an admin's spec
-  edit at a leaf reaches the root; the status is written by the shard's home only.
+  edit at a leaf reaches the root, a delete there is refused (403: the mirror would
+  bring the copy back); the status is written by the shard's home only.
 * ``HomeConflict``: two regions auto-home one new shard at once; the root keeps the
   first claim, the loser reports it and refuses the shard, and its data never
   overwrites the winner's at the root.
@@ -54,8 +55,9 @@ def _lease(shard: str) -> dict[str, Any]:
 
 def test_cache_shards_flow_down_and_changes_go_up(tmp_path: Path) -> None:
     """R ← E ← E2. A CacheShard created at R reaches E and E2 (stamped by the root);
-    an admin's spec edit at E2 reaches R and E; the home's status (E's lifecycle, from
-    sapphire's lease at E) reaches R; a cache that is not the home may not write it."""
+    an admin's spec edit at E2 reaches R and E, a delete at E2 is refused; the home's
+    status (E's lifecycle, from sapphire's lease at E) reaches R; a cache that is not the
+    home may not write it."""
     root = start_root(tmp_path)
     region = start_child(tmp_path, "eu-1", root, "--home-shards", "sapphire")
     leaf = start_child(tmp_path, "eu-2", region)
@@ -81,6 +83,16 @@ def test_cache_shards_flow_down_and_changes_go_up(tmp_path: Path) -> None:
                 what=f"the leaf's spec edit at {server.root.name}",
             )
         assert cache_shard(root, "gamma")["spec"]["registered"] is True  # type: ignore[index]
+        # Deletes are the root's: below it a delete would be undone by the mirror.
+        with leaf.client() as client:
+            refused = client.delete(f"{CACHE_SHARDS_URL}/gamma")
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["message"] == (
+                'CacheShard "gamma" may be deleted only at the root cache: cache "eu-2" '
+                f"mirrors them from its parent ({region.base_url}), whose copy would come back"
+            )
+            assert client.delete(CACHE_SHARDS_URL).status_code == 403
+        assert cache_shard(leaf, "gamma") is not None
 
         # sapphire's first write at E claims it at R, as a CacheShard homed at eu-1.
         assert post(region, "sapphire", "s").status_code == 201
