@@ -526,10 +526,10 @@ def test_the_sender_lingers_briefly_while_busy_and_backs_off_when_idle() -> None
     """The sender's pacing: a few milliseconds of events per batch while they flow (held
     longer, they cost the request path, see ``_log._LINGER``), doubling waits up to
     50 ms while there is nothing to send (an idle server does not spin)."""
-    from kcp_cache.audit import _log
+    from kcp_cache.audit import _IDLE_INTERVAL, _LINGER, _next_wait
 
-    assert _log._next_wait(_log._IDLE_INTERVAL, True) == _log._LINGER == 0.005
-    waits = [_log._LINGER]
+    assert _next_wait(_IDLE_INTERVAL, True) == _LINGER == 0.005
+    waits = [_LINGER]
     for _ in range(6):
-        waits.append(_log._next_wait(waits[-1], False))
+        waits.append(_next_wait(waits[-1], False))
     assert waits == [0.005, 0.01, 0.02, 0.04, 0.05, 0.05, 0.05]

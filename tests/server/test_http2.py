@@ -29,7 +29,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
-from kcp_cache.server._h2 import response_headers
+from kcp_cache.server import response_headers
 from kcp_cache.testing import CacheServer, running_cache_server
 
 from .h2_client import RawH2Client

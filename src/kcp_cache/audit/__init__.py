@@ -35,3 +35,8 @@ __all__ = [
     "new_audit_id",
     "timestamp",
 ]
+
+# Underscore names below are internals re-exported for the white-box tests, not in __all__.
+from kcp_cache.audit._log import _IDLE_INTERVAL as _IDLE_INTERVAL
+from kcp_cache.audit._log import _LINGER as _LINGER
+from kcp_cache.audit._log import _next_wait as _next_wait

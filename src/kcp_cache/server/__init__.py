@@ -54,6 +54,7 @@ from kcp_cache.server._grammar import parse_shard as parse_shard
 from kcp_cache.server._grammar import split_identity as split_identity
 from kcp_cache.server._grammar import strip_service_prefix as strip_service_prefix
 from kcp_cache.server._h2 import H2Settings as H2Settings
+from kcp_cache.server._h2 import response_headers as response_headers
 from kcp_cache.server._h2_data import data_frame as data_frame
 
 # Underscore names below are internals re-exported for the white-box tests, not in __all__.
