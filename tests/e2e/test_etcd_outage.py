@@ -127,10 +127,15 @@ async def test_a_hung_etcd_answers_within_the_deadline(
         async with server.async_client() as client:
             etcd.members[0].pause()  # SIGSTOP: sockets stay open, nothing answers
             try:
+                # A read already waiting on etcd when the next one comes: the later read
+                # still answers within its own deadline, not the earlier one's rest
+                # plus its own.
+                earlier = asyncio.ensure_future(_status_within(client, DEADLINE, "GET", path))
                 ready = await _status_within(client, DEADLINE, "GET", "/readyz?verbose")
                 assert ready.status_code == 500
                 assert "[-]storage failed: " in ready.text
                 _assert_unavailable(await _status_within(client, DEADLINE, "GET", path))
+                _assert_unavailable(await earlier)
             finally:
                 etcd.members[0].resume()
             await _wait_ready(client)

@@ -87,3 +87,20 @@ async def test_close_cancels_waiting_callers() -> None:
     for reader in (first, second):
         with pytest.raises(asyncio.CancelledError):
             await reader
+
+
+async def test_a_caller_behind_a_hung_request_gives_up_within_its_own_budget() -> None:
+    store = Store()  # never released: the first request hangs, as on a paused etcd
+    batcher = RevisionBatcher(store.fetch)
+    store.revision = 3
+    first = asyncio.ensure_future(batcher.current())
+    await settle()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(Unavailable, match=r"etcd is unavailable: no revision within 0\.2s"):
+        await batcher.current(budget=0.2)
+    assert 0.2 <= loop.time() - started < 0.8  # not the first request's time plus its own
+    store.release.set()
+    assert await first == 3
+    await settle()
+    assert store.started == 1  # the caller that gave up costs no request of its own

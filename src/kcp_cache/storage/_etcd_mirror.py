@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 _RETRY_MIN, _RETRY_MAX = 0.1, 2.0
 
 
+#: How much longer than its budget a caller of :class:`RevisionBatcher` waits.
+_DEADLINE_GRACE = 0.25
+
+
 class RevisionBatcher:
     """etcd's current revision for many concurrent callers, one request at a time.
 
@@ -63,17 +67,37 @@ class RevisionBatcher:
         self._waiting: list[asyncio.Future[int]] = []
         self._driver: asyncio.Task[None] | None = None
 
-    async def current(self) -> int:
+    async def current(self, budget: float | None = None) -> int:
+        """The revision of a request that started after this call.
+
+        :param budget: seconds this caller waits at most, counting the wait for a
+            request already in flight (a hung etcd answers it in ``budget``, not in
+            what is left of the other request plus its own); ``None``: no limit.
+        :raises Unavailable: no answer within *budget*.
+        """
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting.append(future)
         if self._driver is None:
             self._driver = asyncio.get_running_loop().create_task(self._drive())
-        return await future
+        if budget is None:
+            return await future
+        try:
+            # A request started for this caller ends by its own deadline, with an
+            # error naming the member; the grace lets that error come first, so the
+            # timer only ends a wait behind another caller's request.
+            async with asyncio.timeout(budget + _DEADLINE_GRACE):
+                return await future
+        except TimeoutError:
+            raise Unavailable(f"etcd is unavailable: no revision within {budget:g}s") from None
 
     async def _drive(self) -> None:
         try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
+            while True:
+                # Callers that gave up meanwhile need no request of their own.
+                batch = [future for future in self._waiting if not future.done()]
+                self._waiting = []
+                if not batch:
+                    return
                 try:
                     revision = await self._fetch()
                 except asyncio.CancelledError:

@@ -436,7 +436,7 @@ class EtcdStorage(Storage):
         if mirror.state is None:
             self.cache_fallbacks += 1
             return None
-        target = await self._revisions.current()
+        target = await self._revisions.current(self._conn.request_timeout)
         state = await mirror.wait_until(target, self._cache_wait)
         if state is None:
             self.cache_fallbacks += 1
