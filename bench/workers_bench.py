@@ -121,26 +121,43 @@ def wait_workers(root: Path, port: int, count: int) -> None:
         time.sleep(0.02)
 
 
-def served_gets(root: Path, port: int, workers: int) -> dict[str, float]:
-    """GETs of apiexports each worker has answered (its ``/metrics``, reached by trying
-    new connections until every worker has answered one)."""
-    counts: dict[str, float] = {}
-    deadline = time.monotonic() + 60
-    while len(counts) < workers and time.monotonic() < deadline:
+def worker_metrics(root: Path, port: int, workers: int, within: float = 60.0) -> dict[str, str]:
+    """Each worker's ``/metrics`` text, keyed by its ``worker`` label (reached by trying
+    new connections, which the kernel spreads, until every worker has answered one)."""
+    found: dict[str, str] = {}
+    deadline = time.monotonic() + within
+    while len(found) < workers and time.monotonic() < deadline:
         with client(root, port) as http:
             text = http.get("/metrics").text
-        total, worker = 0.0, "0"
-        for line in text.splitlines():
-            if (
-                line.startswith("apiserver_request_total{")
-                and 'resource="apiexports"' in line
-                and 'verb="GET"' in line
-            ):
-                total += float(line.rsplit(" ", 1)[1])
-            if 'worker="' in line:
-                worker = line.split('worker="', 1)[1].split('"', 1)[0]
-        counts[worker] = total
-    return counts
+        marker = text.find('worker="')
+        worker = text[marker + 8 : text.index('"', marker + 8)] if marker >= 0 else "0"
+        found[worker] = text
+    return found
+
+
+def _samples(text: str, name: str, *labels: str) -> float:
+    """The sum of metric *name*'s samples whose labels include every one of *labels*."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(label in line for label in labels):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def served_gets(root: Path, port: int, workers: int) -> dict[str, float]:
+    """GETs of apiexports each worker has answered."""
+    return {
+        worker: _samples(text, "apiserver_request_total", 'resource="apiexports"', 'verb="GET"')
+        for worker, text in worker_metrics(root, port, workers).items()
+    }
+
+
+def open_watches(root: Path, port: int, workers: int) -> dict[str, float]:
+    """Watches each worker holds open (how evenly the kernel spread the connections)."""
+    return {
+        worker: _samples(text, "kcp_cache_open_watches")
+        for worker, text in worker_metrics(root, port, workers).items()
+    }
 
 
 def start(root: Path, workers: int) -> Proc:
@@ -183,7 +200,7 @@ def measure_get(
     with ThreadPoolExecutor(generators) as pool:
         runs = list(pool.map(one, range(generators)))
     used = [cpu_seconds(p) - c for p, c in zip(pids, cpu, strict=True)]
-    generator = children_cpu() - gen
+    generator_cpu = children_cpu() - gen
     for run in runs:
         if run["non2xx"] or run["errors"]:
             raise RuntimeError(f"unclean run: {run}")
@@ -193,7 +210,7 @@ def measure_get(
     return {
         "protocol": protocol,
         "rps": sum(run["rps"] for run in runs),
-        "generator": generator,
+        "generator": generator_cpu,
         "generators": generators,
         "requests": requests,
         "server_cpu_us": sum(used) / requests * 1e6,
@@ -206,7 +223,7 @@ def measure_get(
             }
             for w in sorted(served)
         },
-        "loadgen_cpu_us": generator / requests * 1e6,
+        "loadgen_cpu_us": generator_cpu / requests * 1e6,
         "load_avg": load,
     }
 
@@ -235,6 +252,9 @@ async def measure_fanout(
         await writer.get(EXPORTS)  # connected before the clock starts
         await asyncio.sleep(1.0)
         pids = group_pids(proc)
+        # The last worker to deliver sets an event's time: an uneven split of the
+        # connections (the kernel hashes them, SO_REUSEPORT) shows here.
+        spread = await asyncio.to_thread(open_watches, root, proc.port, len(pids))
         load = loadavg()
         cpu = sum(cpu_seconds(p) for p in pids)
         mine = self_cpu()
@@ -268,24 +288,17 @@ async def measure_fanout(
         # CREATE's client too), on the same two cores.
         "client_cpu_ms_per_event": client_used / events * 1e3,
         "lost": hub.lost,
+        "open_watches_per_worker": spread,
         "load_avg": load,
     }
 
 
 def limit_hits(root: Path, port: int) -> dict[str, list[str]]:
-    """``kcp_cache_connection_limit_hits_total`` samples of each worker (tries new
-    connections until both workers answered, or 40 times)."""
-    found: dict[str, list[str]] = {}
-    for _ in range(40):
-        with client(root, port) as http:
-            text = http.get("/metrics").text
-        lines = [ln for ln in text.splitlines() if ln.startswith("kcp_cache_connection_limit")]
-        marker = text.find('worker="')
-        worker = text[marker + 8 : text.index('"', marker + 8)] if marker >= 0 else "?"
-        found[worker] = lines
-        if len(found) >= 2:
-            break
-    return found
+    """``kcp_cache_connection_limit_hits_total`` samples of each worker."""
+    return {
+        worker: [ln for ln in text.splitlines() if ln.startswith("kcp_cache_connection_limit")]
+        for worker, text in worker_metrics(root, port, 2, within=10.0).items()
+    }
 
 
 def seed(root: Path, port: int, count: int) -> None:
