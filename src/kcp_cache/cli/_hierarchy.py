@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from kcp_cache.cli._numbers import boolean
 from kcp_cache.cli._placement import ShardPlacement
 from kcp_cache.client import (
     AsyncClient,
@@ -88,7 +89,7 @@ def add_hierarchy_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--auto-home",
-        type=_bool,
+        type=boolean,
         default=True,
         metavar="BOOL",
         help="a write for a shard no cache claims claims it for this cache",
@@ -133,7 +134,7 @@ def add_hierarchy_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--serve-replication-feed",
-        type=_bool,
+        type=boolean,
         default=True,
         metavar="BOOL",
         help="serve the replication feed to child caches (false: 404, as kcp's Go cache "
@@ -149,7 +150,7 @@ def add_hierarchy_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--require-parent-for-readiness",
-        type=_bool,
+        type=boolean,
         default=False,
         metavar="BOOL",
         help="/readyz fails while the parent's feed is not connected and synced",
@@ -183,15 +184,6 @@ def store_identity(storage: Storage) -> str:
         if nested is None:
             return ""
         inner = nested
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
 
 
 def _share(text: str) -> float:

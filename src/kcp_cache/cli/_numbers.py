@@ -1,11 +1,12 @@
-"""Integer flag types: argparse ``type=`` callables with kube-style error messages."""
+"""Flag types: argparse ``type=`` callables (integers, booleans) with kube-style error
+messages."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 
-__all__ = ["integer_at_least"]
+__all__ = ["boolean", "integer_at_least"]
 
 
 def integer_at_least(minimum: int) -> Callable[[str], int]:
@@ -22,3 +23,13 @@ def integer_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def boolean(text: str) -> bool:
+    """``true``/``false`` (as kube's boolean flags; also 1/0, yes/no, on/off)."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}: use true or false")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -34,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kcp_cache.cli._numbers import integer_at_least
+from kcp_cache.cli._numbers import boolean, integer_at_least
 
 __all__ = [
     "LEADER_SOCKET_NAME",
@@ -69,8 +70,18 @@ def add_worker_flags(parser: argparse.ArgumentParser) -> None:
         "writes and N-1 followers serving reads and watches from a copy; with etcd N "
         "independent servers; not with memory",
     )
+    group.add_argument(
+        "--balance-connections",
+        type=boolean,
+        default=True,
+        metavar="BOOL",
+        help="pass a newly accepted connection to the worker holding the fewest, so that "
+        "long-lived watch connections are split evenly (the kernel's SO_REUSEPORT hash is "
+        "even only on average); default true",
+    )
     # Set by worker 0 on the command lines of the workers it starts.
     group.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    group.add_argument("--worker-directory", help=argparse.SUPPRESS)
     group.add_argument("--leader-socket", help=argparse.SUPPRESS)
 
 
@@ -81,6 +92,9 @@ class WorkerRole:
     index: int
     count: int
     leader_socket: str | None
+    #: The group's private directory (the leader's socket, the connection balancing's
+    #: sockets and counts); worker 0 creates it (:meth:`with_directory`).
+    directory: str | None = None
 
     @property
     def grouped(self) -> bool:
@@ -103,13 +117,17 @@ class WorkerRole:
         name = Path(path)
         return str(name.with_name(f"{name.stem}-worker{self.index}{name.suffix}"))
 
+    def with_directory(self) -> WorkerRole:
+        """Worker 0 of a group: the role with a new private directory."""
+        return dataclasses.replace(self, directory=private_socket_directory())
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> WorkerRole:
-        return cls(args.worker_index, args.workers, args.leader_socket)
+        return cls(args.worker_index, args.workers, args.leader_socket, args.worker_directory)
 
 
 def private_socket_directory() -> str:
-    """A new directory (mode 0700) for the leader's socket; short enough for a Unix
+    """A new directory (mode 0700) for the group's sockets; short enough for a Unix
     socket path wherever the root directory is."""
     return tempfile.mkdtemp(prefix="kcp-cache-workers-")
 
@@ -118,11 +136,18 @@ class WorkerGroup:
     """Workers 1..count-1 of worker 0: started, restarted when they die, stopped."""
 
     def __init__(
-        self, argv: Sequence[str], *, count: int, port: int, leader_socket: str | None
+        self,
+        argv: Sequence[str],
+        *,
+        count: int,
+        port: int,
+        directory: str,
+        leader_socket: str | None,
     ) -> None:
         self._argv = list(argv)
         self._count = count
         self._port = port
+        self._directory = directory
         self._leader_socket = leader_socket
         self._stopping = False
         self._procs: dict[int, asyncio.subprocess.Process] = {}
@@ -133,6 +158,7 @@ class WorkerGroup:
     def command(self, index: int) -> list[str]:
         """The command line of worker ``index``: this one's, with its place in the group."""
         extra = ["--secure-port", str(self._port), "--worker-index", str(index)]
+        extra += ["--worker-directory", self._directory]
         if self._leader_socket is not None:
             extra += ["--leader-socket", self._leader_socket]
         return [sys.executable, "-m", "kcp_cache", *self._argv, *extra]
@@ -191,8 +217,7 @@ class WorkerGroup:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._leader_socket is not None:
-            shutil.rmtree(os.path.dirname(self._leader_socket), ignore_errors=True)
+        shutil.rmtree(self._directory, ignore_errors=True)
 
 
 def watch_parent(on_gone: Callable[[], None], interval: float = 0.5) -> asyncio.Task[None]:

@@ -34,14 +34,13 @@ from kcp_cache.cli._durations import parse_duration
 from kcp_cache.cli._hierarchy import Hierarchy, add_hierarchy_flags, store_identity, with_epoch
 from kcp_cache.cli._lifecycle_flags import add_lifecycle_flags, lifecycle_options
 from kcp_cache.cli._logging import setup_logging
-from kcp_cache.cli._numbers import integer_at_least
+from kcp_cache.cli._numbers import boolean, integer_at_least
 from kcp_cache.cli._placement import add_placement_flags
 from kcp_cache.cli._workers import (
     LEADER_SOCKET_NAME,
     WorkerGroup,
     WorkerRole,
     add_worker_flags,
-    private_socket_directory,
     watch_parent,
 )
 from kcp_cache.meta import DEFAULT_SERVING_HOSTS
@@ -59,6 +58,7 @@ from kcp_cache.server import (
     HTTPSServer,
     ReadinessChecks,
     ServerMetrics,
+    SharedPort,
     TLSConfigError,
     bind_socket,
     build_server_context,
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     storage.add_argument(
         "--watch-cache",
         metavar="BOOL",
-        type=_parse_bool,
+        type=boolean,
         default=True,
         help="etcd engine: serve GET and LIST from an in-memory copy kept by one etcd "
         "watch, with consistent reads (default true; false reads etcd every time)",
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     storage.add_argument(
         "--etcd-revision-gateway",
         metavar="BOOL",
-        type=_parse_bool,
+        type=boolean,
         default=True,
         help="etcd engine: ask etcd's JSON gateway (POST /v3/kv/range) for the current "
         "revision of consistent reads, a quarter of gRPC's CPU; gRPC when it cannot "
@@ -592,16 +592,6 @@ def _url_host(bind_address: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _parse_bool(text: str) -> bool:
-    """``true``/``false`` (as kube's boolean flags; also 1/0, yes/no)."""
-    value = text.strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}: use true or false")
-
-
 def _storage_kind(args: argparse.Namespace) -> str:
     kind: str = args.storage or ("etcd" if args.etcd_servers else "sqlite")
     return kind
@@ -760,13 +750,19 @@ async def _run(args: argparse.Namespace) -> int:
             if role.index == 0:
                 _write_port_file(root, port)
             if role.index == 0 and role.grouped:
+                role = role.with_directory()
+                assert role.directory is not None
                 socket_path = None
                 if isinstance(raw, SQLiteStorage):
-                    socket_path = os.path.join(private_socket_directory(), LEADER_SOCKET_NAME)
+                    socket_path = os.path.join(role.directory, LEADER_SOCKET_NAME)
                     link = LeaderLink(raw, socket_path)
                     await link.start()
                 group = WorkerGroup(
-                    args.argv, count=role.count, port=port, leader_socket=socket_path
+                    args.argv,
+                    count=role.count,
+                    port=port,
+                    directory=role.directory,
+                    leader_socket=socket_path,
                 )
             code = await _serve(
                 args, root, sock, port, storage, metrics, readiness, ssl_context, role, group
@@ -853,14 +849,20 @@ async def _serve(
     app.routes.update(hierarchy.routes)
     app.store_header = f"{hierarchy.name}/{store_identity(storage)}".encode()
     app.on_shutdown.append(hierarchy.stop)
+    shared_port = None
+    if role.directory is not None and args.balance_connections:
+        shared_port = SharedPort(role.directory, role.index, role.count)
     server = HTTPSServer(
         app,
         sock=sock,
         ssl_context=ssl_context,
         limits=_connection_limits(args),
         http2=_http2_settings(args),
+        shared_port=shared_port,
     )
     metrics.registry.register(server.tracker.collector())
+    if server.balancer is not None:
+        metrics.registry.register(server.balancer.collector())
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -4,7 +4,9 @@
   the registry, API, discovery, health and metrics; ASGI lifespan for bootstrap/shutdown).
   Mount it; :data:`Scope`, :data:`Receive`, :data:`Send`, :data:`ASGIApp` type a host.
 * :class:`HTTPSServer` / :func:`bind_socket` — serve it over TLS with client certificates,
-  under :class:`ConnectionLimits` (timeouts, header sizes, connection caps).
+  under :class:`ConnectionLimits` (timeouts, header sizes, connection caps); one of a
+  ``--workers`` group (:class:`SharedPort`) evens out the workers' connections with
+  :class:`ConnectionBalancer`.
 * :func:`build_server_context` — the pyOpenSSL context (``--tls-*``, ``--client-ca-file``).
 * :mod:`certificates <kcp_cache.server._certs>` helpers — dev CA, serving and client certs.
 * :class:`ServerMetrics`, :class:`ReadinessChecks` — pass them to share them with a host.
@@ -29,6 +31,7 @@ from kcp_cache.server._authz import KcpAuthorizer as KcpAuthorizer
 from kcp_cache.server._authz import RequestAuthorizer as RequestAuthorizer
 from kcp_cache.server._authz import ScopedAuthorizer as ScopedAuthorizer
 from kcp_cache.server._authz import authorizer_for_mode as authorizer_for_mode
+from kcp_cache.server._balance import ConnectionBalancer as ConnectionBalancer
 from kcp_cache.server._certs import CertificateFiles as CertificateFiles
 from kcp_cache.server._certs import DevCredentials as DevCredentials
 from kcp_cache.server._certs import ensure_dev_credentials as ensure_dev_credentials
@@ -97,6 +100,7 @@ from kcp_cache.server._stack import DEFAULT_MIN_REQUEST_TIMEOUT as DEFAULT_MIN_R
 from kcp_cache.server._stack import DEFAULT_WATCH_MAX_UNSENT_BYTES as DEFAULT_WATCH_MAX_UNSENT_BYTES
 from kcp_cache.server._stack import create_app as create_app
 from kcp_cache.server.tls import HTTPSServer as HTTPSServer
+from kcp_cache.server.tls import SharedPort as SharedPort
 from kcp_cache.server.tls import TLSConfigError as TLSConfigError
 from kcp_cache.server.tls import bind_socket as bind_socket
 from kcp_cache.server.tls import build_server_context as build_server_context
@@ -126,6 +130,7 @@ __all__ = [
     "Authorizer",
     "CacheServerApp",
     "CertificateFiles",
+    "ConnectionBalancer",
     "ConnectionLimits",
     "ConnectionTracker",
     "Deadline",
@@ -151,6 +156,7 @@ __all__ = [
     "ScopedAuthorizer",
     "Send",
     "ServerMetrics",
+    "SharedPort",
     "ShutdownHook",
     "StartupTask",
     "TLSConfigError",

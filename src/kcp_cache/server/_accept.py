@@ -6,7 +6,8 @@ uvloop's server closes its listening handle on the first error libuv reports fro
 ``add_reader`` and accepted in batches; an error is counted and logged (rate-limited by
 :class:`~kcp_cache.server._limits.LimitEvents`), accepting pauses briefly (the pending
 connection stays in the backlog), and the listener carries on. Each accepted socket is
-handed to the event loop with ``connect_accepted_socket``.
+handed to the event loop with ``connect_accepted_socket`` — or, in a ``--workers``
+group, possibly to a sibling worker first (:class:`~kcp_cache.server._balance.ConnectionBalancer`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import socket
 from collections.abc import Callable
 from typing import Final
 
+from kcp_cache.server._balance import ConnectionBalancer
 from kcp_cache.server._limits import LimitEvents
 
 __all__ = ["Acceptor"]
@@ -35,7 +37,11 @@ _RESOURCE_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, 
 
 
 class Acceptor:
-    """Accepts on ``sock`` and serves each connection with ``protocol_factory()``."""
+    """Accepts on ``sock`` and serves each connection with ``protocol_factory()``.
+
+    ``balancer``: offered every accepted connection first; one it passes to a sibling
+    worker is not served here.
+    """
 
     def __init__(
         self,
@@ -43,8 +49,10 @@ class Acceptor:
         protocol_factory: Callable[[], asyncio.Protocol],
         events: LimitEvents,
         loop: asyncio.AbstractEventLoop,
+        balancer: ConnectionBalancer | None = None,
     ) -> None:
         self._sock = sock
+        self._balancer = balancer
         self._factory = protocol_factory
         self._events = events
         self._loop = loop
@@ -80,13 +88,22 @@ class Acceptor:
                     self.stop()
                     self._retry = self._loop.call_later(_RETRY_DELAY, self._resume)
                 return
-            self._hand_off(conn)
+            if self._balancer is not None and self._balancer.place(conn):
+                continue
+            self.serve(conn)
+
+    @property
+    def in_setup(self) -> int:
+        """Accepted connections the event loop is still setting up (not yet counted
+        by the connection tracker)."""
+        return len(self._handoffs)
 
     def _resume(self) -> None:
         self._retry = None
         self.start()
 
-    def _hand_off(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
+        """Serve an accepted connection (this acceptor's, or one a sibling passed)."""
         conn.setblocking(False)
         if conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -21,12 +21,13 @@ from uvicorn.config import Config
 from uvicorn.server import Server
 
 from kcp_cache.server._accept import Acceptor
+from kcp_cache.server._balance import ConnectionBalancer
 from kcp_cache.server._h2 import H2Settings
 from kcp_cache.server._limits import ConnectionLimits, ConnectionTracker
 from kcp_cache.server.tls._protocol import abort_pending_handshakes, tls_protocol_class
 from kcp_cache.server.types import ASGIApp
 
-__all__ = ["HTTPSServer", "bind_socket"]
+__all__ = ["HTTPSServer", "SharedPort", "bind_socket"]
 
 log = logging.getLogger("kcp_cache.server")
 
@@ -61,6 +62,19 @@ def bind_socket(
     return sock
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SharedPort:
+    """This server's place in a ``--workers`` group on one ``SO_REUSEPORT`` port: the
+    workers even out their open connections (:class:`ConnectionBalancer`).
+
+    :param directory: the group's private directory, the same for every worker.
+    """
+
+    directory: str
+    index: int
+    count: int
+
+
 class HTTPSServer:
     """One listening socket, TLS, HTTP/1.1 and HTTP/2 (ALPN ``h2``), the ASGI app.
 
@@ -72,6 +86,8 @@ class HTTPSServer:
     ``handshake_timeout``, if given, overrides its handshake timeout. Their hits and the
     open connections are on :attr:`tracker` (``tracker.collector()`` for ``/metrics``).
     ``http2`` configures HTTP/2 (streams per connection, flood budgets; on by default).
+    ``shared_port``: one of a ``--workers`` group; :attr:`balancer` then passes accepted
+    connections to the sibling with the fewest (``balancer.collector()`` for ``/metrics``).
     """
 
     def __init__(
@@ -84,8 +100,20 @@ class HTTPSServer:
         graceful_shutdown_timeout: float = 10.0,
         handshake_timeout: float | None = None,
         http2: H2Settings | None = None,
+        shared_port: SharedPort | None = None,
     ) -> None:
         self.sock = sock
+        self._acceptor: Acceptor | None = None
+        self.balancer = (
+            None
+            if shared_port is None
+            else ConnectionBalancer(
+                shared_port.directory,
+                shared_port.index,
+                shared_port.count,
+                self._open_connections,
+            )
+        )
         limits = limits or ConnectionLimits()
         if handshake_timeout is not None:
             limits = dataclasses.replace(limits, handshake_timeout=handshake_timeout)
@@ -116,6 +144,10 @@ class HTTPSServer:
         """The open connections and the limit hits."""
         return self.protocol_class.tracker
 
+    def _open_connections(self) -> int:
+        acceptor = self._acceptor
+        return self.tracker.total + (acceptor.in_setup if acceptor is not None else 0)
+
     @property
     def port(self) -> int:
         port: int = self.sock.getsockname()[1]
@@ -144,13 +176,18 @@ class HTTPSServer:
                 _loop=loop,
             )
 
-        acceptor = Acceptor(self.sock, protocol_factory, self.tracker.events, loop)
+        acceptor = Acceptor(self.sock, protocol_factory, self.tracker.events, loop, self.balancer)
+        self._acceptor = acceptor
+        if self.balancer is not None:
+            self.balancer.start(loop, acceptor.serve)
         acceptor.start()
         self.tracker.start(loop)
         try:
             await server.main_loop()
         finally:
             acceptor.stop()
+            if self.balancer is not None:
+                self.balancer.close()
             self.tracker.stop()
             abort_pending_handshakes(self.protocol_class)
             if before_shutdown is not None:
