@@ -27,7 +27,11 @@ rounds; the same seeded store each time) and measures, one server at a time:
    of the cores stays small), or with ``--watch-protocol h1`` one raw TLS connection
    each (``_watchers.py``) — then one CREATE at a time; the time until every watcher has
    the event, median over ``--events`` events, with the CPU per event of the servers
-   and of this process (the client).
+   and of this process (the client), and how many watches each worker holds (its
+   ``/metrics``: the kernel's hash and the workers' connection balancing decide).
+
+``--group-flag`` passes flags to the ``--workers 2`` server only (an A/B of one of its
+options, e.g. ``--group-flag=--balance-connections --group-flag=false``).
 
 Then **memory per follower**: a ``--workers 2`` server with ``--objects`` objects of 1 KiB,
 RSS of the leader and of the follower (which holds a full copy of the state).
@@ -48,6 +52,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -160,8 +165,8 @@ def open_watches(root: Path, port: int, workers: int) -> dict[str, float]:
     }
 
 
-def start(root: Path, workers: int) -> Proc:
-    proc = start_server(root, "--workers", str(workers), pinned=False)
+def start(root: Path, workers: int, extra: Sequence[str] = ()) -> Proc:
+    proc = start_server(root, "--workers", str(workers), *extra, pinned=False)
     if workers > 1:
         wait_workers(root, proc.port, workers)
     return proc
@@ -352,6 +357,14 @@ def main() -> None:
     )
     parser.add_argument("--streams-per-connection", type=int, default=20, help="with h2")
     parser.add_argument("--events", type=int, default=15)
+    parser.add_argument(
+        "--group-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a flag for the --workers 2 server only, e.g. --group-flag=--balance-connections "
+        "--group-flag=false (repeat for each word)",
+    )
     parser.add_argument("--objects", type=int, default=10_000, help="for the memory figure")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--memory-only", action="store_true", help="skip the rounds")
@@ -367,6 +380,7 @@ def main() -> None:
     raise_open_files()
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "group_flags": args.group_flag,
         "rounds": [],
     }
     with tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp:
@@ -381,7 +395,7 @@ def main() -> None:
             row: dict[str, Any] = {}
             for workers in order:
                 log(f"round {round_no + 1}/{args.rounds}: --workers {workers} (load {loadavg()})")
-                proc = start(root, workers)
+                proc = start(root, workers, args.group_flag if workers > 1 else ())
                 try:
                     gets = {
                         protocol: measure_get(
