@@ -41,10 +41,33 @@ class Worker:
             conn.close()
 
 
+class Listener:
+    """A real TCP listener; the client sockets it opened are closed at teardown."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.clients: list[socket.socket] = []
+
+    def connect(self, count: int) -> tuple[list[socket.socket], list[socket.socket]]:
+        """``count`` client sockets and their accepted server sides, in order."""
+        clients, accepted = [], []
+        for _ in range(count):
+            clients.append(socket.create_connection(self.sock.getsockname()))
+            accepted.append(self.sock.accept()[0])
+        self.clients += clients
+        return clients, accepted
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.sock.close()
+
+
 @pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        yield sock
+def listener() -> Iterator[Listener]:
+    opened = Listener()
+    yield opened
+    opened.close()
 
 
 @pytest.fixture
@@ -59,30 +82,26 @@ async def group(tmp_path: Path) -> AsyncIterator[tuple[Worker, Worker]]:
         second.close()
 
 
-def connect(listener: socket.socket, count: int) -> tuple[list[socket.socket], list[socket.socket]]:
-    """``count`` client sockets and their accepted server sides, in order."""
-    clients, accepted = [], []
-    for _ in range(count):
-        clients.append(socket.create_connection(listener.getsockname()))
-        accepted.append(listener.accept()[0])
-    return clients, accepted
-
-
 async def settle() -> None:
     for _ in range(10):
         await asyncio.sleep(0.005)
 
 
 async def test_connections_accepted_by_one_worker_end_up_split_evenly(
-    group: tuple[Worker, Worker], listener: socket.socket
+    group: tuple[Worker, Worker], listener: Listener
 ) -> None:
     first, second = group
-    clients, accepted = connect(listener, 20)
+    clients, accepted = listener.connect(20)
     for conn in accepted:
         first.accept(conn)  # the kernel's hash gave them all to worker 0
         await settle()
     assert (len(first.served), len(second.served)) == (10, 10)
     assert (first.balancer.sent, second.balancer.received) == (10, 10)
+    registry = CollectorRegistry()
+    registry.register(first.balancer.collector())
+    text = generate_latest(registry).decode()
+    assert 'kcp_cache_connections_passed_total{direction="sent"} 10.0' in text
+    assert 'kcp_cache_connections_passed_total{direction="send-failed"} 0.0' in text
     # A passed socket is the same connection: what its client sends arrives there.
     for client in clients:
         client.sendall(b"ping %d" % client.getsockname()[1])
@@ -91,56 +110,48 @@ async def test_connections_accepted_by_one_worker_end_up_split_evenly(
         conn.settimeout(5)
         got.add(conn.recv(64))
     assert got == {b"ping %d" % c.getsockname()[1] for c in clients}
-    for client in clients:
-        client.close()
 
 
 async def test_a_batch_of_accepts_is_spread_before_the_sibling_republishes(
-    group: tuple[Worker, Worker], listener: socket.socket
+    group: tuple[Worker, Worker], listener: Listener
 ) -> None:
     """Accepted in one go (no loop turn between, so the sibling has not yet counted
     what it received): the sender counts them for it and does not send it them all."""
     first, second = group
-    clients, accepted = connect(listener, 10)
+    _, accepted = listener.connect(10)
     for conn in accepted:
         first.accept(conn)
     await settle()
     assert (len(first.served), len(second.served)) == (5, 5)
-    for client in clients:
-        client.close()
 
 
 async def test_a_worker_that_holds_fewer_keeps_its_connections(
-    group: tuple[Worker, Worker], listener: socket.socket
+    group: tuple[Worker, Worker], listener: Listener
 ) -> None:
     first, second = group
-    clients, accepted = connect(listener, 6)
+    _, accepted = listener.connect(6)
     second.served.extend(accepted[:4])  # worker 1 already holds four
     await asyncio.sleep(0.4)  # ... and has republished its count since
     for conn in accepted[4:]:
         first.accept(conn)
     assert len(first.served) == 2
     assert first.balancer.sent == 0
-    for client in clients:
-        client.close()
 
 
 async def test_no_connection_is_lost_when_the_sibling_is_gone(
-    group: tuple[Worker, Worker], listener: socket.socket
+    group: tuple[Worker, Worker], listener: Listener
 ) -> None:
     first, second = group
     second.balancer.stop()  # its socket is gone; it publishes that it takes nothing
-    clients, accepted = connect(listener, 5)
+    _, accepted = listener.connect(5)
     for conn in accepted:
         first.accept(conn)
     assert len(first.served) == 5
     assert first.balancer.sent == 0
-    for client in clients:
-        client.close()
 
 
 async def test_a_sibling_that_died_is_rested_after_one_failed_send(
-    tmp_path: Path, listener: socket.socket
+    tmp_path: Path, listener: Listener
 ) -> None:
     first = Worker(tmp_path, 0)
     first.start()
@@ -148,7 +159,7 @@ async def test_a_sibling_that_died_is_rested_after_one_failed_send(
         # Worker 1 bound its socket and was killed: the file stays, nobody receives.
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead:
             dead.bind(str(tmp_path / "balance-1.sock"))
-        clients, accepted = connect(listener, 6)
+        clients, accepted = listener.connect(6)
         for conn in accepted:
             first.accept(conn)
         assert len(first.served) == 6  # every connection kept and served
@@ -157,13 +168,12 @@ async def test_a_sibling_that_died_is_rested_after_one_failed_send(
             client.sendall(b"x")
             conn.settimeout(5)
             assert conn.recv(1) == b"x"
-            client.close()
     finally:
         first.close()
 
 
 async def test_counts_are_shared_through_the_file_and_republished(
-    tmp_path: Path, listener: socket.socket
+    tmp_path: Path, listener: Listener
 ) -> None:
     """A worker's count reaches its siblings through the file (as between processes),
     and connections that closed are republished without a new accept."""
@@ -172,7 +182,7 @@ async def test_counts_are_shared_through_the_file_and_republished(
     second.start()
     reader = ConnectionBalancer(str(tmp_path), 0, 2, lambda: 0)  # a third view of it
     try:
-        clients, accepted = connect(listener, 3)
+        _, accepted = listener.connect(3)
         second.served.extend(accepted)
         await asyncio.sleep(0.4)  # one refresh
         assert reader.counts()[1] == 3
@@ -181,30 +191,11 @@ async def test_counts_are_shared_through_the_file_and_republished(
         second.served.clear()
         await asyncio.sleep(0.4)
         assert reader.counts()[1] == 0
-        for client in clients:
-            client.close()
     finally:
         with contextlib.suppress(Exception):
             reader.close()
         first.close()
         second.close()
-
-
-async def test_the_metrics_count_what_moved(
-    group: tuple[Worker, Worker], listener: socket.socket
-) -> None:
-    first, _ = group
-    clients, accepted = connect(listener, 4)
-    for conn in accepted:
-        first.accept(conn)
-    await settle()
-    registry = CollectorRegistry()
-    registry.register(first.balancer.collector())
-    text = generate_latest(registry).decode()
-    assert 'kcp_cache_connections_passed_total{direction="sent"} 2.0' in text
-    assert 'kcp_cache_connections_passed_total{direction="send-failed"} 0.0' in text
-    for client in clients:
-        client.close()
 
 
 def test_an_index_outside_the_group_is_refused(tmp_path: Path) -> None:
