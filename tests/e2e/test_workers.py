@@ -322,6 +322,27 @@ def _worker_of(client: httpx2.Client) -> str:
     return text.split('worker="', 1)[1][0]
 
 
+def _wait_for_no_other_connections(server: CacheServer, workers: int = 2) -> None:
+    """Until each worker holds only the connection asking (the fixture's probes are
+    closed and the workers have republished their counts)."""
+    quiet: set[str] = set()
+    deadline = time.monotonic() + 20
+    while len(quiet) < workers:
+        assert time.monotonic() < deadline, f"workers {quiet} quiet, the others not"
+        text = _fresh(server, "GET", "/metrics").text
+        worker = text.split('worker="', 1)[1][0]
+        held = sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("kcp_cache_open_connections{")
+        )
+        if held == 1:
+            quiet.add(worker)
+        else:
+            quiet.discard(worker)
+    time.sleep(0.5)  # counts are republished every 250 ms
+
+
 def _passed(server: CacheServer, workers: int = 2) -> dict[str, dict[str, float]]:
     """Each worker's ``kcp_cache_connections_passed_total`` samples by direction."""
     found: dict[str, dict[str, float]] = {}
@@ -345,6 +366,7 @@ def test_long_lived_connections_are_split_evenly_between_workers(
     kernel's SO_REUSEPORT hash alone splits them 20/20 ± 1 only a quarter of the time;
     the workers pass new ones to whichever holds fewer. Each passed connection serves
     its requests as any other."""
+    _wait_for_no_other_connections(workers)
     clients = [workers.client() for _ in range(40)]
     try:
         owners = [_worker_of(client) for client in clients]
@@ -362,7 +384,7 @@ def test_long_lived_connections_are_split_evenly_between_workers(
     assert set(passed) == {"0", "1"}
     sent = sum(p["sent"] for p in passed.values())
     assert sent == sum(p["received"] for p in passed.values())
-    assert all(p["send-failed"] == 0 for p in passed.values())
+    assert all(p["send-failed"] == 0 for p in passed.values()), workers.logs()
 
 
 def test_connection_balancing_can_be_turned_off(

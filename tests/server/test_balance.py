@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -150,15 +151,49 @@ async def test_no_connection_is_lost_when_the_sibling_is_gone(
     assert first.balancer.sent == 0
 
 
-async def test_a_sibling_that_died_is_rested_after_one_failed_send(
+_SIBLING = """
+import asyncio, sys
+from kcp_cache.server import ConnectionBalancer
+
+async def main():
+    balancer = ConnectionBalancer(sys.argv[1], 1, 2, lambda: 0)
+    balancer.start(asyncio.get_running_loop(), lambda conn: None)
+    print("started", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_sibling_that_has_not_started_is_not_tried(
+    tmp_path: Path, listener: Listener
+) -> None:
+    first = Worker(tmp_path, 0)  # the first of the group: it creates the counts file
+    first.start()
+    try:
+        _, accepted = listener.connect(4)
+        for conn in accepted:
+            first.accept(conn)
+        assert len(first.served) == 4
+        assert (first.balancer.sent, first.balancer.send_failures) == (0, 0)
+    finally:
+        first.close()
+
+
+async def test_a_sibling_that_was_killed_is_rested_after_one_failed_send(
     tmp_path: Path, listener: Listener
 ) -> None:
     first = Worker(tmp_path, 0)
     first.start()
+    sibling = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SIBLING, str(tmp_path), stdout=asyncio.subprocess.PIPE
+    )
     try:
-        # Worker 1 bound its socket and was killed: the file stays, nobody receives.
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead:
-            dead.bind(str(tmp_path / "balance-1.sock"))
+        assert sibling.stdout is not None
+        assert await sibling.stdout.readline() == b"started\n"
+        assert first.balancer.counts()[1] == 0  # it published: it takes connections
+        sibling.kill()  # its socket file stays; nobody receives on it
+        await sibling.wait()
         clients, accepted = listener.connect(6)
         for conn in accepted:
             first.accept(conn)
@@ -169,6 +204,9 @@ async def test_a_sibling_that_died_is_rested_after_one_failed_send(
             conn.settimeout(5)
             assert conn.recv(1) == b"x"
     finally:
+        if sibling.returncode is None:
+            sibling.kill()
+            await sibling.wait()
         first.close()
 
 

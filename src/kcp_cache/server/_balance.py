@@ -123,15 +123,19 @@ class ConnectionBalancer:
         """Pass ``conn`` to a sibling that holds fewer connections (``True``: passed and
         closed here), or leave it to this worker (``False``)."""
         own = self._open()
-        self._slots[self.index] = own
         target = self._least_loaded()
         if target is None or own + 1 - self._slots[target] <= 1:
+            # Published with the new one at once: a sibling deciding meanwhile must not
+            # see this worker one lighter than it is.
+            self._slots[self.index] = own + 1
             return False
+        self._slots[self.index] = own
         try:
             # sendmsg itself: socket.send_fds ignores its address argument (Python 3.11).
             rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.fileno()]))
             self._sock_for_sending().sendmsg([b"c"], [rights], 0, self._paths[target])
         except OSError as exc:
+            self._slots[self.index] = own + 1  # kept after all
             self.send_failures += 1
             self._resting_until[target] = time.monotonic() + _REST
             log.debug("could not pass a connection to worker %d: %s", target, exc)
@@ -198,11 +202,16 @@ class ConnectionBalancer:
 
 
 def _shared_counts(path: str, count: int) -> tuple[memoryview, mmap.mmap]:
-    """The group's slots (8-byte signed integers, one per worker), created if new."""
+    """The group's slots (8-byte signed integers, one per worker), created if new.
+
+    A new file says every worker takes none: a worker that has not started yet (a
+    follower still loading its copy) is not sent connections it cannot serve; each
+    publishes its count when it starts.
+    """
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         if os.fstat(fd).st_size < count * 8:
-            os.ftruncate(fd, count * 8)  # zeros: every worker starts with none
+            os.write(fd, array.array("q", [_GONE] * count).tobytes())
         mapped = mmap.mmap(fd, count * 8)
     finally:
         os.close(fd)
