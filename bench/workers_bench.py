@@ -113,17 +113,9 @@ def children_cpu() -> float:
 
 def wait_workers(root: Path, port: int, count: int) -> None:
     """Until each worker has answered (new connections land on any of them)."""
-    seen: set[str] = set()
-    deadline = time.monotonic() + 60
-    while len(seen) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only workers {seen} answered")
-        with client(root, port) as http:
-            text = http.get("/metrics").text[:4000]
-        marker = text.find('worker="')
-        if marker >= 0:
-            seen.add(text[marker + 8 : text.index('"', marker + 8)])
-        time.sleep(0.02)
+    seen = worker_metrics(root, port, count)
+    if len(seen) < count:
+        raise RuntimeError(f"only workers {sorted(seen)} answered")
 
 
 def worker_metrics(root: Path, port: int, workers: int, within: float = 60.0) -> dict[str, str]:
@@ -136,6 +128,8 @@ def worker_metrics(root: Path, port: int, workers: int, within: float = 60.0) ->
             text = http.get("/metrics").text
         marker = text.find('worker="')
         worker = text[marker + 8 : text.index('"', marker + 8)] if marker >= 0 else "0"
+        if worker in found:
+            time.sleep(0.02)  # a follower still loading has not joined the port yet
         found[worker] = text
     return found
 

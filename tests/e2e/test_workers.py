@@ -316,10 +316,14 @@ def test_each_worker_writes_its_own_audit_log_and_labels_its_metrics(
     assert len(set(ids)) == len(ids)
 
 
+def _worker_label(metrics: str) -> str:
+    """The ``worker`` label of a ``/metrics`` text (which worker answered it)."""
+    return metrics.split('worker="', 1)[1][0]
+
+
 def _worker_of(client: httpx2.Client) -> str:
     """Which worker serves this client's (kept-alive) connection."""
-    text = client.get("/metrics").text
-    return text.split('worker="', 1)[1][0]
+    return _worker_label(client.get("/metrics").text)
 
 
 def _wait_for_no_other_connections(server: CacheServer, workers: int = 2) -> None:
@@ -330,7 +334,7 @@ def _wait_for_no_other_connections(server: CacheServer, workers: int = 2) -> Non
     while len(quiet) < workers:
         assert time.monotonic() < deadline, f"workers {quiet} quiet, the others not"
         text = _fresh(server, "GET", "/metrics").text
-        worker = text.split('worker="', 1)[1][0]
+        worker = _worker_label(text)
         held = sum(
             float(line.split()[-1])
             for line in text.splitlines()
@@ -348,7 +352,7 @@ def _passed(server: CacheServer, workers: int = 2) -> dict[str, dict[str, float]
     found: dict[str, dict[str, float]] = {}
     for _ in range(100):
         text = _fresh(server, "GET", "/metrics").text
-        worker = text.split('worker="', 1)[1][0]
+        worker = _worker_label(text)
         found[worker] = {
             line.split('direction="', 1)[1].split('"', 1)[0]: float(line.split()[-1])
             for line in text.splitlines()
